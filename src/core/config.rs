@@ -1,0 +1,200 @@
+//! The consensus core's configuration.
+
+use ringraft_storage::NodeId;
+use std::fmt;
+use std::time::Duration;
+
+/// A bug the simulator can inject into the core, to prove that its checkers catch it.
+///
+/// Only compiled with the `sim` feature; production builds cannot enable a mutation.
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mutation {
+    /// A leader commits an entry of an earlier term by counting replicas (violates §5.4.2).
+    CommitOldTermByCounting,
+    /// A voter grants a second vote in a term it already voted in.
+    GrantTwoVotesPerTerm,
+    /// A follower takes the leader's commit index without the min: it caps it at its own last
+    /// index instead of the last entry the AppendEntries matched, and heartbeats carry the
+    /// leader's full commit index instead of `min(commit, match)`. A follower holding a stale
+    /// suffix then commits it.
+    FollowerCommitWithoutMin,
+    /// A vote response leaves before the vote is durable.
+    ReleaseVoteBeforePersist,
+    /// Entries are handed to the state machine before they are committed.
+    ApplyBeforeCommit,
+}
+
+#[cfg(feature = "sim")]
+impl Mutation {
+    /// Every mutation, in a fixed order.
+    pub const ALL: [Mutation; 5] = [
+        Mutation::CommitOldTermByCounting,
+        Mutation::GrantTwoVotesPerTerm,
+        Mutation::FollowerCommitWithoutMin,
+        Mutation::ReleaseVoteBeforePersist,
+        Mutation::ApplyBeforeCommit,
+    ];
+
+    /// The mutation's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::CommitOldTermByCounting => "commit-old-term",
+            Mutation::GrantTwoVotesPerTerm => "two-votes",
+            Mutation::FollowerCommitWithoutMin => "follower-commit-no-min",
+            Mutation::ReleaseVoteBeforePersist => "vote-before-persist",
+            Mutation::ApplyBeforeCommit => "apply-before-commit",
+        }
+    }
+
+    /// The mutation with this command-line name.
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Settings of one consensus core. Durations are converted to the core's nanosecond clock.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// This node's id (never 0).
+    pub id: NodeId,
+    /// Base election timeout `T`: a follower that hears no leader for a random time in
+    /// `[T, 2T)` campaigns; a voter that heard from a leader within `T` refuses votes.
+    pub election_timeout: Duration,
+    /// How often a leader sends heartbeats (carrying the commit index).
+    pub heartbeat_interval: Duration,
+    /// A leader that has not heard from a quorum of voters within this time steps down.
+    pub leader_lease_timeout: Duration,
+    /// Campaign with a pre-vote round first (thesis §9.6). On by default.
+    pub pre_vote: bool,
+    /// Maximum entries in one AppendEntries.
+    pub max_append_entries: usize,
+    /// Maximum payload bytes in one AppendEntries (at least one entry is always sent).
+    pub max_append_bytes: usize,
+    /// Maximum AppendEntries in flight to one follower.
+    pub max_inflight: usize,
+    /// Allow lease-based reads (thesis §6.4.1). Off by default: it relies on bounded clock
+    /// drift.
+    pub lease_read: bool,
+    /// How much a lease is shortened to allow for clock-rate differences between nodes.
+    pub clock_drift_bound: Duration,
+    /// Seed of the election-jitter PRNG. Give each node a different seed.
+    pub seed: u64,
+    /// A bug to inject (simulator only).
+    #[cfg(feature = "sim")]
+    pub mutation: Option<Mutation>,
+}
+
+impl CoreConfig {
+    /// Defaults suited to a LAN: 1 s election timeout, 100 ms heartbeats, 500 ms lease.
+    pub fn new(id: NodeId) -> CoreConfig {
+        CoreConfig {
+            id,
+            election_timeout: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(100),
+            leader_lease_timeout: Duration::from_millis(500),
+            pre_vote: true,
+            max_append_entries: 64,
+            max_append_bytes: 1 << 20,
+            max_inflight: 64,
+            lease_read: false,
+            clock_drift_bound: Duration::from_millis(50),
+            seed: id.0,
+            #[cfg(feature = "sim")]
+            mutation: None,
+        }
+    }
+
+    /// Checks the settings; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &'static str| Err(ConfigError { field, reason });
+        if self.id.0 == 0 {
+            return bad("id", "must not be 0");
+        }
+        if self.election_timeout < Duration::from_millis(1) {
+            return bad("election_timeout", "must be at least 1 ms");
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.election_timeout {
+            return bad(
+                "heartbeat_interval",
+                "must be non-zero and below election_timeout",
+            );
+        }
+        if self.leader_lease_timeout < self.heartbeat_interval
+            || self.leader_lease_timeout > self.election_timeout
+        {
+            return bad(
+                "leader_lease_timeout",
+                "must lie between heartbeat_interval and election_timeout",
+            );
+        }
+        if self.max_append_entries == 0 {
+            return bad("max_append_entries", "must be at least 1");
+        }
+        if self.max_append_bytes == 0 {
+            return bad("max_append_bytes", "must be at least 1");
+        }
+        if self.max_inflight == 0 {
+            return bad("max_inflight", "must be at least 1");
+        }
+        if self.clock_drift_bound >= self.election_timeout {
+            return bad("clock_drift_bound", "must be below election_timeout");
+        }
+        Ok(())
+    }
+}
+
+/// An invalid [`CoreConfig`] field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's name.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config: {} {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_each_rule_names_its_field() {
+        let ok = CoreConfig::new(NodeId(1));
+        assert_eq!(ok.validate(), Ok(()));
+        let cases: Vec<(&str, Box<dyn Fn(&mut CoreConfig)>)> = vec![
+            ("id", Box::new(|c| c.id = NodeId(0))),
+            (
+                "election_timeout",
+                Box::new(|c| c.election_timeout = Duration::ZERO),
+            ),
+            (
+                "heartbeat_interval",
+                Box::new(|c| c.heartbeat_interval = c.election_timeout),
+            ),
+            (
+                "leader_lease_timeout",
+                Box::new(|c| c.leader_lease_timeout = Duration::from_secs(9)),
+            ),
+            ("max_append_entries", Box::new(|c| c.max_append_entries = 0)),
+            ("max_append_bytes", Box::new(|c| c.max_append_bytes = 0)),
+            ("max_inflight", Box::new(|c| c.max_inflight = 0)),
+            (
+                "clock_drift_bound",
+                Box::new(|c| c.clock_drift_bound = Duration::from_secs(5)),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut c = ok.clone();
+            mutate(&mut c);
+            assert_eq!(c.validate().map_err(|e| e.field), Err(field));
+        }
+    }
+}

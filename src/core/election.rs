@@ -1,0 +1,319 @@
+//! Message dispatch, the term rules of Raft §5.1, elections with pre-vote, and role changes.
+//!
+//! Leader stickiness (thesis §9.6, "disruptive servers"): a voter that heard from a live leader
+//! within the election timeout neither grants a (pre-)vote nor adopts the requester's term,
+//! unless the request is part of a leadership transfer. A higher term carried by any other
+//! message is adopted even from a node outside the configuration (its vote is still refused):
+//! otherwise a removed node with a high term could wedge the cluster (hashicorp/raft#524).
+
+#[cfg(feature = "sim")]
+use super::config::Mutation;
+use super::leader::LeaderState;
+use super::types::{Effect, Event, InvalidInput, RequestError, Role};
+use super::{Core, RoleState};
+use ringraft_net::message::{AppendEntriesResponse, AppendResult, Body, Message};
+use ringraft_storage::{NodeId, Term};
+use std::collections::BTreeSet;
+
+impl Core {
+    pub(super) fn handle_message(&mut self, m: Message) {
+        if m.to != self.id() {
+            self.invalid(Some(m.from), InvalidInput::WrongRecipient { to: m.to });
+            return;
+        }
+        if m.from == self.id() {
+            self.invalid(Some(m.from), InvalidInput::UnknownPeer);
+            return;
+        }
+        // Pre-vote traffic never changes terms by itself.
+        match m.body {
+            Body::PreVote { last_log_id } => {
+                return self.handle_pre_vote(m.from, m.term, last_log_id)
+            }
+            Body::PreVoteResponse { granted } => {
+                return self.handle_pre_vote_response(m.from, m.term, granted)
+            }
+            _ => {}
+        }
+        if m.term > self.term {
+            let leader = match m.body {
+                Body::AppendEntries(_) | Body::Heartbeat { .. } | Body::TimeoutNow => Some(m.from),
+                _ => None,
+            };
+            if let Body::RequestVote {
+                leadership_transfer,
+                ..
+            } = m.body
+            {
+                if !leadership_transfer && self.in_leader_lease() {
+                    // Ignore the disruptive candidate entirely: no term change, no vote.
+                    self.send(m.from, Body::RequestVoteResponse { granted: false });
+                    return;
+                }
+            }
+            self.become_follower(m.term, leader);
+        } else if m.term < self.term {
+            match m.body {
+                // Tell a stale leader about the newer term so it steps down.
+                Body::AppendEntries(ae) => self.send_when_durable(
+                    m.from,
+                    Body::AppendEntriesResponse(AppendEntriesResponse {
+                        result: AppendResult::StaleTerm,
+                        round: ae.round,
+                    }),
+                ),
+                Body::Heartbeat { round, .. } => self.send_when_durable(
+                    m.from,
+                    Body::AppendEntriesResponse(AppendEntriesResponse {
+                        result: AppendResult::StaleTerm,
+                        round,
+                    }),
+                ),
+                Body::RequestVote { .. } => {
+                    self.send_when_durable(m.from, Body::RequestVoteResponse { granted: false })
+                }
+                _ => {}
+            }
+            return;
+        }
+        match m.body {
+            Body::AppendEntries(ae) => self.handle_append_entries(m.from, ae),
+            Body::Heartbeat {
+                leader_commit,
+                round,
+            } => self.handle_heartbeat(m.from, leader_commit, round),
+            Body::AppendEntriesResponse(r) => self.handle_append_response(m.from, r),
+            Body::HeartbeatResponse { round } => self.handle_heartbeat_response(m.from, round),
+            Body::RequestVote { last_log_id, .. } => self.handle_request_vote(m.from, last_log_id),
+            Body::RequestVoteResponse { granted } => self.handle_vote_response(m.from, granted),
+            Body::TimeoutNow => self.handle_timeout_now(m.from),
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } => {}
+            _ => {}
+        }
+    }
+
+    /// True while this node believes a leader is alive: it leads, or it heard from a leader
+    /// within the election timeout.
+    pub(super) fn in_leader_lease(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
+            || self.now.nanos_since(self.last_leader_contact) < self.election_timeout_nanos()
+    }
+
+    fn handle_pre_vote(&mut self, from: NodeId, term: Term, last: ringraft_storage::LogId) {
+        let granted = term > self.term
+            && !self.in_leader_lease()
+            && self.is_voter(from)
+            && self.log.is_up_to_date(last);
+        // A grant echoes the proposed term; a refusal carries ours so a stale pre-candidate
+        // catches up.
+        let term = if granted { term } else { self.term };
+        let message = Message {
+            from: self.id(),
+            to: from,
+            term,
+            body: Body::PreVoteResponse { granted },
+        };
+        self.emit(Effect::Send(message));
+    }
+
+    fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        if term > self.term && !granted {
+            self.become_follower(term, None);
+            return;
+        }
+        let quorum = self.quorum();
+        let voter = self.is_voter(from);
+        let RoleState::PreCandidate { granted: votes } = &mut self.role else {
+            return;
+        };
+        if !granted || term != self.term.next() || !voter {
+            return;
+        }
+        votes.insert(from);
+        if votes.len() >= quorum {
+            self.start_election(false);
+        }
+    }
+
+    fn handle_request_vote(&mut self, from: NodeId, last: ringraft_storage::LogId) {
+        #[allow(unused_mut)]
+        let mut may_vote = self.vote.is_none() || self.vote == Some(from);
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::GrantTwoVotesPerTerm) {
+            may_vote = true;
+        }
+        let granted = may_vote
+            && !matches!(self.role, RoleState::Leader(_))
+            && self.is_voter(from)
+            && self.log.is_up_to_date(last);
+        if granted {
+            self.vote = Some(from);
+            self.hard_state_dirty = true;
+            self.last_leader_contact = self.now;
+            self.reset_election_deadline();
+        }
+        let body = Body::RequestVoteResponse { granted };
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::ReleaseVoteBeforePersist) {
+            self.send(from, body);
+            return;
+        }
+        self.send_when_durable(from, body);
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        let quorum = self.quorum();
+        let voter = self.is_voter(from);
+        let RoleState::Candidate { granted: votes } = &mut self.role else {
+            return;
+        };
+        if !granted || !voter {
+            return;
+        }
+        votes.insert(from);
+        if votes.len() >= quorum {
+            self.become_leader();
+        }
+    }
+
+    fn handle_timeout_now(&mut self, from: NodeId) {
+        if self.leader == Some(from) && self.is_voter(self.id()) {
+            self.start_election(true);
+        }
+    }
+
+    pub(super) fn tick(&mut self) {
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.leader_tick();
+            return;
+        }
+        if self.now < self.election_deadline {
+            return;
+        }
+        if !self.is_voter(self.id()) {
+            // Non-voters and nodes without a configuration never campaign.
+            self.reset_election_deadline();
+            return;
+        }
+        if self.config.pre_vote {
+            self.start_pre_vote();
+        } else {
+            self.start_election(false);
+        }
+    }
+
+    fn start_pre_vote(&mut self) {
+        let me = self.id();
+        self.role = RoleState::PreCandidate {
+            granted: BTreeSet::from([me]),
+        };
+        self.set_leader(None);
+        self.reset_election_deadline();
+        self.role_changed();
+        if self.quorum() <= 1 {
+            self.start_election(false);
+            return;
+        }
+        let last_log_id = self.log.last_log_id();
+        let term = self.term.next();
+        for peer in self.voters() {
+            if peer != me {
+                let message = Message {
+                    from: me,
+                    to: peer,
+                    term,
+                    body: Body::PreVote { last_log_id },
+                };
+                self.emit(Effect::Send(message));
+            }
+        }
+    }
+
+    pub(super) fn start_election(&mut self, leadership_transfer: bool) {
+        let me = self.id();
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.fail_leader_requests();
+        }
+        self.term = self.term.next();
+        self.vote = Some(me);
+        self.hard_state_dirty = true;
+        self.role = RoleState::Candidate {
+            granted: BTreeSet::from([me]),
+        };
+        self.set_leader(None);
+        self.reset_election_deadline();
+        self.role_changed();
+        if self.quorum() <= 1 {
+            self.become_leader();
+            return;
+        }
+        let last_log_id = self.log.last_log_id();
+        for peer in self.voters() {
+            if peer != me {
+                // Held until our own vote and term are durable.
+                self.send_when_durable(
+                    peer,
+                    Body::RequestVote {
+                        last_log_id,
+                        leadership_transfer,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Becomes a follower in `term` (adopting it if newer), following `leader` if known.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was = self.role();
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.fail_leader_requests();
+        }
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.hard_state_dirty = true;
+        }
+        self.role = RoleState::Follower;
+        self.set_leader(leader);
+        if leader.is_some() {
+            self.last_leader_contact = self.now;
+        }
+        self.reset_election_deadline();
+        if was != Role::Follower || self.hard_state_dirty {
+            self.role_changed();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let me = self.id();
+        let members: Vec<NodeId> = self
+            .configs
+            .last()
+            .map(|(_, c)| c.members().filter(|&m| m != me).collect())
+            .unwrap_or_default();
+        let state = LeaderState::new(&members, self.log.last_index(), self.now, &self.config);
+        self.role = RoleState::Leader(Box::new(state));
+        self.set_leader(Some(me));
+        self.role_changed();
+        self.append_noop();
+    }
+
+    fn role_changed(&mut self) {
+        let event = Event::RoleChanged {
+            role: self.role(),
+            term: self.term,
+        };
+        self.emit(Effect::Event(event));
+    }
+
+    /// Resolves every pending leader request: their outcome is unknown now.
+    pub(super) fn fail_leader_requests(&mut self) {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let tokens = leader.drain_pending();
+        for token in tokens {
+            self.reply(token, Err(RequestError::LeadershipLost));
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The leader: proposals, replication, commit, heartbeats, leases and reads.
+//!
+//! Heartbeat rounds: the leader numbers its heartbeat broadcasts (`round`) and stamps every
+//! AppendEntries and heartbeat with the current round; followers echo it. The largest round a
+//! quorum of voters has acknowledged tells the leader that, at the time that round was sent, a
+//! quorum still accepted it. That one number drives verify-leader and ReadIndex (thesis §6.4:
+//! wait for a round started after the request), leader leases (§6.4.1: a lease runs from the
+//! send time of the acknowledged round) and lease step-down (no quorum acknowledgement within
+//! `leader_lease_timeout`).
+//!
+//! Commit (Raft §5.3, §5.4.2): the highest index a quorum of voters holds durably, counting the
+//! leader only up to its own durable index, and only if that entry is of the leader's term.
+
+#[cfg(feature = "sim")]
+use super::config::Mutation;
+use super::progress::{quorum_value, Progress, ReplicationState};
+use super::types::{InvalidInput, Outcome, RequestError, Time, Token};
+use super::{Core, CoreConfig, RoleState};
+use bytes::Bytes;
+use ringraft_net::message::{
+    AppendEntries, AppendEntriesResponse, AppendResult, Body, ConflictHint,
+};
+use ringraft_storage::{Entry, EntryKind, Index, LogId, NodeId};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A proposal or barrier waiting to commit.
+struct PendingCommit {
+    token: Token,
+    first: LogId,
+    last: Index,
+}
+
+/// A request waiting for a quorum to acknowledge `round`.
+struct PendingVerification {
+    round: u64,
+    token: Token,
+    outcome: Outcome,
+}
+
+pub(crate) struct LeaderState {
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    round: u64,
+    /// Send time of every round a quorum may still acknowledge, ascending.
+    round_sent_at: VecDeque<(u64, Time)>,
+    became_leader_at: Time,
+    pub(crate) next_heartbeat_at: Time,
+    /// The index of this term's first entry (the no-op).
+    first_index_of_term: Index,
+    pending_commits: VecDeque<PendingCommit>,
+    reads_awaiting_commit: Vec<Token>,
+    verifications: Vec<PendingVerification>,
+    /// A heartbeat round must start when the batch closes (a verification is waiting for it).
+    broadcast_needed: bool,
+    /// Followers may have new entries to receive when the batch closes.
+    replication_needed: bool,
+}
+
+impl LeaderState {
+    pub(crate) fn new(members: &[NodeId], last: Index, now: Time, config: &CoreConfig) -> Self {
+        LeaderState {
+            progress: members
+                .iter()
+                .map(|&m| (m, Progress::new(last, 1)))
+                .collect(),
+            round: 1,
+            round_sent_at: VecDeque::from([(1, now)]),
+            became_leader_at: now,
+            next_heartbeat_at: now.plus_nanos(config.heartbeat_interval.as_nanos() as u64),
+            first_index_of_term: last.next(),
+            pending_commits: VecDeque::new(),
+            reads_awaiting_commit: Vec::new(),
+            verifications: Vec::new(),
+            broadcast_needed: false,
+            replication_needed: true,
+        }
+    }
+
+    /// Every pending request's token, leaving none behind.
+    pub(crate) fn drain_pending(&mut self) -> Vec<Token> {
+        let mut tokens: Vec<Token> = self.pending_commits.drain(..).map(|p| p.token).collect();
+        tokens.append(&mut self.reads_awaiting_commit);
+        tokens.extend(self.verifications.drain(..).map(|v| v.token));
+        tokens
+    }
+
+    fn sent_at(&self, round: u64) -> Time {
+        self.round_sent_at
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, t)| *t)
+            .unwrap_or(self.became_leader_at)
+    }
+}
+
+impl Core {
+    fn leader_state(&mut self) -> Option<&mut LeaderState> {
+        match &mut self.role {
+            RoleState::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    fn not_leader(&mut self, token: Token) -> bool {
+        if matches!(self.role, RoleState::Leader(_)) {
+            return false;
+        }
+        let leader = self.leader;
+        self.reply(token, Err(RequestError::NotLeader { leader }));
+        true
+    }
+
+    pub(super) fn append_noop(&mut self) {
+        self.append_as_leader(vec![(EntryKind::Noop, Bytes::new())]);
+    }
+
+    fn append_as_leader(&mut self, items: Vec<(EntryKind, Bytes)>) -> (LogId, Index) {
+        let term = self.term;
+        let mut index = self.log.last_index();
+        let entries: Vec<Entry> = items
+            .into_iter()
+            .map(|(kind, data)| {
+                index = index.next();
+                Entry::new(LogId::new(term, index), kind, data)
+            })
+            .collect();
+        let first = entries[0].id;
+        let last = index;
+        self.stage_append(entries);
+        if let Some(l) = self.leader_state() {
+            l.replication_needed = true;
+        }
+        (first, last)
+    }
+
+    pub(super) fn propose(&mut self, token: Token, commands: Vec<Bytes>) {
+        if self.not_leader(token) {
+            return;
+        }
+        if commands.is_empty() {
+            self.reply(token, Err(RequestError::EmptyProposal));
+            return;
+        }
+        let items = commands
+            .into_iter()
+            .map(|c| (EntryKind::Command, c))
+            .collect();
+        let (first, last) = self.append_as_leader(items);
+        if let Some(l) = self.leader_state() {
+            l.pending_commits
+                .push_back(PendingCommit { token, first, last });
+        }
+    }
+
+    pub(super) fn propose_barrier(&mut self, token: Token) {
+        if self.not_leader(token) {
+            return;
+        }
+        let (first, last) = self.append_as_leader(vec![(EntryKind::Barrier, Bytes::new())]);
+        if let Some(l) = self.leader_state() {
+            l.pending_commits
+                .push_back(PendingCommit { token, first, last });
+        }
+    }
+
+    pub(super) fn verify_leader(&mut self, token: Token) {
+        if self.not_leader(token) {
+            return;
+        }
+        self.await_quorum_round(token, Outcome::LeaderVerified);
+    }
+
+    pub(super) fn read_index(&mut self, token: Token) {
+        if self.not_leader(token) {
+            return;
+        }
+        let commit = self.commit;
+        let Some(l) = self.leader_state() else { return };
+        if commit < l.first_index_of_term {
+            // Thesis §6.4 step 1: the leader's commit index is only current once it has
+            // committed an entry of its own term.
+            l.reads_awaiting_commit.push(token);
+            return;
+        }
+        self.await_quorum_round(token, Outcome::ReadReady { index: commit });
+    }
+
+    pub(super) fn lease_read(&mut self, token: Token) {
+        if !self.config.lease_read {
+            self.reply(token, Err(RequestError::LeaseReadDisabled));
+            return;
+        }
+        if self.not_leader(token) {
+            return;
+        }
+        if self.lease_valid() {
+            let index = self.commit;
+            self.reply(token, Ok(Outcome::ReadReady { index }));
+        } else {
+            self.read_index(token);
+        }
+    }
+
+    /// True while no other leader can have been elected: a quorum acknowledged a round sent
+    /// less than `election_timeout - clock_drift_bound` ago, and this term has committed an
+    /// entry.
+    fn lease_valid(&self) -> bool {
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        if self.commit < l.first_index_of_term {
+            return false;
+        }
+        let round = self.quorum_acked_round();
+        if round == 0 {
+            return false;
+        }
+        let lease = self.election_timeout_nanos() - self.config.clock_drift_bound.as_nanos() as u64;
+        self.now < l.sent_at(round).plus_nanos(lease)
+    }
+
+    fn await_quorum_round(&mut self, token: Token, outcome: Outcome) {
+        if self.quorum() <= 1 && self.is_voter(self.id()) {
+            self.reply(token, Ok(outcome));
+            return;
+        }
+        let Some(l) = self.leader_state() else { return };
+        let round = l.round + 1;
+        l.verifications.push(PendingVerification {
+            round,
+            token,
+            outcome,
+        });
+        l.broadcast_needed = true;
+    }
+
+    /// The highest round a quorum of voters has acknowledged (the leader acknowledges its own
+    /// current round).
+    fn quorum_acked_round(&self) -> u64 {
+        let RoleState::Leader(l) = &self.role else {
+            return 0;
+        };
+        let me = self.id();
+        let mut rounds: Vec<u64> = self
+            .voters()
+            .into_iter()
+            .map(|v| {
+                if v == me {
+                    l.round
+                } else {
+                    l.progress.get(&v).map_or(0, |p| p.acked_round)
+                }
+            })
+            .collect();
+        if rounds.is_empty() {
+            return 0;
+        }
+        quorum_value(&mut rounds, self.quorum())
+    }
+
+    pub(super) fn leader_tick(&mut self) {
+        let heartbeat = self.config.heartbeat_interval.as_nanos() as u64;
+        let lease_timeout = self.config.leader_lease_timeout.as_nanos() as u64;
+        let quorum_round = self.quorum_acked_round();
+        let now = self.now;
+        let Some(l) = self.leader_state() else { return };
+        let last_ack = if quorum_round == 0 {
+            l.became_leader_at
+        } else {
+            l.sent_at(quorum_round)
+        };
+        if now.nanos_since(last_ack) > lease_timeout {
+            // Leader lease step-down: we cannot show a quorum still follows us.
+            let term = self.term;
+            self.become_follower(term, None);
+            return;
+        }
+        if now >= l.next_heartbeat_at {
+            l.next_heartbeat_at = now.plus_nanos(heartbeat);
+            l.broadcast_needed = true;
+        }
+    }
+
+    /// Closes the leader's batch: one AppendEntries per follower for everything proposed, one
+    /// heartbeat round for every verification.
+    pub(super) fn flush_leader_batch(&mut self) {
+        let Some(l) = self.leader_state() else { return };
+        let replicate = std::mem::take(&mut l.replication_needed);
+        let broadcast = std::mem::take(&mut l.broadcast_needed);
+        if replicate {
+            let peers: Vec<NodeId> = l.progress.keys().copied().collect();
+            for peer in peers {
+                self.send_appends(peer);
+            }
+            // A single-voter leader commits as soon as its own write is durable.
+            self.maybe_commit();
+        }
+        if broadcast {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        #[cfg(feature = "sim")]
+        let mutation = self.config.mutation;
+        let now = self.now;
+        let commit = self.commit;
+        let me = self.id();
+        let term = self.term;
+        let Some(l) = self.leader_state() else { return };
+        l.round += 1;
+        let round = l.round;
+        l.round_sent_at.push_back((round, now));
+        let mut messages = Vec::with_capacity(l.progress.len());
+        for (&peer, p) in &l.progress {
+            #[allow(unused_mut)]
+            let mut leader_commit = commit.min(p.match_index);
+            #[cfg(feature = "sim")]
+            if mutation == Some(Mutation::FollowerCommitWithoutMin) {
+                leader_commit = commit;
+            }
+            messages.push(ringraft_net::message::Message {
+                from: me,
+                to: peer,
+                term,
+                body: Body::Heartbeat {
+                    leader_commit,
+                    round,
+                },
+            });
+        }
+        for m in messages {
+            self.emit(super::Effect::Send(m));
+        }
+        // Rounds a quorum has moved past are no longer needed.
+        self.prune_rounds();
+        self.resolve_verifications();
+    }
+
+    fn prune_rounds(&mut self) {
+        let quorum_round = self.quorum_acked_round();
+        let Some(l) = self.leader_state() else { return };
+        while l.round_sent_at.len() > 1 && l.round_sent_at[0].0 < quorum_round {
+            l.round_sent_at.pop_front();
+        }
+    }
+
+    /// Sends AppendEntries to `peer` while its window allows and there is something to send.
+    fn send_appends(&mut self, peer: NodeId) {
+        let (max_count, max_bytes, max_inflight) = (
+            self.config.max_append_entries,
+            self.config.max_append_bytes,
+            self.config.max_inflight,
+        );
+        loop {
+            let last = self.log.last_index();
+            let commit = self.commit;
+            let me = self.id();
+            let term = self.term;
+            let RoleState::Leader(l) = &mut self.role else {
+                return;
+            };
+            let round = l.round;
+            let Some(p) = l.progress.get_mut(&peer) else {
+                return;
+            };
+            if p.is_paused(max_inflight) {
+                return;
+            }
+            let prev_index = p.next_index.prev();
+            let Some(prev_term) = self.log.term_at(prev_index) else {
+                // The entries this follower needs were compacted: it needs a snapshot.
+                p.become_snapshot(self.log.prev().index);
+                return;
+            };
+            let entries = self.log.slice(p.next_index, last, max_count, max_bytes);
+            let replicating = matches!(p.state, ReplicationState::Replicate { .. });
+            if entries.is_empty() && replicating {
+                return;
+            }
+            let sent_last = prev_index.plus(entries.len() as u64);
+            let carried = !entries.is_empty();
+            p.on_sent(sent_last, carried);
+            let body = Body::AppendEntries(AppendEntries {
+                prev_log_id: LogId::new(prev_term, prev_index),
+                entries,
+                leader_commit: commit,
+                round,
+            });
+            self.effects
+                .push(super::Effect::Send(ringraft_net::message::Message {
+                    from: me,
+                    to: peer,
+                    term,
+                    body,
+                }));
+            if !replicating || !carried {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, response: AppendEntriesResponse) {
+        let last = self.log.last_index();
+        let AppendEntriesResponse { result, round } = response;
+        let retry_next = match result {
+            AppendResult::Conflict {
+                rejected_prev_index,
+                hint,
+            } => Some((
+                rejected_prev_index,
+                self.retry_point(rejected_prev_index, hint),
+            )),
+            _ => None,
+        };
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let current_round = l.round;
+        let Some(p) = l.progress.get_mut(&from) else {
+            self.invalid(Some(from), InvalidInput::UnknownPeer);
+            return;
+        };
+        p.acked_round = p.acked_round.max(round);
+        match result {
+            AppendResult::Success { match_index } => {
+                if match_index > last {
+                    self.invalid(
+                        Some(from),
+                        InvalidInput::MatchBeyondLog {
+                            claimed: match_index,
+                        },
+                    );
+                    return;
+                }
+                if p.on_success(match_index, current_round) {
+                    self.maybe_commit();
+                }
+                self.send_appends(from);
+            }
+            AppendResult::Conflict { .. } => {
+                if let Some((rejected, next)) = retry_next {
+                    if p.on_reject(rejected, next, current_round) {
+                        self.send_appends(from);
+                    }
+                }
+            }
+            AppendResult::StaleTerm => {}
+        }
+        self.resolve_verifications();
+    }
+
+    /// Where to resume after a rejection, from the follower's conflict hint.
+    fn retry_point(&self, rejected_prev: Index, hint: ConflictHint) -> Index {
+        match hint {
+            ConflictHint::LogTooShort { last_index } => last_index.next(),
+            ConflictHint::TermMismatch { term, first_index } => {
+                // If we hold entries of that term, the follower's run of it may match ours up
+                // to our last entry of it; otherwise skip the whole run.
+                match self.log.last_index_of_term_at_or_below(term, rejected_prev) {
+                    Some(i) if i >= first_index => i.next(),
+                    _ => first_index,
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        let last = self.log.last_index();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(p) = l.progress.get_mut(&from) else {
+            self.invalid(Some(from), InvalidInput::UnknownPeer);
+            return;
+        };
+        p.on_heartbeat_response(round, last);
+        if p.match_index < last {
+            self.send_appends(from);
+        }
+        self.resolve_verifications();
+    }
+
+    fn resolve_verifications(&mut self) {
+        let quorum_round = self.quorum_acked_round();
+        let Some(l) = self.leader_state() else { return };
+        if l.verifications.iter().all(|v| v.round > quorum_round) {
+            return;
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) = l
+            .verifications
+            .drain(..)
+            .partition(|v| v.round <= quorum_round);
+        l.verifications = waiting;
+        for v in done {
+            self.reply(v.token, Ok(v.outcome));
+        }
+    }
+
+    /// Advances the commit index to what a quorum of voters holds durably, if that entry is of
+    /// this term.
+    pub(super) fn maybe_commit(&mut self) {
+        let me = self.id();
+        let durable = self.log.durable_index();
+        let RoleState::Leader(l) = &self.role else {
+            return;
+        };
+        let mut matches: Vec<Index> = self
+            .voters()
+            .into_iter()
+            .map(|v| {
+                if v == me {
+                    durable
+                } else {
+                    l.progress.get(&v).map_or(Index(0), |p| p.match_index)
+                }
+            })
+            .collect();
+        if matches.is_empty() {
+            return;
+        }
+        let candidate = quorum_value(&mut matches, self.quorum());
+        if candidate <= self.commit {
+            return;
+        }
+        #[allow(unused_mut)]
+        let mut own_term = self.log.term_at(candidate) == Some(self.term);
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::CommitOldTermByCounting) {
+            own_term = true;
+        }
+        if !own_term {
+            return;
+        }
+        self.commit = candidate;
+        self.on_leader_commit();
+    }
+
+    fn on_leader_commit(&mut self) {
+        let commit = self.commit;
+        let term = self.term;
+        let Some(l) = self.leader_state() else { return };
+        let mut replies = Vec::new();
+        while l.pending_commits.front().is_some_and(|p| p.last <= commit) {
+            if let Some(p) = l.pending_commits.pop_front() {
+                let outcome = Outcome::Committed {
+                    term,
+                    first: p.first.index,
+                    last: p.last,
+                };
+                replies.push((p.token, Ok(outcome)));
+            }
+        }
+        let reads = if commit >= l.first_index_of_term {
+            std::mem::take(&mut l.reads_awaiting_commit)
+        } else {
+            Vec::new()
+        };
+        for (token, result) in replies {
+            self.reply(token, result);
+        }
+        for token in reads {
+            self.await_quorum_round(token, Outcome::ReadReady { index: commit });
+        }
+        self.emit_apply();
+    }
+}

@@ -1,0 +1,564 @@
+//! The sans-IO consensus core (DESIGN §4).
+//!
+//! ```text
+//!   Input ──► Core::step(now, input) ──► (state changes) ──► Core::take_effects() ──► [Effect]
+//! ```
+//!
+//! The core is a deterministic state machine. It does no I/O, reads no clock and draws no OS
+//! randomness: time arrives as the `now` argument, election jitter comes from a PRNG seeded by
+//! [`CoreConfig::seed`], and everything the outside world must do comes back as [`Effect`]s.
+//!
+//! Ordering contract (what makes the glue impossible to get wrong):
+//! - `Effect::Persist` batches carry consecutive sequence numbers and must be made durable in
+//!   that order; report each with `Input::Persisted`.
+//! - A message that may only leave once something is durable (a vote, an append
+//!   acknowledgement, any answer after a term change) is held inside the core and released as an
+//!   `Effect::Send` only after the matching `Input::Persisted`. Every `Send` may go out at once.
+//! - The leader's own log write runs in parallel with replication (thesis §10.2.1): its
+//!   AppendEntries leave before its `Persist` completes, and it counts itself toward the commit
+//!   quorum only up to its durable index.
+//! - `take_effects` also closes a batch: proposals and reads that arrived in several `step`s
+//!   since the last call share one persist batch, one AppendEntries per follower and one
+//!   heartbeat round. Call it once per event-loop turn.
+//!
+//! Role logic lives in [`election`](self) (pre-vote, votes, role changes), `follower`
+//! (AppendEntries and heartbeats received) and `leader` (replication, commit, reads).
+
+mod config;
+mod election;
+mod follower;
+mod leader;
+mod log;
+mod progress;
+mod rng;
+mod types;
+
+#[cfg(feature = "sim")]
+pub use config::Mutation;
+pub use config::{ConfigError, CoreConfig};
+pub use log::RaftLog;
+pub use progress::{majority, quorum_value, Progress, ReplicationState};
+pub use rng::Rng;
+pub use types::{
+    Effect, Event, HardState, Input, InvalidInput, Outcome, PersistBatch, RecoveredState,
+    RequestError, Role, Time, Token,
+};
+
+use leader::LeaderState;
+use ringraft_net::message::{Body, Message};
+use ringraft_storage::{
+    Configuration, ConfigurationError, Entry, EntryKind, Index, LogId, NodeId, Term,
+};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+
+/// Why a core could not be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// A recovered entry is not where the log says it should be.
+    RecoveredLogNotConsecutive {
+        /// The index expected.
+        expected: Index,
+        /// The entry's id.
+        found: LogId,
+    },
+    /// A recovered configuration entry could not be decoded.
+    RecoveredConfiguration {
+        /// The entry's index.
+        index: Index,
+        /// What is wrong with it.
+        error: ConfigurationError,
+    },
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::Config(e) => e.fmt(f),
+            CoreError::RecoveredLogNotConsecutive { expected, found } => {
+                write!(
+                    f,
+                    "recovered log is not consecutive: expected {expected}, found {found}"
+                )
+            }
+            CoreError::RecoveredConfiguration { index, error } => {
+                write!(
+                    f,
+                    "recovered configuration entry at {index} is invalid: {error}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+pub(crate) enum RoleState {
+    Follower,
+    PreCandidate { granted: BTreeSet<NodeId> },
+    Candidate { granted: BTreeSet<NodeId> },
+    Leader(Box<LeaderState>),
+}
+
+/// One node's consensus state machine. See the module docs.
+pub struct Core {
+    config: CoreConfig,
+    rng: Rng,
+    now: Time,
+    term: Term,
+    vote: Option<NodeId>,
+    log: RaftLog,
+    commit: Index,
+    applied: Index,
+    apply_requested: Index,
+    role: RoleState,
+    leader: Option<NodeId>,
+    election_deadline: Time,
+    /// When a leader (or a candidate we voted for) last showed itself alive. A voter refuses
+    /// votes within `election_timeout` of it (leader stickiness, thesis §9.6).
+    last_leader_contact: Time,
+    /// Configuration entries in the log, in order; the first may come from recovery.
+    configs: Vec<(Index, Configuration)>,
+    staged: PersistBatch,
+    hard_state_dirty: bool,
+    commit_recorded: Index,
+    last_issued_seq: u64,
+    persisted_seq: u64,
+    held: VecDeque<(u64, Message)>,
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    /// A core starting at time `now` from recovered state.
+    ///
+    /// A restarted node refuses to vote for one election timeout (it may have forgotten that it
+    /// heard from a live leader), which keeps leader leases safe across restarts.
+    pub fn new(config: CoreConfig, state: RecoveredState, now: Time) -> Result<Core, CoreError> {
+        config.validate().map_err(CoreError::Config)?;
+        let mut expected = state.log_prev.index.next();
+        let mut configs = Vec::new();
+        for entry in &state.entries {
+            if entry.id.index != expected {
+                return Err(CoreError::RecoveredLogNotConsecutive {
+                    expected,
+                    found: entry.id,
+                });
+            }
+            expected = expected.next();
+            if entry.kind == EntryKind::Configuration {
+                let c = Configuration::decode(&entry.data).map_err(|error| {
+                    CoreError::RecoveredConfiguration {
+                        index: entry.id.index,
+                        error,
+                    }
+                })?;
+                configs.push((entry.id.index, c));
+            }
+        }
+        let log = RaftLog::new(state.log_prev, state.entries);
+        let commit = state
+            .hard_state
+            .commit
+            .min(log.last_index())
+            .max(state.log_prev.index);
+        let mut core = Core {
+            rng: Rng::new(config.seed),
+            config,
+            now,
+            term: state.hard_state.term,
+            vote: state.hard_state.vote,
+            commit,
+            applied: state.log_prev.index,
+            apply_requested: state.log_prev.index,
+            commit_recorded: commit,
+            log,
+            role: RoleState::Follower,
+            leader: None,
+            election_deadline: now,
+            last_leader_contact: now,
+            configs,
+            staged: PersistBatch::default(),
+            hard_state_dirty: false,
+            last_issued_seq: 0,
+            persisted_seq: 0,
+            held: VecDeque::new(),
+            effects: Vec::new(),
+        };
+        core.reset_election_deadline();
+        core.emit_apply();
+        Ok(core)
+    }
+
+    /// The recovered state a brand-new cluster member persists before its first start: term 1
+    /// and the configuration as entry 1 (hashicorp's bootstrap). Every initial voter should be
+    /// bootstrapped with the same configuration.
+    pub fn bootstrap_state(
+        configuration: &Configuration,
+    ) -> Result<RecoveredState, ConfigurationError> {
+        configuration.validate()?;
+        let entry = Entry::new(
+            LogId::new(Term(1), Index(1)),
+            EntryKind::Configuration,
+            configuration.encode(),
+        );
+        Ok(RecoveredState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: Index(0),
+            },
+            log_prev: LogId::default(),
+            entries: vec![entry],
+        })
+    }
+
+    /// Feeds one input at time `now` (which must not go backwards; an earlier time is treated
+    /// as the latest time seen).
+    pub fn step(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Tick => self.tick(),
+            Input::Message(message) => self.handle_message(message),
+            Input::Propose { token, commands } => self.propose(token, commands),
+            Input::Barrier { token } => self.propose_barrier(token),
+            Input::VerifyLeader { token } => self.verify_leader(token),
+            Input::ReadIndex { token } => self.read_index(token),
+            Input::LeaseRead { token } => self.lease_read(token),
+            Input::Persisted { seq } => self.persisted(seq),
+            Input::Applied { index } => self.handle_applied(index),
+        }
+    }
+
+    /// Closes the current batch (see the module docs) and returns every effect produced since
+    /// the last call, in the order they must be performed.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.flush_leader_batch();
+        self.flush_persist();
+        std::mem::take(&mut self.effects)
+    }
+
+    /// When the core next needs a `Tick` (the earliest timer).
+    pub fn next_timer(&self) -> Time {
+        match &self.role {
+            RoleState::Leader(l) => l.next_heartbeat_at,
+            _ => self.election_deadline,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Follower => Role::Follower,
+            RoleState::PreCandidate { .. } => Role::PreCandidate,
+            RoleState::Candidate { .. } => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// The leader this node follows (itself when leading), if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+
+    /// The highest index the state machine reported applied.
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    /// The log.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// The latest configuration (in effect as soon as appended) and its index.
+    pub fn latest_configuration(&self) -> (Index, Configuration) {
+        self.configs.last().cloned().unwrap_or_default()
+    }
+
+    /// The latest committed configuration and its index.
+    pub fn committed_configuration(&self) -> (Index, Configuration) {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= self.commit)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The leader's view of a follower's replication progress.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        match &self.role {
+            RoleState::Leader(l) => l.progress.get(&peer),
+            _ => None,
+        }
+    }
+
+    /// Checks the core's invariants; `Err` describes the first violation. Run after every step
+    /// in tests and the simulator.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let last = self.log.last_index();
+        let snapshot = self.log.prev().index;
+        if !(snapshot <= self.applied && self.applied <= self.commit && self.commit <= last) {
+            return Err(format!(
+                "{}: expected snapshot {snapshot} <= applied {} <= commit {} <= last {last}",
+                self.id(),
+                self.applied,
+                self.commit
+            ));
+        }
+        if self.log.durable_index() > last {
+            return Err(format!(
+                "{}: durable {} > last {last}",
+                self.id(),
+                self.log.durable_index()
+            ));
+        }
+        if let RoleState::Leader(l) = &self.role {
+            if self.leader != Some(self.id()) || self.vote != Some(self.id()) {
+                return Err(format!(
+                    "{}: leader without self as leader and vote",
+                    self.id()
+                ));
+            }
+            for (peer, p) in &l.progress {
+                if p.match_index >= p.next_index || p.next_index > last.next() {
+                    return Err(format!(
+                        "{}: progress of {peer}: match {} next {} last {last}",
+                        self.id(),
+                        p.match_index,
+                        p.next_index
+                    ));
+                }
+                if let ReplicationState::Replicate { inflight } = &p.state {
+                    let mut previous = p.match_index;
+                    for &i in inflight {
+                        if i <= previous || i > last {
+                            return Err(format!("{}: inflight to {peer} out of order", self.id()));
+                        }
+                        previous = i;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- shared machinery -------------------------------------------------------------
+
+    fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        let message = Message {
+            from: self.id(),
+            to,
+            term: self.term,
+            body,
+        };
+        self.emit(Effect::Send(message));
+    }
+
+    /// Sends `body` once everything staged or issued so far is durable.
+    fn send_when_durable(&mut self, to: NodeId, body: Body) {
+        let needed =
+            self.last_issued_seq + u64::from(!self.staged.is_empty() || self.hard_state_dirty);
+        let message = Message {
+            from: self.id(),
+            to,
+            term: self.term,
+            body,
+        };
+        if needed <= self.persisted_seq {
+            self.emit(Effect::Send(message));
+        } else {
+            self.held.push_back((needed, message));
+        }
+    }
+
+    fn reply(&mut self, token: Token, result: Result<Outcome, RequestError>) {
+        self.emit(Effect::Reply { token, result });
+    }
+
+    fn stage_truncate(&mut self, from: Index) {
+        assert!(
+            from > self.commit,
+            "{}: truncating committed entries at {from}",
+            self.id()
+        );
+        self.log.truncate_from(from);
+        self.configs.retain(|(i, _)| *i < from);
+        self.staged.entries.retain(|e| e.id.index < from);
+        let earliest = self.staged.truncate_from.map_or(from, |t| t.min(from));
+        self.staged.truncate_from = Some(earliest);
+    }
+
+    /// Appends entries (already validated) to the log and the persist batch.
+    fn stage_append(&mut self, entries: Vec<Entry>) {
+        for entry in &entries {
+            if entry.kind == EntryKind::Configuration {
+                // Validated at the gateway (the AppendEntries handler, or our own proposal).
+                if let Ok(c) = Configuration::decode(&entry.data) {
+                    self.configs.push((entry.id.index, c));
+                }
+            }
+        }
+        self.log.append(entries.iter().cloned());
+        self.staged.entries.extend(entries);
+    }
+
+    fn flush_persist(&mut self) {
+        if self.staged.is_empty() && !self.hard_state_dirty {
+            return;
+        }
+        self.last_issued_seq += 1;
+        let mut batch = std::mem::take(&mut self.staged);
+        batch.seq = self.last_issued_seq;
+        if self.hard_state_dirty {
+            batch.hard_state = Some(self.hard_state());
+        }
+        if self.commit > self.commit_recorded {
+            // The commit index rides along with a write that happens anyway; it never causes a
+            // write by itself (hashicorp's CommitTrackingLogStore stages it the same way).
+            batch.commit = Some(self.commit);
+        }
+        self.commit_recorded = self.commit;
+        self.hard_state_dirty = false;
+        self.log.note_persist_batch(batch.seq);
+        self.emit(Effect::Persist(batch));
+    }
+
+    /// The hard state as it stands.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+        }
+    }
+
+    fn persisted(&mut self, seq: u64) {
+        if seq > self.last_issued_seq {
+            self.invalid(None, InvalidInput::PersistedUnknownBatch { seq });
+            return;
+        }
+        if seq <= self.persisted_seq {
+            return;
+        }
+        self.persisted_seq = seq;
+        self.log.mark_persisted(seq);
+        while self.held.front().is_some_and(|(needed, _)| *needed <= seq) {
+            if let Some((_, message)) = self.held.pop_front() {
+                self.emit(Effect::Send(message));
+            }
+        }
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.maybe_commit();
+        }
+    }
+
+    fn handle_applied(&mut self, index: Index) {
+        if index > self.apply_requested {
+            self.invalid(None, InvalidInput::AppliedBeyondApply { reported: index });
+            return;
+        }
+        self.applied = self.applied.max(index);
+    }
+
+    /// Hands newly committed entries to the state machine.
+    fn emit_apply(&mut self) {
+        #[allow(unused_mut)]
+        let mut target = self.commit;
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::ApplyBeforeCommit) {
+            target = self.log.last_index();
+        }
+        if target <= self.apply_requested {
+            return;
+        }
+        let entries = self
+            .log
+            .slice(self.apply_requested.next(), target, usize::MAX, usize::MAX);
+        self.apply_requested = target;
+        if !entries.is_empty() {
+            self.emit(Effect::Apply { entries });
+        }
+    }
+
+    fn invalid(&mut self, from: Option<NodeId>, reason: InvalidInput) {
+        self.emit(Effect::Event(Event::InvalidInput { from, reason }));
+    }
+
+    fn is_voter(&self, id: NodeId) -> bool {
+        self.configs.last().is_some_and(|(_, c)| c.is_voter(id))
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.configs
+            .last()
+            .map(|(_, c)| c.voters().collect())
+            .unwrap_or_default()
+    }
+
+    fn quorum(&self) -> usize {
+        majority(self.voters().len())
+    }
+
+    fn election_timeout_nanos(&self) -> u64 {
+        self.config.election_timeout.as_nanos() as u64
+    }
+
+    fn reset_election_deadline(&mut self) {
+        let t = self.election_timeout_nanos();
+        let jitter = self.rng.range(t, 2 * t);
+        self.election_deadline = self.now.plus_nanos(jitter);
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader != leader {
+            self.leader = leader;
+            self.emit(Effect::Event(Event::LeaderChanged {
+                leader,
+                term: self.term,
+            }));
+        }
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id())
+            .field("role", &self.role())
+            .field("term", &self.term)
+            .field("vote", &self.vote)
+            .field("leader", &self.leader)
+            .field("last", &self.log.last_log_id())
+            .field("commit", &self.commit)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}

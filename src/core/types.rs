@@ -1,0 +1,285 @@
+//! The data that crosses the core boundary: inputs, effects, replies and events.
+
+use bytes::Bytes;
+use ringraft_net::message::Message;
+use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
+use std::fmt;
+
+/// Monotonic time in nanoseconds, supplied by the caller of `step`. The core never reads a
+/// clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// `self + nanos`, saturating.
+    pub fn plus_nanos(self, nanos: u64) -> Time {
+        Time(self.0.saturating_add(nanos))
+    }
+
+    /// Nanoseconds since `earlier` (0 if `earlier` is later).
+    pub fn nanos_since(self, earlier: Time) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Identifies a client request so its reply can be routed; chosen by the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub u64);
+
+/// The state Raft keeps durable besides the log: Figure 2's `currentTerm` and `votedFor`, and
+/// the commit index (so a restarted node can re-apply what it knows is committed without
+/// waiting for a leader).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// Whom this node voted for in `term`.
+    pub vote: Option<NodeId>,
+    /// A commit index this node learned (never above its durable log).
+    pub commit: Index,
+}
+
+/// What a node recovered from its stores when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredState {
+    /// Term, vote and commit index.
+    pub hard_state: HardState,
+    /// The id just before the first entry in `entries` (0/0 for a log that starts at 1).
+    pub log_prev: LogId,
+    /// The log, consecutive from `log_prev.index + 1`.
+    pub entries: Vec<Entry>,
+}
+
+/// Something that happened to the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passed; timers may fire.
+    Tick,
+    /// A message from another node.
+    Message(Message),
+    /// Append these commands (as one batch) to the log. Replied to when committed.
+    Propose {
+        /// The reply's token.
+        token: Token,
+        /// The commands, in order.
+        commands: Vec<Bytes>,
+    },
+    /// Append a barrier entry; replied to when it commits.
+    Barrier {
+        /// The reply's token.
+        token: Token,
+    },
+    /// Confirm that this node is still leader with one quorum round of heartbeats.
+    VerifyLeader {
+        /// The reply's token.
+        token: Token,
+    },
+    /// A linearizable read (thesis §6.4): replied to with an index; the caller reads its state
+    /// machine once it has applied that index.
+    ReadIndex {
+        /// The reply's token.
+        token: Token,
+    },
+    /// A lease-based read (thesis §6.4.1): answered without a quorum round while the lease
+    /// holds, else as a ReadIndex.
+    LeaseRead {
+        /// The reply's token.
+        token: Token,
+    },
+    /// Every persist batch up to `seq` is durable.
+    Persisted {
+        /// The highest durable batch.
+        seq: u64,
+    },
+    /// The state machine has applied every entry up to `index`.
+    Applied {
+        /// The highest applied index.
+        index: Index,
+    },
+}
+
+/// Durable writes, performed in this order: truncate the log's suffix, append the entries
+/// (durably, together with `commit` if set), then write the hard state. Batches must be performed in `seq` order; report
+/// `Input::Persisted { seq }` when a batch (and every earlier one) is durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistBatch {
+    /// The batch's sequence number (starting at 1, consecutive).
+    pub seq: u64,
+    /// Remove every entry at or after this index first.
+    pub truncate_from: Option<Index>,
+    /// Then append these entries.
+    pub entries: Vec<Entry>,
+    /// A commit index to record with the entries (cheap: the log store keeps it in the same
+    /// write). Never above the last entry once this batch is applied. On recovery the larger of
+    /// this and the hard state's commit is the node's commit index.
+    pub commit: Option<Index>,
+    /// Then write this hard state (only when the term or vote changed).
+    pub hard_state: Option<HardState>,
+}
+
+impl PersistBatch {
+    /// True if the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.commit.is_none()
+    }
+}
+
+/// What the core asks its caller to do. Perform effects in the order returned.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Write to stable storage (see [`PersistBatch`]).
+    Persist(PersistBatch),
+    /// Send a message. The core releases a message only once everything it depends on is
+    /// durable, so the caller may send it at once.
+    Send(Message),
+    /// Apply these committed entries to the state machine, in order, then report
+    /// `Input::Applied`.
+    Apply {
+        /// Consecutive committed entries.
+        entries: Vec<Entry>,
+    },
+    /// Answer a request.
+    Reply {
+        /// The request's token.
+        token: Token,
+        /// Its outcome.
+        result: Result<Outcome, RequestError>,
+    },
+    /// Something observable happened.
+    Event(Event),
+}
+
+/// A successful request outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The proposal or barrier committed at these indexes (all in `term`).
+    Committed {
+        /// The entries' term.
+        term: Term,
+        /// The first entry's index.
+        first: Index,
+        /// The last entry's index.
+        last: Index,
+    },
+    /// A quorum confirmed this node's leadership after the request arrived.
+    LeaderVerified,
+    /// A read may be served once the state machine has applied `index`.
+    ReadReady {
+        /// The read index.
+        index: Index,
+    },
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// This node is not the leader; `leader` is the last leader it heard from, if any. The
+    /// request certainly did not take effect.
+    NotLeader {
+        /// A hint where to retry.
+        leader: Option<NodeId>,
+    },
+    /// Leadership was lost while the request was pending: its outcome is unknown (a proposal
+    /// may still commit).
+    LeadershipLost,
+    /// Lease reads are disabled in the configuration.
+    LeaseReadDisabled,
+    /// The proposal had no commands.
+    EmptyProposal,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NotLeader { leader: Some(l) } => write!(f, "not the leader (try {l})"),
+            RequestError::NotLeader { leader: None } => write!(f, "not the leader (none known)"),
+            RequestError::LeadershipLost => {
+                write!(
+                    f,
+                    "leadership lost while the request was pending; outcome unknown"
+                )
+            }
+            RequestError::LeaseReadDisabled => write!(f, "lease reads are disabled"),
+            RequestError::EmptyProposal => write!(f, "a proposal needs at least one command"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes; has not changed its term.
+    PreCandidate,
+    /// Asking for votes in its term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Observable happenings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The role or term changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The current term.
+        term: Term,
+    },
+    /// The known leader changed.
+    LeaderChanged {
+        /// The new leader, if known.
+        leader: Option<NodeId>,
+        /// The current term.
+        term: Term,
+    },
+    /// A message or input was rejected as invalid (it is otherwise ignored).
+    InvalidInput {
+        /// The sender, for messages.
+        from: Option<NodeId>,
+        /// Why.
+        reason: InvalidInput,
+    },
+}
+
+/// Why an input was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// The message was addressed to another node.
+    WrongRecipient {
+        /// The addressee.
+        to: NodeId,
+    },
+    /// A response came from a node this leader does not replicate to.
+    UnknownPeer,
+    /// AppendEntries entries were not consecutive after `prev_log_id`, or had terms out of
+    /// order.
+    MalformedEntries,
+    /// A configuration entry could not be decoded.
+    BadConfigurationEntry,
+    /// A follower claimed to match an index beyond the leader's log.
+    MatchBeyondLog {
+        /// The claimed index.
+        claimed: Index,
+    },
+    /// The caller reported applying beyond what the core asked it to apply.
+    AppliedBeyondApply {
+        /// The reported index.
+        reported: Index,
+    },
+    /// A persist acknowledgement named a batch never issued.
+    PersistedUnknownBatch {
+        /// The reported sequence number.
+        seq: u64,
+    },
+}

@@ -1,0 +1,36 @@
+//! ringraft: Raft consensus for Rust services.
+//!
+//! ```text
+//!  application ──► Raft handle ──► shard thread: core (sans-IO) + glue + WAL + peers
+//!                                      │ committed batches
+//!                                      ▼
+//!                                  apply thread: your state machine
+//! ```
+//!
+//! Today the crate holds the sans-IO consensus [`core`] and, behind the `sim` feature, the
+//! deterministic simulator ([`sim`]) that runs whole clusters of real cores under faults and
+//! checks them. The node runtime and the public `Raft` handle are built on the core (see
+//! DESIGN.md §2 and §7).
+//!
+//! ```
+//! use ringraft::core::{Core, CoreConfig, Effect, Input, Role, Time};
+//! use ringraft_storage::{Configuration, NodeId};
+//!
+//! // A single-node cluster elects itself once its election timer fires.
+//! let state = Core::bootstrap_state(&Configuration::voters_with_default_addresses([NodeId(1)]))
+//!     .unwrap();
+//! let mut core = Core::new(CoreConfig::new(NodeId(1)), state, Time(0)).unwrap();
+//! core.step(core.next_timer(), Input::Tick);
+//! // Its vote and term must be durable before it can commit: acknowledge every persist.
+//! for effect in core.take_effects() {
+//!     if let Effect::Persist(batch) = effect {
+//!         core.step(Time(0), Input::Persisted { seq: batch.seq });
+//!     }
+//! }
+//! assert_eq!(core.role(), Role::Leader);
+//! ```
+#![deny(missing_docs)]
+
+pub mod core;
+#[cfg(feature = "sim")]
+pub mod sim;

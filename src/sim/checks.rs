@@ -1,0 +1,126 @@
+//! Cluster-wide safety checkers (Raft Figure 3 properties).
+
+use crate::core::{Core, Role};
+use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
+use std::collections::BTreeMap;
+
+/// What the checkers have learned so far.
+#[derive(Default)]
+pub struct Checker {
+    /// Election safety: at most one leader per term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Every entry any node has seen committed, with the earliest term in which a node knew it
+    /// was committed.
+    committed: BTreeMap<Index, (LogId, Term)>,
+    /// State-machine safety: the entry applied at each index.
+    applied: BTreeMap<Index, (LogId, bytes::Bytes)>,
+}
+
+impl Checker {
+    /// Checks a node after it processed an event. `commit_seen` is the highest commit index
+    /// already recorded for this node (updated here).
+    pub fn after_step(&mut self, core: &Core, commit_seen: &mut Index) -> Result<(), String> {
+        core.check_invariants()?;
+        if core.role() == Role::Leader {
+            match self.leaders.get(&core.term()) {
+                Some(&other) if other != core.id() => {
+                    return Err(format!(
+                        "election safety: {} and {other} both lead {}",
+                        core.id(),
+                        core.term()
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(core.term(), core.id());
+                    self.check_leader_completeness(core)?;
+                }
+            }
+        }
+        let commit = core.commit_index();
+        let mut i = commit_seen.next();
+        while i <= commit {
+            if let Some(entry) = core.log().entry(i) {
+                match self.committed.get_mut(&i) {
+                    Some((id, _)) if *id != entry.id => {
+                        return Err(format!(
+                            "commit safety: {} committed {} at {i}, another node committed {id}",
+                            core.id(),
+                            entry.id
+                        ))
+                    }
+                    Some((_, term)) => *term = (*term).min(core.term()),
+                    None => {
+                        self.committed.insert(i, (entry.id, core.term()));
+                    }
+                }
+            }
+            i = i.next();
+        }
+        *commit_seen = (*commit_seen).max(commit);
+        Ok(())
+    }
+
+    /// Leader completeness (Raft §5.4): the leader of a term holds every entry committed in an
+    /// earlier term. (A slow node can still win an old term after later terms committed
+    /// entries; those it need not hold.)
+    fn check_leader_completeness(&self, core: &Core) -> Result<(), String> {
+        let log = core.log();
+        for (&index, &(id, term)) in self.committed.range(log.prev().index.next()..) {
+            if term < core.term() && log.term_at(index) != Some(id.term) {
+                return Err(format!(
+                    "leader completeness: {} leads {} without committed entry {id}",
+                    core.id(),
+                    core.term()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// State-machine safety: every node applies the same entry at each index.
+    pub fn on_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), String> {
+        match self.applied.get(&entry.id.index) {
+            Some((id, data)) if *id != entry.id || *data != entry.data => Err(format!(
+                "state-machine safety: {node} applied {} at {}, another node applied {id}",
+                entry.id, entry.id.index
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.applied
+                    .insert(entry.id.index, (entry.id, entry.data.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The id of the entry committed at `index`, if any node committed one.
+    pub fn committed_at(&self, index: Index) -> Option<LogId> {
+        self.committed.get(&index).map(|(id, _)| *id)
+    }
+
+    /// Number of terms that had a leader.
+    pub fn leader_terms(&self) -> usize {
+        self.leaders.len()
+    }
+}
+
+/// Log matching (Raft §5.3): if two logs hold an entry with the same index and term, they are
+/// identical up to it.
+pub fn check_log_matching(a: (NodeId, &[Entry]), b: (NodeId, &[Entry])) -> Result<(), String> {
+    let (na, la) = a;
+    let (nb, lb) = b;
+    let common = la.len().min(lb.len());
+    let Some(top) = (0..common).rev().find(|&i| la[i].id == lb[i].id) else {
+        return Ok(());
+    };
+    for i in 0..=top {
+        if la[i] != lb[i] {
+            return Err(format!(
+                "log matching: {na} and {nb} agree on {} but differ at {}",
+                la[top].id, la[i].id.index
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The simulator's replicated state machine: a key-value map of `u64`s, with the command
+//! encoding the simulated clients propose.
+
+use super::linearizability::{KvOp, KvResult};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::BTreeMap;
+
+/// Encodes `op` as a command (an op id keeps every command unique).
+pub fn encode(op_id: u64, op: &KvOp) -> Bytes {
+    let mut b = BytesMut::with_capacity(34);
+    b.put_u64_le(op_id);
+    match *op {
+        KvOp::Put { key, value } => {
+            b.put_u8(1);
+            b.put_u64_le(key);
+            b.put_u64_le(value);
+        }
+        KvOp::Get { key } => {
+            b.put_u8(2);
+            b.put_u64_le(key);
+        }
+        KvOp::Cas { key, expected, new } => {
+            b.put_u8(3);
+            b.put_u64_le(key);
+            b.put_u8(u8::from(expected.is_some()));
+            b.put_u64_le(expected.unwrap_or(0));
+            b.put_u64_le(new);
+        }
+    }
+    b.freeze()
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let slice = bytes.get(at..at + 8)?;
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(slice);
+    Some(u64::from_le_bytes(buf))
+}
+
+/// Decodes a command; `None` for bytes that are not one.
+pub fn decode(bytes: &[u8]) -> Option<(u64, KvOp)> {
+    let op_id = u64_at(bytes, 0)?;
+    let op = match *bytes.get(8)? {
+        1 => KvOp::Put {
+            key: u64_at(bytes, 9)?,
+            value: u64_at(bytes, 17)?,
+        },
+        2 => KvOp::Get {
+            key: u64_at(bytes, 9)?,
+        },
+        3 => KvOp::Cas {
+            key: u64_at(bytes, 9)?,
+            expected: (*bytes.get(17)? == 1).then_some(u64_at(bytes, 18)?),
+            new: u64_at(bytes, 26)?,
+        },
+        _ => return None,
+    };
+    Some((op_id, op))
+}
+
+/// The key-value state machine.
+#[derive(Clone, Debug, Default)]
+pub struct Kv {
+    map: BTreeMap<u64, u64>,
+}
+
+impl Kv {
+    /// Applies an operation and returns its result.
+    pub fn apply(&mut self, op: &KvOp) -> KvResult {
+        match *op {
+            KvOp::Put { key, value } => {
+                self.map.insert(key, value);
+                KvResult::Written
+            }
+            KvOp::Get { key } => KvResult::Value(self.map.get(&key).copied()),
+            KvOp::Cas { key, expected, new } => {
+                let swapped = self.map.get(&key).copied() == expected;
+                if swapped {
+                    self.map.insert(key, new);
+                }
+                KvResult::Swapped(swapped)
+            }
+        }
+    }
+
+    /// Reads a key.
+    pub fn get(&self, key: u64) -> Option<u64> {
+        self.map.get(&key).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_and_garbage_is_rejected() {
+        let ops = [
+            KvOp::Put { key: 1, value: 2 },
+            KvOp::Get { key: 3 },
+            KvOp::Cas {
+                key: 4,
+                expected: None,
+                new: 5,
+            },
+            KvOp::Cas {
+                key: 4,
+                expected: Some(6),
+                new: 7,
+            },
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            assert_eq!(decode(&encode(i as u64, op)), Some((i as u64, op.clone())));
+        }
+        assert_eq!(decode(b"short"), None);
+        let mut bad = encode(1, &ops[0]).to_vec();
+        bad[8] = 9;
+        assert_eq!(decode(&bad), None);
+    }
+}

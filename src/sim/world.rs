@@ -1,0 +1,1009 @@
+//! The simulated world: nodes, network, disks, clients and faults in one discrete-event loop.
+
+use super::checks::{check_log_matching, Checker};
+use super::disk::Disk;
+use super::kv::{self, Kv};
+use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
+#[cfg(feature = "sim")]
+use crate::core::Mutation;
+use crate::core::{
+    Core, CoreConfig, Effect, Event, Input, Outcome, RequestError, Rng, Role, Time, Token,
+};
+use ringraft_net::message::Message;
+use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+const MS: u64 = 1_000_000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Cluster size (3 or 5 typically).
+    pub nodes: usize,
+    /// Events processed in the fault phase, before the network heals and liveness is checked.
+    pub steps: u64,
+    /// Concurrent closed-loop clients.
+    pub clients: usize,
+    /// Inject crashes, partitions, pauses, loss and duplication.
+    pub faults: bool,
+    /// A bug to inject into every core.
+    pub mutation: Option<Mutation>,
+}
+
+impl SimConfig {
+    /// Defaults: 3 nodes, 20,000 fault-phase events, 6 clients, faults on.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 3,
+            steps: 20_000,
+            clients: 6,
+            faults: true,
+            mutation: None,
+        }
+    }
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The first violated property, if any.
+    pub failure: Option<String>,
+    /// A hash of every processed event: equal seeds give equal hashes.
+    pub trace_hash: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub sim_time: Duration,
+    /// Client operations that completed with a result.
+    pub ops_completed: u64,
+    /// Client operations whose outcome stayed unknown.
+    pub ops_unknown: u64,
+    /// Terms that had a leader.
+    pub leader_terms: usize,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver(Message),
+    Timer {
+        node: usize,
+    },
+    DiskDone {
+        node: usize,
+        boot: u64,
+        seq: u64,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        token: u64,
+    },
+    Fault,
+    Restart {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+        boot: u64,
+    },
+    /// A client request arriving at a node.
+    Request {
+        node: usize,
+        input: Input,
+    },
+    /// A paused node resumes and processes what arrived meanwhile, in order.
+    Resume {
+        node: usize,
+    },
+    Heal,
+}
+
+struct Scheduled {
+    at: Time,
+    order: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    core: Option<Core>,
+    boot: u64,
+    disk: Disk,
+    disk_free_at: Time,
+    /// fsync latency range: most disks are fast, some seeds give a node a slow one (which
+    /// widens the window between a leader's sends and its own durability).
+    disk_latency: (u64, u64),
+    kv: Kv,
+    applied: Index,
+    /// Results of recently applied commands: index → (op id, result).
+    results: BTreeMap<Index, (u64, KvResult)>,
+    commit_seen: Index,
+    paused_until: Time,
+    /// Events that arrived while paused, in arrival order.
+    deferred: std::collections::VecDeque<Ev>,
+    timer_at: Option<Time>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    Reply,
+    Apply {
+        index: Index,
+        committed: Option<LogId>,
+    },
+}
+
+struct InFlight {
+    token: u64,
+    node: usize,
+    history: usize,
+    waiting: Waiting,
+}
+
+struct Client {
+    leader_guess: usize,
+    current: Option<InFlight>,
+    ok_since_heal: u64,
+}
+
+struct World {
+    config: SimConfig,
+    rng: Rng,
+    now: Time,
+    order: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    discarded: BTreeSet<usize>,
+    /// Acknowledged writes: (history index, log id).
+    acked_writes: Vec<(usize, LogId)>,
+    /// When each command was first applied anywhere, and its result (token → (time, result)).
+    first_applied: BTreeMap<u64, (u64, KvResult)>,
+    /// Token of each history entry.
+    history_tokens: Vec<u64>,
+    next_token: u64,
+    next_value: u64,
+    blocked: BTreeSet<(usize, usize)>,
+    drop_per_mille: u64,
+    duplicate_per_mille: u64,
+    healed: bool,
+    checker: Checker,
+    trace: u64,
+    events: u64,
+    lease_read: bool,
+    /// Clients pause up to this long between operations (varies by seed: busy or idle).
+    think_time_max: u64,
+    core_template: CoreConfig,
+}
+
+/// Runs one seed and reports what happened.
+pub fn run(config: &SimConfig) -> Report {
+    let mut world = World::new(config.clone());
+    // A panic (a failed assertion inside the core) is a failure of the seed, not of the run.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run_to_end()));
+    let failure = match outcome {
+        Ok(result) => result.err(),
+        Err(panic) => Some(format!(
+            "panic: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string payload)")
+        )),
+    };
+    Report {
+        seed: config.seed,
+        failure,
+        trace_hash: world.trace,
+        events: world.events,
+        sim_time: Duration::from_nanos(world.now.0),
+        ops_completed: world
+            .history
+            .iter()
+            .filter(|o| o.completion.is_some())
+            .count() as u64,
+        ops_unknown: world
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| o.completion.is_none() && !world.discarded.contains(i))
+            .count() as u64,
+        leader_terms: world.checker.leader_terms(),
+    }
+}
+
+impl World {
+    fn new(config: SimConfig) -> World {
+        let mut rng = Rng::new(config.seed);
+        let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
+        let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
+        let state = Core::bootstrap_state(&configuration).expect("valid bootstrap configuration");
+        let mut template = CoreConfig::new(NodeId(1));
+        template.election_timeout = Duration::from_millis(150);
+        template.heartbeat_interval = Duration::from_millis(30);
+        template.leader_lease_timeout = Duration::from_millis(120);
+        template.clock_drift_bound = Duration::from_millis(15);
+        template.pre_vote = rng.chance(4, 5);
+        let max_entries_bound = if rng.chance(1, 2) { 4 } else { 64 };
+        template.max_append_entries = 1 + rng.below(max_entries_bound) as usize;
+        template.max_append_bytes = 64 + rng.below(4096) as usize;
+        template.max_inflight = 1 + rng.below(8) as usize;
+        let lease_read = rng.chance(1, 2);
+        let think_time_max = rng.range(MS, 30 * MS);
+        template.lease_read = lease_read;
+        template.mutation = config.mutation;
+        let mut world = World {
+            rng,
+            now: Time(0),
+            order: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            history: Vec::new(),
+            discarded: BTreeSet::new(),
+            acked_writes: Vec::new(),
+            first_applied: BTreeMap::new(),
+            history_tokens: Vec::new(),
+            next_token: 1,
+            next_value: 1,
+            blocked: BTreeSet::new(),
+            drop_per_mille: 0,
+            duplicate_per_mille: 0,
+            healed: !config.faults,
+            checker: Checker::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            lease_read,
+            think_time_max,
+            core_template: template,
+            config,
+        };
+        for id in ids {
+            let disk_latency = if world.rng.chance(1, 4) {
+                (2 * MS, 30 * MS)
+            } else {
+                (MS / 20, 2 * MS)
+            };
+            world.nodes.push(SimNode {
+                id,
+                disk_latency,
+                core: None,
+                boot: 0,
+                disk: Disk::with_state(&state),
+                disk_free_at: Time(0),
+                kv: Kv::default(),
+                applied: Index(0),
+                results: BTreeMap::new(),
+                commit_seen: Index(0),
+                paused_until: Time(0),
+                deferred: std::collections::VecDeque::new(),
+                timer_at: None,
+            });
+        }
+        for c in 0..world.config.clients {
+            let guess = world.rng.below(world.config.nodes as u64) as usize;
+            world.clients.push(Client {
+                leader_guess: guess,
+                current: None,
+                ok_since_heal: 0,
+            });
+            let at = world.now.plus_nanos(world.rng.range(0, 300 * MS));
+            world.schedule(at, Ev::ClientNext { client: c });
+        }
+        if world.config.faults {
+            let at = world.now.plus_nanos(world.rng.range(100 * MS, 500 * MS));
+            world.schedule(at, Ev::Fault);
+        }
+        world
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            order: self.order,
+            ev,
+        }));
+    }
+
+    fn hash(&mut self, values: &[u64]) {
+        for v in values {
+            for b in v.to_le_bytes() {
+                self.trace ^= u64::from(b);
+                self.trace = self.trace.wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+
+    fn run_to_end(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.boot(n)?;
+        }
+        let mut deadline = None;
+        while let Some(Reverse(s)) = self.queue.pop() {
+            self.now = self.now.max(s.at);
+            self.events += 1;
+            if !self.healed && self.events >= self.config.steps {
+                self.heal_everything()?;
+                // Liveness: after healing, a leader emerges and every client completes
+                // operations within bounded simulated time.
+                deadline = Some(self.now.plus_nanos(20_000 * MS));
+            }
+            if let Some(d) = deadline.or(if self.healed && self.config.faults {
+                None
+            } else {
+                Some(Time(self.config.steps * 2 * MS))
+            }) {
+                if self.now > d {
+                    return Err(format!(
+                        "liveness: clients did not complete operations within 20 s of healing \
+                         (ok since heal: {:?})",
+                        self.clients
+                            .iter()
+                            .map(|c| c.ok_since_heal)
+                            .collect::<Vec<_>>()
+                    ));
+                }
+            }
+            self.process(s.ev)?;
+            if self.healed && self.clients.iter().all(|c| c.ok_since_heal >= 3) {
+                break;
+            }
+        }
+        self.final_checks()
+    }
+
+    fn heal_everything(&mut self) -> Result<(), String> {
+        self.healed = true;
+        self.blocked.clear();
+        self.drop_per_mille = 0;
+        self.duplicate_per_mille = 0;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].core.is_none() {
+                self.boot(n)?;
+            }
+        }
+        for c in &mut self.clients {
+            c.ok_since_heal = 0;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, ev: Ev) -> Result<(), String> {
+        // A paused node processes nothing until it resumes; what arrives meanwhile waits in
+        // arrival order.
+        let target = match &ev {
+            Ev::Deliver(m) => Some(m.to.0 as usize - 1),
+            Ev::Timer { node } | Ev::DiskDone { node, .. } | Ev::Request { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        };
+        if let Some(n) = target {
+            if self.nodes[n].paused_until > self.now || !self.nodes[n].deferred.is_empty() {
+                self.nodes[n].deferred.push_back(ev);
+                return Ok(());
+            }
+        }
+        self.process_now(ev)
+    }
+
+    fn process_now(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver(m) => {
+                let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
+                self.hash(&[1, self.now.0, from as u64, to as u64, m.term.0]);
+                if self.blocked.contains(&(from, to)) || self.nodes[to].core.is_none() {
+                    return Ok(());
+                }
+                self.step(to, Input::Message(m))
+            }
+            Ev::Timer { node } => {
+                self.nodes[node].timer_at = None;
+                self.hash(&[2, self.now.0, node as u64]);
+                if self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.step(node, Input::Tick)
+            }
+            Ev::DiskDone { node, boot, seq } => {
+                if self.nodes[node].boot != boot || self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.hash(&[3, self.now.0, node as u64, seq]);
+                self.nodes[node].disk.complete(seq)?;
+                self.step(node, Input::Persisted { seq })
+            }
+            Ev::ClientNext { client } => self.client_next(client),
+            Ev::ClientTimeout { client, token } => {
+                let current = self.clients[client].current.as_ref().map(|f| f.token);
+                if current == Some(token) {
+                    self.hash(&[4, self.now.0, client as u64]);
+                    self.client_done(client, None);
+                }
+                Ok(())
+            }
+            Ev::Fault => self.fault(),
+            Ev::Restart { node } => {
+                if self.nodes[node].core.is_none() {
+                    self.boot(node)?;
+                }
+                Ok(())
+            }
+            Ev::Crash { node, boot } => {
+                if !self.healed && self.nodes[node].boot == boot {
+                    self.crash(node)?;
+                    let at = self.now.plus_nanos(self.rng.range(MS, 30 * MS));
+                    self.schedule(at, Ev::Restart { node });
+                }
+                Ok(())
+            }
+            Ev::Request { node, input } => {
+                if self.nodes[node].core.is_none() {
+                    // The node crashed while the request travelled: the client's crash
+                    // handling already resolved it.
+                    return Ok(());
+                }
+                self.step(node, input)
+            }
+            Ev::Resume { node } => {
+                if self.nodes[node].paused_until > self.now {
+                    let at = self.nodes[node].paused_until;
+                    self.schedule(at, Ev::Resume { node });
+                    return Ok(());
+                }
+                while let Some(ev) = self.nodes[node].deferred.pop_front() {
+                    self.process_now(ev)?;
+                }
+                Ok(())
+            }
+            Ev::Heal => {
+                if !self.healed {
+                    self.blocked.clear();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn core_config(&self, n: usize) -> CoreConfig {
+        let mut c = self.core_template.clone();
+        c.id = self.nodes[n].id;
+        c.seed = self.config.seed ^ ((n as u64 + 1) << 48) ^ (self.nodes[n].boot << 32);
+        c
+    }
+
+    fn boot(&mut self, n: usize) -> Result<(), String> {
+        self.nodes[n].boot += 1;
+        let config = self.core_config(n);
+        let state = self.nodes[n].disk.recover();
+        let core =
+            Core::new(config, state, self.now).map_err(|e| format!("restart failed: {e}"))?;
+        let node = &mut self.nodes[n];
+        node.core = Some(core);
+        node.kv = Kv::default();
+        node.applied = Index(0);
+        node.results.clear();
+        node.commit_seen = Index(0);
+        node.disk_free_at = self.now;
+        self.hash(&[5, self.now.0, n as u64]);
+        self.drain(n)
+    }
+
+    fn crash(&mut self, n: usize) -> Result<(), String> {
+        if self.nodes[n].core.take().is_none() {
+            return Ok(());
+        }
+        self.hash(&[6, self.now.0, n as u64]);
+        let mut rng = Rng::new(self.rng.next_u64());
+        self.nodes[n].disk.crash(&mut rng)?;
+        self.nodes[n].timer_at = None;
+        // What queued up for the process while it was paused dies with it.
+        self.nodes[n].deferred.clear();
+        // Clients waiting on the crashed node learn nothing: their outcome is unknown.
+        for c in 0..self.clients.len() {
+            if self.clients[c]
+                .current
+                .as_ref()
+                .is_some_and(|f| f.node == n)
+            {
+                self.client_done(c, None);
+            }
+        }
+        Ok(())
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let n = self.nodes.len();
+        // Half the faults aim at the leader: that is where the interesting bugs live.
+        let leader = self
+            .nodes
+            .iter()
+            .position(|x| x.core.as_ref().is_some_and(|c| c.role() == Role::Leader));
+        let victim = match leader {
+            Some(l) if self.rng.chance(1, 2) => l,
+            _ => self.rng.below(n as u64) as usize,
+        };
+        match self.rng.below(6) {
+            0 => {
+                self.crash(victim)?;
+                let at = self.now.plus_nanos(self.rng.range(5 * MS, 800 * MS));
+                self.schedule(at, Ev::Restart { node: victim });
+            }
+            1 | 2 => {
+                // A random split (or one isolated node).
+                let isolate_one = self.rng.chance(1, 2);
+                let side: Vec<bool> = (0..n)
+                    .map(|i| {
+                        if isolate_one {
+                            i == victim
+                        } else {
+                            self.rng.chance(1, 2)
+                        }
+                    })
+                    .collect();
+                self.blocked.clear();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            // Sometimes only one direction is cut.
+                            if self.rng.chance(1, 5) && a < b {
+                                continue;
+                            }
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+                let at = self.now.plus_nanos(self.rng.range(50 * MS, 1500 * MS));
+                self.schedule(at, Ev::Heal);
+            }
+            3 => {
+                // A pause (GC, SIGSTOP), sometimes past the election timeout.
+                let until = self.now.plus_nanos(self.rng.range(10 * MS, 400 * MS));
+                // Never shorten a pause: events already deferred to its end keep their order.
+                let node = &mut self.nodes[victim];
+                node.paused_until = node.paused_until.max(until);
+                let at = node.paused_until;
+                self.schedule(at, Ev::Resume { node: victim });
+            }
+            4 => {
+                self.drop_per_mille = if self.rng.chance(1, 2) {
+                    0
+                } else {
+                    self.rng.below(300)
+                };
+                self.duplicate_per_mille = self.rng.below(50);
+            }
+            _ => {
+                self.blocked.clear();
+            }
+        }
+        self.hash(&[7, self.now.0, victim as u64]);
+        let at = self.now.plus_nanos(self.rng.range(10 * MS, 250 * MS));
+        self.schedule(at, Ev::Fault);
+        Ok(())
+    }
+
+    fn step(&mut self, n: usize, input: Input) -> Result<(), String> {
+        let now = self.now;
+        let Some(core) = self.nodes[n].core.as_mut() else {
+            return Ok(());
+        };
+        core.step(now, input);
+        self.drain(n)
+    }
+
+    /// Performs a node's effects until it has none left, then runs the checkers.
+    fn drain(&mut self, n: usize) -> Result<(), String> {
+        loop {
+            let Some(core) = self.nodes[n].core.as_mut() else {
+                return Ok(());
+            };
+            let effects = core.take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            for effect in effects {
+                self.perform(n, effect)?;
+            }
+        }
+        let node = &mut self.nodes[n];
+        let Some(core) = node.core.as_ref() else {
+            return Ok(());
+        };
+        self.checker.after_step(core, &mut node.commit_seen)?;
+        let next = core.next_timer().max(self.now);
+        if node.timer_at.is_none_or(|t| t > next) {
+            node.timer_at = Some(next);
+            self.schedule(next, Ev::Timer { node: n });
+        }
+        Ok(())
+    }
+
+    fn perform(&mut self, n: usize, effect: Effect) -> Result<(), String> {
+        match effect {
+            Effect::Persist(batch) => {
+                let (low, high) = self.nodes[n].disk_latency;
+                let latency = self.rng.range(low, high);
+                // Crash at the worst moments ("buggify"): while a vote or a term change is
+                // being written, or while a leader's entries are on their way to disk.
+                let odds = if batch.hard_state.is_some() { 8 } else { 40 };
+                if !self.healed && self.config.faults && self.rng.chance(1, odds) {
+                    let at = self.now.plus_nanos(self.rng.range(0, latency));
+                    let boot = self.nodes[n].boot;
+                    self.schedule(at, Ev::Crash { node: n, boot });
+                }
+                let node = &mut self.nodes[n];
+                let done = node.disk_free_at.max(self.now).plus_nanos(latency);
+                node.disk_free_at = done;
+                let (boot, seq) = (node.boot, batch.seq);
+                node.disk.submit(batch);
+                self.schedule(done, Ev::DiskDone { node: n, boot, seq });
+            }
+            Effect::Send(m) => self.send(m),
+            Effect::Apply { entries } => {
+                let mut last = self.nodes[n].applied;
+                for entry in &entries {
+                    if entry.id.index != last.next() {
+                        return Err(format!("apply gap: {} after {last}", entry.id));
+                    }
+                    self.checker.on_apply(self.nodes[n].id, entry)?;
+                    if entry.kind == EntryKind::Command {
+                        let Some((op_id, op)) = kv::decode(&entry.data) else {
+                            return Err(format!("undecodable command at {}", entry.id));
+                        };
+                        let result = self.nodes[n].kv.apply(&op);
+                        let now = self.now.0;
+                        self.first_applied
+                            .entry(op_id)
+                            .or_insert_with(|| (now, result.clone()));
+                        self.nodes[n]
+                            .results
+                            .insert(entry.id.index, (op_id, result));
+                    }
+                    last = entry.id.index;
+                }
+                self.nodes[n].applied = last;
+                let now = self.now;
+                if let Some(core) = self.nodes[n].core.as_mut() {
+                    core.step(now, Input::Applied { index: last });
+                }
+                self.wake_clients(n)?;
+            }
+            Effect::Reply { token, result } => self.on_reply(n, token, result)?,
+            Effect::Event(e) => {
+                if let Event::RoleChanged { role, term } = e {
+                    let code = match role {
+                        Role::Follower => 0,
+                        Role::PreCandidate => 1,
+                        Role::Candidate => 2,
+                        Role::Leader => 3,
+                    };
+                    self.hash(&[8, self.now.0, n as u64, code, term.0]);
+                    // New leaders die young now and then, leaving entries of their term on a
+                    // minority: the raw material of Figure 8.
+                    if role == Role::Leader
+                        && !self.healed
+                        && self.config.faults
+                        && self.rng.chance(1, 3)
+                    {
+                        let at = self.now.plus_nanos(self.rng.range(0, 4 * MS));
+                        let boot = self.nodes[n].boot;
+                        self.schedule(at, Ev::Crash { node: n, boot });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, m: Message) {
+        let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
+        if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
+            return;
+        }
+        if self.rng.below(1000) < self.drop_per_mille {
+            return;
+        }
+        let copies = if self.rng.below(1000) < self.duplicate_per_mille {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.rng.chance(1, 20) {
+                self.rng.range(MS, 40 * MS)
+            } else {
+                self.rng.range(MS / 10, 2 * MS)
+            };
+            let at = self.now.plus_nanos(delay);
+            self.schedule(at, Ev::Deliver(m.clone()));
+        }
+    }
+
+    // ---- clients ---------------------------------------------------------------------
+
+    fn client_next(&mut self, c: usize) -> Result<(), String> {
+        if self.clients[c].current.is_some() {
+            return Ok(());
+        }
+        let key = self.rng.below(3);
+        let op = match self.rng.below(10) {
+            0..=3 => KvOp::Get { key },
+            4..=7 => {
+                self.next_value += 1;
+                KvOp::Put {
+                    key,
+                    value: self.next_value,
+                }
+            }
+            _ => {
+                self.next_value += 1;
+                let expected = if self.rng.chance(1, 4) {
+                    None
+                } else {
+                    Some(self.rng.range(1, self.next_value))
+                };
+                KvOp::Cas {
+                    key,
+                    expected,
+                    new: self.next_value,
+                }
+            }
+        };
+        let node = self.clients[c].leader_guess;
+        let token = self.next_token;
+        self.next_token += 1;
+        self.history.push(Operation {
+            client: c as u64,
+            op: op.clone(),
+            invoke: self.now.0,
+            completion: None,
+        });
+        let history = self.history.len() - 1;
+        self.history_tokens.push(token);
+        self.hash(&[9, self.now.0, c as u64, node as u64, token]);
+        if self.nodes[node].core.is_none() {
+            // Connection refused: certainly not executed.
+            self.discarded.insert(history);
+            self.clients[c].leader_guess = self.rng.below(self.nodes.len() as u64) as usize;
+            let at = self.now.plus_nanos(self.rng.range(MS, 10 * MS));
+            self.schedule(at, Ev::ClientNext { client: c });
+            return Ok(());
+        }
+        self.clients[c].current = Some(InFlight {
+            token,
+            node,
+            history,
+            waiting: Waiting::Reply,
+        });
+        let timeout = self.now.plus_nanos(2000 * MS);
+        self.schedule(timeout, Ev::ClientTimeout { client: c, token });
+        let input = match op {
+            KvOp::Get { .. } if self.lease_read && self.rng.chance(1, 2) => Input::LeaseRead {
+                token: Token(token),
+            },
+            KvOp::Get { .. } => Input::ReadIndex {
+                token: Token(token),
+            },
+            _ => Input::Propose {
+                token: Token(token),
+                commands: vec![kv::encode(token, &op)],
+            },
+        };
+        let at = self.now.plus_nanos(self.rng.range(MS / 20, MS / 2));
+        self.schedule(at, Ev::Request { node, input });
+        Ok(())
+    }
+
+    fn client_of(&self, n: usize, token: u64) -> Option<usize> {
+        self.clients.iter().position(|c| {
+            c.current
+                .as_ref()
+                .is_some_and(|f| f.token == token && f.node == n)
+        })
+    }
+
+    fn on_reply(
+        &mut self,
+        n: usize,
+        token: Token,
+        result: Result<Outcome, RequestError>,
+    ) -> Result<(), String> {
+        let Some(c) = self.client_of(n, token.0) else {
+            return Ok(());
+        };
+        self.hash(&[10, self.now.0, c as u64, token.0]);
+        match result {
+            Ok(Outcome::Committed { term, last, .. }) => {
+                self.set_waiting(
+                    c,
+                    Waiting::Apply {
+                        index: last,
+                        committed: Some(LogId::new(term, last)),
+                    },
+                );
+                self.wake_clients(n)
+            }
+            Ok(Outcome::ReadReady { index }) => {
+                self.set_waiting(
+                    c,
+                    Waiting::Apply {
+                        index,
+                        committed: None,
+                    },
+                );
+                self.wake_clients(n)
+            }
+            Ok(Outcome::LeaderVerified) => Err("unexpected LeaderVerified reply".into()),
+            Err(RequestError::NotLeader { leader }) => {
+                if let Some(f) = self.clients[c].current.take() {
+                    self.discarded.insert(f.history);
+                }
+                self.clients[c].leader_guess = match leader {
+                    Some(l) => l.0 as usize - 1,
+                    None => self.rng.below(self.nodes.len() as u64) as usize,
+                };
+                let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
+                self.schedule(at, Ev::ClientNext { client: c });
+                Ok(())
+            }
+            Err(RequestError::LeadershipLost) => {
+                self.client_done(c, None);
+                Ok(())
+            }
+            Err(e) => Err(format!("unexpected request error: {e}")),
+        }
+    }
+
+    fn set_waiting(&mut self, c: usize, waiting: Waiting) {
+        if let Some(f) = self.clients[c].current.as_mut() {
+            f.waiting = waiting;
+        }
+    }
+
+    /// Completes client operations waiting for node `n` to apply far enough.
+    fn wake_clients(&mut self, n: usize) -> Result<(), String> {
+        for c in 0..self.clients.len() {
+            let Some(f) = self.clients[c].current.as_ref() else {
+                continue;
+            };
+            let Waiting::Apply { index, committed } = f.waiting else {
+                continue;
+            };
+            if f.node != n || self.nodes[n].applied < index {
+                continue;
+            }
+            let (token, history) = (f.token, f.history);
+            let result = match self.history[history].op {
+                KvOp::Get { key } => KvResult::Value(self.nodes[n].kv.get(key)),
+                _ => match self.nodes[n].results.get(&index) {
+                    Some((op_id, result)) if *op_id == token => result.clone(),
+                    other => {
+                        return Err(format!(
+                            "acknowledged write lost: op {token} committed at {index} but {n} \
+                             applied {other:?} there"
+                        ))
+                    }
+                },
+            };
+            if let Some(id) = committed {
+                self.acked_writes.push((history, id));
+            }
+            self.client_done(c, Some(result));
+        }
+        Ok(())
+    }
+
+    fn client_done(&mut self, c: usize, result: Option<KvResult>) {
+        let Some(f) = self.clients[c].current.take() else {
+            return;
+        };
+        if let Some(result) = result {
+            self.history[f.history].completion = Some((self.now.0, result));
+            if self.healed {
+                self.clients[c].ok_since_heal += 1;
+            }
+        }
+        let at = self.now.plus_nanos(self.rng.range(0, self.think_time_max));
+        self.schedule(at, Ev::ClientNext { client: c });
+    }
+
+    // ---- the end ---------------------------------------------------------------------
+
+    fn final_checks(&mut self) -> Result<(), String> {
+        if self.healed && self.config.faults && !self.clients.iter().all(|c| c.ok_since_heal >= 3) {
+            return Err("liveness: the event queue ran dry before clients finished".into());
+        }
+        let logs: Vec<(NodeId, Vec<ringraft_storage::Entry>)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.core
+                    .as_ref()
+                    .map(|c| (n.id, c.log().iter().cloned().collect()))
+            })
+            .collect();
+        for a in 0..logs.len() {
+            for b in a + 1..logs.len() {
+                check_log_matching((logs[a].0, &logs[a].1), (logs[b].0, &logs[b].1))?;
+            }
+        }
+        for &(history, id) in &self.acked_writes {
+            if self.checker.committed_at(id.index) != Some(id) {
+                return Err(format!(
+                    "acknowledged write lost: op {history} at {id} is not what was committed"
+                ));
+            }
+        }
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.core.as_ref())
+            .find(|c| c.role() == Role::Leader);
+        if let Some(leader) = leader {
+            for &(history, id) in &self.acked_writes {
+                if leader.log().term_at(id.index).is_some_and(|t| t != id.term) {
+                    return Err(format!(
+                        "acknowledged write lost: op {history} at {id} missing from leader {}",
+                        leader.id()
+                    ));
+                }
+            }
+        }
+        // Operations whose outcome the client never learned: the simulator knows the truth. A
+        // command that was applied somewhere took effect before its first application (an upper
+        // bound on its linearization point) with the result it had there; one that never was
+        // applied had no effect that anything observed, and an unknown read constrains nothing.
+        // Resolving them keeps the checker's search small without weakening what it checks.
+        let mut history = Vec::with_capacity(self.history.len());
+        for (i, op) in self.history.iter().enumerate() {
+            if self.discarded.contains(&i) {
+                continue;
+            }
+            let mut op = op.clone();
+            if op.completion.is_none() {
+                if matches!(op.op, KvOp::Get { .. }) {
+                    continue;
+                }
+                match self.first_applied.get(&self.history_tokens[i]) {
+                    Some((at, result)) => op.completion = Some((*at, result.clone())),
+                    None => continue,
+                }
+            }
+            history.push(op);
+        }
+        check_kv_history(&history, 2_000_000).map_err(|e| format!("linearizability: {e}"))
+    }
+}

@@ -1,0 +1,477 @@
+//! Snapshot stores: [`FileSnapshotStore`], [`InmemSnapshotStore`], [`DiscardSnapshotStore`].
+//!
+//! File layout (as hashicorp's `FileSnapshotStore`, with binary metadata):
+//!
+//! ```text
+//!  <dir>/<term:020>-<index:020>-<seq:08>/      one directory per snapshot
+//!        meta.bin   version, last index and term, configuration index, size, data crc32c,
+//!                   encoded configuration, crc32c of all the preceding metadata bytes
+//!        state.bin  the state machine's bytes
+//!  <dir>/<id>.tmp/  a snapshot being written; ignored by `list`, removed on open
+//! ```
+//!
+//! Commit order: fsync `state.bin`, write and fsync `meta.bin`, fsync the temp directory,
+//! rename it to its final name, fsync the parent. A crash at any point leaves either no
+//! snapshot or a complete one, never a half-written one under a final name.
+
+use crate::configuration::Configuration;
+use crate::error::SnapshotError;
+use crate::store::{SnapshotMeta, SnapshotSink, SnapshotStore};
+use crate::types::{Index, LogId, Term};
+use bytes::{BufMut, Bytes};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const META_FILE: &str = "meta.bin";
+const STATE_FILE: &str = "state.bin";
+const TMP_SUFFIX: &str = ".tmp";
+const META_VERSION: u8 = 1;
+
+fn encode_meta(meta: &SnapshotMeta, data_crc: u32) -> Vec<u8> {
+    let configuration = meta.configuration.encode();
+    let mut out = Vec::with_capacity(45 + configuration.len());
+    out.put_u8(META_VERSION);
+    out.put_u64_le(meta.last.index.0);
+    out.put_u64_le(meta.last.term.0);
+    out.put_u64_le(meta.configuration_index.0);
+    out.put_u64_le(meta.size);
+    out.put_u32_le(data_crc);
+    out.put_u32_le(configuration.len() as u32);
+    out.put_slice(&configuration);
+    let crc = crc32c::crc32c(&out);
+    out.put_u32_le(crc);
+    out
+}
+
+/// Decodes `meta.bin`; returns the metadata and the data checksum.
+fn decode_meta(id: &str, bytes: &[u8]) -> Result<(SnapshotMeta, u32), SnapshotError> {
+    let corrupt = |reason: &str| SnapshotError::Corruption {
+        id: id.into(),
+        reason: reason.into(),
+    };
+    if bytes.len() < 45 {
+        return Err(corrupt("metadata truncated"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let u32_at = |b: &[u8], at: usize| -> u32 {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&b[at..at + 4]);
+        u32::from_le_bytes(word)
+    };
+    let u64_at = |at: usize| -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&body[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    if crc32c::crc32c(body) != u32_at(crc, 0) {
+        return Err(corrupt("metadata checksum mismatch"));
+    }
+    if body[0] != META_VERSION {
+        return Err(corrupt("unsupported metadata version"));
+    }
+    let config_len = u32_at(body, 37) as usize;
+    if body.len() != 41 + config_len {
+        return Err(corrupt("metadata length mismatch"));
+    }
+    let configuration =
+        Configuration::decode(&body[41..]).map_err(|e| corrupt(&format!("configuration: {e}")))?;
+    let meta = SnapshotMeta {
+        id: id.into(),
+        last: LogId::new(Term(u64_at(9)), Index(u64_at(1))),
+        configuration,
+        configuration_index: Index(u64_at(17)),
+        size: u64_at(25),
+    };
+    Ok((meta, u32_at(body, 33)))
+}
+
+fn sort_newest_first(metas: &mut [SnapshotMeta]) {
+    metas.sort_by(|a, b| {
+        (b.last.term, b.last.index, &b.id).cmp(&(a.last.term, a.last.index, &a.id))
+    });
+}
+
+/// Snapshots as directories on disk; keeps the newest `retain`.
+#[derive(Debug)]
+pub struct FileSnapshotStore {
+    dir: PathBuf,
+    retain: usize,
+    sequence: AtomicU64,
+}
+
+impl FileSnapshotStore {
+    /// Opens the store in `dir` (created if absent), keeping at most `retain` (≥ 1) snapshots.
+    /// Leftover temporary snapshots from an interrupted write are removed.
+    pub fn new(dir: impl Into<PathBuf>, retain: usize) -> Result<FileSnapshotStore, SnapshotError> {
+        let dir = dir.into();
+        if retain == 0 {
+            return Err(SnapshotError::Config {
+                reason: "retain must be at least 1".into(),
+            });
+        }
+        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        let mut sequence = 0;
+        for item in fs::read_dir(&dir)
+            .map_err(|e| SnapshotError::io("list", &dir, e))?
+            .flatten()
+        {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_dir_all(item.path());
+            } else if let Some(seq) = name.rsplit('-').next().and_then(|s| s.parse::<u64>().ok()) {
+                sequence = sequence.max(seq + 1);
+            }
+        }
+        Ok(FileSnapshotStore {
+            dir,
+            retain,
+            sequence: AtomicU64::new(sequence),
+        })
+    }
+
+    fn read_meta(&self, id: &str) -> Result<(SnapshotMeta, u32), SnapshotError> {
+        let path = self.dir.join(id).join(META_FILE);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SnapshotError::NotFound { id: id.into() },
+            _ => SnapshotError::io("read metadata", &path, e),
+        })?;
+        decode_meta(id, &bytes)
+    }
+
+    /// Every valid snapshot, newest first (not limited to `retain`).
+    fn all(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        let mut metas = Vec::new();
+        let listing =
+            fs::read_dir(&self.dir).map_err(|e| SnapshotError::io("list", &self.dir, e))?;
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TMP_SUFFIX) || !item.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // Unreadable or corrupt snapshots are skipped, as hashicorp does.
+            if let Ok((meta, _)) = self.read_meta(&name) {
+                metas.push(meta);
+            }
+        }
+        sort_newest_first(&mut metas);
+        Ok(metas)
+    }
+
+    /// Deletes all but the newest `retain` snapshots.
+    pub fn reap(&self) -> Result<(), SnapshotError> {
+        for meta in self.all()?.into_iter().skip(self.retain) {
+            let path = self.dir.join(&meta.id);
+            fs::remove_dir_all(&path)
+                .map_err(|e| SnapshotError::io("remove snapshot", &path, e))?;
+        }
+        Ok(())
+    }
+}
+
+struct FileSink {
+    store_dir: PathBuf,
+    retain: usize,
+    id: String,
+    tmp: PathBuf,
+    writer: Option<BufWriter<File>>,
+    crc: u32,
+    meta: SnapshotMeta,
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("sink closed"))?;
+        let n = writer.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.meta.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.as_mut().map_or(Ok(()), |w| w.flush())
+    }
+}
+
+impl FileSink {
+    fn finish(&mut self) -> Result<(), SnapshotError> {
+        let state_path = self.tmp.join(STATE_FILE);
+        let writer = self.writer.take().ok_or_else(|| SnapshotError::Config {
+            reason: "snapshot sink already closed".into(),
+        })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| SnapshotError::io("write snapshot", &state_path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| SnapshotError::io("fsync", &state_path, e))?;
+        let meta_path = self.tmp.join(META_FILE);
+        let mut meta_file =
+            File::create(&meta_path).map_err(|e| SnapshotError::io("create", &meta_path, e))?;
+        meta_file
+            .write_all(&encode_meta(&self.meta, self.crc))
+            .and_then(|()| meta_file.sync_all())
+            .map_err(|e| SnapshotError::io("write metadata", &meta_path, e))?;
+        crate::sync_dir(&self.tmp).map_err(|e| SnapshotError::io("fsync", &self.tmp, e))?;
+        let final_path = self.store_dir.join(&self.id);
+        fs::rename(&self.tmp, &final_path)
+            .map_err(|e| SnapshotError::io("rename", &final_path, e))?;
+        crate::sync_dir(&self.store_dir).map_err(|e| SnapshotError::io("fsync", &self.store_dir, e))
+    }
+}
+
+impl SnapshotSink for FileSink {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<SnapshotMeta, SnapshotError> {
+        if let Err(e) = self.finish() {
+            let _ = fs::remove_dir_all(&self.tmp);
+            return Err(e);
+        }
+        let store = FileSnapshotStore {
+            dir: self.store_dir.clone(),
+            retain: self.retain,
+            sequence: AtomicU64::new(0),
+        };
+        store.reap()?;
+        Ok(self.meta.clone())
+    }
+
+    fn cancel(mut self: Box<Self>) -> Result<(), SnapshotError> {
+        self.writer = None;
+        fs::remove_dir_all(&self.tmp).map_err(|e| SnapshotError::io("remove", &self.tmp, e))
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            // Dropped without commit: the same as cancel.
+            self.writer = None;
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+impl SnapshotStore for FileSnapshotStore {
+    fn create(
+        &self,
+        last: LogId,
+        configuration: &Configuration,
+        configuration_index: Index,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
+        fs::create_dir_all(&self.dir).map_err(|e| SnapshotError::io("create", &self.dir, e))?;
+        let tmp = self.dir.join(format!("{id}{TMP_SUFFIX}"));
+        fs::create_dir(&tmp).map_err(|e| SnapshotError::io("create", &tmp, e))?;
+        let state_path = tmp.join(STATE_FILE);
+        let file =
+            File::create(&state_path).map_err(|e| SnapshotError::io("create", &state_path, e))?;
+        Ok(Box::new(FileSink {
+            store_dir: self.dir.clone(),
+            retain: self.retain,
+            id: id.clone(),
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            crc: 0,
+            meta: SnapshotMeta {
+                id,
+                last,
+                configuration: configuration.clone(),
+                configuration_index,
+                size: 0,
+            },
+        }))
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        let mut all = self.all()?;
+        all.truncate(self.retain);
+        Ok(all)
+    }
+
+    fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
+        if id.contains('/') || id.ends_with(TMP_SUFFIX) || id.is_empty() || id.starts_with('.') {
+            return Err(SnapshotError::NotFound { id: id.into() });
+        }
+        let (meta, crc) = self.read_meta(id)?;
+        let path = self.dir.join(id).join(STATE_FILE);
+        let open = || File::open(&path).map_err(|e| SnapshotError::io("open", &path, e));
+        // Verify the whole file before handing out a reader, as hashicorp does.
+        let mut reader = BufReader::with_capacity(1 << 20, open()?);
+        let (mut computed, mut size) = (0u32, 0u64);
+        loop {
+            let chunk = reader
+                .fill_buf()
+                .map_err(|e| SnapshotError::io("read", &path, e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            computed = crc32c::crc32c_append(computed, chunk);
+            size += chunk.len() as u64;
+            let n = chunk.len();
+            reader.consume(n);
+        }
+        if computed != crc || size != meta.size {
+            return Err(SnapshotError::Corruption {
+                id: id.into(),
+                reason: format!("data checksum or size mismatch ({size} bytes read)"),
+            });
+        }
+        Ok((meta, Box::new(BufReader::with_capacity(1 << 20, open()?))))
+    }
+}
+
+/// Keeps only the latest snapshot in memory (as hashicorp's `InmemSnapshotStore`).
+#[derive(Clone, Debug, Default)]
+pub struct InmemSnapshotStore {
+    latest: Arc<Mutex<Option<(SnapshotMeta, Bytes)>>>,
+    sequence: Arc<AtomicU64>,
+}
+
+impl InmemSnapshotStore {
+    /// An empty store.
+    pub fn new() -> InmemSnapshotStore {
+        InmemSnapshotStore::default()
+    }
+}
+
+struct InmemSink {
+    latest: Arc<Mutex<Option<(SnapshotMeta, Bytes)>>>,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl Write for InmemSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotSink for InmemSink {
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<SnapshotMeta, SnapshotError> {
+        self.meta.size = self.data.len() as u64;
+        let data = Bytes::from(std::mem::take(&mut self.data));
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.meta.clone(), data));
+        Ok(self.meta.clone())
+    }
+
+    fn cancel(self: Box<Self>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+}
+
+impl SnapshotStore for InmemSnapshotStore {
+    fn create(
+        &self,
+        last: LogId,
+        configuration: &Configuration,
+        configuration_index: Index,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
+        Ok(Box::new(InmemSink {
+            latest: self.latest.clone(),
+            meta: SnapshotMeta {
+                id,
+                last,
+                configuration: configuration.clone(),
+                configuration_index,
+                size: 0,
+            },
+            data: Vec::new(),
+        }))
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(latest.iter().map(|(meta, _)| meta.clone()).collect())
+    }
+
+    fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        match &*latest {
+            Some((meta, data)) if meta.id == id => {
+                Ok((meta.clone(), Box::new(Cursor::new(data.clone()))))
+            }
+            _ => Err(SnapshotError::NotFound { id: id.into() }),
+        }
+    }
+}
+
+/// Keeps no snapshots: sinks discard their data, `list` is empty and `open` fails. For
+/// deployments that only want log compaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiscardSnapshotStore;
+
+struct DiscardSink(SnapshotMeta);
+
+impl Write for DiscardSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotSink for DiscardSink {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    fn commit(self: Box<Self>) -> Result<SnapshotMeta, SnapshotError> {
+        Ok(self.0)
+    }
+
+    fn cancel(self: Box<Self>) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+}
+
+impl SnapshotStore for DiscardSnapshotStore {
+    fn create(
+        &self,
+        last: LogId,
+        configuration: &Configuration,
+        configuration_index: Index,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        Ok(Box::new(DiscardSink(SnapshotMeta {
+            id: "discard".into(),
+            last,
+            configuration: configuration.clone(),
+            configuration_index,
+            size: 0,
+        })))
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        Ok(Vec::new())
+    }
+
+    fn open(&self, _id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
+        Err(SnapshotError::NotSupported)
+    }
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -1,0 +1,139 @@
+use super::*;
+use crate::configuration::Server;
+use crate::types::NodeId;
+
+fn configuration() -> Configuration {
+    Configuration::new(vec![
+        Server::voter(NodeId(1), "a:1"),
+        Server::nonvoter(NodeId(2), "a:2"),
+    ])
+}
+
+fn write(store: &dyn SnapshotStore, term: u64, index: u64, data: &[u8]) -> SnapshotMeta {
+    let mut sink = store
+        .create(
+            LogId::new(Term(term), Index(index)),
+            &configuration(),
+            Index(index / 2),
+        )
+        .expect("create");
+    sink.write_all(data).expect("write");
+    sink.commit().expect("commit")
+}
+
+fn read(store: &dyn SnapshotStore, id: &str) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
+    let (meta, mut reader) = store.open(id)?;
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data).expect("read");
+    Ok((meta, data))
+}
+
+/// The behaviours every store that keeps snapshots shares.
+fn keeps_the_latest_snapshot(store: &dyn SnapshotStore) {
+    assert!(store.list().expect("list").is_empty());
+    let first = write(store, 1, 10, b"first");
+    let second = write(store, 2, 20, b"second snapshot");
+    assert_eq!(second.size, 15);
+    assert_eq!(second.configuration, configuration());
+    assert_eq!(second.configuration_index, Index(10));
+    let listed = store.list().expect("list");
+    assert_eq!(listed.first(), Some(&second), "newest first");
+    let (meta, data) = read(store, &second.id).expect("open");
+    assert_eq!(
+        (meta, data.as_slice()),
+        (second.clone(), &b"second snapshot"[..])
+    );
+    // Cancelled snapshots leave nothing behind.
+    let mut sink = store
+        .create(LogId::new(Term(3), Index(30)), &configuration(), Index(1))
+        .expect("c");
+    sink.write_all(b"never").expect("write");
+    sink.cancel().expect("cancel");
+    assert_eq!(store.list().expect("list").first(), Some(&second));
+    let _ = first;
+}
+
+#[test]
+fn the_in_memory_store_keeps_the_latest_snapshot() {
+    keeps_the_latest_snapshot(&InmemSnapshotStore::new());
+}
+
+#[test]
+fn the_file_store_keeps_snapshots_and_retains_n() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::new(dir.path(), 2).expect("store");
+    keeps_the_latest_snapshot(&store);
+    write(&store, 2, 25, b"third");
+    let listed = store.list().expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].last, LogId::new(Term(2), Index(25)));
+    assert_eq!(listed[1].last, LogId::new(Term(2), Index(20)));
+    // Reaped on commit: only two directories remain.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);
+    // A reopened store sees the same snapshots and ignores (and removes) temp directories.
+    std::fs::create_dir(dir.path().join("x.tmp")).expect("tmp");
+    let reopened = FileSnapshotStore::new(dir.path(), 2).expect("reopen");
+    assert_eq!(reopened.list().expect("list"), listed);
+    assert!(!dir.path().join("x.tmp").exists());
+    // New ids never collide with old ones.
+    let newest = write(&reopened, 2, 25, b"fourth");
+    assert!(listed.iter().all(|m| m.id != newest.id));
+}
+
+#[test]
+fn the_file_store_detects_damaged_data_and_skips_damaged_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::new(dir.path(), 3).expect("store");
+    let good = write(&store, 1, 5, b"good data");
+    let bad = write(&store, 1, 6, b"will be damaged");
+    let state = dir.path().join(&bad.id).join(STATE_FILE);
+    let mut bytes = std::fs::read(&state).expect("read");
+    bytes[3] ^= 0x20;
+    std::fs::write(&state, &bytes).expect("write");
+    assert!(matches!(
+        read(&store, &bad.id),
+        Err(SnapshotError::Corruption { .. })
+    ));
+    let meta = dir.path().join(&bad.id).join(META_FILE);
+    let mut bytes = std::fs::read(&meta).expect("read");
+    bytes[2] ^= 0x20;
+    std::fs::write(&meta, &bytes).expect("write");
+    assert_eq!(store.list().expect("list"), vec![good.clone()]);
+    assert!(matches!(
+        read(&store, "missing"),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    assert!(matches!(
+        read(&store, "../etc"),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    assert!(read(&store, &good.id).is_ok());
+}
+
+#[test]
+fn dropping_a_sink_cancels_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::new(dir.path(), 1).expect("store");
+    let mut sink = store
+        .create(LogId::new(Term(1), Index(1)), &configuration(), Index(1))
+        .expect("c");
+    sink.write_all(b"abandoned").expect("write");
+    drop(sink);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    assert!(matches!(
+        FileSnapshotStore::new(dir.path(), 0),
+        Err(SnapshotError::Config { .. })
+    ));
+}
+
+#[test]
+fn the_discard_store_keeps_nothing() {
+    let store = DiscardSnapshotStore;
+    let meta = write(&store, 1, 1, b"gone");
+    assert_eq!(meta.size, 4);
+    assert!(store.list().expect("list").is_empty());
+    assert!(matches!(
+        store.open(&meta.id),
+        Err(SnapshotError::NotSupported)
+    ));
+}

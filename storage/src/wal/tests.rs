@@ -1,0 +1,343 @@
+use super::*;
+use crate::testkit::{entries, entry, log_store_conformance};
+use crate::InmemStore;
+use proptest::prelude::*;
+use std::fs::OpenOptions;
+
+fn config(dir: &Path, backend: BackendChoice) -> WalConfig {
+    WalConfig {
+        segment_size_bytes: 64 << 10,
+        max_entry_bytes: 8 << 10,
+        backend,
+        cluster_id: 7,
+        ..WalConfig::new(dir)
+    }
+}
+
+fn uring_available() -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    match WalLogStore::open(config(dir.path(), BackendChoice::IoUring)) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping io_uring variant: {e}");
+            false
+        }
+    }
+}
+
+fn backends() -> Vec<BackendChoice> {
+    let mut out = vec![BackendChoice::Portable];
+    if uring_available() {
+        out.push(BackendChoice::IoUring);
+    }
+    out
+}
+
+/// Entries with payloads of about 700 bytes, so a few dozen fill a test segment.
+fn fat_entries(from: u64, to_inclusive: u64, term: u64) -> Vec<Entry> {
+    let mut out = entries(from, to_inclusive, term);
+    for e in &mut out {
+        e.data = Bytes::from(e.data.repeat(700 / e.data.len() + 1));
+    }
+    out
+}
+
+/// Every entry the store holds, read back one by one and as one range.
+fn contents(store: &dyn LogStore) -> Vec<Entry> {
+    let (first, last) = (store.first_index(), store.last_index());
+    let range = store
+        .entries(first, last.next(), usize::MAX)
+        .expect("range read");
+    for e in &range {
+        assert_eq!(
+            store.entry(e.id.index).expect("entry read").as_ref(),
+            Some(e)
+        );
+    }
+    range
+}
+
+#[test]
+fn wal_meets_the_log_store_contract_on_each_backend() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = WalLogStore::open(config(dir.path(), backend)).expect("open");
+        log_store_conformance(&mut store);
+        let before = contents(&store);
+        let (first, last) = (store.first_index(), store.last_index());
+        drop(store);
+        let store = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
+        assert_eq!(
+            (store.first_index(), store.last_index()),
+            (first, last),
+            "{backend:?}"
+        );
+        assert_eq!(contents(&store), before, "{backend:?}");
+    }
+}
+
+#[test]
+fn entries_survive_reopen_across_segment_rotations() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = WalLogStore::open(config(dir.path(), backend)).expect("open");
+        let mut next = 1;
+        for batch in 0..60u64 {
+            let batch_entries = fat_entries(next, next + batch % 7, 1 + batch / 20);
+            next += batch_entries.len() as u64;
+            store.append_and_wait(&batch_entries).expect("append");
+        }
+        // One entry near the maximum size forces a rotation on its own.
+        let mut big = entry(next, 9);
+        big.data = Bytes::from(vec![0xAB; 8 << 10]);
+        store
+            .append_and_wait(std::slice::from_ref(&big))
+            .expect("big append");
+        let before = contents(&store);
+        assert!(
+            list_segments(dir.path()).expect("list").len() > 3,
+            "rotated"
+        );
+        drop(store);
+        let store = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
+        assert_eq!(contents(&store), before);
+        assert_eq!(store.info().torn_bytes_discarded, 0);
+    }
+}
+
+#[test]
+fn head_truncation_deletes_whole_segments_and_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    for i in 0..40u64 {
+        store
+            .append_and_wait(&fat_entries(i * 20 + 1, i * 20 + 20, 1))
+            .expect("append");
+    }
+    let segments_before = list_segments(dir.path()).expect("list").len();
+    let t = store.truncate_prefix(Index(700)).expect("truncate");
+    store.wait_durable(t).expect("durable");
+    let segments_after = list_segments(dir.path()).expect("list").len();
+    assert!(
+        segments_after < segments_before,
+        "{segments_before} -> {segments_after}"
+    );
+    let before = contents(&store);
+    assert_eq!(before.first().map(|e| e.id.index), Some(Index(700)));
+    drop(store);
+    let store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    assert_eq!(store.first_index(), Index(700));
+    assert_eq!(contents(&store), before);
+}
+
+#[test]
+fn the_cluster_id_is_checked_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    store.append_and_wait(&entries(1, 3, 1)).expect("append");
+    drop(store);
+    let other = WalConfig {
+        cluster_id: 8,
+        ..config(dir.path(), BackendChoice::Portable)
+    };
+    assert!(matches!(
+        WalLogStore::open(other),
+        Err(LogError::Config { .. })
+    ));
+}
+
+/// Writes batches `1..=3` and `4..=6` (the last), returns the segment bytes, the offsets where
+/// the last batch starts and ends, and the entries.
+fn two_batch_log(dir: &Path) -> (PathBuf, Vec<u8>, usize, usize) {
+    let mut store = WalLogStore::open(config(dir, BackendChoice::Portable)).expect("open");
+    store.append_and_wait(&entries(1, 3, 1)).expect("append");
+    store.append_and_wait(&entries(4, 6, 1)).expect("append");
+    drop(store);
+    let (_, path) = list_segments(dir)
+        .expect("list")
+        .into_iter()
+        .next()
+        .expect("segment");
+    let bytes = std::fs::read(&path).expect("read");
+    let scanned = scan(&bytes, 8 << 10).expect("scan");
+    let last_start = scanned.records[3].offset as usize;
+    let last_end = scanned.valid_len as usize;
+    // The first batch ends where the fourth record starts.
+    (path, bytes, last_start, last_end)
+}
+
+#[test]
+fn a_torn_last_batch_recovers_to_a_valid_prefix_at_every_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, bytes, start, end) = two_batch_log(dir.path());
+    for cut in start..end {
+        for truncate_file in [false, true] {
+            let mut torn = bytes.clone();
+            if truncate_file {
+                torn.truncate(cut);
+            } else {
+                torn[cut..end].iter_mut().for_each(|b| *b = 0);
+            }
+            if torn == bytes {
+                continue; // zeroing bytes that were already zero is no tear
+            }
+            std::fs::write(&path, &torn).expect("write");
+            let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable))
+                .unwrap_or_else(|e| panic!("cut {cut} truncate {truncate_file}: {e}"));
+            assert_eq!(contents(&store), entries(1, 3, 1), "cut {cut}");
+            // The log keeps working after the repair, and survives another reopen.
+            store
+                .append_and_wait(&entries(4, 5, 2))
+                .expect("append after repair");
+            drop(store);
+            let store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("re");
+            let mut expected = entries(1, 3, 1);
+            expected.extend(entries(4, 5, 2));
+            assert_eq!(contents(&store), expected, "cut {cut}");
+            drop(store);
+            for (_, extra) in list_segments(dir.path()).expect("list").into_iter().skip(1) {
+                std::fs::remove_file(extra).expect("remove spare");
+            }
+        }
+    }
+}
+
+#[test]
+fn bit_flips_anywhere_in_a_small_log_are_never_returned_as_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, bytes, _, end) = two_batch_log(dir.path());
+    let all = entries(1, 6, 1);
+    let (mut errors, mut cut) = (0, 0);
+    for at in 0..end + 64 {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 1 << (at % 8);
+        std::fs::write(&path, &flipped).expect("write");
+        match WalLogStore::open(config(dir.path(), BackendChoice::Portable)) {
+            Err(LogError::Corruption { offset, .. }) => {
+                assert!(offset as usize <= at, "flip at {at} reported at {offset}");
+                errors += 1;
+            }
+            Err(e) => panic!("flip at {at}: unexpected error {e}"),
+            Ok(store) => {
+                let got = contents(&store);
+                assert_eq!(
+                    got[..],
+                    all[..got.len()],
+                    "flip at {at} returned wrong data"
+                );
+                if got.len() < all.len() {
+                    cut += 1;
+                }
+            }
+        }
+        for (_, extra) in list_segments(dir.path()).expect("list").into_iter().skip(1) {
+            std::fs::remove_file(extra).expect("remove spare");
+        }
+    }
+    assert!(errors > 0 && cut > 0, "errors {errors}, torn cuts {cut}");
+}
+
+#[test]
+fn reads_verify_checksums_after_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    store.append_and_wait(&entries(1, 3, 1)).expect("append");
+    let (_, path) = list_segments(dir.path())
+        .expect("list")
+        .into_iter()
+        .next()
+        .expect("seg");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open file");
+    file.write_all_at(b"X", SEGMENT_HEADER_SIZE as u64 + 44)
+        .expect("damage");
+    file.sync_all().expect("sync");
+    assert!(matches!(
+        store.entry(Index(1)),
+        Err(LogError::Corruption { .. })
+    ));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append { count: u64, term_bump: bool },
+    TruncateSuffix { back: u64 },
+    TruncatePrefix { forward: u64 },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u64..40, any::<bool>()).prop_map(|(count, term_bump)| Op::Append { count, term_bump }),
+        2 => (0u64..30).prop_map(|back| Op::TruncateSuffix { back }),
+        1 => (0u64..60).prop_map(|forward| Op::TruncatePrefix { forward }),
+        2 => Just(Op::Reopen),
+    ]
+}
+
+fn run_against_model(ops: &[Op], backend: BackendChoice) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = WalLogStore::open(config(dir.path(), backend)).expect("open");
+    let mut model = InmemStore::new();
+    let mut term = 1;
+    for op in ops {
+        match *op {
+            Op::Append { count, term_bump } => {
+                term += u64::from(term_bump);
+                let next = model.last_index().next().0;
+                let batch = entries(next, next + count - 1, term);
+                model.append(&batch).expect("model");
+                // Submit without waiting: the next operation overlaps with the write.
+                wal.append(&batch).expect("wal append");
+            }
+            Op::TruncateSuffix { back } => {
+                let last = Index(model.last_index().0.saturating_sub(back))
+                    .max(model.first_index().prev());
+                model.truncate_suffix(last).expect("model");
+                wal.truncate_suffix(last).expect("wal truncate suffix");
+            }
+            Op::TruncatePrefix { forward } => {
+                let first = model.first_index().plus(forward);
+                model.truncate_prefix(first).expect("model");
+                wal.truncate_prefix(first).expect("wal truncate prefix");
+            }
+            Op::Reopen => {
+                let ticket = wal.append(&[]).expect("latest ticket");
+                wal.wait_durable(ticket).expect("durable");
+                drop(wal);
+                wal = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
+            }
+        }
+        prop_assert_eq!(wal.first_index(), model.first_index());
+        prop_assert_eq!(wal.last_index(), model.last_index());
+    }
+    prop_assert_eq!(contents(&wal), contents(&model));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_wal_behaves_like_the_in_memory_store(ops in proptest::collection::vec(op(), 1..30)) {
+        run_against_model(&ops, BackendChoice::Portable)?;
+    }
+}
+
+#[test]
+fn the_io_uring_wal_behaves_like_the_in_memory_store() {
+    if !uring_available() {
+        return;
+    }
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 8,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&proptest::collection::vec(op(), 1..30), |ops| {
+            run_against_model(&ops, BackendChoice::IoUring)
+        })
+        .expect("io_uring WAL matches the model");
+}

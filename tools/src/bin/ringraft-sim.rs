@@ -1,0 +1,170 @@
+//! `ringraft-sim`: runs deterministic simulation seeds against the real consensus core.
+//!
+//! ```text
+//! ringraft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--clients C]
+//!              [--mutation NAME] [--no-faults] [--jobs J]
+//! ```
+//!
+//! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
+//! exits non-zero on any failure. With `--nodes both`, seeds alternate between 3 and 5 nodes.
+
+use ringraft::core::Mutation;
+use ringraft::sim::{run, Report, SimConfig};
+use std::process::ExitCode;
+use std::time::Instant;
+
+struct Args {
+    seeds: u64,
+    start: u64,
+    nodes: Option<usize>,
+    steps: u64,
+    clients: usize,
+    mutation: Option<Mutation>,
+    faults: bool,
+    jobs: usize,
+}
+
+const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
+[--clients C] [--mutation NAME] [--no-faults] [--jobs J]";
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: 100,
+        start: 0,
+        nodes: None,
+        steps: SimConfig::new(0).steps,
+        clients: SimConfig::new(0).clients,
+        mutation: None,
+        faults: true,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let number = |name: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: {v:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--seeds" => args.seeds = number("--seeds", value("--seeds")?)?,
+            "--start" => args.start = number("--start", value("--start")?)?,
+            "--steps" => args.steps = number("--steps", value("--steps")?)?,
+            "--clients" => args.clients = number("--clients", value("--clients")?)? as usize,
+            "--jobs" => args.jobs = number("--jobs", value("--jobs")?)?.max(1) as usize,
+            "--nodes" => {
+                let v = value("--nodes")?;
+                args.nodes = match v.as_str() {
+                    "both" => None,
+                    other => Some(number("--nodes", other.to_string())? as usize),
+                };
+                if args.nodes.is_some_and(|n| n == 0 || n > 9) {
+                    return Err("--nodes must be 1..=9 or both".into());
+                }
+            }
+            "--mutation" => {
+                let v = value("--mutation")?;
+                let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                args.mutation = Some(Mutation::from_name(&v).ok_or_else(|| {
+                    format!("unknown mutation {v:?}; known: {}", names.join(", "))
+                })?);
+            }
+            "--no-faults" => args.faults = false,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn config_for(args: &Args, seed: u64) -> SimConfig {
+    let mut c = SimConfig::new(seed);
+    c.nodes = args.nodes.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
+    c.steps = args.steps;
+    c.clients = args.clients;
+    c.faults = args.faults;
+    c.mutation = args.mutation;
+    c
+}
+
+fn replay_command(args: &Args, c: &SimConfig) -> String {
+    let mut cmd = format!(
+        "cargo run --release -p ringraft-tools --bin ringraft-sim -- --seeds 1 --start {} \
+         --nodes {} --steps {} --clients {}",
+        c.seed, c.nodes, c.steps, c.clients
+    );
+    if let Some(m) = args.mutation {
+        cmd.push_str(&format!(" --mutation {}", m.name()));
+    }
+    if !args.faults {
+        cmd.push_str(" --no-faults");
+    }
+    cmd
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let seeds: Vec<u64> = (args.start..args.start + args.seeds).collect();
+    let chunks: Vec<Vec<u64>> = (0..args.jobs)
+        .map(|j| seeds.iter().copied().skip(j).step_by(args.jobs).collect())
+        .collect();
+    let mut reports: Vec<(SimConfig, Report)> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                let args = &args;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&seed| {
+                            let c = config_for(args, seed);
+                            let r = run(&c);
+                            (c, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    reports.sort_by_key(|(c, _)| c.seed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut failed = 0u64;
+    let (mut events, mut ops, mut unknown, mut sim_secs) = (0u64, 0u64, 0u64, 0f64);
+    let mut terms = 0usize;
+    for (c, r) in &reports {
+        events += r.events;
+        ops += r.ops_completed;
+        unknown += r.ops_unknown;
+        sim_secs += r.sim_time.as_secs_f64();
+        terms += r.leader_terms;
+        if let Some(f) = &r.failure {
+            failed += 1;
+            println!("FAIL seed {} ({} nodes): {f}", c.seed, c.nodes);
+            println!("  replay: {}", replay_command(&args, c));
+        }
+    }
+    let passed = reports.len() as u64 - failed;
+    println!(
+        "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
+         {unknown} with unknown outcome, {terms} leader terms; {:.1} seeds/s on {} threads",
+        sim_secs,
+        reports.len() as f64 / elapsed.max(1e-9),
+        args.jobs
+    );
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || reports.len() as u64 != args.seeds {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

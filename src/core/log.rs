@@ -64,6 +64,11 @@ impl RaftLog {
         self.entries.len()
     }
 
+    /// True if no entries are held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn offset(&self, index: Index) -> Option<usize> {
         if index <= self.prev.index {
             return None;

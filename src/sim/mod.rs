@@ -25,6 +25,7 @@ mod checks;
 mod disk;
 pub mod kv;
 pub mod linearizability;
+pub mod testkit;
 mod world;
 
 pub use world::{run, Report, SimConfig};

@@ -1,0 +1,489 @@
+//! Hand-driven scenarios against real cores (DESIGN §8 layer 2): every step is chosen by the
+//! test, and every assertion is exact.
+
+use bytes::Bytes;
+use ringraft::core::{Input, Outcome, RequestError, Role};
+use ringraft::sim::testkit::Cluster;
+use ringraft_net::message::{AppendEntries, Body, Message};
+use ringraft_storage::{Entry, EntryKind, Index, LogId, NodeId, Term};
+use std::time::Duration;
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn committed(cluster: &Cluster, token: ringraft::core::Token) -> Outcome {
+    match cluster.reply(token) {
+        Some(Ok(outcome)) => outcome,
+        other => panic!("expected a successful reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_single_node_elects_itself_and_commits_alone() {
+    let mut c = Cluster::new(1);
+    c.elect(N1);
+    assert_eq!(c.core(N1).term(), Term(2));
+    let t = c.propose(N1, b"x");
+    assert_eq!(
+        committed(&c, t),
+        Outcome::Committed {
+            term: Term(2),
+            first: Index(3),
+            last: Index(3)
+        }
+    );
+    assert_eq!(
+        c.applied(N1).last().map(|e| e.data.clone()),
+        Some(Bytes::from_static(b"x"))
+    );
+}
+
+#[test]
+fn three_nodes_elect_exactly_one_leader() {
+    let mut c = Cluster::new(3);
+    c.run_for(ms(1000), ms(1));
+    let leaders: Vec<NodeId> = [N1, N2, N3]
+        .into_iter()
+        .filter(|&n| c.core(n).role() == Role::Leader)
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader");
+    let leader = leaders[0];
+    for n in [N1, N2, N3] {
+        assert_eq!(c.core(n).leader(), Some(leader));
+        assert_eq!(c.core(n).term(), c.core(leader).term());
+    }
+    // The leader's no-op committed everywhere.
+    for n in [N1, N2, N3] {
+        assert_eq!(c.core(n).commit_index(), Index(2));
+    }
+}
+
+#[test]
+fn after_the_leader_fails_a_new_one_is_elected_with_a_higher_term() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let old_term = c.core(N1).term();
+    c.crash(N1);
+    c.run_for(ms(1000), ms(1));
+    let leader = c.leader().expect("a new leader");
+    assert_ne!(leader, N1);
+    assert!(c.core(leader).term() > old_term);
+}
+
+#[test]
+fn a_partitioned_old_leader_cannot_commit_and_its_proposals_resolve_leadership_lost() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.isolate(N1);
+    let token = c.propose(N1, b"lost?");
+    c.deliver_all();
+    assert_eq!(c.reply(token), None, "no quorum: nothing commits");
+    let commit_before = c.core(N1).commit_index();
+    // The other two elect a new leader meanwhile; the old one steps down at its lease.
+    c.run_for(ms(400), ms(1));
+    assert_ne!(c.core(N1).role(), Role::Leader);
+    assert_eq!(c.core(N1).commit_index(), commit_before);
+    assert_eq!(c.reply(token), Some(Err(RequestError::LeadershipLost)));
+    let leader = c.leader().expect("the majority elected a leader");
+    assert_ne!(leader, N1);
+    // After healing, the old leader's uncommitted entry is replaced by the new leader's log.
+    c.heal();
+    c.run_for(ms(300), ms(1));
+    let old_entry = c.core(N1).log().entry(Index(3)).map(|e| e.data.clone());
+    assert_ne!(old_entry, Some(Bytes::from_static(b"lost?")));
+    assert_eq!(
+        c.core(N1).log().last_log_id(),
+        c.core(leader).log().last_log_id()
+    );
+}
+
+#[test]
+fn a_far_behind_follower_catches_up() {
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.max_append_entries = 4;
+        cfg.max_inflight = 2;
+    });
+    c.elect(N1);
+    c.crash(N3);
+    let mut last = None;
+    for _ in 0..100 {
+        last = Some(c.propose(N1, b"w"));
+        c.deliver_all();
+    }
+    let last = committed(&c, last.expect("proposed"));
+    c.restart(N3);
+    c.run_for(ms(200), ms(1));
+    let Outcome::Committed {
+        last: last_index, ..
+    } = last
+    else {
+        panic!("{last:?}")
+    };
+    assert_eq!(
+        c.core(N3).log().last_log_id(),
+        c.core(N1).log().last_log_id()
+    );
+    assert!(c.core(N3).commit_index() >= last_index);
+    assert_eq!(c.applied(N3).len() as u64, c.core(N3).commit_index().0);
+}
+
+#[test]
+fn a_conflicting_follower_suffix_is_truncated() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    // N1 appends two entries that reach no one, then loses leadership.
+    c.isolate(N1);
+    c.propose(N1, b"stale-1");
+    c.propose(N1, b"stale-2");
+    c.deliver_all();
+    assert_eq!(c.core(N1).log().last_index(), Index(4));
+    c.elect(N2);
+    let t = c.propose(N2, b"fresh");
+    c.deliver_all();
+    assert!(matches!(committed(&c, t), Outcome::Committed { .. }));
+    c.heal();
+    c.heartbeat(N2);
+    c.heartbeat(N2);
+    let log = c.core(N1).log();
+    assert_eq!(log.last_log_id(), c.core(N2).log().last_log_id());
+    let data: Vec<Bytes> = log.iter().map(|e| e.data.clone()).collect();
+    assert!(!data.contains(&Bytes::from_static(b"stale-1")));
+    assert!(data.contains(&Bytes::from_static(b"fresh")));
+}
+
+#[test]
+fn with_pre_vote_a_partitioned_node_rejoining_does_not_disrupt_the_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let term = c.core(N1).term();
+    c.isolate(N3);
+    // N3 times out again and again but, without a quorum of pre-votes, never raises its term.
+    for _ in 0..10 {
+        c.run_for(ms(100), ms(5));
+    }
+    assert_eq!(c.core(N3).term(), term);
+    c.heal();
+    c.run_for(ms(100), ms(1));
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    assert_eq!(c.core(N1).term(), term);
+    assert_eq!(c.core(N3).leader(), Some(N1));
+}
+
+#[test]
+fn without_pre_vote_a_rejoining_node_does_disrupt_the_leader() {
+    // The control experiment for the test above.
+    let mut c = Cluster::with_config(3, |cfg| cfg.pre_vote = false);
+    c.elect(N1);
+    let term = c.core(N1).term();
+    c.isolate(N3);
+    c.run_for(ms(1000), ms(5));
+    assert!(c.core(N3).term() > term);
+}
+
+#[test]
+fn a_leader_steps_down_without_quorum_contact() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.isolate(N1);
+    // Lease timeout is 50 ms: by 45 ms it still leads, by 70 ms it has stepped down.
+    c.advance(ms(45));
+    c.tick(N1);
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    c.advance(ms(25));
+    c.tick(N1);
+    assert_eq!(c.core(N1).role(), Role::Follower);
+    assert_eq!(c.core(N1).leader(), None);
+}
+
+#[test]
+fn read_index_on_a_deposed_leader_fails() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.isolate(N1);
+    let token = c.token();
+    c.step(N1, Input::ReadIndex { token });
+    c.deliver_all();
+    assert_eq!(c.reply(token), None, "no quorum confirms the read");
+    c.run_for(ms(100), ms(5));
+    assert_eq!(c.reply(token), Some(Err(RequestError::LeadershipLost)));
+    // Once deposed, reads are refused outright.
+    let token = c.token();
+    c.step(N1, Input::ReadIndex { token });
+    assert!(matches!(
+        c.reply(token),
+        Some(Err(RequestError::NotLeader { .. }))
+    ));
+}
+
+#[test]
+fn read_index_waits_for_a_quorum_round_and_returns_the_commit_index() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let w = c.propose(N1, b"v");
+    c.deliver_all();
+    let Outcome::Committed { last, .. } = committed(&c, w) else {
+        unreachable!()
+    };
+    let token = c.token();
+    c.step(N1, Input::ReadIndex { token });
+    assert_eq!(c.reply(token), None, "not before a quorum answers");
+    c.deliver_all();
+    assert_eq!(c.reply(token), Some(Ok(Outcome::ReadReady { index: last })));
+}
+
+#[test]
+fn verify_leader_succeeds_with_one_follower_cut_off() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.cut(N1, N3);
+    let token = c.token();
+    c.step(N1, Input::VerifyLeader { token });
+    c.deliver_all();
+    assert_eq!(c.reply(token), Some(Ok(Outcome::LeaderVerified)));
+}
+
+#[test]
+fn lease_reads_answer_without_a_round_while_the_lease_holds() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    c.heartbeat(N1);
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { index: Index(2) }))
+    );
+    // Past the lease (election timeout minus drift) without contact, it needs a round.
+    c.isolate(N1);
+    c.advance(ms(99));
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(c.reply(token), None);
+}
+
+#[test]
+fn lease_reads_are_refused_when_disabled() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(c.reply(token), Some(Err(RequestError::LeaseReadDisabled)));
+}
+
+#[test]
+fn a_barrier_commits_as_an_entry_of_its_own() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let token = c.token();
+    c.step(N1, Input::Barrier { token });
+    c.deliver_all();
+    assert_eq!(
+        c.reply(token),
+        Some(Ok(Outcome::Committed {
+            term: Term(2),
+            first: Index(3),
+            last: Index(3)
+        }))
+    );
+    assert_eq!(
+        c.core(N2).log().entry(Index(3)).map(|e| e.kind),
+        Some(EntryKind::Barrier)
+    );
+}
+
+#[test]
+fn followers_refuse_requests_with_a_leader_hint() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let t = c.propose(N2, b"x");
+    assert_eq!(
+        c.reply(t),
+        Some(Err(RequestError::NotLeader { leader: Some(N1) }))
+    );
+    let token = c.token();
+    c.step(
+        N2,
+        Input::Propose {
+            token,
+            commands: vec![],
+        },
+    );
+    assert!(matches!(
+        c.reply(token),
+        Some(Err(RequestError::NotLeader { .. }))
+    ));
+}
+
+#[test]
+fn a_vote_is_not_released_before_it_is_durable() {
+    let mut c = Cluster::new(3);
+    c.hold_persist(N2, true);
+    c.hold_persist(N3, true);
+    c.campaign(N1);
+    // Pre-votes are answered at once (they change nothing durable); real votes wait.
+    c.deliver_all();
+    assert_eq!(c.core(N1).role(), Role::Candidate);
+    assert_eq!(c.core(N2).vote(), Some(N1));
+    c.hold_persist(N2, false);
+    c.deliver_all();
+    assert_eq!(c.core(N1).role(), Role::Leader);
+}
+
+#[test]
+fn the_leader_counts_itself_only_once_its_write_is_durable() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.hold_persist(N1, true);
+    c.cut(N1, N3);
+    let t = c.propose(N1, b"x");
+    c.deliver_all();
+    // N2 holds it durably, N1 does not yet: one of three is not a quorum.
+    assert_eq!(c.reply(t), None);
+    c.hold_persist(N1, false);
+    assert!(matches!(c.reply(t), Some(Ok(Outcome::Committed { .. }))));
+}
+
+/// Raft Figure 8, driven by hand: returns the cluster with N1 leading term 4 while X (term 2)
+/// sits on a majority (N1, N3) next to N1's not-yet-durable term-4 no-op.
+fn drive_figure_8(c: &mut Cluster) {
+    c.elect(N1);
+    // N1 (term 2) appends X at 3, which reaches no one; then it crashes.
+    c.isolate(N1);
+    c.propose(N1, b"X");
+    c.deliver_all();
+    c.crash(N1);
+    c.heal();
+    // N2 wins term 3 (with N3's vote), appends its no-op Y at 3, which reaches no one.
+    c.campaign(N2);
+    c.deliver_only(is_election_traffic);
+    assert_eq!(c.core(N2).role(), Role::Leader);
+    c.drop_in_flight();
+    c.crash(N2);
+    // N1 returns, learns term 3 from N3's refusal, then wins term 4 with N3's vote; its own
+    // no-op is not durable yet.
+    c.restart(N1);
+    c.campaign(N1);
+    c.deliver_only(is_election_traffic);
+    assert_eq!(c.core(N1).term(), Term(3));
+    c.campaign(N1);
+    c.deliver_only(|m| matches!(m.body, Body::PreVote { .. } | Body::PreVoteResponse { .. }));
+    assert_eq!(c.core(N1).role(), Role::Candidate);
+    c.hold_persist(N1, true);
+    c.deliver_all();
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    // N3 now holds X (term 2) and N1's no-op; X is on a majority but is not of term 4.
+    assert_eq!(c.core(N3).log().term_at(Index(3)), Some(Term(2)));
+}
+
+#[test]
+fn a_leader_never_commits_an_old_term_entry_by_counting() {
+    let mut c = Cluster::new(3);
+    drive_figure_8(&mut c);
+    assert_eq!(
+        c.core(N1).commit_index(),
+        Index(2),
+        "X must not commit by counting"
+    );
+    // Once its own no-op is durable, X commits with it.
+    c.hold_persist(N1, false);
+    assert_eq!(c.core(N1).commit_index(), Index(4));
+}
+
+#[test]
+fn the_commit_old_term_mutation_commits_x_by_counting() {
+    // The control experiment: with the §5.4.2 check removed, X commits although N2, which
+    // holds Y at index 3 in term 3, can still win an election with N1's vote after N1 crashes
+    // before its no-op is durable, and overwrite X.
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.mutation = Some(ringraft::core::Mutation::CommitOldTermByCounting)
+    });
+    drive_figure_8(&mut c);
+    assert_eq!(c.core(N1).commit_index(), Index(3));
+}
+
+fn is_election_traffic(m: &Message) -> bool {
+    matches!(
+        m.body,
+        Body::PreVote { .. }
+            | Body::PreVoteResponse { .. }
+            | Body::RequestVote { .. }
+            | Body::RequestVoteResponse { .. }
+    )
+}
+
+#[test]
+fn malformed_append_entries_are_rejected_without_state_changes() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.heartbeat(N1);
+    let before = c.core(N2).log().last_log_id();
+    let term = c.core(N1).term();
+    // Entries that skip an index.
+    let gap = Entry::new(LogId::new(term, Index(9)), EntryKind::Command, Bytes::new());
+    let message = Message {
+        from: N1,
+        to: N2,
+        term,
+        body: Body::AppendEntries(AppendEntries {
+            prev_log_id: LogId::new(term, Index(2)),
+            entries: vec![gap],
+            leader_commit: Index(9),
+            round: 1,
+        }),
+    };
+    c.deliver(message);
+    assert_eq!(c.core(N2).log().last_log_id(), before);
+    assert_eq!(c.core(N2).commit_index(), Index(2));
+    // A configuration entry that does not decode.
+    let bad = Entry::new(
+        LogId::new(term, Index(3)),
+        EntryKind::Configuration,
+        Bytes::from_static(b"\x07garbage"),
+    );
+    let message = Message {
+        from: N1,
+        to: N2,
+        term,
+        body: Body::AppendEntries(AppendEntries {
+            prev_log_id: LogId::new(term, Index(2)),
+            entries: vec![bad],
+            leader_commit: Index(2),
+            round: 1,
+        }),
+    };
+    c.deliver(message);
+    assert_eq!(c.core(N2).log().last_log_id(), before);
+    // A message addressed to someone else, and one from a stranger with a stale term.
+    let stray = Message {
+        from: NodeId(9),
+        to: N3,
+        term: Term(1),
+        body: Body::TimeoutNow,
+    };
+    c.deliver(stray);
+    assert_eq!(c.core(N3).leader(), Some(N1));
+}
+
+#[test]
+fn a_restarted_node_reapplies_its_recorded_commit_without_a_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    for _ in 0..5 {
+        c.propose(N1, b"w");
+        c.deliver_all();
+    }
+    // One more write so the commit index of the first five rides along to disk.
+    c.propose(N1, b"w");
+    c.deliver_all();
+    c.heartbeat(N1);
+    c.crash(N2);
+    c.isolate(N2);
+    c.restart(N2);
+    assert!(c.core(N2).commit_index() >= Index(7));
+    assert!(c.applied(N2).len() >= 7);
+}

@@ -12,6 +12,8 @@
 //! Environment: `RINGRAFT_BENCH_DIR` (default: the system temp dir) chooses the file system;
 //! `RINGRAFT_BENCH_SUMMARY_ONLY=1` skips criterion; `RINGRAFT_BENCH_SECS` sets the length of
 //! one summary run (default 0.5).
+// Benchmarks measure wall-clock time by design.
+#![allow(clippy::disallowed_methods)]
 
 use bytes::Bytes;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};

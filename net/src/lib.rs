@@ -1,26 +1,73 @@
-//! `ringraft-net`: the messages ringraft nodes exchange, and the transports that carry them.
+//! `ringraft-net`: the messages ringraft nodes exchange, the frame codec, and the transports
+//! that carry them (DESIGN.md §6).
 //!
 //! ```text
-//!   core ──Send{to, Message}──► Transport ──frames──► peer's Transport ──► peer's core
+//!   core ──Effect::Send(Message)──► Transport::send(group, m)
+//!                                      │  codec: Message ⇄ frame (32-byte header + body;
+//!                                      │  entries as storage record bytes, zero-copy)
+//!            ┌─────────────────────────┴──────────────────────────┐
+//!            ▼                                                    ▼
+//!     TcpTransport (tokio, current-thread)                 MemTransport (tests)
+//!     per peer: control lane + bulk lane,                  drop / delay / partition /
+//!     pipelined window, vectored writes,                   disconnect hooks
+//!     reconnect with backoff, StreamLayer (TLS: `tls`)
+//!            │                                                    │
+//!            └──► TransportEvent::Message ──► Input::Message(m) ──► peer's core
 //! ```
 //!
-//! Today this crate holds the RPC [`message`] types the consensus core produces and consumes.
-//! The transports move them without reshaping them. The binary frame codec (fixed header with
-//! magic, version, kind, flags, length, request id and crc32c), the pipelined TCP transport on
-//! tokio and the in-memory transport for tests are built on these types (DESIGN.md §6).
+//! - [`message`]: the RPC types the consensus core produces and consumes.
+//! - [`frame`] and [`codec`]: the wire format and its never-panicking, bounded decoder.
+//! - [`handshake`]: cluster id, node id and version negotiation when a connection opens.
+//! - [`transport`]: the [`Transport`](transport::Transport) trait the shard thread drives.
+//! - [`tcp`], [`stream`], [`memory`]: the transports; `tls` (feature `tls`): mutual TLS.
 //!
 //! ```
-//! use ringraft_net::message::{Body, Message};
-//! use ringraft_storage::{Index, NodeId, Term};
+//! use bytes::Bytes;
+//! use ringraft_net::codec::{decode_frame, encode_message, Payload};
+//! use ringraft_net::frame::DEFAULT_MAX_FRAME_BYTES;
+//! use ringraft_net::memory::MemNetwork;
+//! use ringraft_net::message::{AppendEntries, Body, Message};
+//! use ringraft_net::transport::{Transport, TransportEvent};
+//! use ringraft_storage::{Entry, EntryKind, GroupId, Index, LogId, NodeId, Term};
 //!
+//! let entry = Entry::new(LogId::new(Term(3), Index(10)), EntryKind::Command, Bytes::from("x=1"));
 //! let m = Message {
 //!     from: NodeId(1),
 //!     to: NodeId(2),
 //!     term: Term(3),
-//!     body: Body::Heartbeat { leader_commit: Index(9), round: 4 },
+//!     body: Body::AppendEntries(AppendEntries {
+//!         prev_log_id: LogId::new(Term(3), Index(9)),
+//!         entries: vec![entry],
+//!         leader_commit: Index(9),
+//!         round: 4,
+//!     }),
 //! };
-//! assert_eq!(m.body.kind_name(), "Heartbeat");
+//!
+//! // On the wire: one frame; the entry travels as its storage record.
+//! let frame = encode_message(&m, 1, GroupId(0), DEFAULT_MAX_FRAME_BYTES)?.to_bytes();
+//! let (decoded, _) = decode_frame(&frame, DEFAULT_MAX_FRAME_BYTES)?;
+//! assert_eq!(decoded.payload, Payload::Message(m.clone()));
+//!
+//! // Through the in-memory transport.
+//! let net = MemNetwork::new();
+//! let mut n1 = net.transport(NodeId(1));
+//! let mut n2 = net.transport(NodeId(2));
+//! n1.send(GroupId(0), m.clone()).expect("queued");
+//! assert_eq!(n2.try_recv(), Some(TransportEvent::Message { group: GroupId(0), message: m }));
+//! # Ok::<(), ringraft_net::frame::FrameError>(())
 //! ```
 #![deny(missing_docs)]
 
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod memory;
 pub mod message;
+pub mod stream;
+pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod transport;
+
+#[cfg(test)]
+mod codec_tests;

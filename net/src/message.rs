@@ -5,7 +5,8 @@
 //! Responses are messages too: nothing here assumes a request/response transport, which lets a
 //! transport pipeline AppendEntries and deliver responses in any order.
 
-use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
+use bytes::Bytes;
+use ringraft_storage::{Entry, Index, LogId, NodeId, SnapshotMeta, Term};
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +68,39 @@ pub enum Body {
     },
     /// Leader → transfer target: campaign now (thesis §3.10).
     TimeoutNow,
+    /// Leader → follower: one chunk of a snapshot (Raft §7). Chunks carry offsets so a
+    /// transport can stream them and the leader can resume after a lost chunk.
+    InstallSnapshot(InstallSnapshot),
+    /// Follower → leader: what the follower has of the snapshot.
+    InstallSnapshotResponse(InstallSnapshotResponse),
+}
+
+/// One chunk of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshot {
+    /// What the snapshot covers (index, term, configuration, size).
+    pub meta: SnapshotMeta,
+    /// Byte offset of `data` within the snapshot.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Bytes,
+    /// True on the last chunk.
+    pub done: bool,
+    /// The leader's heartbeat round when this was sent, echoed back.
+    pub round: u64,
+}
+
+/// The follower's answer to a snapshot chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshotResponse {
+    /// The snapshot's last included entry.
+    pub last: LogId,
+    /// The offset the follower expects next (where the leader resumes after a loss).
+    pub next_offset: u64,
+    /// True once the follower installed the whole snapshot.
+    pub done: bool,
+    /// The round of the chunk answered.
+    pub round: u64,
 }
 
 /// Leader → follower log replication.
@@ -140,6 +174,8 @@ impl Body {
             Body::PreVote { .. } => "PreVote",
             Body::PreVoteResponse { .. } => "PreVoteResponse",
             Body::TimeoutNow => "TimeoutNow",
+            Body::InstallSnapshot(_) => "InstallSnapshot",
+            Body::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
         }
     }
 }

@@ -169,7 +169,8 @@ mod tests {
     fn defaults_are_valid_and_each_rule_names_its_field() {
         let ok = CoreConfig::new(NodeId(1));
         assert_eq!(ok.validate(), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut CoreConfig)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut CoreConfig)>;
+        let cases: Vec<(&str, Breaker)> = vec![
             ("id", Box::new(|c| c.id = NodeId(0))),
             (
                 "election_timeout",

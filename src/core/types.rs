@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use ringraft_net::message::Message;
+pub use ringraft_storage::HardState;
 use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
 use std::fmt;
 
@@ -25,19 +26,6 @@ impl Time {
 /// Identifies a client request so its reply can be routed; chosen by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(pub u64);
-
-/// The state Raft keeps durable besides the log: Figure 2's `currentTerm` and `votedFor`, and
-/// the commit index (so a restarted node can re-apply what it knows is committed without
-/// waiting for a leader).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HardState {
-    /// The latest term this node has seen.
-    pub term: Term,
-    /// Whom this node voted for in `term`.
-    pub vote: Option<NodeId>,
-    /// A commit index this node learned (never above its durable log).
-    pub commit: Index,
-}
 
 /// What a node recovered from its stores when it starts.
 #[derive(Clone, Debug, Default)]

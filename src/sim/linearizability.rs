@@ -93,6 +93,9 @@
 //! assert!(matches!(error, CheckError::NotLinearizable { key: 7, .. }));
 //! ```
 
+// The memo is a HashMap with a fixed, deterministic hasher (MixHasher); it is only looked up,
+// never iterated, so its order cannot leak into results.
+#[allow(clippy::disallowed_types)]
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -644,6 +647,7 @@ impl Hash for Settled {
 /// exactly Lowe's equality cache.
 #[derive(Default)]
 struct Memo {
+    #[allow(clippy::disallowed_types)]
     seen: HashMap<Settled, Vec<Box<[u64]>>, BuildHasherDefault<MixHasher>>,
 }
 

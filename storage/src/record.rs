@@ -209,18 +209,21 @@ fn header_crc(header: &RecordHeader) -> u32 {
     crc32c::crc32c(zeroed.as_bytes())
 }
 
-/// Appends one record with an arbitrary kind code to `out`; returns the bytes written.
+/// The header (checksum included) of the record [`encode_raw`] would write for these fields,
+/// without writing anything.
 ///
-/// This is the primitive under [`encode_entry`]; the WAL also uses it for its internal records.
-pub fn encode_raw(
-    out: &mut impl BufMut,
+/// The network codec uses this to send an entry as record bytes while passing a large payload
+/// by reference (vectored write) instead of copying it: the caller writes the header, then
+/// `data`, `extensions` and [`padding_for`]`(data.len() + extensions.len())` zero bytes. The
+/// result is byte for byte what [`encode_raw`] produces.
+pub fn record_header(
     kind: u8,
     group: GroupId,
     id: LogId,
     data: &[u8],
     extensions: &[u8],
     max_entry_bytes: usize,
-) -> Result<usize, RecordError> {
+) -> Result<RecordHeader, RecordError> {
     let size = data.len() + extensions.len();
     if size > max_entry_bytes || size > u32::MAX as usize {
         return Err(RecordError::EntryTooLarge {
@@ -245,6 +248,29 @@ pub fn encode_raw(
     crc = crc32c::crc32c_append(crc, extensions);
     crc = crc32c::crc32c_append(crc, &ZEROS[..pad]);
     header.crc = U32::new(crc);
+    Ok(header)
+}
+
+/// The zero bytes that pad a body of `payload_len` bytes to the record alignment.
+pub fn padding_for(payload_len: usize) -> &'static [u8] {
+    &ZEROS[..padded_len(payload_len) - payload_len]
+}
+
+/// Appends one record with an arbitrary kind code to `out`; returns the bytes written.
+///
+/// This is the primitive under [`encode_entry`]; the WAL also uses it for its internal records.
+pub fn encode_raw(
+    out: &mut impl BufMut,
+    kind: u8,
+    group: GroupId,
+    id: LogId,
+    data: &[u8],
+    extensions: &[u8],
+    max_entry_bytes: usize,
+) -> Result<usize, RecordError> {
+    let header = record_header(kind, group, id, data, extensions, max_entry_bytes)?;
+    let size = data.len() + extensions.len();
+    let pad = padded_len(size) - size;
     out.put_slice(header.as_bytes());
     out.put_slice(data);
     out.put_slice(extensions);
@@ -437,6 +463,22 @@ mod tests {
                     "flip byte {byte} bit {bit}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn record_header_plus_body_and_padding_equals_encode_raw() {
+        for len in 0..20 {
+            let e = entry(7, &vec![3; len], b"e");
+            let mut whole = Vec::new();
+            encode_entry(&mut whole, GroupId(2), &e, 1024).expect("encode");
+            let header =
+                record_header(1, GroupId(2), e.id, &e.data, &e.extensions, 1024).expect("header");
+            let mut parts = header.as_bytes().to_vec();
+            parts.extend_from_slice(&e.data);
+            parts.extend_from_slice(&e.extensions);
+            parts.extend_from_slice(padding_for(e.payload_len()));
+            assert_eq!(parts, whole, "payload length {len}");
         }
     }
 

@@ -22,10 +22,14 @@ struct Args {
     mutation: Option<Mutation>,
     faults: bool,
     jobs: usize,
+    expect_failure: bool,
 }
 
 const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
-[--clients C] [--mutation NAME] [--no-faults] [--jobs J]";
+[--clients C] [--mutation NAME] [--no-faults] [--jobs J] [--expect-failure]
+
+--expect-failure: stop at the first failing seed and succeed if there is one (proves that the
+simulator catches an injected --mutation within --seeds seeds).";
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
@@ -37,6 +41,7 @@ fn parse() -> Result<Args, String> {
         mutation: None,
         faults: true,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        expect_failure: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +74,7 @@ fn parse() -> Result<Args, String> {
                 })?);
             }
             "--no-faults" => args.faults = false,
+            "--expect-failure" => args.expect_failure = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -101,24 +107,14 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
     cmd
 }
 
-fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let started = Instant::now();
-    let seeds: Vec<u64> = (args.start..args.start + args.seeds).collect();
+fn run_parallel(args: &Args, seeds: &[u64]) -> Vec<(SimConfig, Report)> {
     let chunks: Vec<Vec<u64>> = (0..args.jobs)
         .map(|j| seeds.iter().copied().skip(j).step_by(args.jobs).collect())
         .collect();
-    let mut reports: Vec<(SimConfig, Report)> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = chunks
             .iter()
             .map(|chunk| {
-                let args = &args;
                 s.spawn(move || {
                     chunk
                         .iter()
@@ -135,7 +131,34 @@ fn main() -> ExitCode {
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
-    });
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Wall-clock time only feeds the seeds-per-second line; it never affects a seed's run.
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
+    let all: Vec<u64> = (args.start..args.start + args.seeds).collect();
+    // Seeds run in rounds so that --expect-failure can stop soon after the first failure.
+    let round = if args.expect_failure {
+        16 * args.jobs
+    } else {
+        all.len().max(1)
+    };
+    let mut reports: Vec<(SimConfig, Report)> = Vec::new();
+    for seeds in all.chunks(round) {
+        reports.extend(run_parallel(&args, seeds));
+        if args.expect_failure && reports.iter().any(|(_, r)| r.failure.is_some()) {
+            break;
+        }
+    }
     reports.sort_by_key(|(c, _)| c.seed);
     let elapsed = started.elapsed().as_secs_f64();
     let mut failed = 0u64;
@@ -162,6 +185,22 @@ fn main() -> ExitCode {
         args.jobs
     );
     println!("{passed} passed, {failed} failed");
+    if args.expect_failure {
+        return match reports.iter().find(|(_, r)| r.failure.is_some()) {
+            Some((c, _)) => {
+                println!(
+                    "caught: first failing seed {} (after {} seeds)",
+                    c.seed,
+                    c.seed - args.start + 1
+                );
+                ExitCode::SUCCESS
+            }
+            None => {
+                println!("NOT caught within {} seeds", args.seeds);
+                ExitCode::FAILURE
+            }
+        };
+    }
     if failed > 0 || reports.len() as u64 != args.seeds {
         ExitCode::FAILURE
     } else {

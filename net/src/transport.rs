@@ -1,0 +1,203 @@
+//! The `Transport` trait: what a node's shard thread needs from a network.
+//!
+//! ```text
+//!   shard loop ── send(group, Message) ──► Transport   (never blocks; queues or refuses)
+//!   shard loop ◄─ poll_recv / try_recv ─── Transport   (Message | PeerConnected
+//!                                                       | PeerDisconnected | SendFailed)
+//! ```
+//!
+//! The trait is deliberately small and poll-based: the shard thread drives it from its own
+//! event loop (a tokio current-thread runtime for the TCP transport), the in-memory transport
+//! works without any runtime through [`Transport::try_recv`], and `dyn Transport` works.
+//!
+//! Delivery is best effort, as Raft expects of a network: a message may be lost, and the
+//! core retries. What the transport adds is *knowing* about losses where it can: when a
+//! connection dies with requests in flight, they come back as [`TransportEvent::SendFailed`]
+//! so the node can move that follower back to probing at once instead of waiting for a
+//! timeout.
+
+use crate::frame::{FrameError, FrameKind};
+use crate::handshake::HandshakeError;
+use crate::message::Message;
+use ringraft_storage::{GroupId, NodeId};
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+
+/// A network as the shard thread sees it.
+pub trait Transport {
+    /// This node's id.
+    fn local_id(&self) -> NodeId;
+
+    /// Queues `message` for `message.to` in `group`. Never blocks. An `Err` means the message
+    /// was not queued; `Ok` means it will be sent or reported in a [`TransportEvent::SendFailed`]
+    /// (or lost silently, as any network may).
+    fn send(&mut self, group: GroupId, message: Message) -> Result<(), SendError>;
+
+    /// The next event, or `Pending` (registering `cx`'s waker). `Ready(None)` once the
+    /// transport has shut down.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;
+
+    /// The next event if one is ready now.
+    fn try_recv(&mut self) -> Option<TransportEvent> {
+        match self.poll_recv(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(event) => event,
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// Waits for the next event of `transport`.
+pub async fn recv<T: Transport + ?Sized>(transport: &mut T) -> Option<TransportEvent> {
+    poll_fn(|cx| transport.poll_recv(cx)).await
+}
+
+/// Something the transport tells the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A message arrived.
+    Message {
+        /// The group it belongs to.
+        group: GroupId,
+        /// The message.
+        message: Message,
+    },
+    /// A connection to `peer` is established (after the handshake).
+    PeerConnected {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The connection to `peer` was lost; the transport reconnects on its own.
+    PeerDisconnected {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        error: PeerError,
+    },
+    /// An incoming connection was refused or closed because of what the other side sent (a
+    /// failed handshake, a malformed or oversized frame). Only that connection is affected.
+    InboundRejected {
+        /// The remote address.
+        address: SocketAddr,
+        /// The node it claimed to be, if it got that far.
+        peer: Option<NodeId>,
+        /// Why.
+        error: PeerError,
+    },
+    /// Messages to `peer` that were queued or in flight will not be answered.
+    SendFailed {
+        /// The peer.
+        peer: NodeId,
+        /// What failed, oldest first.
+        failed: Vec<FailedSend>,
+        /// Why.
+        error: PeerError,
+    },
+}
+
+/// A message that was sent (or queued) but will not be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedSend {
+    /// Its group.
+    pub group: GroupId,
+    /// Its kind.
+    pub kind: FrameKind,
+    /// The request id it was (or would have been) sent with; 0 if never sent.
+    pub request_id: u64,
+}
+
+/// Why a message could not be queued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The transport knows no address for this node.
+    UnknownPeer(NodeId),
+    /// The peer's queue is full: it is slower than we are (backpressure; drop or retry later).
+    QueueFull {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The message cannot be framed (too large for the maximum frame size).
+    Encode(FrameError),
+    /// The peer is known to be unreachable right now.
+    NotConnected {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The transport has shut down.
+    Shutdown,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownPeer(peer) => write!(f, "no address known for peer {peer}"),
+            SendError::QueueFull { peer } => write!(f, "send queue to {peer} is full"),
+            SendError::Encode(e) => write!(f, "cannot encode the message: {e}"),
+            SendError::NotConnected { peer } => write!(f, "peer {peer} is not reachable"),
+            SendError::Shutdown => write!(f, "the transport has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why a connection to a peer failed or closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// Connecting, reading or writing failed.
+    Io {
+        /// The error's kind.
+        kind: io::ErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// The handshake failed (wrong cluster, wrong node, no common version, …).
+    Handshake(HandshakeError),
+    /// The peer sent a malformed frame; the connection was closed.
+    Frame(FrameError),
+    /// The peer closed the connection.
+    Closed,
+    /// The peer sent a well-formed frame that breaks the protocol (a second Hello, a message
+    /// claiming another sender than the connection's node).
+    Protocol(&'static str),
+    /// There is no connection to the peer right now (reconnecting with backoff).
+    NotConnected,
+    /// The in-memory network's `disconnect` hook cut the peer off.
+    Disconnected,
+    /// This transport shut down.
+    Shutdown,
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerError::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
+            PeerError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            PeerError::Frame(e) => write!(f, "malformed frame from peer: {e}"),
+            PeerError::Closed => write!(f, "the peer closed the connection"),
+            PeerError::Protocol(what) => write!(f, "protocol violation: {what}"),
+            PeerError::NotConnected => write!(f, "not connected"),
+            PeerError::Disconnected => write!(f, "disconnected by the test network"),
+            PeerError::Shutdown => write!(f, "the transport shut down"),
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+impl From<io::Error> for PeerError {
+    fn from(e: io::Error) -> PeerError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return PeerError::Closed;
+        }
+        PeerError::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Deterministic simulation seeds run by `cargo test` (the long run is `ringraft-sim` in CI).
+
+use ringraft::core::Mutation;
+use ringraft::sim::{run, SimConfig};
+
+fn sweep(start: u64, count: u64, nodes: usize) {
+    let mut failures = Vec::new();
+    for seed in start..start + count {
+        let mut config = SimConfig::new(seed);
+        config.nodes = nodes;
+        let report = run(&config);
+        if let Some(failure) = report.failure {
+            failures.push(format!(
+                "seed {seed} ({nodes} nodes): {failure}\n  replay: cargo run --release -p \
+                 ringraft-tools --bin ringraft-sim -- --seeds 1 --start {seed} --nodes {nodes}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn three_node_clusters_stay_safe_and_live_over_300_seeds() {
+    sweep(0, 300, 3);
+}
+
+#[test]
+fn five_node_clusters_stay_safe_and_live_over_200_seeds() {
+    sweep(1_000_000, 200, 5);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    for seed in [1, 77, 4242] {
+        let a = run(&SimConfig::new(seed));
+        let b = run(&SimConfig::new(seed));
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+        assert_eq!(a.events, b.events);
+        assert!(a.events > 1000, "a run processes events");
+    }
+    assert_ne!(
+        run(&SimConfig::new(1)).trace_hash,
+        run(&SimConfig::new(2)).trace_hash
+    );
+}
+
+#[test]
+fn a_fault_free_cluster_completes_every_operation() {
+    let mut config = SimConfig::new(9);
+    config.faults = false;
+    let report = run(&config);
+    assert_eq!(report.failure, None);
+    assert_eq!(report.ops_unknown, 0);
+    assert!(report.ops_completed > 100);
+}
+
+/// Runs seeds with `mutation` from 0 until one fails; returns the first failing seed.
+fn first_catch(mutation: Mutation, bound: u64) -> Option<(u64, String)> {
+    (0..bound).find_map(|seed| {
+        let mut config = SimConfig::new(seed);
+        config.mutation = Some(mutation);
+        run(&config).failure.map(|f| (seed, f))
+    })
+}
+
+#[test]
+fn the_simulator_catches_apply_before_commit() {
+    let caught = first_catch(Mutation::ApplyBeforeCommit, 50);
+    assert!(caught.is_some(), "not caught within 50 seeds");
+}
+
+#[test]
+fn the_simulator_catches_two_votes_in_one_term() {
+    let caught = first_catch(Mutation::GrantTwoVotesPerTerm, 200);
+    assert!(caught.is_some(), "not caught within 200 seeds");
+}
+
+#[test]
+fn the_simulator_catches_follower_commit_without_the_min() {
+    let caught = first_catch(Mutation::FollowerCommitWithoutMin, 200);
+    assert!(caught.is_some(), "not caught within 200 seeds");
+}
+
+#[test]
+fn the_simulator_catches_a_vote_released_before_it_is_durable() {
+    let caught = first_catch(Mutation::ReleaseVoteBeforePersist, 1000);
+    assert!(caught.is_some(), "not caught within 1000 seeds");
+}

@@ -42,8 +42,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(frame, f);
             assert!(*used >= FRAME_HEADER_SIZE && *used <= buf.len());
             let again = match &frame.payload {
-                Payload::Message(m) => encode_message(m, frame.request_id, frame.group, MAX_FRAME_BYTES)
-                    .expect("a decoded message re-encodes"),
+                Payload::Message(m) => {
+                    encode_message(m, frame.request_id, frame.group, MAX_FRAME_BYTES)
+                        .expect("a decoded message re-encodes")
+                }
                 Payload::Hello(h) => encode_hello(h),
             };
             let (back, _) = decode_frame(&again.to_bytes(), MAX_FRAME_BYTES).expect("re-decodes");

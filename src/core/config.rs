@@ -80,6 +80,22 @@ pub struct CoreConfig {
     pub clock_drift_bound: Duration,
     /// Seed of the election-jitter PRNG. Give each node a different seed.
     pub seed: u64,
+    /// Entries kept behind a snapshot when compacting, so slightly-behind followers catch up
+    /// from the log instead of a snapshot (hashicorp's `TrailingLogs`).
+    pub trailing_logs: u64,
+    /// Largest InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: u64,
+    /// When a configuration that removes or demotes this leader commits, report that the node
+    /// should shut down (hashicorp's `ShutdownOnRemove`).
+    pub shutdown_on_remove: bool,
+    /// Catch-up before a new voter gets its vote (beyond hashicorp, see hashicorp/raft#404):
+    /// `AddVoter` for a server that is not yet a voter first adds it as a non-voter and promotes
+    /// it once its match index is within this many entries of the leader's last index. `None`
+    /// promotes immediately (hashicorp's behaviour).
+    pub promotion_lag_max: Option<u64>,
+    /// Heartbeat rounds a catching-up server gets before its promotion fails with
+    /// `PromotionTimeout`.
+    pub promotion_rounds_max: u64,
     /// A bug to inject (simulator only).
     #[cfg(feature = "sim")]
     pub mutation: Option<Mutation>,
@@ -100,6 +116,11 @@ impl CoreConfig {
             lease_read: false,
             clock_drift_bound: Duration::from_millis(50),
             seed: id.0,
+            trailing_logs: 10_240,
+            snapshot_chunk_bytes: 1 << 20,
+            shutdown_on_remove: true,
+            promotion_lag_max: None,
+            promotion_rounds_max: 100,
             #[cfg(feature = "sim")]
             mutation: None,
         }
@@ -136,6 +157,15 @@ impl CoreConfig {
         }
         if self.max_inflight == 0 {
             return bad("max_inflight", "must be at least 1");
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return bad("snapshot_chunk_bytes", "must be at least 1");
+        }
+        if self.promotion_lag_max.is_some() && self.promotion_rounds_max == 0 {
+            return bad(
+                "promotion_rounds_max",
+                "must be at least 1 when promotion_lag_max is set",
+            );
         }
         if self.clock_drift_bound >= self.election_timeout {
             return bad("clock_drift_bound", "must be below election_timeout");

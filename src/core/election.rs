@@ -87,6 +87,8 @@ impl Core {
             Body::RequestVote { last_log_id, .. } => self.handle_request_vote(m.from, last_log_id),
             Body::RequestVoteResponse { granted } => self.handle_vote_response(m.from, granted),
             Body::TimeoutNow => self.handle_timeout_now(m.from),
+            Body::InstallSnapshot(chunk) => self.handle_install_snapshot(m.from, chunk),
+            Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(m.from, r),
             Body::PreVote { .. } | Body::PreVoteResponse { .. } => {}
             _ => {}
         }
@@ -101,6 +103,7 @@ impl Core {
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last: ringraft_storage::LogId) {
         let granted = term > self.term
+            && self.is_voter(self.id())
             && !self.in_leader_lease()
             && self.is_voter(from)
             && self.log.is_up_to_date(last);
@@ -143,6 +146,7 @@ impl Core {
             may_vote = true;
         }
         let granted = may_vote
+            && self.is_voter(self.id())
             && !matches!(self.role, RoleState::Leader(_))
             && self.is_voter(from)
             && self.log.is_up_to_date(last);
@@ -232,6 +236,7 @@ impl Core {
     pub(super) fn start_election(&mut self, leadership_transfer: bool) {
         let me = self.id();
         if matches!(self.role, RoleState::Leader(_)) {
+            self.finish_transfer(false);
             self.fail_leader_requests();
         }
         self.term = self.term.next();
@@ -266,6 +271,7 @@ impl Core {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was = self.role();
         if matches!(self.role, RoleState::Leader(_)) {
+            self.finish_transfer(term > self.term);
             self.fail_leader_requests();
         }
         if term > self.term {

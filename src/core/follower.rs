@@ -15,7 +15,7 @@ use ringraft_storage::{Configuration, EntryKind, Index, NodeId, Term};
 
 impl Core {
     /// Same-term leader traffic: follow `from` (a candidate of this term yields to it).
-    fn accept_leader(&mut self, from: NodeId) -> bool {
+    pub(super) fn accept_leader(&mut self, from: NodeId) -> bool {
         if matches!(self.role, RoleState::Leader(_)) {
             // Two leaders in one term is impossible under the protocol: reject the input.
             self.invalid(Some(from), InvalidInput::UnknownPeer);

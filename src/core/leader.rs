@@ -30,6 +30,21 @@ struct PendingCommit {
     last: Index,
 }
 
+/// A server catching up before it becomes a voter.
+pub(crate) struct Promotion {
+    pub(crate) server: ringraft_storage::Server,
+    pub(crate) token: Token,
+    pub(crate) rounds_left: u64,
+}
+
+/// A leadership transfer in progress.
+pub(crate) struct Transfer {
+    pub(crate) target: NodeId,
+    pub(crate) token: Token,
+    pub(crate) deadline: Time,
+    pub(crate) timeout_now_sent: bool,
+}
+
 /// A request waiting for a quorum to acknowledge `round`.
 struct PendingVerification {
     round: u64,
@@ -53,6 +68,10 @@ pub(crate) struct LeaderState {
     broadcast_needed: bool,
     /// Followers may have new entries to receive when the batch closes.
     replication_needed: bool,
+    /// A server catching up before promotion to voter.
+    pub(crate) promotion: Option<Promotion>,
+    /// A leadership transfer in progress.
+    pub(crate) transfer: Option<Transfer>,
 }
 
 impl LeaderState {
@@ -72,12 +91,30 @@ impl LeaderState {
             verifications: Vec::new(),
             broadcast_needed: false,
             replication_needed: true,
+            promotion: None,
+            transfer: None,
         }
+    }
+
+    /// The current heartbeat round.
+    pub(crate) fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// True once this term's first entry has committed.
+    pub(crate) fn committed_own_term(&self, commit: Index) -> bool {
+        commit >= self.first_index_of_term
+    }
+
+    pub(crate) fn push_pending_commit(&mut self, token: Token, first: LogId, last: Index) {
+        self.pending_commits
+            .push_back(PendingCommit { token, first, last });
     }
 
     /// Every pending request's token, leaving none behind.
     pub(crate) fn drain_pending(&mut self) -> Vec<Token> {
         let mut tokens: Vec<Token> = self.pending_commits.drain(..).map(|p| p.token).collect();
+        tokens.extend(self.promotion.take().map(|p| p.token));
         tokens.append(&mut self.reads_awaiting_commit);
         tokens.extend(self.verifications.drain(..).map(|v| v.token));
         tokens
@@ -93,14 +130,14 @@ impl LeaderState {
 }
 
 impl Core {
-    fn leader_state(&mut self) -> Option<&mut LeaderState> {
+    pub(super) fn leader_state_mut(&mut self) -> Option<&mut LeaderState> {
         match &mut self.role {
             RoleState::Leader(l) => Some(l),
             _ => None,
         }
     }
 
-    fn not_leader(&mut self, token: Token) -> bool {
+    pub(super) fn not_leader(&mut self, token: Token) -> bool {
         if matches!(self.role, RoleState::Leader(_)) {
             return false;
         }
@@ -113,7 +150,7 @@ impl Core {
         self.append_as_leader(vec![(EntryKind::Noop, Bytes::new())]);
     }
 
-    fn append_as_leader(&mut self, items: Vec<(EntryKind, Bytes)>) -> (LogId, Index) {
+    pub(super) fn append_as_leader(&mut self, items: Vec<(EntryKind, Bytes)>) -> (LogId, Index) {
         let term = self.term;
         let mut index = self.log.last_index();
         let entries: Vec<Entry> = items
@@ -126,14 +163,32 @@ impl Core {
         let first = entries[0].id;
         let last = index;
         self.stage_append(entries);
-        if let Some(l) = self.leader_state() {
+        if let Some(l) = self.leader_state_mut() {
             l.replication_needed = true;
         }
         (first, last)
     }
 
-    pub(super) fn propose(&mut self, token: Token, commands: Vec<Bytes>) {
+    /// Refuses a write while a transfer runs or after this leader removed itself.
+    fn refuse_write(&mut self, token: Token) -> bool {
         if self.not_leader(token) {
+            return true;
+        }
+        let transferring = matches!(&self.role, RoleState::Leader(l) if l.transfer.is_some());
+        if transferring {
+            self.reply(token, Err(RequestError::TransferInProgress));
+            return true;
+        }
+        if !self.is_voter(self.id()) {
+            // Leaving the configuration: hashicorp answers NotLeader until it steps down.
+            self.reply(token, Err(RequestError::NotLeader { leader: None }));
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn propose(&mut self, token: Token, commands: Vec<Bytes>) {
+        if self.refuse_write(token) {
             return;
         }
         if commands.is_empty() {
@@ -145,18 +200,18 @@ impl Core {
             .map(|c| (EntryKind::Command, c))
             .collect();
         let (first, last) = self.append_as_leader(items);
-        if let Some(l) = self.leader_state() {
+        if let Some(l) = self.leader_state_mut() {
             l.pending_commits
                 .push_back(PendingCommit { token, first, last });
         }
     }
 
     pub(super) fn propose_barrier(&mut self, token: Token) {
-        if self.not_leader(token) {
+        if self.refuse_write(token) {
             return;
         }
         let (first, last) = self.append_as_leader(vec![(EntryKind::Barrier, Bytes::new())]);
-        if let Some(l) = self.leader_state() {
+        if let Some(l) = self.leader_state_mut() {
             l.pending_commits
                 .push_back(PendingCommit { token, first, last });
         }
@@ -174,7 +229,9 @@ impl Core {
             return;
         }
         let commit = self.commit;
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         if commit < l.first_index_of_term {
             // Thesis §6.4 step 1: the leader's commit index is only current once it has
             // committed an entry of its own term.
@@ -223,7 +280,9 @@ impl Core {
             self.reply(token, Ok(outcome));
             return;
         }
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let round = l.round + 1;
         l.verifications.push(PendingVerification {
             round,
@@ -262,7 +321,9 @@ impl Core {
         let lease_timeout = self.config.leader_lease_timeout.as_nanos() as u64;
         let quorum_round = self.quorum_acked_round();
         let now = self.now;
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let last_ack = if quorum_round == 0 {
             l.became_leader_at
         } else {
@@ -277,13 +338,17 @@ impl Core {
         if now >= l.next_heartbeat_at {
             l.next_heartbeat_at = now.plus_nanos(heartbeat);
             l.broadcast_needed = true;
+            self.check_promotion(true);
         }
+        self.expire_transfer();
     }
 
     /// Closes the leader's batch: one AppendEntries per follower for everything proposed, one
     /// heartbeat round for every verification.
     pub(super) fn flush_leader_batch(&mut self) {
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let replicate = std::mem::take(&mut l.replication_needed);
         let broadcast = std::mem::take(&mut l.broadcast_needed);
         if replicate {
@@ -306,7 +371,9 @@ impl Core {
         let commit = self.commit;
         let me = self.id();
         let term = self.term;
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         l.round += 1;
         let round = l.round;
         l.round_sent_at.push_back((round, now));
@@ -338,14 +405,16 @@ impl Core {
 
     fn prune_rounds(&mut self) {
         let quorum_round = self.quorum_acked_round();
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         while l.round_sent_at.len() > 1 && l.round_sent_at[0].0 < quorum_round {
             l.round_sent_at.pop_front();
         }
     }
 
     /// Sends AppendEntries to `peer` while its window allows and there is something to send.
-    fn send_appends(&mut self, peer: NodeId) {
+    pub(super) fn send_appends(&mut self, peer: NodeId) {
         let (max_count, max_bytes, max_inflight) = (
             self.config.max_append_entries,
             self.config.max_append_bytes,
@@ -363,14 +432,16 @@ impl Core {
             let Some(p) = l.progress.get_mut(&peer) else {
                 return;
             };
+            if let ReplicationState::Snapshot { .. } = p.state {
+                return self.send_snapshot_chunk(peer);
+            }
             if p.is_paused(max_inflight) {
                 return;
             }
             let prev_index = p.next_index.prev();
             let Some(prev_term) = self.log.term_at(prev_index) else {
                 // The entries this follower needs were compacted: it needs a snapshot.
-                p.become_snapshot(self.log.prev().index);
-                return;
+                return self.send_snapshot_chunk(peer);
             };
             let entries = self.log.slice(p.next_index, last, max_count, max_bytes);
             let replicating = matches!(p.state, ReplicationState::Replicate { .. });
@@ -436,6 +507,8 @@ impl Core {
                     self.maybe_commit();
                 }
                 self.send_appends(from);
+                self.advance_transfer();
+                self.check_promotion(false);
             }
             AppendResult::Conflict { .. } => {
                 if let Some((rejected, next)) = retry_next {
@@ -477,12 +550,15 @@ impl Core {
         if p.match_index < last {
             self.send_appends(from);
         }
+        self.advance_transfer();
         self.resolve_verifications();
     }
 
-    fn resolve_verifications(&mut self) {
+    pub(super) fn resolve_verifications(&mut self) {
         let quorum_round = self.quorum_acked_round();
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         if l.verifications.iter().all(|v| v.round > quorum_round) {
             return;
         }
@@ -531,6 +607,7 @@ impl Core {
         if !own_term {
             return;
         }
+        self.commit_before_advance = self.commit;
         self.commit = candidate;
         self.on_leader_commit();
     }
@@ -538,7 +615,9 @@ impl Core {
     fn on_leader_commit(&mut self) {
         let commit = self.commit;
         let term = self.term;
-        let Some(l) = self.leader_state() else { return };
+        let Some(l) = self.leader_state_mut() else {
+            return;
+        };
         let mut replies = Vec::new();
         while l.pending_commits.front().is_some_and(|p| p.last <= commit) {
             if let Some(p) = l.pending_commits.pop_front() {
@@ -562,5 +641,13 @@ impl Core {
             self.await_quorum_round(token, Outcome::ReadReady { index: commit });
         }
         self.emit_apply();
+        let previous = self.commit_before_advance;
+        if self
+            .configs
+            .iter()
+            .any(|(i, _)| *i > previous && *i <= commit)
+        {
+            self.on_configuration_commit();
+        }
     }
 }

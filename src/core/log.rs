@@ -147,6 +147,28 @@ impl RaftLog {
         }
     }
 
+    /// Drops every entry up to and including `id.index`. If the log holds `id`, the entries after
+    /// it stay (compaction, or Figure 13 rule 7 when installing a snapshot); otherwise the whole
+    /// log is discarded and the log continues after `id`. The dropped entries are covered by a
+    /// durable snapshot, so they count as durable.
+    pub fn compact_through(&mut self, id: LogId) {
+        if id.index <= self.prev.index {
+            return;
+        }
+        if self.term_at(id.index) == Some(id.term) {
+            let drop = (id.index.0 - self.prev.index.0) as usize;
+            self.entries.drain(..drop);
+            self.durable = self.durable.max(id.index);
+        } else {
+            self.entries.clear();
+            self.durable = id.index;
+            for (_, claimed) in self.pending.iter_mut() {
+                *claimed = (*claimed).min(id.index);
+            }
+        }
+        self.prev = id;
+    }
+
     /// Records that persist batch `seq` makes the log durable up to the current last index.
     pub fn note_persist_batch(&mut self, seq: u64) {
         let last = self.last_index();
@@ -160,7 +182,11 @@ impl RaftLog {
                 break;
             }
             self.pending.pop_front();
-            self.durable = self.durable.max(claimed).min(self.last_index());
+            self.durable = self
+                .durable
+                .max(claimed)
+                .min(self.last_index())
+                .max(self.prev.index);
         }
     }
 
@@ -239,6 +265,24 @@ mod tests {
         );
         log.mark_persisted(2);
         assert_eq!(log.durable_index(), Index(3));
+    }
+
+    #[test]
+    fn compaction_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
+        let mut log = log_with_terms(&[1, 1, 2, 2]);
+        log.compact_through(LogId::new(Term(1), Index(2)));
+        assert_eq!(log.prev(), LogId::new(Term(1), Index(2)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(2), Index(4)));
+        assert_eq!(log.term_at(Index(1)), None);
+        assert_eq!(log.term_at(Index(2)), Some(Term(1)));
+        // A snapshot whose last entry conflicts with ours replaces the whole log.
+        log.compact_through(LogId::new(Term(3), Index(3)));
+        assert_eq!(log.last_log_id(), LogId::new(Term(3), Index(3)));
+        assert_eq!(log.len(), 0);
+        assert_eq!(log.durable_index(), Index(3));
+        // A snapshot beyond the log also replaces it.
+        log.compact_through(LogId::new(Term(3), Index(10)));
+        assert_eq!(log.last_index(), Index(10));
     }
 
     #[test]

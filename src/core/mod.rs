@@ -29,8 +29,11 @@ mod election;
 mod follower;
 mod leader;
 mod log;
+mod membership;
 mod progress;
 mod rng;
+mod snapshot;
+mod transfer;
 mod types;
 
 #[cfg(feature = "sim")]
@@ -40,14 +43,14 @@ pub use log::RaftLog;
 pub use progress::{majority, quorum_value, Progress, ReplicationState};
 pub use rng::Rng;
 pub use types::{
-    Effect, Event, HardState, Input, InvalidInput, Outcome, PersistBatch, RecoveredState,
-    RequestError, Role, Time, Token,
+    Effect, Event, HardState, Input, InvalidInput, MembershipChange, Outcome, PersistBatch,
+    RecoveredState, RequestError, Role, Time, Token,
 };
 
 use leader::LeaderState;
 use ringraft_net::message::{Body, Message};
 use ringraft_storage::{
-    Configuration, ConfigurationError, Entry, EntryKind, Index, LogId, NodeId, Term,
+    Configuration, ConfigurationError, Entry, EntryKind, Index, LogId, NodeId, SnapshotMeta, Term,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -64,6 +67,13 @@ pub enum CoreError {
         expected: Index,
         /// The entry's id.
         found: LogId,
+    },
+    /// The recovered log was compacted past the newest snapshot.
+    LogBeyondSnapshot {
+        /// The log's compaction point.
+        log_prev: LogId,
+        /// The snapshot's last entry.
+        snapshot: LogId,
     },
     /// A recovered configuration entry could not be decoded.
     RecoveredConfiguration {
@@ -84,6 +94,10 @@ impl fmt::Display for CoreError {
                     "recovered log is not consecutive: expected {expected}, found {found}"
                 )
             }
+            CoreError::LogBeyondSnapshot { log_prev, snapshot } => write!(
+                f,
+                "recovered log starts after {log_prev}, beyond the newest snapshot {snapshot}"
+            ),
             CoreError::RecoveredConfiguration { index, error } => {
                 write!(
                     f,
@@ -112,6 +126,8 @@ pub struct Core {
     vote: Option<NodeId>,
     log: RaftLog,
     commit: Index,
+    /// The commit index before the latest advance (to spot configurations that just committed).
+    commit_before_advance: Index,
     applied: Index,
     apply_requested: Index,
     role: RoleState,
@@ -120,8 +136,12 @@ pub struct Core {
     /// When a leader (or a candidate we voted for) last showed itself alive. A voter refuses
     /// votes within `election_timeout` of it (leader stickiness, thesis §9.6).
     last_leader_contact: Time,
-    /// Configuration entries in the log, in order; the first may come from recovery.
+    /// Configuration entries in the log, in order; the first may come from a snapshot.
     configs: Vec<(Index, Configuration)>,
+    /// The newest snapshot of the state machine.
+    snapshot: Option<SnapshotMeta>,
+    /// A snapshot being received from the leader.
+    receiving: Option<snapshot::Receiving>,
     staged: PersistBatch,
     hard_state_dirty: bool,
     commit_recorded: Index,
@@ -140,6 +160,16 @@ impl Core {
         config.validate().map_err(CoreError::Config)?;
         let mut expected = state.log_prev.index.next();
         let mut configs = Vec::new();
+        let snapshot_index = state.snapshot.as_ref().map_or(Index(0), |s| s.last.index);
+        if let Some(s) = &state.snapshot {
+            if state.log_prev.index > s.last.index {
+                return Err(CoreError::LogBeyondSnapshot {
+                    log_prev: state.log_prev,
+                    snapshot: s.last,
+                });
+            }
+            configs.push((s.configuration_index, s.configuration.clone()));
+        }
         for entry in &state.entries {
             if entry.id.index != expected {
                 return Err(CoreError::RecoveredLogNotConsecutive {
@@ -148,7 +178,8 @@ impl Core {
                 });
             }
             expected = expected.next();
-            if entry.kind == EntryKind::Configuration {
+            let after_snapshot_config = configs.last().is_none_or(|(i, _)| entry.id.index > *i);
+            if entry.kind == EntryKind::Configuration && after_snapshot_config {
                 let c = Configuration::decode(&entry.data).map_err(|error| {
                     CoreError::RecoveredConfiguration {
                         index: entry.id.index,
@@ -158,12 +189,17 @@ impl Core {
                 configs.push((entry.id.index, c));
             }
         }
-        let log = RaftLog::new(state.log_prev, state.entries);
+        let mut log = RaftLog::new(state.log_prev, state.entries);
+        if let Some(s) = &state.snapshot {
+            // Entries the snapshot covers are committed; a log that disagrees with it is stale.
+            log.compact_through(s.last);
+        }
         let commit = state
             .hard_state
             .commit
             .min(log.last_index())
-            .max(state.log_prev.index);
+            .max(log.prev().index);
+        let applied = snapshot_index.max(state.log_prev.index);
         let mut core = Core {
             rng: Rng::new(config.seed),
             config,
@@ -171,8 +207,9 @@ impl Core {
             term: state.hard_state.term,
             vote: state.hard_state.vote,
             commit,
-            applied: state.log_prev.index,
-            apply_requested: state.log_prev.index,
+            commit_before_advance: commit,
+            applied,
+            apply_requested: applied,
             commit_recorded: commit,
             log,
             role: RoleState::Follower,
@@ -180,6 +217,8 @@ impl Core {
             election_deadline: now,
             last_leader_contact: now,
             configs,
+            snapshot: state.snapshot,
+            receiving: None,
             staged: PersistBatch::default(),
             hard_state_dirty: false,
             last_issued_seq: 0,
@@ -188,6 +227,12 @@ impl Core {
             effects: Vec::new(),
         };
         core.reset_election_deadline();
+        if core.log.prev().index > state.log_prev.index {
+            // The snapshot is durable but the log store was not yet compacted behind it (a
+            // crash came in between): make the store agree before anything is appended.
+            core.staged.compact_through = Some(core.log.prev());
+            core.flush_persist();
+        }
         core.emit_apply();
         Ok(core)
     }
@@ -205,6 +250,7 @@ impl Core {
             configuration.encode(),
         );
         Ok(RecoveredState {
+            snapshot: None,
             hard_state: HardState {
                 term: Term(1),
                 vote: None,
@@ -227,6 +273,25 @@ impl Core {
             Input::VerifyLeader { token } => self.verify_leader(token),
             Input::ReadIndex { token } => self.read_index(token),
             Input::LeaseRead { token } => self.lease_read(token),
+            Input::ChangeMembership {
+                token,
+                change,
+                prev_index,
+            } => self.change_membership(token, change, prev_index),
+            Input::TransferLeadership { token, target } => self.transfer_leadership(token, target),
+            Input::SnapshotTaken { meta } => self.snapshot_taken(meta),
+            Input::SnapshotChunkRead {
+                peer,
+                snapshot,
+                offset,
+                data,
+                done,
+            } => self.snapshot_chunk_read(peer, snapshot, offset, data, done),
+            Input::SnapshotChunkWritten {
+                snapshot,
+                next_offset,
+                done,
+            } => self.snapshot_chunk_written(snapshot, next_offset, done),
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),
         }
@@ -298,6 +363,16 @@ impl Core {
         self.configs.last().cloned().unwrap_or_default()
     }
 
+    /// The newest configuration at or below `index` (what a snapshot at `index` records).
+    pub fn configuration_at(&self, index: Index) -> (Index, Configuration) {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The latest committed configuration and its index.
     pub fn committed_configuration(&self) -> (Index, Configuration) {
         self.configs
@@ -306,6 +381,11 @@ impl Core {
             .find(|(i, _)| *i <= self.commit)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The newest snapshot this node knows of.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
     }
 
     /// The leader's view of a follower's replication progress.

@@ -33,10 +33,16 @@ pub enum ReplicationState {
         /// Last index of each message in flight.
         inflight: VecDeque<Index>,
     },
-    /// Waiting for the follower to install a snapshot at `index`.
+    /// Streaming a snapshot that ends at `index`, one chunk at a time.
     Snapshot {
         /// The snapshot's last included index.
         index: Index,
+        /// The offset the follower expects next.
+        next_offset: u64,
+        /// A chunk is being read or is on its way.
+        in_flight: bool,
+        /// The round in which the outstanding chunk was requested (to resume after a loss).
+        sent_round: u64,
     },
 }
 
@@ -112,7 +118,7 @@ impl Progress {
                     inflight.pop_front();
                 }
             }
-            ReplicationState::Snapshot { index } => {
+            ReplicationState::Snapshot { index, .. } => {
                 if self.match_index >= *index {
                     self.state = ReplicationState::Probe { paused: false };
                 }
@@ -153,13 +159,35 @@ impl Progress {
                     self.progress_round = round;
                 }
             }
-            ReplicationState::Snapshot { .. } => {}
+            ReplicationState::Snapshot {
+                in_flight,
+                sent_round,
+                ..
+            } => {
+                // A chunk unanswered for two rounds was lost: ask for it again.
+                if *in_flight && round > *sent_round + 2 {
+                    *in_flight = false;
+                }
+            }
         }
     }
 
-    /// Needs entries at or below `compacted`: switch to Snapshot.
-    pub fn become_snapshot(&mut self, index: Index) {
-        self.state = ReplicationState::Snapshot { index };
+    /// The follower needs entries the leader compacted: stream the snapshot ending at `index`.
+    pub fn become_snapshot(&mut self, index: Index, round: u64) {
+        self.state = ReplicationState::Snapshot {
+            index,
+            next_offset: 0,
+            in_flight: false,
+            sent_round: round,
+        };
+    }
+
+    /// The follower installed the snapshot ending at `index`.
+    pub fn on_snapshot_installed(&mut self, index: Index, round: u64) {
+        self.match_index = self.match_index.max(index);
+        self.next_index = self.next_index.max(self.match_index.next());
+        self.state = ReplicationState::Probe { paused: false };
+        self.progress_round = round;
     }
 }
 

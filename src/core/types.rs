@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use ringraft_net::message::Message;
 pub use ringraft_storage::HardState;
-use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
+use ringraft_storage::{Entry, Index, LogId, NodeId, SnapshotMeta, Term};
 use std::fmt;
 
 /// Monotonic time in nanoseconds, supplied by the caller of `step`. The core never reads a
@@ -32,6 +32,9 @@ pub struct Token(pub u64);
 pub struct RecoveredState {
     /// Term, vote and commit index.
     pub hard_state: HardState,
+    /// The newest snapshot, already restored into the state machine (entries up to its last
+    /// index count as applied).
+    pub snapshot: Option<SnapshotMeta>,
     /// The id just before the first entry in `entries` (0/0 for a log that starts at 1).
     pub log_prev: LogId,
     /// The log, consecutive from `log_prev.index + 1`.
@@ -74,6 +77,52 @@ pub enum Input {
         /// The reply's token.
         token: Token,
     },
+    /// Change the membership (leader only); replied to when the configuration commits.
+    ChangeMembership {
+        /// The reply's token.
+        token: Token,
+        /// What to change.
+        change: MembershipChange,
+        /// If set, fail unless the latest configuration is at this index.
+        prev_index: Option<Index>,
+    },
+    /// Hand leadership to `target`, or to the most up-to-date voter (leader only).
+    TransferLeadership {
+        /// The reply's token.
+        token: Token,
+        /// The target, if chosen by the caller.
+        target: Option<NodeId>,
+    },
+    /// The state machine saved a snapshot covering every entry up to `meta.last`; the log may
+    /// be compacted behind it.
+    SnapshotTaken {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+    },
+    /// A chunk of the local snapshot `snapshot`, read for `peer` (answers
+    /// [`Effect::ReadSnapshotChunk`]).
+    SnapshotChunkRead {
+        /// The follower it is for.
+        peer: NodeId,
+        /// The snapshot's last entry.
+        snapshot: LogId,
+        /// The chunk's offset.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// True if the chunk ends the snapshot.
+        done: bool,
+    },
+    /// A received snapshot chunk is stored (answers [`Effect::WriteSnapshotChunk`]); when
+    /// `done`, the whole snapshot is durable in the snapshot store.
+    SnapshotChunkWritten {
+        /// The snapshot's last entry.
+        snapshot: LogId,
+        /// The offset after the chunk.
+        next_offset: u64,
+        /// True once the snapshot is complete and durable.
+        done: bool,
+    },
     /// Every persist batch up to `seq` is durable.
     Persisted {
         /// The highest durable batch.
@@ -103,6 +152,10 @@ pub struct PersistBatch {
     pub commit: Option<Index>,
     /// Then write this hard state (only when the term or vote changed).
     pub hard_state: Option<HardState>,
+    /// Finally drop every entry up to and including this one (log compaction behind a
+    /// snapshot, or the log replaced by an installed snapshot). The store's log then starts
+    /// after it, even if it held fewer entries.
+    pub compact_through: Option<LogId>,
 }
 
 impl PersistBatch {
@@ -112,6 +165,7 @@ impl PersistBatch {
             && self.entries.is_empty()
             && self.hard_state.is_none()
             && self.commit.is_none()
+            && self.compact_through.is_none()
     }
 }
 
@@ -129,6 +183,37 @@ pub enum Effect {
         /// Consecutive committed entries.
         entries: Vec<Entry>,
     },
+    /// Read up to `max_bytes` of the local snapshot `meta` at `offset` and report it with
+    /// `Input::SnapshotChunkRead` (the leader streams it to `peer`).
+    ReadSnapshotChunk {
+        /// The follower it is for.
+        peer: NodeId,
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Where to read.
+        offset: u64,
+        /// How much at most.
+        max_bytes: u64,
+    },
+    /// Store a received snapshot chunk (offset 0 starts a new snapshot, discarding any partial
+    /// one); report with `Input::SnapshotChunkWritten`. When `done`, make the snapshot durable
+    /// first.
+    WriteSnapshotChunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// The chunk's offset.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// True on the last chunk.
+        done: bool,
+    },
+    /// Replace the state machine's state with the stored snapshot `meta` (received from the
+    /// leader). Entries up to `meta.last` count as applied.
+    RestoreSnapshot {
+        /// The snapshot to restore.
+        meta: SnapshotMeta,
+    },
     /// Answer a request.
     Reply {
         /// The request's token.
@@ -138,6 +223,35 @@ pub enum Effect {
     },
     /// Something observable happened.
     Event(Event),
+}
+
+/// A single-server membership change (hashicorp semantics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a voter, update a voter's address, or promote a non-voter.
+    AddVoter {
+        /// The server.
+        id: NodeId,
+        /// Its address.
+        address: String,
+    },
+    /// Add a non-voter, or update an existing server's address (never demotes).
+    AddNonvoter {
+        /// The server.
+        id: NodeId,
+        /// Its address.
+        address: String,
+    },
+    /// Make a voter a non-voter.
+    DemoteVoter {
+        /// The server.
+        id: NodeId,
+    },
+    /// Remove a server.
+    RemoveServer {
+        /// The server.
+        id: NodeId,
+    },
 }
 
 /// A successful request outcome.
@@ -159,10 +273,12 @@ pub enum Outcome {
         /// The read index.
         index: Index,
     },
+    /// Leadership passed to another node.
+    LeadershipTransferred,
 }
 
 /// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestError {
     /// This node is not the leader; `leader` is the last leader it heard from, if any. The
@@ -178,6 +294,43 @@ pub enum RequestError {
     LeaseReadDisabled,
     /// The proposal had no commands.
     EmptyProposal,
+    /// A leadership transfer is in progress: proposals, barriers and configuration changes
+    /// wait until it ends. The request did not take effect.
+    TransferInProgress,
+    /// A configuration change is still uncommitted (or this leader has not yet committed an
+    /// entry of its term); only one may be in flight. The request did not take effect.
+    ConfigurationChangeInProgress,
+    /// `prev_index` did not match the latest configuration's index.
+    ConfigurationChanged {
+        /// The latest configuration's index.
+        latest: Index,
+    },
+    /// The resulting configuration would be invalid.
+    InvalidConfiguration(ringraft_storage::ConfigurationError),
+    /// A new voter did not catch up within the allowed heartbeat rounds; it stays a non-voter.
+    PromotionTimeout {
+        /// The server that lagged.
+        id: NodeId,
+    },
+    /// Leadership transfer to this node itself.
+    TransferToSelf,
+    /// The transfer target is not in the configuration.
+    UnknownServer {
+        /// The id asked for.
+        id: NodeId,
+    },
+    /// The transfer target is not a voter.
+    TargetNotVoter {
+        /// The id asked for.
+        id: NodeId,
+    },
+    /// There is no other voter to transfer leadership to.
+    NoTransferTarget,
+    /// The transfer did not complete within twice the election timeout; this node still leads.
+    TransferTimeout,
+    /// A snapshot was asked for at an index the state machine has not applied, or below the
+    /// latest snapshot.
+    SnapshotNotApplied,
 }
 
 impl fmt::Display for RequestError {
@@ -193,6 +346,33 @@ impl fmt::Display for RequestError {
             }
             RequestError::LeaseReadDisabled => write!(f, "lease reads are disabled"),
             RequestError::EmptyProposal => write!(f, "a proposal needs at least one command"),
+            RequestError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            RequestError::ConfigurationChangeInProgress => {
+                write!(f, "a configuration change is already in progress")
+            }
+            RequestError::ConfigurationChanged { latest } => {
+                write!(
+                    f,
+                    "configuration changed since prev_index (latest is {latest})"
+                )
+            }
+            RequestError::InvalidConfiguration(e) => write!(f, "{e}"),
+            RequestError::PromotionTimeout { id } => {
+                write!(f, "{id} did not catch up in time to be promoted to voter")
+            }
+            RequestError::TransferToSelf => write!(f, "cannot transfer leadership to itself"),
+            RequestError::UnknownServer { id } => write!(f, "{id} is not in the configuration"),
+            RequestError::TargetNotVoter { id } => {
+                write!(f, "{id} is not a voter and cannot lead")
+            }
+            RequestError::NoTransferTarget => write!(f, "no other voter to transfer to"),
+            RequestError::TransferTimeout => write!(f, "leadership transfer timed out"),
+            RequestError::SnapshotNotApplied => {
+                write!(
+                    f,
+                    "snapshot index is not applied or not above the latest snapshot"
+                )
+            }
         }
     }
 }
@@ -230,6 +410,12 @@ pub enum Event {
         /// The current term.
         term: Term,
     },
+    /// A configuration that removes or demotes this node committed while it led: it stepped
+    /// down, and should shut down if `shutdown_on_remove` is set.
+    RemovedFromConfiguration {
+        /// True if the configuration says to shut down.
+        shutdown: bool,
+    },
     /// A message or input was rejected as invalid (it is otherwise ignored).
     InvalidInput {
         /// The sender, for messages.
@@ -264,6 +450,12 @@ pub enum InvalidInput {
     AppliedBeyondApply {
         /// The reported index.
         reported: Index,
+    },
+    /// A snapshot was reported at an index not applied, not above the newest snapshot, or with
+    /// a term that contradicts the log.
+    BadSnapshot {
+        /// The snapshot's last entry as reported.
+        last: LogId,
     },
     /// A persist acknowledgement named a batch never issued.
     PersistedUnknownBatch {

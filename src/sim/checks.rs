@@ -37,6 +37,12 @@ impl Checker {
                 }
             }
         }
+        self.observe_commits(core, commit_seen)
+    }
+
+    /// Records the entries `core` has committed since `commit_seen` (call before effects that
+    /// may compact them away, and after every step).
+    pub fn observe_commits(&mut self, core: &Core, commit_seen: &mut Index) -> Result<(), String> {
         let commit = core.commit_index();
         let mut i = commit_seen.next();
         while i <= commit {

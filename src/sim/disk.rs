@@ -1,16 +1,18 @@
-//! The simulated disk.
+//! The simulated disk: a log, a hard state and the newest snapshot.
 //!
 //! Fault model (what a crash may do to data, after TigerBeetle's habit of writing it down):
 //! - A persist batch is durable only once its completion event fired (the fsync returned).
 //! - At a crash, the batches still in flight survive as a prefix: the first `k` complete, the
-//!   next may be torn (its truncation and a prefix of its entries survive, its commit index and
-//!   hard state do not), the rest are lost. This is what a checksummed, append-only log
-//!   recovers to after losing unsynced pages.
+//!   next may be torn (its truncation and a prefix of its entries survive; its commit index,
+//!   hard state and compaction do not), the rest are lost. This is what a checksummed,
+//!   append-only log recovers to after losing unsynced pages.
+//! - Snapshots are durable once written (the snapshot store fsyncs before it reports).
 //! - Durable data is never damaged (bit rot is the storage crate's concern: its recovery
 //!   refuses corrupt records, and its tests cover that).
 
+use super::kv::Kv;
 use crate::core::{HardState, PersistBatch, RecoveredState, Rng};
-use ringraft_storage::{Entry, Index, LogId};
+use ringraft_storage::{Entry, Index, LogId, SnapshotMeta};
 use std::collections::VecDeque;
 
 /// One node's disk.
@@ -18,8 +20,10 @@ use std::collections::VecDeque;
 pub struct Disk {
     hard_state: HardState,
     commit: Index,
-    /// Entry `i` lives at `log[i - 1]`.
+    /// The entry before `log[0]`.
+    prev: LogId,
     log: Vec<Entry>,
+    snapshot: Option<(SnapshotMeta, Kv)>,
     inflight: VecDeque<PersistBatch>,
 }
 
@@ -29,12 +33,14 @@ impl Disk {
         Disk {
             hard_state: state.hard_state,
             commit: state.hard_state.commit,
+            prev: state.log_prev,
             log: state.entries.clone(),
+            snapshot: None,
             inflight: VecDeque::new(),
         }
     }
 
-    /// Queues a batch; it becomes durable at `complete`.
+    /// Queues a batch; it becomes durable when completed.
     pub fn submit(&mut self, batch: PersistBatch) {
         self.inflight.push_back(batch);
     }
@@ -54,16 +60,23 @@ impl Disk {
         self.write(&batch, batch.entries.len(), true)
     }
 
+    fn last_index(&self) -> Index {
+        self.prev.index.plus(self.log.len() as u64)
+    }
+
     fn write(&mut self, batch: &PersistBatch, entries: usize, whole: bool) -> Result<(), String> {
         if let Some(from) = batch.truncate_from {
-            if from.0 == 0 {
-                return Err("disk: truncation at index 0".into());
+            if from <= self.prev.index {
+                return Err(format!(
+                    "disk: truncation at {from}, at or below {}",
+                    self.prev
+                ));
             }
-            self.log.truncate((from.0 - 1) as usize);
+            self.log.truncate((from.0 - self.prev.index.0 - 1) as usize);
         }
         for entry in batch.entries.iter().take(entries) {
-            let expected = self.log.len() as u64 + 1;
-            if entry.id.index.0 != expected {
+            let expected = self.last_index().next();
+            if entry.id.index != expected {
                 return Err(format!(
                     "disk: append of {} where {expected} was expected",
                     entry.id
@@ -78,8 +91,25 @@ impl Disk {
             if let Some(hs) = batch.hard_state {
                 self.hard_state = hs;
             }
+            if let Some(id) = batch.compact_through {
+                self.compact_through(id);
+            }
         }
         Ok(())
+    }
+
+    fn compact_through(&mut self, id: LogId) {
+        if id.index <= self.prev.index {
+            return;
+        }
+        let offset = (id.index.0 - self.prev.index.0) as usize;
+        let holds = offset <= self.log.len() && self.log[offset - 1].id == id;
+        if holds {
+            self.log.drain(..offset);
+        } else {
+            self.log.clear();
+        }
+        self.prev = id;
     }
 
     /// A crash: in-flight batches survive as a (possibly torn) prefix.
@@ -98,15 +128,34 @@ impl Disk {
         Ok(())
     }
 
+    /// Stores a snapshot durably.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, state: Kv) {
+        self.snapshot = Some((meta, state));
+    }
+
+    /// The newest snapshot.
+    pub fn snapshot(&self) -> Option<&(SnapshotMeta, Kv)> {
+        self.snapshot.as_ref()
+    }
+
     /// What a restarting node reads back.
     pub fn recover(&self) -> RecoveredState {
-        let last = Index(self.log.len() as u64);
         let mut hard_state = self.hard_state;
-        hard_state.commit = hard_state.commit.max(self.commit).min(last);
+        hard_state.commit = hard_state.commit.max(self.commit).min(self.last_index());
         RecoveredState {
             hard_state,
-            log_prev: LogId::default(),
+            snapshot: self.snapshot.as_ref().map(|(m, _)| m.clone()),
+            log_prev: self.prev,
             entries: self.log.clone(),
+        }
+    }
+
+    /// A copy of the durable state only (what survives a crash that loses everything in
+    /// flight).
+    pub fn durable_copy(&self) -> Disk {
+        Disk {
+            inflight: VecDeque::new(),
+            ..self.clone()
         }
     }
 }

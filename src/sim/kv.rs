@@ -58,13 +58,85 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, KvOp)> {
     Some((op_id, op))
 }
 
-/// The key-value state machine.
-#[derive(Clone, Debug, Default)]
+/// The key-value state machine. It also remembers each command's result by log index, so a
+/// client waiting on a node that skipped ahead by installing a snapshot still gets its answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     map: BTreeMap<u64, u64>,
+    results: BTreeMap<u64, (u64, KvResult)>,
 }
 
 impl Kv {
+    /// Applies the command at `index` and returns its result.
+    pub fn apply_at(&mut self, index: u64, op_id: u64, op: &KvOp) -> KvResult {
+        let result = self.apply(op);
+        self.results.insert(index, (op_id, result.clone()));
+        result
+    }
+
+    /// The op id and result of the command applied at `index`.
+    pub fn result_at(&self, index: u64) -> Option<&(u64, KvResult)> {
+        self.results.get(&index)
+    }
+
+    /// Serializes the state (a snapshot's bytes).
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u64_le(self.map.len() as u64);
+        for (k, v) in &self.map {
+            b.put_u64_le(*k);
+            b.put_u64_le(*v);
+        }
+        b.put_u64_le(self.results.len() as u64);
+        for (index, (op_id, result)) in &self.results {
+            b.put_u64_le(*index);
+            b.put_u64_le(*op_id);
+            match result {
+                KvResult::Written => b.put_u8(0),
+                KvResult::Value(None) => b.put_u8(1),
+                KvResult::Value(Some(v)) => {
+                    b.put_u8(2);
+                    b.put_u64_le(*v);
+                }
+                KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
+            }
+        }
+        b.freeze()
+    }
+
+    /// Parses [`Kv::encode`]'s output; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Kv> {
+        let mut at = 0usize;
+        let mut next = |n: usize| -> Option<&[u8]> {
+            let s = bytes.get(at..at + n)?;
+            at += n;
+            Some(s)
+        };
+        let word = |s: &[u8]| u64_at(s, 0);
+        let mut kv = Kv::default();
+        let entries = word(next(8)?)?;
+        for _ in 0..entries {
+            let k = word(next(8)?)?;
+            let v = word(next(8)?)?;
+            kv.map.insert(k, v);
+        }
+        let results = word(next(8)?)?;
+        for _ in 0..results {
+            let index = word(next(8)?)?;
+            let op_id = word(next(8)?)?;
+            let result = match next(1)?[0] {
+                0 => KvResult::Written,
+                1 => KvResult::Value(None),
+                2 => KvResult::Value(Some(word(next(8)?)?)),
+                3 => KvResult::Swapped(false),
+                4 => KvResult::Swapped(true),
+                _ => return None,
+            };
+            kv.results.insert(index, (op_id, result));
+        }
+        (at == bytes.len()).then_some(kv)
+    }
+
     /// Applies an operation and returns its result.
     pub fn apply(&mut self, op: &KvOp) -> KvResult {
         match *op {
@@ -113,6 +185,15 @@ mod tests {
             assert_eq!(decode(&encode(i as u64, op)), Some((i as u64, op.clone())));
         }
         assert_eq!(decode(b"short"), None);
+        let mut kv = Kv::default();
+        kv.apply_at(3, 9, &ops[0]);
+        kv.apply_at(4, 10, &ops[3]);
+        kv.apply_at(5, 11, &ops[1]);
+        assert_eq!(Kv::decode(&kv.encode()), Some(kv.clone()));
+        let bytes = kv.encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(Kv::decode(&bytes[..cut]), None);
+        }
         let mut bad = encode(1, &ops[0]).to_vec();
         bad[8] = 9;
         assert_eq!(decode(&bad), None);

@@ -20,17 +20,21 @@ use crate::core::{
 };
 use bytes::Bytes;
 use ringraft_net::message::Message;
-use ringraft_storage::{Configuration, Entry, NodeId};
+use ringraft_storage::{Configuration, Entry, EntryKind, Index, LogId, NodeId, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 struct TestNode {
     core: Option<Core>,
+    /// The newest snapshot: its metadata and the applied entries it stands for.
+    snapshot: Option<(SnapshotMeta, Vec<Entry>)>,
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
     config: CoreConfig,
     disk: Disk,
     hold_persist: bool,
     unsynced: Vec<PersistBatch>,
     applied: Vec<Entry>,
+    restores: u64,
     boots: u64,
 }
 
@@ -77,11 +81,14 @@ impl Cluster {
             let core = Core::new(config.clone(), state.clone(), Time(0)).expect("valid core");
             cluster.nodes.push(TestNode {
                 core: Some(core),
+                snapshot: None,
+                receiving: None,
                 config,
                 disk: Disk::with_state(&state),
                 hold_persist: false,
                 unsynced: Vec::new(),
                 applied: Vec::new(),
+                restores: 0,
                 boots: 1,
             });
         }
@@ -181,6 +188,65 @@ impl Cluster {
                     }
                     Effect::Reply { token, result } => {
                         self.replies.insert(token, result);
+                    }
+                    Effect::ReadSnapshotChunk {
+                        peer,
+                        meta,
+                        offset,
+                        max_bytes,
+                    } => {
+                        let Some((stored, entries)) = self.nodes[i].snapshot.as_ref() else {
+                            panic!("asked to read a snapshot that does not exist");
+                        };
+                        assert_eq!(stored.last, meta.last, "asked for a snapshot not held");
+                        let bytes = encode_entries(entries);
+                        let start = (offset as usize).min(bytes.len());
+                        let end = (start + max_bytes as usize).min(bytes.len());
+                        let input = Input::SnapshotChunkRead {
+                            peer,
+                            snapshot: meta.last,
+                            offset,
+                            data: bytes.slice(start..end),
+                            done: end == bytes.len(),
+                        };
+                        if let Some(core) = self.nodes[i].core.as_mut() {
+                            core.step(self.now, input);
+                        }
+                    }
+                    Effect::WriteSnapshotChunk {
+                        meta,
+                        offset,
+                        data,
+                        done,
+                    } => {
+                        let node = &mut self.nodes[i];
+                        if offset == 0 {
+                            node.receiving = Some((meta.clone(), Vec::new()));
+                        }
+                        let (_, buffer) = node.receiving.as_mut().expect("chunk after a start");
+                        assert_eq!(buffer.len() as u64, offset, "chunks arrive in order");
+                        buffer.extend_from_slice(&data);
+                        let next_offset = buffer.len() as u64;
+                        if done {
+                            let (meta, buffer) = node.receiving.take().expect("receiving");
+                            let entries = decode_entries(&buffer).expect("snapshot decodes");
+                            node.snapshot = Some((meta, entries));
+                        }
+                        let input = Input::SnapshotChunkWritten {
+                            snapshot: meta.last,
+                            next_offset,
+                            done,
+                        };
+                        if let Some(core) = node.core.as_mut() {
+                            core.step(self.now, input);
+                        }
+                    }
+                    Effect::RestoreSnapshot { meta } => {
+                        let node = &mut self.nodes[i];
+                        let (stored, entries) = node.snapshot.as_ref().expect("snapshot held");
+                        assert_eq!(stored.last, meta.last);
+                        node.applied = entries.clone();
+                        node.restores += 1;
                     }
                     Effect::Event(_) => {}
                 }
@@ -345,7 +411,7 @@ impl Cluster {
 
     /// The reply to `token`, if it arrived.
     pub fn reply(&self, token: Token) -> Option<Result<Outcome, RequestError>> {
-        self.replies.get(&token).copied()
+        self.replies.get(&token).cloned()
     }
 
     /// Crashes `id`: writes not yet durable are lost (none are torn).
@@ -354,8 +420,7 @@ impl Cluster {
         self.nodes[i].core = None;
         self.nodes[i].unsynced.clear();
         // In-flight writes are simply lost: keep only what completed.
-        let recovered = self.nodes[i].disk.recover();
-        self.nodes[i].disk = Disk::with_state(&recovered);
+        self.nodes[i].disk = self.nodes[i].disk.durable_copy();
     }
 
     /// Restarts a crashed node from its disk.
@@ -365,13 +430,43 @@ impl Cluster {
         self.nodes[i].boots += 1;
         let mut config = self.nodes[i].config.clone();
         config.seed ^= self.nodes[i].boots << 32;
-        let state = self.nodes[i].disk.recover();
+        let mut state = self.nodes[i].disk.recover();
+        state.snapshot = self.nodes[i].snapshot.as_ref().map(|(m, _)| m.clone());
         self.nodes[i].core = Some(Core::new(config, state, self.now).expect("restart"));
-        self.nodes[i].applied.clear();
+        self.nodes[i].applied = self.nodes[i]
+            .snapshot
+            .as_ref()
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default();
         self.drain(i);
     }
 
-    /// What the node's state machine has applied since it (re)started.
+    /// The node's state machine saves a snapshot of everything it applied, and tells its core.
+    pub fn take_snapshot(&mut self, id: NodeId) {
+        let i = self.index(id);
+        let applied = self.nodes[i].applied.clone();
+        let Some(last) = applied.last().map(|e| e.id) else {
+            return;
+        };
+        let core = self.core(id);
+        let (configuration_index, configuration) = core.configuration_at(last.index);
+        let meta = SnapshotMeta {
+            id: format!("{}-{}", last.term.0, last.index.0),
+            last,
+            configuration,
+            configuration_index,
+            size: encode_entries(&applied).len() as u64,
+        };
+        self.nodes[i].snapshot = Some((meta.clone(), applied));
+        self.step(id, Input::SnapshotTaken { meta });
+    }
+
+    /// How many snapshots the node's state machine restored from the leader.
+    pub fn restores(&self, id: NodeId) -> u64 {
+        self.nodes[self.index(id)].restores
+    }
+
+    /// What the node's state machine has applied (a restored snapshot counts as applied).
     pub fn applied(&self, id: NodeId) -> &[Entry] {
         &self.nodes[self.index(id)].applied
     }
@@ -386,4 +481,37 @@ impl Cluster {
             .collect();
         leaders.iter().max_by_key(|c| c.term()).map(|c| c.id())
     }
+}
+
+/// The test state machine's snapshot format: its applied entries, each as index, term, kind,
+/// data length and data.
+fn encode_entries(entries: &[Entry]) -> Bytes {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.id.index.0.to_le_bytes());
+        out.extend_from_slice(&e.id.term.0.to_le_bytes());
+        out.push(e.kind.code());
+        out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.data);
+    }
+    Bytes::from(out)
+}
+
+fn decode_entries(mut bytes: &[u8]) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let header = bytes.get(..21)?;
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let kind = EntryKind::from_code(header[16])?;
+        let len = u32::from_le_bytes([header[17], header[18], header[19], header[20]]) as usize;
+        let data = bytes.get(21..21 + len)?;
+        let id = LogId::new(Term(word(8)), Index(word(0)));
+        out.push(Entry::new(id, kind, Bytes::copy_from_slice(data)));
+        bytes = &bytes[21 + len..];
+    }
+    Some(out)
 }

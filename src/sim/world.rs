@@ -10,7 +10,7 @@ use crate::core::{
     Core, CoreConfig, Effect, Event, Input, Outcome, RequestError, Rng, Role, Time, Token,
 };
 use ringraft_net::message::Message;
-use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId};
+use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId, SnapshotMeta};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
@@ -63,6 +63,8 @@ pub struct Report {
     pub events: u64,
     /// Simulated time at the end.
     pub sim_time: Duration,
+    /// Snapshots the nodes took.
+    pub snapshots: u64,
     /// Client operations that completed with a result.
     pub ops_completed: u64,
     /// Client operations whose client gave up without an answer (timeout, crash, leadership
@@ -143,9 +145,9 @@ struct SimNode {
     /// widens the window between a leader's sends and its own durability).
     disk_latency: (u64, u64),
     kv: Kv,
-    applied: Index,
-    /// Results of recently applied commands: index → (op id, result).
-    results: BTreeMap<Index, (u64, KvResult)>,
+    applied: LogId,
+    /// A snapshot being received: its metadata and the bytes so far.
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
     commit_seen: Index,
     paused_until: Time,
     /// Events that arrived while paused, in arrival order.
@@ -199,6 +201,10 @@ struct World {
     healed: bool,
     /// Operations whose client gave up without an answer (timeout, crash, leadership lost).
     ops_unknown: u64,
+    /// Snapshots taken.
+    snapshots: u64,
+    /// Nodes snapshot every this many applied entries (0: never).
+    snapshot_every: u64,
     checker: Checker,
     trace: u64,
     events: u64,
@@ -237,6 +243,7 @@ pub fn run(config: &SimConfig) -> Report {
             .count() as u64,
         ops_unknown: world.ops_unknown,
         leader_terms: world.checker.leader_terms(),
+        snapshots: world.snapshots,
     }
 }
 
@@ -258,6 +265,14 @@ impl World {
         template.max_inflight = 1 + rng.below(8) as usize;
         let lease_read = rng.chance(1, 2);
         let think_time_max = rng.range(MS, 30 * MS);
+        // Frequent snapshots with few trailing entries make InstallSnapshot common.
+        let snapshot_every = if rng.chance(1, 5) {
+            0
+        } else {
+            rng.range(5, 60)
+        };
+        template.trailing_logs = rng.below(8);
+        template.snapshot_chunk_bytes = rng.range(16, 256);
         template.lease_read = lease_read;
         template.mutation = config.mutation;
         let mut world = World {
@@ -279,6 +294,8 @@ impl World {
             duplicate_per_mille: 0,
             healed: !config.faults,
             ops_unknown: 0,
+            snapshots: 0,
+            snapshot_every,
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -301,8 +318,8 @@ impl World {
                 disk: Disk::with_state(&state),
                 disk_free_at: Time(0),
                 kv: Kv::default(),
-                applied: Index(0),
-                results: BTreeMap::new(),
+                applied: LogId::default(),
+                receiving: None,
                 commit_seen: Index(0),
                 paused_until: Time(0),
                 deferred: std::collections::VecDeque::new(),
@@ -506,13 +523,48 @@ impl World {
             Core::new(config, state, self.now).map_err(|e| format!("restart failed: {e}"))?;
         let node = &mut self.nodes[n];
         node.core = Some(core);
-        node.kv = Kv::default();
-        node.applied = Index(0);
-        node.results.clear();
+        // The state machine restores the newest snapshot at start.
+        let (kv, applied) = match node.disk.snapshot() {
+            Some((meta, kv)) => (kv.clone(), meta.last),
+            None => (Kv::default(), LogId::default()),
+        };
+        node.kv = kv;
+        node.applied = applied;
+        node.receiving = None;
         node.commit_seen = Index(0);
         node.disk_free_at = self.now;
         self.hash(&[5, self.now.0, n as u64]);
         self.drain(n)
+    }
+
+    /// Takes a snapshot when the node applied `snapshot_every` entries since its last one.
+    fn maybe_take_snapshot(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        let Some(core) = node.core.as_ref() else {
+            return;
+        };
+        let last_snapshot = node.disk.snapshot().map_or(Index(0), |(m, _)| m.last.index);
+        if self.snapshot_every == 0 || node.applied.index.0 < last_snapshot.0 + self.snapshot_every
+        {
+            return;
+        }
+        let (configuration_index, configuration) = core.configuration_at(node.applied.index);
+        let bytes = node.kv.encode();
+        let meta = SnapshotMeta {
+            id: format!("{}-{}", node.applied.term.0, node.applied.index.0),
+            last: node.applied,
+            configuration,
+            configuration_index,
+            size: bytes.len() as u64,
+        };
+        let kv = node.kv.clone();
+        self.nodes[n].disk.save_snapshot(meta.clone(), kv);
+        self.snapshots += 1;
+        self.hash(&[11, self.now.0, n as u64, meta.last.index.0]);
+        let now = self.now;
+        if let Some(core) = self.nodes[n].core.as_mut() {
+            core.step(now, Input::SnapshotTaken { meta });
+        }
     }
 
     fn crash(&mut self, n: usize) -> Result<(), String> {
@@ -631,6 +683,11 @@ impl World {
             if effects.is_empty() {
                 break;
             }
+            // Record commits before effects run: a snapshot may compact the entries away.
+            let node = &mut self.nodes[n];
+            if let Some(core) = node.core.as_ref() {
+                self.checker.observe_commits(core, &mut node.commit_seen)?;
+            }
             for effect in effects {
                 self.perform(n, effect)?;
             }
@@ -672,7 +729,7 @@ impl World {
             Effect::Apply { entries } => {
                 let mut last = self.nodes[n].applied;
                 for entry in &entries {
-                    if entry.id.index != last.next() {
+                    if entry.id.index != last.index.next() {
                         return Err(format!("apply gap: {} after {last}", entry.id));
                     }
                     self.checker.on_apply(self.nodes[n].id, entry)?;
@@ -680,22 +737,106 @@ impl World {
                         let Some((op_id, op)) = kv::decode(&entry.data) else {
                             return Err(format!("undecodable command at {}", entry.id));
                         };
-                        let result = self.nodes[n].kv.apply(&op);
+                        let result = self.nodes[n].kv.apply_at(entry.id.index.0, op_id, &op);
                         let now = self.now.0;
                         self.first_applied
                             .entry(op_id)
-                            .or_insert_with(|| (now, result.clone()));
-                        self.nodes[n]
-                            .results
-                            .insert(entry.id.index, (op_id, result));
+                            .or_insert_with(|| (now, result));
                     }
-                    last = entry.id.index;
+                    last = entry.id;
                 }
                 self.nodes[n].applied = last;
                 let now = self.now;
                 if let Some(core) = self.nodes[n].core.as_mut() {
-                    core.step(now, Input::Applied { index: last });
+                    core.step(now, Input::Applied { index: last.index });
                 }
+                self.maybe_take_snapshot(n);
+                self.wake_clients(n)?;
+            }
+            Effect::ReadSnapshotChunk {
+                peer,
+                meta,
+                offset,
+                max_bytes,
+            } => {
+                let Some((stored, kv)) = self.nodes[n].disk.snapshot() else {
+                    return Err(format!("{n}: asked to read a snapshot it does not have"));
+                };
+                if stored.last != meta.last {
+                    return Err(format!(
+                        "{n}: asked for snapshot {} but holds {}",
+                        meta.last, stored.last
+                    ));
+                }
+                let bytes = kv.encode();
+                let start = (offset as usize).min(bytes.len());
+                let end = (start + max_bytes as usize).min(bytes.len());
+                let input = Input::SnapshotChunkRead {
+                    peer,
+                    snapshot: meta.last,
+                    offset,
+                    data: bytes.slice(start..end),
+                    done: end == bytes.len(),
+                };
+                self.step(n, input)?;
+            }
+            Effect::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                let node = &mut self.nodes[n];
+                if offset == 0 {
+                    node.receiving = Some((meta.clone(), Vec::new()));
+                }
+                let Some((receiving, buffer)) = node.receiving.as_mut() else {
+                    return Err(format!("{n}: snapshot chunk at {offset} without a start"));
+                };
+                if receiving.last != meta.last || buffer.len() as u64 != offset {
+                    return Err(format!("{n}: snapshot chunk out of order at {offset}"));
+                }
+                buffer.extend_from_slice(&data);
+                let next_offset = buffer.len() as u64;
+                if done {
+                    let Some((meta, buffer)) = node.receiving.take() else {
+                        unreachable!()
+                    };
+                    if buffer.len() as u64 != meta.size {
+                        return Err(format!(
+                            "{n}: snapshot of {} bytes, expected {}",
+                            buffer.len(),
+                            meta.size
+                        ));
+                    }
+                    let Some(kv) = Kv::decode(&buffer) else {
+                        return Err(format!(
+                            "{n}: received snapshot {} does not decode",
+                            meta.last
+                        ));
+                    };
+                    node.disk.save_snapshot(meta, kv);
+                }
+                let input = Input::SnapshotChunkWritten {
+                    snapshot: meta.last,
+                    next_offset,
+                    done,
+                };
+                self.step(n, input)?;
+            }
+            Effect::RestoreSnapshot { meta } => {
+                let node = &mut self.nodes[n];
+                let Some((stored, kv)) = node.disk.snapshot() else {
+                    return Err(format!("{n}: restore of a snapshot it does not have"));
+                };
+                if stored.last != meta.last {
+                    return Err(format!(
+                        "{n}: restore of {} but holds {}",
+                        meta.last, stored.last
+                    ));
+                }
+                node.kv = kv.clone();
+                node.applied = meta.last;
                 self.wake_clients(n)?;
             }
             Effect::Reply { token, result } => self.on_reply(n, token, result)?,
@@ -863,7 +1004,9 @@ impl World {
                 );
                 self.wake_clients(n)
             }
-            Ok(Outcome::LeaderVerified) => Err("unexpected LeaderVerified reply".into()),
+            Ok(other @ (Outcome::LeaderVerified | Outcome::LeadershipTransferred)) => {
+                Err(format!("unexpected reply to a client operation: {other:?}"))
+            }
             Err(RequestError::NotLeader { leader }) => {
                 if let Some(f) = self.clients[c].current.take() {
                     self.discarded.insert(f.history);
@@ -899,13 +1042,13 @@ impl World {
             let Waiting::Apply { index, committed } = f.waiting else {
                 continue;
             };
-            if f.node != n || self.nodes[n].applied < index {
+            if f.node != n || self.nodes[n].applied.index < index {
                 continue;
             }
             let (token, history) = (f.token, f.history);
             let result = match self.history[history].op {
                 KvOp::Get { key } => KvResult::Value(self.nodes[n].kv.get(key)),
-                _ => match self.nodes[n].results.get(&index) {
+                _ => match self.nodes[n].kv.result_at(index.0) {
                     Some((op_id, result)) if *op_id == token => result.clone(),
                     other => {
                         return Err(format!(

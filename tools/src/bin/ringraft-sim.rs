@@ -164,12 +164,14 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let (mut events, mut ops, mut unknown, mut sim_secs) = (0u64, 0u64, 0u64, 0f64);
     let mut terms = 0usize;
+    let mut snapshots = 0u64;
     for (c, r) in &reports {
         events += r.events;
         ops += r.ops_completed;
         unknown += r.ops_unknown;
         sim_secs += r.sim_time.as_secs_f64();
         terms += r.leader_terms;
+        snapshots += r.snapshots;
         if let Some(f) = &r.failure {
             failed += 1;
             println!("FAIL seed {} ({} nodes): {f}", c.seed, c.nodes);
@@ -179,7 +181,7 @@ fn main() -> ExitCode {
     let passed = reports.len() as u64 - failed;
     println!(
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
-         {unknown} with unknown outcome, {terms} leader terms; {:.1} seeds/s on {} threads",
+         {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots; {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),
         args.jobs

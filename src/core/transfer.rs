@@ -1,0 +1,118 @@
+//! Leadership transfer (thesis §3.10).
+//!
+//! The leader stops accepting proposals, barriers and configuration changes
+//! (`TransferInProgress`), brings the target's log up to date, then sends it `TimeoutNow`. The
+//! target campaigns at once, skipping pre-vote, and flags its vote requests so voters grant
+//! although they still hear from a live leader. The transfer succeeds when this leader sees the
+//! higher term; it fails with `TransferTimeout` after twice the election timeout (one timeout
+//! to catch the target up, one for its election, as hashicorp allows), and the leader resumes.
+
+use super::leader::Transfer;
+use super::types::{Outcome, RequestError, Token};
+use super::{Core, RoleState};
+use ringraft_net::message::Body;
+use ringraft_storage::NodeId;
+
+impl Core {
+    pub(super) fn transfer_leadership(&mut self, token: Token, target: Option<NodeId>) {
+        if self.not_leader(token) {
+            return;
+        }
+        match self.pick_transfer_target(target) {
+            Ok(target) => {
+                let deadline = self.now.plus_nanos(2 * self.election_timeout_nanos());
+                if let Some(l) = self.leader_state_mut() {
+                    l.transfer = Some(Transfer {
+                        target,
+                        token,
+                        deadline,
+                        timeout_now_sent: false,
+                    });
+                }
+                self.advance_transfer();
+            }
+            Err(e) => self.reply(token, Err(e)),
+        }
+    }
+
+    fn pick_transfer_target(&self, target: Option<NodeId>) -> Result<NodeId, RequestError> {
+        let RoleState::Leader(l) = &self.role else {
+            return Err(RequestError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if l.transfer.is_some() {
+            return Err(RequestError::TransferInProgress);
+        }
+        let me = self.id();
+        let (_, latest) = self.latest_configuration();
+        let others: Vec<NodeId> = latest.voters().filter(|&v| v != me).collect();
+        match target {
+            Some(t) if t == me => Err(RequestError::TransferToSelf),
+            Some(t) if latest.server(t).is_none() => Err(RequestError::UnknownServer { id: t }),
+            Some(t) if !latest.is_voter(t) => Err(RequestError::TargetNotVoter { id: t }),
+            Some(t) => Ok(t),
+            // The most up-to-date voter (lowest id on ties, for determinism).
+            None => others
+                .iter()
+                .copied()
+                .max_by_key(|v| {
+                    (
+                        l.progress
+                            .get(v)
+                            .map_or(ringraft_storage::Index(0), |p| p.match_index),
+                        std::cmp::Reverse(*v),
+                    )
+                })
+                .ok_or(RequestError::NoTransferTarget),
+        }
+    }
+
+    /// Sends `TimeoutNow` once the target holds the whole log; otherwise keeps it replicating.
+    pub(super) fn advance_transfer(&mut self) {
+        let last = self.log.last_index();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(t) = l.transfer.as_mut() else { return };
+        let target = t.target;
+        let caught_up = l
+            .progress
+            .get(&target)
+            .is_some_and(|p| p.match_index >= last);
+        if caught_up && !t.timeout_now_sent {
+            t.timeout_now_sent = true;
+            self.send(target, Body::TimeoutNow);
+        } else if !caught_up {
+            self.send_appends(target);
+        }
+    }
+
+    /// On a leader tick: give up a transfer that took too long.
+    pub(super) fn expire_transfer(&mut self) {
+        let now = self.now;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
+            if let Some(t) = l.transfer.take() {
+                self.reply(t.token, Err(RequestError::TransferTimeout));
+            }
+        }
+    }
+
+    /// A leader stepping down resolves its transfer: success if a higher term deposed it.
+    pub(super) fn finish_transfer(&mut self, deposed_by_higher_term: bool) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if let Some(t) = l.transfer.take() {
+            let result = if deposed_by_higher_term {
+                Ok(Outcome::LeadershipTransferred)
+            } else {
+                Err(RequestError::LeadershipLost)
+            };
+            self.reply(t.token, result);
+        }
+    }
+}

@@ -23,17 +23,27 @@ pub enum Mutation {
     ReleaseVoteBeforePersist,
     /// Entries are handed to the state machine before they are committed.
     ApplyBeforeCommit,
+    /// A leader starts a configuration change while another is still uncommitted.
+    AllowTwoUncommittedConfigurations,
+    /// A follower installing a snapshot keeps its log suffix even when its entry at the
+    /// snapshot's index has another term (violates Figure 13 rule 7; hashicorp/raft#697).
+    KeepConflictingSuffixOnInstall,
+    /// A leader counts non-voters' acknowledgements toward the voters' commit quorum.
+    CountNonvoterTowardCommit,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 5] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
         Mutation::ReleaseVoteBeforePersist,
         Mutation::ApplyBeforeCommit,
+        Mutation::AllowTwoUncommittedConfigurations,
+        Mutation::KeepConflictingSuffixOnInstall,
+        Mutation::CountNonvoterTowardCommit,
     ];
 
     /// The mutation's command-line name.
@@ -44,6 +54,9 @@ impl Mutation {
             Mutation::FollowerCommitWithoutMin => "follower-commit-no-min",
             Mutation::ReleaseVoteBeforePersist => "vote-before-persist",
             Mutation::ApplyBeforeCommit => "apply-before-commit",
+            Mutation::AllowTwoUncommittedConfigurations => "two-uncommitted-configs",
+            Mutation::KeepConflictingSuffixOnInstall => "keep-conflicting-suffix",
+            Mutation::CountNonvoterTowardCommit => "count-nonvoter",
         }
     }
 

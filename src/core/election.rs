@@ -1,5 +1,12 @@
 //! Message dispatch, the term rules of Raft §5.1, elections with pre-vote, and role changes.
 //!
+//! Votes count only in the candidate's configuration: a candidate counts grants from the
+//! voters of its own latest configuration, so a non-voter's vote never counts. A server still
+//! answers vote requests when its own (possibly stale) configuration lists it as a non-voter:
+//! the candidate's configuration may already have promoted it (thesis §4.2.3). Refusing would
+//! deadlock a promotion whose entry the promoted server has not received yet — the simulator
+//! found exactly that.
+//!
 //! Leader stickiness (thesis §9.6, "disruptive servers"): a voter that heard from a live leader
 //! within the election timeout neither grants a (pre-)vote nor adopts the requester's term,
 //! unless the request is part of a leadership transfer. A higher term carried by any other
@@ -103,9 +110,8 @@ impl Core {
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last: ringraft_storage::LogId) {
         let granted = term > self.term
-            && self.is_voter(self.id())
             && !self.in_leader_lease()
-            && self.is_voter(from)
+            && self.may_vote_for(from)
             && self.log.is_up_to_date(last);
         // A grant echoes the proposed term; a refusal carries ours so a stale pre-candidate
         // catches up.
@@ -146,9 +152,8 @@ impl Core {
             may_vote = true;
         }
         let granted = may_vote
-            && self.is_voter(self.id())
             && !matches!(self.role, RoleState::Leader(_))
-            && self.is_voter(from)
+            && self.may_vote_for(from)
             && self.log.is_up_to_date(last);
         if granted {
             self.vote = Some(from);
@@ -181,7 +186,7 @@ impl Core {
     }
 
     fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.leader == Some(from) && self.is_voter(self.id()) {
+        if self.leader == Some(from) && self.may_campaign() {
             self.start_election(true);
         }
     }
@@ -194,7 +199,7 @@ impl Core {
         if self.now < self.election_deadline {
             return;
         }
-        if !self.is_voter(self.id()) {
+        if !self.may_campaign() {
             // Non-voters and nodes without a configuration never campaign.
             self.reset_election_deadline();
             return;
@@ -206,15 +211,38 @@ impl Core {
         }
     }
 
+    /// A voter campaigns; so does a node that an uncommitted configuration removes or demotes
+    /// (hashicorp's rule): until that change commits it may be the only node holding it, and
+    /// without it no one could finish the change. Its own vote then does not count.
+    fn may_campaign(&self) -> bool {
+        let (latest_index, latest) = self.latest_configuration();
+        let (committed_index, committed) = self.committed_configuration();
+        let me = self.id();
+        latest.is_voter(me)
+            || (latest_index > committed_index
+                && committed.is_voter(me)
+                && latest.voters().next().is_some())
+    }
+
+    /// Our own vote, if it counts in our latest configuration.
+    fn own_vote(&self) -> BTreeSet<NodeId> {
+        let me = self.id();
+        if self.is_voter(me) {
+            BTreeSet::from([me])
+        } else {
+            BTreeSet::new()
+        }
+    }
+
     fn start_pre_vote(&mut self) {
         let me = self.id();
         self.role = RoleState::PreCandidate {
-            granted: BTreeSet::from([me]),
+            granted: self.own_vote(),
         };
         self.set_leader(None);
         self.reset_election_deadline();
         self.role_changed();
-        if self.quorum() <= 1 {
+        if self.own_vote().len() >= self.quorum() {
             self.start_election(false);
             return;
         }
@@ -243,13 +271,16 @@ impl Core {
         self.vote = Some(me);
         self.hard_state_dirty = true;
         self.role = RoleState::Candidate {
-            granted: BTreeSet::from([me]),
+            granted: self.own_vote(),
         };
         self.set_leader(None);
         self.reset_election_deadline();
         self.role_changed();
-        if self.quorum() <= 1 {
-            self.become_leader();
+        if self.own_vote().len() >= self.quorum() {
+            // A single voter wins alone, but only once its term and vote are durable: a leader
+            // that crashed before that could win the same term again after restarting and
+            // write different entries under the same log ids (the simulator found this).
+            self.win_after_seq = Some(self.last_issued_seq + 1);
             return;
         }
         let last_log_id = self.log.last_log_id();
@@ -270,6 +301,7 @@ impl Core {
     /// Becomes a follower in `term` (adopting it if newer), following `leader` if known.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was = self.role();
+        self.win_after_seq = None;
         if matches!(self.role, RoleState::Leader(_)) {
             self.finish_transfer(term > self.term);
             self.fail_leader_requests();
@@ -290,7 +322,7 @@ impl Core {
         }
     }
 
-    fn become_leader(&mut self) {
+    pub(super) fn become_leader(&mut self) {
         let me = self.id();
         let members: Vec<NodeId> = self
             .configs

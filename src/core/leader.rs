@@ -580,8 +580,13 @@ impl Core {
         let RoleState::Leader(l) = &self.role else {
             return;
         };
-        let mut matches: Vec<Index> = self
-            .voters()
+        #[allow(unused_mut)]
+        let mut counted = self.voters();
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::CountNonvoterTowardCommit) {
+            counted = self.latest_configuration().1.members().collect();
+        }
+        let mut matches: Vec<Index> = counted
             .into_iter()
             .map(|v| {
                 if v == me {

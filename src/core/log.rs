@@ -169,6 +169,16 @@ impl RaftLog {
         self.prev = id;
     }
 
+    /// Drops the entries up to `id.index` and declares `id` the compaction point whatever term
+    /// the log held there (only the simulator's `KeepConflictingSuffixOnInstall` bug does this).
+    #[cfg(feature = "sim")]
+    pub fn force_prev(&mut self, id: LogId) {
+        let drop = ((id.index.0 - self.prev.index.0) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.prev = id;
+        self.durable = self.durable.max(id.index);
+    }
+
     /// Records that persist batch `seq` makes the log durable up to the current last index.
     pub fn note_persist_batch(&mut self, seq: u64) {
         let last = self.last_index();

@@ -102,8 +102,13 @@ impl Core {
             return Err(RequestError::TransferInProgress);
         }
         let (latest_index, _) = self.latest_configuration();
-        if latest_index > self.commit || !l.committed_own_term(self.commit) || l.promotion.is_some()
-        {
+        #[allow(unused_mut)]
+        let mut uncommitted = latest_index > self.commit;
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(super::Mutation::AllowTwoUncommittedConfigurations) {
+            uncommitted = false;
+        }
+        if uncommitted || !l.committed_own_term(self.commit) || l.promotion.is_some() {
             return Err(RequestError::ConfigurationChangeInProgress);
         }
         Ok(())

@@ -148,6 +148,8 @@ pub struct Core {
     last_issued_seq: u64,
     persisted_seq: u64,
     held: VecDeque<(u64, Message)>,
+    /// A single-voter candidate becomes leader once this persist batch (its vote) is durable.
+    win_after_seq: Option<u64>,
     effects: Vec<Effect>,
 }
 
@@ -224,6 +226,7 @@ impl Core {
             last_issued_seq: 0,
             persisted_seq: 0,
             held: VecDeque::new(),
+            win_after_seq: None,
             effects: Vec::new(),
         };
         core.reset_election_deadline();
@@ -409,6 +412,16 @@ impl Core {
                 self.commit
             ));
         }
+        if let Some(first) = self.log.iter().next() {
+            if first.id.term < self.log.prev().term {
+                return Err(format!(
+                    "{}: log entry {} follows compaction point {} with a lower term",
+                    self.id(),
+                    first.id,
+                    self.log.prev()
+                ));
+            }
+        }
         if self.log.durable_index() > last {
             return Err(format!(
                 "{}: durable {} > last {last}",
@@ -558,6 +571,12 @@ impl Core {
         if matches!(self.role, RoleState::Leader(_)) {
             self.maybe_commit();
         }
+        if matches!(self.role, RoleState::Candidate { .. })
+            && self.win_after_seq.is_some_and(|needed| needed <= seq)
+        {
+            self.win_after_seq = None;
+            self.become_leader();
+        }
     }
 
     fn handle_applied(&mut self, index: Index) {
@@ -594,6 +613,16 @@ impl Core {
 
     fn is_voter(&self, id: NodeId) -> bool {
         self.configs.last().is_some_and(|(_, c)| c.is_voter(id))
+    }
+
+    /// Whether to consider `candidate`'s vote request: a node that knows no configuration yet
+    /// (a new server waiting for the leader) cannot judge, so it considers anyone — otherwise
+    /// a server added as a voter before it received any entry could never help elect a leader
+    /// (hashicorp does the same).
+    fn may_vote_for(&self, candidate: NodeId) -> bool {
+        self.configs
+            .last()
+            .is_none_or(|(_, c)| c.servers.is_empty() || c.is_voter(candidate))
     }
 
     fn voters(&self) -> Vec<NodeId> {

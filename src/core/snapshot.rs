@@ -262,7 +262,17 @@ impl Core {
         if last.index <= self.commit {
             return;
         }
-        if self.log.term_at(last.index) != Some(last.term) && self.log.last_index() > self.commit {
+        #[allow(unused_mut)]
+        let mut conflicting = self.log.term_at(last.index) != Some(last.term);
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(super::Mutation::KeepConflictingSuffixOnInstall)
+            && self.log.last_index() > last.index
+        {
+            // The bug: trust the suffix anyway, and keep it after the snapshot.
+            self.log.force_prev(last);
+            conflicting = false;
+        }
+        if conflicting && self.log.last_index() > self.commit {
             // Figure 13 rule 7: no matching entry, so nothing after it can be trusted.
             self.stage_truncate(self.commit.next().max(self.log.prev().index.next()));
         }

@@ -37,7 +37,48 @@ impl Checker {
                 }
             }
         }
+        if core.role() == Role::Leader {
+            self.check_configurations(core)?;
+        }
         self.observe_commits(core, commit_seen)
+    }
+
+    /// At most one uncommitted configuration, and no two quorums of one term's configurations
+    /// that could be disjoint.
+    fn check_configurations(&mut self, core: &Core) -> Result<(), String> {
+        // Committed as far as anyone knows: a new leader may not have learned yet that an
+        // earlier configuration committed.
+        let known = self
+            .committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or_default();
+        let commit = core.commit_index().max(known);
+        let uncommitted = core
+            .log()
+            .iter()
+            .filter(|e| e.id.index > commit && e.kind == ringraft_storage::EntryKind::Configuration)
+            .count();
+        if uncommitted > 1 {
+            return Err(format!(
+                "configuration safety: leader {} has {uncommitted} uncommitted configurations",
+                core.id()
+            ));
+        }
+        // The latest and the committed configuration are the only two that can be in force at
+        // once; single-server changes keep their majorities overlapping.
+        let latest: Vec<NodeId> = core.latest_configuration().1.voters().collect();
+        let committed: Vec<NodeId> = core.committed_configuration().1.voters().collect();
+        if !committed.is_empty() && quorums_can_be_disjoint(&latest, &committed) {
+            return Err(format!(
+                "configuration safety: leader {} in {} has latest voters {latest:?} and \
+                 committed voters {committed:?}, whose quorums can be disjoint",
+                core.id(),
+                core.term()
+            ));
+        }
+        Ok(())
     }
 
     /// Records the entries `core` has committed since `commit_seen` (call before effects that
@@ -129,4 +170,42 @@ pub fn check_log_matching(a: (NodeId, &[Entry]), b: (NodeId, &[Entry])) -> Resul
         }
     }
     Ok(())
+}
+
+/// True if a majority of `a` and a majority of `b` can be disjoint.
+pub fn quorums_can_be_disjoint(a: &[NodeId], b: &[NodeId]) -> bool {
+    let only_a = a.iter().filter(|x| !b.contains(x)).count();
+    let only_b = b.iter().filter(|x| !a.contains(x)).count();
+    let both = a.len() - only_a;
+    let (need_a, need_b) = (a.len() / 2 + 1, b.len() / 2 + 1);
+    // Each side takes its own members first, then shares the common ones.
+    need_a.saturating_sub(only_a) + need_b.saturating_sub(only_b) <= both
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u64]) -> Vec<NodeId> {
+        v.iter().map(|&i| NodeId(i)).collect()
+    }
+
+    #[test]
+    fn single_server_changes_keep_quorums_overlapping_and_two_changes_do_not() {
+        assert!(!quorums_can_be_disjoint(
+            &ids(&[1, 2, 3]),
+            &ids(&[1, 2, 3, 4])
+        ));
+        assert!(!quorums_can_be_disjoint(&ids(&[1, 2, 3]), &ids(&[1, 2])));
+        assert!(!quorums_can_be_disjoint(
+            &ids(&[1, 2, 3, 4]),
+            &ids(&[2, 3, 4])
+        ));
+        assert!(quorums_can_be_disjoint(
+            &ids(&[1, 2, 3]),
+            &ids(&[2, 3, 4, 5])
+        ));
+        assert!(quorums_can_be_disjoint(&ids(&[1, 2, 3]), &ids(&[4, 5])));
+        assert!(quorums_can_be_disjoint(&ids(&[1, 2]), &ids(&[3])));
+    }
 }

@@ -7,7 +7,8 @@ use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
 #[cfg(feature = "sim")]
 use crate::core::Mutation;
 use crate::core::{
-    Core, CoreConfig, Effect, Event, Input, Outcome, RequestError, Rng, Role, Time, Token,
+    Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, RequestError, Rng, Role,
+    Time, Token,
 };
 use ringraft_net::message::Message;
 use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId, SnapshotMeta};
@@ -34,6 +35,13 @@ pub struct SimConfig {
     pub faults: bool,
     /// A bug to inject into every core.
     pub mutation: Option<Mutation>,
+    /// Change the membership now and then (add, remove, demote, promote, leader self-removal);
+    /// one spare node outside the initial configuration joins the pool.
+    pub churn: bool,
+    /// Ask the leader to transfer leadership now and then.
+    pub transfers: bool,
+    /// Nodes take snapshots (with few trailing entries, so InstallSnapshot is common).
+    pub snapshots: bool,
 }
 
 impl SimConfig {
@@ -46,6 +54,9 @@ impl SimConfig {
             clients: 6,
             faults: true,
             mutation: None,
+            churn: true,
+            transfers: true,
+            snapshots: true,
         }
     }
 }
@@ -65,6 +76,8 @@ pub struct Report {
     pub sim_time: Duration,
     /// Snapshots the nodes took.
     pub snapshots: u64,
+    /// Snapshots installed from a leader (InstallSnapshot).
+    pub installs: u64,
     /// Client operations that completed with a result.
     pub ops_completed: u64,
     /// Client operations whose client gave up without an answer (timeout, crash, leadership
@@ -96,6 +109,10 @@ enum Ev {
     Restart {
         node: usize,
     },
+    /// A membership change at the leader.
+    Churn,
+    /// A leadership transfer request at the leader.
+    Transfer,
     Crash {
         node: usize,
         boot: u64,
@@ -203,12 +220,16 @@ struct World {
     ops_unknown: u64,
     /// Snapshots taken.
     snapshots: u64,
+    /// Snapshots installed from a leader.
+    installs: u64,
     /// Nodes snapshot every this many applied entries (0: never).
     snapshot_every: u64,
     checker: Checker,
     trace: u64,
     events: u64,
     lease_read: bool,
+    /// Print a human-readable trace to stderr (`RINGRAFT_SIM_TRACE=1`), for replaying a seed.
+    verbose: bool,
     /// Clients pause up to this long between operations (varies by seed: busy or idle).
     think_time_max: u64,
     core_template: CoreConfig,
@@ -244,6 +265,7 @@ pub fn run(config: &SimConfig) -> Report {
         ops_unknown: world.ops_unknown,
         leader_terms: world.checker.leader_terms(),
         snapshots: world.snapshots,
+        installs: world.installs,
     }
 }
 
@@ -252,6 +274,10 @@ impl World {
         let mut rng = Rng::new(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
+        // The pool: the initial voters plus, with churn, one spare that starts empty.
+        let pool: Vec<NodeId> = (1..=config.nodes as u64 + u64::from(config.churn))
+            .map(NodeId)
+            .collect();
         let state = Core::bootstrap_state(&configuration).expect("valid bootstrap configuration");
         let mut template = CoreConfig::new(NodeId(1));
         template.election_timeout = Duration::from_millis(150);
@@ -266,11 +292,18 @@ impl World {
         let lease_read = rng.chance(1, 2);
         let think_time_max = rng.range(MS, 30 * MS);
         // Frequent snapshots with few trailing entries make InstallSnapshot common.
-        let snapshot_every = if rng.chance(1, 5) {
+        let snapshot_every = if !config.snapshots || rng.chance(1, 5) {
             0
         } else {
             rng.range(5, 60)
         };
+        template.promotion_lag_max = if rng.chance(1, 2) {
+            Some(rng.below(20))
+        } else {
+            None
+        };
+        template.promotion_rounds_max = rng.range(5, 40);
+        template.shutdown_on_remove = rng.chance(1, 2);
         template.trailing_logs = rng.below(8);
         template.snapshot_chunk_bytes = rng.range(16, 256);
         template.lease_read = lease_read;
@@ -295,16 +328,23 @@ impl World {
             healed: !config.faults,
             ops_unknown: 0,
             snapshots: 0,
+            installs: 0,
             snapshot_every,
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
             lease_read,
             think_time_max,
+            verbose: std::env::var_os("RINGRAFT_SIM_TRACE").is_some(),
             core_template: template,
             config,
         };
-        for id in ids {
+        for id in pool {
+            let disk = if ids.contains(&id) {
+                Disk::with_state(&state)
+            } else {
+                Disk::default()
+            };
             let disk_latency = if world.rng.chance(1, 4) {
                 (2 * MS, 30 * MS)
             } else {
@@ -315,7 +355,7 @@ impl World {
                 disk_latency,
                 core: None,
                 boot: 0,
-                disk: Disk::with_state(&state),
+                disk,
                 disk_free_at: Time(0),
                 kv: Kv::default(),
                 applied: LogId::default(),
@@ -327,7 +367,7 @@ impl World {
             });
         }
         for c in 0..world.config.clients {
-            let guess = world.rng.below(world.config.nodes as u64) as usize;
+            let guess = world.rng.below(world.nodes.len() as u64) as usize;
             world.clients.push(Client {
                 leader_guess: guess,
                 current: None,
@@ -336,11 +376,58 @@ impl World {
             let at = world.now.plus_nanos(world.rng.range(0, 300 * MS));
             world.schedule(at, Ev::ClientNext { client: c });
         }
+        if world.config.churn {
+            let at = world.now.plus_nanos(world.rng.range(300 * MS, 800 * MS));
+            world.schedule(at, Ev::Churn);
+        }
+        if world.config.transfers {
+            let at = world.now.plus_nanos(world.rng.range(300 * MS, 1500 * MS));
+            world.schedule(at, Ev::Transfer);
+        }
         if world.config.faults {
             let at = world.now.plus_nanos(world.rng.range(100 * MS, 500 * MS));
             world.schedule(at, Ev::Fault);
         }
         world
+    }
+
+    fn log(&self, line: impl FnOnce() -> String) {
+        if self.verbose {
+            eprintln!("{:>12.6} {}", self.now.0 as f64 / 1e9, line());
+        }
+    }
+
+    /// One line per node: what a failing seed's final state looked like.
+    fn describe_nodes(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let Some(c) = &n.core else {
+                out.push_str(&format!("\n  {}: down", n.id));
+                continue;
+            };
+            let servers: Vec<String> = c
+                .latest_configuration()
+                .1
+                .servers
+                .iter()
+                .map(|s| {
+                    let voter = s.suffrage == ringraft_storage::Suffrage::Voter;
+                    format!("{}{}", s.id, if voter { "" } else { "(nv)" })
+                })
+                .collect();
+            out.push_str(&format!(
+                "\n  {}: {:?} {} leader {:?} last {} commit {} applied {} config {:?}",
+                n.id,
+                c.role(),
+                c.term(),
+                c.leader(),
+                c.log().last_log_id(),
+                c.commit_index(),
+                c.applied_index(),
+                servers
+            ));
+        }
+        out
     }
 
     fn schedule(&mut self, at: Time, ev: Ev) {
@@ -381,7 +468,8 @@ impl World {
                 let done: Vec<u64> = self.clients.iter().map(|c| c.ok_since_heal).collect();
                 return Err(format!(
                     "liveness: clients did not each complete 3 operations within 20 s of \
-                     healing (completed: {done:?})"
+                     healing (completed: {done:?}); nodes:{}",
+                    self.describe_nodes()
                 ));
             }
             self.process(s.ev)?;
@@ -466,6 +554,8 @@ impl World {
                 Ok(())
             }
             Ev::Fault => self.fault(),
+            Ev::Churn => self.churn(),
+            Ev::Transfer => self.transfer(),
             Ev::Restart { node } => {
                 if self.nodes[node].core.is_none() {
                     self.boot(node)?;
@@ -588,6 +678,106 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    fn live_leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                n.core
+                    .as_ref()
+                    .filter(|c| c.role() == Role::Leader)
+                    .map(|c| (i, c.term()))
+            })
+            .max_by_key(|(_, t)| *t)
+            .map(|(i, _)| i)
+    }
+
+    /// Admin requests use tokens with the top bit set, apart from the clients'.
+    fn admin_token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token | (1 << 63))
+    }
+
+    fn churn(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(50 * MS, 500 * MS));
+        self.schedule(at, Ev::Churn);
+        let Some(l) = self.live_leader() else {
+            return Ok(());
+        };
+        let Some(core) = self.nodes[l].core.as_ref() else {
+            return Ok(());
+        };
+        let (latest_index, latest) = core.latest_configuration();
+        let pick = self.rng.below(self.nodes.len() as u64) as usize;
+        let id = self.nodes[pick].id;
+        let change = match self.rng.below(5) {
+            0 | 1 => MembershipChange::AddVoter {
+                id,
+                address: format!("n{}", id.0),
+            },
+            2 => MembershipChange::AddNonvoter {
+                id,
+                address: format!("n{}", id.0),
+            },
+            3 => MembershipChange::DemoteVoter { id },
+            _ => {
+                // Keep at least two voters most of the time so the cluster stays interesting;
+                // the leader removes itself now and then.
+                if latest.voters().count() <= 2 && self.rng.chance(3, 4) {
+                    MembershipChange::AddVoter {
+                        id,
+                        address: format!("n{}", id.0),
+                    }
+                } else if self.rng.chance(1, 4) {
+                    MembershipChange::RemoveServer {
+                        id: self.nodes[l].id,
+                    }
+                } else {
+                    MembershipChange::RemoveServer { id }
+                }
+            }
+        };
+        let prev_index = if self.rng.chance(1, 2) {
+            Some(latest_index)
+        } else {
+            None
+        };
+        let token = self.admin_token();
+        self.log(|| format!("n{} asked to {change:?} (prev {prev_index:?})", l + 1));
+        self.hash(&[12, self.now.0, l as u64, id.0]);
+        self.step(
+            l,
+            Input::ChangeMembership {
+                token,
+                change,
+                prev_index,
+            },
+        )
+    }
+
+    fn transfer(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(200 * MS, 1500 * MS));
+        self.schedule(at, Ev::Transfer);
+        let Some(l) = self.live_leader() else {
+            return Ok(());
+        };
+        let target = if self.rng.chance(1, 2) {
+            None
+        } else {
+            Some(self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id)
+        };
+        let token = self.admin_token();
+        self.log(|| format!("n{} asked to transfer leadership to {target:?}", l + 1));
+        self.hash(&[13, self.now.0, l as u64]);
+        self.step(l, Input::TransferLeadership { token, target })
     }
 
     fn fault(&mut self) -> Result<(), String> {
@@ -837,10 +1027,12 @@ impl World {
                 }
                 node.kv = kv.clone();
                 node.applied = meta.last;
+                self.installs += 1;
                 self.wake_clients(n)?;
             }
             Effect::Reply { token, result } => self.on_reply(n, token, result)?,
             Effect::Event(e) => {
+                self.log(|| format!("n{} {e:?}", n + 1));
                 if let Event::RoleChanged { role, term } = e {
                     let code = match role {
                         Role::Follower => 0,
@@ -979,6 +1171,9 @@ impl World {
         token: Token,
         result: Result<Outcome, RequestError>,
     ) -> Result<(), String> {
+        if token.0 >> 63 == 1 {
+            self.log(|| format!("n{} admin reply {result:?}", n + 1));
+        }
         let Some(c) = self.client_of(n, token.0) else {
             return Ok(());
         };
@@ -1016,6 +1211,15 @@ impl World {
                     None => self.rng.below(self.nodes.len() as u64) as usize,
                 };
                 let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
+                self.schedule(at, Ev::ClientNext { client: c });
+                Ok(())
+            }
+            Err(RequestError::TransferInProgress) => {
+                // Certainly not executed: try again shortly.
+                if let Some(f) = self.clients[c].current.take() {
+                    self.discarded.insert(f.history);
+                }
+                let at = self.now.plus_nanos(self.rng.range(5 * MS, 20 * MS));
                 self.schedule(at, Ev::ClientNext { client: c });
                 Ok(())
             }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ringraft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--clients C]
-//!              [--mutation NAME] [--no-faults] [--jobs J]
+//!              [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers]
+//!              [--no-snapshots] [--jobs J] [--expect-failure]
 //! ```
 //!
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
@@ -21,12 +22,16 @@ struct Args {
     clients: usize,
     mutation: Option<Mutation>,
     faults: bool,
+    churn: bool,
+    transfers: bool,
+    snapshots: bool,
     jobs: usize,
     expect_failure: bool,
 }
 
 const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
-[--clients C] [--mutation NAME] [--no-faults] [--jobs J] [--expect-failure]
+[--clients C] [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers] [--no-snapshots]
+[--jobs J] [--expect-failure]
 
 --expect-failure: stop at the first failing seed and succeed if there is one (proves that the
 simulator catches an injected --mutation within --seeds seeds).";
@@ -40,6 +45,9 @@ fn parse() -> Result<Args, String> {
         clients: SimConfig::new(0).clients,
         mutation: None,
         faults: true,
+        churn: true,
+        transfers: true,
+        snapshots: true,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         expect_failure: false,
     };
@@ -74,6 +82,9 @@ fn parse() -> Result<Args, String> {
                 })?);
             }
             "--no-faults" => args.faults = false,
+            "--no-churn" => args.churn = false,
+            "--no-transfers" => args.transfers = false,
+            "--no-snapshots" => args.snapshots = false,
             "--expect-failure" => args.expect_failure = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -89,6 +100,9 @@ fn config_for(args: &Args, seed: u64) -> SimConfig {
     c.clients = args.clients;
     c.faults = args.faults;
     c.mutation = args.mutation;
+    c.churn = args.churn;
+    c.transfers = args.transfers;
+    c.snapshots = args.snapshots;
     c
 }
 
@@ -101,8 +115,15 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
     if let Some(m) = args.mutation {
         cmd.push_str(&format!(" --mutation {}", m.name()));
     }
-    if !args.faults {
-        cmd.push_str(" --no-faults");
+    for (on, flag) in [
+        (args.faults, " --no-faults"),
+        (args.churn, " --no-churn"),
+        (args.transfers, " --no-transfers"),
+        (args.snapshots, " --no-snapshots"),
+    ] {
+        if !on {
+            cmd.push_str(flag);
+        }
     }
     cmd
 }
@@ -164,7 +185,7 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let (mut events, mut ops, mut unknown, mut sim_secs) = (0u64, 0u64, 0u64, 0f64);
     let mut terms = 0usize;
-    let mut snapshots = 0u64;
+    let (mut snapshots, mut installs) = (0u64, 0u64);
     for (c, r) in &reports {
         events += r.events;
         ops += r.ops_completed;
@@ -172,6 +193,7 @@ fn main() -> ExitCode {
         sim_secs += r.sim_time.as_secs_f64();
         terms += r.leader_terms;
         snapshots += r.snapshots;
+        installs += r.installs;
         if let Some(f) = &r.failure {
             failed += 1;
             println!("FAIL seed {} ({} nodes): {f}", c.seed, c.nodes);
@@ -181,7 +203,7 @@ fn main() -> ExitCode {
     let passed = reports.len() as u64 - failed;
     println!(
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
-         {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots; {:.1} seeds/s on {} threads",
+         {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} installed from a leader); {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),
         args.jobs

@@ -338,7 +338,12 @@ impl Core {
         if now >= l.next_heartbeat_at {
             l.next_heartbeat_at = now.plus_nanos(heartbeat);
             l.broadcast_needed = true;
+            let departed = l.progress.values().any(|p| p.removed_at_round.is_some());
             self.check_promotion(true);
+            if departed {
+                // Stop replicating to servers that left long enough ago.
+                self.sync_progress();
+            }
         }
         self.expire_transfer();
     }
@@ -509,6 +514,10 @@ impl Core {
                 self.send_appends(from);
                 self.advance_transfer();
                 self.check_promotion(false);
+                if !self.latest_configuration().1.members().any(|m| m == from) {
+                    // A departed server caught up with its removal: say goodbye.
+                    self.sync_progress();
+                }
             }
             AppendResult::Conflict { .. } => {
                 if let Some((rejected, next)) = retry_next {

@@ -126,20 +126,46 @@ impl Core {
         let me = self.id();
         let last = self.log.last_index();
         let (_, latest) = self.latest_configuration();
-        let (_, committed) = self.committed_configuration();
+        let (removal_index, committed) = self.committed_configuration();
         let mut members: Vec<NodeId> = latest.members().chain(committed.members()).collect();
         members.sort_unstable();
         members.dedup();
         members.retain(|&m| m != me);
+        let commit = self.commit;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         let round = l.round();
-        l.progress.retain(|id, _| members.contains(id));
+        // A server that left keeps receiving the log until it holds the configuration that
+        // removed it (or for a few rounds, if it is gone), then hears the commit index once
+        // more, so it learns that its removal committed and stops considering itself a
+        // possible candidate.
+        let mut farewells: Vec<(NodeId, Index)> = Vec::new();
+        l.progress.retain(|&id, p| {
+            if members.contains(&id) {
+                p.removed_at_round = None;
+                return true;
+            }
+            let since = *p.removed_at_round.get_or_insert(round);
+            if p.match_index >= removal_index {
+                farewells.push((id, commit.min(p.match_index)));
+                return false;
+            }
+            round <= since + 10
+        });
         for m in members {
             l.progress
                 .entry(m)
                 .or_insert_with(|| super::Progress::new(last, round));
+        }
+        for (id, leader_commit) in farewells {
+            self.send(
+                id,
+                ringraft_net::message::Body::Heartbeat {
+                    leader_commit,
+                    round,
+                },
+            );
         }
     }
 

@@ -55,6 +55,52 @@ use ringraft_storage::{
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
+/// True if a node has any state: a term, a log entry or a snapshot (hashicorp's
+/// `HasExistingState`).
+pub fn has_existing_state(state: &RecoveredState) -> bool {
+    state.hard_state.term > Term(0)
+        || !state.entries.is_empty()
+        || state.log_prev.index > Index(0)
+        || state.snapshot.is_some()
+}
+
+/// Why bootstrap or recovery was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BootstrapError {
+    /// The node already has state: bootstrap only initialises empty nodes.
+    ExistingState,
+    /// Recovery needs existing state to recover.
+    NoExistingState,
+    /// The local node must be a voter in the bootstrap configuration.
+    NotVoter {
+        /// The local node.
+        id: NodeId,
+    },
+    /// The configuration is invalid.
+    InvalidConfiguration(ConfigurationError),
+}
+
+impl fmt::Display for BootstrapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootstrapError::ExistingState => {
+                write!(f, "cannot bootstrap a node with existing state")
+            }
+            BootstrapError::NoExistingState => write!(f, "no existing state to recover"),
+            BootstrapError::NotVoter { id } => {
+                write!(
+                    f,
+                    "local node {id} is not a voter in the bootstrap configuration"
+                )
+            }
+            BootstrapError::InvalidConfiguration(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BootstrapError {}
+
 /// Why a core could not be created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -262,6 +308,74 @@ impl Core {
             log_prev: LogId::default(),
             entries: vec![entry],
         })
+    }
+
+    /// Bootstraps a new cluster member (hashicorp's `BootstrapCluster`): the state to persist
+    /// before the first start. Refused if the node already has state, if `local` is not a
+    /// voter in `configuration`, or if the configuration is invalid.
+    pub fn bootstrap(
+        existing: &RecoveredState,
+        local: NodeId,
+        configuration: &Configuration,
+    ) -> Result<RecoveredState, BootstrapError> {
+        if has_existing_state(existing) {
+            return Err(BootstrapError::ExistingState);
+        }
+        configuration
+            .validate()
+            .map_err(BootstrapError::InvalidConfiguration)?;
+        if !configuration.is_voter(local) {
+            return Err(BootstrapError::NotVoter { id: local });
+        }
+        Core::bootstrap_state(configuration).map_err(BootstrapError::InvalidConfiguration)
+    }
+
+    /// Forces a new configuration after losing quorum (hashicorp's `RecoverCluster`).
+    ///
+    /// **Unsafe by design**: every entry in the local log is treated as committed, and the
+    /// surviving servers must all be recovered with the same configuration. The returned state
+    /// has no log: it starts from a snapshot ending at the old log's last entry whose
+    /// configuration is `configuration`. The caller must apply every command entry of the old
+    /// state to the state machine, save that snapshot with the returned metadata (its `size`
+    /// and `id` are the caller's to fill), persist the returned state, and then start the node.
+    pub fn recover_cluster(
+        existing: &RecoveredState,
+        configuration: &Configuration,
+    ) -> Result<(RecoveredState, SnapshotMeta), BootstrapError> {
+        if !has_existing_state(existing) {
+            return Err(BootstrapError::NoExistingState);
+        }
+        configuration
+            .validate()
+            .map_err(BootstrapError::InvalidConfiguration)?;
+        let last = existing
+            .entries
+            .last()
+            .map(|e| e.id)
+            .unwrap_or(existing.log_prev)
+            .max(
+                existing
+                    .snapshot
+                    .as_ref()
+                    .map_or(LogId::default(), |s| s.last),
+            );
+        let meta = SnapshotMeta {
+            id: String::new(),
+            last,
+            configuration: configuration.clone(),
+            configuration_index: last.index,
+            size: 0,
+        };
+        let mut hard_state = existing.hard_state;
+        hard_state.commit = last.index;
+        hard_state.term = hard_state.term.max(last.term);
+        let state = RecoveredState {
+            hard_state,
+            snapshot: Some(meta.clone()),
+            log_prev: last,
+            entries: Vec::new(),
+        };
+        Ok((state, meta))
     }
 
     /// Feeds one input at time `now` (which must not go backwards; an earlier time is treated

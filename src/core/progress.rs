@@ -60,6 +60,8 @@ pub struct Progress {
     /// The round in which `match_index` last advanced (or the state was entered); used to
     /// detect a stalled pipeline whose messages were lost.
     pub progress_round: u64,
+    /// Set while the follower is no longer a member: the round it left in.
+    pub removed_at_round: Option<u64>,
 }
 
 impl Progress {
@@ -71,6 +73,7 @@ impl Progress {
             state: ReplicationState::Probe { paused: false },
             acked_round: 0,
             progress_round: round,
+            removed_at_round: None,
         }
     }
 

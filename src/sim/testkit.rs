@@ -16,7 +16,8 @@
 
 use super::disk::Disk;
 use crate::core::{
-    Core, CoreConfig, Effect, Input, Outcome, PersistBatch, RequestError, Role, Time, Token,
+    Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, PersistBatch,
+    RecoveredState, RequestError, Role, Time, Token,
 };
 use bytes::Bytes;
 use ringraft_net::message::Message;
@@ -34,6 +35,7 @@ struct TestNode {
     hold_persist: bool,
     unsynced: Vec<PersistBatch>,
     applied: Vec<Entry>,
+    events: Vec<Event>,
     restores: u64,
     boots: u64,
 }
@@ -59,9 +61,17 @@ impl Cluster {
 
     /// `n` voters, each configuration adjusted by `adjust`.
     pub fn with_config(n: usize, adjust: impl Fn(&mut CoreConfig)) -> Cluster {
+        Cluster::with_spares(n, 0, adjust)
+    }
+
+    /// `voters` bootstrapped voters plus `spares` running nodes that start empty (outside the
+    /// configuration, waiting to be added).
+    pub fn with_spares(voters: usize, spares: usize, adjust: impl Fn(&mut CoreConfig)) -> Cluster {
+        let n = voters + spares;
         let ids: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
-        let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
-        let state = Core::bootstrap_state(&configuration).expect("valid configuration");
+        let configuration =
+            Configuration::voters_with_default_addresses(ids.iter().copied().take(voters));
+        let bootstrapped = Core::bootstrap_state(&configuration).expect("valid configuration");
         let mut cluster = Cluster {
             now: Time(0),
             nodes: Vec::new(),
@@ -78,6 +88,11 @@ impl Cluster {
             config.leader_lease_timeout = Duration::from_millis(50);
             config.clock_drift_bound = Duration::from_millis(5);
             adjust(&mut config);
+            let state = if id.0 as usize <= voters {
+                bootstrapped.clone()
+            } else {
+                RecoveredState::default()
+            };
             let core = Core::new(config.clone(), state.clone(), Time(0)).expect("valid core");
             cluster.nodes.push(TestNode {
                 core: Some(core),
@@ -88,6 +103,7 @@ impl Cluster {
                 hold_persist: false,
                 unsynced: Vec::new(),
                 applied: Vec::new(),
+                events: Vec::new(),
                 restores: 0,
                 boots: 1,
             });
@@ -248,7 +264,7 @@ impl Cluster {
                         node.applied = entries.clone();
                         node.restores += 1;
                     }
-                    Effect::Event(_) => {}
+                    Effect::Event(e) => self.nodes[i].events.push(e),
                 }
             }
         }
@@ -401,6 +417,32 @@ impl Cluster {
             },
         );
         token
+    }
+
+    /// Asks `id` for a membership change; returns the request's token.
+    pub fn change(&mut self, id: NodeId, change: MembershipChange, prev: Option<Index>) -> Token {
+        let token = self.token();
+        self.step(
+            id,
+            Input::ChangeMembership {
+                token,
+                change,
+                prev_index: prev,
+            },
+        );
+        token
+    }
+
+    /// Asks `id` to transfer leadership; returns the request's token.
+    pub fn transfer(&mut self, id: NodeId, target: Option<NodeId>) -> Token {
+        let token = self.token();
+        self.step(id, Input::TransferLeadership { token, target });
+        token
+    }
+
+    /// Events the node reported.
+    pub fn events(&self, id: NodeId) -> &[Event] {
+        &self.nodes[self.index(id)].events
     }
 
     /// A fresh request token.

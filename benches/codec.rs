@@ -8,6 +8,8 @@
 //!
 //! Environment: `RINGRAFT_BENCH_SUMMARY_ONLY=1` skips criterion; `RINGRAFT_BENCH_MESSAGES`
 //! sets messages per run for the small case (default 20 000; the 1 MiB case sends 1/40 of it).
+// Benchmarks measure wall-clock time by design.
+#![allow(clippy::disallowed_methods)]
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput};

@@ -87,6 +87,24 @@ fn the_simulator_catches_follower_commit_without_the_min() {
 }
 
 #[test]
+fn the_simulator_catches_two_uncommitted_configurations() {
+    let caught = first_catch(Mutation::AllowTwoUncommittedConfigurations, 100);
+    assert!(caught.is_some(), "not caught within 100 seeds");
+}
+
+#[test]
+fn the_simulator_catches_a_conflicting_suffix_kept_on_snapshot_install() {
+    let caught = first_catch(Mutation::KeepConflictingSuffixOnInstall, 100);
+    assert!(caught.is_some(), "not caught within 100 seeds");
+}
+
+#[test]
+fn the_simulator_catches_a_non_voter_counted_toward_commit() {
+    let caught = first_catch(Mutation::CountNonvoterTowardCommit, 300);
+    assert!(caught.is_some(), "not caught within 300 seeds");
+}
+
+#[test]
 fn the_simulator_catches_a_vote_released_before_it_is_durable() {
     let caught = first_catch(Mutation::ReleaseVoteBeforePersist, 1000);
     assert!(caught.is_some(), "not caught within 1000 seeds");

@@ -523,6 +523,18 @@ impl World {
             Ev::Deliver(m) => {
                 let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
                 self.hash(&[1, self.now.0, from as u64, to as u64, m.term.0]);
+                self.log(|| match &m.body {
+                    ringraft_net::message::Body::AppendEntries(ae) => format!(
+                        "n{} -> n{} {} AppendEntries prev {} +{} commit {}",
+                        from + 1,
+                        to + 1,
+                        m.term,
+                        ae.prev_log_id,
+                        ae.entries.len(),
+                        ae.leader_commit
+                    ),
+                    body => format!("n{} -> n{} {} {:?}", from + 1, to + 1, m.term, body),
+                });
                 if self.blocked.contains(&(from, to)) || self.nodes[to].core.is_none() {
                     return Ok(());
                 }

@@ -1,0 +1,264 @@
+//! Stepping a node and performing its effects: the simulated glue between a core and its disk,
+//! network, state machine and snapshot store.
+
+use super::*;
+
+impl World {
+    pub(super) fn step(&mut self, n: usize, input: Input) -> Result<(), String> {
+        let now = self.now;
+        let Some(core) = self.nodes[n].core.as_mut() else {
+            return Ok(());
+        };
+        core.step(now, input);
+        self.drain(n)
+    }
+
+    /// Performs a node's effects until it has none left, then runs the checkers.
+    pub(super) fn drain(&mut self, n: usize) -> Result<(), String> {
+        loop {
+            let Some(core) = self.nodes[n].core.as_mut() else {
+                return Ok(());
+            };
+            let effects = core.take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            // Record commits before effects run: a snapshot may compact the entries away.
+            let node = &mut self.nodes[n];
+            if let Some(core) = node.core.as_ref() {
+                self.checker.observe_commits(core, &mut node.commit_seen)?;
+            }
+            for effect in effects {
+                self.perform(n, effect)?;
+            }
+        }
+        let node = &mut self.nodes[n];
+        let Some(core) = node.core.as_ref() else {
+            return Ok(());
+        };
+        self.checker.after_step(core, &mut node.commit_seen)?;
+        let next = core.next_timer().max(self.now);
+        if node.timer_at.is_none_or(|t| t > next) {
+            node.timer_at = Some(next);
+            self.schedule(next, Ev::Timer { node: n });
+        }
+        Ok(())
+    }
+
+    pub(super) fn perform(&mut self, n: usize, effect: Effect) -> Result<(), String> {
+        match effect {
+            Effect::Persist(batch) => {
+                let (low, high) = self.nodes[n].disk_latency;
+                let latency = self.rng.range(low, high);
+                // Crash at the worst moments ("buggify"): while a vote or a term change is
+                // being written, or while a leader's entries are on their way to disk.
+                let odds = if batch.hard_state.is_some() { 8 } else { 40 };
+                if !self.healed && self.config.faults && self.rng.chance(1, odds) {
+                    let at = self.now.plus_nanos(self.rng.range(0, latency));
+                    let boot = self.nodes[n].boot;
+                    self.schedule(at, Ev::Crash { node: n, boot });
+                }
+                let node = &mut self.nodes[n];
+                let done = node.disk_free_at.max(self.now).plus_nanos(latency);
+                node.disk_free_at = done;
+                let (boot, seq) = (node.boot, batch.seq);
+                node.disk.submit(batch);
+                self.schedule(done, Ev::DiskDone { node: n, boot, seq });
+            }
+            Effect::Send(m) => self.send(m),
+            Effect::Apply { entries } => {
+                let mut last = self.nodes[n].applied;
+                for entry in &entries {
+                    if entry.id.index != last.index.next() {
+                        return Err(format!("apply gap: {} after {last}", entry.id));
+                    }
+                    self.checker.on_apply(self.nodes[n].id, entry)?;
+                    if entry.kind == EntryKind::Command {
+                        let Some((op_id, op)) = kv::decode(&entry.data) else {
+                            return Err(format!("undecodable command at {}", entry.id));
+                        };
+                        let result = self.nodes[n].kv.apply_at(entry.id.index.0, op_id, &op);
+                        let now = self.now.0;
+                        self.first_applied
+                            .entry(op_id)
+                            .or_insert_with(|| (now, result));
+                    }
+                    last = entry.id;
+                }
+                self.nodes[n].applied = last;
+                let now = self.now;
+                if let Some(core) = self.nodes[n].core.as_mut() {
+                    core.step(now, Input::Applied { index: last.index });
+                }
+                self.maybe_take_snapshot(n);
+                self.wake_clients(n)?;
+            }
+            Effect::ReadSnapshotChunk {
+                peer,
+                meta,
+                offset,
+                max_bytes,
+            } => {
+                let Some((stored, kv)) = self.nodes[n].disk.snapshot() else {
+                    return Err(format!("{n}: asked to read a snapshot it does not have"));
+                };
+                if stored.last != meta.last {
+                    return Err(format!(
+                        "{n}: asked for snapshot {} but holds {}",
+                        meta.last, stored.last
+                    ));
+                }
+                let bytes = kv.encode();
+                let start = (offset as usize).min(bytes.len());
+                let end = (start + max_bytes as usize).min(bytes.len());
+                let input = Input::SnapshotChunkRead {
+                    peer,
+                    snapshot: meta.last,
+                    offset,
+                    data: bytes.slice(start..end),
+                    done: end == bytes.len(),
+                };
+                self.step(n, input)?;
+            }
+            Effect::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                let node = &mut self.nodes[n];
+                if offset == 0 {
+                    node.receiving = Some((meta.clone(), Vec::new()));
+                }
+                let Some((receiving, buffer)) = node.receiving.as_mut() else {
+                    return Err(format!("{n}: snapshot chunk at {offset} without a start"));
+                };
+                if receiving.last != meta.last || buffer.len() as u64 != offset {
+                    return Err(format!("{n}: snapshot chunk out of order at {offset}"));
+                }
+                buffer.extend_from_slice(&data);
+                let next_offset = buffer.len() as u64;
+                if done {
+                    let Some((meta, buffer)) = node.receiving.take() else {
+                        unreachable!()
+                    };
+                    if buffer.len() as u64 != meta.size {
+                        return Err(format!(
+                            "{n}: snapshot of {} bytes, expected {}",
+                            buffer.len(),
+                            meta.size
+                        ));
+                    }
+                    let Some(kv) = Kv::decode(&buffer) else {
+                        return Err(format!(
+                            "{n}: received snapshot {} does not decode",
+                            meta.last
+                        ));
+                    };
+                    node.disk.save_snapshot(meta, kv);
+                }
+                let input = Input::SnapshotChunkWritten {
+                    snapshot: meta.last,
+                    next_offset,
+                    done,
+                };
+                self.step(n, input)?;
+            }
+            Effect::RestoreSnapshot { meta } => {
+                let node = &mut self.nodes[n];
+                let Some((stored, kv)) = node.disk.snapshot() else {
+                    return Err(format!("{n}: restore of a snapshot it does not have"));
+                };
+                if stored.last != meta.last {
+                    return Err(format!(
+                        "{n}: restore of {} but holds {}",
+                        meta.last, stored.last
+                    ));
+                }
+                node.kv = kv.clone();
+                node.applied = meta.last;
+                self.installs += 1;
+                self.wake_clients(n)?;
+            }
+            Effect::Reply { token, result } => self.on_reply(n, token, result)?,
+            Effect::Event(e) => {
+                self.log(|| format!("n{} {e:?}", n + 1));
+                if let Event::RoleChanged { role, term } = e {
+                    let code = match role {
+                        Role::Follower => 0,
+                        Role::PreCandidate => 1,
+                        Role::Candidate => 2,
+                        Role::Leader => 3,
+                    };
+                    self.hash(&[8, self.now.0, n as u64, code, term.0]);
+                    // New leaders die young now and then, leaving entries of their term on a
+                    // minority: the raw material of Figure 8.
+                    if role == Role::Leader
+                        && !self.healed
+                        && self.config.faults
+                        && self.rng.chance(1, 2)
+                    {
+                        let at = self.now.plus_nanos(self.rng.range(0, 15 * MS));
+                        let boot = self.nodes[n].boot;
+                        self.schedule(at, Ev::Crash { node: n, boot });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn send(&mut self, m: Message) {
+        let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
+        if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
+            return;
+        }
+        if self.rng.below(1000) < self.drop_per_mille {
+            return;
+        }
+        let copies = if self.rng.below(1000) < self.duplicate_per_mille {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.rng.chance(1, 20) {
+                self.rng.range(MS, 40 * MS)
+            } else {
+                self.rng.range(MS / 10, 2 * MS)
+            };
+            let at = self.now.plus_nanos(delay);
+            self.schedule(at, Ev::Deliver(m.clone()));
+        }
+    }
+
+    /// Takes a snapshot when the node applied `snapshot_every` entries since its last one.
+    pub(super) fn maybe_take_snapshot(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        let Some(core) = node.core.as_ref() else {
+            return;
+        };
+        let last_snapshot = node.disk.snapshot().map_or(Index(0), |(m, _)| m.last.index);
+        if self.snapshot_every == 0 || node.applied.index.0 < last_snapshot.0 + self.snapshot_every
+        {
+            return;
+        }
+        let (configuration_index, configuration) = core.configuration_at(node.applied.index);
+        let bytes = node.kv.encode();
+        let meta = SnapshotMeta {
+            id: format!("{}-{}", node.applied.term.0, node.applied.index.0),
+            last: node.applied,
+            configuration,
+            configuration_index,
+            size: bytes.len() as u64,
+        };
+        let kv = node.kv.clone();
+        self.nodes[n].disk.save_snapshot(meta.clone(), kv);
+        self.snapshots += 1;
+        self.hash(&[11, self.now.0, n as u64, meta.last.index.0]);
+        let now = self.now;
+        if let Some(core) = self.nodes[n].core.as_mut() {
+            core.step(now, Input::SnapshotTaken { meta });
+        }
+    }
+}

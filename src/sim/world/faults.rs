@@ -1,0 +1,219 @@
+//! Faults and operations the simulator injects: crashes, partitions, pauses, loss and
+//! duplication, membership churn, leadership transfers, and the final healing.
+
+use super::*;
+
+impl World {
+    pub(super) fn heal_everything(&mut self) -> Result<(), String> {
+        self.healed = true;
+        self.blocked.clear();
+        self.drop_per_mille = 0;
+        self.duplicate_per_mille = 0;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].core.is_none() {
+                self.boot(n)?;
+            }
+        }
+        for c in &mut self.clients {
+            c.ok_since_heal = 0;
+        }
+        Ok(())
+    }
+
+    pub(super) fn crash(&mut self, n: usize) -> Result<(), String> {
+        if self.nodes[n].core.take().is_none() {
+            return Ok(());
+        }
+        self.hash(&[6, self.now.0, n as u64]);
+        let mut rng = Rng::new(self.rng.next_u64());
+        self.nodes[n].disk.crash(&mut rng)?;
+        self.nodes[n].timer_at = None;
+        // What queued up for the process while it was paused dies with it.
+        self.nodes[n].deferred.clear();
+        // Clients waiting on the crashed node learn nothing: their outcome is unknown.
+        for c in 0..self.clients.len() {
+            if self.clients[c]
+                .current
+                .as_ref()
+                .is_some_and(|f| f.node == n)
+            {
+                self.client_done(c, None);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn live_leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                n.core
+                    .as_ref()
+                    .filter(|c| c.role() == Role::Leader)
+                    .map(|c| (i, c.term()))
+            })
+            .max_by_key(|(_, t)| *t)
+            .map(|(i, _)| i)
+    }
+
+    /// Admin requests use tokens with the top bit set, apart from the clients'.
+    pub(super) fn admin_token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token | (1 << 63))
+    }
+
+    pub(super) fn churn(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(50 * MS, 500 * MS));
+        self.schedule(at, Ev::Churn);
+        let Some(l) = self.live_leader() else {
+            return Ok(());
+        };
+        let Some(core) = self.nodes[l].core.as_ref() else {
+            return Ok(());
+        };
+        let (latest_index, latest) = core.latest_configuration();
+        let pick = self.rng.below(self.nodes.len() as u64) as usize;
+        let id = self.nodes[pick].id;
+        let change = match self.rng.below(5) {
+            0 | 1 => MembershipChange::AddVoter {
+                id,
+                address: format!("n{}", id.0),
+            },
+            2 => MembershipChange::AddNonvoter {
+                id,
+                address: format!("n{}", id.0),
+            },
+            3 => MembershipChange::DemoteVoter { id },
+            _ => {
+                // Keep at least two voters most of the time so the cluster stays interesting;
+                // the leader removes itself now and then.
+                if latest.voters().count() <= 2 && self.rng.chance(3, 4) {
+                    MembershipChange::AddVoter {
+                        id,
+                        address: format!("n{}", id.0),
+                    }
+                } else if self.rng.chance(1, 4) {
+                    MembershipChange::RemoveServer {
+                        id: self.nodes[l].id,
+                    }
+                } else {
+                    MembershipChange::RemoveServer { id }
+                }
+            }
+        };
+        let prev_index = if self.rng.chance(1, 2) {
+            Some(latest_index)
+        } else {
+            None
+        };
+        let token = self.admin_token();
+        self.log(|| format!("n{} asked to {change:?} (prev {prev_index:?})", l + 1));
+        self.hash(&[12, self.now.0, l as u64, id.0]);
+        self.step(
+            l,
+            Input::ChangeMembership {
+                token,
+                change,
+                prev_index,
+            },
+        )
+    }
+
+    pub(super) fn transfer(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(200 * MS, 1500 * MS));
+        self.schedule(at, Ev::Transfer);
+        let Some(l) = self.live_leader() else {
+            return Ok(());
+        };
+        let target = if self.rng.chance(1, 2) {
+            None
+        } else {
+            Some(self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id)
+        };
+        let token = self.admin_token();
+        self.log(|| format!("n{} asked to transfer leadership to {target:?}", l + 1));
+        self.hash(&[13, self.now.0, l as u64]);
+        self.step(l, Input::TransferLeadership { token, target })
+    }
+
+    pub(super) fn fault(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let n = self.nodes.len();
+        // Half the faults aim at the leader: that is where the interesting bugs live.
+        let leader = self
+            .nodes
+            .iter()
+            .position(|x| x.core.as_ref().is_some_and(|c| c.role() == Role::Leader));
+        let victim = match leader {
+            Some(l) if self.rng.chance(1, 2) => l,
+            _ => self.rng.below(n as u64) as usize,
+        };
+        match self.rng.below(6) {
+            0 => {
+                self.crash(victim)?;
+                let at = self.now.plus_nanos(self.rng.range(5 * MS, 800 * MS));
+                self.schedule(at, Ev::Restart { node: victim });
+            }
+            1 | 2 => {
+                // A random split (or one isolated node).
+                let isolate_one = self.rng.chance(1, 2);
+                let side: Vec<bool> = (0..n)
+                    .map(|i| {
+                        if isolate_one {
+                            i == victim
+                        } else {
+                            self.rng.chance(1, 2)
+                        }
+                    })
+                    .collect();
+                self.blocked.clear();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            // Sometimes only one direction is cut.
+                            if self.rng.chance(1, 5) && a < b {
+                                continue;
+                            }
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+                let at = self.now.plus_nanos(self.rng.range(50 * MS, 1500 * MS));
+                self.schedule(at, Ev::Heal);
+            }
+            3 => {
+                // A pause (GC, SIGSTOP), sometimes past the election timeout.
+                let until = self.now.plus_nanos(self.rng.range(10 * MS, 400 * MS));
+                // Never shorten a pause: events already deferred to its end keep their order.
+                let node = &mut self.nodes[victim];
+                node.paused_until = node.paused_until.max(until);
+                let at = node.paused_until;
+                self.schedule(at, Ev::Resume { node: victim });
+            }
+            4 => {
+                self.drop_per_mille = if self.rng.chance(1, 2) {
+                    0
+                } else {
+                    self.rng.below(300)
+                };
+                self.duplicate_per_mille = self.rng.below(50);
+            }
+            _ => {
+                self.blocked.clear();
+            }
+        }
+        self.hash(&[7, self.now.0, victim as u64]);
+        let at = self.now.plus_nanos(self.rng.range(10 * MS, 250 * MS));
+        self.schedule(at, Ev::Fault);
+        Ok(())
+    }
+}

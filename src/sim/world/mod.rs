@@ -1,0 +1,696 @@
+//! The simulated world: nodes, network, disks, clients and faults in one discrete-event loop.
+
+mod clients;
+mod effects;
+mod faults;
+
+use super::checks::{check_log_matching, Checker};
+use super::disk::Disk;
+use super::kv::{self, Kv};
+use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
+#[cfg(feature = "sim")]
+use crate::core::Mutation;
+use crate::core::{
+    Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, RequestError, Rng, Role,
+    Time, Token,
+};
+use ringraft_net::message::Message;
+use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId, SnapshotMeta};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+const MS: u64 = 1_000_000;
+/// After the faults stop, every client must complete operations within this simulated time.
+const LIVENESS_WINDOW_NANOS: u64 = 20_000 * MS;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Cluster size (3 or 5 typically).
+    pub nodes: usize,
+    /// Events processed in the fault phase, before the network heals and liveness is checked.
+    pub steps: u64,
+    /// Concurrent closed-loop clients.
+    pub clients: usize,
+    /// Inject crashes, partitions, pauses, loss and duplication.
+    pub faults: bool,
+    /// A bug to inject into every core.
+    pub mutation: Option<Mutation>,
+    /// Change the membership now and then (add, remove, demote, promote, leader self-removal);
+    /// one spare node outside the initial configuration joins the pool.
+    pub churn: bool,
+    /// Ask the leader to transfer leadership now and then.
+    pub transfers: bool,
+    /// Nodes take snapshots (with few trailing entries, so InstallSnapshot is common).
+    pub snapshots: bool,
+}
+
+impl SimConfig {
+    /// Defaults: 3 nodes, 20,000 fault-phase events, 6 clients, faults on.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 3,
+            steps: 20_000,
+            clients: 6,
+            faults: true,
+            mutation: None,
+            churn: true,
+            transfers: true,
+            snapshots: true,
+        }
+    }
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The first violated property, if any.
+    pub failure: Option<String>,
+    /// A hash of every processed event: equal seeds give equal hashes.
+    pub trace_hash: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub sim_time: Duration,
+    /// Snapshots the nodes took.
+    pub snapshots: u64,
+    /// Snapshots installed from a leader (InstallSnapshot).
+    pub installs: u64,
+    /// Client operations that completed with a result.
+    pub ops_completed: u64,
+    /// Client operations whose client gave up without an answer (timeout, crash, leadership
+    /// lost).
+    pub ops_unknown: u64,
+    /// Terms that had a leader.
+    pub leader_terms: usize,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver(Message),
+    Timer {
+        node: usize,
+    },
+    DiskDone {
+        node: usize,
+        boot: u64,
+        seq: u64,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        token: u64,
+    },
+    Fault,
+    Restart {
+        node: usize,
+    },
+    /// A membership change at the leader.
+    Churn,
+    /// A leadership transfer request at the leader.
+    Transfer,
+    Crash {
+        node: usize,
+        boot: u64,
+    },
+    /// A client request arriving at a node.
+    Request {
+        node: usize,
+        input: Input,
+    },
+    /// A paused node resumes and processes what arrived meanwhile, in order.
+    Resume {
+        node: usize,
+    },
+    Heal,
+}
+
+struct Scheduled {
+    at: Time,
+    order: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    core: Option<Core>,
+    boot: u64,
+    disk: Disk,
+    disk_free_at: Time,
+    /// fsync latency range: most disks are fast, some seeds give a node a slow one (which
+    /// widens the window between a leader's sends and its own durability).
+    disk_latency: (u64, u64),
+    kv: Kv,
+    applied: LogId,
+    /// A snapshot being received: its metadata and the bytes so far.
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
+    commit_seen: Index,
+    paused_until: Time,
+    /// Events that arrived while paused, in arrival order.
+    deferred: std::collections::VecDeque<Ev>,
+    timer_at: Option<Time>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    Reply,
+    Apply {
+        index: Index,
+        committed: Option<LogId>,
+    },
+}
+
+struct InFlight {
+    token: u64,
+    node: usize,
+    history: usize,
+    waiting: Waiting,
+}
+
+struct Client {
+    leader_guess: usize,
+    current: Option<InFlight>,
+    ok_since_heal: u64,
+}
+
+struct World {
+    config: SimConfig,
+    rng: Rng,
+    now: Time,
+    order: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    discarded: BTreeSet<usize>,
+    /// Acknowledged writes: (history index, log id).
+    acked_writes: Vec<(usize, LogId)>,
+    /// When each command was first applied anywhere, and its result (token → (time, result)).
+    first_applied: BTreeMap<u64, (u64, KvResult)>,
+    /// Token of each history entry.
+    history_tokens: Vec<u64>,
+    next_token: u64,
+    next_value: u64,
+    blocked: BTreeSet<(usize, usize)>,
+    drop_per_mille: u64,
+    duplicate_per_mille: u64,
+    healed: bool,
+    /// Operations whose client gave up without an answer (timeout, crash, leadership lost).
+    ops_unknown: u64,
+    /// Snapshots taken.
+    snapshots: u64,
+    /// Snapshots installed from a leader.
+    installs: u64,
+    /// Nodes snapshot every this many applied entries (0: never).
+    snapshot_every: u64,
+    checker: Checker,
+    trace: u64,
+    events: u64,
+    lease_read: bool,
+    /// Print a human-readable trace to stderr (`RINGRAFT_SIM_TRACE=1`), for replaying a seed.
+    verbose: bool,
+    /// Clients pause up to this long between operations (varies by seed: busy or idle).
+    think_time_max: u64,
+    core_template: CoreConfig,
+}
+
+/// Runs one seed and reports what happened.
+pub fn run(config: &SimConfig) -> Report {
+    let mut world = World::new(config.clone());
+    // A panic (a failed assertion inside the core) is a failure of the seed, not of the run.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run_to_end()));
+    let failure = match outcome {
+        Ok(result) => result.err(),
+        Err(panic) => Some(format!(
+            "panic: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string payload)")
+        )),
+    };
+    Report {
+        seed: config.seed,
+        failure,
+        trace_hash: world.trace,
+        events: world.events,
+        sim_time: Duration::from_nanos(world.now.0),
+        ops_completed: world
+            .history
+            .iter()
+            .filter(|o| o.completion.is_some())
+            .count() as u64,
+        ops_unknown: world.ops_unknown,
+        leader_terms: world.checker.leader_terms(),
+        snapshots: world.snapshots,
+        installs: world.installs,
+    }
+}
+
+impl World {
+    fn new(config: SimConfig) -> World {
+        let mut rng = Rng::new(config.seed);
+        let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
+        let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
+        // The pool: the initial voters plus, with churn, one spare that starts empty.
+        let pool: Vec<NodeId> = (1..=config.nodes as u64 + u64::from(config.churn))
+            .map(NodeId)
+            .collect();
+        let state = Core::bootstrap_state(&configuration).expect("valid bootstrap configuration");
+        let mut template = CoreConfig::new(NodeId(1));
+        template.election_timeout = Duration::from_millis(150);
+        template.heartbeat_interval = Duration::from_millis(30);
+        template.leader_lease_timeout = Duration::from_millis(120);
+        template.clock_drift_bound = Duration::from_millis(15);
+        template.pre_vote = rng.chance(4, 5);
+        let max_entries_bound = if rng.chance(1, 2) { 4 } else { 64 };
+        template.max_append_entries = 1 + rng.below(max_entries_bound) as usize;
+        template.max_append_bytes = 64 + rng.below(4096) as usize;
+        template.max_inflight = 1 + rng.below(8) as usize;
+        let lease_read = rng.chance(1, 2);
+        let think_time_max = rng.range(MS, 30 * MS);
+        // Frequent snapshots with few trailing entries make InstallSnapshot common.
+        let snapshot_every = if !config.snapshots || rng.chance(1, 5) {
+            0
+        } else {
+            rng.range(5, 60)
+        };
+        template.promotion_lag_max = if rng.chance(1, 2) {
+            Some(rng.below(20))
+        } else {
+            None
+        };
+        template.promotion_rounds_max = rng.range(5, 40);
+        template.shutdown_on_remove = rng.chance(1, 2);
+        template.trailing_logs = rng.below(8);
+        template.snapshot_chunk_bytes = rng.range(16, 256);
+        template.lease_read = lease_read;
+        template.mutation = config.mutation;
+        let mut world = World {
+            rng,
+            now: Time(0),
+            order: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            history: Vec::new(),
+            discarded: BTreeSet::new(),
+            acked_writes: Vec::new(),
+            first_applied: BTreeMap::new(),
+            history_tokens: Vec::new(),
+            next_token: 1,
+            next_value: 1,
+            blocked: BTreeSet::new(),
+            drop_per_mille: 0,
+            duplicate_per_mille: 0,
+            healed: !config.faults,
+            ops_unknown: 0,
+            snapshots: 0,
+            installs: 0,
+            snapshot_every,
+            checker: Checker::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            lease_read,
+            think_time_max,
+            verbose: std::env::var_os("RINGRAFT_SIM_TRACE").is_some(),
+            core_template: template,
+            config,
+        };
+        for id in pool {
+            let disk = if ids.contains(&id) {
+                Disk::with_state(&state)
+            } else {
+                Disk::default()
+            };
+            let disk_latency = if world.rng.chance(1, 4) {
+                (2 * MS, 30 * MS)
+            } else {
+                (MS / 20, 2 * MS)
+            };
+            world.nodes.push(SimNode {
+                id,
+                disk_latency,
+                core: None,
+                boot: 0,
+                disk,
+                disk_free_at: Time(0),
+                kv: Kv::default(),
+                applied: LogId::default(),
+                receiving: None,
+                commit_seen: Index(0),
+                paused_until: Time(0),
+                deferred: std::collections::VecDeque::new(),
+                timer_at: None,
+            });
+        }
+        for c in 0..world.config.clients {
+            let guess = world.rng.below(world.nodes.len() as u64) as usize;
+            world.clients.push(Client {
+                leader_guess: guess,
+                current: None,
+                ok_since_heal: 0,
+            });
+            let at = world.now.plus_nanos(world.rng.range(0, 300 * MS));
+            world.schedule(at, Ev::ClientNext { client: c });
+        }
+        if world.config.churn {
+            let at = world.now.plus_nanos(world.rng.range(300 * MS, 800 * MS));
+            world.schedule(at, Ev::Churn);
+        }
+        if world.config.transfers {
+            let at = world.now.plus_nanos(world.rng.range(300 * MS, 1500 * MS));
+            world.schedule(at, Ev::Transfer);
+        }
+        if world.config.faults {
+            let at = world.now.plus_nanos(world.rng.range(100 * MS, 500 * MS));
+            world.schedule(at, Ev::Fault);
+        }
+        world
+    }
+
+    fn log(&self, line: impl FnOnce() -> String) {
+        if self.verbose {
+            eprintln!("{:>12.6} {}", self.now.0 as f64 / 1e9, line());
+        }
+    }
+
+    /// One line per node: what a failing seed's final state looked like.
+    fn describe_nodes(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let Some(c) = &n.core else {
+                out.push_str(&format!("\n  {}: down", n.id));
+                continue;
+            };
+            let servers: Vec<String> = c
+                .latest_configuration()
+                .1
+                .servers
+                .iter()
+                .map(|s| {
+                    let voter = s.suffrage == ringraft_storage::Suffrage::Voter;
+                    format!("{}{}", s.id, if voter { "" } else { "(nv)" })
+                })
+                .collect();
+            out.push_str(&format!(
+                "\n  {}: {:?} {} leader {:?} last {} commit {} applied {} config {:?}",
+                n.id,
+                c.role(),
+                c.term(),
+                c.leader(),
+                c.log().last_log_id(),
+                c.commit_index(),
+                c.applied_index(),
+                servers
+            ));
+        }
+        out
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            order: self.order,
+            ev,
+        }));
+    }
+
+    fn hash(&mut self, values: &[u64]) {
+        for v in values {
+            for b in v.to_le_bytes() {
+                self.trace ^= u64::from(b);
+                self.trace = self.trace.wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+
+    fn run_to_end(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.boot(n)?;
+        }
+        let mut deadline = None;
+        while let Some(Reverse(s)) = self.queue.pop() {
+            self.now = self.now.max(s.at);
+            self.events += 1;
+            if deadline.is_none() && self.events >= self.config.steps {
+                if !self.healed {
+                    self.heal_everything()?;
+                }
+                // Liveness: after healing, a leader emerges and every client completes
+                // operations within bounded simulated time.
+                deadline = Some(self.now.plus_nanos(LIVENESS_WINDOW_NANOS));
+            }
+            if deadline.is_some_and(|d| self.now > d) {
+                let done: Vec<u64> = self.clients.iter().map(|c| c.ok_since_heal).collect();
+                return Err(format!(
+                    "liveness: clients did not each complete 3 operations within 20 s of \
+                     healing (completed: {done:?}); nodes:{}",
+                    self.describe_nodes()
+                ));
+            }
+            self.process(s.ev)?;
+            if self.healed
+                && self.events >= self.config.steps
+                && self.clients.iter().all(|c| c.ok_since_heal >= 3)
+            {
+                break;
+            }
+        }
+        self.final_checks()
+    }
+
+    fn process(&mut self, ev: Ev) -> Result<(), String> {
+        // A paused node processes nothing until it resumes; what arrives meanwhile waits in
+        // arrival order.
+        let target = match &ev {
+            Ev::Deliver(m) => Some(m.to.0 as usize - 1),
+            Ev::Timer { node } | Ev::DiskDone { node, .. } | Ev::Request { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        };
+        if let Some(n) = target {
+            if self.nodes[n].paused_until > self.now || !self.nodes[n].deferred.is_empty() {
+                self.nodes[n].deferred.push_back(ev);
+                return Ok(());
+            }
+        }
+        self.process_now(ev)
+    }
+
+    fn process_now(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver(m) => {
+                let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
+                self.hash(&[1, self.now.0, from as u64, to as u64, m.term.0]);
+                self.log(|| match &m.body {
+                    ringraft_net::message::Body::AppendEntries(ae) => format!(
+                        "n{} -> n{} {} AppendEntries prev {} +{} commit {}",
+                        from + 1,
+                        to + 1,
+                        m.term,
+                        ae.prev_log_id,
+                        ae.entries.len(),
+                        ae.leader_commit
+                    ),
+                    body => format!("n{} -> n{} {} {:?}", from + 1, to + 1, m.term, body),
+                });
+                if self.blocked.contains(&(from, to)) || self.nodes[to].core.is_none() {
+                    return Ok(());
+                }
+                self.step(to, Input::Message(m))
+            }
+            Ev::Timer { node } => {
+                self.nodes[node].timer_at = None;
+                self.hash(&[2, self.now.0, node as u64]);
+                if self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.step(node, Input::Tick)
+            }
+            Ev::DiskDone { node, boot, seq } => {
+                if self.nodes[node].boot != boot || self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.hash(&[3, self.now.0, node as u64, seq]);
+                self.nodes[node].disk.complete(seq)?;
+                self.step(node, Input::Persisted { seq })
+            }
+            Ev::ClientNext { client } => self.client_next(client),
+            Ev::ClientTimeout { client, token } => {
+                let current = self.clients[client].current.as_ref().map(|f| f.token);
+                if current == Some(token) {
+                    self.hash(&[4, self.now.0, client as u64]);
+                    self.client_done(client, None);
+                }
+                Ok(())
+            }
+            Ev::Fault => self.fault(),
+            Ev::Churn => self.churn(),
+            Ev::Transfer => self.transfer(),
+            Ev::Restart { node } => {
+                if self.nodes[node].core.is_none() {
+                    self.boot(node)?;
+                }
+                Ok(())
+            }
+            Ev::Crash { node, boot } => {
+                if !self.healed && self.nodes[node].boot == boot {
+                    self.crash(node)?;
+                    let at = self.now.plus_nanos(self.rng.range(MS, 30 * MS));
+                    self.schedule(at, Ev::Restart { node });
+                }
+                Ok(())
+            }
+            Ev::Request { node, input } => {
+                if self.nodes[node].core.is_none() {
+                    // The node crashed while the request travelled: the client's crash
+                    // handling already resolved it.
+                    return Ok(());
+                }
+                self.step(node, input)
+            }
+            Ev::Resume { node } => {
+                if self.nodes[node].paused_until > self.now {
+                    let at = self.nodes[node].paused_until;
+                    self.schedule(at, Ev::Resume { node });
+                    return Ok(());
+                }
+                while let Some(ev) = self.nodes[node].deferred.pop_front() {
+                    self.process_now(ev)?;
+                }
+                Ok(())
+            }
+            Ev::Heal => {
+                if !self.healed {
+                    self.blocked.clear();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn core_config(&self, n: usize) -> CoreConfig {
+        let mut c = self.core_template.clone();
+        c.id = self.nodes[n].id;
+        c.seed = self.config.seed ^ ((n as u64 + 1) << 48) ^ (self.nodes[n].boot << 32);
+        c
+    }
+
+    fn boot(&mut self, n: usize) -> Result<(), String> {
+        self.nodes[n].boot += 1;
+        let config = self.core_config(n);
+        let state = self.nodes[n].disk.recover();
+        let core =
+            Core::new(config, state, self.now).map_err(|e| format!("restart failed: {e}"))?;
+        let node = &mut self.nodes[n];
+        node.core = Some(core);
+        // The state machine restores the newest snapshot at start.
+        let (kv, applied) = match node.disk.snapshot() {
+            Some((meta, kv)) => (kv.clone(), meta.last),
+            None => (Kv::default(), LogId::default()),
+        };
+        node.kv = kv;
+        node.applied = applied;
+        node.receiving = None;
+        node.commit_seen = Index(0);
+        node.disk_free_at = self.now;
+        self.hash(&[5, self.now.0, n as u64]);
+        self.drain(n)
+    }
+
+    // ---- the end ---------------------------------------------------------------------
+
+    fn final_checks(&mut self) -> Result<(), String> {
+        if self.healed && self.config.faults && !self.clients.iter().all(|c| c.ok_since_heal >= 3) {
+            return Err("liveness: the event queue ran dry before clients finished".into());
+        }
+        let logs: Vec<(NodeId, Vec<ringraft_storage::Entry>)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.core
+                    .as_ref()
+                    .map(|c| (n.id, c.log().iter().cloned().collect()))
+            })
+            .collect();
+        for a in 0..logs.len() {
+            for b in a + 1..logs.len() {
+                check_log_matching((logs[a].0, &logs[a].1), (logs[b].0, &logs[b].1))?;
+            }
+        }
+        for &(history, id) in &self.acked_writes {
+            if self.checker.committed_at(id.index) != Some(id) {
+                return Err(format!(
+                    "acknowledged write lost: op {history} at {id} is not what was committed"
+                ));
+            }
+        }
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.core.as_ref())
+            .find(|c| c.role() == Role::Leader);
+        if let Some(leader) = leader {
+            for &(history, id) in &self.acked_writes {
+                if leader.log().term_at(id.index).is_some_and(|t| t != id.term) {
+                    return Err(format!(
+                        "acknowledged write lost: op {history} at {id} missing from leader {}",
+                        leader.id()
+                    ));
+                }
+            }
+        }
+        // Operations whose outcome the client never learned: the simulator knows the truth. A
+        // command that was applied somewhere took effect before its first application (an upper
+        // bound on its linearization point) with the result it had there; one that never was
+        // applied had no effect that anything observed, and an unknown read constrains nothing.
+        // Resolving them keeps the checker's search small without weakening what it checks.
+        let mut history = Vec::with_capacity(self.history.len());
+        for (i, op) in self.history.iter().enumerate() {
+            if self.discarded.contains(&i) {
+                continue;
+            }
+            let mut op = op.clone();
+            if op.completion.is_none() {
+                if matches!(op.op, KvOp::Get { .. }) {
+                    continue;
+                }
+                match self.first_applied.get(&self.history_tokens[i]) {
+                    Some((at, result)) => op.completion = Some((*at, result.clone())),
+                    None => continue,
+                }
+            }
+            history.push(op);
+        }
+        check_kv_history(&history, 2_000_000).map_err(|e| format!("linearizability: {e}"))
+    }
+}

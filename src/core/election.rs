@@ -248,7 +248,7 @@ impl Core {
         }
         let last_log_id = self.log.last_log_id();
         let term = self.term.next();
-        for peer in self.voters() {
+        for peer in self.voters().to_vec() {
             if peer != me {
                 let message = Message {
                     from: me,
@@ -284,7 +284,7 @@ impl Core {
             return;
         }
         let last_log_id = self.log.last_log_id();
-        for peer in self.voters() {
+        for peer in self.voters().to_vec() {
             if peer != me {
                 // Held until our own vote and term are durable.
                 self.send_when_durable(

@@ -301,8 +301,8 @@ impl Core {
         let me = self.id();
         let mut rounds: Vec<u64> = self
             .voters()
-            .into_iter()
-            .map(|v| {
+            .iter()
+            .map(|&v| {
                 if v == me {
                     l.round
                 } else {
@@ -514,7 +514,7 @@ impl Core {
                 self.send_appends(from);
                 self.advance_transfer();
                 self.check_promotion(false);
-                if !self.latest_configuration().1.members().any(|m| m == from) {
+                if !self.is_member(from) {
                     // A departed server caught up with its removal: say goodbye.
                     self.sync_progress();
                 }
@@ -590,14 +590,17 @@ impl Core {
             return;
         };
         #[allow(unused_mut)]
-        let mut counted = self.voters();
+        let mut counted: &[NodeId] = self.voters();
+        #[cfg(feature = "sim")]
+        let members: Vec<NodeId>;
         #[cfg(feature = "sim")]
         if self.config.mutation == Some(Mutation::CountNonvoterTowardCommit) {
-            counted = self.latest_configuration().1.members().collect();
+            members = self.latest_configuration().1.members().collect();
+            counted = &members;
         }
         let mut matches: Vec<Index> = counted
-            .into_iter()
-            .map(|v| {
+            .iter()
+            .map(|&v| {
                 if v == me {
                     durable
                 } else {

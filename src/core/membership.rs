@@ -189,6 +189,9 @@ impl Core {
     /// Promotes a catching-up server once it is close enough; on a heartbeat round (`tick`),
     /// spends one of its rounds and gives up when none are left.
     pub(super) fn check_promotion(&mut self, tick: bool) {
+        if !matches!(&self.role, RoleState::Leader(l) if l.promotion.is_some()) {
+            return;
+        }
         let last = self.log.last_index();
         let commit = self.commit;
         let lag_max = self.config.promotion_lag_max.unwrap_or(0);

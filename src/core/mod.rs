@@ -184,6 +184,8 @@ pub struct Core {
     last_leader_contact: Time,
     /// Configuration entries in the log, in order; the first may come from a snapshot.
     configs: Vec<(Index, Configuration)>,
+    /// The latest configuration's voters (derived from `configs`).
+    voters: Vec<NodeId>,
     /// The newest snapshot of the state machine.
     snapshot: Option<SnapshotMeta>,
     /// A snapshot being received from the leader.
@@ -265,6 +267,7 @@ impl Core {
             election_deadline: now,
             last_leader_contact: now,
             configs,
+            voters: Vec::new(),
             snapshot: state.snapshot,
             receiving: None,
             staged: PersistBatch::default(),
@@ -275,6 +278,7 @@ impl Core {
             win_after_seq: None,
             effects: Vec::new(),
         };
+        core.configs_changed();
         core.reset_election_deadline();
         if core.log.prev().index > state.log_prev.index {
             // The snapshot is durable but the log store was not yet compacted behind it (a
@@ -618,6 +622,7 @@ impl Core {
         );
         self.log.truncate_from(from);
         self.configs.retain(|(i, _)| *i < from);
+        self.configs_changed();
         self.staged.entries.retain(|e| e.id.index < from);
         let earliest = self.staged.truncate_from.map_or(from, |t| t.min(from));
         self.staged.truncate_from = Some(earliest);
@@ -630,6 +635,7 @@ impl Core {
                 // Validated at the gateway (the AppendEntries handler, or our own proposal).
                 if let Ok(c) = Configuration::decode(&entry.data) {
                     self.configs.push((entry.id.index, c));
+                    self.configs_changed();
                 }
             }
         }
@@ -739,15 +745,29 @@ impl Core {
             .is_none_or(|(_, c)| c.servers.is_empty() || c.is_voter(candidate))
     }
 
-    fn voters(&self) -> Vec<NodeId> {
-        self.configs
+    /// The voters of the latest configuration (cached: read on every acknowledgement).
+    fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// Recomputes the voter cache; call after every change to `configs`.
+    fn configs_changed(&mut self) {
+        self.voters = self
+            .configs
             .last()
             .map(|(_, c)| c.voters().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+    }
+
+    /// True if `id` is in the latest configuration (voter or not).
+    fn is_member(&self, id: NodeId) -> bool {
+        self.configs
+            .last()
+            .is_some_and(|(_, c)| c.server(id).is_some())
     }
 
     fn quorum(&self) -> usize {
-        majority(self.voters().len())
+        majority(self.voters.len())
     }
 
     fn election_timeout_nanos(&self) -> u64 {

@@ -283,6 +283,7 @@ impl Core {
         self.configs.retain(|(i, _)| *i > last.index);
         self.configs
             .insert(0, (meta.configuration_index, meta.configuration.clone()));
+        self.configs_changed();
         self.commit = last.index;
         self.apply_requested = last.index;
         self.applied = last.index;

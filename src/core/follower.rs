@@ -103,19 +103,20 @@ impl Core {
         }
         let last_new = prev.index.plus(entries.len() as u64);
         // Skip entries we already hold; truncate at the first conflict; append the rest.
-        let mut start = entries.len();
-        for (i, entry) in entries.iter().enumerate() {
-            match self.log.term_at(entry.id.index) {
-                Some(t) if t == entry.id.term => continue,
-                Some(_) => {
-                    self.stage_truncate(entry.id.index);
-                    start = i;
-                    break;
+        let start = entries
+            .iter()
+            .position(|e| self.log.term_at(e.id.index) != Some(e.id.term))
+            .unwrap_or(entries.len());
+        if let Some(first_new) = entries.get(start) {
+            if self.log.term_at(first_new.id.index).is_some() {
+                if first_new.id.index <= self.commit {
+                    // A leader never contradicts a committed entry: this message is corrupt or
+                    // from a broken peer. Reject it rather than lose committed data.
+                    let index = first_new.id.index;
+                    self.invalid(Some(from), InvalidInput::ConflictsWithCommitted { index });
+                    return;
                 }
-                None => {
-                    start = i;
-                    break;
-                }
+                self.stage_truncate(first_new.id.index);
             }
         }
         if start < entries.len() {

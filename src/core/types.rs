@@ -441,6 +441,11 @@ pub enum InvalidInput {
     MalformedEntries,
     /// A configuration entry could not be decoded.
     BadConfigurationEntry,
+    /// AppendEntries contradicted an entry this node knows is committed.
+    ConflictsWithCommitted {
+        /// The index of the contradicted entry.
+        index: Index,
+    },
     /// A follower claimed to match an index beyond the leader's log.
     MatchBeyondLog {
         /// The claimed index.

@@ -31,6 +31,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod core;
+mod node;
 #[cfg(feature = "sim")]
 pub mod sim;
+
+pub use api::{
+    Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
+    FsmSnapshot, LeaderChanges, LeaderObservation, MembershipError, Raft, RaftFuture, RaftState,
+    ReadError, StartError, TakeSnapshotError, TransferError,
+};

@@ -138,7 +138,7 @@ fn random_body(rng: &mut Rng) -> Body {
 
 /// Drives a fresh core of a 3-node cluster to leadership with votes from node 2.
 fn make_leader(core: &mut Core, now: &mut Time, issued: &mut u64) {
-    let mut persist_all = |core: &mut Core, now: Time, issued: &mut u64| {
+    let persist_all = |core: &mut Core, now: Time, issued: &mut u64| {
         for effect in core.take_effects() {
             if let ringraft::core::Effect::Persist(batch) = effect {
                 *issued = batch.seq;

@@ -321,6 +321,7 @@ impl Core {
         let lease_timeout = self.config.leader_lease_timeout.as_nanos() as u64;
         let quorum_round = self.quorum_acked_round();
         let now = self.now;
+        let alone_a_quorum = self.quorum() <= 1 && self.is_voter(self.id());
         let Some(l) = self.leader_state_mut() else {
             return;
         };
@@ -329,8 +330,9 @@ impl Core {
         } else {
             l.sent_at(quorum_round)
         };
-        if now.nanos_since(last_ack) > lease_timeout {
-            // Leader lease step-down: we cannot show a quorum still follows us.
+        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
+            // Leader lease step-down: we cannot show a quorum still follows us. (A leader that
+            // is a quorum by itself needs no one: a slow thread must not depose it.)
             let term = self.term;
             self.become_follower(term, None);
             return;

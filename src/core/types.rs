@@ -178,7 +178,9 @@ pub enum Effect {
     /// durable, so the caller may send it at once.
     Send(Message),
     /// Apply these committed entries to the state machine, in order, then report
-    /// `Input::Applied`.
+    /// `Input::Applied`. A proposal's `Reply` with `Outcome::Committed` comes no later than the
+    /// `Apply` that carries its entries, so the glue can register a waiter for the state
+    /// machine's response before the entries reach the state machine.
     Apply {
         /// Consecutive committed entries.
         entries: Vec<Entry>,

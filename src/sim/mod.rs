@@ -22,6 +22,7 @@
 //! ```
 
 mod checks;
+mod chunks;
 mod disk;
 pub mod kv;
 pub mod linearizability;

@@ -14,6 +14,7 @@
 //! assert_eq!(cluster.core(NodeId(1)).role(), Role::Leader);
 //! ```
 
+use super::chunks::{read_chunk, Receiver};
 use super::disk::Disk;
 use crate::core::{
     Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, PersistBatch,
@@ -29,7 +30,7 @@ struct TestNode {
     core: Option<Core>,
     /// The newest snapshot: its metadata and the applied entries it stands for.
     snapshot: Option<(SnapshotMeta, Vec<Entry>)>,
-    receiving: Option<(SnapshotMeta, Vec<u8>)>,
+    receiving: Receiver,
     config: CoreConfig,
     disk: Disk,
     hold_persist: bool,
@@ -97,7 +98,7 @@ impl Cluster {
             cluster.nodes.push(TestNode {
                 core: Some(core),
                 snapshot: None,
-                receiving: None,
+                receiving: Receiver::default(),
                 config,
                 disk: Disk::with_state(&state),
                 hold_persist: false,
@@ -215,15 +216,13 @@ impl Cluster {
                             panic!("asked to read a snapshot that does not exist");
                         };
                         assert_eq!(stored.last, meta.last, "asked for a snapshot not held");
-                        let bytes = encode_entries(entries);
-                        let start = (offset as usize).min(bytes.len());
-                        let end = (start + max_bytes as usize).min(bytes.len());
+                        let (data, done) = read_chunk(&encode_entries(entries), offset, max_bytes);
                         let input = Input::SnapshotChunkRead {
                             peer,
                             snapshot: meta.last,
                             offset,
-                            data: bytes.slice(start..end),
-                            done: end == bytes.len(),
+                            data,
+                            done,
                         };
                         if let Some(core) = self.nodes[i].core.as_mut() {
                             core.step(self.now, input);
@@ -236,15 +235,11 @@ impl Cluster {
                         done,
                     } => {
                         let node = &mut self.nodes[i];
-                        if offset == 0 {
-                            node.receiving = Some((meta.clone(), Vec::new()));
-                        }
-                        let (_, buffer) = node.receiving.as_mut().expect("chunk after a start");
-                        assert_eq!(buffer.len() as u64, offset, "chunks arrive in order");
-                        buffer.extend_from_slice(&data);
-                        let next_offset = buffer.len() as u64;
-                        if done {
-                            let (meta, buffer) = node.receiving.take().expect("receiving");
+                        let (next_offset, whole) = node
+                            .receiving
+                            .accept(&meta, offset, &data, done)
+                            .expect("the core sends chunks in order");
+                        if let Some((meta, buffer)) = whole {
                             let entries = decode_entries(&buffer).expect("snapshot decodes");
                             node.snapshot = Some((meta, entries));
                         }

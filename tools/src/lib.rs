@@ -3,7 +3,9 @@
 //! - `ringraft-sim`: runs deterministic simulation seeds against the real consensus core and
 //!   prints `N passed, M failed` with a replay command for every failing seed.
 //!
-//! Planned here (DESIGN.md §3): `ringraft-load` (load generator with HDR histograms),
-//! `ringraft-kv` (the example replicated key-value service speaking RESP) and `ringraft-wal`
-//! (inspect and verify a segment log).
+//! - `ringraft-load`: starts a local cluster and measures write throughput and latency
+//!   (`--inmem` today).
+//!
+//! Planned here (DESIGN.md §3): `ringraft-kv` (the example replicated key-value service
+//! speaking RESP) and `ringraft-wal` (inspect and verify a segment log).
 #![deny(missing_docs)]

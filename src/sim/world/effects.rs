@@ -1,6 +1,7 @@
 //! Stepping a node and performing its effects: the simulated glue between a core and its disk,
 //! network, state machine and snapshot store.
 
+use super::super::chunks::read_chunk;
 use super::*;
 
 impl World {
@@ -108,15 +109,13 @@ impl World {
                         meta.last, stored.last
                     ));
                 }
-                let bytes = kv.encode();
-                let start = (offset as usize).min(bytes.len());
-                let end = (start + max_bytes as usize).min(bytes.len());
+                let (data, done) = read_chunk(&kv.encode(), offset, max_bytes);
                 let input = Input::SnapshotChunkRead {
                     peer,
                     snapshot: meta.last,
                     offset,
-                    data: bytes.slice(start..end),
-                    done: end == bytes.len(),
+                    data,
+                    done,
                 };
                 self.step(n, input)?;
             }
@@ -127,28 +126,11 @@ impl World {
                 done,
             } => {
                 let node = &mut self.nodes[n];
-                if offset == 0 {
-                    node.receiving = Some((meta.clone(), Vec::new()));
-                }
-                let Some((receiving, buffer)) = node.receiving.as_mut() else {
-                    return Err(format!("{n}: snapshot chunk at {offset} without a start"));
-                };
-                if receiving.last != meta.last || buffer.len() as u64 != offset {
-                    return Err(format!("{n}: snapshot chunk out of order at {offset}"));
-                }
-                buffer.extend_from_slice(&data);
-                let next_offset = buffer.len() as u64;
-                if done {
-                    let Some((meta, buffer)) = node.receiving.take() else {
-                        unreachable!()
-                    };
-                    if buffer.len() as u64 != meta.size {
-                        return Err(format!(
-                            "{n}: snapshot of {} bytes, expected {}",
-                            buffer.len(),
-                            meta.size
-                        ));
-                    }
+                let (next_offset, whole) = node
+                    .receiving
+                    .accept(&meta, offset, &data, done)
+                    .map_err(|e| format!("{n}: {e}"))?;
+                if let Some((meta, buffer)) = whole {
                     let Some(kv) = Kv::decode(&buffer) else {
                         return Err(format!(
                             "{n}: received snapshot {} does not decode",

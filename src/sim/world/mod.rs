@@ -5,6 +5,7 @@ mod effects;
 mod faults;
 
 use super::checks::{check_log_matching, Checker};
+use super::chunks::Receiver;
 use super::disk::Disk;
 use super::kv::{self, Kv};
 use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
@@ -167,8 +168,8 @@ struct SimNode {
     disk_latency: (u64, u64),
     kv: Kv,
     applied: LogId,
-    /// A snapshot being received: its metadata and the bytes so far.
-    receiving: Option<(SnapshotMeta, Vec<u8>)>,
+    /// A snapshot being received from the leader.
+    receiving: Receiver,
     commit_seen: Index,
     paused_until: Time,
     /// Events that arrived while paused, in arrival order.
@@ -363,7 +364,7 @@ impl World {
                 disk_free_at: Time(0),
                 kv: Kv::default(),
                 applied: LogId::default(),
-                receiving: None,
+                receiving: Receiver::default(),
                 commit_seen: Index(0),
                 paused_until: Time(0),
                 deferred: std::collections::VecDeque::new(),
@@ -620,7 +621,7 @@ impl World {
         };
         node.kv = kv;
         node.applied = applied;
-        node.receiving = None;
+        node.receiving.reset();
         node.commit_seen = Index(0);
         node.disk_free_at = self.now;
         self.hash(&[5, self.now.0, n as u64]);

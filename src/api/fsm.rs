@@ -1,0 +1,42 @@
+//! The user's state machine: [`Fsm`] and [`FsmSnapshot`] (hashicorp's `FSM` and
+//! `FSMSnapshot`).
+
+use bytes::Bytes;
+use ringraft_storage::{Configuration, Entry, Index};
+use std::io::{Read, Write};
+
+/// An error from user code (state machine or snapshot).
+pub type FsmError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A replicated state machine. Runs on the node's apply thread: `apply`, `snapshot` and
+/// `restore` are never called concurrently, and never block the consensus shard.
+pub trait Fsm: Send + 'static {
+    /// Applies a committed command entry (`entry.kind` is `EntryKind::Command`); the result
+    /// becomes the response of the `apply` that proposed it. Must be deterministic: every
+    /// replica applies the same entries in the same order. Errors belong in the response.
+    fn apply(&mut self, entry: &Entry) -> Bytes;
+
+    /// Captures the current state for a snapshot. Applies wait while this runs, so it should be
+    /// quick (a copy-on-write handle, not the serialised state); the heavy work belongs in
+    /// [`FsmSnapshot::persist`], which runs on another thread.
+    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError>;
+
+    /// Replaces the whole state with a snapshot's contents (written by
+    /// [`FsmSnapshot::persist`]).
+    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError>;
+
+    /// A configuration entry committed (hashicorp's `ConfigurationStore` hook). Does nothing
+    /// unless overridden.
+    fn store_configuration(&mut self, index: Index, configuration: &Configuration) {
+        let _ = (index, configuration);
+    }
+}
+
+/// A point-in-time capture of the state machine, written out while applies continue.
+pub trait FsmSnapshot: Send + 'static {
+    /// Writes the snapshot's bytes. An error cancels the snapshot.
+    fn persist(&mut self, sink: &mut dyn Write) -> Result<(), FsmError>;
+
+    /// Called once the snapshot was persisted or abandoned. Does nothing unless overridden.
+    fn release(&mut self) {}
+}

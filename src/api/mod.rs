@@ -1,0 +1,586 @@
+//! The public API (DESIGN §7): [`Raft`], its [`Config`], the [`Fsm`] traits, errors and
+//! futures.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft};
+//! use ringraft_net::memory::MemNetwork;
+//! use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId};
+//! use std::time::Duration;
+//!
+//! /// Counts the commands it applied.
+//! struct Counter(u64);
+//! impl Fsm for Counter {
+//!     fn apply(&mut self, _entry: &Entry) -> Bytes {
+//!         self.0 += 1;
+//!         Bytes::from(self.0.to_string())
+//!     }
+//!     fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+//!         Err("not supported".into())
+//!     }
+//!     fn restore(&mut self, _snapshot: &mut dyn std::io::Read) -> Result<(), FsmError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let network = MemNetwork::new();
+//! let store = InmemStore::new();
+//! let raft = Raft::new(
+//!     Config::fast(NodeId(1)),
+//!     Counter(0),
+//!     store.clone(),
+//!     store,
+//!     InmemSnapshotStore::new(),
+//!     network.transport(NodeId(1)),
+//! )?;
+//! raft.bootstrap_cluster(Configuration::voters_with_default_addresses([NodeId(1)]))
+//!     .wait()?;
+//! let mut changes = raft.leader_changes();
+//! while changes.current().leader != Some(NodeId(1)) {
+//!     changes.wait_changed(Duration::from_secs(5));
+//! }
+//! let applied = raft.apply("hello", Duration::from_secs(1)).wait()?;
+//! assert_eq!(applied.response, Bytes::from("1"));
+//! raft.shutdown().wait();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod error;
+mod fsm;
+pub(crate) mod future;
+mod watch;
+
+pub use config::Config;
+pub use error::{
+    ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, StartError,
+    TakeSnapshotError, TransferError,
+};
+pub use fsm::{Fsm, FsmError, FsmSnapshot};
+pub use future::RaftFuture;
+pub(crate) use watch::LeaderWatch;
+pub use watch::{Changed, LeaderChanges, LeaderObservation};
+
+use crate::core::{Core, MembershipChange, RecoveredState};
+use crate::node::apply::ApplyLoop;
+use crate::node::clock::Clock;
+use crate::node::shard::{Shard, ShardParts};
+use crate::node::{ApplyReply, Command, PushError, Shared, StopGuard};
+use bytes::Bytes;
+use ringraft_net::transport::Transport;
+use ringraft_storage::{
+    Configuration, Index, LogId, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
+};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// A node's role, as [`Raft::state`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RaftState {
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Asking for pre-votes (it has not changed its term).
+    PreCandidate,
+    /// Campaigning.
+    Candidate,
+    /// Leading.
+    Leader,
+    /// Stopped.
+    Shutdown,
+}
+
+/// The outcome of [`Raft::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The entry's log index.
+    pub index: Index,
+    /// What [`Fsm::apply`] returned for it.
+    pub response: Bytes,
+}
+
+/// The outcome of [`Raft::apply_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedBatch {
+    /// The first entry's index.
+    pub first: Index,
+    /// The last entry's index.
+    pub last: Index,
+    /// [`Fsm::apply`]'s response for each command, in order.
+    pub responses: Vec<Bytes>,
+}
+
+/// A running Raft node. Cheap to clone (`Send + Sync`); every clone is the same node.
+///
+/// Requests are answered through [`RaftFuture`]s (await them on any executor, or block with
+/// `.wait()`). Requests that take a `timeout` wait at most that long to enter the node's
+/// bounded submission queue (`Duration::ZERO`: as long as it takes) and otherwise fail with
+/// `EnqueueTimeout`; like hashicorp's, the timeout never bounds the request itself. Dropping
+/// the last handle shuts the node down.
+#[derive(Clone)]
+pub struct Raft {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+    }
+}
+
+fn closed<T, E>(e: E) -> Result<T, E> {
+    Err(e)
+}
+
+impl Raft {
+    /// Starts a node: recovers its state from the stores (restoring the newest snapshot into
+    /// `fsm`), then starts its shard and apply threads. A node with no state waits for
+    /// [`bootstrap_cluster`](Raft::bootstrap_cluster) or for a leader to add it.
+    pub fn new(
+        config: Config,
+        mut fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+        transport: impl Transport + Send + 'static,
+    ) -> Result<Raft, StartError> {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            ^ config.local_id.0;
+        let core_config = config.core_config(seed).map_err(StartError::Config)?;
+        let state = recover(&log_store, &stable_store, &snapshot_store)?;
+        if let Some(meta) = &state.snapshot {
+            if !config.no_snapshot_restore_on_start {
+                let (_, mut reader) = snapshot_store
+                    .open(&meta.id)
+                    .map_err(StartError::Snapshot)?;
+                fsm.restore(&mut reader)
+                    .map_err(|e| StartError::Restore(e.to_string()))?;
+            }
+        }
+        let applied = state
+            .snapshot
+            .as_ref()
+            .map_or(state.log_prev, |s| s.last.max(state.log_prev));
+        let clock = Clock::start();
+        let core = Core::new(core_config.clone(), state, clock.now()).map_err(StartError::Core)?;
+
+        let shared = Shared::new(config.local_id, config.submission_queue_capacity);
+        shared.term.store(core.term().0, Ordering::Release);
+        *shared
+            .configuration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let (events_tx, events_rx) = mpsc::channel();
+        let apply = ApplyLoop::new(Box::new(fsm), applied, shared.clone(), events_tx.clone());
+        let id = config.local_id.0;
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("ringraft-apply-{id}"))
+            .spawn(move || apply.run(apply_rx))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        let shard = Shard::new(ShardParts {
+            core,
+            core_config,
+            config,
+            log: Box::new(log_store),
+            stable: Box::new(stable_store),
+            snapshots: Arc::new(snapshot_store),
+            transport: Box::new(transport),
+            shared: shared.clone(),
+            clock,
+            apply_tx,
+            apply_thread,
+            events_tx,
+            events_rx,
+        });
+        let guard = StopGuard(shared.clone());
+        std::thread::Builder::new()
+            .name(format!("ringraft-shard-{id}"))
+            .spawn(move || {
+                let _guard = guard;
+                shard.run();
+            })
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        Ok(Raft {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Submits a command built around `reply`; on failure answers with the mapped error.
+    fn submit<T, E>(
+        &self,
+        timeout: Duration,
+        on_closed: fn() -> Result<T, E>,
+        enqueue_timeout: E,
+        make: impl FnOnce(future::Sender<Result<T, E>>) -> Command,
+    ) -> RaftFuture<T, E> {
+        let (tx, rx) = future::channel(on_closed);
+        let shared = self.shared();
+        match shared.queue.push(make(tx), timeout, &shared.signal) {
+            Ok(()) => rx,
+            Err(PushError::Timeout) => RaftFuture::ready(Err(enqueue_timeout), on_closed),
+            Err(PushError::Shutdown) => RaftFuture::ready(on_closed(), on_closed),
+        }
+    }
+
+    /// Initialises a brand-new cluster with `configuration` (hashicorp's `BootstrapCluster`):
+    /// call it on every initial voter with the same configuration, or on one node and add the
+    /// others. Fails with `CantBootstrap` if this node already has state (safe to ignore on
+    /// restart).
+    pub fn bootstrap_cluster(
+        &self,
+        configuration: Configuration,
+    ) -> RaftFuture<(), BootstrapClusterError> {
+        self.submit(
+            Duration::ZERO,
+            || closed(BootstrapClusterError::Shutdown),
+            BootstrapClusterError::EnqueueTimeout,
+            |reply| Command::Bootstrap {
+                configuration,
+                reply,
+            },
+        )
+    }
+
+    /// Replicates `command` and resolves once it is committed *and* applied to this node's
+    /// state machine, with [`Fsm::apply`]'s response (leader only).
+    pub fn apply(
+        &self,
+        command: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> RaftFuture<Applied, ApplyError> {
+        let commands = vec![command.into()];
+        self.submit(
+            timeout,
+            || closed(ApplyError::Shutdown),
+            ApplyError::EnqueueTimeout,
+            |tx| Command::Apply {
+                commands,
+                reply: ApplyReply::One(tx),
+            },
+        )
+    }
+
+    /// Replicates `commands` as consecutive entries (one batch) and resolves once all are
+    /// applied, with one response per command.
+    pub fn apply_batch(
+        &self,
+        commands: Vec<Bytes>,
+        timeout: Duration,
+    ) -> RaftFuture<AppliedBatch, ApplyError> {
+        self.submit(
+            timeout,
+            || closed(ApplyError::Shutdown),
+            ApplyError::EnqueueTimeout,
+            |tx| Command::Apply {
+                commands,
+                reply: ApplyReply::Batch(tx),
+            },
+        )
+    }
+
+    /// Appends a barrier entry and resolves (with its index) once this node's state machine
+    /// has applied every entry before it.
+    pub fn barrier(&self, timeout: Duration) -> RaftFuture<Index, ApplyError> {
+        self.submit(
+            timeout,
+            || closed(ApplyError::Shutdown),
+            ApplyError::EnqueueTimeout,
+            |reply| Command::Barrier { reply },
+        )
+    }
+
+    /// Confirms with one quorum round that this node is still the leader.
+    pub fn verify_leader(&self) -> RaftFuture<(), ReadError> {
+        self.submit(
+            Duration::ZERO,
+            || closed(ReadError::Shutdown),
+            ReadError::EnqueueTimeout,
+            |reply| Command::VerifyLeader { reply },
+        )
+    }
+
+    /// A linearizable read point (ReadIndex, thesis §6.4): resolves with an index once the
+    /// leader confirmed its leadership *and* this node's state machine applied that index, so
+    /// reading the state machine right after reflects every write acknowledged before the call.
+    pub fn read_index(&self, timeout: Duration) -> RaftFuture<Index, ReadError> {
+        self.submit(
+            timeout,
+            || closed(ReadError::Shutdown),
+            ReadError::EnqueueTimeout,
+            |reply| Command::Read {
+                lease: false,
+                reply,
+            },
+        )
+    }
+
+    /// As [`read_index`](Raft::read_index), but answered without a quorum round while the
+    /// leader's lease holds (thesis §6.4.1; needs [`Config::lease_read`]).
+    pub fn lease_read(&self, timeout: Duration) -> RaftFuture<Index, ReadError> {
+        self.submit(
+            timeout,
+            || closed(ReadError::Shutdown),
+            ReadError::EnqueueTimeout,
+            |reply| Command::Read { lease: true, reply },
+        )
+    }
+
+    fn change(
+        &self,
+        change: MembershipChange,
+        prev_index: Index,
+        timeout: Duration,
+    ) -> RaftFuture<Index, MembershipError> {
+        let prev_index = (prev_index > Index(0)).then_some(prev_index);
+        self.submit(
+            timeout,
+            || closed(MembershipError::Shutdown),
+            MembershipError::EnqueueTimeout,
+            |reply| Command::Membership {
+                change,
+                prev_index,
+                reply,
+            },
+        )
+    }
+
+    /// Adds `id` as a voter (or updates its address, or promotes a non-voter). Resolves with
+    /// the configuration entry's index once it commits. A non-zero `prev_index` must equal the
+    /// latest configuration's index.
+    pub fn add_voter(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        prev_index: Index,
+        timeout: Duration,
+    ) -> RaftFuture<Index, MembershipError> {
+        let address = address.into();
+        self.change(
+            MembershipChange::AddVoter { id, address },
+            prev_index,
+            timeout,
+        )
+    }
+
+    /// Adds `id` as a non-voter (or updates its address; never demotes).
+    pub fn add_nonvoter(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        prev_index: Index,
+        timeout: Duration,
+    ) -> RaftFuture<Index, MembershipError> {
+        let address = address.into();
+        self.change(
+            MembershipChange::AddNonvoter { id, address },
+            prev_index,
+            timeout,
+        )
+    }
+
+    /// Makes voter `id` a non-voter.
+    pub fn demote_voter(
+        &self,
+        id: NodeId,
+        prev_index: Index,
+        timeout: Duration,
+    ) -> RaftFuture<Index, MembershipError> {
+        self.change(MembershipChange::DemoteVoter { id }, prev_index, timeout)
+    }
+
+    /// Removes `id` from the cluster.
+    pub fn remove_server(
+        &self,
+        id: NodeId,
+        prev_index: Index,
+        timeout: Duration,
+    ) -> RaftFuture<Index, MembershipError> {
+        self.change(MembershipChange::RemoveServer { id }, prev_index, timeout)
+    }
+
+    /// The latest configuration (in effect once appended, possibly not yet committed) and its
+    /// index. Never fails, even after shutdown.
+    pub fn configuration(&self) -> (Index, Configuration) {
+        self.shared()
+            .configuration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn transfer(&self, target: Option<NodeId>) -> RaftFuture<(), TransferError> {
+        self.submit(
+            Duration::ZERO,
+            || closed(TransferError::Shutdown),
+            TransferError::EnqueueTimeout,
+            |reply| Command::Transfer { target, reply },
+        )
+    }
+
+    /// Hands leadership to the most up-to-date voter; resolves once this node stepped down.
+    pub fn transfer_leadership(&self) -> RaftFuture<(), TransferError> {
+        self.transfer(None)
+    }
+
+    /// Hands leadership to `id`.
+    pub fn transfer_leadership_to(&self, id: NodeId) -> RaftFuture<(), TransferError> {
+        self.transfer(Some(id))
+    }
+
+    /// Takes a snapshot now (on any node): the state machine captures its state on the apply
+    /// thread, it is persisted to the snapshot store, and the log is compacted behind it
+    /// (keeping `trailing_logs`). Resolves with the stored snapshot's metadata.
+    pub fn snapshot(&self) -> RaftFuture<SnapshotMeta, TakeSnapshotError> {
+        self.submit(
+            Duration::ZERO,
+            || closed(TakeSnapshotError::Shutdown),
+            TakeSnapshotError::EnqueueTimeout,
+            |reply| Command::Snapshot { reply },
+        )
+    }
+
+    /// The node's current role.
+    pub fn state(&self) -> RaftState {
+        self.shared().state()
+    }
+
+    /// The leader this node knows of (itself when it leads).
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.shared().leader.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(NodeId(id)),
+        }
+    }
+
+    /// The known leader's id and address (from the latest configuration).
+    pub fn leader_with_address(&self) -> Option<(NodeId, String)> {
+        let leader = self.leader()?;
+        let (_, configuration) = self.configuration();
+        let address = configuration
+            .server(leader)
+            .map(|s| s.address.clone())
+            .unwrap_or_default();
+        Some((leader, address))
+    }
+
+    /// A watch of leadership changes.
+    pub fn leader_changes(&self) -> LeaderChanges {
+        LeaderChanges::new(self.shared().leader_watch.clone())
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> NodeId {
+        self.shared().id
+    }
+
+    /// The current term.
+    pub fn current_term(&self) -> Term {
+        Term(self.shared().term.load(Ordering::Acquire))
+    }
+
+    /// The last index in the log or the newest snapshot.
+    pub fn last_index(&self) -> Index {
+        Index(self.shared().last_index.load(Ordering::Acquire))
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        Index(self.shared().commit_index.load(Ordering::Acquire))
+    }
+
+    /// The last index this node's state machine applied.
+    pub fn applied_index(&self) -> Index {
+        Index(self.shared().applied_index.load(Ordering::Acquire))
+    }
+
+    /// The error that stopped the node (a storage failure, a failed restore), if one did.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.shared()
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the node (not gracefully, like hashicorp's). Idempotent. Every pending request
+    /// resolves (proposals with `Shutdown`: their outcome is unknown). The returned future
+    /// resolves once the node's threads have stopped.
+    pub fn shutdown(&self) -> RaftFuture<(), ()> {
+        let shared = self.shared();
+        shared.request_shutdown();
+        let (tx, rx) = future::channel(|| Ok(()));
+        match shared.on_stopped(tx) {
+            None => rx,
+            Some(tx) => {
+                tx.send(Ok(()));
+                rx
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Raft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.local_id())
+            .field("state", &self.state())
+            .field("term", &self.current_term())
+            .field("leader", &self.leader())
+            .field("commit_index", &self.commit_index())
+            .field("applied_index", &self.applied_index())
+            .finish()
+    }
+}
+
+/// Reads a node's durable state from its stores.
+fn recover(
+    log: &dyn LogStore,
+    stable: &dyn StableStore,
+    snapshots: &dyn SnapshotStore,
+) -> Result<RecoveredState, StartError> {
+    let hard_state = stable.hard_state();
+    let snapshot = snapshots
+        .list()
+        .map_err(StartError::Snapshot)?
+        .into_iter()
+        .next();
+    let first = log.first_index();
+    let last = log.last_index();
+    let entries = if last >= first {
+        log.entries(first, last.next(), usize::MAX)
+            .map_err(StartError::Log)?
+    } else {
+        Vec::new()
+    };
+    let prev_index = first.prev();
+    let log_prev = if prev_index == Index(0) {
+        LogId::default()
+    } else {
+        match &snapshot {
+            Some(s) if s.last.index == prev_index => s.last,
+            // The core compacts the log through the snapshot, which replaces this id; a
+            // snapshot behind the log's start is reported by `Core::new`.
+            Some(_) => LogId::new(Term(0), prev_index),
+            None => return Err(StartError::LogCompactedWithoutSnapshot { first_index: first }),
+        }
+    };
+    Ok(RecoveredState {
+        hard_state,
+        snapshot,
+        log_prev,
+        entries,
+    })
+}

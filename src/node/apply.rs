@@ -1,0 +1,243 @@
+//! The apply thread: runs the user's [`Fsm`] on committed entries, in order, and resolves the
+//! futures that wait for application (applies, barriers, reads).
+//!
+//! It receives tasks from the shard in one FIFO channel. The shard forwards a proposal's
+//! "committed" reply *before* the entries themselves (the core emits the reply and then the
+//! apply effect), so when an entry is applied its waiter is already here and receives the
+//! FSM's response directly.
+
+use super::{ApplyReply, Shared};
+use crate::api::future::Sender;
+use crate::api::{Applied, AppliedBatch, ApplyError, Fsm, FsmSnapshot, ReadError};
+use bytes::Bytes;
+use ringraft_storage::{Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Work for the apply thread.
+pub(crate) enum ApplyTask {
+    /// Committed entries, consecutive.
+    Entries(Vec<Entry>),
+    /// Resolve `waiter` once `last` is applied, with the responses of `first..=last`.
+    Await {
+        first: Index,
+        last: Index,
+        waiter: AwaitWaiter,
+    },
+    /// Resolve `reply` once `index` is applied (linearizable reads).
+    WaitApplied {
+        index: Index,
+        reply: Sender<Result<Index, ReadError>>,
+    },
+    /// Capture a snapshot of the FSM as of the last applied entry.
+    Snapshot,
+    /// Replace the FSM's state with a snapshot.
+    Restore {
+        meta: SnapshotMeta,
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+/// Who waits for entries to be applied.
+pub(crate) enum AwaitWaiter {
+    Apply(ApplyReply),
+    Barrier(Sender<Result<Index, ApplyError>>),
+}
+
+/// What the apply thread (and snapshot threads) tell the shard.
+pub(crate) enum ShardEvent {
+    /// Everything up to this index is applied.
+    Applied(Index),
+    /// A snapshot of the FSM as of `last` (or why it failed).
+    SnapshotCaptured(Result<(Box<dyn FsmSnapshot>, LogId), String>),
+    /// A snapshot was persisted in the snapshot store (or why not).
+    SnapshotPersisted(Result<SnapshotMeta, crate::api::TakeSnapshotError>),
+    /// The node cannot continue.
+    Fatal(String),
+}
+
+struct PendingAwait {
+    first: Index,
+    last: Index,
+    responses: Vec<Bytes>,
+    waiter: AwaitWaiter,
+}
+
+impl PendingAwait {
+    fn resolve(self) {
+        match self.waiter {
+            AwaitWaiter::Apply(ApplyReply::One(tx)) => tx.send(Ok(Applied {
+                index: self.last,
+                response: self.responses.into_iter().next_back().unwrap_or_default(),
+            })),
+            AwaitWaiter::Apply(ApplyReply::Batch(tx)) => tx.send(Ok(AppliedBatch {
+                first: self.first,
+                last: self.last,
+                responses: self.responses,
+            })),
+            AwaitWaiter::Barrier(tx) => tx.send(Ok(self.last)),
+        }
+    }
+}
+
+pub(crate) struct ApplyLoop {
+    pub(crate) fsm: Box<dyn Fsm>,
+    pub(crate) last_applied: LogId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) events: mpsc::Sender<ShardEvent>,
+    awaits: VecDeque<PendingAwait>,
+    reads: Vec<(Index, Sender<Result<Index, ReadError>>)>,
+}
+
+impl ApplyLoop {
+    pub(crate) fn new(
+        fsm: Box<dyn Fsm>,
+        last_applied: LogId,
+        shared: Arc<Shared>,
+        events: mpsc::Sender<ShardEvent>,
+    ) -> ApplyLoop {
+        ApplyLoop {
+            fsm,
+            last_applied,
+            shared,
+            events,
+            awaits: VecDeque::new(),
+            reads: Vec::new(),
+        }
+    }
+
+    /// Runs until the shard hangs up or the node shuts down. Waiters still pending are
+    /// dropped, which answers them with `Shutdown`.
+    pub(crate) fn run(mut self, tasks: mpsc::Receiver<ApplyTask>) {
+        self.shared
+            .applied_index
+            .store(self.last_applied.index.0, Ordering::Release);
+        while let Ok(task) = tasks.recv() {
+            if self.shared.shutdown_requested() {
+                break;
+            }
+            match task {
+                ApplyTask::Entries(entries) => self.apply(entries),
+                ApplyTask::Await {
+                    first,
+                    last,
+                    waiter,
+                } => {
+                    let pending = PendingAwait {
+                        first,
+                        last,
+                        responses: Vec::new(),
+                        waiter,
+                    };
+                    if last <= self.last_applied.index {
+                        // Cannot happen with the core's ordering (the reply precedes the
+                        // entries); answer rather than wait forever.
+                        pending.resolve();
+                    } else {
+                        self.awaits.push_back(pending);
+                    }
+                }
+                ApplyTask::WaitApplied { index, reply } => {
+                    if index <= self.last_applied.index {
+                        reply.send(Ok(index));
+                    } else {
+                        self.reads.push((index, reply));
+                    }
+                }
+                ApplyTask::Snapshot => {
+                    let result = self
+                        .fsm
+                        .snapshot()
+                        .map(|s| (s, self.last_applied))
+                        .map_err(|e| e.to_string());
+                    self.tell(ShardEvent::SnapshotCaptured(result));
+                }
+                ApplyTask::Restore { meta, mut reader } => {
+                    if let Err(e) = self.fsm.restore(&mut reader) {
+                        let error = format!("restoring snapshot {}: {e}", meta.last);
+                        self.tell(ShardEvent::Fatal(error));
+                        break;
+                    }
+                    self.last_applied = self.last_applied.max(meta.last);
+                    self.after_progress();
+                }
+            }
+        }
+    }
+
+    fn tell(&self, event: ShardEvent) {
+        let _ = self.events.send(event);
+        self.shared.signal.notify();
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in &entries {
+            let index = entry.id.index;
+            if index <= self.last_applied.index {
+                continue;
+            }
+            let response = match entry.kind {
+                EntryKind::Command => Some(self.fsm.apply(entry)),
+                EntryKind::Configuration => {
+                    if let Ok(c) = Configuration::decode(&entry.data) {
+                        self.fsm.store_configuration(index, &c);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            self.last_applied = entry.id;
+            // Published before any waiter resolves: a caller that sees its future resolve also
+            // sees `applied_index` at or past its entry.
+            self.shared.applied_index.store(index.0, Ordering::Release);
+            while self.awaits.front().is_some_and(|a| a.last < index) {
+                if let Some(a) = self.awaits.pop_front() {
+                    a.resolve();
+                }
+            }
+            if let Some(front) = self.awaits.front_mut() {
+                if front.first <= index {
+                    if let Some(r) = response {
+                        front.responses.push(r);
+                    }
+                    if front.last == index {
+                        if let Some(a) = self.awaits.pop_front() {
+                            a.resolve();
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            let _ = self.events.send(ShardEvent::Applied(
+                last.id.index.min(self.last_applied.index),
+            ));
+            self.shared.signal.notify();
+        }
+        self.after_progress();
+    }
+
+    fn after_progress(&mut self) {
+        let applied = self.last_applied.index;
+        self.shared
+            .applied_index
+            .store(applied.0, Ordering::Release);
+        while self.awaits.front().is_some_and(|a| a.last <= applied) {
+            if let Some(a) = self.awaits.pop_front() {
+                a.resolve();
+            }
+        }
+        if self.reads.iter().any(|(i, _)| *i <= applied) {
+            let (ready, waiting) = std::mem::take(&mut self.reads)
+                .into_iter()
+                .partition(|(i, _)| *i <= applied);
+            self.reads = waiting;
+            for (index, reply) in ready {
+                reply.send(Ok(index));
+            }
+        }
+    }
+}

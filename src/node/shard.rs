@@ -1,0 +1,832 @@
+//! The shard thread: owns the [`Core`] and performs its effects in order (see the module docs
+//! of [`crate::node`] and [`crate::core`]).
+
+use super::apply::{ApplyTask, AwaitWaiter, ShardEvent};
+use super::clock::Clock;
+use super::{ApplyReply, Command, Shared};
+use crate::api::future::Sender;
+use crate::api::{
+    ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, MembershipError,
+    RaftState, ReadError, TakeSnapshotError, TransferError,
+};
+use crate::core::{
+    BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
+    RequestError, Role, Time, Token,
+};
+use bytes::Bytes;
+use ringraft_net::transport::{Transport, TransportEvent};
+use ringraft_storage::{
+    EntryKind, GroupId, Index, LogError, LogId, LogStore, NodeId, SnapshotMeta, SnapshotSink,
+    SnapshotStore, StableStore, Term, Ticket,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Most transport events handled in one turn, so requests and timers are not starved.
+const MESSAGES_PER_TURN_MAX: usize = 4096;
+
+/// Longest park without a timer, as a guard against a missed wake-up.
+const PARK_MAX: Duration = Duration::from_millis(100);
+
+/// A request waiting for the core's reply.
+enum Waiter {
+    Apply(ApplyReply),
+    Barrier(Sender<Result<Index, ApplyError>>),
+    Verify(Sender<Result<(), ReadError>>),
+    Read(Sender<Result<Index, ReadError>>),
+    Membership(Sender<Result<Index, MembershipError>>),
+    Transfer(Sender<Result<(), TransferError>>),
+}
+
+impl Waiter {
+    fn fail(self, e: RequestError) {
+        match self {
+            Waiter::Apply(ApplyReply::One(tx)) => tx.send(Err(e.into())),
+            Waiter::Apply(ApplyReply::Batch(tx)) => tx.send(Err(e.into())),
+            Waiter::Barrier(tx) => tx.send(Err(e.into())),
+            Waiter::Verify(tx) => tx.send(Err(e.into())),
+            Waiter::Read(tx) => tx.send(Err(e.into())),
+            Waiter::Membership(tx) => tx.send(Err(e.into())),
+            Waiter::Transfer(tx) => tx.send(Err(e.into())),
+        }
+    }
+}
+
+/// A local snapshot being read for a follower, chunk by chunk.
+struct ChunkReader {
+    last: LogId,
+    position: u64,
+    size: u64,
+    reader: Box<dyn Read + Send>,
+}
+
+/// A snapshot being received from the leader.
+struct Receiving {
+    last: LogId,
+    sink: Box<dyn SnapshotSink>,
+    written: u64,
+}
+
+/// Everything the shard thread owns.
+pub(crate) struct Shard {
+    pub(crate) core: Core,
+    pub(crate) core_config: CoreConfig,
+    pub(crate) config: Config,
+    pub(crate) log: Box<dyn LogStore>,
+    pub(crate) stable: Box<dyn StableStore>,
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    pub(crate) transport: Box<dyn Transport + Send>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clock: Clock,
+    pub(crate) apply_tx: Option<mpsc::Sender<ApplyTask>>,
+    pub(crate) apply_thread: Option<JoinHandle<()>>,
+    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
+    pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+    next_token: u64,
+    waiters: BTreeMap<Token, Waiter>,
+    pending_persist: VecDeque<(u64, Ticket)>,
+    commands: VecDeque<Command>,
+    chunk_readers: BTreeMap<NodeId, ChunkReader>,
+    receiving: Option<Receiving>,
+    snapshot_in_progress: bool,
+    snapshot_waiters: Vec<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
+    next_snapshot_check: Time,
+    configuration_dirty: bool,
+    transport_closed: bool,
+    fatal: Option<String>,
+}
+
+/// What the shard needs to start.
+pub(crate) struct ShardParts {
+    pub(crate) core: Core,
+    pub(crate) core_config: CoreConfig,
+    pub(crate) config: Config,
+    pub(crate) log: Box<dyn LogStore>,
+    pub(crate) stable: Box<dyn StableStore>,
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    pub(crate) transport: Box<dyn Transport + Send>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clock: Clock,
+    pub(crate) apply_tx: mpsc::Sender<ApplyTask>,
+    pub(crate) apply_thread: JoinHandle<()>,
+    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
+    pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+}
+
+impl Shard {
+    pub(crate) fn new(p: ShardParts) -> Shard {
+        Shard {
+            core: p.core,
+            core_config: p.core_config,
+            config: p.config,
+            log: p.log,
+            stable: p.stable,
+            snapshots: p.snapshots,
+            transport: p.transport,
+            shared: p.shared,
+            clock: p.clock,
+            apply_tx: Some(p.apply_tx),
+            apply_thread: Some(p.apply_thread),
+            events_tx: p.events_tx,
+            events_rx: p.events_rx,
+            next_token: 0,
+            waiters: BTreeMap::new(),
+            pending_persist: VecDeque::new(),
+            commands: VecDeque::new(),
+            chunk_readers: BTreeMap::new(),
+            receiving: None,
+            snapshot_in_progress: false,
+            snapshot_waiters: Vec::new(),
+            next_snapshot_check: Time(0),
+            configuration_dirty: true,
+            transport_closed: false,
+            fatal: None,
+        }
+    }
+
+    /// The shard loop; returns when the node shuts down or fails.
+    pub(crate) fn run(mut self) {
+        let signal = self.shared.signal.clone();
+        signal.bind_current_thread();
+        let waker = Waker::from(signal.clone());
+        let notifier = signal.clone();
+        self.log
+            .set_durable_notifier(Arc::new(move || notifier.notify()));
+        let now = self.clock.now();
+        self.schedule_snapshot_check(now);
+        while !self.shared.shutdown_requested() && self.fatal.is_none() {
+            signal.take();
+            let now = self.clock.now();
+            let busy = self.turn(now, &waker);
+            if busy || self.shared.shutdown_requested() || self.fatal.is_some() {
+                continue;
+            }
+            let next = self.core.next_timer().min(self.next_snapshot_check);
+            let now = self.clock.now();
+            if next > now {
+                signal.wait(Clock::until(now, next).min(PARK_MAX));
+            }
+        }
+        self.stop();
+    }
+
+    /// One turn of the loop; true if work was left over.
+    fn turn(&mut self, now: Time, waker: &Waker) -> bool {
+        let mut busy = false;
+        self.shared.queue.drain(&mut self.commands);
+        while let Some(command) = self.commands.pop_front() {
+            self.handle_command(now, command);
+        }
+        while let Ok(event) = self.events_rx.try_recv() {
+            self.handle_event(now, event);
+        }
+        if !self.transport_closed {
+            let mut cx = Context::from_waker(waker);
+            let mut handled = 0;
+            loop {
+                if handled == MESSAGES_PER_TURN_MAX {
+                    busy = true;
+                    break;
+                }
+                match self.transport.poll_recv(&mut cx) {
+                    Poll::Ready(Some(event)) => {
+                        handled += 1;
+                        if let TransportEvent::Message { message, .. } = event {
+                            self.core.step(now, Input::Message(message));
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        self.transport_closed = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        self.check_durable(now);
+        if now >= self.core.next_timer() {
+            self.core.step(now, Input::Tick);
+        }
+        if now >= self.next_snapshot_check {
+            self.schedule_snapshot_check(now);
+            self.maybe_automatic_snapshot();
+        }
+        self.perform_effects(now);
+        self.publish();
+        busy
+    }
+
+    fn schedule_snapshot_check(&mut self, now: Time) {
+        // hashicorp checks every [interval, 2 × interval).
+        let interval = self.config.snapshot_interval.as_nanos() as u64;
+        let jitter =
+            (now.0 ^ self.core_config.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) % interval.max(1);
+        self.next_snapshot_check = now.plus_nanos(interval + jitter);
+    }
+
+    fn maybe_automatic_snapshot(&mut self) {
+        let last = self.core.log().last_index();
+        let snapshot = self.snapshot_index();
+        if last.0.saturating_sub(snapshot.0) >= self.config.snapshot_threshold {
+            self.start_snapshot(None);
+        }
+    }
+
+    fn snapshot_index(&self) -> Index {
+        self.core
+            .snapshot()
+            .map_or(self.core.log().prev().index, |s| s.last.index)
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    fn submit(&mut self, now: Time, waiter: Waiter, input: impl FnOnce(Token) -> Input) {
+        let token = self.token();
+        self.waiters.insert(token, waiter);
+        self.core.step(now, input(token));
+    }
+
+    fn handle_command(&mut self, now: Time, command: Command) {
+        match command {
+            Command::Apply { commands, reply } => self.submit(now, Waiter::Apply(reply), |token| {
+                Input::Propose { token, commands }
+            }),
+            Command::Barrier { reply } => self.submit(now, Waiter::Barrier(reply), |token| {
+                Input::Barrier { token }
+            }),
+            Command::VerifyLeader { reply } => self.submit(now, Waiter::Verify(reply), |token| {
+                Input::VerifyLeader { token }
+            }),
+            Command::Read { lease, reply } => self.submit(now, Waiter::Read(reply), |token| {
+                if lease {
+                    Input::LeaseRead { token }
+                } else {
+                    Input::ReadIndex { token }
+                }
+            }),
+            Command::Membership {
+                change,
+                prev_index,
+                reply,
+            } => self.submit(now, Waiter::Membership(reply), |token| {
+                Input::ChangeMembership {
+                    token,
+                    change,
+                    prev_index,
+                }
+            }),
+            Command::Transfer { target, reply } => {
+                self.submit(now, Waiter::Transfer(reply), |token| {
+                    Input::TransferLeadership { token, target }
+                })
+            }
+            Command::Snapshot { reply } => self.start_snapshot(Some(reply)),
+            Command::Bootstrap {
+                configuration,
+                reply,
+            } => {
+                let result = self.bootstrap(now, &configuration);
+                reply.send(result);
+            }
+        }
+    }
+
+    /// hashicorp's live `BootstrapCluster`: only on a node with no state. The initial state is
+    /// written synchronously, then the core restarts from it.
+    fn bootstrap(
+        &mut self,
+        now: Time,
+        configuration: &ringraft_storage::Configuration,
+    ) -> Result<(), BootstrapClusterError> {
+        let core = &self.core;
+        if core.term() > Term(0)
+            || core.log().last_index() > Index(0)
+            || core.snapshot().is_some()
+            || !self.pending_persist.is_empty()
+        {
+            return Err(BootstrapClusterError::CantBootstrap);
+        }
+        let state = Core::bootstrap(&RecoveredState::default(), self.shared.id, configuration)
+            .map_err(|e| match e {
+                BootstrapError::NotVoter { id } => BootstrapClusterError::NotVoter { id },
+                BootstrapError::InvalidConfiguration(c) => {
+                    BootstrapClusterError::InvalidConfiguration(c)
+                }
+                _ => BootstrapClusterError::CantBootstrap,
+            })?;
+        let written = self
+            .log
+            .append_and_wait(&state.entries)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                self.stable
+                    .save(&state.hard_state)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            self.fatal = Some(format!("bootstrap: {e}"));
+            return Err(BootstrapClusterError::Storage(e));
+        }
+        match Core::new(self.core_config.clone(), state, now) {
+            Ok(core) => {
+                self.core = core;
+                self.configuration_dirty = true;
+                // Requests the empty core was holding cannot be answered by the new one.
+                for (_, waiter) in std::mem::take(&mut self.waiters) {
+                    waiter.fail(RequestError::NotLeader { leader: None });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.fatal = Some(format!("bootstrap: {e}"));
+                Err(BootstrapClusterError::Storage(e.to_string()))
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Time, event: ShardEvent) {
+        match event {
+            ShardEvent::Applied(index) => self.core.step(now, Input::Applied { index }),
+            ShardEvent::SnapshotCaptured(Ok((snapshot, last))) => {
+                self.persist_snapshot(snapshot, last)
+            }
+            ShardEvent::SnapshotCaptured(Err(e)) => {
+                self.finish_snapshot(Err(TakeSnapshotError::Fsm(e)))
+            }
+            ShardEvent::SnapshotPersisted(result) => {
+                if let Ok(meta) = &result {
+                    self.core
+                        .step(now, Input::SnapshotTaken { meta: meta.clone() });
+                }
+                self.finish_snapshot(result);
+            }
+            ShardEvent::Fatal(e) => self.fatal = Some(e),
+        }
+    }
+
+    // ---- snapshots taken by this node -------------------------------------------------------
+
+    fn start_snapshot(&mut self, waiter: Option<Sender<Result<SnapshotMeta, TakeSnapshotError>>>) {
+        self.snapshot_waiters.extend(waiter);
+        if self.snapshot_in_progress {
+            return;
+        }
+        if self.core.applied_index() <= self.snapshot_index() {
+            self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
+            return;
+        }
+        if let Some(tx) = &self.apply_tx {
+            if tx.send(ApplyTask::Snapshot).is_ok() {
+                self.snapshot_in_progress = true;
+            }
+        }
+    }
+
+    fn finish_snapshot(&mut self, result: Result<SnapshotMeta, TakeSnapshotError>) {
+        self.snapshot_in_progress = false;
+        for w in self.snapshot_waiters.drain(..) {
+            w.send(result.clone());
+        }
+    }
+
+    /// Writes a captured FSM snapshot to the store on its own thread (user code of unknown
+    /// speed must not block the shard), then reports back.
+    fn persist_snapshot(&mut self, mut snapshot: Box<dyn FsmSnapshot>, last: LogId) {
+        if last.index <= self.snapshot_index() {
+            snapshot.release();
+            self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
+            return;
+        }
+        let (configuration_index, configuration) = self.core.configuration_at(last.index);
+        let mut sink = match self
+            .snapshots
+            .create(last, &configuration, configuration_index)
+        {
+            Ok(sink) => sink,
+            Err(e) => {
+                snapshot.release();
+                self.finish_snapshot(Err(TakeSnapshotError::Store(e.to_string())));
+                return;
+            }
+        };
+        let events = self.events_tx.clone();
+        let signal = self.shared.signal.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringraft-snapshot-{}", self.shared.id.0))
+            .spawn(move || {
+                let result = match snapshot.persist(&mut sink) {
+                    Ok(()) => sink
+                        .commit()
+                        .map_err(|e| TakeSnapshotError::Store(e.to_string())),
+                    Err(e) => {
+                        let _ = sink.cancel();
+                        Err(TakeSnapshotError::Fsm(e.to_string()))
+                    }
+                };
+                snapshot.release();
+                let _ = events.send(ShardEvent::SnapshotPersisted(result));
+                signal.notify();
+            });
+        if let Err(e) = spawned {
+            self.finish_snapshot(Err(TakeSnapshotError::Fsm(format!("spawn: {e}"))));
+        }
+    }
+
+    // ---- effects ----------------------------------------------------------------------------
+
+    fn perform_effects(&mut self, now: Time) {
+        loop {
+            let effects = self.core.take_effects();
+            if effects.is_empty() {
+                if self.check_durable(now) {
+                    continue;
+                }
+                break;
+            }
+            for effect in effects {
+                self.perform(now, effect);
+                if self.fatal.is_some() {
+                    return;
+                }
+            }
+            self.check_durable(now);
+        }
+    }
+
+    fn perform(&mut self, now: Time, effect: Effect) {
+        match effect {
+            Effect::Persist(batch) => {
+                if let Err(e) = self.persist(batch) {
+                    // A failed write or fsync cannot be retried safely: stop (DESIGN, STYLE).
+                    self.fatal = Some(format!("log or stable store failed: {e}"));
+                }
+            }
+            Effect::Send(message) => {
+                // Best effort, as Raft expects of a network; the core retries.
+                let _ = self.transport.send(GroupId(0), message);
+            }
+            Effect::Apply { entries } => self.send_to_apply(ApplyTask::Entries(entries)),
+            Effect::ReadSnapshotChunk {
+                peer,
+                meta,
+                offset,
+                max_bytes,
+            } => self.read_chunk(now, peer, &meta, offset, max_bytes),
+            Effect::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.write_chunk(now, &meta, offset, &data, done),
+            Effect::RestoreSnapshot { meta } => self.restore(meta),
+            Effect::Reply { token, result } => self.reply(token, result),
+            Effect::Event(event) => self.core_event(event),
+        }
+    }
+
+    fn send_to_apply(&mut self, task: ApplyTask) {
+        if let Some(tx) = &self.apply_tx {
+            // If the apply thread is gone the task's waiters are dropped: they see Shutdown.
+            let _ = tx.send(task);
+        }
+    }
+
+    /// Performs one persist batch in the order `PersistBatch` documents. The log operations
+    /// are submitted and complete asynchronously; the hard state is saved once the batch's
+    /// entries are durable.
+    fn persist(&mut self, batch: PersistBatch) -> Result<(), String> {
+        let mut ticket = None;
+        if let Some(from) = batch.truncate_from {
+            ticket = Some(self.log.truncate_suffix(from.prev()).map_err(log_error)?);
+            self.configuration_dirty = true;
+        }
+        if !batch.entries.is_empty() {
+            if batch
+                .entries
+                .iter()
+                .any(|e| e.kind == EntryKind::Configuration)
+            {
+                self.configuration_dirty = true;
+            }
+            ticket = Some(self.log.append(&batch.entries).map_err(log_error)?);
+        }
+        // `batch.commit` is an optimisation (a commit index recorded with the entries); the
+        // LogStore trait has no place for it yet, so it is only saved with the hard state.
+        if let Some(hard_state) = batch.hard_state {
+            let t = match ticket {
+                Some(t) => t,
+                None => self.log.append(&[]).map_err(log_error)?,
+            };
+            self.log.wait_durable(t).map_err(log_error)?;
+            self.stable.save(&hard_state).map_err(|e| e.to_string())?;
+        }
+        if let Some(through) = batch.compact_through {
+            ticket = Some(
+                self.log
+                    .truncate_prefix(through.index.next())
+                    .map_err(log_error)?,
+            );
+            self.configuration_dirty = true;
+        }
+        let t = match ticket {
+            Some(t) => t,
+            None => self.log.append(&[]).map_err(log_error)?,
+        };
+        self.pending_persist.push_back((batch.seq, t));
+        Ok(())
+    }
+
+    /// Reports the batches that became durable; true if it stepped the core.
+    fn check_durable(&mut self, now: Time) -> bool {
+        if self.pending_persist.is_empty() {
+            return false;
+        }
+        let durable = match self.log.durable() {
+            Ok(t) => t,
+            Err(e) => {
+                self.fatal = Some(format!("log store failed: {e}"));
+                return false;
+            }
+        };
+        let mut seq = None;
+        while self
+            .pending_persist
+            .front()
+            .is_some_and(|(_, t)| *t <= durable)
+        {
+            seq = self.pending_persist.pop_front().map(|(s, _)| s);
+        }
+        match seq {
+            Some(seq) => {
+                self.core.step(now, Input::Persisted { seq });
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reply(&mut self, token: Token, result: Result<Outcome, RequestError>) {
+        let Some(waiter) = self.waiters.remove(&token) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => return waiter.fail(e),
+        };
+        match (waiter, outcome) {
+            (Waiter::Apply(reply), Outcome::Committed { first, last, .. }) => {
+                self.send_to_apply(ApplyTask::Await {
+                    first,
+                    last,
+                    waiter: AwaitWaiter::Apply(reply),
+                })
+            }
+            (Waiter::Barrier(tx), Outcome::Committed { first, last, .. }) => {
+                self.send_to_apply(ApplyTask::Await {
+                    first,
+                    last,
+                    waiter: AwaitWaiter::Barrier(tx),
+                })
+            }
+            (Waiter::Verify(tx), Outcome::LeaderVerified) => tx.send(Ok(())),
+            (Waiter::Read(reply), Outcome::ReadReady { index }) => {
+                self.send_to_apply(ApplyTask::WaitApplied { index, reply })
+            }
+            (Waiter::Membership(tx), Outcome::Committed { last, .. }) => tx.send(Ok(last)),
+            (Waiter::Transfer(tx), Outcome::LeadershipTransferred) => tx.send(Ok(())),
+            // An outcome that does not fit the request would be a core bug: the outcome is
+            // unknown to the caller.
+            (waiter, _) => waiter.fail(RequestError::LeadershipLost),
+        }
+    }
+
+    fn core_event(&mut self, event: Event) {
+        match event {
+            Event::RoleChanged { role, term } => {
+                // The term first: whoever sees the new role also sees its term.
+                self.shared.term.store(term.0, Ordering::Release);
+                self.shared.set_state(match role {
+                    Role::Follower => RaftState::Follower,
+                    Role::PreCandidate => RaftState::PreCandidate,
+                    Role::Candidate => RaftState::Candidate,
+                    Role::Leader => RaftState::Leader,
+                })
+            }
+            Event::LeaderChanged { leader, term } => {
+                self.shared.term.store(term.0, Ordering::Release);
+                self.shared
+                    .leader
+                    .store(leader.map_or(0, |l| l.0), Ordering::Release);
+                self.shared
+                    .leader_watch
+                    .publish(LeaderObservation { leader, term });
+            }
+            Event::RemovedFromConfiguration { shutdown: true } => {
+                self.shared
+                    .shutdown_requested
+                    .store(true, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- snapshots sent and received --------------------------------------------------------
+
+    /// The locally stored snapshot ending at `meta.last` (ids differ between nodes: a received
+    /// snapshot is stored under this node's own id).
+    fn local_snapshot(&self, meta: &SnapshotMeta) -> Option<SnapshotMeta> {
+        let list = self.snapshots.list().ok()?;
+        let exact = list.iter().find(|m| m.id == meta.id && m.last == meta.last);
+        exact
+            .or_else(|| list.iter().find(|m| m.last == meta.last))
+            .cloned()
+    }
+
+    fn open_chunk_reader(&self, meta: &SnapshotMeta, offset: u64) -> Option<ChunkReader> {
+        let local = self.local_snapshot(meta)?;
+        let (stored, mut reader) = self.snapshots.open(&local.id).ok()?;
+        let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).ok()?;
+        if skipped != offset {
+            return None;
+        }
+        Some(ChunkReader {
+            last: stored.last,
+            position: offset,
+            size: stored.size,
+            reader,
+        })
+    }
+
+    fn read_chunk(&mut self, now: Time, peer: NodeId, meta: &SnapshotMeta, offset: u64, max: u64) {
+        let cached = self
+            .chunk_readers
+            .remove(&peer)
+            .filter(|r| r.last == meta.last && r.position == offset);
+        let Some(mut r) = cached.or_else(|| self.open_chunk_reader(meta, offset)) else {
+            // The snapshot is gone (replaced by a newer one): the core retries with what it has
+            // once the follower asks again.
+            return;
+        };
+        let want = max.min(r.size.saturating_sub(offset)) as usize;
+        let mut data = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match r.reader.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        data.truncate(filled);
+        r.position += filled as u64;
+        let done = r.position >= r.size;
+        self.core.step(
+            now,
+            Input::SnapshotChunkRead {
+                peer,
+                snapshot: meta.last,
+                offset,
+                data: Bytes::from(data),
+                done,
+            },
+        );
+        if !done {
+            self.chunk_readers.insert(peer, r);
+        }
+    }
+
+    fn write_chunk(
+        &mut self,
+        now: Time,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) {
+        if offset == 0 {
+            if let Some(old) = self.receiving.take() {
+                let _ = old.sink.cancel();
+            }
+            if let Ok(sink) =
+                self.snapshots
+                    .create(meta.last, &meta.configuration, meta.configuration_index)
+            {
+                self.receiving = Some(Receiving {
+                    last: meta.last,
+                    sink,
+                    written: 0,
+                });
+            }
+        }
+        let (next_offset, done) = match self.receiving.take() {
+            Some(mut r) if r.last == meta.last && r.written == offset => {
+                if r.sink.write_all(data).is_err() {
+                    let _ = r.sink.cancel();
+                    (0, false)
+                } else {
+                    r.written += data.len() as u64;
+                    if done {
+                        match r.sink.commit() {
+                            Ok(_) => (meta.size.max(offset + data.len() as u64), true),
+                            Err(_) => (0, false),
+                        }
+                    } else {
+                        let next = r.written;
+                        self.receiving = Some(r);
+                        (next, false)
+                    }
+                }
+            }
+            Some(r) if r.last == meta.last => {
+                let next = r.written;
+                self.receiving = Some(r);
+                (next, false)
+            }
+            other => {
+                self.receiving = other;
+                (0, false)
+            }
+        };
+        let next_offset = if done {
+            offset + data.len() as u64
+        } else {
+            next_offset
+        };
+        self.core.step(
+            now,
+            Input::SnapshotChunkWritten {
+                snapshot: meta.last,
+                next_offset,
+                done,
+            },
+        );
+    }
+
+    fn restore(&mut self, meta: SnapshotMeta) {
+        self.configuration_dirty = true;
+        self.chunk_readers.clear();
+        let opened = self
+            .local_snapshot(&meta)
+            .ok_or_else(|| "not in the snapshot store".to_string())
+            .and_then(|local| self.snapshots.open(&local.id).map_err(|e| e.to_string()));
+        match opened {
+            Ok((_, reader)) => self.send_to_apply(ApplyTask::Restore { meta, reader }),
+            Err(e) => {
+                self.fatal = Some(format!(
+                    "cannot open snapshot {} to restore: {e}",
+                    meta.last
+                ))
+            }
+        }
+    }
+
+    // ---- state for the handles, and stopping ------------------------------------------------
+
+    fn publish(&mut self) {
+        let s = &self.shared;
+        s.term.store(self.core.term().0, Ordering::Release);
+        s.commit_index
+            .store(self.core.commit_index().0, Ordering::Release);
+        let last = self.core.log().last_index().max(self.snapshot_index());
+        s.last_index.store(last.0, Ordering::Release);
+        if self.configuration_dirty {
+            self.configuration_dirty = false;
+            let latest = self.core.latest_configuration();
+            *s.configuration.lock().unwrap_or_else(|p| p.into_inner()) = latest;
+        }
+    }
+
+    fn stop(mut self) {
+        if let Some(e) = self.fatal.take() {
+            self.shared.set_fatal(e);
+        }
+        self.shared
+            .shutdown_requested
+            .store(true, Ordering::Release);
+        drop(self.shared.queue.close());
+        self.commands.clear();
+        // Dropping a waiter's sender answers it with `Shutdown`.
+        self.waiters.clear();
+        self.snapshot_waiters.clear();
+        if let Some(r) = self.receiving.take() {
+            let _ = r.sink.cancel();
+        }
+        self.apply_tx = None;
+        if let Some(t) = self.apply_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn log_error(e: LogError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,176 @@
+//! A single node: bootstrap, election, every request kind, snapshots, shutdown.
+
+mod node_support;
+
+use bytes::Bytes;
+use node_support::{commands, wait_until, TestCluster, HANG_GUARD};
+use ringraft::{
+    ApplyError, BootstrapClusterError, Config, RaftState, ReadError, TakeSnapshotError,
+};
+use ringraft_storage::{Configuration, Index, NodeId};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+#[test]
+fn single_node_elects_itself_and_applies_with_the_fsm_response() {
+    let cluster = TestCluster::new(1);
+    let id = cluster.wait_leader();
+    let raft = cluster.raft(id);
+    assert_eq!(raft.state(), RaftState::Leader);
+    assert_eq!(raft.leader(), Some(NodeId(1)));
+    assert!(raft.current_term().0 >= 1);
+
+    let first = raft.apply("a", T).wait().expect("apply");
+    assert_eq!(first.response, Bytes::from("1"));
+    let second = raft.apply("b", T).wait().expect("apply");
+    assert_eq!(second.response, Bytes::from("2"));
+    assert!(second.index > first.index);
+
+    let batch = raft
+        .apply_batch(vec![Bytes::from("c"), Bytes::from("d")], T)
+        .wait()
+        .expect("batch");
+    assert_eq!(batch.responses, vec![Bytes::from("3"), Bytes::from("4")]);
+    assert_eq!(batch.last.0, batch.first.0 + 1);
+    assert_eq!(
+        raft.apply_batch(Vec::new(), T).wait(),
+        Err(ApplyError::EmptyBatch)
+    );
+
+    let barrier = raft.barrier(T).wait().expect("barrier");
+    assert!(barrier > batch.last);
+    assert!(raft.applied_index() >= barrier);
+    raft.verify_leader().wait().expect("verify leader");
+    let read = raft.read_index(T).wait().expect("read index");
+    assert!(raft.applied_index() >= read);
+    assert_eq!(raft.lease_read(T).wait(), Err(ReadError::LeaseReadDisabled));
+    assert!(raft.commit_index() >= barrier);
+    assert!(raft.last_index() >= barrier);
+    assert_eq!(
+        cluster.applied(id),
+        commands("x", 0)
+            .into_iter()
+            .chain(["a", "b", "c", "d"].map(Bytes::from))
+            .collect::<Vec<_>>()
+    );
+    let (index, configuration) = raft.configuration();
+    assert_eq!(index, Index(1));
+    assert!(configuration.is_voter(NodeId(1)));
+}
+
+#[test]
+fn bootstrap_is_refused_on_a_node_with_state() {
+    let cluster = TestCluster::new(1);
+    cluster.wait_leader();
+    let again = cluster
+        .raft(NodeId(1))
+        .bootstrap_cluster(Configuration::voters_with_default_addresses([NodeId(1)]))
+        .wait();
+    assert_eq!(again, Err(BootstrapClusterError::CantBootstrap));
+}
+
+#[test]
+fn user_snapshot_compacts_and_a_second_one_has_nothing_new() {
+    fn config(id: NodeId) -> Config {
+        let mut c = node_support::test_config(id);
+        c.trailing_logs = 2;
+        c
+    }
+    let cluster = TestCluster::with_config(1, config);
+    let raft = cluster.raft(cluster.wait_leader());
+    for c in commands("s", 20) {
+        raft.apply(c, T).wait().expect("apply");
+    }
+    let meta = raft.snapshot().wait().expect("snapshot");
+    assert!(meta.last.index >= Index(20));
+    assert_eq!(
+        raft.snapshot().wait(),
+        Err(TakeSnapshotError::NothingNewToSnapshot)
+    );
+    let stores = &cluster.stores[0];
+    use ringraft_storage::{LogStore, SnapshotStore};
+    assert_eq!(stores.snapshots.list().expect("list").len(), 1);
+    wait_until("the log to be compacted", || {
+        stores.log.first_index() > Index(10)
+    });
+}
+
+#[test]
+fn automatic_snapshots_happen_past_the_threshold() {
+    fn config(id: NodeId) -> Config {
+        let mut c = node_support::test_config(id);
+        c.snapshot_threshold = 10;
+        c.snapshot_interval = Duration::from_millis(5);
+        c.trailing_logs = 0;
+        c
+    }
+    let cluster = TestCluster::with_config(1, config);
+    let raft = cluster.raft(cluster.wait_leader());
+    for c in commands("auto", 30) {
+        raft.apply(c, T).wait().expect("apply");
+    }
+    use ringraft_storage::SnapshotStore;
+    wait_until("an automatic snapshot", || {
+        cluster.stores[0]
+            .snapshots
+            .list()
+            .is_ok_and(|l| l.first().is_some_and(|m| m.last.index >= Index(10)))
+    });
+}
+
+#[test]
+fn shutdown_is_idempotent_and_later_requests_fail_with_shutdown() {
+    let cluster = TestCluster::new(1);
+    let raft = cluster.raft(cluster.wait_leader()).clone();
+    raft.shutdown().wait().expect("shutdown");
+    raft.shutdown().wait().expect("second shutdown");
+    assert_eq!(raft.state(), RaftState::Shutdown);
+    assert_eq!(raft.apply("late", T).wait(), Err(ApplyError::Shutdown));
+    assert_eq!(raft.barrier(T).wait(), Err(ApplyError::Shutdown));
+    assert_eq!(raft.verify_leader().wait(), Err(ReadError::Shutdown));
+    assert!(raft
+        .leader_changes()
+        .wait_changed(Duration::from_millis(1))
+        .is_none());
+}
+
+#[test]
+fn shutdown_with_requests_in_flight_resolves_every_future() {
+    let cluster = TestCluster::new(1);
+    let raft = cluster.raft(cluster.wait_leader()).clone();
+    let mut futures = Vec::new();
+    for c in commands("f", 2000) {
+        futures.push(raft.apply(c, Duration::ZERO));
+    }
+    let barriers: Vec<_> = (0..10).map(|_| raft.barrier(Duration::ZERO)).collect();
+    let _stopping = raft.shutdown();
+    for mut f in futures {
+        let result = f.wait_timeout(HANG_GUARD).expect("an apply future hung");
+        assert!(
+            matches!(
+                result,
+                Ok(_) | Err(ApplyError::Shutdown | ApplyError::LeadershipLost)
+            ),
+            "{result:?}"
+        );
+    }
+    for mut b in barriers {
+        b.wait_timeout(HANG_GUARD).expect("a barrier hung").ok();
+    }
+}
+
+#[test]
+fn futures_work_under_an_async_executor() {
+    let cluster = TestCluster::new(1);
+    let raft = cluster.raft(cluster.wait_leader()).clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let applied = runtime.block_on(async {
+        let mut changes = raft.leader_changes();
+        assert_eq!(changes.current().leader, Some(NodeId(1)));
+        raft.apply("async", T).await
+    });
+    assert_eq!(applied.expect("apply").response, Bytes::from("1"));
+}

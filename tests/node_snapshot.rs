@@ -1,0 +1,84 @@
+//! Snapshots across nodes: a follower that fell behind a compacted log catches up through
+//! InstallSnapshot; a node restarts from its snapshot.
+
+mod node_support;
+
+use bytes::Bytes;
+use node_support::{commands, wait_until, TestCluster};
+use ringraft::Config;
+use ringraft_storage::{Index, LogStore, NodeId};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+fn small_trailing(id: NodeId) -> Config {
+    let mut c = node_support::test_config(id);
+    c.trailing_logs = 5;
+    c
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_by_install_snapshot() {
+    let mut cluster = TestCluster::with_config(3, small_trailing);
+    let leader = cluster.wait_leader();
+    let lagging = (1..=3)
+        .map(NodeId)
+        .find(|n| *n != leader)
+        .expect("a follower");
+    cluster.stop(lagging);
+    let expected = commands("snap", 60);
+    for c in &expected {
+        cluster
+            .raft(leader)
+            .apply(c.clone(), T)
+            .wait()
+            .expect("apply");
+    }
+    let meta = cluster.raft(leader).snapshot().wait().expect("snapshot");
+    assert!(meta.last.index >= Index(60));
+    let leader_log = &cluster.stores[leader.0 as usize - 1].log;
+    wait_until("the leader's log to be compacted", || {
+        leader_log.first_index() > Index(30)
+    });
+    cluster.start(lagging);
+    wait_until("the lagging follower to catch up", || {
+        cluster.applied(lagging).len() >= expected.len()
+    });
+    assert_eq!(cluster.applied(lagging), expected);
+    let i = lagging.0 as usize - 1;
+    assert!(
+        cluster.stores[i].restores.load(Ordering::SeqCst) >= 1,
+        "caught up by a snapshot"
+    );
+    // It keeps replicating after the snapshot.
+    cluster
+        .raft(leader)
+        .apply("after", T)
+        .wait()
+        .expect("apply");
+    wait_until("the follower to apply past the snapshot", || {
+        cluster.applied(lagging).last() == Some(&Bytes::from("after"))
+    });
+}
+
+#[test]
+fn a_node_restarts_from_its_snapshot_and_the_log_after_it() {
+    let mut cluster = TestCluster::with_config(1, small_trailing);
+    let id = cluster.wait_leader();
+    let mut expected = commands("a", 30);
+    for c in &expected {
+        cluster.raft(id).apply(c.clone(), T).wait().expect("apply");
+    }
+    cluster.raft(id).snapshot().wait().expect("snapshot");
+    for c in commands("b", 5) {
+        cluster.raft(id).apply(c.clone(), T).wait().expect("apply");
+        expected.push(c);
+    }
+    cluster.stop(id);
+    cluster.start(id);
+    cluster.wait_leader();
+    cluster.raft(id).barrier(T).wait().expect("barrier");
+    assert_eq!(cluster.stores[0].restores.load(Ordering::SeqCst), 1);
+    assert_eq!(cluster.applied(id), expected);
+}

@@ -39,6 +39,6 @@ pub mod sim;
 
 pub use api::{
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
-    FsmSnapshot, LeaderChanges, LeaderObservation, MembershipError, Raft, RaftFuture, RaftState,
-    ReadError, StartError, TakeSnapshotError, TransferError,
+    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Raft, RaftFuture, RaftState,
+    ReadError, StartError, TakeSnapshotError, TcpTransportConfig, TransferError,
 };

@@ -174,3 +174,35 @@ fn futures_work_under_an_async_executor() {
     });
     assert_eq!(applied.expect("apply").response, Bytes::from("1"));
 }
+
+#[test]
+fn a_pinned_shard_runs_and_a_cpu_out_of_range_fails_the_start() {
+    let pinned = |id: NodeId| {
+        let mut c = node_support::test_config(id);
+        c.shard_cpu = Some(0);
+        c
+    };
+    let cluster = TestCluster::with_config(1, pinned);
+    let id = cluster.wait_leader();
+    cluster
+        .raft(id)
+        .apply("x", HANG_GUARD)
+        .wait()
+        .expect("apply");
+
+    let mut config = node_support::test_config(NodeId(9));
+    config.shard_cpu = Some(1 << 20);
+    let store = ringraft_storage::InmemStore::new();
+    let result = ringraft::Raft::new(
+        config,
+        node_support::RecordingFsm::new(),
+        store.clone(),
+        store,
+        ringraft_storage::InmemSnapshotStore::new(),
+        cluster.net.transport(NodeId(9)),
+    );
+    assert!(
+        matches!(result, Err(ringraft::StartError::Thread(_))),
+        "{result:?}"
+    );
+}

@@ -60,6 +60,9 @@ pub struct Config {
     /// Requests that may wait for the node's shard thread; a caller whose timeout passes while
     /// the queue is full gets `EnqueueTimeout`. Default 4096.
     pub submission_queue_capacity: usize,
+    /// Pin the node's shard thread to this CPU (Linux only; DESIGN §2). Default `None`: the
+    /// operating system schedules it. A CPU the process may not use fails `Raft::new`.
+    pub shard_cpu: Option<usize>,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             clock_drift_bound: Duration::from_millis(50),
             max_inflight: 64,
             submission_queue_capacity: 4096,
+            shard_cpu: None,
         }
     }
 

@@ -175,8 +175,10 @@ pub enum StartError {
     },
     /// The recovered state is inconsistent.
     Core(CoreError),
-    /// A thread could not be started.
+    /// A thread could not be started (or pinned, or given its runtime).
     Thread(String),
+    /// The transport could not be created (the TCP listener could not bind, say).
+    Transport(String),
 }
 
 /// An invalid [`Config`](crate::Config) field.
@@ -318,6 +320,7 @@ impl fmt::Display for StartError {
             ),
             StartError::Core(e) => write!(f, "recovered state: {e}"),
             StartError::Thread(e) => write!(f, "starting a thread: {e}"),
+            StartError::Transport(e) => write!(f, "starting the transport: {e}"),
         }
     }
 }

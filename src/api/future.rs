@@ -18,6 +18,9 @@ struct Slot<T> {
     /// The sender is gone (after sending or by being dropped).
     closed: bool,
     waker: Option<Waker>,
+    /// A thread is blocked in [`RaftFuture::wait_timeout`]: only then is the condition variable
+    /// notified (notifying one costs a system call even when nobody waits).
+    blocked: bool,
 }
 
 struct Shared<T> {
@@ -45,8 +48,11 @@ impl<T> Sender<T> {
             slot.value = Some(value);
             slot.closed = true;
             let waker = slot.waker.take();
+            let blocked = slot.blocked;
             drop(slot);
-            shared.ready.notify_all();
+            if blocked {
+                shared.ready.notify_all();
+            }
             if let Some(w) = waker {
                 w.wake();
             }
@@ -60,8 +66,11 @@ impl<T> Drop for Sender<T> {
             let mut slot = shared.lock();
             slot.closed = true;
             let waker = slot.waker.take();
+            let blocked = slot.blocked;
             drop(slot);
-            shared.ready.notify_all();
+            if blocked {
+                shared.ready.notify_all();
+            }
             if let Some(w) = waker {
                 w.wake();
             }
@@ -101,6 +110,7 @@ pub(crate) fn channel<T, E>(
             value: None,
             closed: false,
             waker: None,
+            blocked: false,
         }),
         ready: Condvar::new(),
     });
@@ -173,12 +183,14 @@ impl<T, E> RaftFuture<T, E> {
                     if now >= deadline {
                         break;
                     }
+                    slot.blocked = true;
                     slot = shared
                         .ready
                         .wait_timeout(slot, deadline - now)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
+                slot.blocked = false;
                 drop(slot);
                 self.state = State::Waiting(shared);
                 None

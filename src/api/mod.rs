@@ -49,6 +49,7 @@ mod config;
 mod error;
 mod fsm;
 pub(crate) mod future;
+mod transport;
 mod watch;
 
 pub use config::Config;
@@ -58,16 +59,17 @@ pub use error::{
 };
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
+pub use transport::{IntoTransport, TcpTransportConfig};
 pub(crate) use watch::LeaderWatch;
 pub use watch::{Changed, LeaderChanges, LeaderObservation};
 
 use crate::core::{Core, MembershipChange, RecoveredState};
 use crate::node::apply::ApplyLoop;
 use crate::node::clock::Clock;
-use crate::node::shard::{Shard, ShardParts};
+use crate::node::runtime::spawn_shard;
+use crate::node::shard::ShardParts;
 use crate::node::{ApplyReply, Command, PushError, Shared, StopGuard};
 use bytes::Bytes;
-use ringraft_net::transport::Transport;
 use ringraft_storage::{
     Configuration, Index, LogId, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
 };
@@ -142,13 +144,17 @@ impl Raft {
     /// Starts a node: recovers its state from the stores (restoring the newest snapshot into
     /// `fsm`), then starts its shard and apply threads. A node with no state waits for
     /// [`bootstrap_cluster`](Raft::bootstrap_cluster) or for a leader to add it.
+    ///
+    /// `transport` is any [`Transport`](ringraft_net::transport::Transport) (the in-memory
+    /// network's, say) or a [`TcpTransportConfig`], which binds the TCP transport on the
+    /// node's shard thread; `Raft::new` returns once it is bound.
     pub fn new(
         config: Config,
         mut fsm: impl Fsm,
         log_store: impl LogStore + 'static,
         stable_store: impl StableStore + 'static,
         snapshot_store: impl SnapshotStore + 'static,
-        transport: impl Transport + Send + 'static,
+        transport: impl IntoTransport,
     ) -> Result<Raft, StartError> {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -186,29 +192,22 @@ impl Raft {
             .name(format!("ringraft-apply-{id}"))
             .spawn(move || apply.run(apply_rx))
             .map_err(|e| StartError::Thread(e.to_string()))?;
-        let shard = Shard::new(ShardParts {
+        let cpu = config.shard_cpu;
+        let parts = ShardParts {
             core,
             core_config,
             config,
             log: Box::new(log_store),
             stable: Box::new(stable_store),
             snapshots: Arc::new(snapshot_store),
-            transport: Box::new(transport),
             shared: shared.clone(),
             clock,
             apply_tx,
             apply_thread,
             events_tx,
             events_rx,
-        });
-        let guard = StopGuard(shared.clone());
-        std::thread::Builder::new()
-            .name(format!("ringraft-shard-{id}"))
-            .spawn(move || {
-                let _guard = guard;
-                shard.run();
-            })
-            .map_err(|e| StartError::Thread(e.to_string()))?;
+        };
+        spawn_shard(parts, transport, StopGuard(shared.clone()), cpu)?;
         Ok(Raft {
             handle: Arc::new(Handle { shared }),
         })

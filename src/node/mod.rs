@@ -16,10 +16,14 @@
 //! all of them share the next `take_effects`, so proposals that arrived together become one
 //! persist batch and one AppendEntries per follower), internal events, transport messages,
 //! durability completions and timers; then perform the effects until the core is quiet. It
-//! parks until something wakes it ([`signal::Signal`]) or the core's next timer.
+//! sleeps until something wakes it ([`signal::Signal`]) or the core's next timer.
+//!
+//! The shard thread runs a tokio current-thread runtime of its own ([`runtime`]): the TCP
+//! transport's connection tasks live there, next to the core they serve.
 
 pub(crate) mod apply;
 pub(crate) mod clock;
+pub(crate) mod runtime;
 pub(crate) mod shard;
 pub(crate) mod signal;
 

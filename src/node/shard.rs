@@ -33,6 +33,9 @@ const MESSAGES_PER_TURN_MAX: usize = 4096;
 /// Longest park without a timer, as a guard against a missed wake-up.
 const PARK_MAX: Duration = Duration::from_millis(100);
 
+/// Without transport tasks, a busy shard still yields to its runtime this often (timers).
+const YIELD_EVERY_BUSY_TURNS: u32 = 64;
+
 /// A request waiting for the core's reply.
 enum Waiter {
     Apply(ApplyReply),
@@ -80,7 +83,9 @@ pub(crate) struct Shard {
     pub(crate) log: Box<dyn LogStore>,
     pub(crate) stable: Box<dyn StableStore>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
-    pub(crate) transport: Box<dyn Transport + Send>,
+    pub(crate) transport: Box<dyn Transport>,
+    /// Whether the transport works in tasks on this thread's runtime (yield every turn).
+    yield_every_turn: bool,
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     pub(crate) apply_tx: Option<mpsc::Sender<ApplyTask>>,
@@ -109,7 +114,6 @@ pub(crate) struct ShardParts {
     pub(crate) log: Box<dyn LogStore>,
     pub(crate) stable: Box<dyn StableStore>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
-    pub(crate) transport: Box<dyn Transport + Send>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     pub(crate) apply_tx: mpsc::Sender<ApplyTask>,
@@ -119,7 +123,11 @@ pub(crate) struct ShardParts {
 }
 
 impl Shard {
-    pub(crate) fn new(p: ShardParts) -> Shard {
+    pub(crate) fn new(
+        p: ShardParts,
+        transport: Box<dyn Transport>,
+        yield_every_turn: bool,
+    ) -> Shard {
         Shard {
             core: p.core,
             core_config: p.core_config,
@@ -127,7 +135,8 @@ impl Shard {
             log: p.log,
             stable: p.stable,
             snapshots: p.snapshots,
-            transport: p.transport,
+            transport,
+            yield_every_turn,
             shared: p.shared,
             clock: p.clock,
             apply_tx: Some(p.apply_tx),
@@ -149,27 +158,52 @@ impl Shard {
         }
     }
 
-    /// The shard loop; returns when the node shuts down or fails.
-    pub(crate) fn run(mut self) {
+    /// The shard loop, on the shard thread's tokio runtime; returns when the node shuts down
+    /// or fails.
+    ///
+    /// Why a plain loop over one future rather than `select!` over many: every source of
+    /// work (callers, the apply thread, the log store's I/O thread, the transport) funnels
+    /// into one [`Signal`](super::signal::Signal), so a turn always drains everything and a
+    /// wake-up costs one atomic when the shard is already awake. The runtime only parks (on
+    /// epoll) when the shard has nothing to do, and runs the TCP transport's connection tasks
+    /// whenever the loop yields.
+    pub(crate) async fn run(mut self) {
         let signal = self.shared.signal.clone();
-        signal.bind_current_thread();
+        signal.bind().await;
         let waker = Waker::from(signal.clone());
         let notifier = signal.clone();
         self.log
             .set_durable_notifier(Arc::new(move || notifier.notify()));
         let now = self.clock.now();
         self.schedule_snapshot_check(now);
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut busy_turns: u32 = 0;
         while !self.shared.shutdown_requested() && self.fatal.is_none() {
             signal.take();
             let now = self.clock.now();
             let busy = self.turn(now, &waker);
-            if busy || self.shared.shutdown_requested() || self.fatal.is_some() {
+            if self.shared.shutdown_requested() || self.fatal.is_some() {
+                break;
+            }
+            if busy || signal.is_pending() {
+                // More work is waiting. Let the runtime's other tasks (connections) run first
+                // when there are any, and now and then regardless.
+                busy_turns = busy_turns.wrapping_add(1);
+                if self.yield_every_turn || busy_turns % YIELD_EVERY_BUSY_TURNS == 0 {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
+            busy_turns = 0;
             let next = self.core.next_timer().min(self.next_snapshot_check);
             let now = self.clock.now();
             if next > now {
-                signal.wait(Clock::until(now, next).min(PARK_MAX));
+                let sleep_for = Clock::until(now, next).min(PARK_MAX);
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + sleep_for);
+                signal.wait(timer.as_mut()).await;
             }
         }
         self.stop();

@@ -3,9 +3,11 @@
 //! - `ringraft-sim`: runs deterministic simulation seeds against the real consensus core and
 //!   prints `N passed, M failed` with a replay command for every failing seed.
 //!
-//! - `ringraft-load`: starts a local cluster and measures write throughput and latency
-//!   (`--inmem` today).
+//! - `ringraft-load`: starts a local cluster (TCP on loopback with the WAL in a temporary
+//!   directory, or `--inmem`) and measures write throughput and latency percentiles.
 //!
 //! Planned here (DESIGN.md §3): `ringraft-kv` (the example replicated key-value service
 //! speaking RESP) and `ringraft-wal` (inspect and verify a segment log).
 #![deny(missing_docs)]
+
+pub mod load;

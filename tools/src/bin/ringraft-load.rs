@@ -1,279 +1,177 @@
-//! `ringraft-load`: a load generator for a local ringraft cluster (issue 6 §4, first slice).
+//! `ringraft-load`: a load generator for a local ringraft cluster (issue 6 §4).
 //!
 //! ```text
-//! ringraft-load --inmem [--nodes N] [--clients C] [--duration SECS] [--payload-bytes B] [--json]
+//! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N]
+//!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
 //! ```
 //!
-//! Starts an `N`-node cluster in this process (in-memory stores and network), runs `C`
-//! closed-loop clients that each apply one `B`-byte command at a time on the leader for the
-//! duration, then prints throughput and latency percentiles, and checks that every replica
-//! applied the same entries. Percentiles are exact (every latency is kept and sorted).
-//! Not yet: the durable TCP + WAL cluster (the default in the issue), `--ops`, `--rate`,
-//! `--plot`, a progress bar.
+//! With no arguments: a 3-node cluster in this process, talking TCP on loopback, each node
+//! with its segment WAL, stable store and snapshot store in a temporary directory; 64
+//! closed-loop clients apply 64-byte commands on the leader for 10 s, with a progress line per
+//! second; then throughput and latency percentiles (p50, p90, p99, p99.9, max, from an HDR
+//! histogram), and a check that every replica applied the same entries.
+//!
+//! - `--inmem`: in-memory stores and in-process delivery (what peers publish numbers for).
+//! - `--ops N`: stop after `N` writes instead of after `--duration`.
+//! - `--rate R`: open loop at `R` writes/s, latency measured from each write's intended send
+//!   time (coordinated-omission corrected); runs for `--duration` or `--ops`.
+//! - `--json`: print only one line: `{"system":"ringraft","clients":..,"ops":..,
+//!   "writes_per_sec":..,"p50_us":..,"p99_us":..,"p999_us":..}`.
+//! - `--plot FILE`: write the latency percentile curve as an SVG.
+//! - `--dir DIR`: keep the durable cluster's files under `DIR` (default: a temporary
+//!   directory, removed at the end).
 
 use bytes::Bytes;
-use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState};
-use ringraft_net::memory::MemNetwork;
-use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId};
-use std::io::{Read, Write};
+use ringraft_tools::load::cluster::{Cluster, Mode};
+use ringraft_tools::load::drive::{self, Load};
+use ringraft_tools::load::report::{svg_plot, Summary};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const USAGE: &str = "usage: ringraft-load --inmem [--nodes N] [--clients C] [--duration SECS] \
-[--payload-bytes B] [--json]";
+const USAGE: &str = "usage: ringraft-load [--inmem] [--nodes N] [--clients C] \
+[--duration SECS | --ops N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]";
 
 struct Args {
+    inmem: bool,
     nodes: u64,
-    clients: usize,
-    duration: Duration,
+    load: Load,
     payload_bytes: usize,
+    dir: Option<PathBuf>,
     json: bool,
+    plot: Option<PathBuf>,
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e| format!("{name} {v}: {e}"))
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
+        inmem: false,
         nodes: 3,
-        clients: 64,
-        duration: Duration::from_secs(10),
+        load: Load {
+            clients: 64,
+            ops: None,
+            duration: Duration::from_secs(10),
+            payload: Bytes::new(),
+            rate: None,
+            progress: true,
+        },
         payload_bytes: 64,
+        dir: None,
         json: false,
+        plot: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
-            "--inmem" => {}
+            "--inmem" => args.inmem = true,
             "--json" => args.json = true,
-            "--nodes" => args.nodes = value("--nodes")?.parse().map_err(|e| format!("{e}"))?,
-            "--clients" => {
-                args.clients = value("--clients")?.parse().map_err(|e| format!("{e}"))?
-            }
+            "--nodes" => args.nodes = number("--nodes", &value("--nodes")?)?,
+            "--clients" => args.load.clients = number("--clients", &value("--clients")?)?,
+            "--ops" => args.load.ops = Some(number("--ops", &value("--ops")?)?),
+            "--rate" => args.load.rate = Some(number("--rate", &value("--rate")?)?),
             "--duration" => {
-                let secs: f64 = value("--duration")?
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|e| format!("{e}"))?;
-                args.duration = Duration::from_secs_f64(secs);
+                let v = value("--duration")?;
+                let secs: f64 = number("--duration", v.trim_end_matches('s'))?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err(format!("--duration {v}: must be positive"));
+                }
+                args.load.duration = Duration::from_secs_f64(secs);
             }
             "--payload-bytes" => {
-                args.payload_bytes = value("--payload-bytes")?
-                    .parse()
-                    .map_err(|e| format!("{e}"))?
+                args.payload_bytes = number("--payload-bytes", &value("--payload-bytes")?)?
             }
+            "--dir" => args.dir = Some(PathBuf::from(value("--dir")?)),
+            "--plot" => args.plot = Some(PathBuf::from(value("--plot")?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    if args.nodes == 0 || args.clients == 0 {
-        return Err("--nodes and --clients must be at least 1".into());
+    if args.nodes == 0 || args.load.clients == 0 || args.load.ops == Some(0) {
+        return Err("--nodes, --clients and --ops must be at least 1".into());
     }
+    args.load.payload = Bytes::from(vec![0x5a; args.payload_bytes]);
+    args.load.progress = !args.json;
     Ok(args)
 }
 
-/// Digest of everything applied: count and a running FNV-1a hash of (index, data).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Digest {
-    count: u64,
-    last_index: u64,
-    hash: u64,
-}
-
-struct DigestFsm(Arc<Mutex<Digest>>);
-
-impl Fsm for DigestFsm {
-    fn apply(&mut self, entry: &Entry) -> Bytes {
-        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut h = if d.count == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            d.hash
-        };
-        for b in entry
-            .id
-            .index
-            .0
-            .to_le_bytes()
-            .iter()
-            .chain(entry.data.iter())
-        {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-        d.hash = h;
-        d.count += 1;
-        d.last_index = entry.id.index.0;
-        Bytes::new()
-    }
-
-    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
-        Ok(Box::new(DigestSnapshot(
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()),
-        )))
-    }
-
-    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError> {
-        let mut b = [0u8; 24];
-        snapshot.read_exact(&mut b)?;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Digest {
-            count: word(0),
-            last_index: word(1),
-            hash: word(2),
-        };
-        Ok(())
-    }
-}
-
-struct DigestSnapshot(Digest);
-
-impl FsmSnapshot for DigestSnapshot {
-    fn persist(&mut self, sink: &mut dyn Write) -> Result<(), FsmError> {
-        for w in [self.0.count, self.0.last_index, self.0.hash] {
-            sink.write_all(&w.to_le_bytes())?;
-        }
-        Ok(())
-    }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[allow(clippy::disallowed_methods)] // A load generator measures wall-clock latency.
-fn now() -> Instant {
-    Instant::now()
-}
-
 fn run(args: &Args) -> Result<bool, String> {
-    let net = MemNetwork::new();
-    let ids: Vec<NodeId> = (1..=args.nodes).map(NodeId).collect();
-    let mut nodes = Vec::new();
-    for &id in &ids {
-        let mut config = Config::new(id);
-        config.heartbeat_timeout = Duration::from_millis(300);
-        config.election_timeout = Duration::from_millis(300);
-        config.leader_lease_timeout = Duration::from_millis(300);
-        config.max_append_entries = 1024;
-        config.submission_queue_capacity = args.clients.max(64) * 2;
-        let digest = Arc::new(Mutex::new(Digest::default()));
-        let store = InmemStore::new();
-        let raft = Raft::new(
-            config,
-            DigestFsm(digest.clone()),
-            store.clone(),
-            store,
-            InmemSnapshotStore::new(),
-            net.transport(id),
-        )
-        .map_err(|e| e.to_string())?;
-        nodes.push((raft, digest));
-    }
-    let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
-    for (raft, _) in &nodes {
-        raft.bootstrap_cluster(configuration.clone())
-            .wait()
-            .map_err(|e| e.to_string())?;
-    }
-    let started = now();
-    let leader = loop {
-        if let Some((r, _)) = nodes.iter().find(|(r, _)| r.state() == RaftState::Leader) {
-            break r.clone();
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("no leader elected within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    // The temporary directory lives until the end of the run, then is removed.
+    let (mode, _temp) = if args.inmem {
+        (Mode::Inmem, None)
+    } else if let Some(dir) = &args.dir {
+        (Mode::Durable(dir.clone()), None)
+    } else {
+        let temp = tempfile::Builder::new()
+            .prefix("ringraft-load-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        (Mode::Durable(temp.path().to_path_buf()), Some(temp))
     };
-    leader
-        .barrier(Duration::ZERO)
-        .wait()
-        .map_err(|e| e.to_string())?;
+    let description = match &mode {
+        Mode::Inmem => "in memory".to_string(),
+        Mode::Durable(dir) => format!("TCP on loopback, WAL in {}", dir.display()),
+    };
+    let cluster = Cluster::start(&mode, args.nodes, args.load.clients)?;
+    let result = measure(args, &cluster, &description);
+    cluster.shutdown();
+    result
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let payload = Bytes::from(vec![0x5a; args.payload_bytes]);
-    let clients: Vec<_> = (0..args.clients)
-        .map(|_| {
-            let (raft, stop, payload) = (leader.clone(), stop.clone(), payload.clone());
-            std::thread::spawn(move || {
-                let mut latencies_ns = Vec::with_capacity(1 << 16);
-                let mut errors = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = now();
-                    match raft.apply(payload.clone(), Duration::ZERO).wait() {
-                        Ok(_) => latencies_ns.push(t.elapsed().as_nanos() as u64),
-                        Err(_) => errors += 1,
-                    }
-                }
-                (latencies_ns, errors)
-            })
-        })
-        .collect();
-    let began = now();
-    std::thread::sleep(args.duration);
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for c in clients {
-        let (l, e) = c
-            .join()
-            .map_err(|_| "a client thread panicked".to_string())?;
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = began.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let ops = latencies.len() as u64;
-    let writes_per_sec = ops as f64 / elapsed;
-    let us = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
-
-    // Every replica must apply the same entries: wait for them to reach the leader's index.
-    let target = leader
-        .barrier(Duration::ZERO)
-        .wait()
-        .map_err(|e| e.to_string())?;
-    let deadline = now() + Duration::from_secs(30);
-    while nodes.iter().any(|(r, _)| r.applied_index() < target) && now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let digests: Vec<Digest> = nodes
-        .iter()
-        .map(|(_, d)| *d.lock().unwrap_or_else(|p| p.into_inner()))
-        .collect();
-    let consistent = digests.windows(2).all(|w| w[0] == w[1]);
-
-    if args.json {
+fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, String> {
+    let leader = cluster.leader(Duration::from_secs(30))?;
+    let load = &args.load;
+    if !args.json {
+        let what = match (load.rate, load.ops) {
+            (Some(r), _) => format!("open loop at {r} writes/s"),
+            (None, _) => format!("{} closed-loop clients", load.clients),
+        };
+        let until = match load.ops {
+            Some(n) => format!("{n} writes"),
+            None => format!("{:.1} s", load.duration.as_secs_f64()),
+        };
         println!(
-            "{{\"system\":\"ringraft\",\"clients\":{},\"ops\":{},\"writes_per_sec\":{:.0},\
-\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1}}}",
-            args.clients,
-            ops,
-            writes_per_sec,
-            us(50.0),
-            us(99.0),
-            us(99.9)
+            "ringraft-load: {} nodes ({description}), {what}, {}-byte commands, {until}",
+            args.nodes, args.payload_bytes
         );
+    }
+    let outcome = drive::run(&leader, load)?;
+    let summary = Summary::new(
+        load.clients,
+        &outcome.histogram,
+        outcome.errors,
+        outcome.elapsed_secs,
+    );
+    let digests = cluster.digests_after_catch_up(&leader, Duration::from_secs(60))?;
+    let consistent = digests.windows(2).all(|w| w[0] == w[1]);
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "ringraft-load: {} clients, {:.0} writes/s",
+            load.clients,
+            summary.writes_per_sec()
+        );
+        std::fs::write(path, svg_plot(&outcome.histogram, &title))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", summary.json());
     } else {
         println!(
-            "ringraft-load --inmem: {} nodes, {} clients, {}-byte commands, {:.1} s",
-            args.nodes, args.clients, args.payload_bytes, elapsed
+            "  writes: {} ok, {} failed, {:.0} writes/s over {:.2} s",
+            summary.ops,
+            summary.errors,
+            summary.writes_per_sec(),
+            summary.elapsed_secs
         );
-        println!("  writes: {ops} ok, {errors} failed, {writes_per_sec:.0} writes/s");
         println!(
             "  latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            us(50.0),
-            us(90.0),
-            us(99.0),
-            us(99.9),
-            us(100.0)
+            summary.p50_us, summary.p90_us, summary.p99_us, summary.p999_us, summary.max_us
         );
         if consistent {
             println!(
@@ -283,9 +181,12 @@ fn run(args: &Args) -> Result<bool, String> {
         } else {
             println!("  replicas DIFFER: {digests:?}");
         }
+        if let Some(path) = &args.plot {
+            println!("  plot: {}", path.display());
+        }
     }
-    for (raft, _) in &nodes {
-        let _ = raft.shutdown().wait();
+    if !consistent && args.json {
+        eprintln!("ringraft-load: replicas differ: {digests:?}");
     }
     Ok(consistent)
 }

@@ -1,0 +1,114 @@
+//! Starting a shard thread: pin it (optionally), build its tokio current-thread runtime,
+//! create the transport inside that runtime, then run the shard loop on it.
+//!
+//! ```text
+//!  Raft::new ──spawn──► shard thread: pin to a core? ─► runtime ─► IntoTransport ─► Shard::run
+//!      ▲                                                                  │
+//!      └──────── started: Ok / the error (bind, pin, runtime) ────────────┘
+//! ```
+
+use super::shard::{Shard, ShardParts};
+use super::StopGuard;
+use crate::api::{IntoTransport, StartError};
+use std::sync::mpsc;
+
+/// Spawns the shard thread and waits until it runs (or failed to start).
+pub(crate) fn spawn_shard(
+    parts: ShardParts,
+    transport: impl IntoTransport,
+    guard: StopGuard,
+    cpu: Option<usize>,
+) -> Result<(), StartError> {
+    let (started_tx, started_rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
+    let id = parts.shared.id.0;
+    let spawned = std::thread::Builder::new()
+        .name(format!("ringraft-shard-{id}"))
+        .spawn(move || {
+            // Dropped last: whatever happens below, the node ends up stopped.
+            let _guard = guard;
+            let yield_every_turn = transport.runs_tasks();
+            let runtime = match prepare(cpu, yield_every_turn) {
+                Ok(runtime) => runtime,
+                Err(e) => return fail(parts, &started_tx, e),
+            };
+            let made = runtime.block_on(transport.into_transport());
+            let transport = match made {
+                Ok(t) => t,
+                Err(e) => return fail(parts, &started_tx, StartError::Transport(e)),
+            };
+            let shard = Shard::new(parts, transport, yield_every_turn);
+            let _ = started_tx.send(Ok(()));
+            runtime.block_on(shard.run());
+        });
+    if let Err(e) = spawned {
+        return Err(StartError::Thread(e.to_string()));
+    }
+    started_rx
+        .recv()
+        .unwrap_or_else(|_| Err(StartError::Thread("the shard thread exited".into())))
+}
+
+/// Pins the calling thread (if asked) and builds its runtime: with an I/O driver only for a
+/// transport that needs one. Without it the runtime parks on a futex, which is cheaper to
+/// wake than epoll (an eventfd write) and to sleep on.
+fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Runtime, StartError> {
+    if let Some(cpu) = cpu {
+        pin_current_thread(cpu)
+            .map_err(|e| StartError::Thread(format!("pin to cpu {cpu}: {e}")))?;
+    }
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    if io {
+        builder.enable_all();
+    } else {
+        builder.enable_time();
+    }
+    builder
+        .build()
+        .map_err(|e| StartError::Thread(format!("tokio runtime: {e}")))
+}
+
+/// Answers `Raft::new` with `error` and stops the apply thread the parts own.
+fn fail(parts: ShardParts, started: &mpsc::SyncSender<Result<(), StartError>>, error: StartError) {
+    let ShardParts {
+        apply_tx,
+        apply_thread,
+        ..
+    } = parts;
+    drop(apply_tx);
+    let _ = apply_thread.join();
+    let _ = started.send(Err(error));
+}
+
+/// Restricts the calling thread to `cpu` (Linux `sched_setaffinity`).
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // `cpu_set_t` holds CPU_SETSIZE (1024) bits.
+    let bits = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpu >= bits {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is beyond the {bits} a cpu set holds"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is plain bits (all-zero is the empty set), `cpu` is in range (checked
+    // above), and the pointer and size describe that local set; pid 0 is the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Pinning is only implemented on Linux.
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "pinning threads is only supported on Linux",
+    ))
+}

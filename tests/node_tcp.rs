@@ -1,0 +1,243 @@
+//! Real nodes over the TCP transport on loopback, with the segment WAL, the file stable store
+//! and the file snapshot store in a temporary directory (issue 6 §3, the durable subset).
+//!
+//! Waits poll with generous deadlines that only guard against hangs; no test asserts on how
+//! long anything took.
+
+mod node_support;
+
+use bytes::Bytes;
+use node_support::{commands, test_config, wait_until, RecordingFsm};
+use ringraft::{Raft, RaftState, TcpTransportConfig};
+use ringraft_net::handshake::ClusterId;
+use ringraft_net::tcp::TcpConfig;
+use ringraft_storage::{
+    Configuration, FileSnapshotStore, FileStableStore, NodeId, WalConfig, WalLogStore,
+};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+/// A cluster of nodes whose state lives in `dir` and who talk over loopback TCP.
+struct TcpCluster {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    addresses: Vec<SocketAddr>,
+    nodes: Vec<Option<Raft>>,
+    applied: Vec<Arc<Mutex<Vec<Bytes>>>>,
+}
+
+/// Free loopback ports: bound to port 0 then released just before the nodes bind them. (The
+/// transport binds its own listener, so a port has to be known before the node starts; the
+/// window in which another process could take one is a few microseconds.)
+fn free_addresses(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address"))
+        .collect()
+}
+
+/// A WAL with small segments (each is preallocated and zero-filled).
+fn open_wal(dir: PathBuf) -> WalLogStore {
+    let mut wal = WalConfig::new(dir);
+    wal.segment_size_bytes = 4 << 20;
+    wal.max_entry_bytes = 1 << 20;
+    WalLogStore::open(wal).expect("open the WAL")
+}
+
+impl TcpCluster {
+    fn new(n: usize) -> TcpCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = TcpCluster {
+            root: dir.path().to_path_buf(),
+            _dir: dir,
+            addresses: free_addresses(n),
+            nodes: (0..n).map(|_| None).collect(),
+            applied: (0..n).map(|_| Arc::default()).collect(),
+        };
+        for i in 1..=n as u64 {
+            cluster.start(NodeId(i));
+        }
+        let configuration =
+            Configuration::voters_with_default_addresses((1..=n as u64).map(NodeId));
+        for raft in cluster.nodes.iter().flatten() {
+            raft.bootstrap_cluster(configuration.clone())
+                .wait()
+                .expect("bootstrap");
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) node `id` from its directory with a fresh state machine.
+    fn start(&mut self, id: NodeId) {
+        let i = id.0 as usize - 1;
+        assert!(self.nodes[i].is_none(), "{id} is running");
+        let dir = self.root.join(format!("n{}", id.0));
+        let log = open_wal(dir.join("wal"));
+        let stable = FileStableStore::open(dir.join("stable")).expect("open the stable store");
+        let snapshots = FileSnapshotStore::new(dir.join("snapshots"), 2).expect("snapshots");
+        let mut tcp = TcpConfig::new(id, ClusterId(42), self.addresses[i]);
+        for (j, address) in self.addresses.iter().enumerate() {
+            if j != i {
+                tcp.peers.insert(NodeId(j as u64 + 1), *address);
+            }
+        }
+        tcp.backoff_initial = Duration::from_millis(5);
+        tcp.backoff_max = Duration::from_millis(100);
+        let fsm = RecordingFsm::new();
+        self.applied[i] = fsm.applied.clone();
+        let raft = Raft::new(
+            test_config(id),
+            fsm,
+            log,
+            stable,
+            snapshots,
+            TcpTransportConfig::new(tcp),
+        )
+        .expect("start node");
+        self.nodes[i] = Some(raft);
+    }
+
+    fn stop(&mut self, id: NodeId) {
+        if let Some(raft) = self.nodes[id.0 as usize - 1].take() {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
+
+    fn raft(&self, id: NodeId) -> &Raft {
+        self.nodes[id.0 as usize - 1].as_ref().expect("running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Raft> {
+        self.nodes.iter().flatten()
+    }
+
+    fn applied(&self, id: NodeId) -> Vec<Bytes> {
+        self.applied[id.0 as usize - 1]
+            .lock()
+            .expect("applied")
+            .clone()
+    }
+
+    /// A leader of the highest term that every running node follows.
+    fn wait_leader(&self) -> NodeId {
+        let mut leader = None;
+        wait_until("a leader everyone follows", || {
+            let Some(l) = self
+                .running()
+                .filter(|r| r.state() == RaftState::Leader)
+                .max_by_key(|r| r.current_term())
+            else {
+                return false;
+            };
+            leader = Some(l.local_id());
+            self.running().all(|r| r.leader() == leader)
+        });
+        leader.expect("leader")
+    }
+
+    /// Applies `commands` on the leader, retrying a command whose outcome is known to be
+    /// "not applied" (no leader yet); returns the acknowledged ones.
+    fn write(&self, commands: &[Bytes]) -> Vec<Bytes> {
+        let mut acknowledged = Vec::new();
+        for c in commands {
+            let leader = self.wait_leader();
+            self.raft(leader).apply(c.clone(), T).wait().expect("apply");
+            acknowledged.push(c.clone());
+        }
+        acknowledged
+    }
+
+    fn wait_applied_everywhere(&self, expected: &[Bytes]) {
+        for raft in self.running() {
+            let id = raft.local_id();
+            wait_until(
+                &format!("{id} to apply {} commands", expected.len()),
+                || self.applied(id).len() >= expected.len(),
+            );
+            assert_eq!(self.applied(id), expected, "{id} applied something else");
+        }
+    }
+}
+
+impl Drop for TcpCluster {
+    fn drop(&mut self) {
+        for raft in self.nodes.iter().flatten() {
+            let _ = raft.shutdown().wait();
+        }
+    }
+}
+
+#[test]
+fn three_nodes_over_tcp_elect_replicate_and_survive_a_leader_restart() {
+    let mut cluster = TcpCluster::new(3);
+    let leader = cluster.wait_leader();
+    let mut acknowledged = cluster.write(&commands("a", 50));
+    // Many in flight at once: they share persist batches and AppendEntries.
+    let futures: Vec<_> = commands("b", 200)
+        .into_iter()
+        .map(|c| (c.clone(), cluster.raft(leader).apply(c, T)))
+        .collect();
+    for (c, f) in futures {
+        f.wait().expect("concurrent apply");
+        acknowledged.push(c);
+    }
+    cluster.wait_applied_everywhere(&acknowledged);
+
+    cluster.stop(leader);
+    let second = cluster.wait_leader();
+    assert_ne!(second, leader);
+    acknowledged.extend(cluster.write(&commands("c", 50)));
+    cluster.start(leader);
+    cluster.raft(second).barrier(T).wait().expect("barrier");
+    cluster.wait_applied_everywhere(&acknowledged);
+}
+
+#[test]
+fn a_cluster_restarted_from_disk_has_every_acknowledged_write() {
+    let mut cluster = TcpCluster::new(3);
+    let acknowledged = cluster.write(&commands("w", 100));
+    for i in 1..=3 {
+        cluster.stop(NodeId(i));
+    }
+    for i in 1..=3 {
+        cluster.start(NodeId(i));
+    }
+    let leader = cluster.wait_leader();
+    // A barrier commits an entry of the new term, so everything before it is applied.
+    cluster.raft(leader).barrier(T).wait().expect("barrier");
+    cluster.wait_applied_everywhere(&acknowledged);
+    let more = cluster.write(&commands("x", 10));
+    let mut all = acknowledged;
+    all.extend(more);
+    cluster.wait_applied_everywhere(&all);
+}
+
+#[test]
+fn a_port_in_use_fails_the_start_with_a_transport_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcp = TcpConfig::new(
+        NodeId(1),
+        ClusterId(1),
+        taken.local_addr().expect("address"),
+    );
+    let result = Raft::new(
+        test_config(NodeId(1)),
+        RecordingFsm::new(),
+        open_wal(dir.path().join("wal")),
+        FileStableStore::open(dir.path().join("stable")).expect("stable"),
+        FileSnapshotStore::new(dir.path().join("snapshots"), 1).expect("snapshots"),
+        TcpTransportConfig::new(tcp),
+    );
+    assert!(
+        matches!(result, Err(ringraft::StartError::Transport(_))),
+        "{result:?}"
+    );
+}

@@ -1,0 +1,261 @@
+//! A local cluster for the load generator: `n` nodes in this process, either in memory
+//! (`InmemStore`, `MemNetwork`) or durable (segment WAL, file stable and snapshot stores in a
+//! directory, TCP on loopback).
+
+use bytes::Bytes;
+use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState, TcpTransportConfig};
+use ringraft_net::handshake::ClusterId;
+use ringraft_net::memory::MemNetwork;
+use ringraft_net::tcp::TcpConfig;
+use ringraft_storage::{
+    Configuration, Entry, FileSnapshotStore, FileStableStore, InmemSnapshotStore, InmemStore,
+    NodeId, WalConfig, WalLogStore,
+};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the cluster keeps its state and how its nodes talk.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// In-memory stores and in-process delivery.
+    Inmem,
+    /// The segment WAL and file stores under this directory, TCP on loopback.
+    Durable(PathBuf),
+}
+
+/// Digest of everything a replica applied: count, last index and a running FNV-1a hash of
+/// (index, data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    /// Commands applied.
+    pub count: u64,
+    /// Index of the last one.
+    pub last_index: u64,
+    /// FNV-1a over every (index, data).
+    pub hash: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x100_0000_01b3;
+
+/// A state machine that only keeps a [`Digest`].
+pub struct DigestFsm(pub Arc<Mutex<Digest>>);
+
+impl Fsm for DigestFsm {
+    fn apply(&mut self, entry: &Entry) -> Bytes {
+        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // FNV-1a over 8-byte words (the tail zero-padded): the digest should cost the
+        // benchmark little next to the replication it checks.
+        let mut h = if d.count == 0 { FNV_OFFSET } else { d.hash };
+        h = (h ^ entry.id.index.0).wrapping_mul(FNV_PRIME);
+        let mut words = entry.data.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h ^ u64::from_le_bytes(b)).wrapping_mul(FNV_PRIME);
+        }
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = (h ^ u64::from_le_bytes(tail) ^ entry.data.len() as u64).wrapping_mul(FNV_PRIME);
+        d.hash = h;
+        d.count += 1;
+        d.last_index = entry.id.index.0;
+        Bytes::new()
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+        let d = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Box::new(DigestSnapshot(d)))
+    }
+
+    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError> {
+        let mut b = [0u8; 24];
+        snapshot.read_exact(&mut b)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Digest {
+            count: word(0),
+            last_index: word(1),
+            hash: word(2),
+        };
+        Ok(())
+    }
+}
+
+struct DigestSnapshot(Digest);
+
+impl FsmSnapshot for DigestSnapshot {
+    fn persist(&mut self, sink: &mut dyn Write) -> Result<(), FsmError> {
+        for w in [self.0.count, self.0.last_index, self.0.hash] {
+            sink.write_all(&w.to_le_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// The running nodes and their digests.
+pub struct Cluster {
+    /// Every node, in id order.
+    pub nodes: Vec<(Raft, Arc<Mutex<Digest>>)>,
+}
+
+/// The load generator's node settings: timeouts that tolerate a loaded 2-core machine, large
+/// AppendEntries, and a submission queue with room for every client.
+fn node_config(id: NodeId, clients: usize) -> Config {
+    let mut config = Config::new(id);
+    config.heartbeat_timeout = Duration::from_millis(300);
+    config.election_timeout = Duration::from_millis(300);
+    config.leader_lease_timeout = Duration::from_millis(300);
+    config.max_append_entries = 1024;
+    config.submission_queue_capacity = clients.max(64) * 2;
+    config
+}
+
+/// Free loopback ports, released just before the nodes bind them (the transport binds its
+/// own listener, so every node's address must be known before any starts).
+fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("finding free ports: {e}"))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map_err(|e| format!("finding free ports: {e}"))
+        })
+        .collect()
+}
+
+fn start_durable(
+    id: NodeId,
+    dir: &Path,
+    addresses: &[SocketAddr],
+    config: Config,
+    fsm: DigestFsm,
+) -> Result<Raft, String> {
+    let dir = dir.join(format!("node-{}", id.0));
+    let log = WalLogStore::open(WalConfig::new(dir.join("wal"))).map_err(|e| e.to_string())?;
+    let stable = FileStableStore::open(dir.join("stable")).map_err(|e| e.to_string())?;
+    let snapshots = FileSnapshotStore::new(dir.join("snapshots"), 2).map_err(|e| e.to_string())?;
+    let index = id.0 as usize - 1;
+    let mut tcp = TcpConfig::new(id, ClusterId(0x10ad), addresses[index]);
+    for (j, address) in addresses.iter().enumerate() {
+        if j != index {
+            tcp.peers.insert(NodeId(j as u64 + 1), *address);
+        }
+    }
+    tcp.max_inflight = 64;
+    Raft::new(
+        config,
+        fsm,
+        log,
+        stable,
+        snapshots,
+        TcpTransportConfig::new(tcp),
+    )
+    .map_err(|e| e.to_string())
+}
+
+impl Cluster {
+    /// Starts and bootstraps `n` nodes.
+    pub fn start(mode: &Mode, n: u64, clients: usize) -> Result<Cluster, String> {
+        let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let net = MemNetwork::new();
+        let addresses = match mode {
+            Mode::Inmem => Vec::new(),
+            Mode::Durable(_) => free_addresses(n as usize)?,
+        };
+        let mut nodes = Vec::new();
+        for &id in &ids {
+            let digest = Arc::new(Mutex::new(Digest::default()));
+            let fsm = DigestFsm(digest.clone());
+            let config = node_config(id, clients);
+            let raft = match mode {
+                Mode::Inmem => {
+                    let store = InmemStore::new();
+                    Raft::new(
+                        config,
+                        fsm,
+                        store.clone(),
+                        store,
+                        InmemSnapshotStore::new(),
+                        net.transport(id),
+                    )
+                    .map_err(|e| e.to_string())?
+                }
+                Mode::Durable(dir) => start_durable(id, dir, &addresses, config, fsm)?,
+            };
+            nodes.push((raft, digest));
+        }
+        let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
+        for (raft, _) in &nodes {
+            raft.bootstrap_cluster(configuration.clone())
+                .wait()
+                .map_err(|e| format!("bootstrap: {e}"))?;
+        }
+        Ok(Cluster { nodes })
+    }
+
+    /// Waits for a leader (at most `limit`) and commits a barrier through it.
+    pub fn leader(&self, limit: Duration) -> Result<Raft, String> {
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(5);
+        let leader = loop {
+            if let Some((r, _)) = self
+                .nodes
+                .iter()
+                .find(|(r, _)| r.state() == RaftState::Leader)
+            {
+                break r.clone();
+            }
+            if waited > limit {
+                return Err(format!("no leader elected within {limit:?}"));
+            }
+            std::thread::sleep(step);
+            waited += step;
+        };
+        leader
+            .barrier(Duration::ZERO)
+            .wait()
+            .map_err(|e| format!("barrier: {e}"))?;
+        Ok(leader)
+    }
+
+    /// Waits until every replica applied through the leader's latest index (a barrier), at
+    /// most `limit`; returns every replica's digest.
+    pub fn digests_after_catch_up(
+        &self,
+        leader: &Raft,
+        limit: Duration,
+    ) -> Result<Vec<Digest>, String> {
+        let target = leader
+            .barrier(Duration::ZERO)
+            .wait()
+            .map_err(|e| format!("final barrier: {e}"))?;
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(5);
+        while self.nodes.iter().any(|(r, _)| r.applied_index() < target) && waited < limit {
+            std::thread::sleep(step);
+            waited += step;
+        }
+        Ok(self
+            .nodes
+            .iter()
+            .map(|(_, d)| *d.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect())
+    }
+
+    /// Stops every node and waits for their threads.
+    pub fn shutdown(&self) {
+        for (raft, _) in &self.nodes {
+            let _ = raft.shutdown().wait();
+        }
+    }
+}

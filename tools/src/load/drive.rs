@@ -1,0 +1,282 @@
+//! Driving load at a leader: closed-loop clients (each waits for its write before the next)
+//! or an open loop at a fixed rate with coordinated-omission correction.
+//!
+//! Clients are tasks on one small tokio current-thread runtime rather than one OS thread each:
+//! at 256 clients, 256 threads on a 2-core machine would measure the scheduler more than the
+//! node. `RaftFuture`s are runtime-agnostic, so they are simply awaited.
+//!
+//! Open loop: request `i` is *intended* to go out at `start + i / rate`; a pacer thread sends
+//! each when its time comes and its latency is measured from that intended time, not from
+//! when it actually went out. A stall therefore shows up in the latency of every request that
+//! should have been sent during it (Gil Tene's coordinated omission), instead of silently
+//! thinning the sample.
+
+use super::report::new_histogram;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use ringraft::Raft;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The monotonic clock the load generator measures latency with.
+#[allow(clippy::disallowed_methods)] // A load generator measures wall-clock latency.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// What load to apply.
+#[derive(Clone, Debug)]
+pub struct Load {
+    /// Closed-loop clients (reported as such in open loop).
+    pub clients: usize,
+    /// Stop after this many writes (instead of after `duration`).
+    pub ops: Option<u64>,
+    /// How long to run when `ops` is not given.
+    pub duration: Duration,
+    /// Each write's command.
+    pub payload: Bytes,
+    /// Open loop at this many writes per second (all clients together).
+    pub rate: Option<f64>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+/// What a run measured.
+pub struct Outcome {
+    /// Latency of every acknowledged write, in nanoseconds.
+    pub histogram: Histogram<u64>,
+    /// Writes that failed.
+    pub errors: u64,
+    /// Seconds from the first request to the last response.
+    pub elapsed_secs: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    /// Closed loop: clients that finished. Open loop: requests not yet answered.
+    active: AtomicUsize,
+    stop: AtomicBool,
+    /// Ops mode: writes not yet started.
+    remaining: AtomicU64,
+}
+
+impl Counters {
+    fn take_one(&self, ops_mode: bool) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        !ops_mode
+            || self
+                .remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
+                .is_ok()
+    }
+}
+
+/// Prints a progress line per second until `done` says the run is over.
+async fn progress_until(
+    load: &Load,
+    started: Instant,
+    counters: &Counters,
+    mut done: impl FnMut(Duration) -> bool,
+) {
+    let mut last_ok = 0;
+    let mut tick = 1u64;
+    loop {
+        let elapsed = now().duration_since(started);
+        if done(elapsed) {
+            return;
+        }
+        let next_tick = Duration::from_secs(tick);
+        let step = if load.ops.is_none() && load.rate.is_none() {
+            next_tick.min(load.duration)
+        } else {
+            next_tick
+        };
+        let step = step
+            .saturating_sub(elapsed)
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+        tokio::time::sleep(step).await;
+        if now().duration_since(started) >= next_tick {
+            let ok = counters.ok.load(Ordering::Relaxed);
+            if load.progress {
+                eprintln!(
+                    "  {tick:>4} s {:>10} writes/s {:>12} total {:>8} errors",
+                    ok - last_ok,
+                    ok,
+                    counters.errors.load(Ordering::Relaxed)
+                );
+            }
+            last_ok = ok;
+            tick += 1;
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("client runtime: {e}"))
+}
+
+/// Runs `load` against `leader`.
+pub fn run(leader: &Raft, load: &Load) -> Result<Outcome, String> {
+    match load.rate {
+        None => closed_loop(leader, load),
+        Some(rate) => open_loop(leader, load, rate),
+    }
+}
+
+fn closed_loop(leader: &Raft, load: &Load) -> Result<Outcome, String> {
+    let rt = runtime()?;
+    let counters = Arc::new(Counters::default());
+    let ops_mode = load.ops.is_some();
+    counters
+        .remaining
+        .store(load.ops.unwrap_or(0), Ordering::Relaxed);
+    let started = now();
+    let histogram = rt.block_on(async {
+        let clients: Vec<_> = (0..load.clients)
+            .map(|_| {
+                let (raft, payload, counters) =
+                    (leader.clone(), load.payload.clone(), counters.clone());
+                tokio::spawn(async move {
+                    let mut h = new_histogram();
+                    while counters.take_one(ops_mode) {
+                        let t = now();
+                        match raft.apply(payload.clone(), Duration::ZERO).await {
+                            Ok(_) => {
+                                h.saturating_record(now().duration_since(t).as_nanos() as u64);
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    counters.active.fetch_add(1, Ordering::Relaxed);
+                    h
+                })
+            })
+            .collect();
+        progress_until(load, started, &counters, |elapsed| {
+            if ops_mode {
+                counters.active.load(Ordering::Relaxed) == load.clients
+            } else {
+                elapsed >= load.duration
+            }
+        })
+        .await;
+        counters.stop.store(true, Ordering::Relaxed);
+        let mut all = new_histogram();
+        for c in clients {
+            if let Ok(h) = c.await {
+                all.add(&h)
+                    .map_err(|e| format!("merging histograms: {e}"))?;
+            }
+        }
+        Ok::<_, String>(all)
+    })?;
+    Ok(Outcome {
+        histogram,
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed_secs: now().duration_since(started).as_secs_f64(),
+    })
+}
+
+/// Most requests the open loop keeps unanswered; beyond it the pacer waits (and the wait
+/// counts in the latency of the requests it delays).
+const OPEN_LOOP_OUTSTANDING_MAX: usize = 1 << 20;
+
+fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err("--rate must be a positive number".into());
+    }
+    let rt = runtime()?;
+    let total = load
+        .ops
+        .unwrap_or_else(|| (rate * load.duration.as_secs_f64()).ceil() as u64);
+    let counters = Arc::new(Counters::default());
+    let histogram = Arc::new(Mutex::new(new_histogram()));
+    let last_done = Arc::new(Mutex::new(None::<Instant>));
+    let started = now();
+    let interval_ns = 1e9 / rate;
+    let pacer = {
+        let (raft, payload, counters, histogram, last_done) = (
+            leader.clone(),
+            load.payload.clone(),
+            counters.clone(),
+            histogram.clone(),
+            last_done.clone(),
+        );
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("load-pacer".into())
+            .spawn(move || {
+                for i in 0..total {
+                    let intended = started + Duration::from_nanos((i as f64 * interval_ns) as u64);
+                    loop {
+                        let t = now();
+                        if t >= intended
+                            && counters.active.load(Ordering::Relaxed) < OPEN_LOOP_OUTSTANDING_MAX
+                        {
+                            break;
+                        }
+                        std::thread::sleep(
+                            intended
+                                .saturating_duration_since(t)
+                                .max(Duration::from_micros(50)),
+                        );
+                    }
+                    counters.active.fetch_add(1, Ordering::Relaxed);
+                    let reply = raft.apply(payload.clone(), Duration::ZERO);
+                    let (counters, histogram, last_done) =
+                        (counters.clone(), histogram.clone(), last_done.clone());
+                    handle.spawn(async move {
+                        let result = reply.await;
+                        let done = now();
+                        match result {
+                            Ok(_) => {
+                                let ns = done.duration_since(intended).as_nanos() as u64;
+                                histogram
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .saturating_record(ns);
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        *last_done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+                        counters.active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                counters.stop.store(true, Ordering::Release);
+            })
+            .map_err(|e| format!("starting the pacer: {e}"))?
+    };
+    rt.block_on(progress_until(load, started, &counters, |_| {
+        counters.stop.load(Ordering::Acquire) && counters.active.load(Ordering::Relaxed) == 0
+    }));
+    pacer
+        .join()
+        .map_err(|_| "the pacer thread panicked".to_string())?;
+    let end = last_done
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(now);
+    let histogram = std::mem::replace(
+        &mut *histogram.lock().unwrap_or_else(|p| p.into_inner()),
+        new_histogram(),
+    );
+    Ok(Outcome {
+        histogram,
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed_secs: end.duration_since(started).as_secs_f64(),
+    })
+}

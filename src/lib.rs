@@ -39,6 +39,7 @@ pub mod sim;
 
 pub use api::{
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
-    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Raft, RaftFuture, RaftState,
-    ReadError, StartError, TakeSnapshotError, TcpTransportConfig, TransferError,
+    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Raft,
+    RaftFuture, RaftState, ReadError, StartError, TakeSnapshotError, TcpTransportConfig,
+    TransferError,
 };

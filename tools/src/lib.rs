@@ -6,8 +6,10 @@
 //! - `ringraft-load`: starts a local cluster (TCP on loopback with the WAL in a temporary
 //!   directory, or `--inmem`) and measures write throughput and latency percentiles.
 //!
-//! Planned here (DESIGN.md §3): `ringraft-kv` (the example replicated key-value service
-//! speaking RESP) and `ringraft-wal` (inspect and verify a segment log).
+//! - `ringraft-kv`: the example replicated key-value service speaking RESP ([`kv`]).
+//!
+//! Planned here (DESIGN.md §3): `ringraft-wal` (inspect and verify a segment log).
 #![deny(missing_docs)]
 
+pub mod kv;
 pub mod load;

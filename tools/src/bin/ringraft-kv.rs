@@ -1,0 +1,120 @@
+//! `ringraft-kv`: an example replicated key-value service speaking RESP (see
+//! `ringraft_tools::kv` and `ringraft-kv --help`).
+//!
+//! ```text
+//! ringraft-kv --id 1 --client 127.0.0.1:6001 --raft 127.0.0.1:7001 \
+//!     --peers 1=127.0.0.1:7001/127.0.0.1:6001,2=127.0.0.1:7002/127.0.0.1:6002,3=... \
+//!     --data /var/lib/kv1
+//! ringraft-kv local --nodes 3
+//! ```
+
+use ringraft::RaftState;
+use ringraft_tools::kv::client::{info_field, Client};
+use ringraft_tools::kv::node::Node;
+use ringraft_tools::kv::options::{Options, USAGE};
+use ringraft_tools::kv::resp::Reply;
+use ringraft_tools::kv::{local, server, signals};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("local") => local::run(&args[1..]),
+        Some(_) => Options::parse(args).and_then(run),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringraft-kv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Options) -> Result<(), String> {
+    signals::install();
+    // Bind the client port before starting raft so a taken port fails fast.
+    let listener = std::net::TcpListener::bind(options.client)
+        .map_err(|e| format!("binding the client address {}: {e}", options.client))?;
+    let id = options.id;
+    let node = Arc::new(Node::start(options)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = server::spawn(node.clone(), listener, stop.clone())
+        .map_err(|e| format!("starting the client server: {e}"))?;
+    eprintln!(
+        "ringraft-kv: node {id} serving clients on {} (raft {})",
+        node.options.client, node.options.raft
+    );
+    if let Some(leader) = node.options.join.clone() {
+        let joining = node.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = join(&joining, &leader) {
+                eprintln!("ringraft-kv: joining through {leader}: {e}");
+            }
+        });
+    }
+    while !signals::received() {
+        if let Some(e) = node.raft.fatal_error() {
+            eprintln!("ringraft-kv: node {id} stopped: {e}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("ringraft-kv: node {id} shutting down");
+    stop.store(true, Ordering::Release);
+    let _ = server.join();
+    let _ = node.raft.shutdown().wait();
+    Ok(())
+}
+
+/// Asks the leader (through `leader`'s client port, which forwards) to add this node as a
+/// non-voter, waits until it has caught up with the leader's commit index, then asks for its
+/// promotion to voter.
+fn join(node: &Node, leader: &str) -> Result<(), String> {
+    let o = &node.options;
+    let (id, raft, client) = (o.id.to_string(), o.raft.to_string(), o.client.to_string());
+    let call = |args: &[&str]| -> Result<Reply, String> {
+        let mut c = Client::connect(leader, o.request_timeout).map_err(|e| e.to_string())?;
+        c.call(args).map_err(|e| e.to_string())
+    };
+    let retry = |args: &[&str]| -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match call(args) {
+                Ok(Reply::Simple(_)) => return Ok(()),
+                Ok(r) => last = format!("{r:?}"),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last)
+    };
+    retry(&["RAFT.ADD", &id, &raft, &client, "nonvoter"])?;
+    eprintln!("ringraft-kv: node {id} added as a non-voter; catching up");
+    for _ in 0..600 {
+        let commit = match call(&["RAFT.INFO"]) {
+            Ok(r) => r
+                .text()
+                .and_then(|t| info_field(&t, "commit"))
+                .and_then(|c| c.parse::<u64>().ok()),
+            Err(_) => None,
+        };
+        if commit.is_some_and(|c| node.raft.applied_index().0 >= c) {
+            retry(&["RAFT.ADD", &id, &raft, &client])?;
+            eprintln!("ringraft-kv: node {id} promoted to voter");
+            return Ok(());
+        }
+        if node.raft.state() == RaftState::Shutdown {
+            return Err("the node shut down".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("did not catch up".into())
+}

@@ -1,0 +1,136 @@
+//! `ringraft-kv local --nodes N [--dir DIR]`: a local cluster of child processes on free
+//! loopback ports, in the foreground until Ctrl-C (or SIGTERM), which stops every node with
+//! SIGTERM.
+
+use super::signals;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// `n` free loopback ports (released just before the nodes bind them).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("finding free ports: {e}"))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|e| format!("finding free ports: {e}"))
+        })
+        .collect()
+}
+
+/// The `--peers` value and each node's (raft, client) address for `n` nodes.
+pub fn cluster_addresses(n: usize) -> Result<(String, Vec<(String, String)>), String> {
+    let ports = free_ports(2 * n)?;
+    let nodes: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                format!("127.0.0.1:{}", ports[2 * i]),
+                format!("127.0.0.1:{}", ports[2 * i + 1]),
+            )
+        })
+        .collect();
+    let peers = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (raft, client))| format!("{}={raft}/{client}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((peers, nodes))
+}
+
+/// Runs `ringraft-kv local` with the arguments after `local`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut nodes = 3usize;
+    let mut dir: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--nodes" => {
+                let v = value()?;
+                nodes = v.parse().map_err(|e| format!("--nodes {v}: {e}"))?;
+            }
+            "--dir" => dir = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unexpected argument {other}")),
+        }
+    }
+    if nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    let temporary = match dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?),
+    };
+    let base = dir
+        .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
+        .ok_or("no data directory")?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+    let (peers, addresses) = cluster_addresses(nodes)?;
+    signals::install();
+    let mut children: Vec<Child> = Vec::new();
+    for (i, (raft, client)) in addresses.iter().enumerate() {
+        let id = i + 1;
+        let spawned = Command::new(&exe)
+            .args(["--id", &id.to_string(), "--client", client, "--raft", raft])
+            .args(["--peers", &peers, "--data"])
+            .arg(base.join(format!("node-{id}")))
+            .spawn();
+        match spawned {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop(&mut children);
+                return Err(format!("starting node {id}: {e}"));
+            }
+        }
+    }
+    println!("ringraft-kv: {nodes} nodes, data under {}", base.display());
+    for (i, (raft, client)) in addresses.iter().enumerate() {
+        println!("  node {}: client {client}  raft {raft}", i + 1);
+    }
+    if let Some((_, client)) = addresses.first() {
+        let port = client.rsplit(':').next().unwrap_or_default();
+        println!("try:  redis-cli -p {port}   (then: set a 1, get a, incr a, raft.info)");
+    }
+    println!("Ctrl-C stops every node.");
+    while !signals::received() {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait() {
+                eprintln!("ringraft-kv: node {} exited: {status}", i + 1);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("stopping...");
+    stop(&mut children);
+    Ok(())
+}
+
+/// SIGTERM to every child, then waits (SIGKILL for one that takes more than 10 s).
+fn stop(children: &mut [Child]) {
+    for c in children.iter() {
+        if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    for c in children.iter_mut() {
+        let mut waited = Duration::ZERO;
+        while matches!(c.try_wait(), Ok(None)) {
+            if waited > Duration::from_secs(10) {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            waited += Duration::from_millis(20);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `ringraft-kv`: an example replicated key-value service that embeds ringraft and speaks a
+//! RESP2 subset, so `redis-cli` and `redis-benchmark` work against it.
+//!
+//! ```text
+//!  client ──RESP──► server (tokio, own thread) ──apply / read_index──► Raft ──TCP──► peers
+//!                     │  follower: forwards to the leader (RAFT.FWD)       │
+//!                     ▼                                                    ▼ committed entries
+//!                 SharedState ◄──────────────────────────────────── KvFsm (apply thread)
+//! ```
+//!
+//! - [`node`]: stores under the data directory, start-up and bootstrap, `RAFT.INFO`.
+//! - [`commands`]: the commands, and how failures map to `-ERR` / `-NOTLEADER` / `-UNKNOWN`.
+//! - [`server`]: the RESP server and forwarding.
+//! - [`fsm`]: the replicated state machine and its snapshot format.
+//! - [`resp`]: the protocol; [`client`]: a tiny blocking client.
+//! - [`transport`]: the TCP transport with peers learned while running.
+//! - [`options`]: command line and config file; [`local`]: `ringraft-kv local`.
+
+pub mod client;
+pub mod commands;
+pub mod fsm;
+pub mod local;
+pub mod node;
+pub mod options;
+pub mod resp;
+pub mod server;
+pub mod signals;
+pub mod transport;

@@ -1,0 +1,252 @@
+//! The RESP server: a tokio current-thread runtime on its own thread, one task per client
+//! connection, requests on a connection answered in order.
+//!
+//! A malformed request gets `-ERR Protocol error: ...` and its connection is closed; nothing a
+//! client sends can panic the server. A follower forwards commands to the leader over one
+//! connection per client connection (opened on first use, re-opened when the leader changes).
+
+use super::commands::{execute, Action, Origin};
+use super::node::Node;
+use super::resp::{self, parse_reply, parse_request};
+use ringraft::RaftState;
+use ringraft_storage::NodeId;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts the server thread on `listener`; it runs until `stop` is set.
+pub fn spawn(
+    node: Arc<Node>,
+    listener: std::net::TcpListener,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("ringraft-kv-server-{}", node.options.id))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("ringraft-kv: client listener: {e}");
+                        return;
+                    }
+                };
+                accept_loop(node, listener, stop).await;
+            });
+            // Dropping the runtime here cancels every connection task.
+        })
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Arc<AtomicBool>) {
+    let stopped = async {
+        while !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(node.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    eprintln!("ringraft-kv: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Largest request (all its arguments together) a connection may send.
+const MAX_REQUEST_BYTES: usize = 2 * resp::MAX_BULK_BYTES;
+
+async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut forwarder = Forwarder::default();
+    loop {
+        // Answer every whole request received, then write the replies together (pipelining).
+        loop {
+            match parse_request(&buf) {
+                Ok(None) => break,
+                Ok(Some((args, used))) => {
+                    buf.drain(..used);
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let reply = match execute(&node, args, Origin::Client).await {
+                        Action::Reply(r) => r,
+                        Action::Forward(args) => forwarder.forward(&node, args).await,
+                    };
+                    out.extend_from_slice(&reply);
+                }
+                Err(e) => {
+                    out.extend_from_slice(&resp::error(&format!("ERR {e}")));
+                    let _ = stream.write_all(&out).await;
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if buf.len() > MAX_REQUEST_BYTES {
+            let _ = stream
+                .write_all(&resp::error("ERR Protocol error: request too large"))
+                .await;
+            return;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// One client connection's link to the leader.
+#[derive(Default)]
+struct Forwarder {
+    link: Option<(String, TcpStream)>,
+    buf: Vec<u8>,
+}
+
+impl Forwarder {
+    /// Sends `args` to the leader and returns its reply (or an error reply saying whether the
+    /// command may have happened).
+    async fn forward(&mut self, node: &Node, args: Vec<Vec<u8>>) -> Vec<u8> {
+        let address = match wait_for_leader(node).await {
+            Leader::Unknown => return resp::error("ERR no leader known; try again"),
+            // This node won an election meanwhile.
+            Leader::Me => {
+                return match Box::pin(execute(node, args, Origin::Forwarded)).await {
+                    Action::Reply(r) => r,
+                    Action::Forward(_) => resp::error("ERR not the leader any more"),
+                }
+            }
+            Leader::At(address) => address,
+        };
+        if self.link.as_ref().map(|(a, _)| a) != Some(&address) {
+            self.link = None;
+            let target: SocketAddr = match address.parse() {
+                Ok(a) => a,
+                Err(_) => return resp::error("ERR leader has no valid client address"),
+            };
+            let timeout = node.options.request_timeout;
+            match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    self.link = Some((address.clone(), s));
+                    self.buf.clear();
+                }
+                _ => return resp::error(&format!("ERR cannot reach the leader at {address}")),
+            }
+        }
+        let Some((_, stream)) = self.link.as_mut() else {
+            return resp::error("ERR cannot reach the leader");
+        };
+        let mut request = vec![b"RAFT.FWD".to_vec()];
+        request.extend(args);
+        // A leader that stalls (paused, partitioned) is replaced by an election well before
+        // the timeout: stop waiting for it as soon as this node hears of another leader.
+        let forwarded_to = node.raft.leader();
+        let deposed = async {
+            while node.raft.leader() == forwarded_to {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let request = resp::encode_request(&request);
+        let exchanged = tokio::time::timeout(
+            node.options.request_timeout * 2,
+            exchange(stream, &request, &mut self.buf),
+        );
+        let outcome = tokio::select! {
+            outcome = exchanged => Some(outcome),
+            () = deposed => None,
+        };
+        let Some(outcome) = outcome else {
+            self.link = None;
+            return resp::error("UNKNOWN the leader changed while the request was forwarded");
+        };
+        match outcome {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                self.link = None;
+                resp::error(&format!("UNKNOWN forwarding to the leader failed: {e}"))
+            }
+            Err(_) => {
+                self.link = None;
+                resp::error("UNKNOWN forwarding to the leader timed out")
+            }
+        }
+    }
+}
+
+enum Leader {
+    Unknown,
+    Me,
+    At(String),
+}
+
+/// The leader, waiting up to a few election timeouts for one to be known.
+async fn wait_for_leader(node: &Node) -> Leader {
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    loop {
+        if node.raft.state() == RaftState::Leader {
+            return Leader::Me;
+        }
+        if node.raft.leader() != Some(NodeId(node.options.id)) {
+            if let Some(address) = node.leader_client_address() {
+                return Leader::At(address);
+            }
+        }
+        if waited > node.options.election_timeout * 6 {
+            return Leader::Unknown;
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+/// Writes `request` and reads one reply, returned as its raw bytes.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    stream.write_all(request).await?;
+    loop {
+        match parse_reply(buf) {
+            Ok(Some((_, used))) => return Ok(buf.drain(..used).collect()),
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the leader closed the connection",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

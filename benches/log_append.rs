@@ -11,7 +11,13 @@
 //!
 //! Environment: `RINGRAFT_BENCH_DIR` (default: the system temp dir) chooses the file system;
 //! `RINGRAFT_BENCH_SUMMARY_ONLY=1` skips criterion; `RINGRAFT_BENCH_SECS` sets the length of
-//! one summary run (default 0.5).
+//! one summary run (default 0.5); `RINGRAFT_BENCH_ROWS=64x1024,4096x1024` and
+//! `RINGRAFT_BENCH_SUBJECTS=naive,io_uring-pipe` limit the summary to some rows and subjects.
+//!
+//! `RINGRAFT_BENCH_RECOVERY=1` runs only the recovery benchmark instead: it builds a log of
+//! `RINGRAFT_BENCH_RECOVERY_MIB` MiB (default 1024) of `RINGRAFT_BENCH_RECOVERY_ENTRY_BYTES`
+//! entries (default 1024), then times `WalLogStore::open` three times with the segment files
+//! evicted from the page cache (cold: read from the device) and three times warm.
 // Benchmarks measure wall-clock time by design.
 #![allow(clippy::disallowed_methods)]
 
@@ -29,6 +35,8 @@ use std::time::{Duration, Instant};
 const SIZES: [usize; 4] = [64, 256, 1024, 4096];
 const BATCHES: [usize; 3] = [1, 64, 1024];
 const PIPELINE_DEPTH: usize = 8;
+/// Batches appended before the timed region starts.
+const WARM_UP_BATCHES: usize = 2 * PIPELINE_DEPTH;
 const NAIVE_SEGMENT_BYTES: u64 = 64 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,19 +135,35 @@ fn run(subject: Subject, size: usize, batch: usize, limit: Limit) -> (u64, Durat
     let mut wal = (subject != Subject::Naive).then(|| {
         let mut config = WalConfig::new(dir.path());
         config.backend = backend;
-        let mut wal = WalLogStore::open(config).expect("open WAL");
-        // Start the first segment outside the timed region.
-        wal.append_and_wait(&batch_at(&pool, 1, 1, size))
-            .expect("warm up");
-        wal
+        WalLogStore::open(config).expect("open WAL")
     });
-    let mut next = 2u64;
+    // Warm up outside the timed region, as a long-running shard would be: the first segment
+    // started, and (for the WAL) its staging buffers grown to the sizes this load needs.
+    // Without it, a 0.5 s run of 4 KiB × 1024 spent a tenth of its time growing fresh buffers.
+    let mut next = 1u64;
     let mut inflight: VecDeque<Ticket> = VecDeque::new();
     let depth = if subject == Subject::UringPipelined {
         PIPELINE_DEPTH
     } else {
         1
     };
+    for _ in 0..WARM_UP_BATCHES {
+        let entries = batch_at(&pool, next, batch, size);
+        next += batch as u64;
+        if let Some(naive) = naive.as_mut() {
+            naive.append(&entries);
+        } else if let Some(wal) = wal.as_mut() {
+            inflight.push_back(wal.append(&entries).expect("warm up"));
+            if inflight.len() >= depth {
+                let ticket = inflight.pop_front().expect("ticket");
+                wal.wait_durable(ticket).expect("durable");
+            }
+        }
+    }
+    if let (Some(wal), Some(last)) = (wal.as_ref(), inflight.back()) {
+        wal.wait_durable(*last).expect("durable");
+    }
+    inflight.clear();
     let start = Instant::now();
     let mut done = 0u64;
     while !limit.reached(done, start) {
@@ -180,12 +204,22 @@ impl Limit {
 }
 
 fn subjects() -> Vec<Subject> {
-    vec![
+    let wanted = std::env::var("RINGRAFT_BENCH_SUBJECTS").unwrap_or_default();
+    [
         Subject::Naive,
         Subject::Portable,
         Subject::Uring,
         Subject::UringPipelined,
     ]
+    .into_iter()
+    .filter(|s| wanted.is_empty() || wanted.split(',').any(|w| w == s.name()))
+    .collect()
+}
+
+/// `RINGRAFT_BENCH_ROWS=64x1024,4096x1024` limits the summary to those rows (default: all).
+fn row_selected(size: usize, batch: usize) -> bool {
+    let wanted = std::env::var("RINGRAFT_BENCH_ROWS").unwrap_or_default();
+    wanted.is_empty() || wanted.split(',').any(|w| w == format!("{size}x{batch}"))
 }
 
 fn criterion_benches(c: &mut Criterion) {
@@ -233,6 +267,9 @@ fn summary() {
     );
     for &size in &SIZES {
         for &batch in &BATCHES {
+            if !row_selected(size, batch) {
+                continue;
+            }
             let mut naive_rate = 0.0;
             for subject in subjects() {
                 let rates: Vec<f64> = (0..runs)
@@ -264,7 +301,108 @@ fn summary() {
     }
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+extern "C" {
+    // From the C library every Rust program on Linux links; the bench has no `libc` crate.
+    fn posix_fadvise(fd: i32, offset: i64, len: i64, advice: i32) -> i32;
+}
+const POSIX_FADV_DONTNEED: i32 = 4;
+
+/// Drops the (clean) pages of every file in `dir` from the page cache.
+fn evict(dir: &Path) {
+    use std::os::unix::io::AsRawFd;
+    for item in std::fs::read_dir(dir).expect("list") {
+        let file = File::open(item.expect("item").path()).expect("open");
+        // SAFETY: a plain syscall on a descriptor we own.
+        let rc = unsafe { posix_fadvise(file.as_raw_fd(), 0, 0, POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise");
+    }
+}
+
+/// Builds a log of about `RINGRAFT_BENCH_RECOVERY_MIB` MiB and times recovery.
+fn recovery() {
+    let size: usize = env_or("RINGRAFT_BENCH_RECOVERY_ENTRY_BYTES", 1024);
+    let mib: u64 = env_or("RINGRAFT_BENCH_RECOVERY_MIB", 1024);
+    let record_bytes = 40 + size.div_ceil(8) * 8;
+    let count = (mib << 20).div_ceil(record_bytes as u64);
+    let dir = tempfile::tempdir_in(bench_root()).expect("tempdir");
+    let pool = Bytes::from(
+        (0..(1 << 20) + 8192)
+            .map(|i| (i * 7 + 3) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let build = Instant::now();
+    {
+        let mut wal = WalLogStore::open(WalConfig::new(dir.path())).expect("open");
+        let mut next = 1u64;
+        let mut inflight = VecDeque::new();
+        while next <= count {
+            let n = (count + 1 - next).min(1024) as usize;
+            inflight.push_back(wal.append(&batch_at(&pool, next, n, size)).expect("append"));
+            next += n as u64;
+            if inflight.len() >= PIPELINE_DEPTH {
+                let ticket = inflight.pop_front().expect("ticket");
+                wal.wait_durable(ticket).expect("durable");
+            }
+        }
+        if let Some(last) = inflight.back() {
+            wal.wait_durable(*last).expect("durable");
+        }
+    }
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("item").metadata().expect("stat").len())
+        .sum();
+    println!(
+        "\nrecovery: {count} entries of {size} B ({:.0} MiB of records, {:.0} MiB of segment \
+         files incl. the spare), built in {:.1} s, dir {}",
+        (count * record_bytes as u64) as f64 / (1 << 20) as f64,
+        on_disk as f64 / (1 << 20) as f64,
+        build.elapsed().as_secs_f64(),
+        bench_root().display()
+    );
+    // Let the device finish writing back what the build wrote before measuring reads.
+    std::thread::sleep(Duration::from_secs(5));
+    for cold in [true, false] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            if cold {
+                evict(dir.path());
+            }
+            let start = Instant::now();
+            let wal = WalLogStore::open(WalConfig::new(dir.path())).expect("reopen");
+            let elapsed = start.elapsed().as_secs_f64();
+            assert_eq!(wal.last_index(), Index(count), "recovered everything");
+            drop(wal);
+            times.push(elapsed);
+        }
+        let label = if cold {
+            "cold (evicted)"
+        } else {
+            "warm (page cache)"
+        };
+        println!(
+            "  open, {label:<17}: median {:.3} s of {:?}",
+            median(times.clone()),
+            times
+                .iter()
+                .map(|t| (t * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 fn main() {
+    if std::env::var("RINGRAFT_BENCH_RECOVERY").is_ok() {
+        recovery();
+        return;
+    }
     if std::env::var("RINGRAFT_BENCH_SUMMARY_ONLY").is_err() {
         benches();
         Criterion::default().configure_from_args().final_summary();

@@ -10,8 +10,9 @@
 //! Leader stickiness (thesis §9.6, "disruptive servers"): a voter that heard from a live leader
 //! within the election timeout neither grants a (pre-)vote nor adopts the requester's term,
 //! unless the request is part of a leadership transfer. A higher term carried by any other
-//! message is adopted even from a node outside the configuration (its vote is still refused):
-//! otherwise a removed node with a high term could wedge the cluster (hashicorp/raft#524).
+//! message is adopted even from a node outside the configuration (its vote is still refused,
+//! unless its log is newer than ours: see `Core::may_vote_for`): otherwise a removed node with
+//! a high term could wedge the cluster (hashicorp/raft#524).
 
 #[cfg(feature = "sim")]
 use super::config::Mutation;
@@ -111,7 +112,7 @@ impl Core {
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last: ringraft_storage::LogId) {
         let granted = term > self.term
             && !self.in_leader_lease()
-            && self.may_vote_for(from)
+            && self.may_vote_for(from, last)
             && self.log.is_up_to_date(last);
         // A grant echoes the proposed term; a refusal carries ours so a stale pre-candidate
         // catches up.
@@ -153,7 +154,7 @@ impl Core {
         }
         let granted = may_vote
             && !matches!(self.role, RoleState::Leader(_))
-            && self.may_vote_for(from)
+            && self.may_vote_for(from, last)
             && self.log.is_up_to_date(last);
         if granted {
             self.vote = Some(from);

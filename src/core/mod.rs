@@ -735,14 +735,25 @@ impl Core {
         self.configs.last().is_some_and(|(_, c)| c.is_voter(id))
     }
 
-    /// Whether to consider `candidate`'s vote request: a node that knows no configuration yet
-    /// (a new server waiting for the leader) cannot judge, so it considers anyone — otherwise
-    /// a server added as a voter before it received any entry could never help elect a leader
-    /// (hashicorp does the same).
-    fn may_vote_for(&self, candidate: NodeId) -> bool {
-        self.configs
-            .last()
-            .is_none_or(|(_, c)| c.servers.is_empty() || c.is_voter(candidate))
+    /// Whether to consider `candidate`'s vote request. A candidate that is a voter in our
+    /// latest configuration, yes. One that is not is refused (a removed server must not pull
+    /// the cluster into elections; hashicorp/raft#524) — unless our configuration may simply be
+    /// stale: when we know no configuration yet (a new server waiting for the leader), or when
+    /// the candidate's log is strictly newer than ours, so it may hold a configuration we have
+    /// not received. Without that exception a lagging voter whose stale configuration lacks a
+    /// newly added voter can refuse the only candidate that could win, and the cluster never
+    /// elects a leader again (the simulator found this; the thesis, §4.2.3, lets servers vote
+    /// for candidates outside their configuration for the same reason). Voting is safe either
+    /// way: the candidate counts only voters of its own configuration.
+    fn may_vote_for(&self, candidate: NodeId, candidate_last: LogId) -> bool {
+        let Some((_, latest)) = self.configs.last() else {
+            return true;
+        };
+        if latest.servers.is_empty() || latest.is_voter(candidate) {
+            return true;
+        }
+        let ours = self.log.last_log_id();
+        (candidate_last.term, candidate_last.index) > (ours.term, ours.index)
     }
 
     /// The voters of the latest configuration (cached: read on every acknowledgement).

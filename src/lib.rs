@@ -38,8 +38,10 @@ mod node;
 pub mod sim;
 
 pub use api::{
+    get_configuration, has_existing_state, parse_peers_json, read_peers_json, recover_cluster,
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
-    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Raft,
-    RaftFuture, RaftState, ReadError, StartError, TakeSnapshotError, TcpTransportConfig,
-    TransferError,
+    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Observation,
+    Observer, ObserverId, PeersJsonError, Raft, RaftFuture, RaftState, ReadError,
+    RecoverClusterError, ReloadConfigError, ReloadableConfig, StartError, TakeSnapshotError,
+    TcpTransportConfig, TransferError,
 };

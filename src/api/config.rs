@@ -13,6 +13,10 @@ use std::time::Duration;
 /// it is `election_timeout`, which `validate` keeps at or above `heartbeat_timeout`. A leader
 /// sends heartbeats every `heartbeat_timeout / 10` (hashicorp: every `[HT/10, HT/5)`), and they
 /// carry the commit index, so `commit_timeout` only bounds how long an idle follower may lag.
+///
+/// With the `serde` cargo feature, `Config` implements `serde::Deserialize`: only `local_id`
+/// is required, missing fields keep these defaults, and durations are milliseconds (`150`) or
+/// Go-style strings (`"150ms"`, `"1m30s"`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -166,6 +170,71 @@ impl Config {
             reason: e.reason,
         })?;
         Ok(c)
+    }
+}
+
+/// The settings [`Raft::reload_config`](crate::Raft::reload_config) changes on a running node
+/// (hashicorp's `ReloadableConfig`). Every field is applied, so start from
+/// [`ReloadableConfig::from_config`] and change what you mean to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReloadableConfig {
+    /// [`Config::trailing_logs`]. Not reloadable yet (the core owns it): must be unchanged.
+    pub trailing_logs: u64,
+    /// [`Config::snapshot_interval`]; takes effect from the next snapshot check.
+    pub snapshot_interval: Duration,
+    /// [`Config::snapshot_threshold`]; takes effect at the next snapshot check.
+    pub snapshot_threshold: u64,
+    /// [`Config::heartbeat_timeout`]. Not reloadable yet (the core owns it): must be unchanged.
+    pub heartbeat_timeout: Duration,
+    /// [`Config::election_timeout`]. Not reloadable yet (the core owns it): must be unchanged.
+    pub election_timeout: Duration,
+}
+
+impl ReloadableConfig {
+    /// The reloadable fields of `config`.
+    pub fn from_config(config: &Config) -> ReloadableConfig {
+        ReloadableConfig {
+            trailing_logs: config.trailing_logs,
+            snapshot_interval: config.snapshot_interval,
+            snapshot_threshold: config.snapshot_threshold,
+            heartbeat_timeout: config.heartbeat_timeout,
+            election_timeout: config.election_timeout,
+        }
+    }
+}
+
+impl Config {
+    /// `self` with `reloadable`'s fields, validated; the fields that changed but cannot
+    /// change on a running node are refused (the first one, in hashicorp's field order).
+    pub(crate) fn reloaded(
+        &self,
+        reloadable: &ReloadableConfig,
+    ) -> Result<Config, super::ReloadConfigError> {
+        use super::ReloadConfigError;
+        let merged = Config {
+            trailing_logs: reloadable.trailing_logs,
+            snapshot_interval: reloadable.snapshot_interval,
+            snapshot_threshold: reloadable.snapshot_threshold,
+            heartbeat_timeout: reloadable.heartbeat_timeout,
+            election_timeout: reloadable.election_timeout,
+            ..self.clone()
+        };
+        merged.validate().map_err(ReloadConfigError::Invalid)?;
+        let fixed = [
+            ("trailing_logs", self.trailing_logs != merged.trailing_logs),
+            (
+                "heartbeat_timeout",
+                self.heartbeat_timeout != merged.heartbeat_timeout,
+            ),
+            (
+                "election_timeout",
+                self.election_timeout != merged.election_timeout,
+            ),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(ReloadConfigError::NotReloadable { field });
+        }
+        Ok(merged)
     }
 }
 

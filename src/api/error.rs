@@ -391,3 +391,37 @@ impl From<RequestError> for TransferError {
         }
     }
 }
+
+/// Why [`Raft::reload_config`](crate::Raft::reload_config) changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadConfigError {
+    /// The merged configuration breaks a [`Config::validate`](crate::Config::validate) rule.
+    Invalid(ConfigError),
+    /// `field` cannot change while the node runs yet: the consensus core fixes it at
+    /// construction (`heartbeat_timeout`, `election_timeout`, `trailing_logs`). Passing its
+    /// current value is fine.
+    NotReloadable {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The request could not enter the submission queue before its timeout.
+    EnqueueTimeout,
+    /// The node shut down before answering.
+    Shutdown,
+}
+
+impl fmt::Display for ReloadConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadConfigError::Invalid(e) => e.fmt(f),
+            ReloadConfigError::NotReloadable { field } => {
+                write!(f, "{field} cannot be changed on a running node yet")
+            }
+            ReloadConfigError::EnqueueTimeout => f.write_str(ENQUEUE),
+            ReloadConfigError::Shutdown => f.write_str(SHUTDOWN),
+        }
+    }
+}
+
+impl std::error::Error for ReloadConfigError {}

@@ -46,19 +46,27 @@
 //! ```
 
 mod config;
+#[cfg(feature = "serde")]
+mod config_serde;
 mod error;
 mod fsm;
 pub(crate) mod future;
+mod observer;
+mod offline;
+mod peers_json;
 mod transport;
 mod watch;
 
-pub use config::Config;
+pub use config::{Config, ReloadableConfig};
 pub use error::{
-    ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, StartError,
-    TakeSnapshotError, TransferError,
+    ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, ReloadConfigError,
+    StartError, TakeSnapshotError, TransferError,
 };
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
+pub use observer::{Observation, Observer, ObserverId};
+pub use offline::{get_configuration, has_existing_state, recover_cluster, RecoverClusterError};
+pub use peers_json::{parse_peers_json, read_peers_json, PeersJsonError};
 pub use transport::{IntoTransport, TcpTransportConfig};
 pub(crate) use watch::LeaderWatch;
 pub use watch::{Changed, LeaderChanges, LeaderObservation};
@@ -73,6 +81,7 @@ use bytes::Bytes;
 use ringraft_storage::{
     Configuration, Index, LogId, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
 };
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
@@ -178,7 +187,12 @@ impl Raft {
         let clock = Clock::start();
         let core = Core::new(core_config.clone(), state, clock.now()).map_err(StartError::Core)?;
 
-        let shared = Shared::new(config.local_id, config.submission_queue_capacity);
+        let shared = Shared::new(
+            config.local_id,
+            config.submission_queue_capacity,
+            clock,
+            ReloadableConfig::from_config(&config),
+        );
         shared.term.store(core.term().0, Ordering::Release);
         *shared
             .configuration
@@ -503,6 +517,114 @@ impl Raft {
     /// The last index this node's state machine applied.
     pub fn applied_index(&self) -> Index {
         Index(self.shared().applied_index.load(Ordering::Acquire))
+    }
+
+    /// Registers `observer` (hashicorp's `RegisterObserver`): from now on it receives what
+    /// happens to this node (see [`Observation`]). Returns the id to deregister it with.
+    pub fn register_observer(&self, observer: Observer) -> ObserverId {
+        self.shared().register_observer(observer)
+    }
+
+    /// Stops feeding the observer registered as `id`; false if it was not registered.
+    pub fn deregister_observer(&self, id: ObserverId) -> bool {
+        self.shared().deregister_observer(id)
+    }
+
+    /// hashicorp's `Stats()`: a snapshot of the node's state as decimal strings, under
+    /// hashicorp's keys where ringraft has the data: `state`, `term`, `last_log_index`,
+    /// `last_log_term`, `commit_index`, `applied_index`, `fsm_pending` (batches handed to the
+    /// apply thread and not yet applied), `last_snapshot_index`, `last_snapshot_term`,
+    /// `latest_configuration_index`, `latest_configuration` (`[{id address suffrage}, ...]`),
+    /// `num_peers` (other voters; 0 if this node is not a voter), `last_contact` (`"0"` on the
+    /// leader, `"never"`, or the time since the leader was last heard from, as `{:?}` of a
+    /// `Duration`), `protocol_version`, `protocol_version_min`, `protocol_version_max` (all
+    /// `"3"`: ringraft speaks one protocol, hashicorp's newest). The values are read from
+    /// what the shard thread published at the end of its latest turn, so they may be a turn
+    /// behind each other.
+    pub fn stats(&self) -> BTreeMap<String, String> {
+        let shared = self.shared();
+        let cells = &shared.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Acquire).to_string();
+        let state = self.state();
+        let (configuration_index, configuration) = self.configuration();
+        let id = self.local_id();
+        let voter = configuration.voters().any(|v| v == id);
+        let num_peers = if voter {
+            configuration.voters().filter(|v| *v != id).count()
+        } else {
+            0
+        };
+        let last_contact = match (state, cells.last_contact.load(Ordering::Acquire)) {
+            (RaftState::Leader, _) => "0".to_string(),
+            (_, 0) => "never".to_string(),
+            (_, at) => {
+                let at = crate::core::Time(at - 1);
+                format!(
+                    "{:?}",
+                    Duration::from_nanos(shared.clock.now().nanos_since(at))
+                )
+            }
+        };
+        let servers: Vec<String> = configuration
+            .servers
+            .iter()
+            .map(|s| format!("{{{} {} {:?}}}", s.id, s.address, s.suffrage))
+            .collect();
+        let mut stats = BTreeMap::new();
+        let mut put = |key: &str, value: String| {
+            stats.insert(key.to_string(), value);
+        };
+        put("state", format!("{state:?}"));
+        put("term", self.current_term().0.to_string());
+        put("last_log_index", load(&cells.last_log_index));
+        put("last_log_term", load(&cells.last_log_term));
+        put("commit_index", self.commit_index().0.to_string());
+        put("applied_index", self.applied_index().0.to_string());
+        put("fsm_pending", load(&cells.fsm_pending));
+        put("last_snapshot_index", load(&cells.last_snapshot_index));
+        put("last_snapshot_term", load(&cells.last_snapshot_term));
+        put(
+            "latest_configuration_index",
+            configuration_index.0.to_string(),
+        );
+        put("latest_configuration", format!("[{}]", servers.join(" ")));
+        put("num_peers", num_peers.to_string());
+        put("last_contact", last_contact);
+        for key in [
+            "protocol_version",
+            "protocol_version_min",
+            "protocol_version_max",
+        ] {
+            put(key, "3".to_string());
+        }
+        stats
+    }
+
+    /// Changes the reloadable settings of the running node (hashicorp's `ReloadConfig`): the
+    /// settings merged with `reloadable` are validated with [`Config::validate`]'s rules (an
+    /// invalid field changes nothing and is named in the error), then applied.
+    ///
+    /// Today the node applies `snapshot_interval` (from the next snapshot check) and
+    /// `snapshot_threshold`. `heartbeat_timeout`, `election_timeout` and `trailing_logs` are
+    /// fixed in the consensus core when it is built: passing a different value fails with
+    /// [`ReloadConfigError::NotReloadable`] and changes nothing.
+    pub fn reload_config(&self, reloadable: ReloadableConfig) -> RaftFuture<(), ReloadConfigError> {
+        self.submit(
+            Duration::ZERO,
+            || closed(ReloadConfigError::Shutdown),
+            ReloadConfigError::EnqueueTimeout,
+            |reply| Command::Reload { reloadable, reply },
+        )
+    }
+
+    /// The reloadable settings in force (hashicorp's `ReloadableConfig()`): start from these
+    /// when calling [`reload_config`](Raft::reload_config).
+    pub fn reloadable_config(&self) -> ReloadableConfig {
+        *self
+            .shared()
+            .reloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The error that stopped the node (a storage failure, a failed restore), if one did.

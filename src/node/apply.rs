@@ -120,7 +120,10 @@ impl ApplyLoop {
                 break;
             }
             match task {
-                ApplyTask::Entries(entries) => self.apply(entries),
+                ApplyTask::Entries(entries) => {
+                    self.apply(entries);
+                    self.shared.stats.fsm_pending.fetch_sub(1, Ordering::AcqRel);
+                }
                 ApplyTask::Await {
                     first,
                     last,

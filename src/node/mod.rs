@@ -30,14 +30,15 @@ pub(crate) mod signal;
 use crate::api::future::Sender;
 use crate::api::{
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, LeaderWatch, MembershipError,
-    RaftState, ReadError, TakeSnapshotError, TransferError,
+    Observation, Observer, ObserverId, RaftState, ReadError, ReloadConfigError, ReloadableConfig,
+    TakeSnapshotError, TransferError,
 };
 use crate::core::MembershipChange;
 use bytes::Bytes;
 use ringraft_storage::{Configuration, Index, NodeId, SnapshotMeta};
 use signal::Signal;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -72,6 +73,10 @@ pub(crate) enum Command {
     Bootstrap {
         configuration: Configuration,
         reply: Sender<Result<(), BootstrapClusterError>>,
+    },
+    Reload {
+        reloadable: ReloadableConfig,
+        reply: Sender<Result<(), ReloadConfigError>>,
     },
 }
 
@@ -189,6 +194,10 @@ pub(crate) type StopWaiter = Sender<Result<(), ()>>;
 /// State shared by the handles, the shard thread and the apply thread.
 pub(crate) struct Shared {
     pub(crate) id: NodeId,
+    /// The node's clock (the shard's), to read `StatsCells::last_contact` against.
+    pub(crate) clock: clock::Clock,
+    /// The reloadable settings in force (the shard updates it on `reload_config`).
+    pub(crate) reloadable: Mutex<ReloadableConfig>,
     pub(crate) signal: Arc<Signal>,
     pub(crate) queue: Submissions,
     pub(crate) shutdown_requested: AtomicBool,
@@ -205,12 +214,40 @@ pub(crate) struct Shared {
     stopped: Mutex<(bool, Vec<StopWaiter>)>,
     /// The error that stopped the node, if one did.
     pub(crate) fatal: Mutex<Option<String>>,
+    /// Registered observers; `observer_count` lets the shard skip the lock when there are none.
+    observers: Mutex<Vec<(ObserverId, Observer)>>,
+    observer_count: AtomicUsize,
+    next_observer_id: AtomicU64,
+    /// What [`Raft::stats`](crate::Raft::stats) reports beyond the fields above, published by
+    /// the shard each turn (and `fsm_pending` by the shard and the apply thread).
+    pub(crate) stats: StatsCells,
+}
+
+/// Counters the shard publishes for `stats()`.
+#[derive(Default)]
+pub(crate) struct StatsCells {
+    pub(crate) last_log_index: AtomicU64,
+    pub(crate) last_log_term: AtomicU64,
+    pub(crate) last_snapshot_index: AtomicU64,
+    pub(crate) last_snapshot_term: AtomicU64,
+    /// Batches handed to the apply thread and not yet applied (hashicorp's `fsm_pending`).
+    pub(crate) fsm_pending: AtomicU64,
+    /// When this node last heard from its leader, as nanoseconds of the node's clock plus one
+    /// (0: never).
+    pub(crate) last_contact: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(id: NodeId, queue_capacity: usize) -> Arc<Shared> {
+    pub(crate) fn new(
+        id: NodeId,
+        queue_capacity: usize,
+        clock: clock::Clock,
+        reloadable: ReloadableConfig,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             id,
+            clock,
+            reloadable: Mutex::new(reloadable),
             signal: Arc::new(Signal::default()),
             queue: Submissions::new(queue_capacity),
             shutdown_requested: AtomicBool::new(false),
@@ -224,7 +261,50 @@ impl Shared {
             leader_watch: LeaderWatch::new(),
             stopped: Mutex::new((false, Vec::new())),
             fatal: Mutex::new(None),
+            observers: Mutex::new(Vec::new()),
+            observer_count: AtomicUsize::new(0),
+            next_observer_id: AtomicU64::new(1),
+            stats: StatsCells::default(),
         })
+    }
+
+    pub(crate) fn register_observer(&self, observer: Observer) -> ObserverId {
+        let id = ObserverId(self.next_observer_id.fetch_add(1, Ordering::Relaxed));
+        let mut list = self.observers.lock().unwrap_or_else(|p| p.into_inner());
+        list.push((id, observer));
+        self.observer_count.store(list.len(), Ordering::Release);
+        id
+    }
+
+    /// True if `id` was registered.
+    pub(crate) fn deregister_observer(&self, id: ObserverId) -> bool {
+        let mut list = self.observers.lock().unwrap_or_else(|p| p.into_inner());
+        let before = list.len();
+        list.retain(|(i, _)| *i != id);
+        self.observer_count.store(list.len(), Ordering::Release);
+        list.len() != before
+    }
+
+    pub(crate) fn has_observers(&self) -> bool {
+        self.observer_count.load(Ordering::Acquire) > 0
+    }
+
+    /// Offers `observation` to every observer. The list is copied out first so a blocking
+    /// observer never holds the lock (registration stays possible while it waits).
+    pub(crate) fn observe(&self, observation: Observation) {
+        if !self.has_observers() {
+            return;
+        }
+        let list: Vec<Observer> = self
+            .observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect();
+        for observer in list {
+            observer.notify(&observation);
+        }
     }
 
     pub(crate) fn state(&self) -> RaftState {

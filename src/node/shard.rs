@@ -7,13 +7,14 @@ use super::{ApplyReply, Command, Shared};
 use crate::api::future::Sender;
 use crate::api::{
     ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, MembershipError,
-    RaftState, ReadError, TakeSnapshotError, TransferError,
+    Observation, RaftState, ReadError, TakeSnapshotError, TransferError,
 };
 use crate::core::{
     BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
     RequestError, Role, Time, Token,
 };
 use bytes::Bytes;
+use ringraft_net::message::{Body, Message};
 use ringraft_net::transport::{Transport, TransportEvent};
 use ringraft_storage::{
     EntryKind, GroupId, Index, LogError, LogId, LogStore, NodeId, SnapshotMeta, SnapshotSink,
@@ -102,6 +103,12 @@ pub(crate) struct Shard {
     snapshot_waiters: Vec<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
     next_snapshot_check: Time,
     configuration_dirty: bool,
+    /// While leading (and observed): when each peer was last heard from, and whether a
+    /// heartbeat failure was reported for it; `leading_since` (the election, or when observing
+    /// began) stands in for peers not yet heard from.
+    peer_contact: BTreeMap<NodeId, (Time, bool)>,
+    leading_since: Time,
+    next_heartbeat_check: Time,
     transport_closed: bool,
     fatal: Option<String>,
 }
@@ -153,6 +160,9 @@ impl Shard {
             snapshot_waiters: Vec::new(),
             next_snapshot_check: Time(0),
             configuration_dirty: true,
+            peer_contact: BTreeMap::new(),
+            leading_since: Time(0),
+            next_heartbeat_check: Time(0),
             transport_closed: false,
             fatal: None,
         }
@@ -231,7 +241,7 @@ impl Shard {
                     Poll::Ready(Some(event)) => {
                         handled += 1;
                         if let TransportEvent::Message { message, .. } = event {
-                            self.core.step(now, Input::Message(message));
+                            self.receive(now, message);
                         }
                     }
                     Poll::Ready(None) => {
@@ -251,8 +261,85 @@ impl Shard {
             self.maybe_automatic_snapshot();
         }
         self.perform_effects(now);
+        self.check_heartbeats(now);
         self.publish();
         busy
+    }
+
+    /// Steps the core with a peer's message, noting what observers and `stats()` want.
+    fn receive(&mut self, now: Time, message: Message) {
+        let from = message.from;
+        if self.shared.has_observers() {
+            let observation = match &message.body {
+                Body::RequestVote { last_log_id, .. } => Some(Observation::RequestVote {
+                    candidate: from,
+                    term: message.term,
+                    last_log_id: *last_log_id,
+                }),
+                Body::PreVote { last_log_id } => Some(Observation::RequestPreVote {
+                    candidate: from,
+                    term: message.term,
+                    last_log_id: *last_log_id,
+                }),
+                _ => None,
+            };
+            if let Some(o) = observation {
+                self.shared.observe(o);
+            }
+        }
+        self.core.step(now, Input::Message(message));
+        if self.core.role() == Role::Leader && self.shared.has_observers() {
+            let (heard, failed) = self.peer_contact.entry(from).or_insert((now, false));
+            *heard = now;
+            if std::mem::take(failed) {
+                self.shared
+                    .observe(Observation::HeartbeatResumed { peer: from });
+            }
+        }
+        // hashicorp's last contact: the last time the current leader was heard from.
+        if self.core.leader() == Some(from) && from != self.core.id() {
+            self.shared
+                .stats
+                .last_contact
+                .store(now.0.saturating_add(1), Ordering::Release);
+        }
+    }
+
+    /// While leading, reports peers not heard from for `heartbeat_timeout` (hashicorp's
+    /// `FailedHeartbeatObservation`, once per outage; [`Self::receive`] reports the
+    /// resumption). Only done when someone observes, at most ten times per heartbeat timeout.
+    fn check_heartbeats(&mut self, now: Time) {
+        if self.core.role() != Role::Leader {
+            return;
+        }
+        if !self.shared.has_observers() {
+            // Nobody watches, so nothing is noted; whoever registers next starts from now
+            // rather than seeing every peer as silent since the election.
+            self.peer_contact.clear();
+            self.leading_since = now;
+            return;
+        }
+        if now < self.next_heartbeat_check {
+            return;
+        }
+        let timeout = self.config.heartbeat_timeout.as_nanos() as u64;
+        self.next_heartbeat_check = now.plus_nanos(timeout / 10);
+        let (_, configuration) = self.core.latest_configuration();
+        let me = self.core.id();
+        for peer in configuration.members().filter(|id| *id != me) {
+            let (heard, failed) = self
+                .peer_contact
+                .entry(peer)
+                .or_insert((self.leading_since, false));
+            let silent = now.nanos_since(*heard);
+            if !*failed && silent >= timeout {
+                *failed = true;
+                self.shared.observe(Observation::HeartbeatFailed {
+                    peer,
+                    since_last_contact: Duration::from_nanos(silent),
+                });
+            }
+        }
     }
 
     fn schedule_snapshot_check(&mut self, now: Time) {
@@ -323,6 +410,21 @@ impl Shard {
                 })
             }
             Command::Snapshot { reply } => self.start_snapshot(Some(reply)),
+            Command::Reload { reloadable, reply } => {
+                reply.send(self.config.reloaded(&reloadable).map(|merged| {
+                    let interval_changed =
+                        merged.snapshot_interval != self.config.snapshot_interval;
+                    *self
+                        .shared
+                        .reloadable
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = reloadable;
+                    self.config = merged;
+                    if interval_changed {
+                        self.schedule_snapshot_check(now);
+                    }
+                }))
+            }
             Command::Bootstrap {
                 configuration,
                 reply,
@@ -522,12 +624,16 @@ impl Shard {
             } => self.write_chunk(now, &meta, offset, &data, done),
             Effect::RestoreSnapshot { meta } => self.restore(meta),
             Effect::Reply { token, result } => self.reply(token, result),
-            Effect::Event(event) => self.core_event(event),
+            Effect::Event(event) => self.core_event(now, event),
         }
     }
 
     fn send_to_apply(&mut self, task: ApplyTask) {
         if let Some(tx) = &self.apply_tx {
+            if matches!(task, ApplyTask::Entries(_)) {
+                // The apply thread counts it down once applied.
+                self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
+            }
             // If the apply thread is gone the task's waiters are dropped: they see Shutdown.
             let _ = tx.send(task);
         }
@@ -642,26 +748,32 @@ impl Shard {
         }
     }
 
-    fn core_event(&mut self, event: Event) {
+    fn core_event(&mut self, now: Time, event: Event) {
         match event {
             Event::RoleChanged { role, term } => {
                 // The term first: whoever sees the new role also sees its term.
                 self.shared.term.store(term.0, Ordering::Release);
-                self.shared.set_state(match role {
+                let state = match role {
                     Role::Follower => RaftState::Follower,
                     Role::PreCandidate => RaftState::PreCandidate,
                     Role::Candidate => RaftState::Candidate,
                     Role::Leader => RaftState::Leader,
-                })
+                };
+                self.shared.set_state(state);
+                if state == RaftState::Leader {
+                    self.peer_contact.clear();
+                    self.leading_since = now;
+                }
+                self.shared.observe(Observation::State(state));
             }
             Event::LeaderChanged { leader, term } => {
                 self.shared.term.store(term.0, Ordering::Release);
                 self.shared
                     .leader
                     .store(leader.map_or(0, |l| l.0), Ordering::Release);
-                self.shared
-                    .leader_watch
-                    .publish(LeaderObservation { leader, term });
+                let observation = LeaderObservation { leader, term };
+                self.shared.leader_watch.publish(observation);
+                self.shared.observe(Observation::Leader(observation));
             }
             Event::RemovedFromConfiguration { shutdown: true } => {
                 self.shared
@@ -832,10 +944,51 @@ impl Shard {
             .store(self.core.commit_index().0, Ordering::Release);
         let last = self.core.log().last_index().max(self.snapshot_index());
         s.last_index.store(last.0, Ordering::Release);
+        let cells = &s.stats;
+        let last_log = self.core.log().last_log_id();
+        cells
+            .last_log_index
+            .store(last_log.index.0, Ordering::Release);
+        cells
+            .last_log_term
+            .store(last_log.term.0, Ordering::Release);
+        let snapshot = self
+            .core
+            .snapshot()
+            .map_or(LogId::default(), |meta| meta.last);
+        cells
+            .last_snapshot_index
+            .store(snapshot.index.0, Ordering::Release);
+        cells
+            .last_snapshot_term
+            .store(snapshot.term.0, Ordering::Release);
         if self.configuration_dirty {
             self.configuration_dirty = false;
             let latest = self.core.latest_configuration();
-            *s.configuration.lock().unwrap_or_else(|p| p.into_inner()) = latest;
+            let mut published = s.configuration.lock().unwrap_or_else(|p| p.into_inner());
+            if !s.has_observers() {
+                *published = latest;
+                return;
+            }
+            let previous = std::mem::replace(&mut *published, latest.clone());
+            drop(published);
+            if previous.0 != latest.0 {
+                let (old, new) = (&previous.1, &latest.1);
+                // Peers only, as in hashicorp: this node is not its own peer.
+                for server in new.servers.iter().filter(|x| x.id != s.id) {
+                    if old.server(server.id).is_none() {
+                        s.observe(Observation::PeerAdded {
+                            id: server.id,
+                            address: server.address.clone(),
+                        });
+                    }
+                }
+                for server in old.servers.iter().filter(|x| x.id != s.id) {
+                    if new.server(server.id).is_none() {
+                        s.observe(Observation::PeerRemoved { id: server.id });
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,53 @@
+//! `Config` from serde (the `serde` feature, on for the tests).
+
+use ringraft::Config;
+use ringraft_storage::NodeId;
+use std::time::Duration;
+
+#[test]
+fn missing_fields_keep_hashicorps_defaults() {
+    let c: Config = serde_json::from_str(r#"{"local_id": 3}"#).expect("parse");
+    let d = Config::new(NodeId(3));
+    assert_eq!(format!("{c:?}"), format!("{d:?}"));
+}
+
+#[test]
+fn durations_are_milliseconds_or_go_strings() {
+    let c: Config = serde_json::from_str(
+        r#"{
+            "local_id": 1,
+            "heartbeat_timeout": "500ms",
+            "election_timeout": 750,
+            "snapshot_interval": "2m30s",
+            "leader_lease_timeout": "250ms",
+            "trailing_logs": 100,
+            "pre_vote_disabled": true,
+            "shard_cpu": 1
+        }"#,
+    )
+    .expect("parse");
+    assert_eq!(c.heartbeat_timeout, Duration::from_millis(500));
+    assert_eq!(c.election_timeout, Duration::from_millis(750));
+    assert_eq!(c.snapshot_interval, Duration::from_secs(150));
+    assert_eq!(c.leader_lease_timeout, Duration::from_millis(250));
+    assert_eq!(c.trailing_logs, 100);
+    assert!(c.pre_vote_disabled);
+    assert_eq!(c.shard_cpu, Some(1));
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn bad_input_is_refused() {
+    for bad in [
+        r#"{}"#,
+        r#"{"local_id": 1, "heartbeat_timout": 5}"#,
+        r#"{"local_id": 1, "heartbeat_timeout": "5 parsecs"}"#,
+        r#"{"local_id": 1, "heartbeat_timeout": -5}"#,
+    ] {
+        assert!(serde_json::from_str::<Config>(bad).is_err(), "{bad}");
+    }
+    // Deserializing does not validate; `validate` names the field.
+    let c: Config =
+        serde_json::from_str(r#"{"local_id": 1, "heartbeat_timeout": 1}"#).expect("parse");
+    assert_eq!(c.validate().map_err(|e| e.field), Err("heartbeat_timeout"));
+}

@@ -181,22 +181,9 @@ pub enum StartError {
     Transport(String),
 }
 
-/// An invalid [`Config`](crate::Config) field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field's name.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid config: {} {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// An invalid [`Config`](crate::Config) field: the same type the core uses for its own
+/// settings, so one error names the field whichever layer found it.
+pub use crate::core::ConfigError;
 
 fn not_leader(f: &mut fmt::Formatter<'_>, leader: &Option<NodeId>) -> fmt::Result {
     match leader {

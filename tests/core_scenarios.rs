@@ -487,3 +487,30 @@ fn a_restarted_node_reapplies_its_recorded_commit_without_a_leader() {
     assert!(c.core(N2).commit_index() >= Index(7));
     assert!(c.applied(N2).len() >= 7);
 }
+
+#[test]
+fn reconfigured_timing_rearms_timers_and_invalid_timing_is_ignored() {
+    use ringraft::core::Timing;
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let valid = Timing {
+        election_timeout: ms(200),
+        heartbeat_interval: ms(2),
+        leader_lease_timeout: ms(100),
+        trailing_logs: 5,
+    };
+    // The leader's heartbeat interval shrank: it heartbeats at its next tick.
+    c.step(N1, Input::Reconfigure(valid));
+    assert!(c.core(N1).next_timer() <= c.now());
+    // A follower draws its next election deadline from the new timeout: within [T, 2T).
+    c.step(N2, Input::Reconfigure(valid));
+    let deadline = c.core(N2).next_timer().0 - c.now().0;
+    assert!((200_000_000..400_000_000).contains(&deadline), "{deadline}");
+    // Heartbeats longer than the election timeout are refused; nothing changes.
+    let invalid = Timing {
+        heartbeat_interval: ms(500),
+        ..valid
+    };
+    c.step(N2, Input::Reconfigure(invalid));
+    assert_eq!(c.core(N2).next_timer().0 - c.now().0, deadline);
+}

@@ -178,7 +178,7 @@ impl Config {
 /// [`ReloadableConfig::from_config`] and change what you mean to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReloadableConfig {
-    /// [`Config::trailing_logs`]. Not reloadable yet (the core owns it): must be unchanged.
+    /// [`Config::trailing_logs`]; used from the next compaction.
     pub trailing_logs: u64,
     /// [`Config::snapshot_interval`]; takes effect from the next snapshot check.
     pub snapshot_interval: Duration,
@@ -204,8 +204,7 @@ impl ReloadableConfig {
 }
 
 impl Config {
-    /// `self` with `reloadable`'s fields, validated; the fields that changed but cannot
-    /// change on a running node are refused (the first one, in hashicorp's field order).
+    /// `self` with `reloadable`'s fields, validated.
     pub(crate) fn reloaded(
         &self,
         reloadable: &ReloadableConfig,
@@ -220,20 +219,6 @@ impl Config {
             ..self.clone()
         };
         merged.validate().map_err(ReloadConfigError::Invalid)?;
-        let fixed = [
-            ("trailing_logs", self.trailing_logs != merged.trailing_logs),
-            (
-                "heartbeat_timeout",
-                self.heartbeat_timeout != merged.heartbeat_timeout,
-            ),
-            (
-                "election_timeout",
-                self.election_timeout != merged.election_timeout,
-            ),
-        ];
-        if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
-            return Err(ReloadConfigError::NotReloadable { field });
-        }
         Ok(merged)
     }
 }

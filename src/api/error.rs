@@ -385,13 +385,6 @@ impl From<RequestError> for TransferError {
 pub enum ReloadConfigError {
     /// The merged configuration breaks a [`Config::validate`](crate::Config::validate) rule.
     Invalid(ConfigError),
-    /// `field` cannot change while the node runs yet: the consensus core fixes it at
-    /// construction (`heartbeat_timeout`, `election_timeout`, `trailing_logs`). Passing its
-    /// current value is fine.
-    NotReloadable {
-        /// The field's name.
-        field: &'static str,
-    },
     /// The request could not enter the submission queue before its timeout.
     EnqueueTimeout,
     /// The node shut down before answering.
@@ -402,9 +395,6 @@ impl fmt::Display for ReloadConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReloadConfigError::Invalid(e) => e.fmt(f),
-            ReloadConfigError::NotReloadable { field } => {
-                write!(f, "{field} cannot be changed on a running node yet")
-            }
             ReloadConfigError::EnqueueTimeout => f.write_str(ENQUEUE),
             ReloadConfigError::Shutdown => f.write_str(SHUTDOWN),
         }

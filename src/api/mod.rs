@@ -604,10 +604,10 @@ impl Raft {
     /// settings merged with `reloadable` are validated with [`Config::validate`]'s rules (an
     /// invalid field changes nothing and is named in the error), then applied.
     ///
-    /// Today the node applies `snapshot_interval` (from the next snapshot check) and
-    /// `snapshot_threshold`. `heartbeat_timeout`, `election_timeout` and `trailing_logs` are
-    /// fixed in the consensus core when it is built: passing a different value fails with
-    /// [`ReloadConfigError::NotReloadable`] and changes nothing.
+    /// Every field applies at once: the consensus core takes the new timeouts and
+    /// `trailing_logs` and re-arms its timers (a leader whose heartbeat interval shrank
+    /// heartbeats at once; other roles draw a fresh election deadline), and
+    /// `snapshot_interval`/`snapshot_threshold` apply from the next snapshot check.
     pub fn reload_config(&self, reloadable: ReloadableConfig) -> RaftFuture<(), ReloadConfigError> {
         self.submit(
             Duration::ZERO,

@@ -44,7 +44,7 @@ pub use progress::{majority, quorum_value, Progress, ReplicationState};
 pub use rng::Rng;
 pub use types::{
     Effect, Event, HardState, Input, InvalidInput, MembershipChange, Outcome, PersistBatch,
-    RecoveredState, RequestError, Role, Time, Token,
+    RecoveredState, RequestError, Role, Time, Timing, Token,
 };
 
 use leader::LeaderState;
@@ -413,6 +413,7 @@ impl Core {
                 next_offset,
                 done,
             } => self.snapshot_chunk_written(snapshot, next_offset, done),
+            Input::Reconfigure(timing) => self.reconfigure(timing),
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),
         }
@@ -696,6 +697,32 @@ impl Core {
         {
             self.win_after_seq = None;
             self.become_leader();
+        }
+    }
+
+    /// Applies new timing settings if they are valid, and re-arms the timers: a leader whose
+    /// heartbeat interval shrank heartbeats at its next tick; every other role draws a fresh
+    /// election deadline from the new timeout.
+    fn reconfigure(&mut self, timing: Timing) {
+        let mut next = self.config.clone();
+        next.election_timeout = timing.election_timeout;
+        next.heartbeat_interval = timing.heartbeat_interval;
+        next.leader_lease_timeout = timing.leader_lease_timeout;
+        next.trailing_logs = timing.trailing_logs;
+        if let Err(e) = next.validate() {
+            self.invalid(None, InvalidInput::BadTiming(e));
+            return;
+        }
+        let shorter_heartbeats = next.heartbeat_interval < self.config.heartbeat_interval;
+        self.config = next;
+        let now = self.now;
+        match &mut self.role {
+            RoleState::Leader(l) => {
+                if shorter_heartbeats {
+                    l.next_heartbeat_at = l.next_heartbeat_at.min(now);
+                }
+            }
+            _ => self.reset_election_deadline(),
         }
     }
 

@@ -123,6 +123,10 @@ pub enum Input {
         /// True once the snapshot is complete and durable.
         done: bool,
     },
+    /// New timing settings for the running node (hashicorp's `ReloadConfig`). Applied only if
+    /// the resulting configuration is valid (otherwise reported as `InvalidInput` and
+    /// ignored); timers are re-armed at once.
+    Reconfigure(Timing),
     /// Every persist batch up to `seq` is durable.
     Persisted {
         /// The highest durable batch.
@@ -133,6 +137,19 @@ pub enum Input {
         /// The highest applied index.
         index: Index,
     },
+}
+
+/// The settings of a running core that [`Input::Reconfigure`] may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// See [`CoreConfig::election_timeout`](crate::core::CoreConfig::election_timeout).
+    pub election_timeout: std::time::Duration,
+    /// See [`CoreConfig::heartbeat_interval`](crate::core::CoreConfig::heartbeat_interval).
+    pub heartbeat_interval: std::time::Duration,
+    /// See [`CoreConfig::leader_lease_timeout`](crate::core::CoreConfig::leader_lease_timeout).
+    pub leader_lease_timeout: std::time::Duration,
+    /// See [`CoreConfig::trailing_logs`](crate::core::CoreConfig::trailing_logs).
+    pub trailing_logs: u64,
 }
 
 /// Durable writes, performed in this order: truncate the log's suffix, append the entries
@@ -464,6 +481,8 @@ pub enum InvalidInput {
         /// The snapshot's last entry as reported.
         last: LogId,
     },
+    /// A reconfiguration would make the settings invalid.
+    BadTiming(crate::core::ConfigError),
     /// A persist acknowledgement named a batch never issued.
     PersistedUnknownBatch {
         /// The reported sequence number.

@@ -411,7 +411,23 @@ impl Shard {
             }
             Command::Snapshot { reply } => self.start_snapshot(Some(reply)),
             Command::Reload { reloadable, reply } => {
-                reply.send(self.config.reloaded(&reloadable).map(|merged| {
+                let reloaded = self.config.reloaded(&reloadable).and_then(|merged| {
+                    let core = merged
+                        .core_config(self.core_config.seed)
+                        .map_err(crate::api::ReloadConfigError::Invalid)?;
+                    Ok((merged, core))
+                });
+                reply.send(reloaded.map(|(merged, core)| {
+                    self.core.step(
+                        now,
+                        Input::Reconfigure(crate::core::Timing {
+                            election_timeout: core.election_timeout,
+                            heartbeat_interval: core.heartbeat_interval,
+                            leader_lease_timeout: core.leader_lease_timeout,
+                            trailing_logs: core.trailing_logs,
+                        }),
+                    );
+                    self.core_config = core;
                     let interval_changed =
                         merged.snapshot_interval != self.config.snapshot_interval;
                     *self

@@ -1,0 +1,257 @@
+//! The shard's snapshot work: automatic and user-triggered snapshots of the state machine,
+//! reading and writing InstallSnapshot chunks through the snapshot store, and restores.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn schedule_snapshot_check(&mut self, now: Time) {
+        // hashicorp checks every [interval, 2 × interval).
+        let interval = self.config.snapshot_interval.as_nanos() as u64;
+        let jitter =
+            (now.0 ^ self.core_config.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) % interval.max(1);
+        self.next_snapshot_check = now.plus_nanos(interval + jitter);
+    }
+
+    pub(super) fn maybe_automatic_snapshot(&mut self) {
+        let last = self.core.log().last_index();
+        let snapshot = self.snapshot_index();
+        if last.0.saturating_sub(snapshot.0) >= self.config.snapshot_threshold {
+            self.start_snapshot(None);
+        }
+    }
+
+    pub(super) fn snapshot_index(&self) -> Index {
+        self.core
+            .snapshot()
+            .map_or(self.core.log().prev().index, |s| s.last.index)
+    }
+
+    pub(super) fn start_snapshot(
+        &mut self,
+        waiter: Option<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
+    ) {
+        self.snapshot_waiters.extend(waiter);
+        if self.snapshot_in_progress {
+            return;
+        }
+        if self.core.applied_index() <= self.snapshot_index() {
+            self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
+            return;
+        }
+        if let Some(tx) = &self.apply_tx {
+            if tx.send(ApplyTask::Snapshot).is_ok() {
+                self.snapshot_in_progress = true;
+            }
+        }
+    }
+
+    pub(super) fn finish_snapshot(&mut self, result: Result<SnapshotMeta, TakeSnapshotError>) {
+        self.snapshot_in_progress = false;
+        for w in self.snapshot_waiters.drain(..) {
+            w.send(result.clone());
+        }
+    }
+
+    /// Writes a captured FSM snapshot to the store on its own thread (user code of unknown
+    /// speed must not block the shard), then reports back.
+    pub(super) fn persist_snapshot(&mut self, mut snapshot: Box<dyn FsmSnapshot>, last: LogId) {
+        if last.index <= self.snapshot_index() {
+            snapshot.release();
+            self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
+            return;
+        }
+        let (configuration_index, configuration) = self.core.configuration_at(last.index);
+        let mut sink = match self
+            .snapshots
+            .create(last, &configuration, configuration_index)
+        {
+            Ok(sink) => sink,
+            Err(e) => {
+                snapshot.release();
+                self.finish_snapshot(Err(TakeSnapshotError::Store(e.to_string())));
+                return;
+            }
+        };
+        let events = self.events_tx.clone();
+        let signal = self.shared.signal.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringraft-snapshot-{}", self.shared.id.0))
+            .spawn(move || {
+                let result = match snapshot.persist(&mut sink) {
+                    Ok(()) => sink
+                        .commit()
+                        .map_err(|e| TakeSnapshotError::Store(e.to_string())),
+                    Err(e) => {
+                        let _ = sink.cancel();
+                        Err(TakeSnapshotError::Fsm(e.to_string()))
+                    }
+                };
+                snapshot.release();
+                let _ = events.send(ShardEvent::SnapshotPersisted(result));
+                signal.notify();
+            });
+        if let Err(e) = spawned {
+            self.finish_snapshot(Err(TakeSnapshotError::Fsm(format!("spawn: {e}"))));
+        }
+    }
+
+    /// The locally stored snapshot ending at `meta.last` (ids differ between nodes: a received
+    /// snapshot is stored under this node's own id).
+    pub(super) fn local_snapshot(&self, meta: &SnapshotMeta) -> Option<SnapshotMeta> {
+        let list = self.snapshots.list().ok()?;
+        let exact = list.iter().find(|m| m.id == meta.id && m.last == meta.last);
+        exact
+            .or_else(|| list.iter().find(|m| m.last == meta.last))
+            .cloned()
+    }
+
+    pub(super) fn open_chunk_reader(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+    ) -> Option<ChunkReader> {
+        let local = self.local_snapshot(meta)?;
+        let (stored, mut reader) = self.snapshots.open(&local.id).ok()?;
+        let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).ok()?;
+        if skipped != offset {
+            return None;
+        }
+        Some(ChunkReader {
+            last: stored.last,
+            position: offset,
+            size: stored.size,
+            reader,
+        })
+    }
+
+    pub(super) fn read_chunk(
+        &mut self,
+        now: Time,
+        peer: NodeId,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max: u64,
+    ) {
+        let cached = self
+            .chunk_readers
+            .remove(&peer)
+            .filter(|r| r.last == meta.last && r.position == offset);
+        let Some(mut r) = cached.or_else(|| self.open_chunk_reader(meta, offset)) else {
+            // The snapshot is gone (replaced by a newer one): the core retries with what it has
+            // once the follower asks again.
+            return;
+        };
+        let want = max.min(r.size.saturating_sub(offset)) as usize;
+        let mut data = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match r.reader.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        data.truncate(filled);
+        r.position += filled as u64;
+        let done = r.position >= r.size;
+        self.core.step(
+            now,
+            Input::SnapshotChunkRead {
+                peer,
+                snapshot: meta.last,
+                offset,
+                data: Bytes::from(data),
+                done,
+            },
+        );
+        if !done {
+            self.chunk_readers.insert(peer, r);
+        }
+    }
+
+    pub(super) fn write_chunk(
+        &mut self,
+        now: Time,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) {
+        if offset == 0 {
+            if let Some(old) = self.receiving.take() {
+                let _ = old.sink.cancel();
+            }
+            if let Ok(sink) =
+                self.snapshots
+                    .create(meta.last, &meta.configuration, meta.configuration_index)
+            {
+                self.receiving = Some(Receiving {
+                    last: meta.last,
+                    sink,
+                    written: 0,
+                });
+            }
+        }
+        let (next_offset, done) = match self.receiving.take() {
+            Some(mut r) if r.last == meta.last && r.written == offset => {
+                if r.sink.write_all(data).is_err() {
+                    let _ = r.sink.cancel();
+                    (0, false)
+                } else {
+                    r.written += data.len() as u64;
+                    if done {
+                        match r.sink.commit() {
+                            Ok(_) => (meta.size.max(offset + data.len() as u64), true),
+                            Err(_) => (0, false),
+                        }
+                    } else {
+                        let next = r.written;
+                        self.receiving = Some(r);
+                        (next, false)
+                    }
+                }
+            }
+            Some(r) if r.last == meta.last => {
+                let next = r.written;
+                self.receiving = Some(r);
+                (next, false)
+            }
+            other => {
+                self.receiving = other;
+                (0, false)
+            }
+        };
+        let next_offset = if done {
+            offset + data.len() as u64
+        } else {
+            next_offset
+        };
+        self.core.step(
+            now,
+            Input::SnapshotChunkWritten {
+                snapshot: meta.last,
+                next_offset,
+                done,
+            },
+        );
+    }
+
+    pub(super) fn restore(&mut self, meta: SnapshotMeta) {
+        self.configuration_dirty = true;
+        self.chunk_readers.clear();
+        let opened = self
+            .local_snapshot(&meta)
+            .ok_or_else(|| "not in the snapshot store".to_string())
+            .and_then(|local| self.snapshots.open(&local.id).map_err(|e| e.to_string()));
+        match opened {
+            Ok((_, reader)) => self.send_to_apply(ApplyTask::Restore { meta, reader }),
+            Err(e) => {
+                self.fatal = Some(format!(
+                    "cannot open snapshot {} to restore: {e}",
+                    meta.last
+                ))
+            }
+        }
+    }
+}

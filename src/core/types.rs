@@ -141,10 +141,11 @@ pub enum Input {
 
 /// The settings of a running core that [`Input::Reconfigure`] may change.
 ///
-/// Lease reads assume that no voter grants a vote within `election_timeout` of hearing from
-/// the leader, using the leader's idea of that timeout. When shortening the election timeout
-/// on a cluster that serves lease reads, shorten it on the leader first (or disable lease
-/// reads meanwhile); lengthening it is safe in any order.
+/// Lease reads assume that no voter grants a vote within the *leader's* `election_timeout` of
+/// hearing from it, so the leader's timeout must never exceed any voter's. On a cluster that
+/// serves lease reads, change the election timeout with lease reads disabled, or shorten it on
+/// the leader first and lengthen it on the leader last (leadership may move meanwhile, so
+/// disabling lease reads is the simple, safe choice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// See [`CoreConfig::election_timeout`](crate::core::CoreConfig::election_timeout).

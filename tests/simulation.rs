@@ -94,8 +94,8 @@ fn the_simulator_catches_two_uncommitted_configurations() {
 
 #[test]
 fn the_simulator_catches_a_conflicting_suffix_kept_on_snapshot_install() {
-    let caught = first_catch(Mutation::KeepConflictingSuffixOnInstall, 100);
-    assert!(caught.is_some(), "not caught within 100 seeds");
+    let caught = first_catch(Mutation::KeepConflictingSuffixOnInstall, 300);
+    assert!(caught.is_some(), "not caught within 300 seeds");
 }
 
 #[test]

@@ -205,7 +205,11 @@ impl Core {
             self.reset_election_deadline();
             return;
         }
-        if self.config.pre_vote {
+        // A node campaigning only because an uncommitted change removes it always asks for
+        // pre-votes first, even with pre-vote off: it cannot vote for itself, and real
+        // elections it cannot win would keep raising everyone's term and starve the voters'
+        // own elections (the simulator found that livelock).
+        if self.config.pre_vote || !self.is_voter(self.id()) {
             self.start_pre_vote();
         } else {
             self.start_election(false);
@@ -317,7 +321,14 @@ impl Core {
         if leader.is_some() {
             self.last_leader_contact = self.now;
         }
-        self.reset_election_deadline();
+        // Figure 2: the election timer restarts on hearing from a leader (or granting a vote),
+        // not on merely seeing a higher term. Restarting it on every higher term let a node
+        // with a short timeout and a stale log, campaigning again and again, keep everyone
+        // else's timer from ever firing (a livelock the simulator found with unequal
+        // timeouts). A deposed leader needs a fresh timer: its old one is long past.
+        if leader.is_some() || was == Role::Leader {
+            self.reset_election_deadline();
+        }
         if was != Role::Follower || self.hard_state_dirty {
             self.role_changed();
         }

@@ -151,7 +151,7 @@ impl Core {
         // The leader caps the commit index at our match index, so our log agrees with it up
         // to there.
         self.advance_follower_commit(leader_commit.min(self.log.last_index()));
-        self.send_when_durable(from, Body::HeartbeatResponse { round });
+        self.send_when_term_durable(from, Body::HeartbeatResponse { round });
     }
 
     fn advance_follower_commit(&mut self, commit: Index) {

@@ -196,6 +196,8 @@ pub struct Core {
     last_issued_seq: u64,
     persisted_seq: u64,
     held: VecDeque<(u64, Message)>,
+    /// The latest persist batch that wrote the hard state.
+    hard_state_seq: u64,
     /// A single-voter candidate becomes leader once this persist batch (its vote) is durable.
     win_after_seq: Option<u64>,
     effects: Vec<Effect>,
@@ -275,6 +277,7 @@ impl Core {
             last_issued_seq: 0,
             persisted_seq: 0,
             held: VecDeque::new(),
+            hard_state_seq: 0,
             win_after_seq: None,
             effects: Vec::new(),
         };
@@ -598,6 +601,22 @@ impl Core {
     fn send_when_durable(&mut self, to: NodeId, body: Body) {
         let needed =
             self.last_issued_seq + u64::from(!self.staged.is_empty() || self.hard_state_dirty);
+        self.send_after(needed, to, body);
+    }
+
+    /// Sends `body` once our term and vote are durable (log writes may still be in flight):
+    /// for answers that promise nothing about the log, such as a heartbeat acknowledgement.
+    /// Not waiting for a slow disk's log writes keeps the leader's lease alive under load.
+    fn send_when_term_durable(&mut self, to: NodeId, body: Body) {
+        let needed = if self.hard_state_dirty {
+            self.last_issued_seq + 1
+        } else {
+            self.hard_state_seq
+        };
+        self.send_after(needed, to, body);
+    }
+
+    fn send_after(&mut self, needed: u64, to: NodeId, body: Body) {
         let message = Message {
             from: self.id(),
             to,
@@ -653,6 +672,7 @@ impl Core {
         batch.seq = self.last_issued_seq;
         if self.hard_state_dirty {
             batch.hard_state = Some(self.hard_state());
+            self.hard_state_seq = batch.seq;
         }
         if self.commit > self.commit_recorded {
             // The commit index rides along with a write that happens anyway; it never causes a
@@ -684,11 +704,17 @@ impl Core {
         }
         self.persisted_seq = seq;
         self.log.mark_persisted(seq);
-        while self.held.front().is_some_and(|(needed, _)| *needed <= seq) {
-            if let Some((_, message)) = self.held.pop_front() {
+        // Release, in order, every held message whose writes are now durable (a heartbeat
+        // answer, which waits only for the term, may overtake an append answer).
+        let mut still_held = VecDeque::with_capacity(self.held.len());
+        for (needed, message) in std::mem::take(&mut self.held) {
+            if needed <= seq {
                 self.emit(Effect::Send(message));
+            } else {
+                still_held.push_back((needed, message));
             }
         }
+        self.held = still_held;
         if matches!(self.role, RoleState::Leader(_)) {
             self.maybe_commit();
         }

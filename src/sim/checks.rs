@@ -69,7 +69,8 @@ impl Checker {
         // The latest and the committed configuration are the only two that can be in force at
         // once; single-server changes keep their majorities overlapping.
         let latest: Vec<NodeId> = core.latest_configuration().1.voters().collect();
-        let committed: Vec<NodeId> = core.committed_configuration().1.voters().collect();
+        // Committed as far as anyone knows (a new leader's own commit index may lag).
+        let committed: Vec<NodeId> = core.configuration_at(commit).1.voters().collect();
         if !committed.is_empty() && quorums_can_be_disjoint(&latest, &committed) {
             return Err(format!(
                 "configuration safety: leader {} in {} has latest voters {latest:?} and \

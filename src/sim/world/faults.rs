@@ -123,6 +123,31 @@ impl World {
         )
     }
 
+    /// Reloads every live node's timing (election timeout 100–300 ms, heartbeats a tenth to a
+    /// fifth of it, a lease of at least half the election timeout).
+    pub(super) fn retime(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(500 * MS, 3000 * MS));
+        self.schedule(at, Ev::Retime);
+        let election = self.rng.range(100, 300);
+        let heartbeat = self.rng.range(election / 10, election / 5);
+        let lease = self.rng.range((2 * heartbeat).max(election / 2), election);
+        let timing = crate::core::Timing {
+            election_timeout: Duration::from_millis(election),
+            heartbeat_interval: Duration::from_millis(heartbeat),
+            leader_lease_timeout: Duration::from_millis(lease),
+            trailing_logs: self.rng.below(8),
+        };
+        self.hash(&[15, self.now.0, election, heartbeat, lease]);
+        self.log(|| format!("all nodes retimed to {timing:?}"));
+        for n in 0..self.nodes.len() {
+            self.step(n, Input::Reconfigure(timing))?;
+        }
+        Ok(())
+    }
+
     pub(super) fn transfer(&mut self) -> Result<(), String> {
         if self.healed {
             return Ok(());

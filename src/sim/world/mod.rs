@@ -118,6 +118,8 @@ enum Ev {
     Churn,
     /// A leadership transfer request at the leader.
     Transfer,
+    /// Every node's timing changes at once (a cluster-wide reload).
+    Retime,
     Crash {
         node: usize,
         boot: u64,
@@ -385,6 +387,12 @@ impl World {
             let at = world.now.plus_nanos(world.rng.range(300 * MS, 800 * MS));
             world.schedule(at, Ev::Churn);
         }
+        if !world.lease_read {
+            // Lease reads need the leader's election timeout never to exceed a voter's, which
+            // a reload cannot promise mid-flight: retime only seeds without them.
+            let at = world.now.plus_nanos(world.rng.range(500 * MS, 3000 * MS));
+            world.schedule(at, Ev::Retime);
+        }
         if world.config.transfers {
             let at = world.now.plus_nanos(world.rng.range(300 * MS, 1500 * MS));
             world.schedule(at, Ev::Transfer);
@@ -557,6 +565,7 @@ impl World {
             Ev::Fault => self.fault(),
             Ev::Churn => self.churn(),
             Ev::Transfer => self.transfer(),
+            Ev::Retime => self.retime(),
             Ev::Restart { node } => {
                 if self.nodes[node].core.is_none() {
                     self.boot(node)?;

@@ -43,9 +43,16 @@ pub(crate) struct Sender<T> {
 impl<T> Sender<T> {
     /// Resolves the future.
     pub(crate) fn send(mut self, value: T) {
+        self.close(Some(value));
+    }
+
+    /// Stores `value` (if any), marks the future resolved and wakes whoever waits on it.
+    fn close(&mut self, value: Option<T>) {
         if let Some(shared) = self.shared.take() {
             let mut slot = shared.lock();
-            slot.value = Some(value);
+            if value.is_some() {
+                slot.value = value;
+            }
             slot.closed = true;
             let waker = slot.waker.take();
             let blocked = slot.blocked;
@@ -62,19 +69,7 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            let mut slot = shared.lock();
-            slot.closed = true;
-            let waker = slot.waker.take();
-            let blocked = slot.blocked;
-            drop(slot);
-            if blocked {
-                shared.ready.notify_all();
-            }
-            if let Some(w) = waker {
-                w.wake();
-            }
-        }
+        self.close(None);
     }
 }
 

@@ -626,12 +626,13 @@ impl Core {
         if !own_term {
             return;
         }
-        self.commit_before_advance = self.commit;
-        self.commit = candidate;
-        self.on_leader_commit();
+        let previous = std::mem::replace(&mut self.commit, candidate);
+        self.on_leader_commit(previous);
     }
 
-    fn on_leader_commit(&mut self) {
+    /// The commit index advanced from `previous`: answer requests, apply, and finish any
+    /// configuration change that just committed.
+    fn on_leader_commit(&mut self, previous: Index) {
         let commit = self.commit;
         let term = self.term;
         let Some(l) = self.leader_state_mut() else {
@@ -660,7 +661,6 @@ impl Core {
             self.await_quorum_round(token, Outcome::ReadReady { index: commit });
         }
         self.emit_apply();
-        let previous = self.commit_before_advance;
         if self
             .configs
             .iter()

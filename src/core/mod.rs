@@ -172,8 +172,6 @@ pub struct Core {
     vote: Option<NodeId>,
     log: RaftLog,
     commit: Index,
-    /// The commit index before the latest advance (to spot configurations that just committed).
-    commit_before_advance: Index,
     applied: Index,
     apply_requested: Index,
     role: RoleState,
@@ -259,7 +257,6 @@ impl Core {
             term: state.hard_state.term,
             vote: state.hard_state.vote,
             commit,
-            commit_before_advance: commit,
             applied,
             apply_requested: applied,
             commit_recorded: commit,

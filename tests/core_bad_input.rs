@@ -34,10 +34,11 @@ fn random_entries(rng: &mut Rng, prev: LogId) -> Vec<Entry> {
             } else {
                 term.max(Term(rng.below(8)))
             };
-            let kind = match rng.below(8) {
+            let kind = match rng.below(9) {
                 0 => EntryKind::Configuration,
                 1 => EntryKind::Noop,
                 2 => EntryKind::Barrier,
+                3 => EntryKind::Restore,
                 _ => EntryKind::Command,
             };
             let data = if kind == EntryKind::Configuration && rng.chance(1, 2) {
@@ -65,7 +66,7 @@ fn random_body(rng: &mut Rng) -> Body {
             })
         }
         2 => Body::AppendEntriesResponse(AppendEntriesResponse {
-            result: match rng.below(4) {
+            result: match rng.below(5) {
                 0 => AppendResult::Success {
                     match_index: Index(rng.below(60)),
                 },
@@ -80,6 +81,12 @@ fn random_body(rng: &mut Rng) -> Body {
                     hint: ConflictHint::TermMismatch {
                         term: Term(rng.below(8)),
                         first_index: Index(rng.below(50)),
+                    },
+                },
+                3 => AppendResult::Conflict {
+                    rejected_prev_index: Index(rng.below(50)),
+                    hint: ConflictHint::MissingRestore {
+                        entry: random_log_id(rng),
                     },
                 },
                 _ => AppendResult::StaleTerm,
@@ -119,6 +126,7 @@ fn random_body(rng: &mut Rng) -> Body {
             offset: rng.below(100),
             data: Bytes::from_static(b"chunk"),
             done: rng.chance(1, 3),
+            stage: rng.chance(1, 3),
             round,
         }),
         _ => {
@@ -129,6 +137,7 @@ fn random_body(rng: &mut Rng) -> Body {
                     last: random_log_id(rng),
                     next_offset: rng.below(100),
                     done: rng.chance(1, 2),
+                    stage: rng.chance(1, 3),
                     round,
                 })
             }

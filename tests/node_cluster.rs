@@ -4,9 +4,9 @@
 mod node_support;
 
 use bytes::Bytes;
-use node_support::{commands, wait_until, TestCluster};
+use node_support::{commands, resolve, wait_until, TestCluster};
 use ringraft::{ApplyError, RaftState, ReadError};
-use ringraft_storage::NodeId;
+use ringraft_storage::{Index, NodeId};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
@@ -126,6 +126,34 @@ fn verify_leader_fails_on_a_leader_cut_off_from_its_quorum() {
         ),
         "{result:?}"
     );
+}
+
+#[test]
+fn verify_leader_succeeds_with_one_of_two_followers_cut_off() {
+    let cluster = TestCluster::new(3);
+    let leader = cluster.wait_leader();
+    let raft = cluster.raft(leader);
+    let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|n| *n != leader).collect();
+    cluster.net.partition(&[&[leader, others[0]], &[others[1]]]);
+    // The leader and one follower are a quorum of three: leadership is confirmed, reads and
+    // writes go on.
+    resolve("verify_leader", raft.verify_leader()).expect("verify leader");
+    let expected = commands("v", 5);
+    let mut last = Index(0);
+    for c in &expected {
+        last = resolve("apply", raft.apply(c.clone(), T))
+            .expect("apply")
+            .index;
+    }
+    let read = resolve("read_index", raft.read_index(T)).expect("read index");
+    assert!(
+        read >= last,
+        "read index {read} is behind the last write {last}"
+    );
+    assert_eq!(cluster.applied(leader), expected);
+    assert_eq!(raft.state(), RaftState::Leader);
+    cluster.net.heal();
+    cluster.wait_applied_everywhere(&expected);
 }
 
 #[test]

@@ -12,7 +12,8 @@ use ringraft::{Raft, RaftState, TcpTransportConfig};
 use ringraft_net::handshake::ClusterId;
 use ringraft_net::tcp::TcpConfig;
 use ringraft_storage::{
-    Configuration, FileSnapshotStore, FileStableStore, NodeId, WalConfig, WalLogStore,
+    Configuration, FileSnapshotStore, FileStableStore, Index, NodeId, Server, Suffrage, WalConfig,
+    WalLogStore,
 };
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ struct TcpCluster {
     _dir: tempfile::TempDir,
     root: PathBuf,
     addresses: Vec<SocketAddr>,
+    /// The first `configured` nodes know each other's addresses from their transport
+    /// configuration; nodes added later know nobody's, and nobody knows theirs.
+    configured: usize,
     nodes: Vec<Option<Raft>>,
     applied: Vec<Arc<Mutex<Vec<Bytes>>>>,
 }
@@ -58,14 +62,18 @@ impl TcpCluster {
             root: dir.path().to_path_buf(),
             _dir: dir,
             addresses: free_addresses(n),
+            configured: n,
             nodes: (0..n).map(|_| None).collect(),
             applied: (0..n).map(|_| Arc::default()).collect(),
         };
         for i in 1..=n as u64 {
             cluster.start(NodeId(i));
         }
-        let configuration =
-            Configuration::voters_with_default_addresses((1..=n as u64).map(NodeId));
+        let configuration = Configuration::new(
+            (1..=n as u64)
+                .map(|i| Server::voter(NodeId(i), cluster.addresses[i as usize - 1].to_string()))
+                .collect(),
+        );
         for raft in cluster.nodes.iter().flatten() {
             raft.bootstrap_cluster(configuration.clone())
                 .wait()
@@ -83,9 +91,11 @@ impl TcpCluster {
         let stable = FileStableStore::open(dir.join("stable")).expect("open the stable store");
         let snapshots = FileSnapshotStore::new(dir.join("snapshots"), 2).expect("snapshots");
         let mut tcp = TcpConfig::new(id, ClusterId(42), self.addresses[i]);
-        for (j, address) in self.addresses.iter().enumerate() {
-            if j != i {
-                tcp.peers.insert(NodeId(j as u64 + 1), *address);
+        if i < self.configured {
+            for (j, address) in self.addresses[..self.configured].iter().enumerate() {
+                if j != i {
+                    tcp.peers.insert(NodeId(j as u64 + 1), *address);
+                }
             }
         }
         tcp.backoff_initial = Duration::from_millis(5);
@@ -102,6 +112,18 @@ impl TcpCluster {
         )
         .expect("start node");
         self.nodes[i] = Some(raft);
+    }
+
+    /// Starts a node with no state and no peers in its transport configuration, at an address
+    /// no other node's transport was configured with; returns its id and address.
+    fn add_node(&mut self) -> (NodeId, SocketAddr) {
+        let address = free_addresses(1)[0];
+        self.addresses.push(address);
+        self.nodes.push(None);
+        self.applied.push(Arc::default());
+        let id = NodeId(self.nodes.len() as u64);
+        self.start(id);
+        (id, address)
     }
 
     fn stop(&mut self, id: NodeId) {
@@ -217,6 +239,36 @@ fn a_cluster_restarted_from_disk_has_every_acknowledged_write() {
     let mut all = acknowledged;
     all.extend(more);
     cluster.wait_applied_everywhere(&all);
+}
+
+#[test]
+fn a_voter_added_at_an_address_no_transport_was_configured_with_receives_and_applies_writes() {
+    let mut cluster = TcpCluster::new(3);
+    let mut acknowledged = cluster.write(&commands("before", 20));
+    // (The new node follows nobody until it joins, so the leader is found before it starts.)
+    let leader = cluster.wait_leader();
+    let (new, address) = cluster.add_node();
+    cluster
+        .raft(leader)
+        .add_voter(new, address.to_string(), Index(0), T)
+        .wait()
+        .expect("add voter");
+    acknowledged.extend(cluster.write(&commands("after", 20)));
+    // The new node received and applied everything, the writes from before it joined too.
+    cluster.wait_applied_everywhere(&acknowledged);
+    let (_, configuration) = cluster.raft(new).configuration();
+    assert_eq!(
+        configuration.server(new).map(|s| s.suffrage),
+        Some(Suffrage::Voter)
+    );
+
+    // Under the next leader too, which dials the new node at the address the configuration
+    // gave it (and if the new node leads, it knows the others' addresses only from there).
+    cluster.stop(leader);
+    let second = cluster.wait_leader();
+    assert_ne!(second, leader);
+    acknowledged.extend(cluster.write(&commands("without-leader", 20)));
+    cluster.wait_applied_everywhere(&acknowledged);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //!                         2 term mismatch, 3 stale term), 7 zero bytes, then per tag:
 //!                         match_index | rejected_prev, last_index
 //!                         | rejected_prev, term, first_index | nothing
+//!                         | rejected_prev, restore_term, restore_index
 //!  Heartbeat              env, leader_commit u64, round u64
 //!  HeartbeatResponse      env, round u64
 //!  RequestVote            env, last_term u64, last_index u64, flags u8 (bit 0: transfer)
@@ -16,10 +17,12 @@
 //!  PreVote                env, last_term u64, last_index u64
 //!  PreVoteResponse        env, granted u8
 //!  TimeoutNow             env
-//!  InstallSnapshot        env, offset u64, round u64, done u8, last_term u64, last_index u64,
+//!  InstallSnapshot        env, offset u64, round u64, flags u8 (bit 0: done, bit 1: stage),
+//!                         last_term u64, last_index u64,
 //!                         configuration_index u64, size u64, id_len u16, id, config_len u32,
 //!                         config (Configuration::encode), data_len u32, data
-//!  InstallSnapshotResponse env, last_term u64, last_index u64, next_offset u64, done u8,
+//!  InstallSnapshotResponse env, last_term u64, last_index u64, next_offset u64,
+//!                         flags u8 (bit 0: done, bit 1: stage),
 //!                         round u64
 //! ```
 //!
@@ -291,6 +294,10 @@ pub fn encode_message(
                     hint: ConflictHint::TermMismatch { term, first_index },
                 } => (2, &[rejected_prev_index.0, term.0, first_index.0]),
                 AppendResult::StaleTerm => (3, &[]),
+                AppendResult::Conflict {
+                    rejected_prev_index,
+                    hint: ConflictHint::MissingRestore { entry },
+                } => (4, &[rejected_prev_index.0, entry.term.0, entry.index.0]),
             };
             b.u8(tag);
             b.put(&[0; 7]);
@@ -322,7 +329,7 @@ pub fn encode_message(
         Body::InstallSnapshotResponse(r) => {
             log_id(&mut b, r.last);
             b.u64(r.next_offset);
-            b.u8(u8::from(r.done));
+            b.u8(u8::from(r.done) | (u8::from(r.stage) << 1));
             b.u64(r.round);
         }
     }
@@ -396,7 +403,7 @@ fn encode_snapshot(
     let data_len = u32::try_from(s.data.len()).map_err(|_| too_large(s.data.len()))?;
     b.u64(s.offset);
     b.u64(s.round);
-    b.u8(u8::from(s.done));
+    b.u8(u8::from(s.done) | (u8::from(s.stage) << 1));
     log_id(b, s.meta.last);
     b.u64(s.meta.configuration_index.0);
     b.u64(s.meta.size);
@@ -644,6 +651,13 @@ fn decode_message(
                     }
                 }
                 3 => AppendResult::StaleTerm,
+                4 => {
+                    let rejected_prev_index = Index(r.u64()?);
+                    AppendResult::Conflict {
+                        rejected_prev_index,
+                        hint: ConflictHint::MissingRestore { entry: r.log_id()? },
+                    }
+                }
                 t => return Err(r.bad("result tag", u64::from(t))),
             };
             Body::AppendEntriesResponse(AppendEntriesResponse { result, round })
@@ -676,10 +690,17 @@ fn decode_message(
         FrameKind::TimeoutNow => Body::TimeoutNow,
         FrameKind::InstallSnapshot => Body::InstallSnapshot(decode_snapshot(r)?),
         FrameKind::InstallSnapshotResponse => {
+            let last = r.log_id()?;
+            let next_offset = r.u64()?;
+            let flags = r.u8()?;
+            if flags & !3 != 0 {
+                return Err(r.bad("flags", u64::from(flags)));
+            }
             Body::InstallSnapshotResponse(InstallSnapshotResponse {
-                last: r.log_id()?,
-                next_offset: r.u64()?,
-                done: r.bool("done")?,
+                last,
+                next_offset,
+                done: flags & 1 != 0,
+                stage: flags & 2 != 0,
                 round: r.u64()?,
             })
         }
@@ -738,7 +759,11 @@ fn decode_append(
 fn decode_snapshot(r: &mut Reader) -> Result<InstallSnapshot, FrameError> {
     let offset = r.u64()?;
     let round = r.u64()?;
-    let done = r.bool("done")?;
+    let flags = r.u8()?;
+    if flags & !3 != 0 {
+        return Err(r.bad("flags", u64::from(flags)));
+    }
+    let (done, stage) = (flags & 1 != 0, flags & 2 != 0);
     let last = r.log_id()?;
     let configuration_index = Index(r.u64()?);
     let size = r.u64()?;
@@ -763,6 +788,7 @@ fn decode_snapshot(r: &mut Reader) -> Result<InstallSnapshot, FrameError> {
         offset,
         data,
         done,
+        stage,
         round,
     })
 }

@@ -87,6 +87,10 @@ fn arb_result() -> impl Strategy<Value = AppendResult> {
             }
         }),
         Just(AppendResult::StaleTerm),
+        (any::<u64>(), arb_log_id()).prop_map(|(r, entry)| AppendResult::Conflict {
+            rejected_prev_index: Index(r),
+            hint: ConflictHint::MissingRestore { entry },
+        }),
     ]
 }
 
@@ -96,11 +100,11 @@ fn arb_snapshot() -> impl Strategy<Value = InstallSnapshot> {
         arb_log_id(),
         1u64..6,
         any::<u64>(),
-        any::<(u64, u64, bool, u64)>(),
+        any::<(u64, u64, bool, u64, bool)>(),
         proptest::collection::vec(any::<u8>(), 0..300),
     )
         .prop_map(
-            |(id, last, servers, ci, (size, offset, done, round), data)| {
+            |(id, last, servers, ci, (size, offset, done, round, stage), data)| {
                 let configuration = Configuration::new(
                     (1..=servers)
                         .map(|i| Server::voter(NodeId(i), format!("10.0.0.{i}:7000")))
@@ -117,6 +121,7 @@ fn arb_snapshot() -> impl Strategy<Value = InstallSnapshot> {
                     offset,
                     data: Bytes::from(data),
                     done,
+                    stage,
                     round,
                 }
             },
@@ -156,12 +161,13 @@ fn arb_body() -> impl Strategy<Value = Body> {
         any::<bool>().prop_map(|granted| Body::PreVoteResponse { granted }),
         Just(Body::TimeoutNow),
         arb_snapshot().prop_map(Body::InstallSnapshot),
-        (arb_log_id(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
-            |(last, next_offset, done, round)| Body::InstallSnapshotResponse(
+        (arb_log_id(), any::<u64>(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
+            |(last, next_offset, done, stage, round)| Body::InstallSnapshotResponse(
                 InstallSnapshotResponse {
                     last,
                     next_offset,
                     done,
+                    stage,
                     round
                 }
             )

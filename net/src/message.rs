@@ -86,6 +86,9 @@ pub struct InstallSnapshot {
     pub data: Bytes,
     /// True on the last chunk.
     pub done: bool,
+    /// Stage only: the snapshot is a user restore's, for the follower to keep aside until the
+    /// log entry that restores it is applied (see `EntryKind::Restore`), not to install.
+    pub stage: bool,
     /// The leader's heartbeat round when this was sent, echoed back.
     pub round: u64,
 }
@@ -97,8 +100,10 @@ pub struct InstallSnapshotResponse {
     pub last: LogId,
     /// The offset the follower expects next (where the leader resumes after a loss).
     pub next_offset: u64,
-    /// True once the follower installed the whole snapshot.
+    /// True once the follower installed the whole snapshot (or, with `stage`, staged it).
     pub done: bool,
+    /// Answers a stage-only stream (see [`InstallSnapshot::stage`]).
+    pub stage: bool,
     /// The round of the chunk answered.
     pub round: u64,
 }
@@ -158,6 +163,12 @@ pub enum ConflictHint {
         term: Term,
         /// The first index of that term in the follower's log.
         first_index: Index,
+    },
+    /// The follower matches `prev_log_id`, but the entries carry a user restore whose snapshot
+    /// it has not staged: the leader must stage it there first.
+    MissingRestore {
+        /// The restore entry.
+        entry: LogId,
     },
 }
 

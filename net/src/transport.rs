@@ -15,6 +15,10 @@
 //! connection dies with requests in flight, they come back as [`TransportEvent::SendFailed`]
 //! so the node can move that follower back to probing at once instead of waiting for a
 //! timeout.
+//!
+//! Addresses come from the configurations: the node calls [`Transport::set_peer`] for each
+//! member of the configurations in force whenever they change, and [`Transport::remove_peer`]
+//! for a member gone from all of them. A transport that routes by id ignores both.
 
 use crate::frame::{FrameError, FrameKind};
 use crate::handshake::HandshakeError;
@@ -35,6 +39,23 @@ pub trait Transport {
     /// was not queued; `Ok` means it will be sent or reported in a [`TransportEvent::SendFailed`]
     /// (or lost silently, as any network may).
     fn send(&mut self, group: GroupId, message: Message) -> Result<(), SendError>;
+
+    /// Tells the transport where `peer` is: the node calls it for every member of the
+    /// configurations in force whenever they change (a configuration appended, truncated
+    /// away or installed from a snapshot), so a server added at runtime is reachable. Calling
+    /// it again with the same address changes nothing. Transports that route by id (the
+    /// in-memory one) need no addresses; the default accepts and ignores them.
+    fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
+        let _ = (peer, address);
+        Ok(())
+    }
+
+    /// `peer` left every configuration in force (the committed one and the latest): stop
+    /// reaching out to it. Messages still addressed to it may then fail with
+    /// [`SendError::UnknownPeer`]. The default does nothing.
+    fn remove_peer(&mut self, peer: NodeId) {
+        let _ = peer;
+    }
 
     /// The next event, or `Pending` (registering `cx`'s waker). `Ready(None)` once the
     /// transport has shut down.
@@ -144,6 +165,32 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// Why [`Transport::set_peer`] refused an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetPeerError {
+    /// The transport cannot dial this address (for TCP: not `IP:PORT`, an unspecified IP or
+    /// port 0).
+    NotDialable {
+        /// The peer.
+        peer: NodeId,
+        /// The address it was given.
+        address: String,
+    },
+}
+
+impl fmt::Display for SetPeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetPeerError::NotDialable { peer, address } => {
+                write!(f, "address {address:?} of peer {peer} is not dialable")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetPeerError {}
 
 /// Why a connection to a peer failed or closed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -139,6 +139,7 @@ async fn every_rpc_kind_crosses_loopback_and_every_response_comes_back() {
             offset: 0,
             data: Bytes::from_static(b"chunk"),
             done: false,
+            stage: true,
             round: 3,
         }),
     ];
@@ -151,6 +152,7 @@ async fn every_rpc_kind_crosses_loopback_and_every_response_comes_back() {
             last: LogId::new(Term(2), Index(100)),
             next_offset: 5,
             done: false,
+            stage: true,
             round: 3,
         }),
     ];
@@ -349,6 +351,7 @@ async fn a_64_mib_snapshot_streams_in_chunks_with_flow_control() {
                 offset: (sent * CHUNK) as u64,
                 data: data.slice(sent * CHUNK..(sent + 1) * CHUNK),
                 done: sent + 1 == chunks,
+                stage: false,
                 round: sent as u64,
             };
             a.send(GroupId(0), msg(1, 2, Body::InstallSnapshot(chunk)))
@@ -373,6 +376,7 @@ async fn a_64_mib_snapshot_streams_in_chunks_with_flow_control() {
             last: chunk.meta.last,
             next_offset: received.len() as u64,
             done: chunk.done,
+            stage: false,
             round: chunk.round,
         };
         b.send(

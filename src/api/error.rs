@@ -81,6 +81,33 @@ pub enum MembershipError {
     Shutdown,
 }
 
+/// Why a user restore ([`Raft::restore`](crate::Raft::restore)) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// This node is not the leader. Nothing changed.
+    NotLeader {
+        /// The last leader this node heard from, if any.
+        leader: Option<NodeId>,
+    },
+    /// Leadership was lost while the restore was pending: its outcome is unknown (its entry
+    /// may still commit).
+    LeadershipLost,
+    /// A leadership transfer is in progress. Nothing changed.
+    LeadershipTransferInProgress,
+    /// Another restore is being staged. Nothing changed.
+    RestoreInProgress,
+    /// The snapshot store has no staging area (see
+    /// [`SnapshotStore::staging`](ringraft_storage::SnapshotStore::staging)). Nothing changed.
+    NotSupported,
+    /// Reading the snapshot or writing it to the staging area failed. Nothing changed.
+    Staging(String),
+    /// The request could not enter the submission queue before its timeout.
+    EnqueueTimeout,
+    /// The node shut down before answering (the outcome is unknown).
+    Shutdown,
+}
+
 /// Why a leadership transfer failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -260,6 +287,37 @@ impl fmt::Display for TransferError {
             TransferError::Timeout => f.write_str("leadership transfer timed out"),
             TransferError::EnqueueTimeout => f.write_str(ENQUEUE),
             TransferError::Shutdown => f.write_str(SHUTDOWN),
+        }
+    }
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::NotLeader { leader } => not_leader(f, leader),
+            RestoreError::LeadershipLost => f.write_str(LOST),
+            RestoreError::LeadershipTransferInProgress => f.write_str(TRANSFER),
+            RestoreError::RestoreInProgress => f.write_str("another restore is being staged"),
+            RestoreError::NotSupported => {
+                f.write_str("the snapshot store cannot stage restores (no staging area)")
+            }
+            RestoreError::Staging(e) => write!(f, "staging the restore failed: {e}"),
+            RestoreError::EnqueueTimeout => f.write_str(ENQUEUE),
+            RestoreError::Shutdown => f.write_str(SHUTDOWN),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl From<RequestError> for RestoreError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NotLeader { leader } => RestoreError::NotLeader { leader },
+            RequestError::TransferInProgress => RestoreError::LeadershipTransferInProgress,
+            RequestError::RestoreInProgress => RestoreError::RestoreInProgress,
+            RequestError::RestoreFailed => RestoreError::Staging("see the node's log".into()),
+            _ => RestoreError::LeadershipLost,
         }
     }
 }

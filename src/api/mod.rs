@@ -51,6 +51,7 @@ mod config_serde;
 mod error;
 mod fsm;
 pub(crate) mod future;
+pub mod metrics;
 mod observer;
 mod offline;
 mod peers_json;
@@ -60,7 +61,7 @@ mod watch;
 pub use config::{Config, ReloadableConfig};
 pub use error::{
     ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, ReloadConfigError,
-    StartError, TakeSnapshotError, TransferError,
+    RestoreError, StartError, TakeSnapshotError, TransferError,
 };
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
@@ -312,6 +313,30 @@ impl Raft {
             || closed(ApplyError::Shutdown),
             ApplyError::EnqueueTimeout,
             |reply| Command::Barrier { reply },
+        )
+    }
+
+    /// Replaces the cluster's state with the external snapshot `data` (hashicorp's
+    /// `Restore`; leader only). Resolves with the index of the restore entry once this node's
+    /// state machine has restored it; every node restores it at the same point of the log.
+    ///
+    /// The snapshot is first written durably to the snapshot store's staging area; then a
+    /// restore entry is appended, which followers accept only once they have staged the same
+    /// snapshot (the leader streams it to them). Entries before it are applied before it;
+    /// entries after it apply on top of the restored state, so no proposal is cancelled.
+    /// While the snapshot is being staged, writes, configuration changes and transfers are
+    /// refused with a `RestoreInProgress` error. `data` is read on a separate thread.
+    pub fn restore(
+        &self,
+        data: impl std::io::Read + Send + 'static,
+        timeout: Duration,
+    ) -> RaftFuture<Index, RestoreError> {
+        let data: Box<dyn std::io::Read + Send> = Box::new(data);
+        self.submit(
+            timeout,
+            || closed(RestoreError::Shutdown),
+            RestoreError::EnqueueTimeout,
+            |reply| Command::Restore { data, reply },
         )
     }
 
@@ -698,10 +723,15 @@ fn recover(
             None => return Err(StartError::LogCompactedWithoutSnapshot { first_index: first }),
         }
     };
+    let staged_restores = match snapshots.staging() {
+        Some(staging) => staging.list().map_err(StartError::Snapshot)?,
+        None => Vec::new(),
+    };
     Ok(RecoveredState {
         hard_state,
         snapshot,
         log_prev,
         entries,
+        staged_restores,
     })
 }

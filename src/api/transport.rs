@@ -7,6 +7,13 @@
 //! is used as it is, and [`TcpTransportConfig`] binds a [`TcpTransport`] on the shard thread
 //! when the node starts (a bind error fails [`Raft::new`](crate::Raft::new)).
 //!
+//! A transport's configured peers are only where it starts: the node tells it where every
+//! member of the configurations in force is ([`Transport::set_peer`]) as configuration entries
+//! are appended, truncated away or installed from a snapshot, so a server added with
+//! [`Raft::add_voter`](crate::Raft::add_voter) at an address nobody was configured with is
+//! reached; a server gone from both the committed and the latest configuration is dropped
+//! ([`Transport::remove_peer`]). Peers configured but never in a configuration are left alone.
+//!
 //! ```no_run
 //! use ringraft::{Config, TcpTransportConfig};
 //! use ringraft_net::handshake::ClusterId;

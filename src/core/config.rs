@@ -30,12 +30,15 @@ pub enum Mutation {
     KeepConflictingSuffixOnInstall,
     /// A leader counts non-voters' acknowledgements toward the voters' commit quorum.
     CountNonvoterTowardCommit,
+    /// A follower accepts a user-restore entry without having staged its snapshot (the
+    /// hashicorp-style shortcut: data and entry travel separately).
+    AcceptUnstagedRestore,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -44,6 +47,7 @@ impl Mutation {
         Mutation::AllowTwoUncommittedConfigurations,
         Mutation::KeepConflictingSuffixOnInstall,
         Mutation::CountNonvoterTowardCommit,
+        Mutation::AcceptUnstagedRestore,
     ];
 
     /// The mutation's command-line name.
@@ -57,6 +61,7 @@ impl Mutation {
             Mutation::AllowTwoUncommittedConfigurations => "two-uncommitted-configs",
             Mutation::KeepConflictingSuffixOnInstall => "keep-conflicting-suffix",
             Mutation::CountNonvoterTowardCommit => "count-nonvoter",
+            Mutation::AcceptUnstagedRestore => "accept-unstaged-restore",
         }
     }
 

@@ -107,17 +107,33 @@ impl Core {
             .iter()
             .position(|e| self.log.term_at(e.id.index) != Some(e.id.term))
             .unwrap_or(entries.len());
-        if let Some(first_new) = entries.get(start) {
-            if self.log.term_at(first_new.id.index).is_some() {
-                if first_new.id.index <= self.commit {
-                    // A leader never contradicts a committed entry: this message is corrupt or
-                    // from a broken peer. Reject it rather than lose committed data.
-                    let index = first_new.id.index;
-                    self.invalid(Some(from), InvalidInput::ConflictsWithCommitted { index });
-                    return;
-                }
-                self.stage_truncate(first_new.id.index);
-            }
+        let conflicts = entries
+            .get(start)
+            .is_some_and(|e| self.log.term_at(e.id.index).is_some());
+        if conflicts && entries[start].id.index <= self.commit {
+            // A leader never contradicts a committed entry: this message is corrupt or from a
+            // broken peer. Reject it rather than lose committed data.
+            let index = entries[start].id.index;
+            self.invalid(Some(from), InvalidInput::ConflictsWithCommitted { index });
+            return;
+        }
+        let missing = entries[start..]
+            .iter()
+            .find(|e| e.kind == EntryKind::Restore && !self.has_staged(e.id));
+        #[cfg(feature = "sim")]
+        let missing =
+            missing.filter(|_| self.config.mutation != Some(Mutation::AcceptUnstagedRestore));
+        if let Some(entry) = missing {
+            // A log that holds a restore entry must hold its data: have the leader stage it
+            // here first (see core::restore).
+            let result = AppendResult::Conflict {
+                rejected_prev_index: prev.index,
+                hint: ConflictHint::MissingRestore { entry: entry.id },
+            };
+            return self.respond_append(from, round, result);
+        }
+        if conflicts {
+            self.stage_truncate(entries[start].id.index);
         }
         if start < entries.len() {
             let new: Vec<_> = entries.into_iter().skip(start).collect();

@@ -72,6 +72,8 @@ pub(crate) struct LeaderState {
     pub(crate) promotion: Option<Promotion>,
     /// A leadership transfer in progress.
     pub(crate) transfer: Option<Transfer>,
+    /// A user restore being staged: its token and the id its entry will have.
+    pub(crate) restoring: Option<(Token, LogId)>,
 }
 
 impl LeaderState {
@@ -93,6 +95,7 @@ impl LeaderState {
             replication_needed: true,
             promotion: None,
             transfer: None,
+            restoring: None,
         }
     }
 
@@ -115,6 +118,7 @@ impl LeaderState {
     pub(crate) fn drain_pending(&mut self) -> Vec<Token> {
         let mut tokens: Vec<Token> = self.pending_commits.drain(..).map(|p| p.token).collect();
         tokens.extend(self.promotion.take().map(|p| p.token));
+        tokens.extend(self.restoring.take().map(|(token, _)| token));
         tokens.append(&mut self.reads_awaiting_commit);
         tokens.extend(self.verifications.drain(..).map(|v| v.token));
         tokens
@@ -169,14 +173,22 @@ impl Core {
         (first, last)
     }
 
-    /// Refuses a write while a transfer runs or after this leader removed itself.
-    fn refuse_write(&mut self, token: Token) -> bool {
+    /// Refuses a write while a transfer runs or a restore is staged, or after this leader
+    /// removed itself.
+    pub(super) fn refuse_write(&mut self, token: Token) -> bool {
         if self.not_leader(token) {
             return true;
         }
-        let transferring = matches!(&self.role, RoleState::Leader(l) if l.transfer.is_some());
+        let (transferring, restoring) = match &self.role {
+            RoleState::Leader(l) => (l.transfer.is_some(), l.restoring.is_some()),
+            _ => (false, false),
+        };
         if transferring {
             self.reply(token, Err(RequestError::TransferInProgress));
+            return true;
+        }
+        if restoring {
+            self.reply(token, Err(RequestError::RestoreInProgress));
             return true;
         }
         if !self.is_voter(self.id()) {
@@ -483,6 +495,14 @@ impl Core {
         let retry_next = match result {
             AppendResult::Conflict {
                 rejected_prev_index,
+                hint: ConflictHint::MissingRestore { entry },
+            } => {
+                self.stage_restore_on(from, entry, rejected_prev_index, round);
+                self.resolve_verifications();
+                return;
+            }
+            AppendResult::Conflict {
+                rejected_prev_index,
                 hint,
             } => Some((
                 rejected_prev_index,
@@ -545,6 +565,8 @@ impl Core {
                     _ => first_index,
                 }
             }
+            // Handled before any hint analysis (see `stage_restore_on`).
+            ConflictHint::MissingRestore { .. } => rejected_prev,
         }
     }
 

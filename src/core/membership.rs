@@ -101,6 +101,9 @@ impl Core {
         if l.transfer.is_some() {
             return Err(RequestError::TransferInProgress);
         }
+        if l.restoring.is_some() {
+            return Err(RequestError::RestoreInProgress);
+        }
         let (latest_index, _) = self.latest_configuration();
         #[allow(unused_mut)]
         let mut uncommitted = latest_index > self.commit;

@@ -31,6 +31,7 @@ mod leader;
 mod log;
 mod membership;
 mod progress;
+mod restore;
 mod rng;
 mod snapshot;
 mod transfer;
@@ -52,7 +53,7 @@ use ringraft_net::message::{Body, Message};
 use ringraft_storage::{
     Configuration, ConfigurationError, Entry, EntryKind, Index, LogId, NodeId, SnapshotMeta, Term,
 };
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 /// True if a node has any state: a term, a log entry or a snapshot (hashicorp's
@@ -188,6 +189,9 @@ pub struct Core {
     snapshot: Option<SnapshotMeta>,
     /// A snapshot being received from the leader.
     receiving: Option<snapshot::Receiving>,
+    /// User restores staged here (keyed by their restore entry's id) and not yet covered by a
+    /// snapshot: this node may accept, apply and stream those entries.
+    restores: BTreeMap<LogId, SnapshotMeta>,
     staged: PersistBatch,
     hard_state_dirty: bool,
     commit_recorded: Index,
@@ -250,6 +254,14 @@ impl Core {
             .min(log.last_index())
             .max(log.prev().index);
         let applied = snapshot_index.max(state.log_prev.index);
+        let staged_count = state.staged_restores.len();
+        let restores: BTreeMap<LogId, SnapshotMeta> = state
+            .staged_restores
+            .into_iter()
+            .filter(|m| m.last.index > applied)
+            .map(|m| (m.last, m))
+            .collect();
+        let covered_restores = restores.len() < staged_count;
         let mut core = Core {
             rng: Rng::new(config.seed),
             config,
@@ -269,6 +281,7 @@ impl Core {
             voters: Vec::new(),
             snapshot: state.snapshot,
             receiving: None,
+            restores,
             staged: PersistBatch::default(),
             hard_state_dirty: false,
             last_issued_seq: 0,
@@ -285,6 +298,10 @@ impl Core {
             // crash came in between): make the store agree before anything is appended.
             core.staged.compact_through = Some(core.log.prev());
             core.flush_persist();
+        }
+        if covered_restores {
+            // Staged restores a snapshot or compaction covers are no longer needed.
+            core.emit(Effect::DropStagedRestores { through: applied });
         }
         core.emit_apply();
         Ok(core)
@@ -311,6 +328,7 @@ impl Core {
             },
             log_prev: LogId::default(),
             entries: vec![entry],
+            staged_restores: Vec::new(),
         })
     }
 
@@ -378,6 +396,7 @@ impl Core {
             snapshot: Some(meta.clone()),
             log_prev: last,
             entries: Vec::new(),
+            staged_restores: Vec::new(),
         };
         Ok((state, meta))
     }
@@ -413,6 +432,9 @@ impl Core {
                 next_offset,
                 done,
             } => self.snapshot_chunk_written(snapshot, next_offset, done),
+            Input::UserRestore { token } => self.user_restore(token),
+            Input::RestoreStaged { token, meta } => self.restore_staged(token, meta),
+            Input::RestoreStageFailed { token } => self.restore_stage_failed(token),
             Input::Reconfigure(timing) => self.reconfigure(timing),
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),

@@ -33,10 +33,14 @@ pub enum ReplicationState {
         /// Last index of each message in flight.
         inflight: VecDeque<Index>,
     },
-    /// Streaming a snapshot that ends at `index`, one chunk at a time.
+    /// Streaming a snapshot that ends at `index`, one chunk at a time: the leader's snapshot
+    /// (the follower needs compacted entries), or with `stage` the user restore whose entry is
+    /// at `index` (the follower must stage it before it may accept that entry).
     Snapshot {
-        /// The snapshot's last included index.
+        /// The snapshot's last included index (for a staged restore: its entry's index).
         index: Index,
+        /// Staging a user restore rather than installing a snapshot.
+        stage: bool,
         /// The offset the follower expects next.
         next_offset: u64,
         /// A chunk is being read or is on its way.
@@ -179,10 +183,30 @@ impl Progress {
     pub fn become_snapshot(&mut self, index: Index, round: u64) {
         self.state = ReplicationState::Snapshot {
             index,
+            stage: false,
             next_offset: 0,
             in_flight: false,
             sent_round: round,
         };
+    }
+
+    /// The follower lacks the user restore whose entry is at `index`: stream it for staging,
+    /// then resume probing at `next` (the entries the follower refused for want of it).
+    pub fn become_staging(&mut self, index: Index, next: Index, round: u64) {
+        self.next_index = next.max(self.match_index.next());
+        self.state = ReplicationState::Snapshot {
+            index,
+            stage: true,
+            next_offset: 0,
+            in_flight: false,
+            sent_round: round,
+        };
+    }
+
+    /// The follower staged the user restore it lacked: probe again from `next_index`.
+    pub fn on_staged(&mut self, round: u64) {
+        self.state = ReplicationState::Probe { paused: false };
+        self.progress_round = round;
     }
 
     /// The follower installed the snapshot ending at `index`.

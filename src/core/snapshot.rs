@@ -19,6 +19,8 @@ use ringraft_storage::{Index, LogId, NodeId, SnapshotMeta};
 /// A snapshot being received from the leader.
 pub(crate) struct Receiving {
     meta: SnapshotMeta,
+    /// A user restore to stage, not a snapshot to install.
+    stage: bool,
     next_offset: u64,
     leader: NodeId,
     round: u64,
@@ -47,7 +49,9 @@ impl Core {
                 .0
                 .saturating_sub(self.config.trailing_logs),
         ));
+        let through = meta.last.index;
         self.snapshot = Some(meta);
+        self.drop_restores_through(through);
         if upto > self.log.prev().index {
             if let Some(term) = self.log.term_at(upto) {
                 self.compact(LogId::new(term, upto));
@@ -66,9 +70,38 @@ impl Core {
         }
     }
 
-    /// Leader: start or continue streaming the snapshot to `peer`.
+    /// What `peer`'s snapshot stream sends: the staged restore it is being given, or the
+    /// leader's snapshot. `None` if there is nothing to send.
+    fn stream_source(&self, peer: NodeId) -> Option<(SnapshotMeta, bool)> {
+        let RoleState::Leader(l) = &self.role else {
+            return None;
+        };
+        let staging = l.progress.get(&peer).and_then(|p| match p.state {
+            ReplicationState::Snapshot {
+                index, stage: true, ..
+            } => Some(index),
+            _ => None,
+        });
+        match staging.and_then(|index| self.staged_restore_at(index)) {
+            Some(meta) => Some((meta, true)),
+            // Not staging, or a snapshot now covers the restore (and replaced it): the snapshot.
+            None => self.snapshot.clone().map(|meta| (meta, false)),
+        }
+    }
+
+    /// Leader: start or continue streaming the snapshot (or a staged restore) to `peer`.
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
-        let Some(meta) = self.snapshot.clone() else {
+        let Some((meta, stage)) = self.stream_source(peer) else {
+            // Staging a restore that is gone with no snapshot to replace it (cannot happen:
+            // a restore is dropped only behind a snapshot): probe rather than stall.
+            if let RoleState::Leader(l) = &mut self.role {
+                let round = l.round();
+                if let Some(p) = l.progress.get_mut(&peer) {
+                    if matches!(p.state, ReplicationState::Snapshot { stage: true, .. }) {
+                        p.on_staged(round);
+                    }
+                }
+            }
             return;
         };
         let max_bytes = self.config.snapshot_chunk_bytes;
@@ -79,7 +112,11 @@ impl Core {
         let Some(p) = l.progress.get_mut(&peer) else {
             return;
         };
-        if !matches!(p.state, ReplicationState::Snapshot { .. }) {
+        let streaming = match p.state {
+            ReplicationState::Snapshot { stage: s, .. } => s == stage,
+            _ => false,
+        };
+        if !streaming {
             p.become_snapshot(meta.last.index, round);
         }
         let ReplicationState::Snapshot {
@@ -87,6 +124,7 @@ impl Core {
             next_offset,
             in_flight,
             sent_round,
+            ..
         } = &mut p.state
         else {
             return;
@@ -106,6 +144,7 @@ impl Core {
         self.emit(Effect::ReadSnapshotChunk {
             peer,
             meta,
+            stage,
             offset,
             max_bytes,
         });
@@ -120,7 +159,7 @@ impl Core {
         data: Bytes,
         done: bool,
     ) {
-        let Some(meta) = self.snapshot.clone() else {
+        let Some((meta, stage)) = self.stream_source(peer) else {
             return;
         };
         let RoleState::Leader(l) = &mut self.role else {
@@ -131,12 +170,19 @@ impl Core {
             return;
         };
         let ReplicationState::Snapshot {
-            index, next_offset, ..
+            index,
+            next_offset,
+            stage: streaming_stage,
+            ..
         } = p.state
         else {
             return;
         };
-        if snapshot != meta.last || index != snapshot.index || offset != next_offset {
+        if snapshot != meta.last
+            || index != snapshot.index
+            || offset != next_offset
+            || streaming_stage != stage
+        {
             return; // A stale read.
         }
         let body = Body::InstallSnapshot(InstallSnapshot {
@@ -144,6 +190,7 @@ impl Core {
             offset,
             data,
             done,
+            stage,
             round,
         });
         self.send(peer, body);
@@ -164,15 +211,20 @@ impl Core {
             index,
             next_offset,
             in_flight,
+            stage,
             ..
         } = &mut p.state
         else {
             return;
         };
-        if *index != r.last.index {
+        if *index != r.last.index || *stage != r.stage {
             return;
         }
-        if r.done {
+        if r.done && r.stage {
+            // Staged: resend the entries it refused.
+            p.on_staged(round);
+            self.send_appends(from);
+        } else if r.done {
             p.on_snapshot_installed(r.last.index, round);
             self.maybe_commit();
             self.send_appends(from);
@@ -190,22 +242,28 @@ impl Core {
             return;
         }
         let last = m.meta.last;
-        if last.index <= self.commit || last.index <= self.log.prev().index {
-            // We already hold everything it covers (committed entries match the leader's).
+        let stage = m.stage;
+        if last.index <= self.commit
+            || last.index <= self.log.prev().index
+            || (stage && self.has_staged(last))
+        {
+            // We already hold everything it covers (committed entries match the leader's), or
+            // already staged this restore.
             let size = m.meta.size;
-            self.answer_snapshot(from, last, size, true, m.round);
+            self.answer_snapshot(from, last, size, true, stage, m.round);
             return;
         }
         let expected = match &self.receiving {
-            Some(r) if r.meta.last == last => r.next_offset,
+            Some(r) if r.meta.last == last && r.stage == stage => r.next_offset,
             _ => 0,
         };
         if m.offset != expected {
-            self.answer_snapshot(from, last, expected, false, m.round);
+            self.answer_snapshot(from, last, expected, false, stage, m.round);
             return;
         }
         self.receiving = Some(Receiving {
             meta: m.meta.clone(),
+            stage,
             next_offset: m.offset,
             leader: from,
             round: m.round,
@@ -215,6 +273,7 @@ impl Core {
             offset: m.offset,
             data: m.data,
             done: m.done,
+            stage,
         });
     }
 
@@ -227,16 +286,20 @@ impl Core {
             return;
         }
         r.next_offset = next_offset;
-        let (leader, round) = (r.leader, r.round);
+        let (leader, round, stage) = (r.leader, r.round, r.stage);
         if !done {
-            self.answer_snapshot(leader, snapshot, next_offset, false, round);
+            self.answer_snapshot(leader, snapshot, next_offset, false, stage, round);
             return;
         }
         let Some(r) = self.receiving.take() else {
             return;
         };
-        self.install_snapshot(r.meta.clone());
-        self.answer_snapshot(leader, snapshot, next_offset, true, round);
+        if stage {
+            self.restore_received(r.meta);
+        } else {
+            self.install_snapshot(r.meta.clone());
+        }
+        self.answer_snapshot(leader, snapshot, next_offset, true, stage, round);
     }
 
     fn answer_snapshot(
@@ -245,12 +308,14 @@ impl Core {
         last: LogId,
         next_offset: u64,
         done: bool,
+        stage: bool,
         round: u64,
     ) {
         let body = Body::InstallSnapshotResponse(InstallSnapshotResponse {
             last,
             next_offset,
             done,
+            stage,
             round,
         });
         self.send_when_durable(to, body);
@@ -288,6 +353,7 @@ impl Core {
         self.apply_requested = last.index;
         self.applied = last.index;
         self.snapshot = Some(meta.clone());
+        self.drop_restores_through(last.index);
         self.emit(Effect::RestoreSnapshot { meta });
         self.emit_apply();
     }

@@ -44,6 +44,9 @@ impl Core {
         if l.transfer.is_some() {
             return Err(RequestError::TransferInProgress);
         }
+        if l.restoring.is_some() {
+            return Err(RequestError::RestoreInProgress);
+        }
         let me = self.id();
         let (_, latest) = self.latest_configuration();
         let others: Vec<NodeId> = latest.voters().filter(|&v| v != me).collect();

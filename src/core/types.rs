@@ -39,6 +39,9 @@ pub struct RecoveredState {
     pub log_prev: LogId,
     /// The log, consecutive from `log_prev.index + 1`.
     pub entries: Vec<Entry>,
+    /// User restores staged in the snapshot store's staging area (their `last` is the id of
+    /// the `EntryKind::Restore` entry that restores them).
+    pub staged_restores: Vec<SnapshotMeta>,
 }
 
 /// Something that happened to the core.
@@ -123,6 +126,29 @@ pub enum Input {
         /// True once the snapshot is complete and durable.
         done: bool,
     },
+    /// Replace the cluster's state with an external snapshot (hashicorp's `Restore`; leader
+    /// only). The core reserves the id of the restore entry and answers with
+    /// [`Effect::StageRestore`]; proposals, barriers, configuration changes and transfers are
+    /// refused with [`RequestError::RestoreInProgress`] until the entry is appended. Replied to
+    /// with `Outcome::Committed` once the entry commits.
+    UserRestore {
+        /// The reply's token.
+        token: Token,
+    },
+    /// The snapshot asked for by [`Effect::StageRestore`] is durable in the staging area,
+    /// under `meta` (its `id` and `size` filled in).
+    RestoreStaged {
+        /// The restore's token.
+        token: Token,
+        /// The staged snapshot.
+        meta: SnapshotMeta,
+    },
+    /// Staging the restore's snapshot failed; the restore is abandoned (replied to with
+    /// [`RequestError::RestoreFailed`]) and nothing changed.
+    RestoreStageFailed {
+        /// The restore's token.
+        token: Token,
+    },
     /// New timing settings for the running node (hashicorp's `ReloadConfig`). Applied only if
     /// the resulting configuration is valid (otherwise reported as `InvalidInput` and
     /// ignored); timers are re-armed at once.
@@ -201,7 +227,8 @@ pub enum Effect {
     /// durable, so the caller may send it at once.
     Send(Message),
     /// Apply these committed entries to the state machine, in order, then report
-    /// `Input::Applied`. A proposal's `Reply` with `Outcome::Committed` comes no later than the
+    /// `Input::Applied`. An `EntryKind::Restore` entry replaces the state machine's state with
+    /// the staged snapshot whose `last` is the entry's id (the core guarantees it is staged). A proposal's `Reply` with `Outcome::Committed` comes no later than the
     /// `Apply` that carries its entries, so the glue can register a waiter for the state
     /// machine's response before the entries reach the state machine.
     Apply {
@@ -215,6 +242,8 @@ pub enum Effect {
         peer: NodeId,
         /// The snapshot.
         meta: SnapshotMeta,
+        /// Read the staged user restore `meta.last` from the staging area, not a snapshot.
+        stage: bool,
         /// Where to read.
         offset: u64,
         /// How much at most.
@@ -232,6 +261,22 @@ pub enum Effect {
         data: Bytes,
         /// True on the last chunk.
         done: bool,
+        /// A user restore to keep in the staging area (under `meta.last`), not to install.
+        stage: bool,
+    },
+    /// Store the caller's external snapshot durably in the staging area under `meta` (fill in
+    /// `id` and `size`), then step [`Input::RestoreStaged`] (or [`Input::RestoreStageFailed`]).
+    StageRestore {
+        /// The restore's token.
+        token: Token,
+        /// Its metadata: `last` is the id the restore entry will have.
+        meta: SnapshotMeta,
+    },
+    /// Staged user restores up to `through` are no longer needed (a snapshot covers them, or
+    /// their entry was truncated away): delete them from the staging area.
+    DropStagedRestores {
+        /// Drop every staged restore whose `last.index` is at or below this.
+        through: Index,
     },
     /// Replace the state machine's state with the stored snapshot `meta` (received from the
     /// leader). Entries up to `meta.last` count as applied.
@@ -322,6 +367,11 @@ pub enum RequestError {
     /// A leadership transfer is in progress: proposals, barriers and configuration changes
     /// wait until it ends. The request did not take effect.
     TransferInProgress,
+    /// A user restore is being staged: proposals, barriers, configuration changes and
+    /// transfers wait until its entry is appended. The request did not take effect.
+    RestoreInProgress,
+    /// Staging the restore's snapshot failed; nothing changed.
+    RestoreFailed,
     /// A configuration change is still uncommitted (or this leader has not yet committed an
     /// entry of its term); only one may be in flight. The request did not take effect.
     ConfigurationChangeInProgress,
@@ -372,6 +422,13 @@ impl fmt::Display for RequestError {
             RequestError::LeaseReadDisabled => write!(f, "lease reads are disabled"),
             RequestError::EmptyProposal => write!(f, "a proposal needs at least one command"),
             RequestError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            RequestError::RestoreInProgress => write!(f, "a user restore is being staged"),
+            RequestError::RestoreFailed => {
+                write!(
+                    f,
+                    "the restore's snapshot could not be staged; nothing changed"
+                )
+            }
             RequestError::ConfigurationChangeInProgress => {
                 write!(f, "a configuration change is already in progress")
             }

@@ -6,6 +6,7 @@
 //! apply effect), so when an entry is applied its waiter is already here and receives the
 //! FSM's response directly.
 
+use super::metrics::NodeMetrics;
 use super::{ApplyReply, Shared};
 use crate::api::future::Sender;
 use crate::api::{Applied, AppliedBatch, ApplyError, Fsm, FsmSnapshot, ReadError};
@@ -39,12 +40,18 @@ pub(crate) enum ApplyTask {
         meta: SnapshotMeta,
         reader: Box<dyn Read + Send>,
     },
+    /// Apply the user-restore entry `entry`: replace the FSM's state with its staged snapshot.
+    RestoreEntry {
+        entry: LogId,
+        reader: Box<dyn Read + Send>,
+    },
 }
 
 /// Who waits for entries to be applied.
 pub(crate) enum AwaitWaiter {
     Apply(ApplyReply),
     Barrier(Sender<Result<Index, ApplyError>>),
+    Restore(Sender<Result<Index, crate::api::RestoreError>>),
 }
 
 /// What the apply thread (and snapshot threads) tell the shard.
@@ -57,6 +64,11 @@ pub(crate) enum ShardEvent {
     SnapshotPersisted(Result<SnapshotMeta, crate::api::TakeSnapshotError>),
     /// The node cannot continue.
     Fatal(String),
+    /// A user restore's snapshot was staged (or why not).
+    RestoreStaged {
+        token: crate::core::Token,
+        result: Result<SnapshotMeta, String>,
+    },
 }
 
 struct PendingAwait {
@@ -79,6 +91,7 @@ impl PendingAwait {
                 responses: self.responses,
             })),
             AwaitWaiter::Barrier(tx) => tx.send(Ok(self.last)),
+            AwaitWaiter::Restore(tx) => tx.send(Ok(self.last)),
         }
     }
 }
@@ -121,7 +134,10 @@ impl ApplyLoop {
             }
             match task {
                 ApplyTask::Entries(entries) => {
+                    let (count, started) = (entries.len(), self.shared.clock.now());
                     self.apply(entries);
+                    let m = &self.shared.metrics;
+                    m.fsm_applied(started, self.shared.clock.now(), count);
                     self.shared.stats.fsm_pending.fetch_sub(1, Ordering::AcqRel);
                 }
                 ApplyTask::Await {
@@ -151,21 +167,79 @@ impl ApplyLoop {
                     }
                 }
                 ApplyTask::Snapshot => {
+                    let started = self.shared.clock.now();
                     let result = self
                         .fsm
                         .snapshot()
                         .map(|s| (s, self.last_applied))
                         .map_err(|e| e.to_string());
+                    let m = &self.shared.metrics;
+                    NodeMetrics::time(&m.fsm_snapshot, started, self.shared.clock.now());
                     self.tell(ShardEvent::SnapshotCaptured(result));
                 }
                 ApplyTask::Restore { meta, mut reader } => {
-                    if let Err(e) = self.fsm.restore(&mut reader) {
+                    let started = self.shared.clock.now();
+                    let restored = self.fsm.restore(&mut reader);
+                    let finished = self.shared.clock.now();
+                    NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
+                    if let Err(e) = restored {
                         let error = format!("restoring snapshot {}: {e}", meta.last);
                         self.tell(ShardEvent::Fatal(error));
                         break;
                     }
                     self.last_applied = self.last_applied.max(meta.last);
+                    tracing::info!(
+                        node = self.shared.id.0,
+                        last = %meta.last,
+                        size = meta.size,
+                        "state machine restored from snapshot"
+                    );
                     self.after_progress();
+                }
+                ApplyTask::RestoreEntry { entry, mut reader } => {
+                    if entry.index <= self.last_applied.index {
+                        continue;
+                    }
+                    let started = self.shared.clock.now();
+                    let restored = self.fsm.restore(&mut reader);
+                    let finished = self.shared.clock.now();
+                    NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
+                    if let Err(e) = restored {
+                        let error = format!("applying user restore {entry}: {e}");
+                        self.tell(ShardEvent::Fatal(error));
+                        break;
+                    }
+                    tracing::info!(node = self.shared.id.0, entry = %entry, "user restore applied");
+                    self.entry_applied(entry, None);
+                    self.tell(ShardEvent::Applied(entry.index));
+                    self.after_progress();
+                }
+            }
+        }
+    }
+
+    /// Bookkeeping after the entry `id` was applied with `response`: publish the applied
+    /// index and resolve the waiters it completes.
+    fn entry_applied(&mut self, id: LogId, response: Option<Bytes>) {
+        let index = id.index;
+        self.last_applied = id;
+        // Published before any waiter resolves: a caller that sees its future resolve also
+        // sees `applied_index` at or past its entry.
+        self.shared.applied_index.store(index.0, Ordering::Release);
+        while self.awaits.front().is_some_and(|a| a.last < index) {
+            if let Some(a) = self.awaits.pop_front() {
+                a.resolve();
+            }
+        }
+        if let Some(front) = self.awaits.front_mut() {
+            if front.first <= index {
+                if let Some(r) = response {
+                    front.responses.push(r);
+                }
+                if front.last == index {
+                    if let Some(a) = self.awaits.pop_front() {
+                        a.resolve();
+                    }
                 }
             }
         }
@@ -192,27 +266,7 @@ impl ApplyLoop {
                 }
                 _ => None,
             };
-            self.last_applied = entry.id;
-            // Published before any waiter resolves: a caller that sees its future resolve also
-            // sees `applied_index` at or past its entry.
-            self.shared.applied_index.store(index.0, Ordering::Release);
-            while self.awaits.front().is_some_and(|a| a.last < index) {
-                if let Some(a) = self.awaits.pop_front() {
-                    a.resolve();
-                }
-            }
-            if let Some(front) = self.awaits.front_mut() {
-                if front.first <= index {
-                    if let Some(r) = response {
-                        front.responses.push(r);
-                    }
-                    if front.last == index {
-                        if let Some(a) = self.awaits.pop_front() {
-                            a.resolve();
-                        }
-                    }
-                }
-            }
+            self.entry_applied(entry.id, response);
         }
         if let Some(last) = entries.last() {
             let _ = self.events.send(ShardEvent::Applied(
@@ -228,6 +282,7 @@ impl ApplyLoop {
         self.shared
             .applied_index
             .store(applied.0, Ordering::Release);
+        self.shared.metrics.applied_index.set(applied.0 as f64);
         while self.awaits.front().is_some_and(|a| a.last <= applied) {
             if let Some(a) = self.awaits.pop_front() {
                 a.resolve();

@@ -23,6 +23,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod clock;
+pub(crate) mod metrics;
 pub(crate) mod runtime;
 pub(crate) mod shard;
 pub(crate) mod signal;
@@ -31,7 +32,7 @@ use crate::api::future::Sender;
 use crate::api::{
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, LeaderWatch, MembershipError,
     Observation, Observer, ObserverId, RaftState, ReadError, ReloadConfigError, ReloadableConfig,
-    TakeSnapshotError, TransferError,
+    RestoreError, TakeSnapshotError, TransferError,
 };
 use crate::core::MembershipChange;
 use bytes::Bytes;
@@ -66,6 +67,10 @@ pub(crate) enum Command {
     Transfer {
         target: Option<NodeId>,
         reply: Sender<Result<(), TransferError>>,
+    },
+    Restore {
+        data: Box<dyn std::io::Read + Send>,
+        reply: Sender<Result<Index, RestoreError>>,
     },
     Snapshot {
         reply: Sender<Result<SnapshotMeta, TakeSnapshotError>>,
@@ -221,6 +226,8 @@ pub(crate) struct Shared {
     /// What [`Raft::stats`](crate::Raft::stats) reports beyond the fields above, published by
     /// the shard each turn (and `fsm_pending` by the shard and the apply thread).
     pub(crate) stats: StatsCells,
+    /// The node's metric handles (see [`crate::api::metrics`]), registered when it starts.
+    pub(crate) metrics: metrics::NodeMetrics,
 }
 
 /// Counters the shard publishes for `stats()`.
@@ -265,6 +272,7 @@ impl Shared {
             observer_count: AtomicUsize::new(0),
             next_observer_id: AtomicU64::new(1),
             stats: StatsCells::default(),
+            metrics: metrics::NodeMetrics::new(id),
         })
     }
 

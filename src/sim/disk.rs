@@ -6,14 +6,16 @@
 //!   next may be torn (its truncation and a prefix of its entries survive; its commit index,
 //!   hard state and compaction do not), the rest are lost. This is what a checksummed,
 //!   append-only log recovers to after losing unsynced pages.
-//! - Snapshots are durable once written (the snapshot store fsyncs before it reports).
+//! - Snapshots, and user restores staged beside the log, are durable once written (the
+//!   snapshot store fsyncs before it reports).
 //! - Durable data is never damaged (bit rot is the storage crate's concern: its recovery
 //!   refuses corrupt records, and its tests cover that).
 
 use super::kv::Kv;
 use crate::core::{HardState, PersistBatch, RecoveredState, Rng};
+use bytes::Bytes;
 use ringraft_storage::{Entry, Index, LogId, SnapshotMeta};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// One node's disk.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +26,8 @@ pub struct Disk {
     prev: LogId,
     log: Vec<Entry>,
     snapshot: Option<(SnapshotMeta, Kv)>,
+    /// Staged user restores, by their restore entry's id.
+    staged: BTreeMap<LogId, (SnapshotMeta, Bytes)>,
     inflight: VecDeque<PersistBatch>,
 }
 
@@ -36,6 +40,7 @@ impl Disk {
             prev: state.log_prev,
             log: state.entries.clone(),
             snapshot: None,
+            staged: BTreeMap::new(),
             inflight: VecDeque::new(),
         }
     }
@@ -138,6 +143,21 @@ impl Disk {
         self.snapshot.as_ref()
     }
 
+    /// Stages a user restore durably.
+    pub fn stage(&mut self, meta: SnapshotMeta, data: Bytes) {
+        self.staged.insert(meta.last, (meta, data));
+    }
+
+    /// The staged restore for the entry `id`.
+    pub fn staged(&self, id: LogId) -> Option<&(SnapshotMeta, Bytes)> {
+        self.staged.get(&id)
+    }
+
+    /// Deletes staged restores at or below `through`.
+    pub fn drop_staged(&mut self, through: Index) {
+        self.staged.retain(|id, _| id.index > through);
+    }
+
     /// What a restarting node reads back.
     pub fn recover(&self) -> RecoveredState {
         let mut hard_state = self.hard_state;
@@ -147,6 +167,7 @@ impl Disk {
             snapshot: self.snapshot.as_ref().map(|(m, _)| m.clone()),
             log_prev: self.prev,
             entries: self.log.clone(),
+            staged_restores: self.staged.values().map(|(m, _)| m.clone()).collect(),
         }
     }
 

@@ -31,6 +31,8 @@ struct TestNode {
     /// The newest snapshot: its metadata and the applied entries it stands for.
     snapshot: Option<(SnapshotMeta, Vec<Entry>)>,
     receiving: Receiver,
+    /// The state an external snapshot carries, while a user restore is being staged.
+    pending_restore: Option<Vec<Entry>>,
     config: CoreConfig,
     disk: Disk,
     hold_persist: bool,
@@ -51,6 +53,9 @@ pub struct Cluster {
     next_token: u64,
     /// Messages sent, for assertions on traffic (cleared by [`Cluster::take_sent`]).
     sent: Vec<Message>,
+    /// While set, user restores wait in `held_stages` instead of being staged at once.
+    hold_staging: bool,
+    held_stages: Vec<(usize, Token, SnapshotMeta)>,
 }
 
 impl Cluster {
@@ -81,6 +86,8 @@ impl Cluster {
             replies: BTreeMap::new(),
             next_token: 1,
             sent: Vec::new(),
+            hold_staging: false,
+            held_stages: Vec::new(),
         };
         for id in ids {
             let mut config = CoreConfig::new(id);
@@ -99,6 +106,7 @@ impl Cluster {
                 core: Some(core),
                 snapshot: None,
                 receiving: Receiver::default(),
+                pending_restore: None,
                 config,
                 disk: Disk::with_state(&state),
                 hold_persist: false,
@@ -198,7 +206,19 @@ impl Cluster {
                     }
                     Effect::Apply { entries } => {
                         let last = entries.last().map(|e| e.id.index);
-                        self.nodes[i].applied.extend(entries);
+                        for entry in entries {
+                            let node = &mut self.nodes[i];
+                            if entry.kind == EntryKind::Restore {
+                                // Replace the state with the staged snapshot's, then record
+                                // the restore entry itself.
+                                let (_, data) = node
+                                    .disk
+                                    .staged(entry.id)
+                                    .expect("a restore entry is applied only where staged");
+                                node.applied = decode_entries(data).expect("staged decodes");
+                            }
+                            node.applied.push(entry);
+                        }
                         if let (Some(index), Some(core)) = (last, self.nodes[i].core.as_mut()) {
                             core.step(self.now, Input::Applied { index });
                         }
@@ -209,14 +229,24 @@ impl Cluster {
                     Effect::ReadSnapshotChunk {
                         peer,
                         meta,
+                        stage,
                         offset,
                         max_bytes,
                     } => {
-                        let Some((stored, entries)) = self.nodes[i].snapshot.as_ref() else {
-                            panic!("asked to read a snapshot that does not exist");
+                        let bytes = if stage {
+                            let (_, data) = self.nodes[i]
+                                .disk
+                                .staged(meta.last)
+                                .expect("asked to stream a restore that is not staged");
+                            data.clone()
+                        } else {
+                            let Some((stored, entries)) = self.nodes[i].snapshot.as_ref() else {
+                                panic!("asked to read a snapshot that does not exist");
+                            };
+                            assert_eq!(stored.last, meta.last, "asked for a snapshot not held");
+                            encode_entries(entries)
                         };
-                        assert_eq!(stored.last, meta.last, "asked for a snapshot not held");
-                        let (data, done) = read_chunk(&encode_entries(entries), offset, max_bytes);
+                        let (data, done) = read_chunk(&bytes, offset, max_bytes);
                         let input = Input::SnapshotChunkRead {
                             peer,
                             snapshot: meta.last,
@@ -233,13 +263,16 @@ impl Cluster {
                         offset,
                         data,
                         done,
+                        stage,
                     } => {
                         let node = &mut self.nodes[i];
                         let (next_offset, whole) = node
                             .receiving
                             .accept(&meta, offset, &data, done)
                             .expect("the core sends chunks in order");
-                        if let Some((meta, buffer)) = whole {
+                        if let (true, Some((meta, buffer))) = (stage, &whole) {
+                            node.disk.stage(meta.clone(), Bytes::from(buffer.clone()));
+                        } else if let Some((meta, buffer)) = whole {
                             let entries = decode_entries(&buffer).expect("snapshot decodes");
                             node.snapshot = Some((meta, entries));
                         }
@@ -258,6 +291,23 @@ impl Cluster {
                         assert_eq!(stored.last, meta.last);
                         node.applied = entries.clone();
                         node.restores += 1;
+                    }
+                    Effect::StageRestore { token, meta } if self.hold_staging => {
+                        self.held_stages.push((i, token, meta));
+                    }
+                    Effect::StageRestore { token, mut meta } => {
+                        let node = &mut self.nodes[i];
+                        let state = node.pending_restore.take().unwrap_or_default();
+                        let data = encode_entries(&state);
+                        meta.size = data.len() as u64;
+                        meta.id = format!("restore-{}", meta.last.index.0);
+                        node.disk.stage(meta.clone(), data);
+                        if let Some(core) = node.core.as_mut() {
+                            core.step(self.now, Input::RestoreStaged { token, meta });
+                        }
+                    }
+                    Effect::DropStagedRestores { through } => {
+                        self.nodes[i].disk.drop_staged(through)
                     }
                     Effect::Event(e) => self.nodes[i].events.push(e),
                 }
@@ -496,6 +546,44 @@ impl Cluster {
         };
         self.nodes[i].snapshot = Some((meta.clone(), applied));
         self.step(id, Input::SnapshotTaken { meta });
+    }
+
+    /// Asks `id` to restore the cluster from an external snapshot whose state is `state` (what
+    /// the test state machine holds after applying the restore); returns the request's token.
+    pub fn user_restore(&mut self, id: NodeId, state: Vec<Entry>) -> Token {
+        let i = self.index(id);
+        self.nodes[i].pending_restore = Some(state);
+        let token = self.token();
+        self.step(id, Input::UserRestore { token });
+        token
+    }
+
+    /// Holds (`true`) user restores before they are staged, or stages the held ones
+    /// (`false`).
+    pub fn hold_staging(&mut self, hold: bool) {
+        self.hold_staging = hold;
+        if hold {
+            return;
+        }
+        for (i, token, meta) in std::mem::take(&mut self.held_stages) {
+            let node = &mut self.nodes[i];
+            let data = encode_entries(&node.pending_restore.take().unwrap_or_default());
+            let meta = SnapshotMeta {
+                id: format!("restore-{}", meta.last.index.0),
+                size: data.len() as u64,
+                ..meta
+            };
+            node.disk.stage(meta.clone(), data);
+            if let Some(core) = node.core.as_mut() {
+                core.step(self.now, Input::RestoreStaged { token, meta });
+            }
+            self.drain(i);
+        }
+    }
+
+    /// Whether `id` has the restore whose entry is `entry` staged on its disk.
+    pub fn has_staged(&self, id: NodeId, entry: LogId) -> bool {
+        self.nodes[self.index(id)].disk.staged(entry).is_some()
     }
 
     /// How many snapshots the node's state machine restored from the leader.

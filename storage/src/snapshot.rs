@@ -8,6 +8,7 @@
 //!                   encoded configuration, crc32c of all the preceding metadata bytes
 //!        state.bin  the state machine's bytes
 //!  <dir>/<id>.tmp/  a snapshot being written; ignored by `list`, removed on open
+//!  <dir>/staged/     the staging area for user restores: the same layout, no retention
 //! ```
 //!
 //! Commit order: fsync `state.bin`, write and fsync `meta.bin`, fsync the temp directory,
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex};
 const META_FILE: &str = "meta.bin";
 const STATE_FILE: &str = "state.bin";
 const TMP_SUFFIX: &str = ".tmp";
+const STAGING_DIR: &str = "staged";
 const META_VERSION: u8 = 1;
 
 fn encode_meta(meta: &SnapshotMeta, data_crc: u32) -> Vec<u8> {
@@ -100,6 +102,8 @@ pub struct FileSnapshotStore {
     dir: PathBuf,
     retain: usize,
     sequence: AtomicU64,
+    /// `<dir>/staged`, with no retention limit (absent on the staging area itself).
+    staging: Option<Box<FileSnapshotStore>>,
 }
 
 impl FileSnapshotStore {
@@ -107,17 +111,32 @@ impl FileSnapshotStore {
     /// Leftover temporary snapshots from an interrupted write are removed.
     pub fn new(dir: impl Into<PathBuf>, retain: usize) -> Result<FileSnapshotStore, SnapshotError> {
         let dir = dir.into();
+        let staging = FileSnapshotStore::open(dir.join(STAGING_DIR), usize::MAX, None)?;
+        FileSnapshotStore::open(dir, retain, Some(Box::new(staging)))
+    }
+
+    fn open(
+        dir: PathBuf,
+        retain: usize,
+        staging: Option<Box<FileSnapshotStore>>,
+    ) -> Result<FileSnapshotStore, SnapshotError> {
         if retain == 0 {
             return Err(SnapshotError::Config {
                 reason: "retain must be at least 1".into(),
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        // The staging area is created on first use (most nodes never stage a restore).
+        let lazy = staging.is_none();
+        if !(lazy && !dir.exists()) {
+            fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+        }
         let mut sequence = 0;
-        for item in fs::read_dir(&dir)
-            .map_err(|e| SnapshotError::io("list", &dir, e))?
-            .flatten()
-        {
+        let listing = match fs::read_dir(&dir) {
+            Ok(listing) => Some(listing),
+            Err(e) if lazy && e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(SnapshotError::io("list", &dir, e)),
+        };
+        for item in listing.into_iter().flatten().flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             if name.ends_with(TMP_SUFFIX) {
                 let _ = fs::remove_dir_all(item.path());
@@ -129,7 +148,12 @@ impl FileSnapshotStore {
             dir,
             retain,
             sequence: AtomicU64::new(sequence),
+            staging,
         })
+    }
+
+    fn valid_id(id: &str) -> bool {
+        !(id.contains('/') || id.ends_with(TMP_SUFFIX) || id.is_empty() || id.starts_with('.'))
     }
 
     fn read_meta(&self, id: &str) -> Result<(SnapshotMeta, u32), SnapshotError> {
@@ -144,8 +168,13 @@ impl FileSnapshotStore {
     /// Every valid snapshot, newest first (not limited to `retain`).
     fn all(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
         let mut metas = Vec::new();
-        let listing =
-            fs::read_dir(&self.dir).map_err(|e| SnapshotError::io("list", &self.dir, e))?;
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.staging.is_none() => {
+                return Ok(metas); // A staging area not created yet.
+            }
+            Err(e) => return Err(SnapshotError::io("list", &self.dir, e)),
+        };
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             if name.ends_with(TMP_SUFFIX) || !item.file_type().is_ok_and(|t| t.is_dir()) {
@@ -238,6 +267,7 @@ impl SnapshotSink for FileSink {
             dir: self.store_dir.clone(),
             retain: self.retain,
             sequence: AtomicU64::new(0),
+            staging: None,
         };
         store.reap()?;
         Ok(self.meta.clone())
@@ -268,7 +298,13 @@ impl SnapshotStore for FileSnapshotStore {
     ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
-        fs::create_dir_all(&self.dir).map_err(|e| SnapshotError::io("create", &self.dir, e))?;
+        if !self.dir.exists() {
+            // The staging area, on first use: make its directory entry durable too.
+            fs::create_dir_all(&self.dir).map_err(|e| SnapshotError::io("create", &self.dir, e))?;
+            if let Some(parent) = self.dir.parent() {
+                crate::sync_dir(parent).map_err(|e| SnapshotError::io("fsync", parent, e))?;
+            }
+        }
         let tmp = self.dir.join(format!("{id}{TMP_SUFFIX}"));
         fs::create_dir(&tmp).map_err(|e| SnapshotError::io("create", &tmp, e))?;
         let state_path = tmp.join(STATE_FILE);
@@ -297,8 +333,27 @@ impl SnapshotStore for FileSnapshotStore {
         Ok(all)
     }
 
+    fn staging(&self) -> Option<&dyn SnapshotStore> {
+        self.staging.as_deref().map(|s| s as &dyn SnapshotStore)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        if !FileSnapshotStore::valid_id(id) || id == STAGING_DIR {
+            return Err(SnapshotError::NotFound { id: id.into() });
+        }
+        let path = self.dir.join(id);
+        match fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SnapshotError::NotFound { id: id.into() })
+            }
+            Err(e) => return Err(SnapshotError::io("remove snapshot", &path, e)),
+        }
+        crate::sync_dir(&self.dir).map_err(|e| SnapshotError::io("fsync", &self.dir, e))
+    }
+
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
-        if id.contains('/') || id.ends_with(TMP_SUFFIX) || id.is_empty() || id.starts_with('.') {
+        if !FileSnapshotStore::valid_id(id) {
             return Err(SnapshotError::NotFound { id: id.into() });
         }
         let (meta, crc) = self.read_meta(id)?;
@@ -329,22 +384,50 @@ impl SnapshotStore for FileSnapshotStore {
     }
 }
 
-/// Keeps only the latest snapshot in memory (as hashicorp's `InmemSnapshotStore`).
-#[derive(Clone, Debug, Default)]
+/// Snapshots as `(metadata, data)`, newest last.
+type InmemSnapshots = Arc<Mutex<Vec<(SnapshotMeta, Bytes)>>>;
+
+/// Keeps only the latest snapshot in memory (as hashicorp's `InmemSnapshotStore`), plus an
+/// in-memory staging area for user restores.
+#[derive(Clone, Debug)]
 pub struct InmemSnapshotStore {
-    latest: Arc<Mutex<Option<(SnapshotMeta, Bytes)>>>,
+    snapshots: InmemSnapshots,
     sequence: Arc<AtomicU64>,
+    staging: Option<Arc<InmemSnapshotStore>>,
 }
 
 impl InmemSnapshotStore {
     /// An empty store.
     pub fn new() -> InmemSnapshotStore {
-        InmemSnapshotStore::default()
+        InmemSnapshotStore {
+            staging: Some(Arc::new(InmemSnapshotStore::staging_area())),
+            ..InmemSnapshotStore::staging_area()
+        }
+    }
+
+    fn staging_area() -> InmemSnapshotStore {
+        InmemSnapshotStore {
+            snapshots: InmemSnapshots::default(),
+            sequence: Arc::default(),
+            staging: None,
+        }
+    }
+
+    fn keeps_all(&self) -> bool {
+        // The staging area keeps every snapshot until it is removed.
+        self.staging.is_none()
+    }
+}
+
+impl Default for InmemSnapshotStore {
+    fn default() -> InmemSnapshotStore {
+        InmemSnapshotStore::new()
     }
 }
 
 struct InmemSink {
-    latest: Arc<Mutex<Option<(SnapshotMeta, Bytes)>>>,
+    snapshots: InmemSnapshots,
+    keep_all: bool,
     meta: SnapshotMeta,
     data: Vec<u8>,
 }
@@ -368,7 +451,11 @@ impl SnapshotSink for InmemSink {
     fn commit(mut self: Box<Self>) -> Result<SnapshotMeta, SnapshotError> {
         self.meta.size = self.data.len() as u64;
         let data = Bytes::from(std::mem::take(&mut self.data));
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.meta.clone(), data));
+        let mut snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.keep_all {
+            snapshots.clear();
+        }
+        snapshots.push((self.meta.clone(), data));
         Ok(self.meta.clone())
     }
 
@@ -387,7 +474,8 @@ impl SnapshotStore for InmemSnapshotStore {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
         Ok(Box::new(InmemSink {
-            latest: self.latest.clone(),
+            snapshots: self.snapshots.clone(),
+            keep_all: self.keeps_all(),
             meta: SnapshotMeta {
                 id,
                 last,
@@ -400,18 +488,32 @@ impl SnapshotStore for InmemSnapshotStore {
     }
 
     fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(latest.iter().map(|(meta, _)| meta.clone()).collect())
+        let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut metas: Vec<SnapshotMeta> = snapshots.iter().map(|(meta, _)| meta.clone()).collect();
+        sort_newest_first(&mut metas);
+        Ok(metas)
     }
 
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        match &*latest {
-            Some((meta, data)) if meta.id == id => {
-                Ok((meta.clone(), Box::new(Cursor::new(data.clone()))))
-            }
-            _ => Err(SnapshotError::NotFound { id: id.into() }),
+        let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        match snapshots.iter().find(|(meta, _)| meta.id == id) {
+            Some((meta, data)) => Ok((meta.clone(), Box::new(Cursor::new(data.clone())))),
+            None => Err(SnapshotError::NotFound { id: id.into() }),
         }
+    }
+
+    fn staging(&self) -> Option<&dyn SnapshotStore> {
+        self.staging.as_deref().map(|s| s as &dyn SnapshotStore)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        let mut snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let before = snapshots.len();
+        snapshots.retain(|(meta, _)| meta.id != id);
+        if snapshots.len() == before {
+            return Err(SnapshotError::NotFound { id: id.into() });
+        }
+        Ok(())
     }
 }
 

@@ -137,3 +137,64 @@ fn the_discard_store_keeps_nothing() {
         Err(SnapshotError::NotSupported)
     ));
 }
+
+/// Staged snapshots: kept apart from the retained ones (never counted against `retain`),
+/// listed and opened from the staging area, removed one by one, and durable across reopen.
+fn stages_apart_from_retained_snapshots(store: &dyn SnapshotStore) {
+    let staging = store.staging().expect("the store stages");
+    let a = write(staging, 2, 10, b"restore-a");
+    let b = write(staging, 3, 20, b"restore-b");
+    write(store, 1, 5, b"regular-1");
+    write(store, 1, 6, b"regular-2");
+    write(store, 1, 7, b"regular-3");
+    let staged: Vec<_> = staging
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.last)
+        .collect();
+    assert_eq!(
+        staged,
+        vec![b.last, a.last],
+        "every staged snapshot, newest first"
+    );
+    assert!(store.list().unwrap().iter().all(|m| m.last.index.0 < 10));
+    assert_eq!(read(staging, &a.id).unwrap().1, b"restore-a");
+    staging.remove(&a.id).unwrap();
+    assert!(matches!(
+        staging.remove(&a.id),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    assert!(matches!(
+        read(staging, &a.id),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    assert_eq!(read(staging, &b.id).unwrap().1, b"restore-b");
+}
+
+#[test]
+fn the_in_memory_store_stages_restores() {
+    stages_apart_from_retained_snapshots(&InmemSnapshotStore::new());
+    stages_apart_from_retained_snapshots(&InmemSnapshotStore::default());
+}
+
+#[test]
+fn the_file_store_stages_restores_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileSnapshotStore::new(dir.path(), 2).unwrap();
+    stages_apart_from_retained_snapshots(&store);
+    assert_eq!(
+        store.list().unwrap().len(),
+        2,
+        "retain counts only regular snapshots"
+    );
+    drop(store);
+    let reopened = FileSnapshotStore::new(dir.path(), 2).unwrap();
+    let staged = reopened.staging().unwrap().list().unwrap();
+    assert_eq!(staged.len(), 1);
+    assert_eq!(staged[0].last.index.0, 20);
+    assert!(matches!(
+        reopened.remove("../escape"),
+        Err(SnapshotError::NotFound { .. })
+    ));
+}

@@ -163,4 +163,19 @@ pub trait SnapshotStore: Send + Sync {
 
     /// Opens a snapshot for reading, after verifying its checksum.
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError>;
+
+    /// The store's staging area for user restores: snapshots that wait, durably and apart
+    /// from the retained ones, until the log entry that restores them is applied. Its `list`
+    /// returns every staged snapshot and its `remove` deletes one. `None` (the default): this
+    /// store cannot stage, and user restore is refused.
+    fn staging(&self) -> Option<&dyn SnapshotStore> {
+        None
+    }
+
+    /// Deletes the snapshot `id` (used on staging areas once a staged snapshot is no longer
+    /// needed). The default refuses with [`SnapshotError::NotSupported`].
+    fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        let _ = id;
+        Err(SnapshotError::NotSupported)
+    }
 }

@@ -97,6 +97,9 @@ pub enum EntryKind {
     Barrier,
     /// A cluster configuration (its data is an encoded [`crate::Configuration`]).
     Configuration,
+    /// A user restore: applying it replaces the state machine with the snapshot staged for
+    /// this entry (its data is empty; the entry's own id names the staged snapshot).
+    Restore,
 }
 
 impl EntryKind {
@@ -107,6 +110,7 @@ impl EntryKind {
             EntryKind::Noop => 2,
             EntryKind::Barrier => 3,
             EntryKind::Configuration => 4,
+            EntryKind::Restore => 5,
         }
     }
 
@@ -117,6 +121,7 @@ impl EntryKind {
             2 => Some(EntryKind::Noop),
             3 => Some(EntryKind::Barrier),
             4 => Some(EntryKind::Configuration),
+            5 => Some(EntryKind::Restore),
             _ => None,
         }
     }
@@ -170,6 +175,7 @@ mod tests {
             EntryKind::Noop,
             EntryKind::Barrier,
             EntryKind::Configuration,
+            EntryKind::Restore,
         ] {
             assert_eq!(EntryKind::from_code(kind.code()), Some(kind));
         }

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use bytes::{Buf, BufMut, Bytes};
-use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState};
+use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftFuture, RaftState};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId};
 use std::io::{Read, Write};
@@ -101,6 +101,13 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits for `future`'s outcome; panics (naming `what`) after [`HANG_GUARD`].
+pub fn resolve<T, E>(what: &str, mut future: RaftFuture<T, E>) -> Result<T, E> {
+    future
+        .wait_timeout(HANG_GUARD)
+        .unwrap_or_else(|| panic!("timed out waiting for {what} to resolve"))
+}
+
 /// One node's durable stores and its state machine's record.
 pub struct NodeStores {
     pub log: InmemStore,
@@ -147,6 +154,21 @@ impl TestCluster {
                 .expect("bootstrap");
         }
         cluster
+    }
+
+    /// Starts a node with empty stores (not bootstrapped, in no configuration) on the
+    /// cluster's network; returns its id.
+    pub fn add_node(&mut self) -> NodeId {
+        self.stores.push(NodeStores {
+            log: InmemStore::new(),
+            snapshots: InmemSnapshotStore::new(),
+            applied: Arc::new(Mutex::new(Vec::new())),
+            restores: Arc::new(AtomicU64::new(0)),
+        });
+        self.nodes.push(None);
+        let id = NodeId(self.nodes.len() as u64);
+        self.start(id);
+        id
     }
 
     /// Starts (or restarts) node `id` from its stores with a fresh state machine.
@@ -203,6 +225,49 @@ impl TestCluster {
             self.running().all(|r| r.leader() == Some(id))
         });
         leader.expect("leader")
+    }
+
+    /// Waits for a single leader among `ids` (of the highest term) that all of `ids` follow.
+    pub fn wait_leader_among(&self, ids: &[NodeId]) -> NodeId {
+        let mut leader = None;
+        wait_until(&format!("a leader {ids:?} follow"), || {
+            let Some(l) = ids
+                .iter()
+                .map(|id| self.raft(*id))
+                .filter(|r| r.state() == RaftState::Leader)
+                .max_by_key(|r| r.current_term())
+            else {
+                return false;
+            };
+            leader = Some(l.local_id());
+            ids.iter().all(|id| self.raft(*id).leader() == leader)
+        });
+        leader.expect("leader")
+    }
+
+    /// Waits for a leader and commits a barrier on it, retrying while leadership still moves
+    /// (after a partition heals, say); returns the leader whose barrier committed. Everything
+    /// committed before is then applied on that leader.
+    pub fn barrier_on_leader(&self) -> NodeId {
+        let mut done = None;
+        wait_until("a barrier to commit on a leader", || {
+            let leader = self.wait_leader();
+            let barrier = self.raft(leader).barrier(Duration::from_secs(5));
+            if resolve("barrier", barrier).is_ok() {
+                done = Some(leader);
+            }
+            done.is_some()
+        });
+        done.expect("leader")
+    }
+
+    /// Waits until node `id` applied exactly `expected`.
+    pub fn wait_applied(&self, id: NodeId, expected: &[Bytes]) {
+        wait_until(
+            &format!("{id} to apply {} commands", expected.len()),
+            || self.applied(id).len() >= expected.len(),
+        );
+        assert_eq!(self.applied(id), expected, "{id} applied something else");
     }
 
     /// What node `id`'s state machine applied.

@@ -5,197 +5,22 @@
 //!
 //! ```text
 //! cargo test -p ringraft-tools --test kv_cluster                 # the quick ones (~30 s)
-//! cargo test -p ringraft-tools --test kv_cluster -- --ignored    # repeated leader kills
+//! cargo test -p ringraft-tools --test kv_cluster -- --ignored    # repeated kills and pauses
 //! ```
+//!
+//! The harness is in `support/`; partitions are in `kv_partition.rs`, a full disk in
+//! `kv_disk_full.rs`.
 
-use ringraft::sim::linearizability::{check_kv_history, KvOp, KvResult, Operation};
-use ringraft_tools::kv::client::{info_field, Client};
+mod support;
+
+use ringraft_tools::kv::client::info_field;
 use ringraft_tools::kv::local::cluster_addresses;
 use ringraft_tools::kv::resp::Reply;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ringraft-kv");
-/// Hang guard for one client request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Hang guard for a cluster to elect a leader.
-const LEADER_TRIES: usize = 600;
-
-struct NodeProcess {
-    id: usize,
-    raft: String,
-    client: String,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-/// A cluster of `ringraft-kv` processes, killed when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    peers: String,
-    nodes: Vec<NodeProcess>,
-}
-
-impl Cluster {
-    /// Starts `n` nodes; `extra(id)` adds flags to node `id`.
-    fn start(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let (peers, addresses) = cluster_addresses(n).expect("free ports");
-        let nodes = addresses
-            .into_iter()
-            .enumerate()
-            .map(|(i, (raft, client))| NodeProcess {
-                id: i + 1,
-                raft,
-                client,
-                extra: extra(i + 1),
-                child: None,
-            })
-            .collect();
-        let mut cluster = Cluster { dir, peers, nodes };
-        for id in 1..=n {
-            cluster.spawn(id);
-        }
-        cluster
-    }
-
-    fn log_path(&self, id: usize) -> PathBuf {
-        self.dir.path().join(format!("node-{id}.log"))
-    }
-
-    fn spawn(&mut self, id: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(id))
-            .expect("log file");
-        let data = self.dir.path().join(format!("node-{id}"));
-        let node = &mut self.nodes[id - 1];
-        assert!(node.child.is_none(), "node {id} is already running");
-        let child = Command::new(BINARY)
-            .args(["--id", &id.to_string(), "--client", &node.client])
-            .args(["--raft", &node.raft, "--peers", &self.peers])
-            .args([
-                "--election-timeout-ms",
-                "300",
-                "--request-timeout-ms",
-                "3000",
-            ])
-            .arg("--data")
-            .arg(data)
-            .args(&node.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning ringraft-kv");
-        node.child = Some(child);
-    }
-
-    fn signal(&mut self, id: usize, signal: libc::c_int) -> ExitStatus {
-        let mut child = self.nodes[id - 1].child.take().expect("node is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-        // SAFETY: signalling our own child process.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-        child.wait().expect("waiting for the node")
-    }
-
-    /// Sends `signal` to a running node without waiting for it (SIGSTOP, SIGCONT).
-    fn signal_running(&self, id: usize, signal: libc::c_int) {
-        let child = self.nodes[id - 1].child.as_ref().expect("node is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-        // SAFETY: signalling our own child process.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-
-    fn client(&self, id: usize) -> Client {
-        Client::connect(self.nodes[id - 1].client.as_str(), REQUEST_TIMEOUT).expect("connect")
-    }
-
-    fn running(&self) -> Vec<usize> {
-        self.nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.id)
-            .collect()
-    }
-
-    fn info(&self, id: usize) -> Option<String> {
-        let mut c = Client::connect(self.nodes[id - 1].client.as_str(), REQUEST_TIMEOUT).ok()?;
-        c.call(&["RAFT.INFO"]).ok()?.text()
-    }
-
-    /// Waits until a running node reports itself leader; returns its id.
-    fn leader(&self) -> usize {
-        for _ in 0..LEADER_TRIES {
-            for id in self.running() {
-                if let Some(info) = self.info(id) {
-                    if info_field(&info, "role").as_deref() == Some("leader") {
-                        return id;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.dump_logs();
-        panic!("no leader elected");
-    }
-
-    fn dump_logs(&self) {
-        for n in &self.nodes {
-            let log = std::fs::read_to_string(self.log_path(n.id)).unwrap_or_default();
-            eprintln!("--- node {} log ---\n{log}", n.id);
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-fn call(c: &mut Client, args: &[&str]) -> Reply {
-    c.call(args).expect("request")
-}
-
-fn ok() -> Reply {
-    Reply::Simple("OK".into())
-}
-
-fn bulk(s: &str) -> Reply {
-    Reply::Bulk(Some(s.as_bytes().to_vec()))
-}
-
-/// Retries `args` on `node` until it is not a certain failure (`-ERR`, `-NOTLEADER`, a
-/// refused connection): for set-up steps during elections.
-fn call_until_done(cluster: &Cluster, node: usize, args: &[&str]) -> Reply {
-    for _ in 0..200 {
-        if let Ok(mut c) = Client::connect(cluster.nodes[node - 1].client.as_str(), REQUEST_TIMEOUT)
-        {
-            match c.call(args) {
-                Ok(Reply::Error(e)) if e.starts_with("ERR") || e.starts_with("NOTLEADER") => {}
-                Ok(r) => return r,
-                Err(_) => {}
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cluster.dump_logs();
-    panic!("{args:?} on node {node} kept failing");
-}
+use std::process::Command;
+use std::time::Duration;
+use support::{
+    bulk, call, call_until_done, ok, Cluster, Load, NodeProcess, LEADER_TRIES, REQUEST_TIMEOUT,
+};
 
 #[test]
 fn leader_and_forwarding_follower_serve_commands_and_no_forward_answers_notleader() {
@@ -275,124 +100,7 @@ fn leader_and_forwarding_follower_serve_commands_and_no_forward_answers_notleade
     let _ = cluster.signal(1, libc::SIGTERM);
 }
 
-// ---- histories ----------------------------------------------------------------------------
-
-const KEYS: u64 = 4;
-
-/// Microseconds since `base`, the history's clock.
-// A real-process history needs real time: the checker orders operations by when they were
-// invoked and completed.
-#[allow(clippy::disallowed_methods)]
-fn now_micros(base: Instant) -> u64 {
-    Instant::now().duration_since(base).as_micros() as u64
-}
-
-#[allow(clippy::disallowed_methods)]
-fn history_base() -> Instant {
-    Instant::now()
-}
-
-/// How a reply reads in the history: `Ok(Some(result))` done, `Ok(None)` outcome unknown,
-/// `Err(())` certainly not executed (left out of the history).
-fn classify(op: &KvOp, reply: std::io::Result<Reply>) -> Result<Option<KvResult>, ()> {
-    let reply = match reply {
-        Err(_) => return Ok(None),
-        Ok(r) => r,
-    };
-    match (op, reply) {
-        (_, Reply::Error(e)) if e.starts_with("UNKNOWN") => Ok(None),
-        (_, Reply::Error(_)) => Err(()),
-        (KvOp::Put { .. }, Reply::Simple(s)) if s == "OK" => Ok(Some(KvResult::Written)),
-        (KvOp::Get { .. }, Reply::Bulk(None)) => Ok(Some(KvResult::Value(None))),
-        (KvOp::Get { .. }, Reply::Bulk(Some(v))) => {
-            let text = String::from_utf8_lossy(&v).into_owned();
-            let value = text.parse().unwrap_or_else(|_| panic!("bad value {text}"));
-            Ok(Some(KvResult::Value(Some(value))))
-        }
-        (KvOp::Cas { .. }, Reply::Integer(n)) => Ok(Some(KvResult::Swapped(n == 1))),
-        (op, r) => panic!("unexpected reply {r:?} to {op}"),
-    }
-}
-
-fn request(op: &KvOp) -> Vec<String> {
-    match op {
-        KvOp::Put { key, value } => vec!["SET".into(), key.to_string(), value.to_string()],
-        KvOp::Get { key } => vec!["GET".into(), key.to_string()],
-        KvOp::Cas { key, expected, new } => vec![
-            "CAS".into(),
-            key.to_string(),
-            expected.unwrap_or_default().to_string(),
-            new.to_string(),
-        ],
-    }
-}
-
-/// A client thread: operations on random keys through node `home` (then any running node
-/// when that one fails), until `stop`.
-fn run_client(
-    client: u64,
-    addresses: Arc<Mutex<Vec<String>>>,
-    base: Instant,
-    stop: Arc<AtomicBool>,
-    history: Arc<Mutex<Vec<Operation>>>,
-) {
-    let mut seed = client.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut next_value = (client + 1) * 1_000_000;
-    let mut connection: Option<Client> = None;
-    let mut target = client as usize;
-    while !stop.load(Ordering::Acquire) {
-        let c = match connection.as_mut() {
-            Some(c) => c,
-            None => {
-                let list = addresses.lock().expect("addresses").clone();
-                target = (target + 1) % list.len();
-                match Client::connect(list[target].as_str(), REQUEST_TIMEOUT) {
-                    Ok(c) => connection.insert(c),
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    }
-                }
-            }
-        };
-        let key = random() % KEYS;
-        next_value += 1;
-        let op = match random() % 3 {
-            0 => KvOp::Put {
-                key,
-                value: next_value,
-            },
-            1 => KvOp::Get { key },
-            _ => KvOp::Cas {
-                key,
-                expected: Some(next_value - 1 - random() % 2),
-                new: next_value,
-            },
-        };
-        let invoke = now_micros(base);
-        let reply = c.call(&request(&op));
-        let failed = reply.is_err();
-        let done = now_micros(base);
-        match classify(&op, reply) {
-            Err(()) => std::thread::sleep(Duration::from_millis(10)),
-            Ok(result) => history.lock().expect("history").push(Operation {
-                client,
-                op,
-                invoke,
-                completion: result.map(|r| (done, r)),
-            }),
-        }
-        if failed {
-            connection = None;
-        }
-    }
-}
+// ---- histories under leader faults -------------------------------------------------------
 
 /// What happens to the leader in a history test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,42 +112,18 @@ enum Fault {
     Pause,
 }
 
-/// Runs clients against the cluster while hitting the leader with `fault` `rounds` times, then
-/// checks the history, with a final read of every key.
-fn leader_faults_keep_history_linearizable(fault: Fault, rounds: usize, clients: u64) {
-    let mut cluster = Cluster::start(3, |_| vec![]);
+/// Runs clients against an `nodes`-node cluster while hitting the leader with `fault` `rounds`
+/// times, then checks the history, with a final read of every key.
+fn leader_faults_keep_history_linearizable(
+    fault: Fault,
+    nodes: usize,
+    rounds: usize,
+    clients: u64,
+) {
+    let mut cluster = Cluster::start(nodes, |_| vec![]);
     cluster.leader();
-    let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.client.clone()).collect();
-    let addresses = Arc::new(Mutex::new(addresses));
-    let base = history_base();
-    let stop = Arc::new(AtomicBool::new(false));
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let threads: Vec<_> = (0..clients)
-        .map(|client| {
-            let (a, s, h) = (addresses.clone(), stop.clone(), history.clone());
-            std::thread::spawn(move || run_client(client, a, base, s, h))
-        })
-        .collect();
-    let completed = |history: &Mutex<Vec<Operation>>| {
-        history
-            .lock()
-            .expect("history")
-            .iter()
-            .filter(|o| o.completion.is_some())
-            .count()
-    };
-    // Progress is counted in completed operations, not seconds: each phase waits for some.
-    let wait_for_progress = |n: usize| {
-        let start = completed(&history);
-        for _ in 0..1200 {
-            if completed(&history) >= start + n {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("clients made no progress");
-    };
-    wait_for_progress(100);
+    let load = Load::start(cluster.client_addresses(), clients);
+    load.wait_for_progress(100);
     for _ in 0..rounds {
         let leader = cluster.leader();
         match fault {
@@ -448,29 +132,17 @@ fn leader_faults_keep_history_linearizable(fault: Fault, rounds: usize, clients:
             }
             Fault::Pause => {
                 cluster.signal_running(leader, libc::SIGSTOP);
-                // The paused node still answers RAFT.INFO from its socket backlog only when it
-                // resumes, so look for the new leader among the others.
+                // The paused node answers nothing (RAFT.INFO included) until it resumes, so
+                // look for the new leader among the others.
                 let others: Vec<usize> = cluster
                     .running()
                     .into_iter()
                     .filter(|&id| id != leader)
                     .collect();
-                let mut found = false;
-                for _ in 0..LEADER_TRIES {
-                    found = others.iter().any(|&id| {
-                        cluster
-                            .info(id)
-                            .is_some_and(|i| info_field(&i, "role").as_deref() == Some("leader"))
-                    });
-                    if found {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                assert!(found, "no new leader while node {leader} was paused");
+                cluster.leader_among(&others);
             }
         }
-        wait_for_progress(100);
+        load.wait_for_progress(100);
         match fault {
             Fault::Kill => {
                 assert_ne!(cluster.leader(), leader);
@@ -478,68 +150,48 @@ fn leader_faults_keep_history_linearizable(fault: Fault, rounds: usize, clients:
             }
             Fault::Pause => cluster.signal_running(leader, libc::SIGCONT),
         }
-        wait_for_progress(50);
+        load.wait_for_progress(50);
     }
-    stop.store(true, Ordering::Release);
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    // Final reads through the leader, after every client stopped.
     let leader = cluster.leader();
-    let mut finals = BTreeMap::new();
-    for key in 0..KEYS {
-        let op = KvOp::Get { key };
-        let invoke = now_micros(base);
-        let reply = call_until_done(&cluster, leader, &["GET", &key.to_string()]);
-        let done = now_micros(base);
-        let result = classify(&op, Ok(reply)).ok().flatten().expect("final read");
-        finals.insert(key, result.clone());
-        history.lock().expect("history").push(Operation {
-            client: u64::MAX,
-            op,
-            invoke,
-            completion: Some((done, result)),
-        });
-    }
-    let history = history.lock().expect("history").clone();
-    let acknowledged_writes = history
-        .iter()
-        .filter(|o| matches!(o.completion, Some((_, KvResult::Written))))
-        .count();
-    assert!(acknowledged_writes > 0, "no write was acknowledged");
-    if let Err(e) = check_kv_history(&history, 1_000_000) {
-        cluster.dump_logs();
-        panic!("{e}");
-    }
-    eprintln!(
-        "{} operations ({} acknowledged writes), final values {finals:?}",
-        history.len(),
-        acknowledged_writes
-    );
+    load.finish_and_check(&cluster, leader);
 }
 
 #[test]
 fn leader_killed_with_sigkill_loses_no_acknowledged_write_and_history_is_linearizable() {
-    leader_faults_keep_history_linearizable(Fault::Kill, 1, 4);
+    leader_faults_keep_history_linearizable(Fault::Kill, 3, 1, 4);
 }
 
 #[test]
 fn leader_paused_past_its_election_timeout_is_deposed_and_history_is_linearizable() {
-    leader_faults_keep_history_linearizable(Fault::Pause, 1, 4);
+    leader_faults_keep_history_linearizable(Fault::Pause, 3, 1, 4);
 }
 
 /// Run with `cargo test -p ringraft-tools --test kv_cluster -- --ignored`.
 #[test]
 #[ignore = "long: five leader kills with restarts"]
 fn repeated_leader_kills_keep_history_linearizable() {
-    leader_faults_keep_history_linearizable(Fault::Kill, 5, 6);
+    leader_faults_keep_history_linearizable(Fault::Kill, 3, 5, 6);
 }
 
 /// Run with `cargo test -p ringraft-tools --test kv_cluster -- --ignored`.
 #[test]
 #[ignore = "long: five leader pauses"]
 fn repeated_leader_pauses_keep_history_linearizable() {
-    leader_faults_keep_history_linearizable(Fault::Pause, 5, 6);
+    leader_faults_keep_history_linearizable(Fault::Pause, 3, 5, 6);
+}
+
+/// Run with `cargo test -p ringraft-tools --test kv_cluster -- --ignored five_nodes`.
+#[test]
+#[ignore = "long: five nodes, five leader kills with restarts"]
+fn repeated_leader_kills_on_five_nodes_keep_history_linearizable() {
+    leader_faults_keep_history_linearizable(Fault::Kill, 5, 5, 8);
+}
+
+/// Run with `cargo test -p ringraft-tools --test kv_cluster -- --ignored five_nodes`.
+#[test]
+#[ignore = "long: five nodes, five leader pauses"]
+fn repeated_leader_pauses_on_five_nodes_keep_history_linearizable() {
+    leader_faults_keep_history_linearizable(Fault::Pause, 5, 5, 8);
 }
 
 #[test]
@@ -557,8 +209,11 @@ fn a_node_joins_through_a_follower_and_becomes_a_voter() {
     cluster.nodes.push(NodeProcess {
         id: 4,
         raft,
+        listen_raft: None,
         client,
         extra: vec!["--join".into(), join],
+        data: cluster.dir.path().join("node-4"),
+        netns: None,
         child: None,
     });
     cluster.spawn(4);

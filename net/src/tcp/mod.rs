@@ -31,7 +31,7 @@ use crate::frame::{FrameKind, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_SIZE};
 use crate::handshake::{ClusterId, Lane};
 use crate::message::Message;
 use crate::stream::{PlainTcp, StreamLayer};
-use crate::transport::{FailedSend, SendError, Transport, TransportEvent};
+use crate::transport::{FailedSend, SendError, SetPeerError, Transport, TransportEvent};
 use ringraft_storage::{GroupId, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -222,6 +222,8 @@ pub(crate) struct Shared<L> {
 }
 
 struct OutboundHandle {
+    /// Where the peer is dialled.
+    address: SocketAddr,
     queue: mpsc::Sender<Outgoing>,
     inflight: Arc<AtomicUsize>,
     next_request_id: u64,
@@ -322,12 +324,18 @@ impl<L: StreamLayer> TcpTransport<L> {
             };
             tokio::spawn(task.run());
             let handle = OutboundHandle {
+                address,
                 queue,
                 inflight,
                 next_request_id: 1,
             };
             self.outbound.insert((peer, lane), handle);
         }
+    }
+
+    /// The address `peer` is dialled at, if it is known.
+    pub fn peer_address(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.outbound.get(&(peer, Lane::ALL[0])).map(|h| h.address)
     }
 
     /// Stops dialling `peer`; its queued messages are dropped.
@@ -445,6 +453,28 @@ impl<L: StreamLayer> Transport for TcpTransport<L> {
         }
     }
 
+    /// Dials `peer` at `address` (`IP:PORT`; host names are not resolved). The same address
+    /// again is a no-op, so the connection and what is queued on it survive; a new one replaces
+    /// the connection.
+    fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
+        let not_dialable = || SetPeerError::NotDialable {
+            peer,
+            address: address.to_string(),
+        };
+        let parsed: SocketAddr = address.parse().map_err(|_| not_dialable())?;
+        if parsed.ip().is_unspecified() || parsed.port() == 0 {
+            return Err(not_dialable());
+        }
+        if peer != self.shared.config.node_id && self.peer_address(peer) != Some(parsed) {
+            self.add_peer(peer, parsed);
+        }
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, peer: NodeId) {
+        TcpTransport::remove_peer(self, peer);
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
         loop {
             let internal = match self.events.poll_recv(cx) {
@@ -543,6 +573,52 @@ mod tests {
                 assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn set_peer_dials_new_addresses_keeps_known_ones_and_refuses_undialable_ones() {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut t = TcpTransport::bind(TcpConfig::new(NodeId(1), ClusterId(1), loopback))
+            .await
+            .expect("bind");
+        let transport: &mut dyn Transport = &mut t;
+        assert_eq!(transport.set_peer(NodeId(2), "127.0.0.1:7002"), Ok(()));
+        // Our own id is no peer.
+        assert_eq!(transport.set_peer(NodeId(1), "127.0.0.1:7001"), Ok(()));
+        for bad in ["n3", "0.0.0.0:7003", "127.0.0.1:0"] {
+            assert_eq!(
+                transport.set_peer(NodeId(3), bad),
+                Err(SetPeerError::NotDialable {
+                    peer: NodeId(3),
+                    address: bad.to_string()
+                })
+            );
+        }
+        let queued = |t: &mut TcpTransport| {
+            let message = Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: ringraft_storage::Term(1),
+                body: crate::message::Body::TimeoutNow,
+            };
+            t.send(GroupId(0), message)
+        };
+        assert_eq!(queued(&mut t), Ok(()));
+        assert_eq!(t.peer_address(NodeId(1)), None);
+        assert_eq!(t.peer_address(NodeId(3)), None);
+        // The same address again keeps the connection and what is queued on it (the
+        // connection task has not run yet: this test never yields to it).
+        assert_eq!(t.queued(NodeId(2)), 1);
+        Transport::set_peer(&mut t, NodeId(2), "127.0.0.1:7002").expect("same address");
+        assert_eq!(t.queued(NodeId(2)), 1);
+        Transport::set_peer(&mut t, NodeId(2), "127.0.0.1:7012").expect("new address");
+        assert_eq!(
+            t.peer_address(NodeId(2)),
+            Some("127.0.0.1:7012".parse().expect("addr"))
+        );
+        Transport::remove_peer(&mut t, NodeId(2));
+        assert_eq!(t.peer_address(NodeId(2)), None);
+        assert_eq!(queued(&mut t), Err(SendError::UnknownPeer(NodeId(2))));
     }
 
     #[test]

@@ -5,11 +5,12 @@ mod snapshots;
 
 use super::apply::{ApplyTask, AwaitWaiter, ShardEvent};
 use super::clock::Clock;
+use super::metrics::ShardMetrics;
 use super::{ApplyReply, Command, Shared};
 use crate::api::future::Sender;
 use crate::api::{
     ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, MembershipError,
-    Observation, RaftState, ReadError, TakeSnapshotError, TransferError,
+    Observation, RaftState, ReadError, RestoreError, TakeSnapshotError, TransferError,
 };
 use crate::core::{
     BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
@@ -47,6 +48,11 @@ enum Waiter {
     Read(Sender<Result<Index, ReadError>>),
     Membership(Sender<Result<Index, MembershipError>>),
     Transfer(Sender<Result<(), TransferError>>),
+    /// A user restore, with the snapshot to stage until the core asks for it.
+    Restore {
+        reply: Sender<Result<Index, RestoreError>>,
+        data: Option<Box<dyn Read + Send>>,
+    },
 }
 
 impl Waiter {
@@ -59,6 +65,7 @@ impl Waiter {
             Waiter::Read(tx) => tx.send(Err(e.into())),
             Waiter::Membership(tx) => tx.send(Err(e.into())),
             Waiter::Transfer(tx) => tx.send(Err(e.into())),
+            Waiter::Restore { reply, .. } => reply.send(Err(e.into())),
         }
     }
 }
@@ -66,6 +73,8 @@ impl Waiter {
 /// A local snapshot being read for a follower, chunk by chunk.
 struct ChunkReader {
     last: LogId,
+    /// Reading a staged user restore (from the staging area).
+    stage: bool,
     position: u64,
     size: u64,
     reader: Box<dyn Read + Send>,
@@ -74,6 +83,8 @@ struct ChunkReader {
 /// A snapshot being received from the leader.
 struct Receiving {
     last: LogId,
+    /// Receiving a user restore into the staging area.
+    stage: bool,
     sink: Box<dyn SnapshotSink>,
     written: u64,
 }
@@ -112,7 +123,16 @@ pub(crate) struct Shard {
     leading_since: Time,
     next_heartbeat_check: Time,
     transport_closed: bool,
+    /// The peers (and addresses) this shard gave the transport from configurations.
+    transport_peers: BTreeMap<NodeId, String>,
+    /// The configurations in force changed in a way no effect shows (start, bootstrap).
+    transport_peers_dirty: bool,
+    /// The latest configuration's index while it is not committed: once the commit index
+    /// reaches it, members that only the old committed configuration had are dropped.
+    transport_peers_recheck_at: Option<Index>,
     fatal: Option<String>,
+    /// Metric tallies and timings, flushed once per turn.
+    metrics: ShardMetrics,
 }
 
 /// What the shard needs to start.
@@ -137,6 +157,12 @@ impl Shard {
         transport: Box<dyn Transport>,
         yield_every_turn: bool,
     ) -> Shard {
+        let metrics = ShardMetrics::new(
+            p.shared.metrics.clone(),
+            p.shared.id,
+            p.clock,
+            p.config.heartbeat_timeout,
+        );
         Shard {
             core: p.core,
             core_config: p.core_config,
@@ -166,7 +192,11 @@ impl Shard {
             leading_since: Time(0),
             next_heartbeat_check: Time(0),
             transport_closed: false,
+            transport_peers: BTreeMap::new(),
+            transport_peers_dirty: true,
+            transport_peers_recheck_at: None,
             fatal: None,
+            metrics,
         }
     }
 
@@ -226,6 +256,7 @@ impl Shard {
         let mut busy = false;
         self.shared.queue.drain(&mut self.commands);
         while let Some(command) = self.commands.pop_front() {
+            self.metrics.command(&command);
             self.handle_command(now, command);
         }
         while let Ok(event) = self.events_rx.try_recv() {
@@ -244,6 +275,8 @@ impl Shard {
                         handled += 1;
                         if let TransportEvent::Message { message, .. } = event {
                             self.receive(now, message);
+                        } else {
+                            super::metrics::transport_event(self.shared.id, &event);
                         }
                     }
                     Poll::Ready(None) => {
@@ -264,6 +297,7 @@ impl Shard {
         }
         self.perform_effects(now);
         self.check_heartbeats(now);
+        self.metrics.end_turn(now, &self.core);
         self.publish();
         busy
     }
@@ -289,7 +323,9 @@ impl Shard {
                 self.shared.observe(o);
             }
         }
+        let timing = self.metrics.receiving(now, &message);
         self.core.step(now, Input::Message(message));
+        self.metrics.received(timing);
         if self.core.role() == Role::Leader && self.shared.has_observers() {
             let (heard, failed) = self.peer_contact.entry(from).or_insert((now, false));
             *heard = now;
@@ -384,6 +420,13 @@ impl Shard {
                     prev_index,
                 }
             }),
+            Command::Restore { data, reply } => {
+                let waiter = Waiter::Restore {
+                    reply,
+                    data: Some(data),
+                };
+                self.submit(now, waiter, |token| Input::UserRestore { token })
+            }
             Command::Transfer { target, reply } => {
                 self.submit(now, Waiter::Transfer(reply), |token| {
                     Input::TransferLeadership { token, target }
@@ -471,6 +514,7 @@ impl Shard {
             Ok(core) => {
                 self.core = core;
                 self.configuration_dirty = true;
+                self.transport_peers_dirty = true;
                 // Requests the empty core was holding cannot be answered by the new one.
                 for (_, waiter) in std::mem::take(&mut self.waiters) {
                     waiter.fail(RequestError::NotLeader { leader: None });
@@ -488,12 +532,15 @@ impl Shard {
         match event {
             ShardEvent::Applied(index) => self.core.step(now, Input::Applied { index }),
             ShardEvent::SnapshotCaptured(Ok((snapshot, last))) => {
+                self.metrics.snapshot_captured(now);
                 self.persist_snapshot(snapshot, last)
             }
             ShardEvent::SnapshotCaptured(Err(e)) => {
+                tracing::warn!(node = self.shared.id.0, error = %e, "state machine snapshot failed");
                 self.finish_snapshot(Err(TakeSnapshotError::Fsm(e)))
             }
             ShardEvent::SnapshotPersisted(result) => {
+                self.metrics.snapshot_persisted(now, result.as_ref());
                 if let Ok(meta) = &result {
                     self.core
                         .step(now, Input::SnapshotTaken { meta: meta.clone() });
@@ -501,6 +548,7 @@ impl Shard {
                 self.finish_snapshot(result);
             }
             ShardEvent::Fatal(e) => self.fatal = Some(e),
+            ShardEvent::RestoreStaged { token, result } => self.restore_stage_done(token, result),
         }
     }
 
@@ -511,6 +559,7 @@ impl Shard {
     fn perform_effects(&mut self, now: Time) {
         loop {
             let effects = self.core.take_effects();
+            self.maybe_sync_transport_peers(&effects);
             if effects.is_empty() {
                 if self.check_durable(now) {
                     continue;
@@ -530,31 +579,101 @@ impl Shard {
     fn perform(&mut self, now: Time, effect: Effect) {
         match effect {
             Effect::Persist(batch) => {
+                let entries = batch.entries.len();
                 if let Err(e) = self.persist(batch) {
                     // A failed write or fsync cannot be retried safely: stop (DESIGN, STYLE).
                     self.fatal = Some(format!("log or stable store failed: {e}"));
+                } else {
+                    let ticket = self.pending_persist.back().map(|(_, t)| *t);
+                    self.metrics.persisting(now, entries, ticket);
                 }
             }
             Effect::Send(message) => {
                 // Best effort, as Raft expects of a network; the core retries.
+                self.metrics.sending(now, &message);
                 let _ = self.transport.send(GroupId(0), message);
             }
-            Effect::Apply { entries } => self.send_to_apply(ApplyTask::Entries(entries)),
+            Effect::Apply { entries } => self.apply_entries(entries),
             Effect::ReadSnapshotChunk {
                 peer,
                 meta,
+                stage,
                 offset,
                 max_bytes,
-            } => self.read_chunk(now, peer, &meta, offset, max_bytes),
+            } => self.read_chunk(now, peer, &meta, stage, offset, max_bytes),
             Effect::WriteSnapshotChunk {
                 meta,
                 offset,
                 data,
                 done,
-            } => self.write_chunk(now, &meta, offset, &data, done),
+                stage,
+            } => self.write_chunk(now, &meta, offset, &data, done, stage),
+            Effect::StageRestore { token, meta } => self.stage_restore(token, meta),
+            Effect::DropStagedRestores { through } => self.drop_staged_restores(through),
             Effect::RestoreSnapshot { meta } => self.restore(meta),
             Effect::Reply { token, result } => self.reply(token, result),
             Effect::Event(event) => self.core_event(now, event),
+        }
+    }
+
+    /// Tells the transport about the members of the configurations in force (the committed
+    /// one and the latest) before `effects`, which may already send to a new member, are
+    /// performed. The core changes its configurations only with a persist batch that appends
+    /// a configuration entry or truncates the log, or with a snapshot install; and the
+    /// committed one also when the commit index reaches the latest.
+    fn maybe_sync_transport_peers(&mut self, effects: &[Effect]) {
+        let changed = self.transport_peers_dirty
+            || self
+                .transport_peers_recheck_at
+                .is_some_and(|index| self.core.commit_index() >= index)
+            || effects.iter().any(|effect| match effect {
+                Effect::Persist(batch) => {
+                    batch.truncate_from.is_some()
+                        || batch
+                            .entries
+                            .iter()
+                            .any(|e| e.kind == EntryKind::Configuration)
+                }
+                Effect::RestoreSnapshot { .. } => true,
+                _ => false,
+            });
+        if changed {
+            self.sync_transport_peers();
+        }
+    }
+
+    fn sync_transport_peers(&mut self) {
+        self.transport_peers_dirty = false;
+        let (latest_index, latest) = self.core.latest_configuration();
+        let (committed_index, committed) = self.core.committed_configuration();
+        self.transport_peers_recheck_at = (latest_index > committed_index).then_some(latest_index);
+        let me = self.core.id();
+        // The latest configuration's address wins where the two differ.
+        let mut wanted: BTreeMap<NodeId, String> = BTreeMap::new();
+        for server in committed.servers.into_iter().chain(latest.servers) {
+            if server.id != me {
+                wanted.insert(server.id, server.address);
+            }
+        }
+        for (peer, address) in &wanted {
+            if self.transport_peers.get(peer) == Some(address) {
+                continue;
+            }
+            // An address the transport cannot dial (a host name for TCP, say) leaves the
+            // transport as it was configured: it may still know the peer by other means.
+            if self.transport.set_peer(*peer, address).is_ok() {
+                self.transport_peers.insert(*peer, address.clone());
+            }
+        }
+        let gone: Vec<NodeId> = self
+            .transport_peers
+            .keys()
+            .filter(|peer| !wanted.contains_key(peer))
+            .copied()
+            .collect();
+        for peer in gone {
+            self.transport_peers.remove(&peer);
+            self.transport.remove_peer(peer);
         }
     }
 
@@ -626,6 +745,7 @@ impl Shard {
                 return false;
             }
         };
+        self.metrics.durable(now, durable);
         let mut seq = None;
         while self
             .pending_persist
@@ -672,6 +792,13 @@ impl Shard {
             }
             (Waiter::Membership(tx), Outcome::Committed { last, .. }) => tx.send(Ok(last)),
             (Waiter::Transfer(tx), Outcome::LeadershipTransferred) => tx.send(Ok(())),
+            (Waiter::Restore { reply, .. }, Outcome::Committed { first, last, .. }) => {
+                self.send_to_apply(ApplyTask::Await {
+                    first,
+                    last,
+                    waiter: AwaitWaiter::Restore(reply),
+                })
+            }
             // An outcome that does not fit the request would be a core bug: the outcome is
             // unknown to the caller.
             (waiter, _) => waiter.fail(RequestError::LeadershipLost),
@@ -690,6 +817,7 @@ impl Shard {
                     Role::Leader => RaftState::Leader,
                 };
                 self.shared.set_state(state);
+                self.metrics.role_changed(role, term);
                 if state == RaftState::Leader {
                     self.peer_contact.clear();
                     self.leading_since = now;
@@ -701,11 +829,19 @@ impl Shard {
                 self.shared
                     .leader
                     .store(leader.map_or(0, |l| l.0), Ordering::Release);
+                tracing::info!(
+                    node = self.shared.id.0,
+                    term = term.0,
+                    leader = leader.map(|l| l.0),
+                    "leader changed"
+                );
                 let observation = LeaderObservation { leader, term };
                 self.shared.leader_watch.publish(observation);
                 self.shared.observe(Observation::Leader(observation));
             }
+            Event::RemovedFromConfiguration { shutdown: false } => self.metrics.removed(false),
             Event::RemovedFromConfiguration { shutdown: true } => {
+                self.metrics.removed(true);
                 self.shared
                     .shutdown_requested
                     .store(true, Ordering::Release);
@@ -746,6 +882,7 @@ impl Shard {
         if self.configuration_dirty {
             self.configuration_dirty = false;
             let latest = self.core.latest_configuration();
+            self.metrics.configuration(latest.0, &latest.1);
             let mut published = s.configuration.lock().unwrap_or_else(|p| p.into_inner());
             if !s.has_observers() {
                 *published = latest;
@@ -775,6 +912,7 @@ impl Shard {
 
     fn stop(mut self) {
         if let Some(e) = self.fatal.take() {
+            tracing::error!(node = self.shared.id.0, error = %e, "node stopped by a failure");
             self.shared.set_fatal(e);
         }
         self.shared
@@ -792,6 +930,7 @@ impl Shard {
         if let Some(t) = self.apply_thread.take() {
             let _ = t.join();
         }
+        tracing::info!(node = self.shared.id.0, "shut down");
     }
 }
 

@@ -2,6 +2,7 @@
 //! reading and writing InstallSnapshot chunks through the snapshot store, and restores.
 
 use super::*;
+use ringraft_storage::Entry;
 
 impl Shard {
     pub(super) fn schedule_snapshot_check(&mut self, now: Time) {
@@ -61,6 +62,7 @@ impl Shard {
             return;
         }
         let (configuration_index, configuration) = self.core.configuration_at(last.index);
+        let created_from = self.clock.now();
         let mut sink = match self
             .snapshots
             .create(last, &configuration, configuration_index)
@@ -72,6 +74,8 @@ impl Shard {
                 return;
             }
         };
+        let create = &self.shared.metrics.snapshot_create;
+        crate::node::metrics::NodeMetrics::time(create, created_from, self.clock.now());
         let events = self.events_tx.clone();
         let signal = self.shared.signal.clone();
         let spawned = std::thread::Builder::new()
@@ -95,10 +99,23 @@ impl Shard {
         }
     }
 
+    /// The store that holds snapshots (`stage` false) or staged user restores (`stage` true).
+    fn store(&self, stage: bool) -> Option<&dyn SnapshotStore> {
+        if stage {
+            self.snapshots.staging()
+        } else {
+            Some(&*self.snapshots)
+        }
+    }
+
     /// The locally stored snapshot ending at `meta.last` (ids differ between nodes: a received
     /// snapshot is stored under this node's own id).
     pub(super) fn local_snapshot(&self, meta: &SnapshotMeta) -> Option<SnapshotMeta> {
-        let list = self.snapshots.list().ok()?;
+        self.local_in(meta, false)
+    }
+
+    fn local_in(&self, meta: &SnapshotMeta, stage: bool) -> Option<SnapshotMeta> {
+        let list = self.store(stage)?.list().ok()?;
         let exact = list.iter().find(|m| m.id == meta.id && m.last == meta.last);
         exact
             .or_else(|| list.iter().find(|m| m.last == meta.last))
@@ -108,16 +125,18 @@ impl Shard {
     pub(super) fn open_chunk_reader(
         &self,
         meta: &SnapshotMeta,
+        stage: bool,
         offset: u64,
     ) -> Option<ChunkReader> {
-        let local = self.local_snapshot(meta)?;
-        let (stored, mut reader) = self.snapshots.open(&local.id).ok()?;
+        let local = self.local_in(meta, stage)?;
+        let (stored, mut reader) = self.store(stage)?.open(&local.id).ok()?;
         let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).ok()?;
         if skipped != offset {
             return None;
         }
         Some(ChunkReader {
             last: stored.last,
+            stage,
             position: offset,
             size: stored.size,
             reader,
@@ -129,14 +148,15 @@ impl Shard {
         now: Time,
         peer: NodeId,
         meta: &SnapshotMeta,
+        stage: bool,
         offset: u64,
         max: u64,
     ) {
         let cached = self
             .chunk_readers
             .remove(&peer)
-            .filter(|r| r.last == meta.last && r.position == offset);
-        let Some(mut r) = cached.or_else(|| self.open_chunk_reader(meta, offset)) else {
+            .filter(|r| r.last == meta.last && r.stage == stage && r.position == offset);
+        let Some(mut r) = cached.or_else(|| self.open_chunk_reader(meta, stage, offset)) else {
             // The snapshot is gone (replaced by a newer one): the core retries with what it has
             // once the follower asks again.
             return;
@@ -177,24 +197,26 @@ impl Shard {
         offset: u64,
         data: &[u8],
         done: bool,
+        stage: bool,
     ) {
         if offset == 0 {
             if let Some(old) = self.receiving.take() {
                 let _ = old.sink.cancel();
             }
-            if let Ok(sink) =
-                self.snapshots
-                    .create(meta.last, &meta.configuration, meta.configuration_index)
-            {
+            let sink = self.store(stage).map(|store| {
+                store.create(meta.last, &meta.configuration, meta.configuration_index)
+            });
+            if let Some(Ok(sink)) = sink {
                 self.receiving = Some(Receiving {
                     last: meta.last,
+                    stage,
                     sink,
                     written: 0,
                 });
             }
         }
         let (next_offset, done) = match self.receiving.take() {
-            Some(mut r) if r.last == meta.last && r.written == offset => {
+            Some(mut r) if r.last == meta.last && r.stage == stage && r.written == offset => {
                 if r.sink.write_all(data).is_err() {
                     let _ = r.sink.cancel();
                     (0, false)
@@ -212,7 +234,7 @@ impl Shard {
                     }
                 }
             }
-            Some(r) if r.last == meta.last => {
+            Some(r) if r.last == meta.last && r.stage == stage => {
                 let next = r.written;
                 self.receiving = Some(r);
                 (next, false)
@@ -253,5 +275,140 @@ impl Shard {
                 ))
             }
         }
+    }
+}
+
+/// User restores (see `core::restore`): staging the caller's snapshot, applying restore
+/// entries, and dropping staged snapshots a snapshot covers.
+impl Shard {
+    /// Hands committed entries to the apply thread; a restore entry goes as a restore of its
+    /// staged snapshot, in order with the entries around it.
+    pub(super) fn apply_entries(&mut self, mut entries: Vec<Entry>) {
+        while let Some(at) = entries.iter().position(|e| e.kind == EntryKind::Restore) {
+            let rest = entries.split_off(at + 1);
+            let Some(restore) = entries.pop() else {
+                return;
+            };
+            if !entries.is_empty() {
+                self.send_to_apply(ApplyTask::Entries(entries));
+            }
+            let opened = self
+                .local_in(&restore_meta(restore.id), true)
+                .ok_or_else(|| "not in the staging area".to_string())
+                .and_then(|local| {
+                    self.store(true)
+                        .ok_or_else(|| "the snapshot store has no staging area".to_string())?
+                        .open(&local.id)
+                        .map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok((_, reader)) => self.send_to_apply(ApplyTask::RestoreEntry {
+                    entry: restore.id,
+                    reader,
+                }),
+                Err(e) => {
+                    // The core accepts a restore entry only once its snapshot is staged, so
+                    // this is lost or damaged storage: stop rather than diverge.
+                    self.fatal = Some(format!("cannot open staged restore {}: {e}", restore.id));
+                    return;
+                }
+            }
+            entries = rest;
+        }
+        if !entries.is_empty() {
+            self.send_to_apply(ApplyTask::Entries(entries));
+        }
+    }
+
+    /// Writes the caller's snapshot to the staging area on its own thread (reading user data
+    /// of unknown speed must not block the shard), then reports back.
+    pub(super) fn stage_restore(&mut self, token: Token, meta: SnapshotMeta) {
+        let data = match self.waiters.get_mut(&token) {
+            Some(Waiter::Restore { data, .. }) => data.take(),
+            _ => None,
+        };
+        let Some(mut data) = data else {
+            return;
+        };
+        let Some(staging) = self.snapshots.staging() else {
+            self.fail_restore(token, RestoreError::NotSupported);
+            return;
+        };
+        let sink = staging.create(meta.last, &meta.configuration, meta.configuration_index);
+        let mut sink = match sink {
+            Ok(sink) => sink,
+            Err(e) => {
+                self.fail_restore(token, RestoreError::Staging(e.to_string()));
+                return;
+            }
+        };
+        let events = self.events_tx.clone();
+        let signal = self.shared.signal.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringraft-restore-{}", self.shared.id.0))
+            .spawn(move || {
+                let result = match std::io::copy(&mut data, &mut sink) {
+                    Ok(_) => sink.commit().map_err(|e| e.to_string()),
+                    Err(e) => {
+                        let _ = sink.cancel();
+                        Err(format!("reading the snapshot: {e}"))
+                    }
+                };
+                let _ = events.send(ShardEvent::RestoreStaged { token, result });
+                signal.notify();
+            });
+        if let Err(e) = spawned {
+            self.fail_restore(token, RestoreError::Staging(format!("spawn: {e}")));
+        }
+    }
+
+    /// The staging thread finished.
+    pub(super) fn restore_stage_done(
+        &mut self,
+        token: Token,
+        result: Result<SnapshotMeta, String>,
+    ) {
+        let now = self.clock.now();
+        match result {
+            Ok(meta) => self.core.step(now, Input::RestoreStaged { token, meta }),
+            Err(e) => self.fail_restore(token, RestoreError::Staging(e)),
+        }
+    }
+
+    /// Abandons a restore before its entry exists: the core forgets it, the caller gets `e`.
+    fn fail_restore(&mut self, token: Token, e: RestoreError) {
+        tracing::warn!(node = self.shared.id.0, error = %e, "user restore failed");
+        if let Some(Waiter::Restore { reply, .. }) = self.waiters.remove(&token) {
+            reply.send(Err(e));
+        }
+        let now = self.clock.now();
+        self.core.step(now, Input::RestoreStageFailed { token });
+    }
+
+    /// Deletes staged restores at or below `through` (a snapshot covers them).
+    pub(super) fn drop_staged_restores(&mut self, through: Index) {
+        let Some(staging) = self.snapshots.staging() else {
+            return;
+        };
+        let Ok(staged) = staging.list() else {
+            return;
+        };
+        for meta in staged.iter().filter(|m| m.last.index <= through) {
+            if let Err(e) = staging.remove(&meta.id) {
+                tracing::warn!(node = self.shared.id.0, id = %meta.id, error = %e,
+                    "could not delete a staged restore");
+            }
+        }
+    }
+}
+
+/// Metadata that finds the staged restore of the entry `id` (looked up by `last`).
+fn restore_meta(id: LogId) -> SnapshotMeta {
+    SnapshotMeta {
+        id: String::new(),
+        last: id,
+        configuration: ringraft_storage::Configuration::default(),
+        configuration_index: Index(0),
+        size: 0,
     }
 }

@@ -134,7 +134,7 @@ impl World {
                 self.schedule(at, Ev::ClientNext { client: c });
                 Ok(())
             }
-            Err(RequestError::TransferInProgress) => {
+            Err(RequestError::TransferInProgress | RequestError::RestoreInProgress) => {
                 // Certainly not executed: try again shortly.
                 if let Some(f) = self.clients[c].current.take() {
                     self.discarded.insert(f.history);

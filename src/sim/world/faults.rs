@@ -168,6 +168,23 @@ impl World {
         self.step(l, Input::TransferLeadership { token, target })
     }
 
+    /// Asks the leader to restore an external snapshot (see `restore_blob`).
+    pub(super) fn user_restore(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let at = self.now.plus_nanos(self.rng.range(300 * MS, 2000 * MS));
+        self.schedule(at, Ev::Restore);
+        let Some(l) = self.live_leader() else {
+            return Ok(());
+        };
+        let token = self.admin_token();
+        self.log(|| format!("n{} asked to restore a snapshot", l + 1));
+        self.hash(&[16, self.now.0, l as u64]);
+        self.restores += 1;
+        self.step(l, Input::UserRestore { token })
+    }
+
     pub(super) fn fault(&mut self) -> Result<(), String> {
         if self.healed {
             return Ok(());

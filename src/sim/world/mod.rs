@@ -15,6 +15,7 @@ use crate::core::{
     Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, RequestError, Rng, Role,
     Time, Token,
 };
+use bytes::Bytes;
 use ringraft_net::message::Message;
 use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId, SnapshotMeta};
 use std::cmp::Reverse;
@@ -47,6 +48,8 @@ pub struct SimConfig {
     pub transfers: bool,
     /// Nodes take snapshots (with few trailing entries, so InstallSnapshot is common).
     pub snapshots: bool,
+    /// Ask the leader to restore an external snapshot now and then (user restore).
+    pub restores: bool,
 }
 
 impl SimConfig {
@@ -62,6 +65,7 @@ impl SimConfig {
             churn: true,
             transfers: true,
             snapshots: true,
+            restores: true,
         }
     }
 }
@@ -83,6 +87,12 @@ pub struct Report {
     pub snapshots: u64,
     /// Snapshots installed from a leader (InstallSnapshot).
     pub installs: u64,
+    /// User restores requested at a leader.
+    pub restores: u64,
+    /// Restore entries applied (summed over nodes).
+    pub restores_applied: u64,
+    /// Restores a leader streamed to a follower for staging.
+    pub restores_streamed: u64,
     /// Client operations that completed with a result.
     pub ops_completed: u64,
     /// Client operations whose client gave up without an answer (timeout, crash, leadership
@@ -118,6 +128,8 @@ enum Ev {
     Churn,
     /// A leadership transfer request at the leader.
     Transfer,
+    /// A user restore request at the leader.
+    Restore,
     /// Every node's timing changes at once (a cluster-wide reload).
     Retime,
     Crash {
@@ -229,6 +241,9 @@ struct World {
     snapshots: u64,
     /// Snapshots installed from a leader.
     installs: u64,
+    restores: u64,
+    restores_applied: u64,
+    restores_streamed: u64,
     /// Nodes snapshot every this many applied entries (0: never).
     snapshot_every: u64,
     checker: Checker,
@@ -273,6 +288,9 @@ pub fn run(config: &SimConfig) -> Report {
         leader_terms: world.checker.leader_terms(),
         snapshots: world.snapshots,
         installs: world.installs,
+        restores: world.restores,
+        restores_applied: world.restores_applied,
+        restores_streamed: world.restores_streamed,
     }
 }
 
@@ -336,6 +354,9 @@ impl World {
             ops_unknown: 0,
             snapshots: 0,
             installs: 0,
+            restores: 0,
+            restores_applied: 0,
+            restores_streamed: 0,
             snapshot_every,
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -396,6 +417,10 @@ impl World {
         if world.config.transfers {
             let at = world.now.plus_nanos(world.rng.range(300 * MS, 1500 * MS));
             world.schedule(at, Ev::Transfer);
+        }
+        if world.config.restores {
+            let at = world.now.plus_nanos(world.rng.range(300 * MS, 2000 * MS));
+            world.schedule(at, Ev::Restore);
         }
         if world.config.faults {
             let at = world.now.plus_nanos(world.rng.range(100 * MS, 500 * MS));
@@ -565,6 +590,7 @@ impl World {
             Ev::Fault => self.fault(),
             Ev::Churn => self.churn(),
             Ev::Transfer => self.transfer(),
+            Ev::Restore => self.user_restore(),
             Ev::Retime => self.retime(),
             Ev::Restart { node } => {
                 if self.nodes[node].core.is_none() {

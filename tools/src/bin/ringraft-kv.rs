@@ -13,7 +13,7 @@ use ringraft_tools::kv::client::{info_field, Client};
 use ringraft_tools::kv::node::Node;
 use ringraft_tools::kv::options::{Options, USAGE};
 use ringraft_tools::kv::resp::Reply;
-use ringraft_tools::kv::{local, server, signals};
+use ringraft_tools::kv::{local, metrics as kv_metrics, server, signals};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,11 @@ fn run(options: Options) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(options.client)
         .map_err(|e| format!("binding the client address {}: {e}", options.client))?;
     let id = options.id;
+    // Before the node starts: it registers its metrics with the recorder in force then.
+    if let Some(address) = options.metrics {
+        let bound = kv_metrics::serve(address, kv_metrics::install()?)?;
+        eprintln!("ringraft-kv: node {id} serving metrics on http://{bound}/metrics");
+    }
     let node = Arc::new(Node::start(options)?);
     let stop = Arc::new(AtomicBool::new(false));
     let server = server::spawn(node.clone(), listener, stop.clone())
@@ -60,9 +65,13 @@ fn run(options: Options) -> Result<(), String> {
             }
         });
     }
+    // A node stopped by a storage failure (a full disk, say) exits non-zero, so a supervisor
+    // restarts it once the cause is fixed; recovery then starts from what is on disk.
+    let mut fatal = None;
     while !signals::received() {
         if let Some(e) = node.raft.fatal_error() {
             eprintln!("ringraft-kv: node {id} stopped: {e}");
+            fatal = Some(e);
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -71,7 +80,10 @@ fn run(options: Options) -> Result<(), String> {
     stop.store(true, Ordering::Release);
     let _ = server.join();
     let _ = node.raft.shutdown().wait();
-    Ok(())
+    match fatal {
+        Some(e) => Err(format!("node {id} exits after a storage failure: {e}")),
+        None => Ok(()),
+    }
 }
 
 /// Asks the leader (through `leader`'s client port, which forwards) to add this node as a

@@ -3,7 +3,7 @@
 //! ```text
 //! ringraft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--clients C]
 //!              [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers]
-//!              [--no-snapshots] [--jobs J] [--expect-failure]
+//!              [--no-snapshots] [--no-restores] [--jobs J] [--expect-failure]
 //! ```
 //!
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
@@ -25,13 +25,14 @@ struct Args {
     churn: bool,
     transfers: bool,
     snapshots: bool,
+    restores: bool,
     jobs: usize,
     expect_failure: bool,
 }
 
 const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
 [--clients C] [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers] [--no-snapshots]
-[--jobs J] [--expect-failure]
+[--no-restores] [--jobs J] [--expect-failure]
 
 --expect-failure: stop at the first failing seed and succeed if there is one (proves that the
 simulator catches an injected --mutation within --seeds seeds).";
@@ -48,6 +49,7 @@ fn parse() -> Result<Args, String> {
         churn: true,
         transfers: true,
         snapshots: true,
+        restores: true,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         expect_failure: false,
     };
@@ -85,6 +87,7 @@ fn parse() -> Result<Args, String> {
             "--no-churn" => args.churn = false,
             "--no-transfers" => args.transfers = false,
             "--no-snapshots" => args.snapshots = false,
+            "--no-restores" => args.restores = false,
             "--expect-failure" => args.expect_failure = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -103,6 +106,7 @@ fn config_for(args: &Args, seed: u64) -> SimConfig {
     c.churn = args.churn;
     c.transfers = args.transfers;
     c.snapshots = args.snapshots;
+    c.restores = args.restores;
     c
 }
 
@@ -120,6 +124,7 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
         (args.churn, " --no-churn"),
         (args.transfers, " --no-transfers"),
         (args.snapshots, " --no-snapshots"),
+        (args.restores, " --no-restores"),
     ] {
         if !on {
             cmd.push_str(flag);
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
     let (mut events, mut ops, mut unknown, mut sim_secs) = (0u64, 0u64, 0u64, 0f64);
     let mut terms = 0usize;
     let (mut snapshots, mut installs) = (0u64, 0u64);
+    let (mut restores, mut restores_applied, mut restores_streamed) = (0u64, 0u64, 0u64);
     for (c, r) in &reports {
         events += r.events;
         ops += r.ops_completed;
@@ -194,6 +200,9 @@ fn main() -> ExitCode {
         terms += r.leader_terms;
         snapshots += r.snapshots;
         installs += r.installs;
+        restores += r.restores;
+        restores_applied += r.restores_applied;
+        restores_streamed += r.restores_streamed;
         if let Some(f) = &r.failure {
             failed += 1;
             println!("FAIL seed {} ({} nodes): {f}", c.seed, c.nodes);
@@ -203,7 +212,9 @@ fn main() -> ExitCode {
     let passed = reports.len() as u64 - failed;
     println!(
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
-         {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} installed from a leader); {:.1} seeds/s on {} threads",
+         {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} \
+         installed from a leader), {restores} user restores requested ({restores_streamed} \
+         streamed to a follower for staging, {restores_applied} restore entries applied); {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),
         args.jobs

@@ -290,7 +290,8 @@ async fn add(node: &Node, origin: Origin, args: &[Vec<u8>]) -> Action {
         return redirect(node, origin, args);
     }
     // Record client addresses first (the initial members' too, for nodes that joined without
-    // --peers); then let the transport dial the new member; then change the configuration.
+    // --peers); then change the configuration (the node tells its transport where the new
+    // member is as the configuration entry is appended).
     let mut members = node.unrecorded_initial_members();
     members.push((id, raft_address.clone(), client_address));
     for (id, raft, client) in members {
@@ -304,7 +305,6 @@ async fn add(node: &Node, origin: Origin, args: &[Vec<u8>]) -> Action {
             return Action::Reply(not_leader(node));
         }
     }
-    node.peers.learn(NodeId(id), &raft_address);
     let future = if nonvoter {
         node.raft
             .add_nonvoter(NodeId(id), raft_address, Index(0), ENQUEUE_TIMEOUT)

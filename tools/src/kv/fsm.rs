@@ -12,10 +12,9 @@
 //! value as length-prefixed bytes).
 
 use super::resp;
-use super::transport::PeerBook;
 use bytes::Bytes;
 use ringraft::{Fsm, FsmError, FsmSnapshot};
-use ringraft_storage::{Configuration, Entry, EntryKind, Index, NodeId};
+use ringraft_storage::{Entry, EntryKind};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -297,13 +296,12 @@ impl SharedState {
 /// The [`Fsm`] the node runs.
 pub struct KvFsm {
     state: SharedState,
-    peers: PeerBook,
 }
 
 impl KvFsm {
-    /// A state machine over `state`, publishing raft addresses it learns to `peers`.
-    pub fn new(state: SharedState, peers: PeerBook) -> KvFsm {
-        KvFsm { state, peers }
+    /// A state machine over `state`.
+    pub fn new(state: SharedState) -> KvFsm {
+        KvFsm { state }
     }
 }
 
@@ -315,9 +313,6 @@ impl Fsm for KvFsm {
         let Some(command) = Command::decode(&entry.data) else {
             return Bytes::from(resp::error("ERR undecodable command entry"));
         };
-        if let Command::Member { id, raft, .. } = &command {
-            self.peers.learn(NodeId(*id), raft);
-        }
         Bytes::from(self.state.lock().apply(command))
     }
 
@@ -327,17 +322,8 @@ impl Fsm for KvFsm {
 
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError> {
         let restored = KvState::decode(snapshot)?;
-        for (id, m) in &restored.members {
-            self.peers.learn(NodeId(*id), &m.raft);
-        }
         *self.state.lock() = restored;
         Ok(())
-    }
-
-    fn store_configuration(&mut self, _index: Index, configuration: &Configuration) {
-        for server in &configuration.servers {
-            self.peers.learn(server.id, &server.address);
-        }
     }
 }
 

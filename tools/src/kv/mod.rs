@@ -13,16 +13,16 @@
 //! - [`server`]: the RESP server and forwarding.
 //! - [`fsm`]: the replicated state machine and its snapshot format.
 //! - [`resp`]: the protocol; [`client`]: a tiny blocking client.
-//! - [`transport`]: the TCP transport with peers learned while running.
 //! - [`options`]: command line and config file; [`local`]: `ringraft-kv local`.
+//! - [`metrics`]: `--metrics ADDR`, Prometheus text at `GET /metrics`.
 
 pub mod client;
 pub mod commands;
 pub mod fsm;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod options;
 pub mod resp;
 pub mod server;
 pub mod signals;
-pub mod transport;

@@ -9,8 +9,7 @@
 
 use super::fsm::{KvFsm, SharedState};
 use super::options::{Options, ReadMode};
-use super::transport::{DynamicTcpConfig, PeerBook};
-use ringraft::{Config, Raft, RaftState};
+use ringraft::{Config, Raft, RaftState, TcpTransportConfig};
 use ringraft_net::handshake::ClusterId;
 use ringraft_net::tcp::TcpConfig;
 use ringraft_storage::{
@@ -30,8 +29,6 @@ pub struct Node {
     pub raft: Raft,
     /// The replicated key-value state (read by the client server).
     pub state: SharedState,
-    /// Raft addresses the transport dials.
-    pub peers: PeerBook,
     /// The node's settings.
     pub options: Options,
 }
@@ -44,35 +41,36 @@ impl Node {
         let stable_path = data.join("stable");
         let fresh = !stable_path.exists() && !data.join("wal").exists();
         std::fs::create_dir_all(data).map_err(|e| format!("creating {}: {e}", data.display()))?;
-        let log = WalLogStore::open(WalConfig::new(data.join("wal")))
-            .map_err(|e| format!("opening the WAL: {e}"))?;
+        let mut wal = WalConfig::new(data.join("wal"));
+        wal.segment_size_bytes = options.wal_segment_size_bytes;
+        wal.max_entry_bytes = wal
+            .max_entry_bytes
+            .min((wal.segment_size_bytes / 4) as usize);
+        let log = WalLogStore::open(wal).map_err(|e| format!("opening the WAL: {e}"))?;
         let stable = FileStableStore::open(&stable_path)
             .map_err(|e| format!("opening the stable store: {e}"))?;
         let snapshots = FileSnapshotStore::new(data.join("snapshots"), 2)
             .map_err(|e| format!("opening the snapshot store: {e}"))?;
 
         let id = NodeId(options.id);
-        let peers = PeerBook::default();
+        // The initial members; the node tells the transport about later ones as they join (a
+        // joining node, which may have no `--peers`, learns everyone from the configuration).
         let mut tcp = TcpConfig::new(id, CLUSTER_ID, options.raft);
         for p in &options.peers {
-            peers.learn(NodeId(p.id), &p.raft.to_string());
             if p.id != options.id {
                 tcp.peers.insert(NodeId(p.id), p.raft);
             }
         }
         tcp.max_inflight = 64;
         let state = SharedState::default();
-        let fsm = KvFsm::new(state.clone(), peers.clone());
+        let fsm = KvFsm::new(state.clone());
         let raft = Raft::new(
             raft_config(&options),
             fsm,
             log,
             stable,
             snapshots,
-            DynamicTcpConfig {
-                tcp,
-                book: peers.clone(),
-            },
+            TcpTransportConfig::new(tcp),
         )
         .map_err(|e| format!("starting raft: {e}"))?;
         if fresh && options.join.is_none() {
@@ -90,7 +88,6 @@ impl Node {
         Ok(Node {
             raft,
             state,
-            peers,
             options,
         })
     }

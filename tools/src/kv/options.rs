@@ -4,12 +4,13 @@
 //! ringraft-kv --id N --client ADDR --raft ADDR --peers 1=RAFT/CLIENT,2=RAFT/CLIENT,...
 //!             --data DIR [--join LEADER_CLIENT_ADDR] [--read-mode index|lease|stale]
 //!             [--no-forward] [--election-timeout-ms MS] [--request-timeout-ms MS]
-//!             [--config FILE]
+//!             [--wal-segment-mb MB] [--metrics ADDR] [--config FILE]
 //! ```
 //!
 //! `--config FILE` reads the same settings from `key = value` lines (a TOML subset: strings in
 //! double quotes, integers, `true`/`false`, `#` comments): `id`, `client`, `raft`, `peers`,
-//! `data`, `join`, `read_mode`, `no_forward`, `election_timeout_ms`, `request_timeout_ms`.
+//! `data`, `join`, `read_mode`, `no_forward`, `election_timeout_ms`, `request_timeout_ms`,
+//! `wal_segment_mb`, `metrics`.
 //! Command-line flags override the file.
 
 use std::net::SocketAddr;
@@ -61,12 +62,18 @@ pub struct Options {
     pub election_timeout: Duration,
     /// How long a client request may wait for its outcome before `-UNKNOWN` / `-ERR`.
     pub request_timeout: Duration,
+    /// Size of each WAL segment file (default 64 MiB). Small segments let a test fill a tiny
+    /// file system quickly; the largest entry is limited to a quarter of a segment.
+    pub wal_segment_size_bytes: u64,
+    /// Serve Prometheus text metrics at `GET /metrics` on this address.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The usage line.
 pub const USAGE: &str = "usage: ringraft-kv --id N --client ADDR --raft ADDR \
 --peers 1=RAFT/CLIENT,... --data DIR [--join LEADER_CLIENT_ADDR] [--read-mode index|lease|stale] \
-[--no-forward] [--election-timeout-ms MS] [--request-timeout-ms MS] [--config FILE]\n       \
+[--no-forward] [--election-timeout-ms MS] [--request-timeout-ms MS] [--wal-segment-mb MB] \
+[--metrics ADDR] [--config FILE]\n       \
 ringraft-kv local [--nodes N] [--dir DIR]";
 
 #[derive(Default)]
@@ -81,6 +88,8 @@ struct Raw {
     no_forward: Option<String>,
     election_timeout_ms: Option<String>,
     request_timeout_ms: Option<String>,
+    wal_segment_mb: Option<String>,
+    metrics: Option<String>,
 }
 
 impl Raw {
@@ -96,6 +105,8 @@ impl Raw {
             "no_forward" | "no-forward" => &mut self.no_forward,
             "election_timeout_ms" | "election-timeout-ms" => &mut self.election_timeout_ms,
             "request_timeout_ms" | "request-timeout-ms" => &mut self.request_timeout_ms,
+            "wal_segment_mb" | "wal-segment-mb" => &mut self.wal_segment_mb,
+            "metrics" => &mut self.metrics,
             other => return Err(format!("unknown setting {other}")),
         };
         *slot = Some(value);
@@ -207,7 +218,9 @@ impl Options {
             read_mode,
             no_forward,
             election_timeout_ms,
-            request_timeout_ms
+            request_timeout_ms,
+            wal_segment_mb,
+            metrics
         );
         let id_text = raw.id.ok_or("--id is required")?;
         let id: u64 = id_text
@@ -232,6 +245,13 @@ impl Options {
             Some("true") => false,
             Some(other) => return Err(format!("no_forward {other}: expected true or false")),
         };
+        let wal_segment_mb: u64 = match raw.wal_segment_mb.as_deref() {
+            None => 64,
+            Some(v) => match v.parse() {
+                Ok(mb) if (1..=4095).contains(&mb) => mb,
+                _ => return Err(format!("--wal-segment-mb {v}: expected 1 to 4095")),
+            },
+        };
         let options = Options {
             id,
             client: address("client", raw.client)?,
@@ -243,6 +263,11 @@ impl Options {
             forward,
             election_timeout: millis("election-timeout-ms", raw.election_timeout_ms, 500)?,
             request_timeout: millis("request-timeout-ms", raw.request_timeout_ms, 10_000)?,
+            wal_segment_size_bytes: wal_segment_mb << 20,
+            metrics: match raw.metrics {
+                None => None,
+                Some(v) => Some(address("metrics", Some(v))?),
+            },
         };
         if options.join.is_none() && !options.peers.iter().any(|p| p.id == id) {
             return Err("--peers must list this node (or use --join)".into());
@@ -266,7 +291,8 @@ mod tests {
         std::fs::write(
             &file,
             "# node 1\nid = 1\nclient = \"127.0.0.1:6001\"\nraft = \"127.0.0.1:7001\" # raft\n\
-             peers = \"1=127.0.0.1:7001/127.0.0.1:6001\"\ndata = \"/tmp/x\"\nno_forward = true\n",
+             peers = \"1=127.0.0.1:7001/127.0.0.1:6001\"\ndata = \"/tmp/x\"\nno_forward = true\n\
+             metrics = \"127.0.0.1:9100\"\n",
         )
         .expect("write");
         let o = Options::parse(strings(&[
@@ -278,6 +304,7 @@ mod tests {
             "lease",
         ]))
         .expect("valid");
+        assert_eq!(o.metrics, Some("127.0.0.1:9100".parse().expect("addr")));
         assert_eq!(o.id, 1);
         assert_eq!(o.client, "127.0.0.1:6002".parse().expect("addr"));
         assert_eq!(o.peers.len(), 1);

@@ -20,6 +20,8 @@ pub enum ApplyError {
     LeadershipLost,
     /// A leadership transfer is in progress; retry on the new leader.
     LeadershipTransferInProgress,
+    /// A user restore is being staged; retry shortly. Nothing changed.
+    RestoreInProgress,
     /// `apply_batch` was given no commands.
     EmptyBatch,
     /// The request could not enter the submission queue before its timeout.
@@ -60,6 +62,8 @@ pub enum MembershipError {
     LeadershipLost,
     /// A leadership transfer is in progress.
     LeadershipTransferInProgress,
+    /// A user restore is being staged; retry shortly. Nothing changed.
+    RestoreInProgress,
     /// Another configuration change is still uncommitted (or the leader has not committed an
     /// entry of its term yet); retry later.
     ConfigurationChangeInProgress,
@@ -121,6 +125,8 @@ pub enum TransferError {
     LeadershipLost,
     /// Another transfer is in progress.
     LeadershipTransferInProgress,
+    /// A user restore is being staged; retry shortly. Nothing changed.
+    RestoreInProgress,
     /// The target is this node.
     TransferToSelf,
     /// The target is not in the configuration.
@@ -223,6 +229,7 @@ const LOST: &str = "leadership lost while the request was pending; outcome unkno
 const ENQUEUE: &str = "timed out waiting to enter the submission queue";
 const SHUTDOWN: &str = "the node shut down";
 const TRANSFER: &str = "leadership transfer in progress";
+const RESTORING: &str = "a user restore is being staged";
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,6 +237,7 @@ impl fmt::Display for ApplyError {
             ApplyError::NotLeader { leader } => not_leader(f, leader),
             ApplyError::LeadershipLost => f.write_str(LOST),
             ApplyError::LeadershipTransferInProgress => f.write_str(TRANSFER),
+            ApplyError::RestoreInProgress => f.write_str(RESTORING),
             ApplyError::EmptyBatch => f.write_str("a batch needs at least one command"),
             ApplyError::EnqueueTimeout => f.write_str(ENQUEUE),
             ApplyError::Shutdown => f.write_str(SHUTDOWN),
@@ -255,6 +263,7 @@ impl fmt::Display for MembershipError {
             MembershipError::NotLeader { leader } => not_leader(f, leader),
             MembershipError::LeadershipLost => f.write_str(LOST),
             MembershipError::LeadershipTransferInProgress => f.write_str(TRANSFER),
+            MembershipError::RestoreInProgress => f.write_str(RESTORING),
             MembershipError::ConfigurationChangeInProgress => {
                 f.write_str("a configuration change is already in progress")
             }
@@ -280,6 +289,7 @@ impl fmt::Display for TransferError {
             TransferError::NotLeader { leader } => not_leader(f, leader),
             TransferError::LeadershipLost => f.write_str(LOST),
             TransferError::LeadershipTransferInProgress => f.write_str(TRANSFER),
+            TransferError::RestoreInProgress => f.write_str(RESTORING),
             TransferError::TransferToSelf => f.write_str("cannot transfer leadership to itself"),
             TransferError::UnknownServer { id } => write!(f, "{id} is not in the configuration"),
             TransferError::TargetNotVoter { id } => write!(f, "{id} is not a voter"),
@@ -297,7 +307,7 @@ impl fmt::Display for RestoreError {
             RestoreError::NotLeader { leader } => not_leader(f, leader),
             RestoreError::LeadershipLost => f.write_str(LOST),
             RestoreError::LeadershipTransferInProgress => f.write_str(TRANSFER),
-            RestoreError::RestoreInProgress => f.write_str("another restore is being staged"),
+            RestoreError::RestoreInProgress => f.write_str(RESTORING),
             RestoreError::NotSupported => {
                 f.write_str("the snapshot store cannot stage restores (no staging area)")
             }
@@ -388,6 +398,7 @@ impl From<RequestError> for ApplyError {
         match e {
             RequestError::NotLeader { leader } => ApplyError::NotLeader { leader },
             RequestError::TransferInProgress => ApplyError::LeadershipTransferInProgress,
+            RequestError::RestoreInProgress => ApplyError::RestoreInProgress,
             RequestError::EmptyProposal => ApplyError::EmptyBatch,
             _ => ApplyError::LeadershipLost,
         }
@@ -409,6 +420,7 @@ impl From<RequestError> for MembershipError {
         match e {
             RequestError::NotLeader { leader } => MembershipError::NotLeader { leader },
             RequestError::TransferInProgress => MembershipError::LeadershipTransferInProgress,
+            RequestError::RestoreInProgress => MembershipError::RestoreInProgress,
             RequestError::ConfigurationChangeInProgress => {
                 MembershipError::ConfigurationChangeInProgress
             }
@@ -427,6 +439,7 @@ impl From<RequestError> for TransferError {
         match e {
             RequestError::NotLeader { leader } => TransferError::NotLeader { leader },
             RequestError::TransferInProgress => TransferError::LeadershipTransferInProgress,
+            RequestError::RestoreInProgress => TransferError::RestoreInProgress,
             RequestError::TransferToSelf => TransferError::TransferToSelf,
             RequestError::UnknownServer { id } => TransferError::UnknownServer { id },
             RequestError::TargetNotVoter { id } => TransferError::TargetNotVoter { id },

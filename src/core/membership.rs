@@ -210,7 +210,9 @@ impl Core {
             .progress
             .get(&id)
             .is_some_and(|pr| pr.match_index.0 + lag_max >= last.0);
-        if caught_up && latest_index <= commit && latest.server(id).is_some() {
+        // A restore being staged has reserved the next index: promote after it.
+        let restoring = l.restoring.is_some();
+        if caught_up && !restoring && latest_index <= commit && latest.server(id).is_some() {
             let Some(p) = l.promotion.take() else { return };
             let next = with_server(&latest, id, &p.server.address, Suffrage::Voter, true);
             let (first, last) = self.append_configuration(&next);

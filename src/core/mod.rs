@@ -563,6 +563,23 @@ impl Core {
                 ));
             }
         }
+        // A log holds a restore entry only with its snapshot staged (or a snapshot past it).
+        let covered = self.snapshot.as_ref().map_or(snapshot, |s| s.last.index);
+        let unstaged = self.log.iter().find(|e| {
+            e.kind == EntryKind::Restore
+                && e.id.index > covered
+                && !self.restores.contains_key(&e.id)
+        });
+        #[cfg(feature = "sim")]
+        let unstaged =
+            unstaged.filter(|_| self.config.mutation != Some(Mutation::AcceptUnstagedRestore));
+        if let Some(e) = unstaged {
+            return Err(format!(
+                "{}: restore entry {} without its staged snapshot",
+                self.id(),
+                e.id
+            ));
+        }
         if self.log.durable_index() > last {
             return Err(format!(
                 "{}: durable {} > last {last}",

@@ -60,10 +60,16 @@ impl Core {
             // is dropped once a snapshot passes its index.
             return;
         };
-        if l.restoring != Some((token, meta.last)) || meta.last != next {
+        if l.restoring != Some((token, meta.last)) {
             return;
         }
         l.restoring = None;
+        if meta.last != next {
+            // Nothing appends while a restore is staged, so this is a core bug; fail the
+            // restore rather than append its entry under an id it was not staged for.
+            self.reply(token, Err(RequestError::RestoreFailed));
+            return;
+        }
         self.restores.insert(meta.last, meta);
         let (first, last) = self.append_as_leader(vec![(EntryKind::Restore, Bytes::new())]);
         if let RoleState::Leader(l) = &mut self.role {

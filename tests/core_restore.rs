@@ -236,3 +236,40 @@ fn a_staged_restore_survives_a_restart() {
     assert!(c.core(N2).applied_index() >= at);
     assert_eq!(state(&c, N2), state(&c, N1));
 }
+
+#[test]
+fn a_promotion_that_comes_due_while_a_restore_is_staged_waits_for_it() {
+    const N4: NodeId = NodeId(4);
+    let mut c = Cluster::with_spares(3, 1, |cfg| cfg.promotion_lag_max = Some(0));
+    c.elect(N1);
+    c.propose(N1, b"w");
+    c.deliver_all();
+    c.cut(N1, N4);
+    let add = c.change(
+        N1,
+        ringraft::core::MembershipChange::AddVoter {
+            id: N4,
+            address: "n4".into(),
+        },
+        None,
+    );
+    c.deliver_all();
+    c.heartbeat(N1);
+    // The restore reserves the next index; the learner catches up while it is being staged.
+    c.hold_staging(true);
+    let r = c.user_restore(N1, external_state());
+    c.heal();
+    c.run_for(ms(60), ms(5));
+    assert_eq!(
+        c.reply(add),
+        None,
+        "no promotion entry while the restore is staged"
+    );
+    c.hold_staging(false);
+    c.run_for(ms(100), ms(5));
+    let at = committed_index(&c, r).expect("the restore commits at its reserved index");
+    let promoted = committed_index(&c, add).expect("then the promotion");
+    assert!(promoted > at);
+    assert!(c.core(N1).latest_configuration().1.is_voter(N4));
+    assert_eq!(state(&c, N4), state(&c, N1));
+}

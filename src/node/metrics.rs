@@ -577,6 +577,10 @@ impl ShardMetrics {
         }
         self.configuration_index = Some(index);
         self.handles.peers.set(configuration.servers.len() as f64);
+        if configuration.servers.is_empty() {
+            // A node with no state yet: nothing worth a line.
+            return;
+        }
         let servers: Vec<String> = configuration
             .servers
             .iter()

@@ -127,7 +127,7 @@ impl FileSnapshotStore {
         }
         // The staging area is created on first use (most nodes never stage a restore).
         let lazy = staging.is_none();
-        if !(lazy && !dir.exists()) {
+        if !lazy || dir.exists() {
             fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
         }
         let mut sequence = 0;

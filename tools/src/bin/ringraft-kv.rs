@@ -13,7 +13,7 @@ use ringraft_tools::kv::client::{info_field, Client};
 use ringraft_tools::kv::node::Node;
 use ringraft_tools::kv::options::{Options, USAGE};
 use ringraft_tools::kv::resp::Reply;
-use ringraft_tools::kv::{local, metrics as kv_metrics, server, signals};
+use ringraft_tools::kv::{local, logs, metrics as kv_metrics, server, signals};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ fn run(options: Options) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(options.client)
         .map_err(|e| format!("binding the client address {}: {e}", options.client))?;
     let id = options.id;
+    logs::install()?;
     // Before the node starts: it registers its metrics with the recorder in force then.
     if let Some(address) = options.metrics {
         let bound = kv_metrics::serve(address, kv_metrics::install()?)?;

@@ -14,12 +14,14 @@
 //! - [`fsm`]: the replicated state machine and its snapshot format.
 //! - [`resp`]: the protocol; [`client`]: a tiny blocking client.
 //! - [`options`]: command line and config file; [`local`]: `ringraft-kv local`.
-//! - [`metrics`]: `--metrics ADDR`, Prometheus text at `GET /metrics`.
+//! - [`metrics`]: `--metrics ADDR`, Prometheus text at `GET /metrics`; [`logs`]: ringraft's
+//!   logs on stderr (`RINGRAFT_LOG=info`).
 
 pub mod client;
 pub mod commands;
 pub mod fsm;
 pub mod local;
+pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod options;

@@ -64,6 +64,10 @@ impl World {
             KvOp::Get { .. } if self.lease_read && self.rng.chance(1, 2) => Input::LeaseRead {
                 token: Token(token),
             },
+            // hashicorp's other linearizable read: a barrier, then the local state machine.
+            KvOp::Get { .. } if self.rng.chance(1, 4) => Input::Barrier {
+                token: Token(token),
+            },
             KvOp::Get { .. } => Input::ReadIndex {
                 token: Token(token),
             },

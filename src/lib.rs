@@ -42,6 +42,6 @@ pub use api::{
     Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
     FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Observation,
     Observer, ObserverId, PeersJsonError, Raft, RaftFuture, RaftState, ReadError,
-    RecoverClusterError, ReloadConfigError, ReloadableConfig, RestoreError, StartError,
+    RecoverClusterError, ReloadConfigError, ReloadableConfig, RestoreError, ShardHost, StartError,
     TakeSnapshotError, TcpTransportConfig, TransferError,
 };

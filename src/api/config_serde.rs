@@ -91,6 +91,8 @@ struct Raw {
     max_inflight: Option<usize>,
     submission_queue_capacity: Option<usize>,
     shard_cpu: Option<usize>,
+    #[serde(default)]
+    apply_on_shard_thread: bool,
 }
 
 impl<'de> Deserialize<'de> for Config {
@@ -120,6 +122,7 @@ impl<'de> Deserialize<'de> for Config {
             submission_queue_capacity
         );
         c.shard_cpu = raw.shard_cpu;
+        c.apply_on_shard_thread = raw.apply_on_shard_thread;
         Ok(c)
     }
 }

@@ -63,6 +63,7 @@ pub use error::{
     ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, ReloadConfigError,
     RestoreError, StartError, TakeSnapshotError, TransferError,
 };
+pub use crate::node::host::ShardHost;
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
 pub use observer::{Observation, Observer, ObserverId};
@@ -75,8 +76,8 @@ pub use watch::{Changed, LeaderChanges, LeaderObservation};
 use crate::core::{Core, MembershipChange, RecoveredState};
 use crate::node::apply::ApplyLoop;
 use crate::node::clock::Clock;
-use crate::node::runtime::spawn_shard;
-use crate::node::shard::ShardParts;
+use crate::node::runtime::{spawn_on_host, spawn_shard};
+use crate::node::shard::{Applier, ShardParts};
 use crate::node::{ApplyReply, Command, PushError, Shared, StopGuard};
 use bytes::Bytes;
 use ringraft_storage::{
@@ -160,6 +161,49 @@ impl Raft {
     /// node's shard thread; `Raft::new` returns once it is bound.
     pub fn new(
         config: Config,
+        fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+        transport: impl IntoTransport,
+    ) -> Result<Raft, StartError> {
+        Raft::start(
+            None,
+            config,
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+            transport,
+        )
+    }
+
+    /// Like [`Raft::new`], but the node's shard loop runs on `host`'s thread together with
+    /// the other nodes started there (one thread per core hosting many Raft groups, DESIGN
+    /// §2), instead of on a thread of its own. `config.shard_cpu` is ignored: pin the host.
+    pub fn new_on(
+        host: &ShardHost,
+        config: Config,
+        fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+        transport: impl IntoTransport,
+    ) -> Result<Raft, StartError> {
+        Raft::start(
+            Some(host),
+            config,
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+            transport,
+        )
+    }
+
+    fn start(
+        host: Option<&ShardHost>,
+        config: Config,
         mut fsm: impl Fsm,
         log_store: impl LogStore + 'static,
         stable_store: impl StableStore + 'static,
@@ -199,14 +243,19 @@ impl Raft {
             .configuration
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
-        let (apply_tx, apply_rx) = mpsc::channel();
         let (events_tx, events_rx) = mpsc::channel();
         let apply = ApplyLoop::new(Box::new(fsm), applied, shared.clone(), events_tx.clone());
-        let id = config.local_id.0;
-        let apply_thread = std::thread::Builder::new()
-            .name(format!("ringraft-apply-{id}"))
-            .spawn(move || apply.run(apply_rx))
-            .map_err(|e| StartError::Thread(e.to_string()))?;
+        let applier = if config.apply_on_shard_thread {
+            Applier::Inline(Box::new(apply))
+        } else {
+            let (tx, apply_rx) = mpsc::channel();
+            let id = config.local_id.0;
+            let thread = std::thread::Builder::new()
+                .name(format!("ringraft-apply-{id}"))
+                .spawn(move || apply.run(apply_rx))
+                .map_err(|e| StartError::Thread(e.to_string()))?;
+            Applier::Thread { tx, thread }
+        };
         let cpu = config.shard_cpu;
         let parts = ShardParts {
             core,
@@ -217,12 +266,15 @@ impl Raft {
             snapshots: Arc::new(snapshot_store),
             shared: shared.clone(),
             clock,
-            apply_tx,
-            apply_thread,
+            applier,
             events_tx,
             events_rx,
         };
-        spawn_shard(parts, transport, StopGuard(shared.clone()), cpu)?;
+        let guard = StopGuard(shared.clone());
+        match host {
+            Some(host) => spawn_on_host(host, parts, transport, guard)?,
+            None => spawn_shard(parts, transport, guard, cpu)?,
+        }
         Ok(Raft {
             handle: Arc::new(Handle { shared }),
         })

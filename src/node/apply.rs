@@ -122,100 +122,114 @@ impl ApplyLoop {
         }
     }
 
-    /// Runs until the shard hangs up or the node shuts down. Waiters still pending are
-    /// dropped, which answers them with `Shutdown`.
-    pub(crate) fn run(mut self, tasks: mpsc::Receiver<ApplyTask>) {
+    /// Publishes the applied index the loop starts from (before the first task).
+    pub(crate) fn start(&mut self) {
         self.shared
             .applied_index
             .store(self.last_applied.index.0, Ordering::Release);
+    }
+
+    /// Runs until the shard hangs up or the node shuts down. Waiters still pending are
+    /// dropped, which answers them with `Shutdown`.
+    pub(crate) fn run(mut self, tasks: mpsc::Receiver<ApplyTask>) {
+        self.start();
         while let Ok(task) = tasks.recv() {
-            if self.shared.shutdown_requested() {
+            if !self.handle(task) {
                 break;
             }
-            match task {
-                ApplyTask::Entries(entries) => {
-                    let (count, started) = (entries.len(), self.shared.clock.now());
-                    self.apply(entries);
-                    let m = &self.shared.metrics;
-                    m.fsm_applied(started, self.shared.clock.now(), count);
-                    self.shared.stats.fsm_pending.fetch_sub(1, Ordering::AcqRel);
-                }
-                ApplyTask::Await {
+        }
+    }
+
+    /// Performs one task; false once the loop must stop (shutdown, or the state machine
+    /// failed).
+    pub(crate) fn handle(&mut self, task: ApplyTask) -> bool {
+        if self.shared.shutdown_requested() {
+            return false;
+        }
+        match task {
+            ApplyTask::Entries(entries) => {
+                let (count, started) = (entries.len(), self.shared.clock.now());
+                self.apply(entries);
+                let m = &self.shared.metrics;
+                m.fsm_applied(started, self.shared.clock.now(), count);
+                self.shared.stats.fsm_pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            ApplyTask::Await {
+                first,
+                last,
+                waiter,
+            } => {
+                let pending = PendingAwait {
                     first,
                     last,
+                    responses: Vec::new(),
                     waiter,
-                } => {
-                    let pending = PendingAwait {
-                        first,
-                        last,
-                        responses: Vec::new(),
-                        waiter,
-                    };
-                    if last <= self.last_applied.index {
-                        // Cannot happen with the core's ordering (the reply precedes the
-                        // entries); answer rather than wait forever.
-                        pending.resolve();
-                    } else {
-                        self.awaits.push_back(pending);
-                    }
-                }
-                ApplyTask::WaitApplied { index, reply } => {
-                    if index <= self.last_applied.index {
-                        reply.send(Ok(index));
-                    } else {
-                        self.reads.push((index, reply));
-                    }
-                }
-                ApplyTask::Snapshot => {
-                    let started = self.shared.clock.now();
-                    let result = self
-                        .fsm
-                        .snapshot()
-                        .map(|s| (s, self.last_applied))
-                        .map_err(|e| e.to_string());
-                    let m = &self.shared.metrics;
-                    NodeMetrics::time(&m.fsm_snapshot, started, self.shared.clock.now());
-                    self.tell(ShardEvent::SnapshotCaptured(result));
-                }
-                ApplyTask::Restore { meta, mut reader } => {
-                    let started = self.shared.clock.now();
-                    let restored = self.fsm.restore(&mut reader);
-                    let finished = self.shared.clock.now();
-                    NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
-                    if let Err(e) = restored {
-                        let error = format!("restoring snapshot {}: {e}", meta.last);
-                        self.tell(ShardEvent::Fatal(error));
-                        break;
-                    }
-                    self.last_applied = self.last_applied.max(meta.last);
-                    tracing::info!(
-                        node = self.shared.id.0,
-                        last = %meta.last,
-                        size = meta.size,
-                        "state machine restored from snapshot"
-                    );
-                    self.after_progress();
-                }
-                ApplyTask::RestoreEntry { entry, mut reader } => {
-                    if entry.index <= self.last_applied.index {
-                        continue;
-                    }
-                    let started = self.shared.clock.now();
-                    let restored = self.fsm.restore(&mut reader);
-                    let finished = self.shared.clock.now();
-                    NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
-                    if let Err(e) = restored {
-                        let error = format!("applying user restore {entry}: {e}");
-                        self.tell(ShardEvent::Fatal(error));
-                        break;
-                    }
-                    tracing::info!(node = self.shared.id.0, entry = %entry, "user restore applied");
-                    self.entry_applied(entry, None);
-                    self.tell(ShardEvent::Applied(entry.index));
-                    self.after_progress();
+                };
+                if last <= self.last_applied.index {
+                    // Cannot happen with the core's ordering (the reply precedes the
+                    // entries); answer rather than wait forever.
+                    pending.resolve();
+                } else {
+                    self.awaits.push_back(pending);
                 }
             }
+            ApplyTask::WaitApplied { index, reply } => {
+                if index <= self.last_applied.index {
+                    reply.send(Ok(index));
+                } else {
+                    self.reads.push((index, reply));
+                }
+            }
+            ApplyTask::Snapshot => {
+                let started = self.shared.clock.now();
+                let result = self
+                    .fsm
+                    .snapshot()
+                    .map(|s| (s, self.last_applied))
+                    .map_err(|e| e.to_string());
+                let m = &self.shared.metrics;
+                NodeMetrics::time(&m.fsm_snapshot, started, self.shared.clock.now());
+                self.tell(ShardEvent::SnapshotCaptured(result));
+            }
+            ApplyTask::Restore { meta, mut reader } => {
+                let started = self.shared.clock.now();
+                let restored = self.fsm.restore(&mut reader);
+                let finished = self.shared.clock.now();
+                NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
+                if let Err(e) = restored {
+                    let error = format!("restoring snapshot {}: {e}", meta.last);
+                    self.tell(ShardEvent::Fatal(error));
+                    return false;
+                }
+                self.last_applied = self.last_applied.max(meta.last);
+                tracing::info!(
+                    node = self.shared.id.0,
+                    last = %meta.last,
+                    size = meta.size,
+                    "state machine restored from snapshot"
+                );
+                self.after_progress();
+            }
+            ApplyTask::RestoreEntry { entry, mut reader } => {
+                if entry.index <= self.last_applied.index {
+                    return true;
+                }
+                let started = self.shared.clock.now();
+                let restored = self.fsm.restore(&mut reader);
+                let finished = self.shared.clock.now();
+                NodeMetrics::time(&self.shared.metrics.fsm_restore, started, finished);
+                if let Err(e) = restored {
+                    let error = format!("applying user restore {entry}: {e}");
+                    self.tell(ShardEvent::Fatal(error));
+                    return false;
+                }
+                tracing::info!(node = self.shared.id.0, entry = %entry, "user restore applied");
+                self.entry_applied(entry, None);
+                self.tell(ShardEvent::Applied(entry.index));
+                self.after_progress();
+            }
         }
+        true
     }
 
     /// Bookkeeping after the entry `id` was applied with `response`: publish the applied

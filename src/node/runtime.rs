@@ -7,10 +7,40 @@
 //!      └──────── started: Ok / the error (bind, pin, runtime) ────────────┘
 //! ```
 
+use super::host::ShardHost;
+use super::shard::Applier;
 use super::shard::{Shard, ShardParts};
 use super::StopGuard;
 use crate::api::{IntoTransport, StartError};
 use std::sync::mpsc;
+
+/// Runs the node's shard loop as a task on `host`'s thread and waits until it runs (or
+/// failed to start).
+pub(crate) fn spawn_on_host(
+    host: &ShardHost,
+    parts: ShardParts,
+    transport: impl IntoTransport,
+    guard: StopGuard,
+) -> Result<(), StartError> {
+    let (started_tx, started_rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
+    host.submit(Box::new(move || {
+        Box::pin(async move {
+            let _guard = guard;
+            let made = transport.into_transport().await;
+            let transport = match made {
+                Ok(t) => t,
+                Err(e) => return fail(parts, &started_tx, StartError::Transport(e)),
+            };
+            // Other nodes' loops share this thread: yield after every turn.
+            let shard = Shard::new(parts, transport, true);
+            let _ = started_tx.send(Ok(()));
+            shard.run().await;
+        })
+    }));
+    started_rx
+        .recv()
+        .unwrap_or_else(|_| Err(StartError::Thread("the shard host thread exited".into())))
+}
 
 /// Spawns the shard thread and waits until it runs (or failed to start).
 pub(crate) fn spawn_shard(
@@ -51,7 +81,7 @@ pub(crate) fn spawn_shard(
 /// Pins the calling thread (if asked) and builds its runtime: with an I/O driver only for a
 /// transport that needs one. Without it the runtime parks on a futex, which is cheaper to
 /// wake than epoll (an eventfd write) and to sleep on.
-fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Runtime, StartError> {
+pub(crate) fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Runtime, StartError> {
     if let Some(cpu) = cpu {
         pin_current_thread(cpu)
             .map_err(|e| StartError::Thread(format!("pin to cpu {cpu}: {e}")))?;
@@ -69,13 +99,10 @@ fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Runtime, Star
 
 /// Answers `Raft::new` with `error` and stops the apply thread the parts own.
 fn fail(parts: ShardParts, started: &mpsc::SyncSender<Result<(), StartError>>, error: StartError) {
-    let ShardParts {
-        apply_tx,
-        apply_thread,
-        ..
-    } = parts;
-    drop(apply_tx);
-    let _ = apply_thread.join();
+    if let Applier::Thread { tx, thread } = parts.applier {
+        drop(tx);
+        let _ = thread.join();
+    }
     let _ = started.send(Err(error));
 }
 

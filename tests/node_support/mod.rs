@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use bytes::{Buf, BufMut, Bytes};
-use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftFuture, RaftState};
+use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftFuture, RaftState, ShardHost};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId};
 use std::io::{Read, Write};
@@ -122,6 +122,8 @@ pub struct TestCluster {
     pub nodes: Vec<Option<Raft>>,
     pub stores: Vec<NodeStores>,
     pub configure: fn(NodeId) -> Config,
+    /// When set, every node's shard loop runs on this one thread.
+    pub host: Option<Arc<ShardHost>>,
 }
 
 impl TestCluster {
@@ -131,11 +133,22 @@ impl TestCluster {
     }
 
     pub fn with_config(n: u64, configure: fn(NodeId) -> Config) -> TestCluster {
+        TestCluster::build(n, configure, None)
+    }
+
+    /// `n` bootstrapped voters whose shard loops all run on one [`ShardHost`] thread.
+    pub fn on_host(n: u64, configure: fn(NodeId) -> Config) -> TestCluster {
+        let host = ShardHost::new(None, false).expect("start the shard host");
+        TestCluster::build(n, configure, Some(Arc::new(host)))
+    }
+
+    fn build(n: u64, configure: fn(NodeId) -> Config, host: Option<Arc<ShardHost>>) -> TestCluster {
         let mut cluster = TestCluster {
             net: MemNetwork::new(),
             nodes: Vec::new(),
             stores: Vec::new(),
             configure,
+            host,
         };
         for i in 1..=n {
             cluster.stores.push(NodeStores {
@@ -179,14 +192,12 @@ impl TestCluster {
         self.stores[i].applied = fsm.applied.clone();
         self.stores[i].restores = fsm.restores.clone();
         let s = &self.stores[i];
-        let raft = Raft::new(
-            (self.configure)(id),
-            fsm,
-            s.log.clone(),
-            s.log.clone(),
-            s.snapshots.clone(),
-            self.net.transport(id),
-        )
+        let (config, log, snapshots) = ((self.configure)(id), s.log.clone(), s.snapshots.clone());
+        let transport = self.net.transport(id);
+        let raft = match &self.host {
+            Some(host) => Raft::new_on(host, config, fsm, log.clone(), log, snapshots, transport),
+            None => Raft::new(config, fsm, log.clone(), log, snapshots, transport),
+        }
         .expect("start node");
         self.nodes[i] = Some(raft);
     }

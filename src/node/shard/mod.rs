@@ -3,7 +3,7 @@
 
 mod snapshots;
 
-use super::apply::{ApplyTask, AwaitWaiter, ShardEvent};
+use super::apply::{ApplyLoop, ApplyTask, AwaitWaiter, ShardEvent};
 use super::clock::Clock;
 use super::metrics::ShardMetrics;
 use super::{ApplyReply, Command, Shared};
@@ -104,6 +104,8 @@ pub(crate) struct Shard {
     pub(crate) clock: Clock,
     pub(crate) apply_tx: Option<mpsc::Sender<ApplyTask>>,
     pub(crate) apply_thread: Option<JoinHandle<()>>,
+    /// The state machine, when it runs on this thread.
+    inline_apply: Option<Box<ApplyLoop>>,
     pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
     next_token: u64,
@@ -145,10 +147,20 @@ pub(crate) struct ShardParts {
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
-    pub(crate) apply_tx: mpsc::Sender<ApplyTask>,
-    pub(crate) apply_thread: JoinHandle<()>,
+    pub(crate) applier: Applier,
     pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+}
+
+/// Where the state machine runs.
+pub(crate) enum Applier {
+    /// On its own apply thread, fed through a channel.
+    Thread {
+        tx: mpsc::Sender<ApplyTask>,
+        thread: JoinHandle<()>,
+    },
+    /// On the shard thread itself (`Config::apply_on_shard_thread`).
+    Inline(Box<ApplyLoop>),
 }
 
 impl Shard {
@@ -157,6 +169,13 @@ impl Shard {
         transport: Box<dyn Transport>,
         yield_every_turn: bool,
     ) -> Shard {
+        let (apply_tx, apply_thread, inline_apply) = match p.applier {
+            Applier::Thread { tx, thread } => (Some(tx), Some(thread), None),
+            Applier::Inline(mut apply) => {
+                apply.start();
+                (None, None, Some(apply))
+            }
+        };
         let metrics = ShardMetrics::new(
             p.shared.metrics.clone(),
             p.shared.id,
@@ -174,8 +193,9 @@ impl Shard {
             yield_every_turn,
             shared: p.shared,
             clock: p.clock,
-            apply_tx: Some(p.apply_tx),
-            apply_thread: Some(p.apply_thread),
+            apply_tx,
+            apply_thread,
+            inline_apply,
             events_tx: p.events_tx,
             events_rx: p.events_rx,
             next_token: 0,
@@ -677,7 +697,21 @@ impl Shard {
         }
     }
 
+    /// Whether a state machine is there to take tasks (false once shut down).
+    pub(super) fn can_apply(&self) -> bool {
+        self.apply_tx.is_some() || self.inline_apply.is_some()
+    }
+
     fn send_to_apply(&mut self, task: ApplyTask) {
+        if let Some(apply) = self.inline_apply.as_mut() {
+            if matches!(task, ApplyTask::Entries(_)) {
+                self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
+            }
+            if !apply.handle(task) {
+                self.inline_apply = None;
+            }
+            return;
+        }
         if let Some(tx) = &self.apply_tx {
             if matches!(task, ApplyTask::Entries(_)) {
                 // The apply thread counts it down once applied.
@@ -927,6 +961,7 @@ impl Shard {
             let _ = r.sink.cancel();
         }
         self.apply_tx = None;
+        self.inline_apply = None;
         if let Some(t) = self.apply_thread.take() {
             let _ = t.join();
         }

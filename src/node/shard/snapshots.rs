@@ -39,10 +39,9 @@ impl Shard {
             self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
             return;
         }
-        if let Some(tx) = &self.apply_tx {
-            if tx.send(ApplyTask::Snapshot).is_ok() {
-                self.snapshot_in_progress = true;
-            }
+        if self.can_apply() {
+            self.snapshot_in_progress = true;
+            self.send_to_apply(ApplyTask::Snapshot);
         }
     }
 

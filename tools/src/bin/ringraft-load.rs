@@ -3,6 +3,7 @@
 //! ```text
 //! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
+//!               [--shared-thread] [--apply-inline]
 //! ```
 //!
 //! With no arguments: a 3-node cluster in this process, talking TCP on loopback, each node
@@ -20,9 +21,13 @@
 //! - `--plot FILE`: write the latency percentile curve as an SVG.
 //! - `--dir DIR`: keep the durable cluster's files under `DIR` (default: a temporary
 //!   directory, removed at the end).
+//! - `--shared-thread`: every node's shard loop on one shard thread (`ringraft::ShardHost`)
+//!   instead of a thread each.
+//! - `--apply-inline`: state machines on the shard threads
+//!   (`Config::apply_on_shard_thread`) instead of an apply thread each.
 
 use bytes::Bytes;
-use ringraft_tools::load::cluster::{Cluster, Mode};
+use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
 use ringraft_tools::load::drive::{self, Load};
 use ringraft_tools::load::report::{svg_plot, Summary};
 use std::path::PathBuf;
@@ -30,7 +35,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: ringraft-load [--inmem] [--nodes N] [--clients C] \
-[--duration SECS | --ops N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]";
+[--duration SECS | --ops N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE] \
+[--shared-thread] [--apply-inline]";
 
 struct Args {
     inmem: bool,
@@ -40,6 +46,7 @@ struct Args {
     dir: Option<PathBuf>,
     json: bool,
     plot: Option<PathBuf>,
+    engine: Engine,
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
@@ -65,6 +72,7 @@ fn parse() -> Result<Args, String> {
         dir: None,
         json: false,
         plot: None,
+        engine: Engine::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -72,6 +80,8 @@ fn parse() -> Result<Args, String> {
         match a.as_str() {
             "--inmem" => args.inmem = true,
             "--json" => args.json = true,
+            "--shared-thread" => args.engine.shared_thread = true,
+            "--apply-inline" => args.engine.apply_inline = true,
             "--nodes" => args.nodes = number("--nodes", &value("--nodes")?)?,
             "--clients" => args.load.clients = number("--clients", &value("--clients")?)?,
             "--ops" => args.load.ops = Some(number("--ops", &value("--ops")?)?),
@@ -118,7 +128,7 @@ fn run(args: &Args) -> Result<bool, String> {
         Mode::Inmem => "in memory".to_string(),
         Mode::Durable(dir) => format!("TCP on loopback, WAL in {}", dir.display()),
     };
-    let cluster = Cluster::start(&mode, args.nodes, args.load.clients)?;
+    let cluster = Cluster::start(&mode, args.nodes, args.load.clients, args.engine)?;
     let result = measure(args, &cluster, &description);
     cluster.shutdown();
     result

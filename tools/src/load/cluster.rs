@@ -3,7 +3,9 @@
 //! directory, TCP on loopback).
 
 use bytes::Bytes;
-use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState, TcpTransportConfig};
+use ringraft::{
+    Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState, ShardHost, TcpTransportConfig,
+};
 use ringraft_net::handshake::ClusterId;
 use ringraft_net::memory::MemNetwork;
 use ringraft_net::tcp::TcpConfig;
@@ -103,6 +105,17 @@ impl FsmSnapshot for DigestSnapshot {
 pub struct Cluster {
     /// Every node, in id order.
     pub nodes: Vec<(Raft, Arc<Mutex<Digest>>)>,
+    /// The thread all nodes' shard loops share, with `--shared-thread`.
+    _host: Option<ShardHost>,
+}
+
+/// How the nodes are laid out on threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Engine {
+    /// All nodes' shard loops on one shard thread ([`ShardHost`]) instead of one each.
+    pub shared_thread: bool,
+    /// State machines on the shard threads (`Config::apply_on_shard_thread`).
+    pub apply_inline: bool,
 }
 
 /// The load generator's node settings: timeouts that tolerate a loaded 2-core machine, large
@@ -134,6 +147,7 @@ fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
 }
 
 fn start_durable(
+    host: Option<&ShardHost>,
     id: NodeId,
     dir: &Path,
     addresses: &[SocketAddr],
@@ -152,21 +166,24 @@ fn start_durable(
         }
     }
     tcp.max_inflight = 64;
-    Raft::new(
-        config,
-        fsm,
-        log,
-        stable,
-        snapshots,
-        TcpTransportConfig::new(tcp),
-    )
+    let transport = TcpTransportConfig::new(tcp);
+    match host {
+        Some(host) => Raft::new_on(host, config, fsm, log, stable, snapshots, transport),
+        None => Raft::new(config, fsm, log, stable, snapshots, transport),
+    }
     .map_err(|e| e.to_string())
 }
 
 impl Cluster {
     /// Starts and bootstraps `n` nodes.
-    pub fn start(mode: &Mode, n: u64, clients: usize) -> Result<Cluster, String> {
+    pub fn start(mode: &Mode, n: u64, clients: usize, engine: Engine) -> Result<Cluster, String> {
         let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let host = if engine.shared_thread {
+            let io_driver = matches!(mode, Mode::Durable(_));
+            Some(ShardHost::new(None, io_driver).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
         let net = MemNetwork::new();
         let addresses = match mode {
             Mode::Inmem => Vec::new(),
@@ -176,21 +193,29 @@ impl Cluster {
         for &id in &ids {
             let digest = Arc::new(Mutex::new(Digest::default()));
             let fsm = DigestFsm(digest.clone());
-            let config = node_config(id, clients);
+            let mut config = node_config(id, clients);
+            config.apply_on_shard_thread = engine.apply_inline;
             let raft = match mode {
                 Mode::Inmem => {
                     let store = InmemStore::new();
-                    Raft::new(
-                        config,
-                        fsm,
-                        store.clone(),
-                        store,
-                        InmemSnapshotStore::new(),
-                        net.transport(id),
-                    )
+                    let (snapshots, transport) = (InmemSnapshotStore::new(), net.transport(id));
+                    match &host {
+                        Some(host) => Raft::new_on(
+                            host,
+                            config,
+                            fsm,
+                            store.clone(),
+                            store,
+                            snapshots,
+                            transport,
+                        ),
+                        None => Raft::new(config, fsm, store.clone(), store, snapshots, transport),
+                    }
                     .map_err(|e| e.to_string())?
                 }
-                Mode::Durable(dir) => start_durable(id, dir, &addresses, config, fsm)?,
+                Mode::Durable(dir) => {
+                    start_durable(host.as_ref(), id, dir, &addresses, config, fsm)?
+                }
             };
             nodes.push((raft, digest));
         }
@@ -200,7 +225,7 @@ impl Cluster {
                 .wait()
                 .map_err(|e| format!("bootstrap: {e}"))?;
         }
-        Ok(Cluster { nodes })
+        Ok(Cluster { nodes, _host: host })
     }
 
     /// Waits for a leader (at most `limit`) and commits a barrier through it.

@@ -1,0 +1,131 @@
+//! A shard thread shared by several nodes (DESIGN §2: one thread per core, many Raft groups
+//! on it).
+//!
+//! By default each node gets its own shard thread. A [`ShardHost`] is one thread with one
+//! tokio current-thread runtime on which the shard loops of many nodes run as tasks: messages
+//! between nodes on the same host (the in-memory transport, or several groups of one process)
+//! wake a task instead of another thread, and the host's thread can be pinned to a core.
+//!
+//! ```text
+//!  Raft::new_on(&host, ..) ──job──► host thread: runtime + LocalSet
+//!                                     ├─ shard loop of node 1 (task)
+//!                                     ├─ shard loop of node 2 (task)
+//!                                     └─ ...
+//! ```
+//!
+//! The host thread ends once its [`ShardHost`] handle is dropped and every node on it has
+//! shut down.
+
+use super::signal::Signal;
+use crate::api::StartError;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Work for the host thread: builds (on the host thread) the future of one node's shard loop.
+pub(crate) type HostJob = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+struct HostInner {
+    jobs: Mutex<VecDeque<HostJob>>,
+    signal: Arc<Signal>,
+    closed: AtomicBool,
+}
+
+/// One shard thread that runs the shard loops of many nodes (see the module docs). Pass it to
+/// [`Raft::new_on`](crate::Raft::new_on). Dropping the handle lets the thread end once every
+/// node on it has shut down.
+pub struct ShardHost {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for ShardHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardHost").finish_non_exhaustive()
+    }
+}
+
+impl ShardHost {
+    /// Starts the host thread, pinned to `cpu` if given (Linux). `io_driver` enables tokio's
+    /// I/O driver on its runtime, which transports that run tasks (TCP) need; without it the
+    /// runtime sleeps on a futex, which is cheaper to wake (right for the in-memory
+    /// transport).
+    pub fn new(cpu: Option<usize>, io_driver: bool) -> Result<ShardHost, StartError> {
+        let inner = Arc::new(HostInner {
+            jobs: Mutex::new(VecDeque::new()),
+            signal: Arc::new(Signal::default()),
+            closed: AtomicBool::new(false),
+        });
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+        let thread_inner = inner.clone();
+        std::thread::Builder::new()
+            .name("ringraft-shard-host".into())
+            .spawn(move || {
+                let runtime = match super::runtime::prepare(cpu, io_driver) {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok(()));
+                let local = tokio::task::LocalSet::new();
+                runtime.block_on(local.run_until(accept_jobs(&thread_inner)));
+                // No new nodes: run the remaining ones until they shut down.
+                runtime.block_on(local);
+            })
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        started_rx
+            .recv()
+            .unwrap_or_else(|_| Err(StartError::Thread("the host thread exited".into())))?;
+        Ok(ShardHost { inner })
+    }
+
+    /// Queues a node's shard loop on the host thread.
+    pub(crate) fn submit(&self, job: HostJob) {
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(job);
+        self.inner.signal.notify();
+    }
+}
+
+impl Drop for ShardHost {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.signal.notify();
+    }
+}
+
+/// Spawns every submitted shard loop as a task until the handle is dropped.
+async fn accept_jobs(inner: &HostInner) {
+    inner.signal.bind().await;
+    // A long sleep that only guards against a missed wake-up; notifications end it early.
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    loop {
+        inner.signal.take();
+        let jobs: Vec<HostJob> = inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for job in jobs {
+            tokio::task::spawn_local(job());
+        }
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if !inner.signal.is_pending() {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            inner.signal.wait(timer.as_mut()).await;
+        }
+    }
+}

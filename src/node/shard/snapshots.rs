@@ -327,6 +327,10 @@ impl Shard {
             _ => None,
         };
         let Some(mut data) = data else {
+            // No snapshot to stage (cannot happen: the effect follows the request at once);
+            // release the core's reservation rather than refuse writes forever.
+            let now = self.clock.now();
+            self.core.step(now, Input::RestoreStageFailed { token });
             return;
         };
         let Some(staging) = self.snapshots.staging() else {

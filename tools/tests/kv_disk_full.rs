@@ -6,9 +6,12 @@
 //! cargo test -p ringraft-tools --test kv_disk_full -- --ignored     # as root (mount)
 //! ```
 //!
-//! Mechanism: a 16 MiB tmpfs mounted by the test (unmounted by a guard, also on failure),
-//! node 3 with 1 MiB WAL segments on it, a filler file taking all the space left. Without root
-//! the test prints `SKIPPED` and why.
+//! Mechanism: a 16 MiB tmpfs mounted by the test (unmounted by a guard, also on failure, or
+//! at the next run if the test process was killed), node 3 with 1 MiB WAL segments on it, a
+//! filler file taking all the space left. The node stops (exits non-zero) at its first write
+//! that finds no space (STYLE: a failed write or fsync stops the node); its in-flight requests
+//! answer `-UNKNOWN`. A snapshot that finds no space only fails (`-ERR ... out of space`), and
+//! the node carries on. Without root the test prints `SKIPPED` and why.
 
 mod support;
 
@@ -28,9 +31,12 @@ struct SmallFs {
 
 impl SmallFs {
     fn mount(size_mb: u64) -> Result<SmallFs, String> {
+        sweep_stale_mounts();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        // The source names the test process, for `sweep_stale_mounts`.
+        let source = format!("{MOUNT_PREFIX}{}", std::process::id());
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), &source])
             .arg(dir.path())
             .output()
             .map_err(|e| format!("running mount: {e}"))?;
@@ -52,6 +58,26 @@ impl Drop for SmallFs {
             .arg("-l")
             .arg(self.dir.path())
             .status();
+    }
+}
+
+const MOUNT_PREFIX: &str = "rrkv-disk-full-";
+
+/// Unmounts file systems left by a test process that was killed before its guards ran.
+fn sweep_stale_mounts() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some(pid) = source.strip_prefix(MOUNT_PREFIX) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("umount").arg("-l").arg(target).status();
+            let _ = std::fs::remove_dir(target);
+        }
     }
 }
 
@@ -110,9 +136,9 @@ fn full_disk_stops_node_cleanly_and_it_catches_up(full_node_leads: bool) {
     for id in 1..=3 {
         cluster.spawn(id);
     }
-    let leader = cluster.leader();
-    let wanted = if full_node_leads { 3 } else { 1 };
+    let mut leader = cluster.leader();
     if (leader == 3) != full_node_leads {
+        let wanted = if full_node_leads { 3 } else { 1 };
         let moved = eventually(100, || {
             let _ = call_until_done(&cluster, leader, &["RAFT.TRANSFER", &wanted.to_string()]);
             eventually(40, || {
@@ -122,9 +148,8 @@ fn full_disk_stops_node_cleanly_and_it_catches_up(full_node_leads: bool) {
             })
         });
         assert!(moved, "leadership did not move to node {wanted}");
+        leader = wanted;
     }
-    let leader = cluster.leader();
-    assert_eq!(leader == 3, full_node_leads);
     let load = Load::start(cluster.client_addresses(), 4);
     load.wait_for_progress(50);
 
@@ -132,6 +157,36 @@ fn full_disk_stops_node_cleanly_and_it_catches_up(full_node_leads: bool) {
     let filler: PathBuf = small.path().join("filler");
     let filled = fill(&filler);
     eprintln!("filler took {} KiB", filled / 1024);
+    // A snapshot that finds no space fails with a clear error, the node carries on ...
+    let reply = cluster
+        .client(3)
+        .call(&["RAFT.SNAPSHOT"])
+        .expect("RAFT.SNAPSHOT");
+    eprintln!("RAFT.SNAPSHOT on the full disk: {reply:?}");
+    assert!(
+        reply.error().is_some_and(|e| e.contains("space")),
+        "snapshot on a full disk: {reply:?}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(small.path().join("node-3/snapshots"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // ... and leaves nothing behind that would hold on to space.
+    assert!(
+        leftovers.iter().all(|name| !name.ends_with(".tmp")),
+        "a failed snapshot left {leftovers:?}"
+    );
+    assert!(
+        cluster.try_exited(3).is_none(),
+        "a failed snapshot stopped node 3"
+    );
+    assert_eq!(
+        call_until_done(&cluster, 3, &["PING"]),
+        Reply::Simple("PONG".into())
+    );
     let mut acknowledged: Vec<usize> = Vec::new();
     let mut connection: Option<Client> = None;
     let mut exit = None;

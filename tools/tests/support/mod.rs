@@ -124,21 +124,27 @@ impl Cluster {
             std::fs::File::open(path)
                 .unwrap_or_else(|e| panic!("opening network namespace {}: {e}", path.display()))
         });
-        if let Some(file) = &namespace {
+        let fd = namespace.as_ref().map(|f| {
             use std::os::unix::io::AsRawFd;
+            f.as_raw_fd()
+        });
+        // The node dies with the thread that started it (the test's), so a test process that
+        // is itself killed leaves no nodes behind; then it enters its namespace, if any.
+        // SAFETY: prctl and setns are async-signal-safe; the descriptor stays open until spawn
+        // returns (`namespace` outlives it) and is inherited by the forked child.
+        unsafe {
             use std::os::unix::process::CommandExt;
-            let fd = file.as_raw_fd();
-            // SAFETY: setns is async-signal-safe; the descriptor stays open until spawn
-            // returns (`namespace` outlives it) and is inherited by the forked child.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                });
-            }
+                }
+                Ok(())
+            });
         }
         node.child = Some(command.spawn().expect("spawning ringraft-kv"));
         drop(namespace);

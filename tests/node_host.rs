@@ -122,3 +122,28 @@ fn the_host_thread_outlives_its_handle_until_its_nodes_shut_down() {
     // A host with no nodes starts and stops cleanly.
     drop(ShardHost::new(None, true).expect("host"));
 }
+
+#[test]
+fn a_transport_that_needs_io_is_refused_by_a_host_without_it() {
+    use ringraft::{Raft, StartError, TcpTransportConfig};
+    use ringraft_net::handshake::ClusterId;
+    use ringraft_net::tcp::TcpConfig;
+    let host = ShardHost::new(None, false).expect("host");
+    let log = ringraft_storage::InmemStore::new();
+    let address = "127.0.0.1:0".parse().expect("address");
+    let tcp = TcpConfig::new(NodeId(1), ClusterId(7), address);
+    let started = Raft::new_on(
+        &host,
+        test_config(NodeId(1)),
+        node_support::RecordingFsm::new(),
+        log.clone(),
+        log,
+        ringraft_storage::InmemSnapshotStore::new(),
+        TcpTransportConfig::new(tcp),
+    );
+    assert!(
+        matches!(&started, Err(StartError::Transport(why)) if why.contains("I/O driver")),
+        "{:?}",
+        started.as_ref().err()
+    );
+}

@@ -39,6 +39,7 @@ struct HostInner {
 /// node on it has shut down.
 pub struct ShardHost {
     inner: Arc<HostInner>,
+    io_driver: bool,
 }
 
 impl std::fmt::Debug for ShardHost {
@@ -80,7 +81,12 @@ impl ShardHost {
         started_rx
             .recv()
             .unwrap_or_else(|_| Err(StartError::Thread("the host thread exited".into())))?;
-        Ok(ShardHost { inner })
+        Ok(ShardHost { inner, io_driver })
+    }
+
+    /// Whether the host's runtime has tokio's I/O driver (see [`ShardHost::new`]).
+    pub fn has_io_driver(&self) -> bool {
+        self.io_driver
     }
 
     /// Queues a node's shard loop on the host thread.

@@ -22,6 +22,12 @@ pub(crate) fn spawn_on_host(
     transport: impl IntoTransport,
     guard: StopGuard,
 ) -> Result<(), StartError> {
+    if transport.runs_tasks() && !host.has_io_driver() {
+        // Its tasks would panic on the host thread, taking every node there down.
+        return Err(StartError::Transport(
+            "this transport needs an I/O driver: create the ShardHost with io_driver = true".into(),
+        ));
+    }
     let (started_tx, started_rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
     host.submit(Box::new(move || {
         Box::pin(async move {

@@ -161,17 +161,22 @@ fn arb_body() -> impl Strategy<Value = Body> {
         any::<bool>().prop_map(|granted| Body::PreVoteResponse { granted }),
         Just(Body::TimeoutNow),
         arb_snapshot().prop_map(Body::InstallSnapshot),
-        (arb_log_id(), any::<u64>(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
-            |(last, next_offset, done, stage, round)| Body::InstallSnapshotResponse(
-                InstallSnapshotResponse {
+        (
+            arb_log_id(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u64>()
+        )
+            .prop_map(|(last, next_offset, done, stage, round)| {
+                Body::InstallSnapshotResponse(InstallSnapshotResponse {
                     last,
                     next_offset,
                     done,
                     stage,
-                    round
-                }
-            )
-        ),
+                    round,
+                })
+            }),
     ]
 }
 

@@ -58,12 +58,12 @@ mod peers_json;
 mod transport;
 mod watch;
 
+pub use crate::node::host::ShardHost;
 pub use config::{Config, ReloadableConfig};
 pub use error::{
     ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, ReloadConfigError,
     RestoreError, StartError, TakeSnapshotError, TransferError,
 };
-pub use crate::node::host::ShardHost;
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
 pub use observer::{Observation, Observer, ObserverId};

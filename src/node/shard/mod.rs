@@ -826,13 +826,12 @@ impl Shard {
             }
             (Waiter::Membership(tx), Outcome::Committed { last, .. }) => tx.send(Ok(last)),
             (Waiter::Transfer(tx), Outcome::LeadershipTransferred) => tx.send(Ok(())),
-            (Waiter::Restore { reply, .. }, Outcome::Committed { first, last, .. }) => {
-                self.send_to_apply(ApplyTask::Await {
+            (Waiter::Restore { reply, .. }, Outcome::Committed { first, last, .. }) => self
+                .send_to_apply(ApplyTask::Await {
                     first,
                     last,
                     waiter: AwaitWaiter::Restore(reply),
-                })
-            }
+                }),
             // An outcome that does not fit the request would be a core bug: the outcome is
             // unknown to the caller.
             (waiter, _) => waiter.fail(RequestError::LeadershipLost),

@@ -82,3 +82,23 @@ fn a_node_restarts_from_its_snapshot_and_the_log_after_it() {
     assert_eq!(cluster.stores[0].restores.load(Ordering::SeqCst), 1);
     assert_eq!(cluster.applied(id), expected);
 }
+
+#[test]
+fn a_user_snapshot_can_be_opened_and_restored_elsewhere() {
+    use ringraft::Fsm;
+    let cluster = TestCluster::new(1);
+    let id = cluster.wait_leader();
+    let expected = commands("open", 12);
+    for c in &expected {
+        cluster.raft(id).apply(c.clone(), T).wait().expect("apply");
+    }
+    let meta = cluster.raft(id).snapshot().wait().expect("snapshot");
+    let (opened, mut reader) = cluster.raft(id).open_snapshot(&meta).expect("open");
+    assert_eq!(opened.last, meta.last);
+    let mut elsewhere = node_support::RecordingFsm::new();
+    elsewhere.restore(&mut reader).expect("restore");
+    assert_eq!(*elsewhere.applied.lock().unwrap(), expected);
+    let mut missing = meta.clone();
+    missing.id = "no-such-snapshot".into();
+    assert!(cluster.raft(id).open_snapshot(&missing).is_err());
+}

@@ -139,6 +139,8 @@ pub struct Raft {
 
 struct Handle {
     shared: Arc<Shared>,
+    /// The node's snapshot store, for [`Raft::open_snapshot`].
+    snapshots: Arc<dyn SnapshotStore>,
 }
 
 impl Drop for Handle {
@@ -243,6 +245,7 @@ impl Raft {
             .configuration
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
+        let snapshots: Arc<dyn SnapshotStore> = Arc::new(snapshot_store);
         let (events_tx, events_rx) = mpsc::channel();
         let apply = ApplyLoop::new(Box::new(fsm), applied, shared.clone(), events_tx.clone());
         let applier = if config.apply_on_shard_thread {
@@ -263,7 +266,7 @@ impl Raft {
             config,
             log: Box::new(log_store),
             stable: Box::new(stable_store),
-            snapshots: Arc::new(snapshot_store),
+            snapshots: snapshots.clone(),
             shared: shared.clone(),
             clock,
             applier,
@@ -276,7 +279,7 @@ impl Raft {
             None => spawn_shard(parts, transport, guard, cpu)?,
         }
         Ok(Raft {
-            handle: Arc::new(Handle { shared }),
+            handle: Arc::new(Handle { shared, snapshots }),
         })
     }
 
@@ -540,6 +543,17 @@ impl Raft {
             TakeSnapshotError::EnqueueTimeout,
             |reply| Command::Snapshot { reply },
         )
+    }
+
+    /// Opens a stored snapshot for reading (hashicorp's `SnapshotFuture.Open`): its metadata
+    /// and its data, after the store verified its checksum. Pass the metadata
+    /// [`Raft::snapshot`] resolved with; it stays readable while the store retains it.
+    pub fn open_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+    ) -> Result<(SnapshotMeta, Box<dyn std::io::Read + Send>), ringraft_storage::SnapshotError>
+    {
+        self.handle.snapshots.open(&meta.id)
     }
 
     /// The node's current role.

@@ -85,6 +85,10 @@ fn stats_of_a_follower_count_peers_and_report_leader_contact() {
     assert_eq!(s["num_peers"], "2");
     assert_ne!(s["last_contact"], "0");
     assert_eq!(cluster.raft(leader).stats()["num_peers"], "2");
+    // The same through `last_contact()`: recent on the follower, zero on the leader.
+    let since = follower.last_contact().expect("heard from the leader");
+    assert!(since < Duration::from_secs(20), "{since:?}");
+    assert_eq!(cluster.raft(leader).last_contact(), Some(Duration::ZERO));
 }
 
 #[test]

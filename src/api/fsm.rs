@@ -8,13 +8,21 @@ use std::io::{Read, Write};
 /// An error from user code (state machine or snapshot).
 pub type FsmError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A replicated state machine. Runs on the node's apply thread: `apply`, `snapshot` and
-/// `restore` are never called concurrently, and never block the consensus shard.
+/// A replicated state machine. Runs on the node's apply thread (or, with
+/// `Config::apply_on_shard_thread`, on its shard thread): `apply`, `snapshot` and `restore`
+/// are never called concurrently.
 pub trait Fsm: Send + 'static {
     /// Applies a committed command entry (`entry.kind` is `EntryKind::Command`); the result
     /// becomes the response of the `apply` that proposed it. Must be deterministic: every
     /// replica applies the same entries in the same order. Errors belong in the response.
     fn apply(&mut self, entry: &Entry) -> Bytes;
+
+    /// Applies consecutive committed command entries at once (hashicorp's `BatchingFSM`),
+    /// returning one response per entry, in order. Override it to amortise work over a batch
+    /// (one write transaction, one lock); the default calls [`Fsm::apply`] for each.
+    fn apply_batch(&mut self, entries: &[Entry]) -> Vec<Bytes> {
+        entries.iter().map(|e| self.apply(e)).collect()
+    }
 
     /// Captures the current state for a snapshot. Applies wait while this runs, so it should be
     /// quick (a copy-on-write handle, not the serialised state); the heavy work belongs in

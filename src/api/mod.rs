@@ -621,6 +621,22 @@ impl Raft {
         self.shared().deregister_observer(id)
     }
 
+    /// How long ago this node last heard from a leader (hashicorp's `LastContact`): `Some(0)`
+    /// on the leader itself, `None` if it never heard from one since it started.
+    pub fn last_contact(&self) -> Option<Duration> {
+        let shared = self.shared();
+        if self.state() == RaftState::Leader {
+            return Some(Duration::ZERO);
+        }
+        match shared.stats.last_contact.load(Ordering::Acquire) {
+            0 => None,
+            at => {
+                let at = crate::core::Time(at - 1);
+                Some(Duration::from_nanos(shared.clock.now().nanos_since(at)))
+            }
+        }
+    }
+
     /// hashicorp's `Stats()`: a snapshot of the node's state as decimal strings, under
     /// hashicorp's keys where ringraft has the data: `state`, `term`, `last_log_index`,
     /// `last_log_term`, `commit_index`, `applied_index`, `fsm_pending` (batches handed to the
@@ -645,16 +661,10 @@ impl Raft {
         } else {
             0
         };
-        let last_contact = match (state, cells.last_contact.load(Ordering::Acquire)) {
+        let last_contact = match (state, self.last_contact()) {
             (RaftState::Leader, _) => "0".to_string(),
-            (_, 0) => "never".to_string(),
-            (_, at) => {
-                let at = crate::core::Time(at - 1);
-                format!(
-                    "{:?}",
-                    Duration::from_nanos(shared.clock.now().nanos_since(at))
-                )
-            }
+            (_, None) => "never".to_string(),
+            (_, Some(since)) => format!("{since:?}"),
         };
         let servers: Vec<String> = configuration
             .servers

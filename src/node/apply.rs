@@ -265,22 +265,35 @@ impl ApplyLoop {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
-        for entry in &entries {
-            let index = entry.id.index;
-            if index <= self.last_applied.index {
+        let fresh = entries
+            .iter()
+            .position(|e| e.id.index > self.last_applied.index)
+            .unwrap_or(entries.len());
+        let mut rest = &entries[fresh..];
+        while let Some(first) = rest.first() {
+            if first.kind == EntryKind::Command {
+                // A run of commands goes to the state machine as one batch.
+                let run = rest
+                    .iter()
+                    .position(|e| e.kind != EntryKind::Command)
+                    .unwrap_or(rest.len());
+                let (batch, after) = rest.split_at(run);
+                let mut responses = self.fsm.apply_batch(batch).into_iter();
+                for entry in batch {
+                    // A state machine that answers fewer responses than entries leaves the
+                    // rest empty rather than stalling its callers.
+                    self.entry_applied(entry.id, Some(responses.next().unwrap_or_default()));
+                }
+                rest = after;
                 continue;
             }
-            let response = match entry.kind {
-                EntryKind::Command => Some(self.fsm.apply(entry)),
-                EntryKind::Configuration => {
-                    if let Ok(c) = Configuration::decode(&entry.data) {
-                        self.fsm.store_configuration(index, &c);
-                    }
-                    None
+            if first.kind == EntryKind::Configuration {
+                if let Ok(c) = Configuration::decode(&first.data) {
+                    self.fsm.store_configuration(first.id.index, &c);
                 }
-                _ => None,
-            };
-            self.entry_applied(entry.id, response);
+            }
+            self.entry_applied(first.id, None);
+            rest = &rest[1..];
         }
         if let Some(last) = entries.last() {
             let _ = self.events.send(ShardEvent::Applied(

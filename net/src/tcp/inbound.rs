@@ -1,6 +1,6 @@
 //! Accepting connections: handshake, then read requests and write back responses.
 
-use super::conn::{read_frame, write_loop};
+use super::conn::{write_loop, FrameReader};
 use super::{Internal, Shared};
 use crate::codec::{FrameDecoder, Payload};
 use crate::handshake::{read_hello, send_hello, Hello};
@@ -71,7 +71,7 @@ async fn serve<L: StreamLayer>(
         Ok::<_, (Option<NodeId>, PeerError)>((stream, buf, theirs))
     };
     let mut shutdown = shared.shutdown.clone();
-    let (stream, mut buf, theirs) = tokio::select! {
+    let (stream, buf, theirs) = tokio::select! {
         _ = shutdown.changed() => return,
         r = tokio::time::timeout(config.connect_timeout, handshake) => match r {
             Ok(Ok(ok)) => ok,
@@ -96,11 +96,11 @@ async fn serve<L: StreamLayer>(
         return;
     }
     let writer = tokio::spawn(async move { write_loop(&mut write, &mut response_rx).await });
-    let decoder = FrameDecoder::new(config.max_frame_bytes);
+    let mut reader = FrameReader::new(buf, FrameDecoder::new(config.max_frame_bytes));
     let error = loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break PeerError::Shutdown,
-            f = read_frame(&mut read, &mut buf, &decoder) => match f {
+            f = reader.read(&mut read) => match f {
                 Ok(frame) => frame,
                 Err(e) => break e,
             },

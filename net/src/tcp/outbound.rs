@@ -1,6 +1,6 @@
 //! One outgoing connection to one peer on one lane: dial, handshake, pipeline, redial.
 
-use super::conn::{read_frame, write_parts, COALESCE_BYTES};
+use super::conn::{write_parts, FrameReader, COALESCE_BYTES};
 use super::{backoff, random_u64, Internal, Outgoing, Shared};
 use crate::codec::{FrameDecoder, Payload};
 use crate::frame::FrameKind;
@@ -178,8 +178,7 @@ impl<L: StreamLayer> Outbound<L> {
         let (acks, mut ack_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_responses(
             read,
-            buf,
-            FrameDecoder::new(self.shared.config.max_frame_bytes),
+            FrameReader::new(buf, FrameDecoder::new(self.shared.config.max_frame_bytes)),
             self.shared.clone(),
             self.peer,
             acks,
@@ -241,14 +240,13 @@ fn take(o: Outgoing, inflight: &mut VecDeque<FailedSend>, parts: &mut Vec<bytes:
 /// Reads responses (and anything else the peer sends on our connection) until it fails.
 async fn read_responses<S: AsyncRead, L>(
     mut read: ReadHalf<S>,
-    mut buf: BytesMut,
-    decoder: FrameDecoder,
+    mut reader: FrameReader,
     shared: Arc<Shared<L>>,
     peer: NodeId,
     acks: mpsc::UnboundedSender<Ack>,
 ) {
     let error = loop {
-        let frame = match read_frame(&mut read, &mut buf, &decoder).await {
+        let frame = match reader.read(&mut read).await {
             Ok(frame) => frame,
             Err(e) => break e,
         };

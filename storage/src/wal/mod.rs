@@ -228,6 +228,13 @@ struct State {
     files: BTreeMap<u32, Arc<SegmentFile>>,
     shutdown: bool,
     notifier: Option<DurableNotifier>,
+    /// The writer is blocked on `work` (set and cleared by the writer under the lock), so an
+    /// append has to wake it. `Condvar::notify_one` is a futex system call even when nobody
+    /// waits, and an append while the writer is busy needs none: it checks for staged work
+    /// under the lock before it sleeps again.
+    writer_waiting: bool,
+    /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
+    durable_waiters: usize,
 }
 
 impl State {
@@ -628,8 +635,11 @@ impl LogStore for WalLogStore {
             }
         }
         state.stage.ticket = ticket;
+        let wake = state.writer_waiting;
         drop(state);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(ticket)
     }
 
@@ -648,8 +658,11 @@ impl LogStore for WalLogStore {
         }
         state.index.truncate_suffix(last);
         let ticket = state.stage_marker(&self.config, KIND_TRUNCATE_SUFFIX, last);
+        let wake = state.writer_waiting;
         drop(state);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(ticket)
     }
 
@@ -662,8 +675,11 @@ impl LogStore for WalLogStore {
         state.index.truncate_prefix(first);
         state.stage.prefix = Some(state.stage.prefix.map_or(first, |p| p.max(first)));
         let ticket = state.stage_marker(&self.config, KIND_TRUNCATE_PREFIX, first);
+        let wake = state.writer_waiting;
         drop(state);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(ticket)
     }
 
@@ -680,11 +696,13 @@ impl LogStore for WalLogStore {
             if state.durable >= ticket {
                 return Ok(());
             }
+            state.durable_waiters += 1;
             state = self
                 .shared
                 .done
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.durable_waiters -= 1;
         }
     }
 

@@ -365,6 +365,8 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
             files,
             shutdown: false,
             notifier: None,
+            writer_waiting: false,
+            durable_waiters: 0,
         }),
         work: Condvar::new(),
         done: Condvar::new(),

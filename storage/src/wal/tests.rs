@@ -141,6 +141,43 @@ fn an_append_taken_whole_while_it_was_staging_still_becomes_durable() {
 }
 
 #[test]
+fn batches_of_one_write_and_of_many_become_durable_for_every_waiter() {
+    // The io_uring backend writes a batch of up to one write with `pwrite` and a larger one as
+    // concurrent io_uring writes; the writer signals blocked waiters only when there are any.
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = WalConfig {
+            segment_size_bytes: 8 << 20,
+            max_entry_bytes: 2 << 20,
+            backend,
+            ..WalConfig::new(dir.path())
+        };
+        let mut store = WalLogStore::open(config.clone()).expect("open");
+        let mut next = 1;
+        for round in 0..4u64 {
+            let mut big = entry(next, round + 1);
+            big.data = Bytes::from(vec![round as u8; 1 << 20]);
+            let small = entries(next + 1, next + 9, round + 1);
+            next += 10;
+            let first = store.append(std::slice::from_ref(&big)).expect("append");
+            let second = store.append(&small).expect("append");
+            std::thread::scope(|scope| {
+                for ticket in [first, second, first, second] {
+                    let store = &store;
+                    scope.spawn(move || store.wait_durable(ticket).expect("durable"));
+                }
+            });
+            assert!(store.durable().expect("durable") >= second);
+        }
+        let before = contents(&store);
+        assert_eq!(before.len(), 40);
+        drop(store);
+        let store = WalLogStore::open(config).expect("reopen");
+        assert_eq!(contents(&store), before);
+    }
+}
+
+#[test]
 fn entries_survive_reopen_across_segment_rotations() {
     for backend in backends() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -187,11 +187,13 @@ impl Writer {
                     state.stage.has_records() || state.stage.ticket > taken
                 };
                 while !has_work(&state, self.taken) && !state.shutdown {
+                    state.writer_waiting = true;
                     state = self
                         .shared
                         .work
                         .wait(state)
                         .unwrap_or_else(|poison| poison.into_inner());
+                    state.writer_waiting = false;
                 }
                 if !has_work(&state, self.taken) {
                     break;
@@ -256,39 +258,61 @@ impl Writer {
     fn complete(&mut self, batch: Batch, result: Result<(), LogError>) {
         let mut doomed = Vec::new();
         let failed = result.is_err();
-        {
-            let mut state = self.shared.lock();
-            match result {
-                Ok(()) => {
-                    // Written: reads of these records go to the file from now on. (After a
-                    // failure the chunks stay, so what was staged can still be read.)
-                    state.inflight.clear();
-                    if let Some(first) = batch.prefix {
-                        // Segments wholly before `first` are dead once the marker is durable.
-                        while self.segments.len() > 1 && self.segments[1].1 <= first {
-                            if let Some((id, _, path)) = self.segments.pop_front() {
-                                state.files.remove(&id);
-                                doomed.push(path);
-                            }
+        let mut state = self.shared.lock();
+        match result {
+            Ok(()) => {
+                // Written: reads of these records go to the file from now on. (After a
+                // failure the chunks stay, so what was staged can still be read.)
+                state.inflight.clear();
+                if let Some(first) = batch.prefix {
+                    // Segments wholly before `first` are dead once the marker is durable.
+                    while self.segments.len() > 1 && self.segments[1].1 <= first {
+                        if let Some((id, _, path)) = self.segments.pop_front() {
+                            state.files.remove(&id);
+                            doomed.push(path);
                         }
                     }
                 }
-                Err(e) => state.failed = Some(e),
             }
-            for chunk in batch.chunks {
-                if let Ok(chunk) = Arc::try_unwrap(chunk) {
-                    if state.stage.free.len() < FREE_BUFFERS_MAX {
-                        state.stage.free.push(chunk.buf);
-                    }
+            Err(e) => state.failed = Some(e),
+        }
+        for chunk in batch.chunks {
+            if let Ok(chunk) = Arc::try_unwrap(chunk) {
+                if state.stage.free.len() < FREE_BUFFERS_MAX {
+                    state.stage.free.push(chunk.buf);
                 }
             }
         }
-        // Delete before waking waiters: once a head truncation is durable, its segments are gone.
-        for path in &doomed {
-            // Oldest first, each made durable before the next: a crash must never leave a gap
-            // (an old segment kept, a younger one gone). A segment that survives is harmless,
-            // since the durable prefix marker hides its entries on recovery, so a failed delete
-            // is only logged.
+        if !doomed.is_empty() {
+            // Delete before waking waiters: once a head truncation is durable, its segments
+            // are gone. Without the lock: appends go on meanwhile.
+            drop(state);
+            self.delete_segments(&doomed);
+            state = self.shared.lock();
+        }
+        if !failed {
+            state.durable = state.durable.max(batch.ticket);
+        }
+        let notifier = state.notifier.clone();
+        let waiters = state.durable_waiters > 0;
+        drop(state);
+        // The shard first: it is on every write's critical path. A blocking waiter (rare: hard
+        // state saves, tests) only when there is one, since `notify_all` is a futex system
+        // call even when nobody waits.
+        if let Some(notify) = notifier {
+            notify();
+        }
+        if waiters {
+            self.shared.done.notify_all();
+        }
+    }
+
+    /// Deletes dead segments, oldest first, each made durable before the next: a crash must
+    /// never leave a gap (an old segment kept, a younger one gone). A segment that survives is
+    /// harmless, since the durable prefix marker hides its entries on recovery, so a failed
+    /// delete is only logged.
+    fn delete_segments(&self, doomed: &[PathBuf]) {
+        for path in doomed {
             if let Err(e) = std::fs::remove_file(path) {
                 eprintln!("ringraft-storage: could not delete {}: {e}", path.display());
                 break;
@@ -297,17 +321,6 @@ impl Writer {
                 eprintln!("ringraft-storage: fsync {}: {e}", self.config.dir.display());
                 break;
             }
-        }
-        let notifier = {
-            let mut state = self.shared.lock();
-            if !failed {
-                state.durable = state.durable.max(batch.ticket);
-            }
-            state.notifier.clone()
-        };
-        self.shared.done.notify_all();
-        if let Some(notify) = notifier {
-            notify();
         }
     }
 }

@@ -683,7 +683,9 @@ pub(crate) fn transport_event(id: NodeId, event: &TransportEvent) {
             tracing::info!(node = id.0, peer = peer.0, "connected to peer");
         }
         TransportEvent::PeerDisconnected { peer, error } => {
-            tracing::warn!(node = id.0, peer = peer.0, error = %error, "connection to peer lost");
+            // Routine while peers start, restart or are partitioned away (the transport redials
+            // with backoff); the core's heartbeat-failure observations say when it matters.
+            tracing::info!(node = id.0, peer = peer.0, error = %error, "connection to peer lost");
         }
         TransportEvent::InboundRejected {
             address,

@@ -74,9 +74,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let (peers, addresses) = cluster_addresses(nodes)?;
     signals::install();
     let mut children: Vec<Child> = Vec::new();
+    // The foreground cluster keeps its terminal for the addresses and errors: its nodes log
+    // warnings and errors only, unless the caller chose a level.
+    let quiet = std::env::var_os(super::logs::LEVEL_VARIABLE).is_none();
     for (i, (raft, client)) in addresses.iter().enumerate() {
         let id = i + 1;
-        let spawned = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if quiet {
+            command.env(super::logs::LEVEL_VARIABLE, "warn");
+        }
+        let spawned = command
             .args(["--id", &id.to_string(), "--client", client, "--raft", raft])
             .args(["--peers", &peers, "--data"])
             .arg(base.join(format!("node-{id}")))

@@ -22,7 +22,8 @@ fn durations_are_milliseconds_or_go_strings() {
             "leader_lease_timeout": "250ms",
             "trailing_logs": 100,
             "pre_vote_disabled": true,
-            "shard_cpu": 1
+            "shard_cpu": 1,
+            "apply_on_shard_thread": true
         }"#,
     )
     .expect("parse");
@@ -33,6 +34,7 @@ fn durations_are_milliseconds_or_go_strings() {
     assert_eq!(c.trailing_logs, 100);
     assert!(c.pre_vote_disabled);
     assert_eq!(c.shard_cpu, Some(1));
+    assert!(c.apply_on_shard_thread);
     assert_eq!(c.validate(), Ok(()));
 }
 

@@ -22,7 +22,10 @@
 //!   heartbeat round. Call it once per event-loop turn.
 //!
 //! Role logic lives in [`election`](self) (pre-vote, votes, role changes), `follower`
-//! (AppendEntries and heartbeats received) and `leader` (replication, commit, reads).
+//! (AppendEntries and heartbeats received) and `leader` (replication, commit, reads);
+//! `membership`, `transfer`, `snapshot` (compaction, InstallSnapshot) and `restore` (user
+//! restore: the external snapshot is staged before its log entry, and followers stage it before
+//! they accept that entry) hold the Consensus core II operations.
 
 mod config;
 mod election;

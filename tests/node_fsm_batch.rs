@@ -4,10 +4,9 @@
 mod node_support;
 
 use bytes::Bytes;
-use node_support::{resolve, test_config, wait_until};
-use ringraft::{Fsm, FsmError, FsmSnapshot, Raft, RaftState};
-use ringraft_net::memory::MemNetwork;
-use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId, Server};
+use node_support::resolve;
+use ringraft::{Fsm, FsmError, FsmSnapshot};
+use ringraft_storage::{Entry, InmemSnapshotStore};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,23 +39,7 @@ impl Fsm for Batching {
 #[test]
 fn commands_arrive_in_batches_and_each_caller_gets_its_response() {
     let batches = Arc::new(Mutex::new(Vec::new()));
-    let net = MemNetwork::new();
-    let log = InmemStore::new();
-    let raft = Raft::new(
-        test_config(NodeId(1)),
-        Batching(batches.clone()),
-        log.clone(),
-        log,
-        InmemSnapshotStore::new(),
-        net.transport(NodeId(1)),
-    )
-    .expect("start");
-    resolve(
-        "bootstrap",
-        raft.bootstrap_cluster(Configuration::new(vec![Server::voter(NodeId(1), "n1")])),
-    )
-    .expect("bootstrap");
-    wait_until("leadership", || raft.state() == RaftState::Leader);
+    let raft = node_support::start_single(Batching(batches.clone()), InmemSnapshotStore::new());
     let commands: Vec<Bytes> = (0..16)
         .map(|i| Bytes::from(format!("cmd-{i:02}")))
         .collect();

@@ -6,9 +6,8 @@ mod node_support;
 
 use bytes::{BufMut, Bytes};
 use node_support::{commands, resolve, wait_until, RecordingFsm, TestCluster};
-use ringraft::{Raft, RestoreError};
-use ringraft_net::memory::MemNetwork;
-use ringraft_storage::{Configuration, DiscardSnapshotStore, InmemStore, NodeId, Server};
+use ringraft::RestoreError;
+use ringraft_storage::{DiscardSnapshotStore, NodeId};
 use std::io::Read;
 use std::time::Duration;
 
@@ -175,24 +174,7 @@ fn failed_restores_say_why_and_change_nothing() {
 
 #[test]
 fn a_snapshot_store_without_a_staging_area_refuses_restores() {
-    let net = MemNetwork::new();
-    let log = InmemStore::new();
-    let config = node_support::test_config(NodeId(1));
-    let raft = Raft::new(
-        config,
-        RecordingFsm::new(),
-        log.clone(),
-        log,
-        DiscardSnapshotStore,
-        net.transport(NodeId(1)),
-    )
-    .expect("start");
-    resolve(
-        "bootstrap",
-        raft.bootstrap_cluster(Configuration::new(vec![Server::voter(NodeId(1), "n1")])),
-    )
-    .expect("bootstrap");
-    wait_until("leadership", || raft.state() == ringraft::RaftState::Leader);
+    let raft = node_support::start_single(RecordingFsm::new(), DiscardSnapshotStore);
     let refused = resolve(
         "restore",
         raft.restore(std::io::Cursor::new(vec![1, 2, 3]), T),

@@ -91,6 +91,29 @@ impl FsmSnapshot for RecordingSnapshot {
     }
 }
 
+/// Starts node 1 alone over `net` with `fsm` and `snapshots`, bootstraps it as the only voter
+/// and waits until it leads.
+pub fn start_single(
+    fsm: impl Fsm,
+    snapshots: impl ringraft_storage::SnapshotStore + 'static,
+) -> Raft {
+    let net = MemNetwork::new();
+    let log = InmemStore::new();
+    let raft = Raft::new(
+        test_config(NodeId(1)),
+        fsm,
+        log.clone(),
+        log,
+        snapshots,
+        net.transport(NodeId(1)),
+    )
+    .expect("start");
+    let configuration = Configuration::new(vec![ringraft_storage::Server::voter(NodeId(1), "n1")]);
+    resolve("bootstrap", raft.bootstrap_cluster(configuration)).expect("bootstrap");
+    wait_until("leadership", || raft.state() == RaftState::Leader);
+    raft
+}
+
 /// Polls `condition` until it holds; panics (naming `what`) after [`HANG_GUARD`].
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let mut waited = Duration::ZERO;

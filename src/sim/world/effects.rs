@@ -111,44 +111,12 @@ impl World {
             Effect::ReadSnapshotChunk {
                 peer,
                 meta,
-                stage: true,
+                stage,
                 offset,
                 max_bytes,
             } => {
-                let Some((_, data)) = self.nodes[n].disk.staged(meta.last) else {
-                    return Err(format!(
-                        "n{}: asked to stream restore {} it has not staged",
-                        n + 1,
-                        meta.last
-                    ));
-                };
-                let (data, done) = read_chunk(data, offset, max_bytes);
-                let input = Input::SnapshotChunkRead {
-                    peer,
-                    snapshot: meta.last,
-                    offset,
-                    data,
-                    done,
-                };
-                self.step(n, input)?;
-            }
-            Effect::ReadSnapshotChunk {
-                peer,
-                meta,
-                stage: false,
-                offset,
-                max_bytes,
-            } => {
-                let Some((stored, kv)) = self.nodes[n].disk.snapshot() else {
-                    return Err(format!("{n}: asked to read a snapshot it does not have"));
-                };
-                if stored.last != meta.last {
-                    return Err(format!(
-                        "{n}: asked for snapshot {} but holds {}",
-                        meta.last, stored.last
-                    ));
-                }
-                let (data, done) = read_chunk(&kv.encode(), offset, max_bytes);
+                let bytes = self.stored_bytes(n, &meta, stage)?;
+                let (data, done) = read_chunk(&bytes, offset, max_bytes);
                 let input = Input::SnapshotChunkRead {
                     peer,
                     snapshot: meta.last,
@@ -271,6 +239,30 @@ impl World {
             let at = self.now.plus_nanos(delay);
             self.schedule(at, Ev::Deliver(m.clone()));
         }
+    }
+
+    /// The bytes of node `n`'s staged restore (`stage`) or snapshot `meta.last`, for streaming.
+    fn stored_bytes(&self, n: usize, meta: &SnapshotMeta, stage: bool) -> Result<Bytes, String> {
+        if stage {
+            let Some((_, data)) = self.nodes[n].disk.staged(meta.last) else {
+                return Err(format!(
+                    "n{}: asked to stream restore {} it has not staged",
+                    n + 1,
+                    meta.last
+                ));
+            };
+            return Ok(data.clone());
+        }
+        let Some((stored, kv)) = self.nodes[n].disk.snapshot() else {
+            return Err(format!("{n}: asked to read a snapshot it does not have"));
+        };
+        if stored.last != meta.last {
+            return Err(format!(
+                "{n}: asked for snapshot {} but holds {}",
+                meta.last, stored.last
+            ));
+        }
+        Ok(kv.encode())
     }
 
     /// Takes a snapshot when the node applied `snapshot_every` entries since its last one.

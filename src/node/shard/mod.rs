@@ -102,10 +102,8 @@ pub(crate) struct Shard {
     yield_every_turn: bool,
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
-    pub(crate) apply_tx: Option<mpsc::Sender<ApplyTask>>,
-    pub(crate) apply_thread: Option<JoinHandle<()>>,
-    /// The state machine, when it runs on this thread.
-    inline_apply: Option<Box<ApplyLoop>>,
+    /// Where the state machine runs; `None` once it stopped (shutdown, or it failed).
+    applier: Option<Applier>,
     pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
     next_token: u64,
@@ -169,13 +167,10 @@ impl Shard {
         transport: Box<dyn Transport>,
         yield_every_turn: bool,
     ) -> Shard {
-        let (apply_tx, apply_thread, inline_apply) = match p.applier {
-            Applier::Thread { tx, thread } => (Some(tx), Some(thread), None),
-            Applier::Inline(mut apply) => {
-                apply.start();
-                (None, None, Some(apply))
-            }
-        };
+        let mut applier = p.applier;
+        if let Applier::Inline(apply) = &mut applier {
+            apply.start();
+        }
         let metrics = ShardMetrics::new(
             p.shared.metrics.clone(),
             p.shared.id,
@@ -193,9 +188,7 @@ impl Shard {
             yield_every_turn,
             shared: p.shared,
             clock: p.clock,
-            apply_tx,
-            apply_thread,
-            inline_apply,
+            applier: Some(applier),
             events_tx: p.events_tx,
             events_rx: p.events_rx,
             next_token: 0,
@@ -699,26 +692,27 @@ impl Shard {
 
     /// Whether a state machine is there to take tasks (false once shut down).
     pub(super) fn can_apply(&self) -> bool {
-        self.apply_tx.is_some() || self.inline_apply.is_some()
+        self.applier.is_some()
     }
 
     fn send_to_apply(&mut self, task: ApplyTask) {
-        if let Some(apply) = self.inline_apply.as_mut() {
-            if matches!(task, ApplyTask::Entries(_)) {
-                self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
-            }
-            if !apply.handle(task) {
-                self.inline_apply = None;
-            }
+        let Some(applier) = self.applier.as_mut() else {
             return;
+        };
+        if matches!(task, ApplyTask::Entries(_)) {
+            // The apply loop counts it down once applied.
+            self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
         }
-        if let Some(tx) = &self.apply_tx {
-            if matches!(task, ApplyTask::Entries(_)) {
-                // The apply thread counts it down once applied.
-                self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
+        match applier {
+            Applier::Inline(apply) => {
+                if !apply.handle(task) {
+                    self.applier = None;
+                }
             }
             // If the apply thread is gone the task's waiters are dropped: they see Shutdown.
-            let _ = tx.send(task);
+            Applier::Thread { tx, .. } => {
+                let _ = tx.send(task);
+            }
         }
     }
 
@@ -959,10 +953,9 @@ impl Shard {
         if let Some(r) = self.receiving.take() {
             let _ = r.sink.cancel();
         }
-        self.apply_tx = None;
-        self.inline_apply = None;
-        if let Some(t) = self.apply_thread.take() {
-            let _ = t.join();
+        if let Some(Applier::Thread { tx, thread }) = self.applier.take() {
+            drop(tx);
+            let _ = thread.join();
         }
         tracing::info!(node = self.shared.id.0, "shut down");
     }

@@ -110,14 +110,16 @@ impl Shard {
     /// The locally stored snapshot ending at `meta.last` (ids differ between nodes: a received
     /// snapshot is stored under this node's own id).
     pub(super) fn local_snapshot(&self, meta: &SnapshotMeta) -> Option<SnapshotMeta> {
-        self.local_in(meta, false)
+        self.local_in(&meta.id, meta.last, false)
     }
 
-    fn local_in(&self, meta: &SnapshotMeta, stage: bool) -> Option<SnapshotMeta> {
+    /// The snapshot (or, with `stage`, staged restore) ending at `last`, preferring the one
+    /// stored under `id`.
+    fn local_in(&self, id: &str, last: LogId, stage: bool) -> Option<SnapshotMeta> {
         let list = self.store(stage)?.list().ok()?;
-        let exact = list.iter().find(|m| m.id == meta.id && m.last == meta.last);
+        let exact = list.iter().find(|m| m.id == id && m.last == last);
         exact
-            .or_else(|| list.iter().find(|m| m.last == meta.last))
+            .or_else(|| list.iter().find(|m| m.last == last))
             .cloned()
     }
 
@@ -127,7 +129,7 @@ impl Shard {
         stage: bool,
         offset: u64,
     ) -> Option<ChunkReader> {
-        let local = self.local_in(meta, stage)?;
+        let local = self.local_in(&meta.id, meta.last, stage)?;
         let (stored, mut reader) = self.store(stage)?.open(&local.id).ok()?;
         let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).ok()?;
         if skipped != offset {
@@ -292,7 +294,7 @@ impl Shard {
                 self.send_to_apply(ApplyTask::Entries(entries));
             }
             let opened = self
-                .local_in(&restore_meta(restore.id), true)
+                .local_in("", restore.id, true)
                 .ok_or_else(|| "not in the staging area".to_string())
                 .and_then(|local| {
                     self.store(true)
@@ -402,16 +404,5 @@ impl Shard {
                     "could not delete a staged restore");
             }
         }
-    }
-}
-
-/// Metadata that finds the staged restore of the entry `id` (looked up by `last`).
-fn restore_meta(id: LogId) -> SnapshotMeta {
-    SnapshotMeta {
-        id: String::new(),
-        last: id,
-        configuration: ringraft_storage::Configuration::default(),
-        configuration_index: Index(0),
-        size: 0,
     }
 }

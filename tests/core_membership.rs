@@ -561,3 +561,84 @@ fn recover_cluster_forces_a_configuration_after_quorum_loss() {
         Some(BootstrapError::NoExistingState)
     );
 }
+
+/// A leader that has told its successor to campaign (TimeoutNow) has no lease any more: the
+/// voters grant a transfer's votes although they still hear from it, so a new leader can
+/// commit while the old one believes its lease holds. Found by injecting bugs by hand; the
+/// simulator's read checker now catches it too.
+#[test]
+fn a_leader_that_sent_timeout_now_serves_no_lease_reads() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    c.heartbeat(N1);
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    let before = c.reply(token);
+    assert_eq!(before, Some(Ok(Outcome::ReadReady { index: Index(2) })));
+    // N2 holds the whole log: TimeoutNow goes out at once. Then N1 is cut off.
+    let t = c.transfer(N1, Some(N2));
+    let sent = c.take_in_flight();
+    assert!(sent.iter().any(|m| m.body == Body::TimeoutNow), "{sent:?}");
+    for m in sent {
+        c.deliver(m);
+    }
+    c.isolate(N1);
+    c.deliver_all();
+    assert_eq!(c.core(N2).role(), Role::Leader);
+    let w = c.propose(N2, b"after the transfer");
+    c.deliver_all();
+    let Some(Ok(Outcome::Committed { last, .. })) = c.reply(w) else {
+        panic!("the new leader commits: {:?}", c.reply(w));
+    };
+    assert_eq!(last, Index(4));
+    // No time has passed: N1's old lease would still hold, but N1 must not answer from it.
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    assert_eq!(c.reply(t), None, "N1 has not heard of the new term");
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(c.reply(token), None, "a stale lease read at the old leader");
+}
+
+/// A transfer whose TimeoutNow was lost fails by timeout, but a copy of that message may still
+/// arrive (delayed or duplicated), and the target would campaign with voters that ignore the
+/// lease: the lease stays void for the rest of the term, and reads take a quorum round.
+#[test]
+fn a_failed_transfer_that_sent_timeout_now_leaves_the_lease_void_for_the_term() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    let t = c.transfer(N1, Some(N2));
+    let lost = c.take_in_flight();
+    assert!(lost.iter().any(|m| m.body == Body::TimeoutNow), "{lost:?}");
+    c.run_for(ms(250), ms(5));
+    assert_eq!(c.reply(t), Some(Err(RequestError::TransferTimeout)));
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(c.reply(token), None, "answered from a void lease");
+    c.deliver_all();
+    assert_eq!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { index: Index(2) }))
+    );
+}
+
+/// A transfer that fails before TimeoutNow was sent (the target never caught up) leaves the
+/// lease intact: no voter was asked to grant a transfer's vote.
+#[test]
+fn a_transfer_that_never_sent_timeout_now_keeps_the_lease() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    c.isolate(N3);
+    c.propose(N1, b"w");
+    c.deliver_all();
+    let t = c.transfer(N1, Some(N3));
+    c.run_for(ms(250), ms(5));
+    assert_eq!(c.reply(t), Some(Err(RequestError::TransferTimeout)));
+    c.heartbeat(N1);
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { index: Index(3) }))
+    );
+}

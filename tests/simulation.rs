@@ -25,13 +25,13 @@ fn sweep(start: u64, count: u64, nodes: usize) {
 }
 
 #[test]
-fn three_node_clusters_stay_safe_and_live_over_300_seeds() {
-    sweep(0, 300, 3);
+fn three_node_clusters_stay_safe_and_live_over_800_seeds() {
+    sweep(0, 800, 3);
 }
 
 #[test]
-fn five_node_clusters_stay_safe_and_live_over_200_seeds() {
-    sweep(1_000_000, 200, 5);
+fn five_node_clusters_stay_safe_and_live_over_500_seeds() {
+    sweep(1_000_000, 500, 5);
 }
 
 #[test]
@@ -111,4 +111,61 @@ fn the_simulator_catches_a_vote_released_before_it_is_durable() {
 fn the_simulator_catches_a_restore_entry_accepted_without_its_snapshot() {
     let caught = first_catch(Mutation::AcceptUnstagedRestore, 100);
     assert!(caught.is_some(), "not caught within 100 seeds");
+}
+
+/// Each checker added for the simulator's blind spots catches the bug it was built for, and is
+/// the checker that reports it.
+fn caught_by(mutation: Mutation, bound: u64, checker: &str) {
+    let Some((seed, failure)) = first_catch(mutation, bound) else {
+        panic!("{} not caught within {bound} seeds", mutation.name());
+    };
+    assert!(
+        failure.contains(checker),
+        "{} caught at seed {seed} by another checker: {failure}",
+        mutation.name()
+    );
+}
+
+#[test]
+fn the_read_checker_catches_lease_reads_after_timeout_now() {
+    caught_by(Mutation::LeaseAfterTimeoutNow, 400, "stale read");
+}
+
+#[test]
+fn the_durable_term_checker_catches_a_heartbeat_ack_before_its_term_is_durable() {
+    caught_by(
+        Mutation::HeartbeatAckBeforeTermDurable,
+        50,
+        "durability of what was said",
+    );
+}
+
+#[test]
+fn the_acknowledged_entries_checker_catches_an_append_ack_before_the_entries_are_durable() {
+    caught_by(
+        Mutation::AppendAckBeforeEntriesDurable,
+        50,
+        "acknowledged its log through",
+    );
+}
+
+#[test]
+fn the_bookkeeping_checker_catches_configurations_kept_after_a_truncation() {
+    caught_by(
+        Mutation::KeepTruncatedConfigurations,
+        50,
+        "configuration bookkeeping",
+    );
+}
+
+#[test]
+fn a_seed_that_runs_out_of_events_fails_instead_of_hanging() {
+    let mut config = SimConfig::new(3);
+    config.event_budget = Some(2_000);
+    let report = run(&config);
+    let failure = report
+        .failure
+        .expect("the budget is far too small to finish");
+    assert!(failure.contains("event budget exhausted"), "{failure}");
+    assert_eq!(report.events, 2_001);
 }

@@ -422,6 +422,14 @@ impl Raft {
 
     /// As [`read_index`](Raft::read_index), but answered without a quorum round while the
     /// leader's lease holds (thesis §6.4.1; needs [`Config::lease_read`]).
+    ///
+    /// hashicorp/raft has no lease reads (its leader lease only decides when a leader steps
+    /// down). Ours holds while a quorum acknowledged a heartbeat round sent less than
+    /// `election_timeout` minus [`Config::clock_drift_bound`] ago. Once a
+    /// [`transfer_leadership`](Raft::transfer_leadership) has told its target to campaign,
+    /// the lease is void for the rest of the leader's term, even if the transfer then fails:
+    /// the voters grant a transfer's votes while they still hear from this leader, so the
+    /// read takes a quorum round instead.
     pub fn lease_read(&self, timeout: Duration) -> RaftFuture<Index, ReadError> {
         self.submit(
             timeout,

@@ -33,12 +33,23 @@ pub enum Mutation {
     /// A follower accepts a user-restore entry without having staged its snapshot (the
     /// hashicorp-style shortcut: data and entry travel separately).
     AcceptUnstagedRestore,
+    /// A leader keeps serving lease reads after a leadership transfer sent `TimeoutNow`
+    /// (the stale-read bug of an earlier version: the transfer's votes bypass the lease).
+    LeaseAfterTimeoutNow,
+    /// A heartbeat acknowledgement leaves before the term it carries is durable.
+    HeartbeatAckBeforeTermDurable,
+    /// An AppendEntries success leaves once the term is durable, without waiting for the
+    /// entries it acknowledges.
+    AppendAckBeforeEntriesDurable,
+    /// A truncation of the log's suffix leaves the configurations it removed in the core's
+    /// bookkeeping.
+    KeepTruncatedConfigurations,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 9] = [
+    pub const ALL: [Mutation; 13] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -48,6 +59,10 @@ impl Mutation {
         Mutation::KeepConflictingSuffixOnInstall,
         Mutation::CountNonvoterTowardCommit,
         Mutation::AcceptUnstagedRestore,
+        Mutation::LeaseAfterTimeoutNow,
+        Mutation::HeartbeatAckBeforeTermDurable,
+        Mutation::AppendAckBeforeEntriesDurable,
+        Mutation::KeepTruncatedConfigurations,
     ];
 
     /// The mutation's command-line name.
@@ -62,6 +77,10 @@ impl Mutation {
             Mutation::KeepConflictingSuffixOnInstall => "keep-conflicting-suffix",
             Mutation::CountNonvoterTowardCommit => "count-nonvoter",
             Mutation::AcceptUnstagedRestore => "accept-unstaged-restore",
+            Mutation::LeaseAfterTimeoutNow => "lease-after-timeout-now",
+            Mutation::HeartbeatAckBeforeTermDurable => "heartbeat-ack-before-term",
+            Mutation::AppendAckBeforeEntriesDurable => "append-ack-before-entries",
+            Mutation::KeepTruncatedConfigurations => "keep-truncated-configs",
         }
     }
 

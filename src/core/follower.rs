@@ -156,7 +156,13 @@ impl Core {
     }
 
     fn respond_append(&mut self, to: NodeId, round: u64, result: AppendResult) {
+        #[cfg(feature = "sim")]
+        let success = matches!(result, AppendResult::Success { .. });
         let body = Body::AppendEntriesResponse(AppendEntriesResponse { result, round });
+        #[cfg(feature = "sim")]
+        if success && self.config.mutation == Some(Mutation::AppendAckBeforeEntriesDurable) {
+            return self.send_when_term_durable(to, body);
+        }
         self.send_when_durable(to, body);
     }
 

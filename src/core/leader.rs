@@ -74,6 +74,11 @@ pub(crate) struct LeaderState {
     pub(crate) transfer: Option<Transfer>,
     /// A user restore being staged: its token and the id its entry will have.
     pub(crate) restoring: Option<(Token, LogId)>,
+    /// This term's lease is void: a transfer sent `TimeoutNow`, and voters grant the target's
+    /// votes even while they hear from us. A copy of that message can still arrive after the
+    /// transfer failed here (delayed or duplicated), so the lease stays void for the term and
+    /// lease reads take a quorum round instead.
+    pub(crate) lease_void: bool,
 }
 
 impl LeaderState {
@@ -96,6 +101,7 @@ impl LeaderState {
             promotion: None,
             transfer: None,
             restoring: None,
+            lease_void: false,
         }
     }
 
@@ -270,13 +276,19 @@ impl Core {
     }
 
     /// True while no other leader can have been elected: a quorum acknowledged a round sent
-    /// less than `election_timeout - clock_drift_bound` ago, and this term has committed an
-    /// entry.
+    /// less than `election_timeout - clock_drift_bound` ago, this term has committed an
+    /// entry, and no transfer has sent `TimeoutNow` in this term (see `lease_void`).
     fn lease_valid(&self) -> bool {
         let RoleState::Leader(l) = &self.role else {
             return false;
         };
-        if self.commit < l.first_index_of_term {
+        #[allow(unused_mut)]
+        let mut void = l.lease_void;
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::LeaseAfterTimeoutNow) {
+            void = false;
+        }
+        if void || self.commit < l.first_index_of_term {
             return false;
         }
         let round = self.quorum_acked_round();

@@ -505,6 +505,13 @@ impl Core {
         &self.log
     }
 
+    /// Every configuration the core tracks, oldest first, with the index of its entry: the
+    /// base (from the snapshot or the oldest retained entry) and every configuration entry in
+    /// the log after it.
+    pub fn configurations(&self) -> &[(Index, Configuration)] {
+        &self.configs
+    }
+
     /// The latest configuration (in effect as soon as appended) and its index.
     pub fn latest_configuration(&self) -> (Index, Configuration) {
         self.configs.last().cloned().unwrap_or_default()
@@ -647,6 +654,12 @@ impl Core {
     /// for answers that promise nothing about the log, such as a heartbeat acknowledgement.
     /// Not waiting for a slow disk's log writes keeps the leader's lease alive under load.
     fn send_when_term_durable(&mut self, to: NodeId, body: Body) {
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::HeartbeatAckBeforeTermDurable)
+            && matches!(body, Body::HeartbeatResponse { .. })
+        {
+            return self.send(to, body);
+        }
         let needed = if self.hard_state_dirty {
             self.last_issued_seq + 1
         } else {
@@ -680,8 +693,16 @@ impl Core {
             self.id()
         );
         self.log.truncate_from(from);
-        self.configs.retain(|(i, _)| *i < from);
-        self.configs_changed();
+        #[allow(unused_mut)]
+        let mut keep_configs = false;
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(Mutation::KeepTruncatedConfigurations) {
+            keep_configs = true;
+        }
+        if !keep_configs {
+            self.configs.retain(|(i, _)| *i < from);
+            self.configs_changed();
+        }
         self.staged.entries.retain(|e| e.id.index < from);
         let earliest = self.staged.truncate_from.map_or(from, |t| t.min(from));
         self.staged.truncate_from = Some(earliest);

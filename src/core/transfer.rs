@@ -6,6 +6,13 @@
 //! although they still hear from a live leader. The transfer succeeds when this leader sees the
 //! higher term; it fails with `TransferTimeout` after twice the election timeout (one timeout
 //! to catch the target up, one for its election, as hashicorp allows), and the leader resumes.
+//!
+//! Leases: once `TimeoutNow` is out, the voters' lease check no longer protects this leader (a
+//! transfer's vote requests bypass it), so a successor can be elected and commit while this
+//! leader still counts a quorum's acknowledgements. From that moment its lease is void for the
+//! rest of its term, even if the transfer fails: a delayed or duplicated `TimeoutNow` can still
+//! start the target's election later. Lease reads fall back to ReadIndex. A transfer that fails
+//! before sending `TimeoutNow` leaves the lease alone.
 
 use super::leader::Transfer;
 use super::types::{Outcome, RequestError, Token};
@@ -85,6 +92,7 @@ impl Core {
             .is_some_and(|p| p.match_index >= last);
         if caught_up && !t.timeout_now_sent {
             t.timeout_now_sent = true;
+            l.lease_void = true;
             self.send(target, Body::TimeoutNow);
         } else if !caught_up {
             self.send_appends(target);

@@ -75,7 +75,8 @@ pub enum Input {
         token: Token,
     },
     /// A lease-based read (thesis §6.4.1): answered without a quorum round while the lease
-    /// holds, else as a ReadIndex.
+    /// holds, else as a ReadIndex. A leader whose transfer sent `TimeoutNow` has no lease for
+    /// the rest of its term (see `core::transfer`).
     LeaseRead {
         /// The reply's token.
         token: Token,

@@ -1,7 +1,7 @@
 //! Cluster-wide safety checkers (Raft Figure 3 properties).
 
 use crate::core::{Core, Role};
-use ringraft_storage::{Entry, Index, LogId, NodeId, Term};
+use ringraft_storage::{Configuration, Entry, EntryKind, Index, LogId, NodeId, Term};
 use std::collections::BTreeMap;
 
 /// What the checkers have learned so far.
@@ -14,6 +14,11 @@ pub struct Checker {
     committed: BTreeMap<Index, (LogId, Term)>,
     /// State-machine safety: the entry applied at each index.
     applied: BTreeMap<Index, (LogId, bytes::Bytes)>,
+    /// The highest commit index any node has reached (reads must not return less than what
+    /// was committed when they arrived).
+    max_commit: Index,
+    /// Every configuration entry seen committed, from any node's log.
+    committed_configurations: BTreeMap<Index, (LogId, Configuration)>,
 }
 
 impl Checker {
@@ -21,6 +26,7 @@ impl Checker {
     /// already recorded for this node (updated here).
     pub fn after_step(&mut self, core: &Core, commit_seen: &mut Index) -> Result<(), String> {
         core.check_invariants()?;
+        check_configuration_bookkeeping(core)?;
         if core.role() == Role::Leader {
             match self.leaders.get(&core.term()) {
                 Some(&other) if other != core.id() => {
@@ -55,6 +61,38 @@ impl Checker {
             .copied()
             .unwrap_or_default();
         let commit = core.commit_index().max(known);
+        // The newest configuration committed anywhere that this leader must hold (appended
+        // in its term or earlier), from the record of every node's log: not this leader's own
+        // bookkeeping, which is what a bug would corrupt. (A stale leader of an older term
+        // need not know what later leaders changed.)
+        let newest = self
+            .committed_configurations
+            .values()
+            .rev()
+            .find(|(id, _)| id.term <= core.term());
+        if let Some((id, committed)) = newest {
+            let latest = core.latest_configuration();
+            if latest.0 < id.index {
+                return Err(format!(
+                    "configuration safety: leader {} in {} has its latest configuration at {} \
+                     but the configuration {id} was committed",
+                    core.id(),
+                    core.term(),
+                    latest.0
+                ));
+            }
+            let voters: Vec<NodeId> = committed.voters().collect();
+            let latest: Vec<NodeId> = latest.1.voters().collect();
+            if quorums_can_be_disjoint(&latest, &voters) {
+                return Err(format!(
+                    "configuration safety: leader {} in {} has latest voters {latest:?}, and \
+                     the configuration committed at {id} has voters {voters:?}: their quorums \
+                     can be disjoint",
+                    core.id(),
+                    core.term()
+                ));
+            }
+        }
         let uncommitted = core
             .log()
             .iter()
@@ -86,9 +124,15 @@ impl Checker {
     /// may compact them away, and after every step).
     pub fn observe_commits(&mut self, core: &Core, commit_seen: &mut Index) -> Result<(), String> {
         let commit = core.commit_index();
+        self.max_commit = self.max_commit.max(commit);
         let mut i = commit_seen.next();
         while i <= commit {
             if let Some(entry) = core.log().entry(i) {
+                if entry.kind == EntryKind::Configuration {
+                    if let Ok(c) = Configuration::decode(&entry.data) {
+                        self.committed_configurations.insert(i, (entry.id, c));
+                    }
+                }
                 match self.committed.get_mut(&i) {
                     Some((id, _)) if *id != entry.id => {
                         return Err(format!(
@@ -142,6 +186,11 @@ impl Checker {
         }
     }
 
+    /// The highest commit index any node has reached so far.
+    pub fn max_commit(&self) -> Index {
+        self.max_commit
+    }
+
     /// The id of the entry committed at `index`, if any node committed one.
     pub fn committed_at(&self, index: Index) -> Option<LogId> {
         self.committed.get(&index).map(|(id, _)| *id)
@@ -151,6 +200,37 @@ impl Checker {
     pub fn leader_terms(&self) -> usize {
         self.leaders.len()
     }
+}
+
+/// Every configuration the core tracks after its base is a configuration entry of its log,
+/// holding that configuration (after truncations and compactions too); only the base may lie
+/// at or below the compaction point.
+fn check_configuration_bookkeeping(core: &Core) -> Result<(), String> {
+    let prev = core.log().prev().index;
+    for (position, (index, configuration)) in core.configurations().iter().enumerate() {
+        if *index <= prev {
+            if position > 0 {
+                return Err(format!(
+                    "configuration bookkeeping: {} tracks a second configuration at {index}, at \
+                     or below its compaction point {prev}",
+                    core.id()
+                ));
+            }
+            continue;
+        }
+        let holds = core.log().entry(*index).is_some_and(|e| {
+            e.kind == EntryKind::Configuration
+                && Configuration::decode(&e.data).is_ok_and(|c| c == *configuration)
+        });
+        if !holds {
+            return Err(format!(
+                "configuration bookkeeping: {} tracks a configuration at {index} that its log \
+                 does not hold there",
+                core.id()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Log matching (Raft §5.3): if two logs hold an entry with the same index and term, they are

@@ -133,6 +133,11 @@ impl Disk {
         Ok(())
     }
 
+    /// The term in the durable hard state (what a crash now would recover).
+    pub fn durable_term(&self) -> ringraft_storage::Term {
+        self.hard_state.term
+    }
+
     /// Stores a snapshot durably.
     pub fn save_snapshot(&mut self, meta: SnapshotMeta, state: Kv) {
         self.snapshot = Some((meta, state));

@@ -98,9 +98,26 @@ impl World {
         if token.0 >> 63 == 1 {
             self.log(|| format!("n{} admin reply {result:?}", n + 1));
         }
+        let floor = self.read_floor.remove(&token.0);
+        self.log(|| format!("n{} replies to {} with {result:?}", n + 1, token.0));
         let Some(c) = self.client_of(n, token.0) else {
             return Ok(());
         };
+        if let (
+            Some(floor),
+            Ok(Outcome::ReadReady { index: read } | Outcome::Committed { last: read, .. }),
+        ) = (floor, &result)
+        {
+            if *read < floor {
+                return Err(format!(
+                    "stale read: n{} answered read {} at index {read}, but {floor} was already \
+                     committed when it arrived; nodes:{}",
+                    n + 1,
+                    token.0,
+                    self.describe_nodes()
+                ));
+            }
+        }
         self.hash(&[10, self.now.0, c as u64, token.0]);
         match result {
             Ok(Outcome::Committed { term, last, .. }) => {

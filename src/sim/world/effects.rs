@@ -38,6 +38,8 @@ impl World {
             return Ok(());
         };
         self.checker.after_step(core, &mut node.commit_seen)?;
+        node.term_seen = node.term_seen.max(core.term());
+        check_acknowledged_entries(node)?;
         let next = core.next_timer().max(self.now);
         if node.timer_at.is_none_or(|t| t > next) {
             node.timer_at = Some(next);
@@ -66,7 +68,10 @@ impl World {
                 node.disk.submit(batch);
                 self.schedule(done, Ev::DiskDone { node: n, boot, seq });
             }
-            Effect::Send(m) => self.send(m),
+            Effect::Send(m) => {
+                self.check_said(n, &m)?;
+                self.send(m);
+            }
             Effect::Apply { entries } => {
                 let mut last = self.nodes[n].applied;
                 for entry in &entries {
@@ -211,7 +216,61 @@ impl World {
                         let boot = self.nodes[n].boot;
                         self.schedule(at, Ev::Crash { node: n, boot });
                     }
+                    // A membership change right after an election: with the crashes above,
+                    // several leaders in quick succession each start one.
+                    if role == Role::Leader
+                        && !self.healed
+                        && self.config.churn
+                        && self.rng.chance(1, 4)
+                    {
+                        let at = self.now.plus_nanos(self.rng.range(0, 5 * MS));
+                        self.schedule(at, Ev::ChurnNow);
+                    }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Durability of what was said: a message never carries a term above its sender's durable
+    /// term (pre-votes, which propose a term, and refusals, which promise nothing, excepted),
+    /// and an AppendEntries success is remembered, so that losing what it acknowledged shows.
+    fn check_said(&mut self, n: usize, m: &Message) -> Result<(), String> {
+        use ringraft_net::message::{AppendEntriesResponse, AppendResult, Body};
+        let exempt = matches!(
+            m.body,
+            Body::PreVote { .. }
+                | Body::PreVoteResponse { .. }
+                | Body::RequestVoteResponse { granted: false }
+        );
+        let node = &mut self.nodes[n];
+        let durable = node.disk.durable_term();
+        if !exempt && m.term > durable {
+            return Err(format!(
+                "durability of what was said: n{} sent {:?} in {} with only {durable} durable",
+                n + 1,
+                m.body,
+                m.term
+            ));
+        }
+        if let Body::AppendEntriesResponse(AppendEntriesResponse {
+            result: AppendResult::Success { match_index },
+            ..
+        }) = m.body
+        {
+            let term_there = node
+                .core
+                .as_ref()
+                .and_then(|c| c.log().term_at(match_index));
+            let newer = node
+                .acked
+                .is_none_or(|a| (m.term, match_index) > (a.term, a.index));
+            if newer {
+                node.acked = Some(Acked {
+                    term: m.term,
+                    index: match_index,
+                    entry_term: term_there,
+                });
             }
         }
         Ok(())
@@ -230,8 +289,12 @@ impl World {
         } else {
             1
         };
-        for _ in 0..copies {
-            let delay = if self.rng.chance(1, 20) {
+        for copy in 0..copies {
+            let delay = if copy == 1 && self.rng.chance(1, 3) {
+                // A stale copy arriving long after: old answers make a leader resend what a
+                // follower already holds (snapshots to followers with a matching suffix).
+                self.rng.range(50 * MS, 400 * MS)
+            } else if self.rng.chance(1, 20) {
                 self.rng.range(MS, 40 * MS)
             } else {
                 self.rng.range(MS / 10, 2 * MS)
@@ -306,4 +369,36 @@ pub(crate) fn restore_blob(id: LogId) -> Bytes {
         .map(|i| (seed.rotate_left((i % 64) as u32) >> 3) as u8 ^ i as u8)
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// A node never loses entries it acknowledged to the leader of its current term: until it
+/// has seen a newer term, its log still holds the acknowledged entry (or a snapshot past it),
+/// across truncations, snapshot installs and restarts. A later leader may legitimately
+/// overwrite what was never committed, so a newer term ends the obligation, even if a crash
+/// then loses that term change (the disk model may keep a torn batch's truncation without
+/// its hard state).
+pub(super) fn check_acknowledged_entries(node: &SimNode) -> Result<(), String> {
+    let (Some(core), Some(acked)) = (node.core.as_ref(), node.acked) else {
+        return Ok(());
+    };
+    if node.term_seen.max(core.term()) != acked.term || acked.index <= core.log().prev().index {
+        return Ok(());
+    }
+    let holds = match acked.entry_term {
+        Some(term) => core.log().term_at(acked.index) == Some(term),
+        None => core.log().last_index() >= acked.index,
+    };
+    if holds {
+        return Ok(());
+    }
+    Err(format!(
+        "durability of what was said: {} acknowledged its log through {} (term {:?}) in {} \
+         but now holds {:?} there (last {})",
+        node.id,
+        acked.index,
+        acked.entry_term,
+        acked.term,
+        core.log().term_at(acked.index),
+        core.log().last_log_id()
+    ))
 }

@@ -69,6 +69,28 @@ impl World {
         }
         let at = self.now.plus_nanos(self.rng.range(50 * MS, 500 * MS));
         self.schedule(at, Ev::Churn);
+        self.change_membership()
+    }
+
+    /// Cuts node `n` off from every other node, both ways, until the next heal.
+    pub(super) fn isolate(&mut self, n: usize) {
+        self.hash(&[18, self.now.0, n as u64]);
+        self.log(|| format!("n{} isolated", n + 1));
+        for other in 0..self.nodes.len() {
+            if other != n {
+                self.blocked.insert((n, other));
+                self.blocked.insert((other, n));
+            }
+        }
+        let at = self.now.plus_nanos(self.rng.range(50 * MS, 600 * MS));
+        self.schedule(at, Ev::Heal);
+    }
+
+    /// Asks the live leader for one random membership change.
+    pub(super) fn change_membership(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
         let Some(l) = self.live_leader() else {
             return Ok(());
         };
@@ -140,6 +162,12 @@ impl World {
             leader_lease_timeout: Duration::from_millis(lease),
             trailing_logs: self.rng.below(8),
         };
+        // Nodes that are down now restart with the new timing, as a reloaded config file
+        // would give them.
+        self.core_template.election_timeout = timing.election_timeout;
+        self.core_template.heartbeat_interval = timing.heartbeat_interval;
+        self.core_template.leader_lease_timeout = timing.leader_lease_timeout;
+        self.core_template.trailing_logs = timing.trailing_logs;
         self.hash(&[15, self.now.0, election, heartbeat, lease]);
         self.log(|| format!("all nodes retimed to {timing:?}"));
         for n in 0..self.nodes.len() {
@@ -165,6 +193,12 @@ impl World {
         let token = self.admin_token();
         self.log(|| format!("n{} asked to transfer leadership to {target:?}", l + 1));
         self.hash(&[13, self.now.0, l as u64]);
+        if self.config.faults && self.rng.chance(1, 3) {
+            // The old leader is cut off right after its TimeoutNow left (or while the target
+            // catches up), with clients still sending it reads.
+            let at = self.now.plus_nanos(self.rng.range(0, 3 * MS));
+            self.schedule(at, Ev::Isolate { node: l });
+        }
         self.step(l, Input::TransferLeadership { token, target })
     }
 
@@ -183,6 +217,20 @@ impl World {
         self.hash(&[16, self.now.0, l as u64]);
         self.restores += 1;
         self.step(l, Input::UserRestore { token })
+    }
+
+    /// The nodes that `leader`'s latest configuration lists as non-voters.
+    fn nonvoters_of(&self, leader: Option<usize>) -> Vec<usize> {
+        let Some(core) = leader.and_then(|l| self.nodes[l].core.as_ref()) else {
+            return Vec::new();
+        };
+        let (_, latest) = core.latest_configuration();
+        (0..self.nodes.len())
+            .filter(|&i| {
+                let id = self.nodes[i].id;
+                latest.server(id).is_some() && !latest.is_voter(id)
+            })
+            .collect()
     }
 
     pub(super) fn fault(&mut self) -> Result<(), String> {
@@ -206,11 +254,15 @@ impl World {
                 self.schedule(at, Ev::Restart { node: victim });
             }
             1 | 2 => {
-                // A random split (or one isolated node).
+                // A random split (or one isolated node, or the leader with the non-voters).
                 let isolate_one = self.rng.chance(1, 2);
+                let nonvoters = self.nonvoters_of(leader);
+                let with_nonvoters = !nonvoters.is_empty() && self.rng.chance(1, 2);
                 let side: Vec<bool> = (0..n)
                     .map(|i| {
-                        if isolate_one {
+                        if with_nonvoters {
+                            Some(i) == leader || nonvoters.contains(&i)
+                        } else if isolate_one {
                             i == victim
                         } else {
                             self.rng.chance(1, 2)

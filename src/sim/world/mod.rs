@@ -50,6 +50,10 @@ pub struct SimConfig {
     pub snapshots: bool,
     /// Ask the leader to restore an external snapshot now and then (user restore).
     pub restores: bool,
+    /// Events a seed may process in all before it fails with "event budget exhausted"
+    /// (`None`: 40 times `steps`). The liveness deadline is in simulated time; this bound
+    /// keeps a livelock that makes simulated time crawl from running forever.
+    pub event_budget: Option<u64>,
 }
 
 impl SimConfig {
@@ -66,7 +70,14 @@ impl SimConfig {
             transfers: true,
             snapshots: true,
             restores: true,
+            event_budget: None,
         }
+    }
+
+    /// The event budget in force.
+    pub fn max_events(&self) -> u64 {
+        self.event_budget
+            .unwrap_or_else(|| self.steps.saturating_mul(40))
     }
 }
 
@@ -124,8 +135,15 @@ enum Ev {
     Restart {
         node: usize,
     },
-    /// A membership change at the leader.
+    /// A membership change at the leader (schedules the next one).
     Churn,
+    /// One membership change at the leader right after an election (three leaders in quick
+    /// succession each get one).
+    ChurnNow,
+    /// Cuts a node off from everyone (the old leader right after it sent TimeoutNow).
+    Isolate {
+        node: usize,
+    },
     /// A leadership transfer request at the leader.
     Transfer,
     /// A user restore request at the leader.
@@ -189,6 +207,20 @@ struct SimNode {
     /// Events that arrived while paused, in arrival order.
     deferred: std::collections::VecDeque<Ev>,
     timer_at: Option<Time>,
+    /// The furthest AppendEntries success this node sent, in the newest term it sent one.
+    acked: Option<Acked>,
+    /// The highest term this node ever reached (across restarts: a crash can lose a term
+    /// change whose truncation survived).
+    term_seen: ringraft_storage::Term,
+}
+
+/// What a node last promised a leader it holds durably.
+#[derive(Clone, Copy, Debug)]
+struct Acked {
+    term: ringraft_storage::Term,
+    index: Index,
+    /// The term of the entry at `index` when the promise was made (unknown if compacted).
+    entry_term: Option<ringraft_storage::Term>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -255,6 +287,11 @@ struct World {
     /// Clients pause up to this long between operations (varies by seed: busy or idle).
     think_time_max: u64,
     core_template: CoreConfig,
+    /// For each read in progress (by token), the highest index committed anywhere when it
+    /// reached its node: its answer may not be older.
+    read_floor: BTreeMap<u64, Index>,
+    /// Events a seed may process before it fails (a livelock can make simulated time crawl).
+    event_budget: u64,
 }
 
 /// Runs one seed and reports what happened.
@@ -365,6 +402,8 @@ impl World {
             think_time_max,
             verbose: std::env::var_os("RINGRAFT_SIM_TRACE").is_some(),
             core_template: template,
+            read_floor: BTreeMap::new(),
+            event_budget: config.max_events(),
             config,
         };
         for id in pool {
@@ -392,6 +431,8 @@ impl World {
                 paused_until: Time(0),
                 deferred: std::collections::VecDeque::new(),
                 timer_at: None,
+                acked: None,
+                term_seen: ringraft_storage::Term(0),
             });
         }
         for c in 0..world.config.clients {
@@ -408,9 +449,9 @@ impl World {
             let at = world.now.plus_nanos(world.rng.range(300 * MS, 800 * MS));
             world.schedule(at, Ev::Churn);
         }
-        if !world.lease_read {
-            // Lease reads need the leader's election timeout never to exceed a voter's, which
-            // a reload cannot promise mid-flight: retime only seeds without them.
+        {
+            // Lease reads need the leader's election timeout never to exceed a voter's: every
+            // node is retimed at the same instant (and restarts use the new timing).
             let at = world.now.plus_nanos(world.rng.range(500 * MS, 3000 * MS));
             world.schedule(at, Ev::Retime);
         }
@@ -494,6 +535,15 @@ impl World {
         while let Some(Reverse(s)) = self.queue.pop() {
             self.now = self.now.max(s.at);
             self.events += 1;
+            if self.events > self.event_budget {
+                return Err(format!(
+                    "event budget exhausted: {} events by simulated time {:.3} s without \
+                     finishing (a livelock?); nodes:{}",
+                    self.event_budget,
+                    self.now.0 as f64 / 1e9,
+                    self.describe_nodes()
+                ));
+            }
             if deadline.is_none() && self.events >= self.config.steps {
                 if !self.healed {
                     self.heal_everything()?;
@@ -589,6 +639,13 @@ impl World {
             }
             Ev::Fault => self.fault(),
             Ev::Churn => self.churn(),
+            Ev::ChurnNow => self.change_membership(),
+            Ev::Isolate { node } => {
+                if !self.healed {
+                    self.isolate(node);
+                }
+                Ok(())
+            }
             Ev::Transfer => self.transfer(),
             Ev::Restore => self.user_restore(),
             Ev::Retime => self.retime(),
@@ -612,6 +669,13 @@ impl World {
                     // handling already resolved it.
                     return Ok(());
                 }
+                if let Input::ReadIndex { token }
+                | Input::LeaseRead { token }
+                | Input::Barrier { token } = input
+                {
+                    self.read_floor.insert(token.0, self.checker.max_commit());
+                }
+                self.log(|| format!("n{} receives {input:?}", node + 1));
                 self.step(node, input)
             }
             Ev::Resume { node } => {

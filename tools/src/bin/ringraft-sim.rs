@@ -3,7 +3,8 @@
 //! ```text
 //! ringraft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--clients C]
 //!              [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers]
-//!              [--no-snapshots] [--no-restores] [--jobs J] [--expect-failure]
+//!              [--no-snapshots] [--no-restores] [--event-budget E] [--jobs J]
+//!              [--expect-failure]
 //! ```
 //!
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
@@ -26,14 +27,17 @@ struct Args {
     transfers: bool,
     snapshots: bool,
     restores: bool,
+    event_budget: Option<u64>,
     jobs: usize,
     expect_failure: bool,
 }
 
 const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
 [--clients C] [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers] [--no-snapshots]
-[--no-restores] [--jobs J] [--expect-failure]
+[--no-restores] [--event-budget E] [--jobs J] [--expect-failure]
 
+--event-budget: events a seed may process before it fails as a livelock (default: 40 times
+--steps).
 --expect-failure: stop at the first failing seed and succeed if there is one (proves that the
 simulator catches an injected --mutation within --seeds seeds).";
 
@@ -50,6 +54,7 @@ fn parse() -> Result<Args, String> {
         transfers: true,
         snapshots: true,
         restores: true,
+        event_budget: None,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         expect_failure: false,
     };
@@ -65,6 +70,9 @@ fn parse() -> Result<Args, String> {
             "--start" => args.start = number("--start", value("--start")?)?,
             "--steps" => args.steps = number("--steps", value("--steps")?)?,
             "--clients" => args.clients = number("--clients", value("--clients")?)? as usize,
+            "--event-budget" => {
+                args.event_budget = Some(number("--event-budget", value("--event-budget")?)?)
+            }
             "--jobs" => args.jobs = number("--jobs", value("--jobs")?)?.max(1) as usize,
             "--nodes" => {
                 let v = value("--nodes")?;
@@ -107,6 +115,7 @@ fn config_for(args: &Args, seed: u64) -> SimConfig {
     c.transfers = args.transfers;
     c.snapshots = args.snapshots;
     c.restores = args.restores;
+    c.event_budget = args.event_budget;
     c
 }
 
@@ -118,6 +127,9 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
     );
     if let Some(m) = args.mutation {
         cmd.push_str(&format!(" --mutation {}", m.name()));
+    }
+    if let Some(budget) = args.event_budget {
+        cmd.push_str(&format!(" --event-budget {budget}"));
     }
     for (on, flag) in [
         (args.faults, " --no-faults"),

@@ -642,3 +642,64 @@ fn a_transfer_that_never_sent_timeout_now_keeps_the_lease() {
         Some(Ok(Outcome::ReadReady { index: Index(3) }))
     );
 }
+
+/// A node restarts with a snapshot and a stale log that disagrees with it (the log was not
+/// compacted yet when it crashed). The stale log is discarded, and so must be the
+/// configurations it held: a never-committed configuration entry in it must not become the
+/// node's latest configuration.
+#[test]
+fn a_restart_discards_the_configurations_of_a_stale_log_behind_a_snapshot() {
+    use ringraft_storage::{Entry, EntryKind, LogId, SnapshotMeta};
+    let three = Configuration::new(vec![
+        Server::voter(N1, "n1"),
+        Server::voter(N2, "n2"),
+        Server::voter(N3, "n3"),
+    ]);
+    let mut four = three.clone();
+    four.servers.push(Server::voter(N4, "n4"));
+    let id = |term, index| LogId::new(Term(term), Index(index));
+    // The stale log: terms 1..2, with an uncommitted configuration at 4 and entries past the
+    // snapshot's index, all of another branch than the snapshot (taken at t3/i6).
+    let mut entries = vec![Entry::new(
+        id(1, 1),
+        EntryKind::Configuration,
+        three.encode(),
+    )];
+    entries.push(Entry::new(id(2, 2), EntryKind::Noop, Bytes::new()));
+    entries.push(Entry::new(id(2, 3), EntryKind::Command, Bytes::from("a")));
+    entries.push(Entry::new(
+        id(2, 4),
+        EntryKind::Configuration,
+        four.encode(),
+    ));
+    for i in 5..=8 {
+        entries.push(Entry::new(id(2, i), EntryKind::Command, Bytes::from("b")));
+    }
+    let state = RecoveredState {
+        hard_state: ringraft::core::HardState {
+            term: Term(3),
+            vote: None,
+            commit: Index(6),
+        },
+        snapshot: Some(SnapshotMeta {
+            id: "3-6".into(),
+            last: id(3, 6),
+            configuration: three.clone(),
+            configuration_index: Index(1),
+            size: 0,
+        }),
+        log_prev: LogId::default(),
+        entries,
+        staged_restores: Vec::new(),
+    };
+    let core = Core::new(
+        ringraft::core::CoreConfig::new(N1),
+        state,
+        ringraft::core::Time(0),
+    )
+    .expect("starts");
+    assert_eq!(core.log().prev(), id(3, 6));
+    assert_eq!(core.log().last_index(), Index(6), "the stale log is gone");
+    assert_eq!(core.latest_configuration(), (Index(1), three));
+    assert_eq!(core.configurations().len(), 1);
+}

@@ -514,3 +514,74 @@ fn reconfigured_timing_rearms_timers_and_invalid_timing_is_ignored() {
     c.step(N2, Input::Reconfigure(invalid));
     assert_eq!(c.core(N2).next_timer().0 - c.now().0, deadline);
 }
+
+/// A follower answers a message of an older term with `StaleTerm`, echoing that message's
+/// heartbeat round under its current term. When the leader of that older term leads the next
+/// term too, the echo looks like an answer to its own messages, and rounds are numbered from 1
+/// in every term: counting it as an acknowledgement let a cut-off leader confirm reads that a
+/// quorum never confirmed (found by the simulator's read checker with late duplicates).
+#[test]
+fn a_stale_term_answer_does_not_acknowledge_a_round() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    for _ in 0..6 {
+        c.heartbeat(N1);
+    }
+    // A heartbeat of term 2 with a high round, held back.
+    c.advance(ms(10));
+    c.tick(N1);
+    let held: Vec<Message> = c
+        .take_in_flight()
+        .into_iter()
+        .filter(|m| m.to == N3 && matches!(m.body, Body::Heartbeat { .. }))
+        .collect();
+    assert_eq!(held.len(), 1);
+    let Body::Heartbeat {
+        round: old_round, ..
+    } = held[0].body
+    else {
+        unreachable!()
+    };
+    // N1 loses its lease, steps down, and wins the next term: rounds start again at 1.
+    c.isolate(N1);
+    c.advance(ms(60));
+    c.tick(N1);
+    assert_eq!(c.core(N1).role(), Role::Follower);
+    c.heal();
+    c.drop_in_flight();
+    c.elect(N1);
+    let term = c.core(N1).term();
+    assert_eq!(term, Term(3));
+    c.heartbeat(N1);
+    // The old heartbeat reaches N3 now; N3 answers StaleTerm in term 3 with the old round.
+    c.deliver(held[0].clone());
+    let answers = c.take_in_flight();
+    let stale = answers
+        .iter()
+        .find(|m| {
+            m.from == N3
+                && m.term == term
+                && matches!(
+                    m.body,
+                    Body::AppendEntriesResponse(ringraft_net::message::AppendEntriesResponse {
+                        result: ringraft_net::message::AppendResult::StaleTerm,
+                        round,
+                    }) if round == old_round
+                )
+        })
+        .cloned()
+        .expect("N3 answers the old heartbeat with StaleTerm");
+    // N1 is cut off; only that answer reaches it. A read must wait for a real quorum round.
+    c.isolate(N1);
+    c.step(N1, Input::Message(stale));
+    let token = c.token();
+    c.step(N1, Input::ReadIndex { token });
+    c.deliver_all();
+    assert_eq!(c.reply(token), None, "a read confirmed by a stale echo");
+    c.heal();
+    c.heartbeat(N1);
+    assert!(matches!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { .. }))
+    ));
+}

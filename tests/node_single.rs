@@ -206,3 +206,22 @@ fn a_pinned_shard_runs_and_a_cpu_out_of_range_fails_the_start() {
         "{result:?}"
     );
 }
+
+/// hashicorp's `LeaderCh` delivers `false` when a leader shuts down; the watch delivers "no
+/// leader" before it closes.
+#[test]
+fn the_leader_watch_says_no_leader_before_it_closes_at_shutdown() {
+    let cluster = TestCluster::new(1);
+    let id = cluster.wait_leader();
+    let raft = cluster.raft(id).clone();
+    let mut changes = raft.leader_changes();
+    assert_eq!(changes.current().leader, Some(id));
+    let term = changes.current().term;
+    raft.shutdown().wait().expect("shutdown");
+    let last = changes.wait_changed(HANG_GUARD);
+    assert_eq!(
+        last,
+        Some(ringraft::LeaderObservation { leader: None, term })
+    );
+    assert_eq!(changes.wait_changed(Duration::from_millis(10)), None);
+}

@@ -588,7 +588,9 @@ impl Raft {
         Some((leader, address))
     }
 
-    /// A watch of leadership changes.
+    /// A watch of leadership changes (hashicorp's `LeaderCh`). At shutdown the watch delivers
+    /// a last change to "no leader" (hashicorp's final `false`), unless that is already the
+    /// latest value, and then closes.
     pub fn leader_changes(&self) -> LeaderChanges {
         LeaderChanges::new(self.shared().leader_watch.clone())
     }

@@ -44,12 +44,16 @@ pub enum Mutation {
     /// A truncation of the log's suffix leaves the configurations it removed in the core's
     /// bookkeeping.
     KeepTruncatedConfigurations,
+    /// A leader counts the round echoed by a `StaleTerm` answer (to a message of an older
+    /// term) as an acknowledgement, even a round it never sent in its term (a bug the read
+    /// checker found on 2026-12-05).
+    CountStaleTermRound,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 13] = [
+    pub const ALL: [Mutation; 14] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -63,6 +67,7 @@ impl Mutation {
         Mutation::HeartbeatAckBeforeTermDurable,
         Mutation::AppendAckBeforeEntriesDurable,
         Mutation::KeepTruncatedConfigurations,
+        Mutation::CountStaleTermRound,
     ];
 
     /// The mutation's command-line name.
@@ -81,6 +86,7 @@ impl Mutation {
             Mutation::HeartbeatAckBeforeTermDurable => "heartbeat-ack-before-term",
             Mutation::AppendAckBeforeEntriesDurable => "append-ack-before-entries",
             Mutation::KeepTruncatedConfigurations => "keep-truncated-configs",
+            Mutation::CountStaleTermRound => "count-stale-term-round",
         }
     }
 

@@ -502,6 +502,8 @@ impl Core {
     }
 
     pub(super) fn handle_append_response(&mut self, from: NodeId, response: AppendEntriesResponse) {
+        #[cfg(feature = "sim")]
+        let mutation = self.config.mutation;
         let last = self.log.last_index();
         let AppendEntriesResponse { result, round } = response;
         let retry_next = match result {
@@ -530,7 +532,17 @@ impl Core {
             self.invalid(Some(from), InvalidInput::UnknownPeer);
             return;
         };
-        p.acked_round = p.acked_round.max(round);
+        // A StaleTerm answer is to a message of an older term (the follower echoes that
+        // message's round under its current term, which may be ours again): it acknowledges
+        // no round of this term.
+        if !matches!(result, AppendResult::StaleTerm) {
+            p.ack_round(round, current_round);
+        }
+        #[cfg(feature = "sim")]
+        if mutation == Some(Mutation::CountStaleTermRound) {
+            // The old code: any echoed round counts.
+            p.acked_round = p.acked_round.max(round);
+        }
         match result {
             AppendResult::Success { match_index } => {
                 if match_index > last {
@@ -587,11 +599,12 @@ impl Core {
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
+        let current_round = l.round;
         let Some(p) = l.progress.get_mut(&from) else {
             self.invalid(Some(from), InvalidInput::UnknownPeer);
             return;
         };
-        p.on_heartbeat_response(round, last);
+        p.on_heartbeat_response(round, current_round, last);
         if p.match_index < last {
             self.send_appends(from);
         }

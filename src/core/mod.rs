@@ -235,8 +235,18 @@ impl Core {
                 });
             }
             expected = expected.next();
-            let after_snapshot_config = configs.last().is_none_or(|(i, _)| entry.id.index > *i);
-            if entry.kind == EntryKind::Configuration && after_snapshot_config {
+        }
+        let mut log = RaftLog::new(state.log_prev, state.entries);
+        if let Some(s) = &state.snapshot {
+            // Entries the snapshot covers are committed; a log that disagrees with it is stale.
+            log.compact_through(s.last);
+        }
+        // The configurations: the snapshot's, then every configuration entry of the log that
+        // survived the compaction above (a stale log discarded there must not leave its
+        // configurations behind; the simulator's bookkeeping checker found that).
+        for entry in log.iter() {
+            let after_base = configs.last().is_none_or(|(i, _)| entry.id.index > *i);
+            if entry.kind == EntryKind::Configuration && after_base {
                 let c = Configuration::decode(&entry.data).map_err(|error| {
                     CoreError::RecoveredConfiguration {
                         index: entry.id.index,
@@ -245,11 +255,6 @@ impl Core {
                 })?;
                 configs.push((entry.id.index, c));
             }
-        }
-        let mut log = RaftLog::new(state.log_prev, state.entries);
-        if let Some(s) = &state.snapshot {
-            // Entries the snapshot covers are committed; a log that disagrees with it is stale.
-            log.compact_through(s.last);
         }
         let commit = state
             .hard_state

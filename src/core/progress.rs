@@ -153,10 +153,19 @@ impl Progress {
         true
     }
 
+    /// The follower answered a message of ours stamped `round`. A round above `current` was
+    /// never sent in this term (an echo of another term's message, or a broken peer) and
+    /// acknowledges nothing.
+    pub fn ack_round(&mut self, round: u64, current: u64) {
+        if round <= current {
+            self.acked_round = self.acked_round.max(round);
+        }
+    }
+
     /// A heartbeat response in `round`. Unpauses a probe (its message may have been lost) and
     /// falls back from a stalled pipeline (no progress for two rounds while behind) to probing.
-    pub fn on_heartbeat_response(&mut self, round: u64, leader_last: Index) {
-        self.acked_round = self.acked_round.max(round);
+    pub fn on_heartbeat_response(&mut self, round: u64, current: u64, leader_last: Index) {
+        self.ack_round(round, current);
         match &mut self.state {
             ReplicationState::Probe { paused } => *paused = false,
             ReplicationState::Replicate { .. } => {
@@ -284,9 +293,9 @@ mod tests {
         let mut p = Progress::new(Index(0), 0);
         p.on_success(Index(0), 1);
         p.on_sent(Index(5), true);
-        p.on_heartbeat_response(2, Index(5));
+        p.on_heartbeat_response(2, 10, Index(5));
         assert!(matches!(p.state, ReplicationState::Replicate { .. }));
-        p.on_heartbeat_response(4, Index(5));
+        p.on_heartbeat_response(4, 10, Index(5));
         assert_eq!(p.state, ReplicationState::Probe { paused: false });
         assert_eq!(p.next_index, Index(1));
     }

@@ -135,7 +135,7 @@ impl Core {
         let Some(p) = l.progress.get_mut(&peer) else {
             return;
         };
-        p.acked_round = p.acked_round.max(response_round);
+        p.ack_round(response_round, round);
         if matches!(p.state, super::ReplicationState::Snapshot { .. })
             || rejected_prev < p.match_index
         {

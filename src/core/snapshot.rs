@@ -206,7 +206,7 @@ impl Core {
             self.invalid(Some(from), InvalidInput::UnknownPeer);
             return;
         };
-        p.acked_round = p.acked_round.max(r.round);
+        p.ack_round(r.round, round);
         let ReplicationState::Snapshot {
             index,
             next_offset,

@@ -392,6 +392,12 @@ impl Drop for StopGuard {
         drop(shared.queue.close());
         shared.set_state(RaftState::Shutdown);
         shared.leader.store(0, Ordering::Release);
+        // hashicorp's LeaderCh says `false` before the node stops: the watch delivers "no
+        // leader" as a change first (unless it already said so), then closes.
+        let term = ringraft_storage::Term(shared.term.load(Ordering::Acquire));
+        shared
+            .leader_watch
+            .publish(crate::api::LeaderObservation { leader: None, term });
         shared.leader_watch.close();
         shared.mark_stopped();
     }

@@ -139,6 +139,14 @@ impl World {
                 stage,
             } => {
                 let node = &mut self.nodes[n];
+                if done && !stage {
+                    // Before the core installs it: does the log already hold a matching suffix?
+                    let matching = node.core.as_ref().is_some_and(|c| {
+                        c.log().term_at(meta.last.index) == Some(meta.last.term)
+                            && c.log().last_index() > meta.last.index
+                    });
+                    self.installs_over_matching_suffix += u64::from(matching);
+                }
                 let (next_offset, whole) = node
                     .receiving
                     .accept(&meta, offset, &data, done)

@@ -98,6 +98,9 @@ pub struct Report {
     pub snapshots: u64,
     /// Snapshots installed from a leader (InstallSnapshot).
     pub installs: u64,
+    /// Of those, installs at a follower whose log already held the snapshot's last entry and
+    /// more (a rare path: the leader resent what the follower held).
+    pub installs_over_matching_suffix: u64,
     /// User restores requested at a leader.
     pub restores: u64,
     /// Restore entries applied (summed over nodes).
@@ -273,6 +276,7 @@ struct World {
     snapshots: u64,
     /// Snapshots installed from a leader.
     installs: u64,
+    installs_over_matching_suffix: u64,
     restores: u64,
     restores_applied: u64,
     restores_streamed: u64,
@@ -325,6 +329,7 @@ pub fn run(config: &SimConfig) -> Report {
         leader_terms: world.checker.leader_terms(),
         snapshots: world.snapshots,
         installs: world.installs,
+        installs_over_matching_suffix: world.installs_over_matching_suffix,
         restores: world.restores,
         restores_applied: world.restores_applied,
         restores_streamed: world.restores_streamed,
@@ -391,6 +396,7 @@ impl World {
             ops_unknown: 0,
             snapshots: 0,
             installs: 0,
+            installs_over_matching_suffix: 0,
             restores: 0,
             restores_applied: 0,
             restores_streamed: 0,

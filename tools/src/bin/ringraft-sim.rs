@@ -202,7 +202,7 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let (mut events, mut ops, mut unknown, mut sim_secs) = (0u64, 0u64, 0u64, 0f64);
     let mut terms = 0usize;
-    let (mut snapshots, mut installs) = (0u64, 0u64);
+    let (mut snapshots, mut installs, mut matching) = (0u64, 0u64, 0u64);
     let (mut restores, mut restores_applied, mut restores_streamed) = (0u64, 0u64, 0u64);
     for (c, r) in &reports {
         events += r.events;
@@ -212,6 +212,7 @@ fn main() -> ExitCode {
         terms += r.leader_terms;
         snapshots += r.snapshots;
         installs += r.installs;
+        matching += r.installs_over_matching_suffix;
         restores += r.restores;
         restores_applied += r.restores_applied;
         restores_streamed += r.restores_streamed;
@@ -225,7 +226,7 @@ fn main() -> ExitCode {
     println!(
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
          {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} \
-         installed from a leader), {restores} user restores requested ({restores_streamed} \
+         installed from a leader, {matching} of them over a matching suffix), {restores} user restores requested ({restores_streamed} \
          streamed to a follower for staging, {restores_applied} restore entries applied); {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),

@@ -105,6 +105,7 @@ fn measure(batch: usize, commands: u64) -> f64 {
             Input::Propose {
                 token: Token(token),
                 commands: batch_commands,
+                extensions: Vec::new(),
             },
         );
         cluster.run();

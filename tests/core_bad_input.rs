@@ -200,6 +200,7 @@ fn random_and_malformed_input_never_panics_and_keeps_invariants() {
                 1 => Input::Propose {
                     token: Token(step),
                     commands: vec![Bytes::from_static(b"c"); rng.below(3) as usize],
+                    extensions: vec![Bytes::from_static(b"x"); rng.below(3) as usize],
                 },
                 2 => Input::ReadIndex { token: Token(step) },
                 3 => Input::Persisted {

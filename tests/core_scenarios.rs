@@ -311,6 +311,7 @@ fn followers_refuse_requests_with_a_leader_hint() {
         Input::Propose {
             token,
             commands: vec![],
+            extensions: vec![],
         },
     );
     assert!(matches!(
@@ -584,4 +585,54 @@ fn a_stale_term_answer_does_not_acknowledge_a_round() {
         c.reply(token),
         Some(Ok(Outcome::ReadReady { .. }))
     ));
+}
+
+/// Leader stickiness does not apply to the leader itself: a follower that heard from its
+/// leader a moment ago still grants that leader's (pre-)vote for a higher term (it stepped
+/// down and campaigns again), as hashicorp does, while it refuses anyone else's.
+#[test]
+fn a_follower_grants_its_own_leaders_vote_and_pre_vote() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.heartbeat(N1);
+    let term = c.core(N2).term();
+    let last = c.core(N1).log().last_log_id();
+    let ask = |from: NodeId, body: Body| Message {
+        from,
+        to: N2,
+        term: term.next(),
+        body,
+    };
+    let answers = |c: &mut Cluster| -> Vec<Body> {
+        c.take_in_flight()
+            .into_iter()
+            .filter(|m| m.from == N2)
+            .map(|m| m.body)
+            .collect()
+    };
+    // N3 (same log) is refused: N2 still hears from N1.
+    c.deliver(ask(N3, Body::PreVote { last_log_id: last }));
+    assert_eq!(
+        answers(&mut c),
+        vec![Body::PreVoteResponse { granted: false }]
+    );
+    // N1 itself is granted a pre-vote...
+    c.deliver(ask(N1, Body::PreVote { last_log_id: last }));
+    assert_eq!(
+        answers(&mut c),
+        vec![Body::PreVoteResponse { granted: true }]
+    );
+    // ...and a vote.
+    c.deliver(ask(
+        N1,
+        Body::RequestVote {
+            last_log_id: last,
+            leadership_transfer: false,
+        },
+    ));
+    assert_eq!(
+        answers(&mut c),
+        vec![Body::RequestVoteResponse { granted: true }]
+    );
+    assert_eq!(c.core(N2).term(), term.next());
 }

@@ -231,3 +231,39 @@ fn leadership_transfer_refuses_itself_unknown_servers_non_voters_and_followers()
         Err(TransferError::NoTransferTarget)
     );
 }
+
+/// A transfer to a server the transport reports unreachable fails at once with a typed error
+/// (hashicorp fails when its TimeoutNow RPC fails) instead of waiting two election timeouts;
+/// the leader keeps leading, and a transfer works again once the target is back.
+#[test]
+fn a_transfer_to_an_unreachable_server_fails_fast_with_a_typed_error() {
+    let cluster = TestCluster::new(3);
+    let leader = cluster.wait_leader();
+    let target = (1..=3)
+        .map(NodeId)
+        .find(|n| *n != leader)
+        .expect("a follower");
+    cluster.net.disconnect(target);
+    // The leader hears of it from the transport (a failed send or the disconnect event).
+    cluster
+        .raft(leader)
+        .apply("while cut off", T)
+        .wait()
+        .expect("the other two commit");
+    let result = resolve(
+        "transfer",
+        cluster.raft(leader).transfer_leadership_to(target),
+    );
+    assert_eq!(result, Err(TransferError::TargetUnreachable { id: target }));
+    assert_eq!(cluster.raft(leader).state(), RaftState::Leader);
+    cluster.net.reconnect(target);
+    cluster.wait_applied(target, &[Bytes::from("while cut off")]);
+    resolve(
+        "transfer",
+        cluster.raft(leader).transfer_leadership_to(target),
+    )
+    .expect("the transfer succeeds once the target is back");
+    wait_until("the target to lead", || {
+        cluster.raft(target).state() == RaftState::Leader
+    });
+}

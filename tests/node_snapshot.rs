@@ -102,3 +102,39 @@ fn a_user_snapshot_can_be_opened_and_restored_elsewhere() {
     missing.id = "no-such-snapshot".into();
     assert!(cluster.raft(id).open_snapshot(&missing).is_err());
 }
+
+/// A snapshot requested after an apply future resolved covers that write (hashicorp orders
+/// snapshots with applies), and so does the snapshot opened from its metadata; asked again
+/// and again, right after each write.
+#[test]
+fn a_snapshot_after_an_acknowledged_apply_covers_it() {
+    use ringraft::Fsm;
+    let inline: fn(NodeId) -> Config = |id| {
+        let mut c = node_support::test_config(id);
+        c.apply_on_shard_thread = true;
+        c
+    };
+    for configure in [node_support::test_config, inline] {
+        let cluster = TestCluster::with_config(1, configure);
+        let id = cluster.wait_leader();
+        let raft = cluster.raft(id);
+        let mut written = Vec::new();
+        for i in 0..30 {
+            let command = Bytes::from(format!("w{i}"));
+            let applied = raft.apply(command.clone(), T).wait().expect("apply");
+            written.push(command);
+            let meta = raft
+                .snapshot()
+                .wait()
+                .unwrap_or_else(|e| panic!("snapshot after write {i}: {e}"));
+            assert!(
+                meta.last.index >= applied.index,
+                "{meta:?} misses {applied:?}"
+            );
+            let (_, mut reader) = raft.open_snapshot(&meta).expect("open");
+            let mut copy = node_support::RecordingFsm::new();
+            copy.restore(&mut reader).expect("restore");
+            assert_eq!(*copy.applied.lock().unwrap(), written);
+        }
+    }
+}

@@ -331,3 +331,39 @@ fn a_user_restore_over_tcp_reaches_a_returning_follower_in_chunks_and_survives_r
     }
     cluster.wait_applied_everywhere(&expected);
 }
+
+/// Per-entry extensions (hashicorp's `Log.Extensions`) travel with their entry through the
+/// leader's WAL, the TCP transport and the followers' WALs to every state machine, and are
+/// still there when the nodes replay their logs after a restart.
+#[test]
+fn extensions_reach_every_state_machine_and_survive_a_restart() {
+    let mut cluster = TcpCluster::new(3);
+    let leader = cluster.wait_leader();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let command = format!("cmd{i}");
+        let ext = format!("trace-{i}");
+        cluster
+            .raft(leader)
+            .apply_with_extensions(command.clone(), ext.clone(), T)
+            .wait()
+            .expect("apply");
+        expected.push(Bytes::from(format!("{command}#ext:{ext}")));
+    }
+    cluster
+        .raft(leader)
+        .apply("plain", T)
+        .wait()
+        .expect("apply");
+    expected.push(Bytes::from("plain"));
+    cluster.wait_applied_everywhere(&expected);
+    for i in 1..=3 {
+        cluster.stop(NodeId(i));
+    }
+    for i in 1..=3 {
+        cluster.start(NodeId(i));
+    }
+    let leader = cluster.wait_leader();
+    cluster.raft(leader).barrier(T).wait().expect("barrier");
+    cluster.wait_applied_everywhere(&expected);
+}

@@ -143,6 +143,12 @@ pub enum TransferError {
     NoTransferTarget,
     /// The transfer did not complete in time; this node still leads.
     Timeout,
+    /// The transport reported the target unreachable before it was told to campaign; this
+    /// node still leads (hashicorp fails the same way when its TimeoutNow RPC fails).
+    TargetUnreachable {
+        /// The target.
+        id: NodeId,
+    },
     /// The request could not enter the submission queue before its timeout.
     EnqueueTimeout,
     /// The node shut down before answering.
@@ -295,6 +301,9 @@ impl fmt::Display for TransferError {
             TransferError::TargetNotVoter { id } => write!(f, "{id} is not a voter"),
             TransferError::NoTransferTarget => f.write_str("no other voter to transfer to"),
             TransferError::Timeout => f.write_str("leadership transfer timed out"),
+            TransferError::TargetUnreachable { id } => {
+                write!(f, "leadership transfer target {id} is unreachable")
+            }
             TransferError::EnqueueTimeout => f.write_str(ENQUEUE),
             TransferError::Shutdown => f.write_str(SHUTDOWN),
         }
@@ -445,6 +454,9 @@ impl From<RequestError> for TransferError {
             RequestError::TargetNotVoter { id } => TransferError::TargetNotVoter { id },
             RequestError::NoTransferTarget => TransferError::NoTransferTarget,
             RequestError::TransferTimeout => TransferError::Timeout,
+            RequestError::TransferTargetUnreachable { id } => {
+                TransferError::TargetUnreachable { id }
+            }
             _ => TransferError::LeadershipLost,
         }
     }

@@ -330,13 +330,32 @@ impl Raft {
         command: impl Into<Bytes>,
         timeout: Duration,
     ) -> RaftFuture<Applied, ApplyError> {
+        self.apply_with_extensions(command, Bytes::new(), timeout)
+    }
+
+    /// As [`apply`](Raft::apply), with per-entry `extensions` (hashicorp's `Log.Extensions`):
+    /// opaque bytes stored and replicated with the entry, outside its data, and handed to the
+    /// state machine in [`Entry::extensions`](ringraft_storage::Entry::extensions).
+    pub fn apply_with_extensions(
+        &self,
+        command: impl Into<Bytes>,
+        extensions: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> RaftFuture<Applied, ApplyError> {
         let commands = vec![command.into()];
+        let extensions = extensions.into();
+        let extensions = if extensions.is_empty() {
+            Vec::new()
+        } else {
+            vec![extensions]
+        };
         self.submit(
             timeout,
             || closed(ApplyError::Shutdown),
             ApplyError::EnqueueTimeout,
             |tx| Command::Apply {
                 commands,
+                extensions,
                 reply: ApplyReply::One(tx),
             },
         )
@@ -355,6 +374,7 @@ impl Raft {
             ApplyError::EnqueueTimeout,
             |tx| Command::Apply {
                 commands,
+                extensions: Vec::new(),
                 reply: ApplyReply::Batch(tx),
             },
         )

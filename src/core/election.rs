@@ -9,7 +9,9 @@
 //!
 //! Leader stickiness (thesis §9.6, "disruptive servers"): a voter that heard from a live leader
 //! within the election timeout neither grants a (pre-)vote nor adopts the requester's term,
-//! unless the request is part of a leadership transfer. A higher term carried by any other
+//! unless the request is part of a leadership transfer or comes from that leader itself (it
+//! stepped down and campaigns again: hashicorp exempts it too, and refusing it only delays the
+//! next election). A higher term carried by any other
 //! message is adopted even from a node outside the configuration (its vote is still refused,
 //! unless its log is newer than ours: see `Core::may_vote_for`): otherwise a removed node with
 //! a high term could wedge the cluster (hashicorp/raft#524).
@@ -33,6 +35,7 @@ impl Core {
             self.invalid(Some(m.from), InvalidInput::UnknownPeer);
             return;
         }
+        self.unreachable.remove(&m.from);
         // Pre-vote traffic never changes terms by itself.
         match m.body {
             Body::PreVote { last_log_id } => {
@@ -53,7 +56,7 @@ impl Core {
                 ..
             } = m.body
             {
-                if !leadership_transfer && self.in_leader_lease() {
+                if !leadership_transfer && self.sticks_to_another_leader(m.from) {
                     // Ignore the disruptive candidate entirely: no term change, no vote.
                     self.send(m.from, Body::RequestVoteResponse { granted: false });
                     return;
@@ -109,9 +112,14 @@ impl Core {
             || self.now.nanos_since(self.last_leader_contact) < self.election_timeout_nanos()
     }
 
+    /// Leader stickiness: true while a live leader other than `candidate` holds our lease.
+    fn sticks_to_another_leader(&self, candidate: NodeId) -> bool {
+        self.in_leader_lease() && self.leader != Some(candidate)
+    }
+
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last: ringraft_storage::LogId) {
         let granted = term > self.term
-            && !self.in_leader_lease()
+            && !self.sticks_to_another_leader(from)
             && self.may_vote_for(from, last)
             && self.log.is_up_to_date(last);
         // A grant echoes the proposed term; a refusal carries ours so a stale pre-candidate

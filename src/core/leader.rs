@@ -161,13 +161,31 @@ impl Core {
     }
 
     pub(super) fn append_as_leader(&mut self, items: Vec<(EntryKind, Bytes)>) -> (LogId, Index) {
+        let items = items
+            .into_iter()
+            .map(|(kind, data)| (kind, data, Bytes::new()))
+            .collect();
+        self.append_as_leader_with_extensions(items)
+    }
+
+    /// Appends entries of this term (kind, data, extensions); returns the first id and the
+    /// last index.
+    pub(super) fn append_as_leader_with_extensions(
+        &mut self,
+        items: Vec<(EntryKind, Bytes, Bytes)>,
+    ) -> (LogId, Index) {
         let term = self.term;
         let mut index = self.log.last_index();
         let entries: Vec<Entry> = items
             .into_iter()
-            .map(|(kind, data)| {
+            .map(|(kind, data, extensions)| {
                 index = index.next();
-                Entry::new(LogId::new(term, index), kind, data)
+                Entry {
+                    id: LogId::new(term, index),
+                    kind,
+                    data,
+                    extensions,
+                }
             })
             .collect();
         let first = entries[0].id;
@@ -205,7 +223,7 @@ impl Core {
         false
     }
 
-    pub(super) fn propose(&mut self, token: Token, commands: Vec<Bytes>) {
+    pub(super) fn propose(&mut self, token: Token, commands: Vec<Bytes>, extensions: Vec<Bytes>) {
         if self.refuse_write(token) {
             return;
         }
@@ -213,11 +231,16 @@ impl Core {
             self.reply(token, Err(RequestError::EmptyProposal));
             return;
         }
-        let items = commands
+        if extensions.len() > commands.len() {
+            self.reply(token, Err(RequestError::TooManyExtensions));
+            return;
+        }
+        let mut extensions = extensions.into_iter();
+        let entries = commands
             .into_iter()
-            .map(|c| (EntryKind::Command, c))
+            .map(|c| (EntryKind::Command, c, extensions.next().unwrap_or_default()))
             .collect();
-        let (first, last) = self.append_as_leader(items);
+        let (first, last) = self.append_as_leader_with_extensions(entries);
         if let Some(l) = self.leader_state_mut() {
             l.pending_commits
                 .push_back(PendingCommit { token, first, last });

@@ -206,6 +206,9 @@ pub struct Core {
     /// A single-voter candidate becomes leader once this persist batch (its vote) is durable.
     win_after_seq: Option<u64>,
     effects: Vec<Effect>,
+    /// Peers the transport reported unreachable and not heard from since (leadership
+    /// transfers to them fail fast).
+    unreachable: BTreeSet<NodeId>,
 }
 
 impl Core {
@@ -298,6 +301,7 @@ impl Core {
             hard_state_seq: 0,
             win_after_seq: None,
             effects: Vec::new(),
+            unreachable: BTreeSet::new(),
         };
         core.configs_changed();
         core.reset_election_deadline();
@@ -416,7 +420,11 @@ impl Core {
         match input {
             Input::Tick => self.tick(),
             Input::Message(message) => self.handle_message(message),
-            Input::Propose { token, commands } => self.propose(token, commands),
+            Input::Propose {
+                token,
+                commands,
+                extensions,
+            } => self.propose(token, commands, extensions),
             Input::Barrier { token } => self.propose_barrier(token),
             Input::VerifyLeader { token } => self.verify_leader(token),
             Input::ReadIndex { token } => self.read_index(token),
@@ -444,6 +452,7 @@ impl Core {
             Input::RestoreStaged { token, meta } => self.restore_staged(token, meta),
             Input::RestoreStageFailed { token } => self.restore_stage_failed(token),
             Input::Reconfigure(timing) => self.reconfigure(timing),
+            Input::PeerUnreachable { peer } => self.transfer_target_unreachable(peer),
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),
         }

@@ -26,6 +26,10 @@ impl Core {
             return;
         }
         match self.pick_transfer_target(target) {
+            Ok(target) if self.unreachable.contains(&target) => self.reply(
+                token,
+                Err(RequestError::TransferTargetUnreachable { id: target }),
+            ),
             Ok(target) => {
                 let deadline = self.now.plus_nanos(2 * self.election_timeout_nanos());
                 if let Some(l) = self.leader_state_mut() {
@@ -62,12 +66,13 @@ impl Core {
             Some(t) if latest.server(t).is_none() => Err(RequestError::UnknownServer { id: t }),
             Some(t) if !latest.is_voter(t) => Err(RequestError::TargetNotVoter { id: t }),
             Some(t) => Ok(t),
-            // The most up-to-date voter (lowest id on ties, for determinism).
+            // The most up-to-date reachable voter (lowest id on ties, for determinism).
             None => others
                 .iter()
                 .copied()
                 .max_by_key(|v| {
                     (
+                        !self.unreachable.contains(v),
                         l.progress
                             .get(v)
                             .map_or(ringraft_storage::Index(0), |p| p.match_index),
@@ -96,6 +101,35 @@ impl Core {
             self.send(target, Body::TimeoutNow);
         } else if !caught_up {
             self.send_appends(target);
+        }
+    }
+
+    /// The transport reports `peer` unreachable: a transfer to it that has not sent
+    /// `TimeoutNow` fails now (hashicorp fails when its TimeoutNow RPC fails). Once `TimeoutNow`
+    /// is out, the target may be campaigning: the outcome waits for the term or the timeout.
+    pub(super) fn transfer_target_unreachable(&mut self, peer: NodeId) {
+        let member = self
+            .configurations()
+            .last()
+            .is_some_and(|(_, c)| c.server(peer).is_some());
+        if member && peer != self.id() {
+            self.unreachable.insert(peer);
+        }
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if !l
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.target == peer && !t.timeout_now_sent)
+        {
+            return;
+        }
+        if let Some(t) = l.transfer.take() {
+            self.reply(
+                t.token,
+                Err(RequestError::TransferTargetUnreachable { id: peer }),
+            );
         }
     }
 

@@ -57,6 +57,10 @@ pub enum Input {
         token: Token,
         /// The commands, in order.
         commands: Vec<Bytes>,
+        /// Per-entry extensions (hashicorp's `Log.Extensions`): `extensions[i]` travels with
+        /// `commands[i]` to every log and state machine. Empty for none; commands past its end
+        /// get none; more extensions than commands is refused (`TooManyExtensions`).
+        extensions: Vec<Bytes>,
     },
     /// Append a barrier entry; replied to when it commits.
     Barrier {
@@ -154,6 +158,13 @@ pub enum Input {
     /// the resulting configuration is valid (otherwise reported as `InvalidInput` and
     /// ignored); timers are re-armed at once.
     Reconfigure(Timing),
+    /// The transport cannot reach `peer` right now (a failed connection or send). A
+    /// leadership transfer to it that has not sent `TimeoutNow` yet fails at once with
+    /// `TransferTargetUnreachable` instead of waiting for its timeout.
+    PeerUnreachable {
+        /// The peer.
+        peer: NodeId,
+    },
     /// Every persist batch up to `seq` is durable.
     Persisted {
         /// The highest durable batch.
@@ -365,6 +376,8 @@ pub enum RequestError {
     LeaseReadDisabled,
     /// The proposal had no commands.
     EmptyProposal,
+    /// The proposal had more extensions than commands.
+    TooManyExtensions,
     /// A leadership transfer is in progress: proposals, barriers and configuration changes
     /// wait until it ends. The request did not take effect.
     TransferInProgress,
@@ -404,6 +417,12 @@ pub enum RequestError {
     NoTransferTarget,
     /// The transfer did not complete within twice the election timeout; this node still leads.
     TransferTimeout,
+    /// The transfer's target cannot be reached (reported by the transport before it was told
+    /// to campaign); this node still leads.
+    TransferTargetUnreachable {
+        /// The target.
+        id: NodeId,
+    },
     /// A snapshot was asked for at an index the state machine has not applied, or below the
     /// latest snapshot.
     SnapshotNotApplied,
@@ -422,6 +441,9 @@ impl fmt::Display for RequestError {
             }
             RequestError::LeaseReadDisabled => write!(f, "lease reads are disabled"),
             RequestError::EmptyProposal => write!(f, "a proposal needs at least one command"),
+            RequestError::TooManyExtensions => {
+                write!(f, "a proposal has more extensions than commands")
+            }
             RequestError::TransferInProgress => write!(f, "leadership transfer in progress"),
             RequestError::RestoreInProgress => write!(f, "a user restore is being staged"),
             RequestError::RestoreFailed => {
@@ -450,6 +472,9 @@ impl fmt::Display for RequestError {
             }
             RequestError::NoTransferTarget => write!(f, "no other voter to transfer to"),
             RequestError::TransferTimeout => write!(f, "leadership transfer timed out"),
+            RequestError::TransferTargetUnreachable { id } => {
+                write!(f, "leadership transfer target {id} is unreachable")
+            }
             RequestError::SnapshotNotApplied => {
                 write!(
                     f,

@@ -48,6 +48,7 @@ use std::time::Duration;
 pub(crate) enum Command {
     Apply {
         commands: Vec<Bytes>,
+        extensions: Vec<Bytes>,
         reply: ApplyReply,
     },
     Barrier {

@@ -459,6 +459,7 @@ impl Cluster {
             Input::Propose {
                 token,
                 commands: vec![Bytes::from_static(command)],
+                extensions: Vec::new(),
             },
         );
         token

@@ -29,8 +29,9 @@ pub fn test_config(id: NodeId) -> Config {
     c
 }
 
-/// A state machine that records every command it applied; the response to a command is the
-/// number of commands applied so far.
+/// A state machine that records every command it applied (a command with extensions as
+/// `data#ext:extensions`); the response to a command is the number of commands applied so
+/// far.
 pub struct RecordingFsm {
     pub applied: Arc<Mutex<Vec<Bytes>>>,
     pub restores: Arc<AtomicU64>,
@@ -48,7 +49,14 @@ impl RecordingFsm {
 impl Fsm for RecordingFsm {
     fn apply(&mut self, entry: &Entry) -> Bytes {
         let mut applied = self.applied.lock().unwrap();
-        applied.push(entry.data.clone());
+        if entry.extensions.is_empty() {
+            applied.push(entry.data.clone());
+        } else {
+            let mut recorded = entry.data.to_vec();
+            recorded.extend_from_slice(b"#ext:");
+            recorded.extend_from_slice(&entry.extensions);
+            applied.push(Bytes::from(recorded));
+        }
         Bytes::from(applied.len().to_string())
     }
 

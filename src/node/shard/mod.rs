@@ -286,10 +286,16 @@ impl Shard {
                 match self.transport.poll_recv(&mut cx) {
                     Poll::Ready(Some(event)) => {
                         handled += 1;
-                        if let TransportEvent::Message { message, .. } = event {
-                            self.receive(now, message);
-                        } else {
-                            super::metrics::transport_event(self.shared.id, &event);
+                        match event {
+                            TransportEvent::Message { message, .. } => self.receive(now, message),
+                            event => {
+                                super::metrics::transport_event(self.shared.id, &event);
+                                if let TransportEvent::PeerDisconnected { peer, .. }
+                                | TransportEvent::SendFailed { peer, .. } = event
+                                {
+                                    self.core.step(now, Input::PeerUnreachable { peer });
+                                }
+                            }
                         }
                     }
                     Poll::Ready(None) => {
@@ -406,8 +412,14 @@ impl Shard {
 
     fn handle_command(&mut self, now: Time, command: Command) {
         match command {
-            Command::Apply { commands, reply } => self.submit(now, Waiter::Apply(reply), |token| {
-                Input::Propose { token, commands }
+            Command::Apply {
+                commands,
+                extensions,
+                reply,
+            } => self.submit(now, Waiter::Apply(reply), |token| Input::Propose {
+                token,
+                commands,
+                extensions,
             }),
             Command::Barrier { reply } => self.submit(now, Waiter::Barrier(reply), |token| {
                 Input::Barrier { token }
@@ -604,7 +616,13 @@ impl Shard {
             Effect::Send(message) => {
                 // Best effort, as Raft expects of a network; the core retries.
                 self.metrics.sending(now, &message);
-                let _ = self.transport.send(GroupId(0), message);
+                let to = message.to;
+                if let Err(ringraft_net::transport::SendError::NotConnected { .. }) =
+                    self.transport.send(GroupId(0), message)
+                {
+                    // A transfer to it fails fast instead of waiting out its timeout.
+                    self.core.step(now, Input::PeerUnreachable { peer: to });
+                }
             }
             Effect::Apply { entries } => self.apply_entries(entries),
             Effect::ReadSnapshotChunk {

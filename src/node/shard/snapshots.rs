@@ -35,7 +35,16 @@ impl Shard {
         if self.snapshot_in_progress {
             return;
         }
-        if self.core.applied_index() <= self.snapshot_index() {
+        // What the state machine has applied, as its callers know it: the apply loop
+        // publishes its index before it resolves their futures, while the core hears of it
+        // only when the shard handles the loop's `Applied` event (maybe after this request).
+        // The capture itself runs on the apply loop after every entry sent to it, so it
+        // covers each write acknowledged before the request.
+        let applied = self
+            .core
+            .applied_index()
+            .max(Index(self.shared.applied_index.load(Ordering::Acquire)));
+        if applied <= self.snapshot_index() {
             self.finish_snapshot(Err(TakeSnapshotError::NothingNewToSnapshot));
             return;
         }

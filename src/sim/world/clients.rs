@@ -74,6 +74,7 @@ impl World {
             _ => Input::Propose {
                 token: Token(token),
                 commands: vec![kv::encode(token, &op)],
+                extensions: Vec::new(),
             },
         };
         let at = self.now.plus_nanos(self.rng.range(MS / 20, MS / 2));

@@ -286,6 +286,13 @@ impl World {
 
     pub(super) fn send(&mut self, m: Message) {
         let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
+        if to < self.nodes.len() && self.nodes[to].core.is_none() {
+            // Connection refused: the sender's transport reports the peer unreachable.
+            let at = self.now.plus_nanos(self.rng.range(MS / 20, MS));
+            let input = Input::PeerUnreachable { peer: m.to };
+            self.schedule(at, Ev::Request { node: from, input });
+            return;
+        }
         if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
             return;
         }

@@ -254,3 +254,72 @@ fn a_removed_leader_leads_until_the_removal_commits_then_shuts_down() {
 fn a_removed_leader_leads_until_the_removal_commits_then_steps_down_and_stays_up() {
     leader_removes_itself(stay_on_remove);
 }
+
+/// Concurrent membership changes queue behind the one in flight and commit one after another,
+/// in order (hashicorp's behaviour), instead of failing with "change in progress".
+#[test]
+fn concurrent_membership_changes_queue_and_commit_in_order() {
+    let cluster = TestCluster::new(3);
+    let leader = cluster.wait_leader();
+    let raft = cluster.raft(leader);
+    let futures: Vec<_> = (4..=9)
+        .map(|i| raft.add_nonvoter(NodeId(i), format!("n{i}"), Index(0), T))
+        .collect();
+    let mut indexes = Vec::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        indexes.push(resolve("a queued change", f).unwrap_or_else(|e| panic!("change {i}: {e}")));
+    }
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "committed in order: {indexes:?}"
+    );
+    let (latest, configuration) = raft.configuration();
+    assert_eq!(latest, *indexes.last().expect("six changes"));
+    for i in 4..=9 {
+        assert_eq!(
+            suffrage(&configuration, NodeId(i)),
+            Some(Suffrage::Nonvoter)
+        );
+    }
+}
+
+/// A change that cannot start before its own timeout (the one in flight cannot commit) fails
+/// with `EnqueueTimeout`, and one that finds the line full fails with `ChangeQueueFull`;
+/// neither changed anything.
+#[test]
+fn queued_membership_changes_time_out_or_find_the_line_full() {
+    let cluster = TestCluster::new(3);
+    let leader = cluster.wait_leader();
+    let raft = cluster.raft(leader);
+    // The followers no longer hear the leader: nothing commits.
+    for id in (1..=3).map(NodeId).filter(|n| *n != leader) {
+        cluster.net.disconnect(id);
+    }
+    let stuck = raft.add_nonvoter(NodeId(10), "n10", Index(0), T);
+    let short = raft.add_nonvoter(NodeId(11), "n11", Index(0), Duration::from_millis(20));
+    let waiting: Vec<_> = (0..63)
+        .map(|i| raft.add_nonvoter(NodeId(100 + i), format!("w{i}"), Index(0), T))
+        .collect();
+    let full = raft.add_nonvoter(NodeId(12), "n12", Index(0), T);
+    assert_eq!(
+        resolve("a change behind a full line", full),
+        Err(MembershipError::ChangeQueueFull)
+    );
+    assert_eq!(
+        resolve("a change with a short timeout", short),
+        Err(MembershipError::EnqueueTimeout)
+    );
+    // The leader loses its lease: the change in flight has an unknown outcome, the waiting
+    // ones find it is no longer the leader.
+    assert!(matches!(
+        resolve("the change in flight", stuck),
+        Err(MembershipError::LeadershipLost | MembershipError::NotLeader { .. })
+    ));
+    for f in waiting {
+        let result = resolve("a waiting change", f);
+        assert!(
+            matches!(result, Err(MembershipError::NotLeader { .. })),
+            "{result:?}"
+        );
+    }
+}

@@ -79,8 +79,12 @@ pub enum MembershipError {
         /// The server.
         id: NodeId,
     },
-    /// The request could not enter the submission queue before its timeout.
+    /// The request could not start before its timeout: it waited in the submission queue or
+    /// behind other configuration changes (hashicorp's enqueue timeout). Nothing changed.
     EnqueueTimeout,
+    /// Too many configuration changes are already waiting behind the one in flight. Nothing
+    /// changed.
+    ChangeQueueFull,
     /// The node shut down before answering.
     Shutdown,
 }
@@ -284,6 +288,9 @@ impl fmt::Display for MembershipError {
                 write!(f, "{id} did not catch up in time to become a voter")
             }
             MembershipError::EnqueueTimeout => f.write_str(ENQUEUE),
+            MembershipError::ChangeQueueFull => {
+                f.write_str("too many configuration changes are waiting")
+            }
             MembershipError::Shutdown => f.write_str(SHUTDOWN),
         }
     }

@@ -473,6 +473,7 @@ impl Raft {
             |reply| Command::Membership {
                 change,
                 prev_index,
+                timeout,
                 reply,
             },
         )

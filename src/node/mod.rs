@@ -64,6 +64,8 @@ pub(crate) enum Command {
     Membership {
         change: MembershipChange,
         prev_index: Option<Index>,
+        /// How long it may wait to start (behind other changes) after it was submitted.
+        timeout: Duration,
         reply: Sender<Result<Index, MembershipError>>,
     },
     Transfer {

@@ -1,6 +1,7 @@
 //! The shard thread: owns the [`Core`] and performs its effects in order (see the module docs
 //! of [`crate::node`] and [`crate::core`]).
 
+mod membership;
 mod snapshots;
 
 use super::apply::{ApplyLoop, ApplyTask, AwaitWaiter, ShardEvent};
@@ -9,8 +10,8 @@ use super::metrics::ShardMetrics;
 use super::{ApplyReply, Command, Shared};
 use crate::api::future::Sender;
 use crate::api::{
-    ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, MembershipError,
-    Observation, RaftState, ReadError, RestoreError, TakeSnapshotError, TransferError,
+    ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, Observation,
+    RaftState, ReadError, RestoreError, TakeSnapshotError, TransferError,
 };
 use crate::core::{
     BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
@@ -46,7 +47,7 @@ enum Waiter {
     Barrier(Sender<Result<Index, ApplyError>>),
     Verify(Sender<Result<(), ReadError>>),
     Read(Sender<Result<Index, ReadError>>),
-    Membership(Sender<Result<Index, MembershipError>>),
+    Membership(membership::QueuedChange),
     Transfer(Sender<Result<(), TransferError>>),
     /// A user restore, with the snapshot to stage until the core asks for it.
     Restore {
@@ -63,7 +64,7 @@ impl Waiter {
             Waiter::Barrier(tx) => tx.send(Err(e.into())),
             Waiter::Verify(tx) => tx.send(Err(e.into())),
             Waiter::Read(tx) => tx.send(Err(e.into())),
-            Waiter::Membership(tx) => tx.send(Err(e.into())),
+            Waiter::Membership(request) => request.reply.send(Err(e.into())),
             Waiter::Transfer(tx) => tx.send(Err(e.into())),
             Waiter::Restore { reply, .. } => reply.send(Err(e.into())),
         }
@@ -131,6 +132,8 @@ pub(crate) struct Shard {
     /// reaches it, members that only the old committed configuration had are dropped.
     transport_peers_recheck_at: Option<Index>,
     fatal: Option<String>,
+    /// Membership requests waiting for the one in flight.
+    membership: membership::MembershipQueue,
     /// Metric tallies and timings, flushed once per turn.
     metrics: ShardMetrics,
 }
@@ -209,6 +212,7 @@ impl Shard {
             transport_peers_dirty: true,
             transport_peers_recheck_at: None,
             fatal: None,
+            membership: membership::MembershipQueue::default(),
             metrics,
         }
     }
@@ -315,6 +319,8 @@ impl Shard {
             self.maybe_automatic_snapshot();
         }
         self.perform_effects(now);
+        // A membership request may have arrived, become possible, or timed out this turn.
+        self.pump_membership(now);
         self.check_heartbeats(now);
         self.metrics.end_turn(now, &self.core);
         self.publish();
@@ -437,14 +443,19 @@ impl Shard {
             Command::Membership {
                 change,
                 prev_index,
+                timeout,
                 reply,
-            } => self.submit(now, Waiter::Membership(reply), |token| {
-                Input::ChangeMembership {
-                    token,
+            } => {
+                let deadline = (!timeout.is_zero())
+                    .then(|| now.plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)));
+                let request = membership::QueuedChange {
                     change,
                     prev_index,
-                }
-            }),
+                    reply,
+                    deadline,
+                };
+                self.queue_membership(request);
+            }
             Command::Restore { data, reply } => {
                 let waiter = Waiter::Restore {
                     reply,
@@ -813,6 +824,15 @@ impl Shard {
         let Some(waiter) = self.waiters.remove(&token) else {
             return;
         };
+        if let Waiter::Membership(request) = waiter {
+            debug_assert!(self.membership.is_in_flight(token));
+            let result = match result {
+                Ok(Outcome::Committed { last, .. }) => Ok(last),
+                Ok(_) => Err(RequestError::LeadershipLost),
+                Err(e) => Err(e),
+            };
+            return self.membership_answered(request, result);
+        }
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) => return waiter.fail(e),
@@ -836,7 +856,6 @@ impl Shard {
             (Waiter::Read(reply), Outcome::ReadReady { index }) => {
                 self.send_to_apply(ApplyTask::WaitApplied { index, reply })
             }
-            (Waiter::Membership(tx), Outcome::Committed { last, .. }) => tx.send(Ok(last)),
             (Waiter::Transfer(tx), Outcome::LeadershipTransferred) => tx.send(Ok(())),
             (Waiter::Restore { reply, .. }, Outcome::Committed { first, last, .. }) => self
                 .send_to_apply(ApplyTask::Await {

@@ -367,3 +367,29 @@ fn extensions_reach_every_state_machine_and_survive_a_restart() {
     cluster.raft(leader).barrier(T).wait().expect("barrier");
     cluster.wait_applied_everywhere(&expected);
 }
+
+/// hashicorp 1.7's commit tracking: the commit index is persisted with the log, so a node
+/// restarted while its peers are down applies, before anyone answers, every write it held
+/// that was committed before the stop (here: everything before the barrier, whose appends
+/// carried the commit index of the writes).
+#[test]
+fn a_follower_restarted_alone_applies_what_it_knew_was_committed() {
+    let mut cluster = TcpCluster::new(3);
+    let acknowledged = cluster.write(&commands("w", 40));
+    let leader = cluster.wait_leader();
+    cluster.raft(leader).barrier(T).wait().expect("barrier");
+    cluster.wait_applied_everywhere(&acknowledged);
+    let follower = (1..=3)
+        .map(NodeId)
+        .find(|n| *n != leader)
+        .expect("follower");
+    for i in 1..=3 {
+        cluster.stop(NodeId(i));
+    }
+    cluster.start(follower);
+    wait_until(
+        "the lone follower to apply every acknowledged write",
+        || cluster.applied(follower) == acknowledged,
+    );
+    assert_ne!(cluster.raft(follower).state(), ringraft::RaftState::Leader);
+}

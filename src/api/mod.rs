@@ -804,7 +804,12 @@ fn recover(
     stable: &dyn StableStore,
     snapshots: &dyn SnapshotStore,
 ) -> Result<RecoveredState, StartError> {
-    let hard_state = stable.hard_state();
+    // The log store's hard state (the WAL keeps term, vote and commit index with the log) and
+    // the stable store's (older data, or a log store that keeps none): the newer wins.
+    let hard_state = match log.saved_hard_state() {
+        Some(in_log) => ringraft_storage::HardState::newest(stable.hard_state(), in_log),
+        None => stable.hard_state(),
+    };
     let snapshot = snapshots
         .list()
         .map_err(StartError::Snapshot)?

@@ -137,6 +137,13 @@ pub fn recover_cluster(
     stable
         .save(&new_state.hard_state)
         .map_err(RecoverClusterError::Stable)?;
+    // A log store that keeps the hard state gets it too (start-up takes the newer of the two).
+    if let Some(ticket) = log
+        .save_hard_state(&new_state.hard_state)
+        .map_err(RecoverClusterError::Log)?
+    {
+        log.wait_durable(ticket).map_err(RecoverClusterError::Log)?;
+    }
     let ticket = log
         .truncate_prefix(meta.last.index.next())
         .map_err(RecoverClusterError::Log)?;

@@ -155,6 +155,17 @@ impl LogStore for InmemStore {
     fn set_durable_notifier(&mut self, _notifier: DurableNotifier) {
         // Every operation is durable on return; there is never anything to wake for.
     }
+
+    /// The hard state is kept with the log (and is the same one [`StableStore`] serves).
+    fn save_hard_state(&mut self, state: &HardState) -> Result<Option<Ticket>, LogError> {
+        let mut inner = self.lock();
+        inner.hard_state = *state;
+        Ok(Some(inner.next_ticket()))
+    }
+
+    fn saved_hard_state(&self) -> Option<HardState> {
+        Some(self.lock().hard_state)
+    }
 }
 
 impl StableStore for InmemStore {

@@ -6,7 +6,7 @@
 //! reasoning about partial invalidation and costs little because truncations are rare.
 
 use crate::error::LogError;
-use crate::store::{DurableNotifier, LogStore, Ticket};
+use crate::store::{DurableNotifier, HardState, LogStore, Ticket};
 use crate::types::{Entry, Index, Term};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -171,5 +171,13 @@ impl<S: LogStore> LogStore for LogCache<S> {
 
     fn set_durable_notifier(&mut self, notifier: DurableNotifier) {
         self.store.set_durable_notifier(notifier);
+    }
+
+    fn save_hard_state(&mut self, state: &HardState) -> Result<Option<Ticket>, LogError> {
+        self.store.save_hard_state(state)
+    }
+
+    fn saved_hard_state(&self) -> Option<HardState> {
+        self.store.saved_hard_state()
     }
 }

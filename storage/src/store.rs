@@ -82,6 +82,23 @@ pub trait LogStore: Send {
     /// Registers a callback run after operations become durable or the store fails.
     fn set_durable_notifier(&mut self, notifier: DurableNotifier);
 
+    /// Submits `state` (term, vote and commit index) to be made durable in order with the
+    /// log's other operations, like an append: a term change or a vote then costs no separate
+    /// fsync, and the commit index rides with the entries (hashicorp's commit tracking), so a
+    /// node restarted alone can apply what it knew was committed. Returns `Ok(None)` if this
+    /// store keeps no hard state (the default); the caller then saves it in a [`StableStore`].
+    fn save_hard_state(&mut self, state: &HardState) -> Result<Option<Ticket>, LogError> {
+        let _ = state;
+        Ok(None)
+    }
+
+    /// The newest hard state this store holds (recovered when it was opened, or submitted
+    /// since), if it keeps one. A caller merges it with its [`StableStore`]'s: the higher term
+    /// wins, and within one term the vote that is set and the higher commit index.
+    fn saved_hard_state(&self) -> Option<HardState> {
+        None
+    }
+
     /// Appends and blocks until the entries are durable.
     fn append_and_wait(&mut self, entries: &[Entry]) -> Result<(), LogError> {
         let ticket = self.append(entries)?;
@@ -105,6 +122,23 @@ pub struct HardState {
     pub vote: Option<NodeId>,
     /// The highest index known committed (may lag; never ahead of the truth).
     pub commit: Index,
+}
+
+impl HardState {
+    /// The newer of two hard states saved by the same node in two places: the higher term;
+    /// within a term, the vote that is set (a vote is cast at most once per term) and the
+    /// higher commit index (it only grows).
+    pub fn newest(a: HardState, b: HardState) -> HardState {
+        match a.term.cmp(&b.term) {
+            std::cmp::Ordering::Greater => a,
+            std::cmp::Ordering::Less => b,
+            std::cmp::Ordering::Equal => HardState {
+                term: a.term,
+                vote: a.vote.or(b.vote),
+                commit: a.commit.max(b.commit),
+            },
+        }
+    }
 }
 
 /// Durable storage for [`HardState`].

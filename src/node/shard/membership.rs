@@ -43,12 +43,15 @@ impl MembershipQueue {
 
 impl Shard {
     /// A membership request from a caller: into the line, then maybe to the core.
-    pub(super) fn queue_membership(&mut self, request: QueuedChange) {
+    /// With nothing in flight it goes to the core at once (its effects are performed with the
+    /// turn's), so the line holds only requests waiting behind another.
+    pub(super) fn queue_membership(&mut self, now: Time, request: QueuedChange) {
         if self.membership.waiting.len() >= MEMBERSHIP_QUEUE_MAX {
             request.reply.send(Err(MembershipError::ChangeQueueFull));
             return;
         }
         self.membership.waiting.push_back(request);
+        self.pump_membership_once(now);
     }
 
     /// Hands the head of the line to the core when nothing is in flight, again and again

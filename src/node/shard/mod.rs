@@ -132,6 +132,9 @@ pub(crate) struct Shard {
     /// reaches it, members that only the old committed configuration had are dropped.
     transport_peers_recheck_at: Option<Index>,
     fatal: Option<String>,
+    /// The hard state last submitted for persistence (term and vote from the core's batches,
+    /// the commit index riding along).
+    hard_state: ringraft_storage::HardState,
     /// Membership requests waiting for the one in flight.
     membership: membership::MembershipQueue,
     /// Metric tallies and timings, flushed once per turn.
@@ -180,6 +183,7 @@ impl Shard {
             p.clock,
             p.config.heartbeat_timeout,
         );
+        let hard_state = p.core.hard_state();
         Shard {
             core: p.core,
             core_config: p.core_config,
@@ -212,6 +216,7 @@ impl Shard {
             transport_peers_dirty: true,
             transport_peers_recheck_at: None,
             fatal: None,
+            hard_state,
             membership: membership::MembershipQueue::default(),
             metrics,
         }
@@ -454,7 +459,7 @@ impl Shard {
                     reply,
                     deadline,
                 };
-                self.queue_membership(request);
+                self.queue_membership(now, request);
             }
             Command::Restore { data, reply } => {
                 let waiter = Waiter::Restore {
@@ -764,15 +769,36 @@ impl Shard {
             }
             ticket = Some(self.log.append(&batch.entries).map_err(log_error)?);
         }
-        // `batch.commit` is an optimisation (a commit index recorded with the entries); the
-        // LogStore trait has no place for it yet, so it is only saved with the hard state.
-        if let Some(hard_state) = batch.hard_state {
-            let t = match ticket {
-                Some(t) => t,
-                None => self.log.append(&[]).map_err(log_error)?,
-            };
-            self.log.wait_durable(t).map_err(log_error)?;
-            self.stable.save(&hard_state).map_err(|e| e.to_string())?;
+        // Term, vote and the commit index go into the log store when it keeps them (the WAL
+        // and the in-memory store do): durable with this batch, no separate fsync, no wait on
+        // this thread. The commit index only rides along with writes that happen anyway.
+        if batch.hard_state.is_some() || batch.commit.is_some() {
+            let mut next = batch.hard_state.unwrap_or(self.hard_state);
+            next.commit = batch
+                .commit
+                .unwrap_or(self.hard_state.commit)
+                .max(next.commit);
+            match self.log.save_hard_state(&next).map_err(log_error)? {
+                Some(t) => {
+                    ticket = Some(t);
+                    self.hard_state = next;
+                }
+                None => {
+                    self.hard_state.commit = next.commit;
+                    if let Some(hard_state) = batch.hard_state {
+                        // A log store without hard state: the stable store saves term and vote
+                        // once the batch's entries are durable (a blocking wait; see
+                        // `LogStore::save_hard_state`).
+                        let t = match ticket {
+                            Some(t) => t,
+                            None => self.log.append(&[]).map_err(log_error)?,
+                        };
+                        self.log.wait_durable(t).map_err(log_error)?;
+                        self.stable.save(&hard_state).map_err(|e| e.to_string())?;
+                        self.hard_state = hard_state;
+                    }
+                }
+            }
         }
         if let Some(through) = batch.compact_through {
             ticket = Some(

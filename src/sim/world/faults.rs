@@ -196,7 +196,7 @@ impl World {
         if self.config.faults && self.rng.chance(1, 3) {
             // The old leader is cut off right after its TimeoutNow left (or while the target
             // catches up), with clients still sending it reads.
-            let at = self.now.plus_nanos(self.rng.range(0, 3 * MS));
+            let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
             self.schedule(at, Ev::Isolate { node: l });
         }
         self.step(l, Input::TransferLeadership { token, target })

@@ -13,7 +13,8 @@
 //! batch began: recovery keeps only records followed by their batch's commit, which is how a
 //! torn tail is told apart from a complete batch. Truncations are records too
 //! (`TRUNCATE_SUFFIX`, `TRUNCATE_PREFIX`), replayed in order on recovery, so no segment is ever
-//! rewritten.
+//! rewritten; so is the node's hard state (`HARD_STATE`: term, vote, commit index), which
+//! therefore becomes durable with the batch it was submitted in.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -32,6 +33,11 @@ pub const KIND_COMMIT: u8 = 0x80;
 pub const KIND_TRUNCATE_SUFFIX: u8 = 0x81;
 /// Internal record: entries before `index` are removed (the log restarts at `index` if empty).
 pub const KIND_TRUNCATE_PREFIX: u8 = 0x82;
+/// Internal record: the node's hard state. `term` is its term, `index` its commit index, and
+/// the body (8 bytes, little-endian) the node voted for in that term (0: none). The newest one
+/// in log order wins on recovery; every new segment starts with a copy of the newest, so
+/// deleting compacted segments never loses it.
+pub const KIND_HARD_STATE: u8 = 0x83;
 /// Encoded size of a commit record.
 pub const COMMIT_RECORD_SIZE: usize = crate::record::encoded_len(8);
 

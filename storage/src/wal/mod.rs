@@ -48,15 +48,15 @@ mod writer;
 
 pub use format::{
     parse_segment_file_name, segment_file_name, SegmentHeader, COMMIT_RECORD_SIZE, KIND_COMMIT,
-    KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
-    SEGMENT_VERSION,
+    KIND_HARD_STATE, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use io::{BackendChoice, BackendKind, BLOCK_SIZE};
 pub use scan::{scan, RecordAction, ScanError, ScannedRecord, SegmentScan};
 
 use crate::error::LogError;
 use crate::record::{self, encoded_len};
-use crate::store::{DurableNotifier, LogStore, Ticket};
+use crate::store::{DurableNotifier, HardState, LogStore, Ticket};
 use crate::types::{Entry, GroupId, Index, LogId, Term};
 use bytes::Bytes;
 use index::{Loc, LogIndex};
@@ -235,6 +235,9 @@ struct State {
     writer_waiting: bool,
     /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
     durable_waiters: usize,
+    /// The newest hard state recovered or submitted; copied to the start of every new
+    /// segment.
+    hard_state: Option<HardState>,
 }
 
 impl State {
@@ -279,13 +282,20 @@ impl State {
             let header = SegmentHeader::new(u64::from(id), base.0, config.cluster_id);
             let mut buf = self.stage.buffer();
             buf.extend_from_slice(header.as_bytes());
-            self.stage.chunks.push(Chunk {
+            let mut chunk = Chunk {
                 segment: id,
                 starts_segment: Some(base),
                 file_offset: 0,
                 batch_start: SEGMENT_HEADER_SIZE as u64,
                 buf,
-            });
+            };
+            if let Some(hs) = self.hard_state {
+                // The newest hard state opens every segment: once older segments are deleted
+                // behind a compaction, it is still on disk.
+                let (id, vote) = hard_state_record(&hs);
+                write_record(&mut chunk, config, KIND_HARD_STATE, id, &vote, b"");
+            }
+            self.stage.chunks.push(chunk);
             self.stage.capacity = config.segment_size_bytes;
         }
         let last = self.stage.chunks.len() - 1;
@@ -307,41 +317,9 @@ impl State {
         data: &[u8],
         extensions: &[u8],
     ) -> (u32, u32) {
-        let size = data.len() + extensions.len();
-        let len = encoded_len(size);
-        let header = record::RecordHeader {
-            length: U32::new(size as u32),
-            crc: U32::new(0),
-            index: U64::new(id.index.0),
-            term: U64::new(id.term.0),
-            group: U64::new(config.group.0),
-            data_len: U32::new(data.len() as u32),
-            kind,
-            flags: 0,
-            reserved: [0; 2],
-        };
+        let len = encoded_len(data.len() + extensions.len());
         let chunk = self.room_for(len, config);
-        let offset = chunk.end();
-        let out = chunk.buf.reserve_tail(len);
-        let (head, rest) = out.split_at_mut(record::HEADER_SIZE);
-        head.copy_from_slice(header.as_bytes());
-        let (d, rest) = rest.split_at_mut(data.len());
-        d.copy_from_slice(data);
-        let (e, pad) = rest.split_at_mut(extensions.len());
-        // Most entries have no extensions and a body that is a multiple of 8: skip the calls
-        // (a zero-length memset still showed up as 4 % of the shard thread in a profile).
-        if !e.is_empty() {
-            e.copy_from_slice(extensions);
-        }
-        if !pad.is_empty() {
-            pad.fill(0);
-        }
-        // CRC-32C of the header with its crc field zero, the body and the padding: exactly
-        // what `record::record_header` computes (checked by a test).
-        let crc = crc32c::crc32c(out);
-        out[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
-        // Segments are at most 4 GiB (checked by `WalConfig::validate`).
-        (chunk.segment, offset as u32)
+        write_record(chunk, config, kind, id, data, extensions)
     }
 
     fn stage_marker(&mut self, config: &WalConfig, kind: u8, index: Index) -> Ticket {
@@ -396,6 +374,59 @@ pub struct WalLogStore {
     config: WalConfig,
     info: WalInfo,
     writer: Option<JoinHandle<()>>,
+}
+
+/// The id and body of `hs`'s hard-state record: term and commit index in the id, the vote in
+/// the body.
+fn hard_state_record(hs: &HardState) -> (LogId, [u8; 8]) {
+    let vote = hs.vote.map_or(0, |v| v.0);
+    (LogId::new(hs.term, hs.commit), vote.to_le_bytes())
+}
+
+/// Encodes one record in place at the end of `chunk`; returns its segment and offset. The
+/// caller made room for it.
+fn write_record(
+    chunk: &mut Chunk,
+    config: &WalConfig,
+    kind: u8,
+    id: LogId,
+    data: &[u8],
+    extensions: &[u8],
+) -> (u32, u32) {
+    let size = data.len() + extensions.len();
+    let len = encoded_len(size);
+    let header = record::RecordHeader {
+        length: U32::new(size as u32),
+        crc: U32::new(0),
+        index: U64::new(id.index.0),
+        term: U64::new(id.term.0),
+        group: U64::new(config.group.0),
+        data_len: U32::new(data.len() as u32),
+        kind,
+        flags: 0,
+        reserved: [0; 2],
+    };
+    let offset = chunk.end();
+    let out = chunk.buf.reserve_tail(len);
+    let (head, rest) = out.split_at_mut(record::HEADER_SIZE);
+    head.copy_from_slice(header.as_bytes());
+    let (d, rest) = rest.split_at_mut(data.len());
+    d.copy_from_slice(data);
+    let (e, pad) = rest.split_at_mut(extensions.len());
+    // Most entries have no extensions and a body that is a multiple of 8: skip the calls
+    // (a zero-length memset still showed up as 4 % of the shard thread in a profile).
+    if !e.is_empty() {
+        e.copy_from_slice(extensions);
+    }
+    if !pad.is_empty() {
+        pad.fill(0);
+    }
+    // CRC-32C of the header with its crc field zero, the body and the padding: exactly
+    // what `record::record_header` computes (checked by a test).
+    let crc = crc32c::crc32c(out);
+    out[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
+    // Segments are at most 4 GiB (checked by `WalConfig::validate`).
+    (chunk.segment, offset as u32)
 }
 
 /// Records to decode after the lock is released.
@@ -708,6 +739,27 @@ impl LogStore for WalLogStore {
 
     fn set_durable_notifier(&mut self, notifier: DurableNotifier) {
         self.shared.lock().notifier = Some(notifier);
+    }
+
+    /// A `HARD_STATE` record, written with the next group commit (see [`format`]).
+    fn save_hard_state(&mut self, hs: &HardState) -> Result<Option<Ticket>, LogError> {
+        let mut state = self.shared.lock();
+        state.check_failed()?;
+        state.hard_state = Some(*hs);
+        let ticket = state.next_ticket();
+        let (id, vote) = hard_state_record(hs);
+        state.stage_record(&self.config, KIND_HARD_STATE, id, &vote, b"");
+        state.stage.ticket = ticket;
+        let wake = state.writer_waiting;
+        drop(state);
+        if wake {
+            self.shared.work.notify_one();
+        }
+        Ok(Some(ticket))
+    }
+
+    fn saved_hard_state(&self) -> Option<HardState> {
+        self.shared.lock().hard_state
     }
 }
 

@@ -8,7 +8,7 @@ use super::writer::{Active, Spare, Writer};
 use super::WalLogStore;
 use super::{list_segments, Chunk, SegmentFile, Shared, Stage, State, WalConfig, WalInfo};
 use crate::error::LogError;
-use crate::store::Ticket;
+use crate::store::{HardState, Ticket};
 use crate::types::Index;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -21,11 +21,16 @@ use std::sync::{Arc, Condvar, Mutex};
 pub(super) struct Replay {
     /// `None` until the first used segment names the log's first index.
     pub index: Option<LogIndex>,
+    /// The newest hard-state record.
+    pub hard_state: Option<HardState>,
 }
 
 impl Replay {
     pub fn new() -> Replay {
-        Replay { index: None }
+        Replay {
+            index: None,
+            hard_state: None,
+        }
     }
 
     /// Starts a segment whose header says its first entry is `base`.
@@ -75,6 +80,13 @@ impl Replay {
                 index.truncate_suffix(record.index);
             }
             RecordAction::TruncatePrefix => index.truncate_prefix(record.index),
+            RecordAction::HardState { vote } => {
+                self.hard_state = Some(HardState {
+                    term: record.term,
+                    vote,
+                    commit: record.index,
+                })
+            }
         }
         Ok(())
     }
@@ -357,6 +369,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             index: replay.index.unwrap_or_else(|| LogIndex::new(Index(1))),
+            hard_state: replay.hard_state,
             stage,
             inflight: Vec::new(),
             last_ticket: Ticket(0),

@@ -17,10 +17,12 @@
 //! partly filled last block assumes a device does not tear a sector it overwrites with the same
 //! leading bytes ("powersafe overwrite").
 
-use super::format::{SegmentHeader, KIND_COMMIT, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX};
+use super::format::{
+    SegmentHeader, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
+};
 use super::format::{COMMIT_RECORD_SIZE, SEGMENT_HEADER_SIZE};
 use crate::record::{self, RecordHeader, HEADER_SIZE, RECORD_ALIGNMENT};
-use crate::types::{EntryKind, Index, Term};
+use crate::types::{EntryKind, Index, NodeId, Term};
 use std::fmt;
 
 /// What a committed record does to the log.
@@ -32,6 +34,11 @@ pub enum RecordAction {
     TruncateSuffix,
     /// Remove entries before `index`.
     TruncatePrefix,
+    /// The node's hard state: `term` its term, `index` its commit index.
+    HardState {
+        /// The node voted for in `term`, if any.
+        vote: Option<NodeId>,
+    },
 }
 
 /// One committed record found by [`scan`].
@@ -112,6 +119,15 @@ fn next_non_zero(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The vote in a hard-state record's body: exactly 8 bytes, 0 for none.
+fn hard_state_vote(data: &[u8]) -> Option<Option<NodeId>> {
+    let raw: [u8; 8] = data.try_into().ok()?;
+    Some(match u64::from_le_bytes(raw) {
+        0 => None,
+        id => Some(NodeId(id)),
+    })
+}
+
 fn commit_batch_start(data: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
 }
@@ -156,6 +172,11 @@ pub fn scan(bytes: &[u8], max_entry_bytes: usize) -> Result<SegmentScan, ScanErr
             }
             KIND_TRUNCATE_SUFFIX => RecordAction::TruncateSuffix,
             KIND_TRUNCATE_PREFIX => RecordAction::TruncatePrefix,
+            KIND_HARD_STATE => match hard_state_vote(rec.data) {
+                Some(vote) => RecordAction::HardState { vote },
+                // A well-checksummed record of the wrong shape: damage, as an unknown kind.
+                None => break,
+            },
             code if EntryKind::from_code(code).is_some() => RecordAction::Entry,
             _ => break,
         };

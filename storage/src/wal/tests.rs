@@ -442,3 +442,120 @@ fn the_io_uring_wal_behaves_like_the_in_memory_store() {
         })
         .expect("io_uring WAL matches the model");
 }
+
+fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+    HardState {
+        term: Term(term),
+        vote: vote.map(crate::types::NodeId),
+        commit: Index(commit),
+    }
+}
+
+#[test]
+fn the_newest_hard_state_is_recovered_with_the_log() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = WalLogStore::open(config(dir.path(), backend)).expect("open");
+        assert_eq!(store.saved_hard_state(), None, "a new log holds none");
+        store.append_and_wait(&entries(1, 3, 1)).expect("append");
+        let t = store
+            .save_hard_state(&hs(1, Some(2), 0))
+            .expect("save")
+            .expect("the WAL keeps hard state");
+        store.wait_durable(t).expect("durable");
+        // Term, vote and commit ride with later appends in one batch each.
+        store.append(&entries(4, 6, 2)).expect("append");
+        let t = store
+            .save_hard_state(&hs(2, None, 5))
+            .expect("save")
+            .expect("ticket");
+        store.wait_durable(t).expect("durable");
+        assert_eq!(store.saved_hard_state(), Some(hs(2, None, 5)));
+        drop(store);
+        let store = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
+        assert_eq!(store.saved_hard_state(), Some(hs(2, None, 5)));
+        assert_eq!(store.last_index(), Index(6));
+    }
+}
+
+#[test]
+fn the_hard_state_survives_the_deletion_of_the_segment_that_first_held_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    store
+        .append_and_wait(&fat_entries(1, 20, 1))
+        .expect("append");
+    let t = store
+        .save_hard_state(&hs(3, Some(1), 20))
+        .expect("save")
+        .expect("ticket");
+    store.wait_durable(t).expect("durable");
+    for i in 1..40u64 {
+        store
+            .append_and_wait(&fat_entries(i * 20 + 1, i * 20 + 20, 3))
+            .expect("append");
+    }
+    let first_segment = list_segments(dir.path()).expect("list")[0].0;
+    let t = store.truncate_prefix(Index(700)).expect("truncate");
+    store.wait_durable(t).expect("durable");
+    assert_ne!(
+        list_segments(dir.path()).expect("list")[0].0,
+        first_segment,
+        "the segment holding the original record is gone"
+    );
+    drop(store);
+    let store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    assert_eq!(store.saved_hard_state(), Some(hs(3, Some(1), 20)));
+}
+
+#[test]
+fn a_hard_state_in_a_torn_last_batch_is_not_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    store.append_and_wait(&entries(1, 2, 1)).expect("append");
+    let t = store
+        .save_hard_state(&hs(1, None, 2))
+        .expect("save")
+        .expect("ticket");
+    store.wait_durable(t).expect("durable");
+    let end_of_first = {
+        let segments = list_segments(dir.path()).expect("list");
+        let bytes = std::fs::read(&segments[0].1).expect("read");
+        scan(&bytes, 8 << 10).expect("scan").valid_len
+    };
+    store.append(&entries(3, 3, 2)).expect("append");
+    let t = store
+        .save_hard_state(&hs(2, Some(3), 3))
+        .expect("save")
+        .expect("ticket");
+    store.wait_durable(t).expect("durable");
+    drop(store);
+    // Tear the last batch: cut its commit record.
+    let segments = list_segments(dir.path()).expect("list");
+    let path = &segments[0].1;
+    let mut bytes = std::fs::read(path).expect("read");
+    let end = scan(&bytes, 8 << 10).expect("scan").valid_len as usize;
+    assert!(end > end_of_first as usize);
+    bytes[end - 8..end].fill(0);
+    std::fs::write(path, &bytes).expect("write");
+    // (Entry 3 may have gone in an earlier batch of its own; the hard state after it is cut.)
+    let store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    assert!(store.info().torn_bytes_discarded > 0);
+    assert_eq!(store.saved_hard_state(), Some(hs(1, None, 2)));
+}
+
+#[test]
+fn hard_states_merge_by_term_then_vote_then_commit() {
+    assert_eq!(
+        HardState::newest(hs(3, None, 9), hs(4, None, 1)),
+        hs(4, None, 1)
+    );
+    assert_eq!(
+        HardState::newest(hs(4, Some(2), 1), hs(4, None, 7)),
+        hs(4, Some(2), 7)
+    );
+    assert_eq!(
+        HardState::newest(hs(5, Some(1), 3), hs(2, Some(9), 99)),
+        hs(5, Some(1), 3)
+    );
+}

@@ -99,6 +99,8 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
                     last = last.max(first.prev());
                 }
                 RecordAction::TruncatePrefix => {}
+                // Not an entry: the node's term, vote and commit index (see `stat`).
+                RecordAction::HardState { .. } => {}
             }
         }
         range = Some((first, last));
@@ -148,6 +150,25 @@ fn stat(dir: &Path) -> Result<bool, String> {
             (last.0 + 1).saturating_sub(first.0)
         ),
         None => println!("no entries"),
+    }
+    // The newest hard-state record in log order (each segment starts with a copy).
+    let hard_state = segments
+        .iter()
+        .filter_map(|s| s.scan.as_ref().ok())
+        .flat_map(|scan| scan.records.iter())
+        .filter_map(|r| match r.action {
+            RecordAction::HardState { vote } => Some((r.term, vote, r.index)),
+            _ => None,
+        })
+        .next_back();
+    match hard_state {
+        Some((term, vote, commit)) => println!(
+            "hard state: term {} vote {} commit {}",
+            term.0,
+            vote.map_or("none".to_string(), |v| v.0.to_string()),
+            commit.0
+        ),
+        None => println!("hard state: none in the log"),
     }
     println!(
         "total bytes {}",

@@ -1,5 +1,7 @@
 //! Crash tests: a child process appends and is killed with SIGKILL at arbitrary moments; the
-//! parent reopens the log and checks that every acknowledged entry is present and intact.
+//! parent reopens the log and checks that every acknowledged entry is present and intact, and
+//! that the hard state saved with each batch (its commit index is the batch's last entry) is
+//! the newest acknowledged one or later, never past the recovered log.
 //!
 //! The child is this test binary re-invoked with `RINGRAFT_CRASH_CHILD_DIR` set, running only
 //! `crash_child`. Fast: `acknowledged_entries_survive_sigkill` (a few rounds). Long (ignored):
@@ -7,7 +9,8 @@
 
 use bytes::Bytes;
 use ringraft_storage::{
-    BackendChoice, Entry, EntryKind, Index, LogId, LogStore, Term, Ticket, WalConfig, WalLogStore,
+    BackendChoice, Entry, EntryKind, HardState, Index, LogId, LogStore, Term, Ticket, WalConfig,
+    WalLogStore,
 };
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -76,8 +79,17 @@ fn crash_child() {
         rng ^= rng << 17;
         let count = rng % 40 + 1;
         let batch: Vec<Entry> = (next..next + count).map(entry).collect();
-        let ticket = store.append(&batch).expect("append");
+        store.append(&batch).expect("append");
         next += count;
+        let hard_state = HardState {
+            term: Term(1),
+            vote: None,
+            commit: Index(next - 1),
+        };
+        let ticket = store
+            .save_hard_state(&hard_state)
+            .expect("save hard state")
+            .expect("the WAL keeps the hard state");
         inflight.push_back((ticket, next - 1));
         if inflight.len() >= 4 {
             let (ticket, last) = inflight.pop_front().expect("inflight");
@@ -126,6 +138,11 @@ fn crash_rounds(rounds: u64) {
         assert!(
             last >= acked_max,
             "round {round}: acknowledged {acked_max} but recovered {last}"
+        );
+        let commit = store.saved_hard_state().map_or(0, |hs| hs.commit.0);
+        assert!(
+            commit >= acked_max && commit <= last,
+            "round {round}: hard state commit {commit}, acknowledged {acked_max}, log ends at {last}"
         );
     }
     assert!(acked_max > 0, "the children never acknowledged anything");

@@ -237,23 +237,53 @@ fn cqe_result(res: i32) -> io::Result<usize> {
     }
 }
 
+/// How many failed `io_uring_enter` calls [`uring_run`] retries while operations that point
+/// into its caller's buffers are still queued or in flight (about a second in all).
+const ENTER_RETRIES_MAX: u32 = 1000;
+
 /// Submits `entries` and waits for all of their completions; results in submission order.
+///
+/// Never returns while the kernel may still use a buffer an entry points to: if pushing fails
+/// part-way, what was pushed is still submitted and reaped; if submitting or waiting fails,
+/// the call keeps submitting and waiting (the failure is reported afterwards) until every
+/// pushed entry has completed. Returning earlier would let the kernel read or write memory
+/// whose borrow ended (or submit the leftovers with the ring's next use). If the ring keeps
+/// failing for [`ENTER_RETRIES_MAX`] attempts, the process aborts: no safe return is left.
 fn uring_run(ring: &mut IoUring, entries: &[io_uring::squeue::Entry]) -> io::Result<Vec<i32>> {
     let mut results = vec![0i32; entries.len()];
+    let mut error: Option<io::Error> = None;
+    let mut pushed = 0;
     for (i, entry) in entries.iter().enumerate() {
         let entry = entry.clone().user_data(i as u64);
         // SAFETY: every buffer an entry points to is borrowed by our caller until this function
-        // has reaped all of the entries' completions below.
-        unsafe { ring.submission().push(&entry) }
-            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        // returns, and it returns only once every pushed entry's completion was reaped below
+        // (on every path, errors included).
+        if unsafe { ring.submission().push(&entry) }.is_err() {
+            error = Some(io::Error::other("io_uring submission queue full"));
+            break;
+        }
+        pushed += 1;
     }
     let mut reaped = 0;
-    while reaped < entries.len() {
-        match ring.submit_and_wait(entries.len() - reaped) {
+    let mut failures = 0;
+    while reaped < pushed {
+        match submit_and_wait(ring, pushed - reaped) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures >= ENTER_RETRIES_MAX {
+                    eprintln!(
+                        "ringraft WAL: io_uring keeps failing ({e}) with operations on borrowed \
+                         buffers still queued; aborting rather than freeing memory the kernel \
+                         may still use"
+                    );
+                    std::process::abort();
+                }
+                error.get_or_insert(e);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         for cqe in ring.completion() {
             if let Some(slot) = results.get_mut(cqe.user_data() as usize) {
@@ -262,7 +292,42 @@ fn uring_run(ring: &mut IoUring, entries: &[io_uring::squeue::Entry]) -> io::Res
             }
         }
     }
-    Ok(results)
+    match error {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
+
+/// `io_uring_enter` (submit what is queued, wait for `want` completions). Tests can make the
+/// next calls fail (see `inject_enter_errors`).
+fn submit_and_wait(ring: &mut IoUring, want: usize) -> io::Result<usize> {
+    #[cfg(test)]
+    if injected::take() {
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+    }
+    ring.submit_and_wait(want)
+}
+
+#[cfg(test)]
+mod injected {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ENTER_ERRORS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes the next `n` `io_uring_enter` calls of this thread fail with EAGAIN.
+    pub(super) fn inject_enter_errors(n: u32) {
+        ENTER_ERRORS.with(|c| c.set(n));
+    }
+
+    pub(super) fn take() -> bool {
+        ENTER_ERRORS.with(|c| {
+            let left = c.get();
+            c.set(left.saturating_sub(1));
+            left > 0
+        })
+    }
 }
 
 fn uring_write_all(ring: &mut IoUring, file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
@@ -346,4 +411,72 @@ pub fn uring_read_all(
         }
     }
     Ok(end.min(len))
+}
+
+#[cfg(test)]
+mod uring_tests {
+    use super::*;
+
+    fn ring() -> Option<IoUring> {
+        IoUring::new(RING_ENTRIES).ok()
+    }
+
+    /// A failing `io_uring_enter` in the middle of a multi-chunk write: the call reports the
+    /// failure only after every submitted write completed, so nothing still points into the
+    /// caller's buffer, the ring is empty, and the bytes are in the file.
+    #[test]
+    fn a_failed_submit_drains_every_operation_before_returning() {
+        let Some(mut ring) = ring() else {
+            eprintln!("skipping: io_uring unavailable");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open");
+        let data: Vec<u8> = (0..3 * WRITE_CHUNK_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        injected::inject_enter_errors(3);
+        let result = uring_write_all(&mut ring, &file, 0, &data);
+        let error = result.expect_err("the injected failure is reported");
+        assert_eq!(error.raw_os_error(), Some(libc::EAGAIN));
+        assert!(ring.submission().is_empty(), "nothing left to submit");
+        assert!(ring.completion().is_empty(), "nothing left to reap");
+        let mut back = vec![0u8; data.len()];
+        file.read_exact_at(&mut back, 0).expect("read back");
+        assert_eq!(
+            back, data,
+            "every submitted write completed before the return"
+        );
+        // The ring is usable again.
+        uring_write_all(&mut ring, &file, 0, &data[..4096]).expect("write after the failure");
+    }
+
+    /// More entries than the submission queue holds: the ones pushed are still submitted and
+    /// reaped before the error returns.
+    #[test]
+    fn a_full_submission_queue_still_drains_what_was_pushed() {
+        let Some(mut ring) = ring() else {
+            eprintln!("skipping: io_uring unavailable");
+            return;
+        };
+        let entries: Vec<_> = (0..RING_ENTRIES as usize + 5)
+            .map(|_| opcode::Nop::new().build())
+            .collect();
+        let error = uring_run(&mut ring, &entries).expect_err("the queue is too small");
+        assert!(
+            error.to_string().contains("submission queue full"),
+            "{error}"
+        );
+        assert!(ring.submission().is_empty());
+        assert!(ring.completion().is_empty());
+        let ok = uring_run(&mut ring, &entries[..4]).expect("the ring works afterwards");
+        assert_eq!(ok, vec![0; 4]);
+    }
 }

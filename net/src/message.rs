@@ -22,8 +22,10 @@ pub struct Message {
 }
 
 /// The body of a [`Message`].
+///
+/// Deliberately exhaustive: the consensus core matches every kind, so a new kind fails to
+/// compile there instead of being silently ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Body {
     /// Leader → follower: append `entries` after `prev_log_id` (Raft §5.3).
     AppendEntries(AppendEntries),

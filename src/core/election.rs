@@ -44,12 +44,29 @@ impl Core {
             Body::PreVoteResponse { granted } => {
                 return self.handle_pre_vote_response(m.from, m.term, granted)
             }
-            _ => {}
+            Body::AppendEntries(_)
+            | Body::AppendEntriesResponse(_)
+            | Body::Heartbeat { .. }
+            | Body::HeartbeatResponse { .. }
+            | Body::RequestVote { .. }
+            | Body::RequestVoteResponse { .. }
+            | Body::TimeoutNow
+            | Body::InstallSnapshot(_)
+            | Body::InstallSnapshotResponse(_) => {}
         }
         if m.term > self.term {
             let leader = match m.body {
+                // The sender leads the newer term. (An InstallSnapshot comes from a leader too,
+                // but hashicorp and the thesis adopt only the term; its handler follows it.)
                 Body::AppendEntries(_) | Body::Heartbeat { .. } | Body::TimeoutNow => Some(m.from),
-                _ => None,
+                Body::AppendEntriesResponse(_)
+                | Body::HeartbeatResponse { .. }
+                | Body::RequestVote { .. }
+                | Body::RequestVoteResponse { .. }
+                | Body::PreVote { .. }
+                | Body::PreVoteResponse { .. }
+                | Body::InstallSnapshot(_)
+                | Body::InstallSnapshotResponse(_) => None,
             };
             if let Body::RequestVote {
                 leadership_transfer,
@@ -83,7 +100,16 @@ impl Core {
                 Body::RequestVote { .. } => {
                     self.send_when_durable(m.from, Body::RequestVoteResponse { granted: false })
                 }
-                _ => {}
+                // A stale leader's snapshot chunk, answers to requests of an older term, and an
+                // old TimeoutNow: nothing to do (pre-votes returned above).
+                Body::InstallSnapshot(_)
+                | Body::AppendEntriesResponse(_)
+                | Body::HeartbeatResponse { .. }
+                | Body::RequestVoteResponse { .. }
+                | Body::InstallSnapshotResponse(_)
+                | Body::TimeoutNow
+                | Body::PreVote { .. }
+                | Body::PreVoteResponse { .. } => {}
             }
             return;
         }
@@ -100,8 +126,8 @@ impl Core {
             Body::TimeoutNow => self.handle_timeout_now(m.from),
             Body::InstallSnapshot(chunk) => self.handle_install_snapshot(m.from, chunk),
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(m.from, r),
+            // Handled before the term rules.
             Body::PreVote { .. } | Body::PreVoteResponse { .. } => {}
-            _ => {}
         }
     }
 

@@ -545,7 +545,7 @@ impl Core {
                 rejected_prev_index,
                 self.retry_point(rejected_prev_index, hint),
             )),
-            _ => None,
+            AppendResult::Success { .. } | AppendResult::StaleTerm => None,
         };
         let RoleState::Leader(l) = &mut self.role else {
             return;

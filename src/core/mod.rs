@@ -25,11 +25,18 @@
 //! (AppendEntries and heartbeats received) and `leader` (replication, commit, reads);
 //! `membership`, `transfer`, `snapshot` (compaction, InstallSnapshot) and `restore` (user
 //! restore: the external snapshot is staged before its log entry, and followers stage it before
-//! they accept that entry) hold the Consensus core II operations.
+//! they accept that entry) hold the Consensus core II operations. `durability` is the gate
+//! described above (persist batches, messages held until durable), `bootstrap` the bootstrap
+//! and offline recovery, `errors` the start and bootstrap errors, `invariants` what tests and
+//! the simulator check after every step.
 
+mod bootstrap;
 mod config;
+mod durability;
 mod election;
+mod errors;
 mod follower;
+mod invariants;
 mod leader;
 mod log;
 mod membership;
@@ -40,9 +47,11 @@ mod snapshot;
 mod transfer;
 mod types;
 
+pub use bootstrap::has_existing_state;
 #[cfg(feature = "sim")]
 pub use config::Mutation;
 pub use config::{ConfigError, CoreConfig};
+pub use errors::{BootstrapError, CoreError};
 pub use log::RaftLog;
 pub use progress::{majority, quorum_value, Progress, ReplicationState};
 pub use rng::Rng;
@@ -58,107 +67,6 @@ use ringraft_storage::{
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-
-/// True if a node has any state: a term, a log entry or a snapshot (hashicorp's
-/// `HasExistingState`).
-pub fn has_existing_state(state: &RecoveredState) -> bool {
-    state.hard_state.term > Term(0)
-        || !state.entries.is_empty()
-        || state.log_prev.index > Index(0)
-        || state.snapshot.is_some()
-}
-
-/// Why bootstrap or recovery was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BootstrapError {
-    /// The node already has state: bootstrap only initialises empty nodes.
-    ExistingState,
-    /// Recovery needs existing state to recover.
-    NoExistingState,
-    /// The local node must be a voter in the bootstrap configuration.
-    NotVoter {
-        /// The local node.
-        id: NodeId,
-    },
-    /// The configuration is invalid.
-    InvalidConfiguration(ConfigurationError),
-}
-
-impl fmt::Display for BootstrapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BootstrapError::ExistingState => {
-                write!(f, "cannot bootstrap a node with existing state")
-            }
-            BootstrapError::NoExistingState => write!(f, "no existing state to recover"),
-            BootstrapError::NotVoter { id } => {
-                write!(
-                    f,
-                    "local node {id} is not a voter in the bootstrap configuration"
-                )
-            }
-            BootstrapError::InvalidConfiguration(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for BootstrapError {}
-
-/// Why a core could not be created.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CoreError {
-    /// The configuration is invalid.
-    Config(ConfigError),
-    /// A recovered entry is not where the log says it should be.
-    RecoveredLogNotConsecutive {
-        /// The index expected.
-        expected: Index,
-        /// The entry's id.
-        found: LogId,
-    },
-    /// The recovered log was compacted past the newest snapshot.
-    LogBeyondSnapshot {
-        /// The log's compaction point.
-        log_prev: LogId,
-        /// The snapshot's last entry.
-        snapshot: LogId,
-    },
-    /// A recovered configuration entry could not be decoded.
-    RecoveredConfiguration {
-        /// The entry's index.
-        index: Index,
-        /// What is wrong with it.
-        error: ConfigurationError,
-    },
-}
-
-impl fmt::Display for CoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CoreError::Config(e) => e.fmt(f),
-            CoreError::RecoveredLogNotConsecutive { expected, found } => {
-                write!(
-                    f,
-                    "recovered log is not consecutive: expected {expected}, found {found}"
-                )
-            }
-            CoreError::LogBeyondSnapshot { log_prev, snapshot } => write!(
-                f,
-                "recovered log starts after {log_prev}, beyond the newest snapshot {snapshot}"
-            ),
-            CoreError::RecoveredConfiguration { index, error } => {
-                write!(
-                    f,
-                    "recovered configuration entry at {index} is invalid: {error}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for CoreError {}
 
 pub(crate) enum RoleState {
     Follower,
@@ -319,100 +227,6 @@ impl Core {
         Ok(core)
     }
 
-    /// The recovered state a brand-new cluster member persists before its first start: term 1
-    /// and the configuration as entry 1 (hashicorp's bootstrap). Every initial voter should be
-    /// bootstrapped with the same configuration.
-    pub fn bootstrap_state(
-        configuration: &Configuration,
-    ) -> Result<RecoveredState, ConfigurationError> {
-        configuration.validate()?;
-        let entry = Entry::new(
-            LogId::new(Term(1), Index(1)),
-            EntryKind::Configuration,
-            configuration.encode(),
-        );
-        Ok(RecoveredState {
-            snapshot: None,
-            hard_state: HardState {
-                term: Term(1),
-                vote: None,
-                commit: Index(0),
-            },
-            log_prev: LogId::default(),
-            entries: vec![entry],
-            staged_restores: Vec::new(),
-        })
-    }
-
-    /// Bootstraps a new cluster member (hashicorp's `BootstrapCluster`): the state to persist
-    /// before the first start. Refused if the node already has state, if `local` is not a
-    /// voter in `configuration`, or if the configuration is invalid.
-    pub fn bootstrap(
-        existing: &RecoveredState,
-        local: NodeId,
-        configuration: &Configuration,
-    ) -> Result<RecoveredState, BootstrapError> {
-        if has_existing_state(existing) {
-            return Err(BootstrapError::ExistingState);
-        }
-        configuration
-            .validate()
-            .map_err(BootstrapError::InvalidConfiguration)?;
-        if !configuration.is_voter(local) {
-            return Err(BootstrapError::NotVoter { id: local });
-        }
-        Core::bootstrap_state(configuration).map_err(BootstrapError::InvalidConfiguration)
-    }
-
-    /// Forces a new configuration after losing quorum (hashicorp's `RecoverCluster`).
-    ///
-    /// **Unsafe by design**: every entry in the local log is treated as committed, and the
-    /// surviving servers must all be recovered with the same configuration. The returned state
-    /// has no log: it starts from a snapshot ending at the old log's last entry whose
-    /// configuration is `configuration`. The caller must apply every command entry of the old
-    /// state to the state machine, save that snapshot with the returned metadata (its `size`
-    /// and `id` are the caller's to fill), persist the returned state, and then start the node.
-    pub fn recover_cluster(
-        existing: &RecoveredState,
-        configuration: &Configuration,
-    ) -> Result<(RecoveredState, SnapshotMeta), BootstrapError> {
-        if !has_existing_state(existing) {
-            return Err(BootstrapError::NoExistingState);
-        }
-        configuration
-            .validate()
-            .map_err(BootstrapError::InvalidConfiguration)?;
-        let last = existing
-            .entries
-            .last()
-            .map(|e| e.id)
-            .unwrap_or(existing.log_prev)
-            .max(
-                existing
-                    .snapshot
-                    .as_ref()
-                    .map_or(LogId::default(), |s| s.last),
-            );
-        let meta = SnapshotMeta {
-            id: String::new(),
-            last,
-            configuration: configuration.clone(),
-            configuration_index: last.index,
-            size: 0,
-        };
-        let mut hard_state = existing.hard_state;
-        hard_state.commit = last.index;
-        hard_state.term = hard_state.term.max(last.term);
-        let state = RecoveredState {
-            hard_state,
-            snapshot: Some(meta.clone()),
-            log_prev: last,
-            entries: Vec::new(),
-            staged_restores: Vec::new(),
-        };
-        Ok((state, meta))
-    }
-
     /// Feeds one input at time `now` (which must not go backwards; an earlier time is treated
     /// as the latest time seen).
     pub fn step(&mut self, now: Time, input: Input) {
@@ -564,83 +378,6 @@ impl Core {
         }
     }
 
-    /// Checks the core's invariants; `Err` describes the first violation. Run after every step
-    /// in tests and the simulator.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let last = self.log.last_index();
-        let snapshot = self.log.prev().index;
-        if !(snapshot <= self.applied && self.applied <= self.commit && self.commit <= last) {
-            return Err(format!(
-                "{}: expected snapshot {snapshot} <= applied {} <= commit {} <= last {last}",
-                self.id(),
-                self.applied,
-                self.commit
-            ));
-        }
-        if let Some(first) = self.log.iter().next() {
-            if first.id.term < self.log.prev().term {
-                return Err(format!(
-                    "{}: log entry {} follows compaction point {} with a lower term",
-                    self.id(),
-                    first.id,
-                    self.log.prev()
-                ));
-            }
-        }
-        // A log holds a restore entry only with its snapshot staged (or a snapshot past it).
-        let covered = self.snapshot.as_ref().map_or(snapshot, |s| s.last.index);
-        let unstaged = self.log.iter().find(|e| {
-            e.kind == EntryKind::Restore
-                && e.id.index > covered
-                && !self.restores.contains_key(&e.id)
-        });
-        #[cfg(feature = "sim")]
-        let unstaged =
-            unstaged.filter(|_| self.config.mutation != Some(Mutation::AcceptUnstagedRestore));
-        if let Some(e) = unstaged {
-            return Err(format!(
-                "{}: restore entry {} without its staged snapshot",
-                self.id(),
-                e.id
-            ));
-        }
-        if self.log.durable_index() > last {
-            return Err(format!(
-                "{}: durable {} > last {last}",
-                self.id(),
-                self.log.durable_index()
-            ));
-        }
-        if let RoleState::Leader(l) = &self.role {
-            if self.leader != Some(self.id()) || self.vote != Some(self.id()) {
-                return Err(format!(
-                    "{}: leader without self as leader and vote",
-                    self.id()
-                ));
-            }
-            for (peer, p) in &l.progress {
-                if p.match_index >= p.next_index || p.next_index > last.next() {
-                    return Err(format!(
-                        "{}: progress of {peer}: match {} next {} last {last}",
-                        self.id(),
-                        p.match_index,
-                        p.next_index
-                    ));
-                }
-                if let ReplicationState::Replicate { inflight } = &p.state {
-                    let mut previous = p.match_index;
-                    for &i in inflight {
-                        if i <= previous || i > last {
-                            return Err(format!("{}: inflight to {peer} out of order", self.id()));
-                        }
-                        previous = i;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     // ---- shared machinery -------------------------------------------------------------
 
     fn emit(&mut self, effect: Effect) {
@@ -655,149 +392,6 @@ impl Core {
             body,
         };
         self.emit(Effect::Send(message));
-    }
-
-    /// Sends `body` once everything staged or issued so far is durable.
-    fn send_when_durable(&mut self, to: NodeId, body: Body) {
-        let needed =
-            self.last_issued_seq + u64::from(!self.staged.is_empty() || self.hard_state_dirty);
-        self.send_after(needed, to, body);
-    }
-
-    /// Sends `body` once our term and vote are durable (log writes may still be in flight):
-    /// for answers that promise nothing about the log, such as a heartbeat acknowledgement.
-    /// Not waiting for a slow disk's log writes keeps the leader's lease alive under load.
-    fn send_when_term_durable(&mut self, to: NodeId, body: Body) {
-        #[cfg(feature = "sim")]
-        if self.config.mutation == Some(Mutation::HeartbeatAckBeforeTermDurable)
-            && matches!(body, Body::HeartbeatResponse { .. })
-        {
-            return self.send(to, body);
-        }
-        let needed = if self.hard_state_dirty {
-            self.last_issued_seq + 1
-        } else {
-            self.hard_state_seq
-        };
-        self.send_after(needed, to, body);
-    }
-
-    fn send_after(&mut self, needed: u64, to: NodeId, body: Body) {
-        let message = Message {
-            from: self.id(),
-            to,
-            term: self.term,
-            body,
-        };
-        if needed <= self.persisted_seq {
-            self.emit(Effect::Send(message));
-        } else {
-            self.held.push_back((needed, message));
-        }
-    }
-
-    fn reply(&mut self, token: Token, result: Result<Outcome, RequestError>) {
-        self.emit(Effect::Reply { token, result });
-    }
-
-    fn stage_truncate(&mut self, from: Index) {
-        assert!(
-            from > self.commit,
-            "{}: truncating committed entries at {from}",
-            self.id()
-        );
-        self.log.truncate_from(from);
-        #[allow(unused_mut)]
-        let mut keep_configs = false;
-        #[cfg(feature = "sim")]
-        if self.config.mutation == Some(Mutation::KeepTruncatedConfigurations) {
-            keep_configs = true;
-        }
-        if !keep_configs {
-            self.configs.retain(|(i, _)| *i < from);
-            self.configs_changed();
-        }
-        self.staged.entries.retain(|e| e.id.index < from);
-        let earliest = self.staged.truncate_from.map_or(from, |t| t.min(from));
-        self.staged.truncate_from = Some(earliest);
-    }
-
-    /// Appends entries (already validated) to the log and the persist batch.
-    fn stage_append(&mut self, entries: Vec<Entry>) {
-        for entry in &entries {
-            if entry.kind == EntryKind::Configuration {
-                // Validated at the gateway (the AppendEntries handler, or our own proposal).
-                if let Ok(c) = Configuration::decode(&entry.data) {
-                    self.configs.push((entry.id.index, c));
-                    self.configs_changed();
-                }
-            }
-        }
-        self.log.append(entries.iter().cloned());
-        self.staged.entries.extend(entries);
-    }
-
-    fn flush_persist(&mut self) {
-        if self.staged.is_empty() && !self.hard_state_dirty {
-            return;
-        }
-        self.last_issued_seq += 1;
-        let mut batch = std::mem::take(&mut self.staged);
-        batch.seq = self.last_issued_seq;
-        if self.hard_state_dirty {
-            batch.hard_state = Some(self.hard_state());
-            self.hard_state_seq = batch.seq;
-        }
-        if self.commit > self.commit_recorded {
-            // The commit index rides along with a write that happens anyway; it never causes a
-            // write by itself (hashicorp's CommitTrackingLogStore stages it the same way).
-            batch.commit = Some(self.commit);
-        }
-        self.commit_recorded = self.commit;
-        self.hard_state_dirty = false;
-        self.log.note_persist_batch(batch.seq);
-        self.emit(Effect::Persist(batch));
-    }
-
-    /// The hard state as it stands.
-    pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.commit,
-        }
-    }
-
-    fn persisted(&mut self, seq: u64) {
-        if seq > self.last_issued_seq {
-            self.invalid(None, InvalidInput::PersistedUnknownBatch { seq });
-            return;
-        }
-        if seq <= self.persisted_seq {
-            return;
-        }
-        self.persisted_seq = seq;
-        self.log.mark_persisted(seq);
-        // Release, in order, every held message whose writes are now durable (a heartbeat
-        // answer, which waits only for the term, may overtake an append answer).
-        let mut still_held = VecDeque::with_capacity(self.held.len());
-        for (needed, message) in std::mem::take(&mut self.held) {
-            if needed <= seq {
-                self.emit(Effect::Send(message));
-            } else {
-                still_held.push_back((needed, message));
-            }
-        }
-        self.held = still_held;
-        if matches!(self.role, RoleState::Leader(_)) {
-            self.maybe_commit();
-        }
-        if matches!(self.role, RoleState::Candidate { .. })
-            && self.win_after_seq.is_some_and(|needed| needed <= seq)
-        {
-            self.win_after_seq = None;
-            self.become_leader();
-        }
     }
 
     /// Applies new timing settings if they are valid, and re-arms the timers: a leader whose

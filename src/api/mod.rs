@@ -259,6 +259,13 @@ impl Raft {
                 .map_err(|e| StartError::Thread(e.to_string()))?;
             Applier::Thread { tx, thread }
         };
+        let snapshot_io = crate::node::shard::SnapshotIo::start(
+            config.local_id,
+            snapshots.clone(),
+            events_tx,
+            shared.clone(),
+        )
+        .map_err(|e| StartError::Thread(e.to_string()))?;
         let cpu = config.shard_cpu;
         let parts = ShardParts {
             core,
@@ -270,8 +277,8 @@ impl Raft {
             shared: shared.clone(),
             clock,
             applier,
-            events_tx,
             events_rx,
+            snapshot_io,
         };
         let guard = StopGuard(shared.clone());
         match host {

@@ -11,9 +11,10 @@ use super::{ApplyReply, Shared};
 use crate::api::future::Sender;
 use crate::api::{Applied, AppliedBatch, ApplyError, Fsm, FsmSnapshot, ReadError};
 use bytes::Bytes;
-use ringraft_storage::{Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta};
+use ringraft_storage::{
+    Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta, SnapshotStore,
+};
 use std::collections::VecDeque;
-use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -35,15 +36,17 @@ pub(crate) enum ApplyTask {
     },
     /// Capture a snapshot of the FSM as of the last applied entry.
     Snapshot,
-    /// Replace the FSM's state with a snapshot.
+    /// Replace the FSM's state with the snapshot `meta` from `store` (opened here, off the
+    /// shard thread, in order with the entries around it).
     Restore {
         meta: SnapshotMeta,
-        reader: Box<dyn Read + Send>,
+        store: Arc<dyn SnapshotStore>,
     },
-    /// Apply the user-restore entry `entry`: replace the FSM's state with its staged snapshot.
+    /// Apply the user-restore entry `entry`: replace the FSM's state with its snapshot from
+    /// `store`'s staging area.
     RestoreEntry {
         entry: LogId,
-        reader: Box<dyn Read + Send>,
+        store: Arc<dyn SnapshotStore>,
     },
 }
 
@@ -68,6 +71,20 @@ pub(crate) enum ShardEvent {
     RestoreStaged {
         token: crate::core::Token,
         result: Result<SnapshotMeta, String>,
+    },
+    /// The snapshot I/O worker read a chunk for `peer`.
+    ChunkRead {
+        peer: ringraft_storage::NodeId,
+        snapshot: LogId,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    },
+    /// The snapshot I/O worker wrote a received chunk.
+    ChunkWritten {
+        snapshot: LogId,
+        next_offset: u64,
+        done: bool,
     },
 }
 
@@ -191,7 +208,18 @@ impl ApplyLoop {
                 NodeMetrics::time(&m.fsm_snapshot, started, self.shared.clock.now());
                 self.tell(ShardEvent::SnapshotCaptured(result));
             }
-            ApplyTask::Restore { meta, mut reader } => {
+            ApplyTask::Restore { meta, store } => {
+                let opened = super::shard::local_snapshot_in(&*store, &meta.id, meta.last)
+                    .ok_or_else(|| "not in the snapshot store".to_string())
+                    .and_then(|local| store.open(&local.id).map_err(|e| e.to_string()));
+                let mut reader = match opened {
+                    Ok((_, reader)) => reader,
+                    Err(e) => {
+                        let error = format!("cannot open snapshot {} to restore: {e}", meta.last);
+                        self.tell(ShardEvent::Fatal(error));
+                        return false;
+                    }
+                };
                 let started = self.shared.clock.now();
                 let restored = self.fsm.restore(&mut reader);
                 let finished = self.shared.clock.now();
@@ -210,10 +238,28 @@ impl ApplyLoop {
                 );
                 self.after_progress();
             }
-            ApplyTask::RestoreEntry { entry, mut reader } => {
+            ApplyTask::RestoreEntry { entry, store } => {
                 if entry.index <= self.last_applied.index {
                     return true;
                 }
+                let opened = store
+                    .staging()
+                    .ok_or_else(|| "the snapshot store has no staging area".to_string())
+                    .and_then(|staging| {
+                        let local = super::shard::local_snapshot_in(staging, "", entry)
+                            .ok_or_else(|| "not in the staging area".to_string())?;
+                        staging.open(&local.id).map_err(|e| e.to_string())
+                    });
+                let mut reader = match opened {
+                    Ok((_, reader)) => reader,
+                    Err(e) => {
+                        // The core accepts a restore entry only once its snapshot is staged,
+                        // so this is lost or damaged storage: stop rather than diverge.
+                        let error = format!("cannot open staged restore {entry}: {e}");
+                        self.tell(ShardEvent::Fatal(error));
+                        return false;
+                    }
+                };
                 let started = self.shared.clock.now();
                 let restored = self.fsm.restore(&mut reader);
                 let finished = self.shared.clock.now();

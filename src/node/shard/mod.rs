@@ -2,7 +2,10 @@
 //! of [`crate::node`] and [`crate::core`]).
 
 mod membership;
+mod snapshot_io;
 mod snapshots;
+
+pub(crate) use snapshot_io::{local_in as local_snapshot_in, SnapshotIo};
 
 use super::apply::{ApplyLoop, ApplyTask, AwaitWaiter, ShardEvent};
 use super::clock::Clock;
@@ -21,11 +24,11 @@ use bytes::Bytes;
 use ringraft_net::message::{Body, Message};
 use ringraft_net::transport::{Transport, TransportEvent};
 use ringraft_storage::{
-    EntryKind, GroupId, Index, LogError, LogId, LogStore, NodeId, SnapshotMeta, SnapshotSink,
-    SnapshotStore, StableStore, Term, Ticket,
+    EntryKind, GroupId, Index, LogError, LogId, LogStore, NodeId, SnapshotMeta, SnapshotStore,
+    StableStore, Term, Ticket,
 };
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Waker};
@@ -71,25 +74,6 @@ impl Waiter {
     }
 }
 
-/// A local snapshot being read for a follower, chunk by chunk.
-struct ChunkReader {
-    last: LogId,
-    /// Reading a staged user restore (from the staging area).
-    stage: bool,
-    position: u64,
-    size: u64,
-    reader: Box<dyn Read + Send>,
-}
-
-/// A snapshot being received from the leader.
-struct Receiving {
-    last: LogId,
-    /// Receiving a user restore into the staging area.
-    stage: bool,
-    sink: Box<dyn SnapshotSink>,
-    written: u64,
-}
-
 /// Everything the shard thread owns.
 pub(crate) struct Shard {
     pub(crate) core: Core,
@@ -105,14 +89,13 @@ pub(crate) struct Shard {
     pub(crate) clock: Clock,
     /// Where the state machine runs; `None` once it stopped (shutdown, or it failed).
     applier: Option<Applier>,
-    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
     next_token: u64,
     waiters: BTreeMap<Token, Waiter>,
     pending_persist: VecDeque<(u64, Ticket)>,
     commands: VecDeque<Command>,
-    chunk_readers: BTreeMap<NodeId, ChunkReader>,
-    receiving: Option<Receiving>,
+    /// Where snapshot-store operations run (never on this thread).
+    snapshot_io: SnapshotIo,
     snapshot_in_progress: bool,
     snapshot_waiters: Vec<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
     next_snapshot_check: Time,
@@ -152,8 +135,9 @@ pub(crate) struct ShardParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     pub(crate) applier: Applier,
-    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+    /// The node's snapshot I/O worker (started with the node).
+    pub(crate) snapshot_io: SnapshotIo,
 }
 
 /// Where the state machine runs.
@@ -184,6 +168,7 @@ impl Shard {
             p.config.heartbeat_timeout,
         );
         let hard_state = p.core.hard_state();
+        let snapshot_io = p.snapshot_io;
         Shard {
             core: p.core,
             core_config: p.core_config,
@@ -196,14 +181,12 @@ impl Shard {
             shared: p.shared,
             clock: p.clock,
             applier: Some(applier),
-            events_tx: p.events_tx,
             events_rx: p.events_rx,
             next_token: 0,
             waiters: BTreeMap::new(),
             pending_persist: VecDeque::new(),
             commands: VecDeque::new(),
-            chunk_readers: BTreeMap::new(),
-            receiving: None,
+            snapshot_io,
             snapshot_in_progress: false,
             snapshot_waiters: Vec::new(),
             next_snapshot_check: Time(0),
@@ -590,6 +573,34 @@ impl Shard {
             }
             ShardEvent::Fatal(e) => self.fatal = Some(e),
             ShardEvent::RestoreStaged { token, result } => self.restore_stage_done(token, result),
+            ShardEvent::ChunkRead {
+                peer,
+                snapshot,
+                offset,
+                data,
+                done,
+            } => self.core.step(
+                now,
+                Input::SnapshotChunkRead {
+                    peer,
+                    snapshot,
+                    offset,
+                    data,
+                    done,
+                },
+            ),
+            ShardEvent::ChunkWritten {
+                snapshot,
+                next_offset,
+                done,
+            } => self.core.step(
+                now,
+                Input::SnapshotChunkWritten {
+                    snapshot,
+                    next_offset,
+                    done,
+                },
+            ),
         }
     }
 
@@ -647,14 +658,14 @@ impl Shard {
                 stage,
                 offset,
                 max_bytes,
-            } => self.read_chunk(now, peer, &meta, stage, offset, max_bytes),
+            } => self.read_chunk(peer, meta, stage, offset, max_bytes),
             Effect::WriteSnapshotChunk {
                 meta,
                 offset,
                 data,
                 done,
                 stage,
-            } => self.write_chunk(now, &meta, offset, &data, done, stage),
+            } => self.write_chunk(meta, offset, data, done, stage),
             Effect::StageRestore { token, meta } => self.stage_restore(token, meta),
             Effect::DropStagedRestores { through } => self.drop_staged_restores(through),
             Effect::RestoreSnapshot { meta } => self.restore(meta),
@@ -1013,9 +1024,7 @@ impl Shard {
         // Dropping a waiter's sender answers it with `Shutdown`.
         self.waiters.clear();
         self.snapshot_waiters.clear();
-        if let Some(r) = self.receiving.take() {
-            let _ = r.sink.cancel();
-        }
+        self.snapshot_io.stop();
         if let Some(Applier::Thread { tx, thread }) = self.applier.take() {
             drop(tx);
             let _ = thread.join();

@@ -1,0 +1,389 @@
+//! The snapshot I/O worker: every snapshot-store operation a node needs (persisting a state
+//! machine snapshot, reading and writing InstallSnapshot chunks, staging a user restore,
+//! deleting staged restores) runs here, on one thread per node, never on the shard thread.
+//! The shard submits jobs in order and hears of their completions as [`ShardEvent`]s, which
+//! it feeds to the core as inputs; one node's large or slow snapshot never stalls the other
+//! nodes a `ShardHost` thread runs. Opening a snapshot to restore happens on the apply thread,
+//! in order with the entries around it (see `ApplyTask::Restore`).
+//!
+//! One thread per node keeps the jobs of a node in submission order (a chunk is written before
+//! the next one) and bounds the threads a node uses, where an earlier version started a thread
+//! per snapshot and per restore.
+
+use super::super::apply::ShardEvent;
+use super::super::metrics::NodeMetrics;
+use super::super::Shared;
+use crate::api::{FsmSnapshot, TakeSnapshotError};
+use crate::core::Token;
+use bytes::Bytes;
+use ringraft_storage::SnapshotStore;
+use ringraft_storage::{Configuration, Index, LogId, NodeId, SnapshotMeta, SnapshotSink};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::{mpsc, Arc};
+
+/// Work for the snapshot I/O worker.
+pub(crate) enum SnapshotJob {
+    /// Write a captured state machine snapshot to the store.
+    Persist {
+        snapshot: Box<dyn FsmSnapshot>,
+        last: LogId,
+        configuration: Configuration,
+        configuration_index: Index,
+    },
+    /// Read the next chunk of a snapshot (or staged restore) being sent to `peer`.
+    ReadChunk {
+        peer: NodeId,
+        meta: SnapshotMeta,
+        stage: bool,
+        offset: u64,
+        max_bytes: u64,
+    },
+    /// Write a chunk received from the leader.
+    WriteChunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        stage: bool,
+    },
+    /// Forget the readers of snapshots being sent (this node installed a snapshot).
+    ForgetReaders,
+    /// Copy a caller's snapshot into the staging area.
+    StageRestore {
+        token: Token,
+        meta: SnapshotMeta,
+        data: Box<dyn Read + Send>,
+    },
+    /// Delete staged restores at or below this index.
+    DropStaged { through: Index },
+}
+
+/// A local snapshot being read for a follower, chunk by chunk.
+struct ChunkReader {
+    last: LogId,
+    /// Reading a staged user restore (from the staging area).
+    stage: bool,
+    position: u64,
+    size: u64,
+    reader: Box<dyn Read + Send>,
+}
+
+/// A snapshot being received from the leader.
+struct Receiving {
+    last: LogId,
+    /// Receiving a user restore into the staging area.
+    stage: bool,
+    sink: Box<dyn SnapshotSink>,
+    written: u64,
+}
+
+/// The shard's handle on its worker.
+pub(crate) struct SnapshotIo {
+    jobs: Option<mpsc::Sender<SnapshotJob>>,
+}
+
+impl SnapshotIo {
+    /// Starts the worker of node `id`.
+    pub(crate) fn start(
+        id: NodeId,
+        store: Arc<dyn SnapshotStore>,
+        events: mpsc::Sender<ShardEvent>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<SnapshotIo> {
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker {
+            id,
+            store,
+            events,
+            shared,
+            readers: BTreeMap::new(),
+            receiving: None,
+        };
+        std::thread::Builder::new()
+            .name(format!("ringraft-snapshots-{}", id.0))
+            .spawn(move || worker.run(rx))?;
+        Ok(SnapshotIo { jobs: Some(tx) })
+    }
+
+    /// Queues `job`; false if the worker is gone (the node is stopping).
+    pub(crate) fn submit(&self, job: SnapshotJob) -> bool {
+        self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Lets the worker finish what it has and exit (it is not joined: a large snapshot being
+    /// written must not hold up shutdown; its sink is dropped, which cancels it).
+    pub(crate) fn stop(&mut self) {
+        self.jobs = None;
+    }
+}
+
+struct Worker {
+    id: NodeId,
+    store: Arc<dyn SnapshotStore>,
+    events: mpsc::Sender<ShardEvent>,
+    /// The node's signal (wakes the shard) and metrics.
+    shared: Arc<Shared>,
+    readers: BTreeMap<NodeId, ChunkReader>,
+    receiving: Option<Receiving>,
+}
+
+impl Worker {
+    fn run(mut self, jobs: mpsc::Receiver<SnapshotJob>) {
+        while let Ok(job) = jobs.recv() {
+            if let Some(event) = self.handle(job) {
+                if self.events.send(event).is_err() {
+                    break;
+                }
+                self.shared.signal.notify();
+            }
+        }
+        if let Some(r) = self.receiving.take() {
+            let _ = r.sink.cancel();
+        }
+    }
+
+    fn handle(&mut self, job: SnapshotJob) -> Option<ShardEvent> {
+        match job {
+            SnapshotJob::Persist {
+                snapshot,
+                last,
+                configuration,
+                configuration_index,
+            } => Some(ShardEvent::SnapshotPersisted(self.persist(
+                snapshot,
+                last,
+                &configuration,
+                configuration_index,
+            ))),
+            SnapshotJob::ReadChunk {
+                peer,
+                meta,
+                stage,
+                offset,
+                max_bytes,
+            } => self.read_chunk(peer, &meta, stage, offset, max_bytes),
+            SnapshotJob::WriteChunk {
+                meta,
+                offset,
+                data,
+                done,
+                stage,
+            } => Some(self.write_chunk(&meta, offset, &data, done, stage)),
+            SnapshotJob::ForgetReaders => {
+                self.readers.clear();
+                None
+            }
+            SnapshotJob::StageRestore { token, meta, data } => Some(ShardEvent::RestoreStaged {
+                token,
+                result: self.stage_restore(&meta, data),
+            }),
+            SnapshotJob::DropStaged { through } => {
+                self.drop_staged(through);
+                None
+            }
+        }
+    }
+
+    fn persist(
+        &mut self,
+        mut snapshot: Box<dyn FsmSnapshot>,
+        last: LogId,
+        configuration: &Configuration,
+        configuration_index: Index,
+    ) -> Result<SnapshotMeta, TakeSnapshotError> {
+        let started = self.shared.clock.now();
+        let created = self.store.create(last, configuration, configuration_index);
+        let create = &self.shared.metrics.snapshot_create;
+        NodeMetrics::time(create, started, self.shared.clock.now());
+        let mut sink = match created {
+            Ok(sink) => sink,
+            Err(e) => {
+                snapshot.release();
+                return Err(TakeSnapshotError::Store(e.to_string()));
+            }
+        };
+        let result = match snapshot.persist(&mut sink) {
+            Ok(()) => sink
+                .commit()
+                .map_err(|e| TakeSnapshotError::Store(e.to_string())),
+            Err(e) => {
+                let _ = sink.cancel();
+                Err(TakeSnapshotError::Fsm(e.to_string()))
+            }
+        };
+        snapshot.release();
+        result
+    }
+
+    /// The store that holds snapshots (`stage` false) or staged user restores (`stage` true).
+    fn store(&self, stage: bool) -> Option<&dyn SnapshotStore> {
+        if stage {
+            self.store.staging()
+        } else {
+            Some(&*self.store)
+        }
+    }
+
+    fn open_reader(&self, meta: &SnapshotMeta, stage: bool, offset: u64) -> Option<ChunkReader> {
+        let local = local_in(self.store(stage)?, &meta.id, meta.last)?;
+        let (stored, mut reader) = self.store(stage)?.open(&local.id).ok()?;
+        let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()).ok()?;
+        if skipped != offset {
+            return None;
+        }
+        Some(ChunkReader {
+            last: stored.last,
+            stage,
+            position: offset,
+            size: stored.size,
+            reader,
+        })
+    }
+
+    fn read_chunk(
+        &mut self,
+        peer: NodeId,
+        meta: &SnapshotMeta,
+        stage: bool,
+        offset: u64,
+        max: u64,
+    ) -> Option<ShardEvent> {
+        let cached = self
+            .readers
+            .remove(&peer)
+            .filter(|r| r.last == meta.last && r.stage == stage && r.position == offset);
+        // The snapshot may be gone (replaced by a newer one): the core retries with what it
+        // has once the follower asks again.
+        let mut r = cached.or_else(|| self.open_reader(meta, stage, offset))?;
+        let want = max.min(r.size.saturating_sub(offset)) as usize;
+        let mut data = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match r.reader.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        data.truncate(filled);
+        r.position += filled as u64;
+        let done = r.position >= r.size;
+        if !done {
+            self.readers.insert(peer, r);
+        }
+        Some(ShardEvent::ChunkRead {
+            peer,
+            snapshot: meta.last,
+            offset,
+            data: Bytes::from(data),
+            done,
+        })
+    }
+
+    fn write_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+        stage: bool,
+    ) -> ShardEvent {
+        if offset == 0 {
+            if let Some(old) = self.receiving.take() {
+                let _ = old.sink.cancel();
+            }
+            let sink = self.store(stage).map(|store| {
+                store.create(meta.last, &meta.configuration, meta.configuration_index)
+            });
+            if let Some(Ok(sink)) = sink {
+                self.receiving = Some(Receiving {
+                    last: meta.last,
+                    stage,
+                    sink,
+                    written: 0,
+                });
+            }
+        }
+        let (next_offset, done) = match self.receiving.take() {
+            Some(mut r) if r.last == meta.last && r.stage == stage && r.written == offset => {
+                if r.sink.write_all(data).is_err() {
+                    let _ = r.sink.cancel();
+                    (0, false)
+                } else {
+                    r.written += data.len() as u64;
+                    if done {
+                        match r.sink.commit() {
+                            Ok(_) => (offset + data.len() as u64, true),
+                            Err(_) => (0, false),
+                        }
+                    } else {
+                        let next = r.written;
+                        self.receiving = Some(r);
+                        (next, false)
+                    }
+                }
+            }
+            Some(r) if r.last == meta.last && r.stage == stage => {
+                let next = r.written;
+                self.receiving = Some(r);
+                (next, false)
+            }
+            other => {
+                self.receiving = other;
+                (0, false)
+            }
+        };
+        ShardEvent::ChunkWritten {
+            snapshot: meta.last,
+            next_offset,
+            done,
+        }
+    }
+
+    fn stage_restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut data: Box<dyn Read + Send>,
+    ) -> Result<SnapshotMeta, String> {
+        let Some(staging) = self.store.staging() else {
+            return Err("the snapshot store has no staging area".into());
+        };
+        let mut sink = staging
+            .create(meta.last, &meta.configuration, meta.configuration_index)
+            .map_err(|e| e.to_string())?;
+        match std::io::copy(&mut data, &mut sink) {
+            Ok(_) => sink.commit().map_err(|e| e.to_string()),
+            Err(e) => {
+                let _ = sink.cancel();
+                Err(format!("reading the snapshot: {e}"))
+            }
+        }
+    }
+
+    fn drop_staged(&mut self, through: Index) {
+        let Some(staging) = self.store.staging() else {
+            return;
+        };
+        let Ok(staged) = staging.list() else {
+            return;
+        };
+        for meta in staged.iter().filter(|m| m.last.index <= through) {
+            if let Err(e) = staging.remove(&meta.id) {
+                tracing::warn!(node = self.id.0, id = %meta.id, error = %e,
+                    "could not delete a staged restore");
+            }
+        }
+    }
+}
+
+/// The snapshot in `store` ending at `last`, preferring the one stored under `id` (ids differ
+/// between nodes: a received snapshot is stored under this node's own id).
+pub(crate) fn local_in(store: &dyn SnapshotStore, id: &str, last: LogId) -> Option<SnapshotMeta> {
+    let list = store.list().ok()?;
+    let exact = list.iter().find(|m| m.id == id && m.last == last);
+    exact
+        .or_else(|| list.iter().find(|m| m.last == last))
+        .cloned()
+}

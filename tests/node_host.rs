@@ -147,3 +147,175 @@ fn a_transport_that_needs_io_is_refused_by_a_host_without_it() {
         started.as_ref().err()
     );
 }
+
+/// A snapshot store whose sinks take `delay` per write call (a slow disk or network volume).
+#[derive(Clone)]
+struct SlowSnapshotStore {
+    inner: ringraft_storage::InmemSnapshotStore,
+    delay: Duration,
+}
+
+struct SlowSink {
+    inner: Box<dyn ringraft_storage::SnapshotSink>,
+    delay: Duration,
+}
+
+impl std::io::Write for SlowSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.delay);
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ringraft_storage::SnapshotSink for SlowSink {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn commit(
+        self: Box<Self>,
+    ) -> Result<ringraft_storage::SnapshotMeta, ringraft_storage::SnapshotError> {
+        self.inner.commit()
+    }
+
+    fn cancel(self: Box<Self>) -> Result<(), ringraft_storage::SnapshotError> {
+        self.inner.cancel()
+    }
+}
+
+impl ringraft_storage::SnapshotStore for SlowSnapshotStore {
+    fn create(
+        &self,
+        last: ringraft_storage::LogId,
+        configuration: &ringraft_storage::Configuration,
+        configuration_index: Index,
+    ) -> Result<Box<dyn ringraft_storage::SnapshotSink>, ringraft_storage::SnapshotError> {
+        let inner = self
+            .inner
+            .create(last, configuration, configuration_index)?;
+        Ok(Box::new(SlowSink {
+            inner,
+            delay: self.delay,
+        }))
+    }
+
+    fn list(&self) -> Result<Vec<ringraft_storage::SnapshotMeta>, ringraft_storage::SnapshotError> {
+        self.inner.list()
+    }
+
+    fn open(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            ringraft_storage::SnapshotMeta,
+            Box<dyn std::io::Read + Send>,
+        ),
+        ringraft_storage::SnapshotError,
+    > {
+        self.inner.open(id)
+    }
+}
+
+/// The shard thread never waits on a snapshot store: two nodes of different groups share one
+/// `ShardHost`; one installs a large snapshot through a store that takes 300 ms per write,
+/// while the other keeps committing. The second one's commits stay fast throughout (an earlier
+/// version wrote snapshot chunks on the shard thread, stalling every node on it).
+#[test]
+fn a_slow_snapshot_install_does_not_stall_another_group_on_the_same_shard() {
+    use ringraft::{Raft, RaftState};
+    use ringraft_net::memory::MemNetwork;
+    use ringraft_storage::{Configuration, InmemSnapshotStore, InmemStore, Server};
+    let host = ShardHost::new(None, false).expect("host");
+    let (n1, n2) = (NodeId(1), NodeId(2));
+    let single = |id: NodeId| Configuration::new(vec![Server::voter(id, format!("n{}", id.0))]);
+    // Group B: one voter on the host, committing all along.
+    let net_b = MemNetwork::new();
+    let store_b = InmemStore::new();
+    let b = Raft::new_on(
+        &host,
+        test_config(n1),
+        node_support::RecordingFsm::new(),
+        store_b.clone(),
+        store_b,
+        InmemSnapshotStore::new(),
+        net_b.transport(n1),
+    )
+    .expect("start B");
+    resolve("bootstrap B", b.bootstrap_cluster(single(n1))).expect("bootstrap");
+    wait_until("B leads", || b.state() == RaftState::Leader);
+    // Group A: a leader on its own thread with a large, compacted log...
+    let net_a = MemNetwork::new();
+    let mut config = test_config(n1);
+    config.trailing_logs = 10;
+    let store_a1 = InmemStore::new();
+    let a1 = Raft::new(
+        config,
+        node_support::RecordingFsm::new(),
+        store_a1.clone(),
+        store_a1,
+        InmemSnapshotStore::new(),
+        net_a.transport(n1),
+    )
+    .expect("start A1");
+    resolve("bootstrap A", a1.bootstrap_cluster(single(n1))).expect("bootstrap");
+    wait_until("A1 leads", || a1.state() == RaftState::Leader);
+    let payload = Bytes::from(vec![7u8; 4096]);
+    for _ in 0..800 {
+        a1.apply(payload.clone(), T).wait().expect("apply");
+    }
+    let meta = resolve("snapshot", a1.snapshot()).expect("snapshot");
+    // ...and a new member on the host, whose snapshot store is slow.
+    let fsm_a2 = node_support::RecordingFsm::new();
+    let applied_a2 = fsm_a2.applied.clone();
+    let store_a2 = InmemStore::new();
+    let a2 = Raft::new_on(
+        &host,
+        test_config(n2),
+        fsm_a2,
+        store_a2.clone(),
+        store_a2,
+        SlowSnapshotStore {
+            inner: InmemSnapshotStore::new(),
+            delay: Duration::from_millis(300),
+        },
+        net_a.transport(n2),
+    )
+    .expect("start A2");
+    let join = a1.add_nonvoter(n2, "n2", Index(0), T);
+    // B commits one write after another until A2 has installed the snapshot.
+    let mut latencies = Vec::new();
+    let started = std::time::Instant::now();
+    while applied_a2.lock().unwrap().len() < 800 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A2 never caught up"
+        );
+        let at = std::time::Instant::now();
+        b.apply("b", T).wait().expect("B applies");
+        latencies.push(at.elapsed());
+    }
+    resolve("A2 joins", join).expect("the join commits");
+    assert!(a2.applied_index() >= meta.last.index);
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = latencies[latencies.len() - 1];
+    assert!(
+        latencies.len() > 100,
+        "B committed only {} writes while A2 installed a snapshot over {:?}",
+        latencies.len(),
+        started.elapsed()
+    );
+    assert!(
+        p99 < Duration::from_millis(50) && max < Duration::from_millis(250),
+        "B's commits stalled behind A2's snapshot: p99 {p99:?}, max {max:?} over {} writes",
+        latencies.len()
+    );
+    drop(a2.shutdown().wait());
+    drop(a1.shutdown().wait());
+    drop(b.shutdown().wait());
+}

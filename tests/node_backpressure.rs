@@ -3,20 +3,23 @@
 
 mod node_support;
 
-use node_support::{test_config, wait_until, RecordingFsm, HANG_GUARD};
+use node_support::{resolve, test_config, wait_until, RecordingFsm, HANG_GUARD};
 use ringraft::{ApplyError, Raft, RaftState};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{
     Configuration, DurableNotifier, Entry, Index, InmemSnapshotStore, InmemStore, LogError,
     LogStore, NodeId, Term, Ticket,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// An `InmemStore` whose appends block while the gate is closed (a stalled disk).
+/// An `InmemStore` whose appends block while the gate is closed (a stalled disk); with a
+/// probe, each append records whether its thread is marked as never blocking on storage.
 struct GatedStore {
     inner: InmemStore,
     gate: Arc<(Mutex<bool>, Condvar)>,
+    probe: Option<Arc<AtomicBool>>,
 }
 
 impl LogStore for GatedStore {
@@ -36,6 +39,12 @@ impl LogStore for GatedStore {
         self.inner.entries(start, end, max_bytes)
     }
     fn append(&mut self, entries: &[Entry]) -> Result<Ticket, LogError> {
+        if let (Some(probe), false) = (&self.probe, entries.is_empty()) {
+            probe.store(
+                ringraft_storage::blocking::forbidden_here(),
+                Ordering::SeqCst,
+            );
+        }
         if !entries.is_empty() {
             let (open, changed) = &*self.gate;
             let mut open = open.lock().unwrap();
@@ -80,6 +89,7 @@ fn a_full_submission_queue_times_out_callers_and_drains_when_the_node_moves() {
         GatedStore {
             inner: store.clone(),
             gate: gate.clone(),
+            probe: None,
         },
         store,
         InmemSnapshotStore::new(),
@@ -117,4 +127,42 @@ fn a_full_submission_queue_times_out_callers_and_drains_when_the_node_moves() {
         .wait()
         .expect("apply after the stall");
     raft.shutdown().wait().expect("shutdown");
+}
+
+/// The shard thread is marked as one that must never block on storage, so in debug builds
+/// every blocking call of the storage crate's stores panics there (`ringraft_storage::
+/// blocking`): a log store sees the mark when the shard calls it, and the node tests, which
+/// run in debug builds over the WAL, file and in-memory stores, pass with it armed.
+#[test]
+fn the_shard_thread_is_marked_as_never_blocking_on_storage() {
+    let marked = Arc::new(AtomicBool::new(false));
+    let store = InmemStore::new();
+    let net = MemNetwork::new();
+    let raft = Raft::new(
+        test_config(NodeId(1)),
+        RecordingFsm::new(),
+        GatedStore {
+            inner: store.clone(),
+            gate: Arc::new((Mutex::new(true), Condvar::new())),
+            probe: Some(marked.clone()),
+        },
+        store,
+        ringraft_storage::InmemSnapshotStore::new(),
+        net.transport(NodeId(1)),
+    )
+    .expect("start");
+    let configuration =
+        ringraft_storage::Configuration::new(vec![ringraft_storage::Server::voter(
+            NodeId(1),
+            "n1",
+        )]);
+    resolve("bootstrap", raft.bootstrap_cluster(configuration)).expect("bootstrap");
+    wait_until("leadership", || raft.state() == ringraft::RaftState::Leader);
+    resolve("apply", raft.apply("x", Duration::from_secs(5))).expect("apply");
+    assert!(
+        marked.load(Ordering::SeqCst),
+        "the shard thread is not marked"
+    );
+    // And the calling thread is not.
+    assert!(!ringraft_storage::blocking::forbidden_here());
 }

@@ -226,6 +226,7 @@ impl ringraft_storage::SnapshotStore for SlowSnapshotStore {
 /// while the other keeps committing. The second one's commits stay fast throughout (an earlier
 /// version wrote snapshot chunks on the shard thread, stalling every node on it).
 #[test]
+#[allow(clippy::disallowed_methods)] // It measures the wall-clock latency of commits.
 fn a_slow_snapshot_install_does_not_stall_another_group_on_the_same_shard() {
     use ringraft::{Raft, RaftState};
     use ringraft_net::memory::MemNetwork;
@@ -315,7 +316,7 @@ fn a_slow_snapshot_install_does_not_stall_another_group_on_the_same_shard() {
         "B's commits stalled behind A2's snapshot: p99 {p99:?}, max {max:?} over {} writes",
         latencies.len()
     );
-    drop(a2.shutdown().wait());
-    drop(a1.shutdown().wait());
-    drop(b.shutdown().wait());
+    let _ = a2.shutdown().wait();
+    let _ = a1.shutdown().wait();
+    let _ = b.shutdown().wait();
 }

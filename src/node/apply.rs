@@ -209,6 +209,9 @@ impl ApplyLoop {
                 self.tell(ShardEvent::SnapshotCaptured(result));
             }
             ApplyTask::Restore { meta, store } => {
+                // With `apply_on_shard_thread` this runs on the shard thread, by the user's
+                // choice (the state machine reads the snapshot there too).
+                let _allow = ringraft_storage::blocking::Allow::new();
                 let opened = super::shard::local_snapshot_in(&*store, &meta.id, meta.last)
                     .ok_or_else(|| "not in the snapshot store".to_string())
                     .and_then(|local| store.open(&local.id).map_err(|e| e.to_string()));
@@ -242,6 +245,7 @@ impl ApplyLoop {
                 if entry.index <= self.last_applied.index {
                     return true;
                 }
+                let _allow = ringraft_storage::blocking::Allow::new();
                 let opened = store
                     .staging()
                     .ok_or_else(|| "the snapshot store has no staging area".to_string())

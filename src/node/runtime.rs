@@ -88,6 +88,9 @@ pub(crate) fn spawn_shard(
 /// transport that needs one. Without it the runtime parks on a futex, which is cheaper to
 /// wake than epoll (an eventfd write) and to sleep on.
 pub(crate) fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Runtime, StartError> {
+    // This thread runs shard loops: in debug builds, any storage call that would block it
+    // panics (see `ringraft_storage::blocking`).
+    ringraft_storage::blocking::forbid_on_this_thread();
     if let Some(cpu) = cpu {
         pin_current_thread(cpu)
             .map_err(|e| StartError::Thread(format!("pin to cpu {cpu}: {e}")))?;

@@ -46,6 +46,7 @@ mod store;
 mod types;
 pub mod wal;
 
+pub mod blocking;
 pub use configuration::{Configuration, ConfigurationError, Server, Suffrage};
 pub use error::{IoFailure, LogError, SnapshotError, StableError};
 pub use inmem::InmemStore;

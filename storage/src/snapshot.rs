@@ -259,6 +259,7 @@ impl SnapshotSink for FileSink {
     }
 
     fn commit(mut self: Box<Self>) -> Result<SnapshotMeta, SnapshotError> {
+        crate::blocking::check("a file snapshot's commit (fsync and rename)");
         if let Err(e) = self.finish() {
             let _ = fs::remove_dir_all(&self.tmp);
             return Err(e);
@@ -296,6 +297,7 @@ impl SnapshotStore for FileSnapshotStore {
         configuration: &Configuration,
         configuration_index: Index,
     ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        crate::blocking::check("FileSnapshotStore::create");
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
         if !self.dir.exists() {
@@ -328,6 +330,7 @@ impl SnapshotStore for FileSnapshotStore {
     }
 
     fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        crate::blocking::check("FileSnapshotStore::list");
         let mut all = self.all()?;
         all.truncate(self.retain);
         Ok(all)
@@ -338,6 +341,7 @@ impl SnapshotStore for FileSnapshotStore {
     }
 
     fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        crate::blocking::check("FileSnapshotStore::remove");
         if !FileSnapshotStore::valid_id(id) || id == STAGING_DIR {
             return Err(SnapshotError::NotFound { id: id.into() });
         }
@@ -353,6 +357,7 @@ impl SnapshotStore for FileSnapshotStore {
     }
 
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
+        crate::blocking::check("FileSnapshotStore::open (reads and verifies the file)");
         if !FileSnapshotStore::valid_id(id) {
             return Err(SnapshotError::NotFound { id: id.into() });
         }
@@ -471,6 +476,8 @@ impl SnapshotStore for InmemSnapshotStore {
         configuration: &Configuration,
         configuration_index: Index,
     ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        // In memory nothing blocks, but it stands in for stores that do: the same check.
+        crate::blocking::check("InmemSnapshotStore::create");
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
         Ok(Box::new(InmemSink {
@@ -488,6 +495,7 @@ impl SnapshotStore for InmemSnapshotStore {
     }
 
     fn list(&self) -> Result<Vec<SnapshotMeta>, SnapshotError> {
+        crate::blocking::check("InmemSnapshotStore::list");
         let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut metas: Vec<SnapshotMeta> = snapshots.iter().map(|(meta, _)| meta.clone()).collect();
         sort_newest_first(&mut metas);
@@ -495,6 +503,7 @@ impl SnapshotStore for InmemSnapshotStore {
     }
 
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Box<dyn Read + Send>), SnapshotError> {
+        crate::blocking::check("InmemSnapshotStore::open");
         let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         match snapshots.iter().find(|(meta, _)| meta.id == id) {
             Some((meta, data)) => Ok((meta.clone(), Box::new(Cursor::new(data.clone())))),

@@ -151,6 +151,7 @@ impl StableStore for FileStableStore {
     }
 
     fn save(&mut self, state: &HardState) -> Result<(), StableError> {
+        crate::blocking::check("FileStableStore::save (fsync)");
         if let Some(cause) = &self.failed {
             return Err(StableError::Failed {
                 cause: Box::new(cause.clone()),

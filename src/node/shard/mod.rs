@@ -120,6 +120,8 @@ pub(crate) struct Shard {
     hard_state: ringraft_storage::HardState,
     /// Membership requests waiting for the one in flight.
     membership: membership::MembershipQueue,
+    /// A bootstrap whose initial state is not durable yet: its ticket and its caller.
+    bootstrapping: Option<(Ticket, Sender<Result<(), BootstrapClusterError>>)>,
     /// Metric tallies and timings, flushed once per turn.
     metrics: ShardMetrics,
 }
@@ -201,6 +203,7 @@ impl Shard {
             fatal: None,
             hard_state,
             membership: membership::MembershipQueue::default(),
+            bootstrapping: None,
             metrics,
         }
     }
@@ -491,49 +494,75 @@ impl Shard {
             Command::Bootstrap {
                 configuration,
                 reply,
-            } => {
-                let result = self.bootstrap(now, &configuration);
-                reply.send(result);
-            }
+            } => self.bootstrap(now, &configuration, reply),
         }
     }
 
     /// hashicorp's live `BootstrapCluster`: only on a node with no state. The initial state is
-    /// written synchronously, then the core restarts from it.
+    /// submitted to the log store, the core restarts from it at once, and the caller hears
+    /// when it is durable (the log store makes later writes durable only after it, so nothing
+    /// the new core does can overtake it). A log store that keeps no hard state needs the
+    /// stable store saved first: that one case waits here.
     fn bootstrap(
         &mut self,
         now: Time,
         configuration: &ringraft_storage::Configuration,
-    ) -> Result<(), BootstrapClusterError> {
+        reply: Sender<Result<(), BootstrapClusterError>>,
+    ) {
         let core = &self.core;
         if core.term() > Term(0)
             || core.log().last_index() > Index(0)
             || core.snapshot().is_some()
             || !self.pending_persist.is_empty()
+            || self.bootstrapping.is_some()
         {
-            return Err(BootstrapClusterError::CantBootstrap);
+            return reply.send(Err(BootstrapClusterError::CantBootstrap));
         }
-        let state = Core::bootstrap(&RecoveredState::default(), self.shared.id, configuration)
-            .map_err(|e| match e {
-                BootstrapError::NotVoter { id } => BootstrapClusterError::NotVoter { id },
-                BootstrapError::InvalidConfiguration(c) => {
-                    BootstrapClusterError::InvalidConfiguration(c)
-                }
-                _ => BootstrapClusterError::CantBootstrap,
-            })?;
-        let written = self
-            .log
-            .append_and_wait(&state.entries)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                self.stable
-                    .save(&state.hard_state)
+        let state = match Core::bootstrap(&RecoveredState::default(), self.shared.id, configuration)
+        {
+            Ok(state) => state,
+            Err(e) => {
+                return reply.send(Err(match e {
+                    BootstrapError::NotVoter { id } => BootstrapClusterError::NotVoter { id },
+                    BootstrapError::InvalidConfiguration(c) => {
+                        BootstrapClusterError::InvalidConfiguration(c)
+                    }
+                    _ => BootstrapClusterError::CantBootstrap,
+                }))
+            }
+        };
+        let written = self.log.append(&state.entries).and_then(|t| {
+            Ok(self
+                .log
+                .save_hard_state(&state.hard_state)?
+                .map(|h| h.max(t)))
+        });
+        let ticket = match written {
+            Ok(Some(ticket)) => ticket,
+            Ok(None) => {
+                // No hard state in the log store: the stable store must have it before the
+                // core can vote. The one blocking exception (see `ringraft_storage::blocking`).
+                let _allow = ringraft_storage::blocking::Allow::new();
+                let saved = self
+                    .log
+                    .append_and_wait(&[])
                     .map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            self.fatal = Some(format!("bootstrap: {e}"));
-            return Err(BootstrapClusterError::Storage(e));
-        }
+                    .and_then(|()| {
+                        self.stable
+                            .save(&state.hard_state)
+                            .map_err(|e| e.to_string())
+                    });
+                match saved {
+                    Ok(()) => match self.log.durable() {
+                        Ok(t) => t,
+                        Err(e) => return self.bootstrap_failed(e.to_string(), reply),
+                    },
+                    Err(e) => return self.bootstrap_failed(e, reply),
+                }
+            }
+            Err(e) => return self.bootstrap_failed(e.to_string(), reply),
+        };
+        self.hard_state = state.hard_state;
         match Core::new(self.core_config.clone(), state, now) {
             Ok(core) => {
                 self.core = core;
@@ -543,13 +572,16 @@ impl Shard {
                 for (_, waiter) in std::mem::take(&mut self.waiters) {
                     waiter.fail(RequestError::NotLeader { leader: None });
                 }
-                Ok(())
+                self.bootstrapping = Some((ticket, reply));
+                self.check_durable(now);
             }
-            Err(e) => {
-                self.fatal = Some(format!("bootstrap: {e}"));
-                Err(BootstrapClusterError::Storage(e.to_string()))
-            }
+            Err(e) => self.bootstrap_failed(e.to_string(), reply),
         }
+    }
+
+    fn bootstrap_failed(&mut self, e: String, reply: Sender<Result<(), BootstrapClusterError>>) {
+        self.fatal = Some(format!("bootstrap: {e}"));
+        reply.send(Err(BootstrapClusterError::Storage(e)));
     }
 
     fn handle_event(&mut self, now: Time, event: ShardEvent) {
@@ -799,7 +831,8 @@ impl Shard {
                     if let Some(hard_state) = batch.hard_state {
                         // A log store without hard state: the stable store saves term and vote
                         // once the batch's entries are durable (a blocking wait; see
-                        // `LogStore::save_hard_state`).
+                        // `LogStore::save_hard_state`), the one exception to "never block here".
+                        let _allow = ringraft_storage::blocking::Allow::new();
                         let t = match ticket {
                             Some(t) => t,
                             None => self.log.append(&[]).map_err(log_error)?,
@@ -829,7 +862,7 @@ impl Shard {
 
     /// Reports the batches that became durable; true if it stepped the core.
     fn check_durable(&mut self, now: Time) -> bool {
-        if self.pending_persist.is_empty() {
+        if self.pending_persist.is_empty() && self.bootstrapping.is_none() {
             return false;
         }
         let durable = match self.log.durable() {
@@ -839,6 +872,15 @@ impl Shard {
                 return false;
             }
         };
+        if self
+            .bootstrapping
+            .as_ref()
+            .is_some_and(|(t, _)| *t <= durable)
+        {
+            if let Some((_, reply)) = self.bootstrapping.take() {
+                reply.send(Ok(()));
+            }
+        }
         self.metrics.durable(now, durable);
         let mut seq = None;
         while self

@@ -721,6 +721,7 @@ impl LogStore for WalLogStore {
     }
 
     fn wait_durable(&self, ticket: Ticket) -> Result<(), LogError> {
+        crate::blocking::check("WalLogStore::wait_durable");
         let mut state = self.shared.lock();
         loop {
             state.check_failed()?;

@@ -138,3 +138,20 @@ fn a_snapshot_after_an_acknowledged_apply_covers_it() {
         }
     }
 }
+
+/// The documented difference from hashicorp: with no command applied, a snapshot still
+/// covers the bootstrap configuration and the leader's no-op; asked again with nothing new,
+/// it fails with `NothingNewToSnapshot`.
+#[test]
+fn a_cluster_with_no_commands_snapshots_its_configuration_and_no_op() {
+    let cluster = TestCluster::new(1);
+    let id = cluster.wait_leader();
+    let raft = cluster.raft(id);
+    wait_until("the no-op to apply", || raft.applied_index() >= Index(2));
+    let meta = raft.snapshot().wait().expect("snapshot");
+    assert_eq!(meta.last.index, Index(2));
+    assert_eq!(
+        raft.snapshot().wait(),
+        Err(ringraft::TakeSnapshotError::NothingNewToSnapshot)
+    );
+}

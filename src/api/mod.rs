@@ -572,6 +572,17 @@ impl Raft {
     /// Takes a snapshot now (on any node): the state machine captures its state on the apply
     /// thread, it is persisted to the snapshot store, and the log is compacted behind it
     /// (keeping `trailing_logs`). Resolves with the stored snapshot's metadata.
+    ///
+    /// It covers every write whose `apply` resolved before this call (hashicorp orders
+    /// snapshots with applies the same way). It fails with
+    /// [`TakeSnapshotError::NothingNewToSnapshot`] when nothing was applied since the latest
+    /// snapshot.
+    ///
+    /// Differs from hashicorp on purpose: a snapshot's index counts every applied entry,
+    /// leaders' no-ops and barriers included, where hashicorp's state machine index moves only
+    /// with commands and configurations. So a cluster that applied no command yet still has
+    /// something to snapshot here (its leader's no-op, after the bootstrap configuration), and
+    /// a snapshot's index can be a few entries past the last command.
     pub fn snapshot(&self) -> RaftFuture<SnapshotMeta, TakeSnapshotError> {
         self.submit(
             Duration::ZERO,

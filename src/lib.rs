@@ -10,7 +10,7 @@
 //! Today the crate holds the sans-IO consensus [`core`] and, behind the `sim` feature, the
 //! deterministic simulator (`sim`) that runs whole clusters of real cores under faults and
 //! checks them. The node runtime and the public `Raft` handle are built on the core (see
-//! DESIGN.md §2 and §7).
+//! ARCHITECTURE §2 and §7).
 //!
 //! ```
 //! use ringraft::core::{Core, CoreConfig, Effect, Input, Role, Time};

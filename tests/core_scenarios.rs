@@ -1,4 +1,4 @@
-//! Hand-driven scenarios against real cores (DESIGN §8 layer 2): every step is chosen by the
+//! Hand-driven scenarios against real cores (ARCHITECTURE §8 layer 2): every step is chosen by the
 //! test, and every assertion is exact.
 
 use bytes::Bytes;

@@ -20,7 +20,7 @@
 //! - `request_id` numbers requests per connection; a response carries the id of the request it
 //!   answers, which is how a pipelining sender matches responses to its window.
 //! - `group` is the Raft group (0 with one group), so many groups can share one connection
-//!   (DESIGN §9).
+//!   (ARCHITECTURE §9).
 //! - `crc` is CRC-32C over the header (with `crc` zero) and the body, except that the entry
 //!   records inside an AppendEntries body are left out: each record carries its own CRC-32C,
 //!   which the decoder verifies, so every byte is still covered by exactly one checksum and a

@@ -37,7 +37,7 @@ impl fmt::Display for ClusterId {
 ///
 /// Small latency-critical messages (heartbeats, votes, TimeoutNow) and bulk transfers
 /// (AppendEntries, snapshot chunks) travel on separate TCP connections, so a heartbeat never
-/// queues behind megabytes of entries in a socket buffer (DESIGN §6).
+/// queues behind megabytes of entries in a socket buffer (ARCHITECTURE §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lane {
     /// Heartbeats, votes, pre-votes, TimeoutNow and their responses.

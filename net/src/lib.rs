@@ -1,5 +1,5 @@
 //! `ringraft-net`: the messages ringraft nodes exchange, the frame codec, and the transports
-//! that carry them (DESIGN.md §6).
+//! that carry them (ARCHITECTURE §6).
 //!
 //! ```text
 //!   core ──Effect::Send(Message)──► Transport::send(group, m)

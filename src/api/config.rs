@@ -64,7 +64,7 @@ pub struct Config {
     /// Requests that may wait for the node's shard thread; a caller whose timeout passes while
     /// the queue is full gets `EnqueueTimeout`. Default 4096.
     pub submission_queue_capacity: usize,
-    /// Pin the node's shard thread to this CPU (Linux only; DESIGN §2). Default `None`: the
+    /// Pin the node's shard thread to this CPU (Linux only; ARCHITECTURE §2). Default `None`: the
     /// operating system schedules it. A CPU the process may not use fails `Raft::new`.
     pub shard_cpu: Option<usize>,
     /// Run the state machine on the node's shard thread instead of an apply thread of its

@@ -1,4 +1,4 @@
-//! The public API (DESIGN §7): [`Raft`], its [`Config`], the [`Fsm`] traits, errors and
+//! The public API (ARCHITECTURE §7): [`Raft`], its [`Config`], the [`Fsm`] traits, errors and
 //! futures.
 //!
 //! ```
@@ -181,7 +181,7 @@ impl Raft {
     }
 
     /// Like [`Raft::new`], but the node's shard loop runs on `host`'s thread together with
-    /// the other nodes started there (one thread per core hosting many Raft groups, DESIGN
+    /// the other nodes started there (one thread per core hosting many Raft groups, ARCHITECTURE
     /// §2), instead of on a thread of its own. `config.shard_cpu` is ignored: pin the host.
     pub fn new_on(
         host: &ShardHost,

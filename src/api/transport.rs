@@ -1,6 +1,6 @@
 //! How a node gets its network: [`IntoTransport`].
 //!
-//! A node's transport lives on its shard thread (DESIGN §2, §6). Some transports are ready to
+//! A node's transport lives on its shard thread (ARCHITECTURE §2, §6). Some transports are ready to
 //! use wherever they were made (the in-memory network's); the TCP transport spawns its
 //! connection tasks on the tokio runtime it is created in, so it must be created *inside* the
 //! shard's own current-thread runtime. [`IntoTransport`] covers both: any `Transport + Send`

@@ -1,4 +1,4 @@
-//! The sans-IO consensus core (DESIGN §4).
+//! The sans-IO consensus core (ARCHITECTURE §4).
 //!
 //! ```text
 //!   Input ──► Core::step(now, input) ──► (state changes) ──► Core::take_effects() ──► [Effect]

@@ -1,6 +1,6 @@
 //! A small deterministic PRNG (SplitMix64) for election jitter.
 //!
-//! The core must be a pure function of its inputs and its seed (DESIGN §4), so it never reads OS
+//! The core must be a pure function of its inputs and its seed (ARCHITECTURE §4), so it never reads OS
 //! randomness. SplitMix64 passes BigCrush, needs one `u64` of state and is trivially
 //! reproducible across platforms.
 

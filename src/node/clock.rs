@@ -1,5 +1,5 @@
 //! The shard's clock source: the one place in the crate that reads the system's monotonic
-//! clock (the core takes time as an input, DESIGN §4).
+//! clock (the core takes time as an input, ARCHITECTURE §4).
 
 use crate::core::Time;
 use std::time::{Duration, Instant};

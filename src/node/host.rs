@@ -1,4 +1,4 @@
-//! A shard thread shared by several nodes (DESIGN §2: one thread per core, many Raft groups
+//! A shard thread shared by several nodes (ARCHITECTURE §2: one thread per core, many Raft groups
 //! on it).
 //!
 //! By default each node gets its own shard thread. A [`ShardHost`] is one thread with one

@@ -1,4 +1,4 @@
-//! The node runtime (DESIGN §2): the glue that turns the sans-IO core into a running node.
+//! The node runtime (ARCHITECTURE §2): the glue that turns the sans-IO core into a running node.
 //!
 //! ```text
 //!  Raft handles ──push──► Submissions (bounded) ──drain once per turn──┐

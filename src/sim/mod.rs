@@ -1,4 +1,4 @@
-//! The deterministic simulator (feature `sim`, DESIGN §8 layer 3).
+//! The deterministic simulator (feature `sim`, ARCHITECTURE §8 layer 3).
 //!
 //! ```text
 //!   seed ──► Rng ──► fault schedule, network delays/loss, disk latency, crash damage, workload

@@ -1,4 +1,4 @@
-//! A hand-driven cluster for scenario tests (DESIGN §8 layer 2).
+//! A hand-driven cluster for scenario tests (ARCHITECTURE §8 layer 2).
 //!
 //! Unlike the simulator, nothing here is random: the test decides when each node ticks, which
 //! messages are delivered or dropped, when writes become durable and who crashes. Time moves

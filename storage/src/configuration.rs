@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The version byte lets the format evolve; a decoder rejects versions it does not know. Why
-//! not MessagePack (as hashicorp and DESIGN §5 suggest): the core decodes configurations that
+//! not MessagePack (as hashicorp and ARCHITECTURE §5 suggest): the core decodes configurations that
 //! arrive from the network, and a fixed layout with explicit length checks is simpler to make
 //! panic-free and allocation-bounded than a general serializer; nothing else needs the format.
 

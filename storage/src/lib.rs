@@ -14,7 +14,7 @@
 //!                                └─ DiscardSnapshotStore
 //! ```
 //!
-//! - [`record`]: the little-endian record format shared by the WAL and the wire (DESIGN §5).
+//! - [`record`]: the little-endian record format shared by the WAL and the wire (ARCHITECTURE §5).
 //! - [`LogStore`]: how a shard submits writes and learns when they are durable; the module
 //!   docs of [`LogStore`] spell out the ordering and failure contract.
 //! - [`wal`]: segment files, recovery as a pure [`wal::scan()`], torn-tail handling.

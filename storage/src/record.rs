@@ -15,11 +15,11 @@
 //! of the record, so a flipped bit anywhere (even in padding) is detected.
 //!
 //! Why these choices:
-//! - The same bytes are journaled by the WAL and carried by AppendEntries (DESIGN §5): the
+//! - The same bytes are journaled by the WAL and carried by AppendEntries (ARCHITECTURE §5): the
 //!   leader checksums an entry once, the follower verifies and journals it unchanged. Nothing in
 //!   a record is specific to one file or one batch; batch boundaries are separate WAL records.
 //! - `group` is the Raft group the entry belongs to (0 with one group), so one WAL can be
-//!   shared by many groups later (DESIGN §9) without a format change.
+//!   shared by many groups later (ARCHITECTURE §9) without a format change.
 //! - Kinds `1..=0x7f` are [`EntryKind`] codes; `0x80..=0xff` are reserved for storage-internal
 //!   records (the WAL's batch commits and truncation markers), which [`decode_entry`] rejects.
 //! - `flags` and the two trailing bytes are reserved and must be zero, so a future version can

@@ -19,7 +19,7 @@ pub type DurableNotifier = Arc<dyn Fn() + Send + Sync>;
 ///
 /// # Durability contract
 ///
-/// The shard (DESIGN §2) must never block on the disk, and must never ack what is not durable.
+/// The shard (ARCHITECTURE §2) must never block on the disk, and must never ack what is not durable.
 /// So every mutating call *submits* an operation and returns at once with a [`Ticket`]:
 ///
 /// - **Visibility is immediate.** After `append`, `truncate_suffix` or `truncate_prefix`

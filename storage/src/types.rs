@@ -16,7 +16,7 @@ pub struct Index(pub u64);
 pub struct NodeId(pub u64);
 
 /// The identity of one Raft group. A process that runs one group uses `GroupId(0)`; with many
-/// groups per node (DESIGN §9) WAL records and message envelopes name their group.
+/// groups per node (ARCHITECTURE §9) WAL records and message envelopes name their group.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub u64);
 

@@ -8,7 +8,7 @@
 //!
 //! - `ringraft-kv`: the example replicated key-value service speaking RESP ([`kv`]).
 //!
-//! Planned here (DESIGN.md §3): `ringraft-wal` (inspect and verify a segment log).
+//! - `ringraft-wal`: inspect and verify a segment log (see ARCHITECTURE §5).
 #![deny(missing_docs)]
 
 pub mod kv;

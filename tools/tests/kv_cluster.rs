@@ -1,4 +1,4 @@
-//! Real-process tests of `ringraft-kv` (DESIGN §8 layer 5): clusters of the built binary on
+//! Real-process tests of `ringraft-kv` (ARCHITECTURE §8 layer 5): clusters of the built binary on
 //! loopback, nodes killed with SIGKILL and restarted, client histories judged by the
 //! simulator's linearizability checker. No assertion depends on how long anything took;
 //! timeouts only guard against hangs.

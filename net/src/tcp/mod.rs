@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SourceAddress {
     /// The node's own advertised host (the default): peers and firewalls see the address the
-    /// node advertises, which matters on multi-homed hosts (DESIGN §6).
+    /// node advertises, which matters on multi-homed hosts (ARCHITECTURE §6).
     #[default]
     AdvertisedHost,
     /// Let the operating system choose.

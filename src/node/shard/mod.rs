@@ -380,7 +380,7 @@ impl Shard {
             Effect::Persist(batch) => {
                 let entries = batch.entries.len();
                 if let Err(e) = self.persist(batch) {
-                    // A failed write or fsync cannot be retried safely: stop (DESIGN, STYLE).
+                    // A failed write or fsync cannot be retried safely: stop (docs/ARCHITECTURE.md §5).
                     self.fatal = Some(format!("log or stable store failed: {e}"));
                 } else {
                     let ticket = self.pending_persist.back().map(|(_, t)| *t);

@@ -2,7 +2,7 @@
 //!
 //! Both receive the same thing from the writer: a block-aligned buffer to write at a
 //! block-aligned offset, followed by one data sync. The io_uring backend splits a buffer
-//! larger than one write into chunks submitted together (DESIGN §5: chained IO_LINK writes
+//! larger than one write into chunks submitted together (ARCHITECTURE §5: chained IO_LINK writes
 //! serialize in the kernel, so the writes are independent) and calls fdatasync once they have
 //! all completed; a buffer of one write (every small group-commit batch) is written with a
 //! blocking O_DIRECT `pwrite`, which completes with one wake-up fewer (see

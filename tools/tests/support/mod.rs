@@ -1,4 +1,4 @@
-//! Shared harness of the real-process `ringraft-kv` tests (DESIGN §8 layer 5): a cluster of the
+//! Shared harness of the real-process `ringraft-kv` tests (ARCHITECTURE §8 layer 5): a cluster of the
 //! built binary (on loopback, or each node in its own network namespace), client threads that
 //! record every operation for the simulator's linearizability checker, and the final check.
 //! No assertion depends on how long anything took; timeouts only guard against hangs.

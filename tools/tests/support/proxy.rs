@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Every node advertises its proxy's address in `--peers` and listens on its own port behind
-//! it; the raft transport binds outgoing connections to the node's advertised host (DESIGN
+//! it; the raft transport binds outgoing connections to the node's advertised host (ARCHITECTURE
 //! §6), so the proxy of node j knows which node dialed it. A cut between i and j refuses new
 //! connections between them (closed right after accept) and shuts down the live ones; healing
 //! lets them through again. Only raft traffic goes through the proxies: a follower forwarding a

@@ -45,18 +45,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod config;
+pub(crate) mod config;
 #[cfg(feature = "serde")]
 mod config_serde;
-mod error;
-mod fsm;
+pub(crate) mod error;
+pub(crate) mod fsm;
 pub(crate) mod future;
 pub mod metrics;
-mod observer;
+pub(crate) mod observer;
 mod offline;
+pub(crate) mod outcome;
 mod peers_json;
-mod transport;
-mod watch;
+pub(crate) mod transport;
+pub(crate) mod watch;
 
 pub use crate::node::host::ShardHost;
 pub use config::{Config, ReloadableConfig};
@@ -68,62 +69,22 @@ pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
 pub use observer::{Observation, Observer, ObserverId};
 pub use offline::{get_configuration, has_existing_state, recover_cluster, RecoverClusterError};
+pub use outcome::{Applied, AppliedBatch, RaftState};
 pub use peers_json::{parse_peers_json, read_peers_json, PeersJsonError};
 pub use transport::{IntoTransport, TcpTransportConfig};
-pub(crate) use watch::LeaderWatch;
 pub use watch::{Changed, LeaderChanges, LeaderObservation};
 
-use crate::core::{Core, MembershipChange, RecoveredState};
-use crate::node::apply::ApplyLoop;
-use crate::node::clock::Clock;
-use crate::node::runtime::{spawn_on_host, spawn_shard};
-use crate::node::shard::{Applier, ShardParts};
-use crate::node::{ApplyReply, Command, PushError, Shared, StopGuard};
+use crate::core::MembershipChange;
+use crate::node::{ApplyReply, Command, PushError, Shared};
 use bytes::Bytes;
 use ringraft_storage::{
-    Configuration, Index, LogId, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
+    Configuration, Index, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
 };
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// A node's role, as [`Raft::state`] reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RaftState {
-    /// Follows a leader, or waits for one.
-    Follower,
-    /// Asking for pre-votes (it has not changed its term).
-    PreCandidate,
-    /// Campaigning.
-    Candidate,
-    /// Leading.
-    Leader,
-    /// Stopped.
-    Shutdown,
-}
-
-/// The outcome of [`Raft::apply`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
-    /// The entry's log index.
-    pub index: Index,
-    /// What [`Fsm::apply`] returned for it.
-    pub response: Bytes,
-}
-
-/// The outcome of [`Raft::apply_batch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppliedBatch {
-    /// The first entry's index.
-    pub first: Index,
-    /// The last entry's index.
-    pub last: Index,
-    /// [`Fsm::apply`]'s response for each command, in order.
-    pub responses: Vec<Bytes>,
-}
 
 /// A running Raft node. Cheap to clone (`Send + Sync`); every clone is the same node.
 ///
@@ -206,85 +167,21 @@ impl Raft {
     fn start(
         host: Option<&ShardHost>,
         config: Config,
-        mut fsm: impl Fsm,
+        fsm: impl Fsm,
         log_store: impl LogStore + 'static,
         stable_store: impl StableStore + 'static,
         snapshot_store: impl SnapshotStore + 'static,
         transport: impl IntoTransport,
     ) -> Result<Raft, StartError> {
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            ^ config.local_id.0;
-        let core_config = config.core_config(seed).map_err(StartError::Config)?;
-        let state = recover(&log_store, &stable_store, &snapshot_store)?;
-        if let Some(meta) = &state.snapshot {
-            if !config.no_snapshot_restore_on_start {
-                let (_, mut reader) = snapshot_store
-                    .open(&meta.id)
-                    .map_err(StartError::Snapshot)?;
-                fsm.restore(&mut reader)
-                    .map_err(|e| StartError::Restore(e.to_string()))?;
-            }
-        }
-        let applied = state
-            .snapshot
-            .as_ref()
-            .map_or(state.log_prev, |s| s.last.max(state.log_prev));
-        let clock = Clock::start();
-        let core = Core::new(core_config.clone(), state, clock.now()).map_err(StartError::Core)?;
-
-        let shared = Shared::new(
-            config.local_id,
-            config.submission_queue_capacity,
-            clock,
-            ReloadableConfig::from_config(&config),
-        );
-        shared.term.store(core.term().0, Ordering::Release);
-        *shared
-            .configuration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
-        let snapshots: Arc<dyn SnapshotStore> = Arc::new(snapshot_store);
-        let (events_tx, events_rx) = mpsc::channel();
-        let apply = ApplyLoop::new(Box::new(fsm), applied, shared.clone(), events_tx.clone());
-        let applier = if config.apply_on_shard_thread {
-            Applier::Inline(Box::new(apply))
-        } else {
-            let (tx, apply_rx) = mpsc::channel();
-            let id = config.local_id.0;
-            let thread = std::thread::Builder::new()
-                .name(format!("ringraft-apply-{id}"))
-                .spawn(move || apply.run(apply_rx))
-                .map_err(|e| StartError::Thread(e.to_string()))?;
-            Applier::Thread { tx, thread }
-        };
-        let snapshot_io = crate::node::shard::SnapshotIo::start(
-            config.local_id,
-            snapshots.clone(),
-            events_tx,
-            shared.clone(),
-        )
-        .map_err(|e| StartError::Thread(e.to_string()))?;
-        let cpu = config.shard_cpu;
-        let parts = ShardParts {
-            core,
-            core_config,
+        let (shared, snapshots) = crate::node::start::start_node(
+            host,
             config,
-            log: Box::new(log_store),
-            stable: Box::new(stable_store),
-            snapshots: snapshots.clone(),
-            shared: shared.clone(),
-            clock,
-            applier,
-            events_rx,
-            snapshot_io,
-        };
-        let guard = StopGuard(shared.clone());
-        match host {
-            Some(host) => spawn_on_host(host, parts, transport, guard)?,
-            None => spawn_shard(parts, transport, guard, cpu)?,
-        }
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+            transport,
+        )?;
         Ok(Raft {
             handle: Arc::new(Handle { shared, snapshots }),
         })
@@ -814,54 +711,4 @@ impl fmt::Debug for Raft {
             .field("applied_index", &self.applied_index())
             .finish()
     }
-}
-
-/// Reads a node's durable state from its stores.
-fn recover(
-    log: &dyn LogStore,
-    stable: &dyn StableStore,
-    snapshots: &dyn SnapshotStore,
-) -> Result<RecoveredState, StartError> {
-    // The log store's hard state (the WAL keeps term, vote and commit index with the log) and
-    // the stable store's (older data, or a log store that keeps none): the newer wins.
-    let hard_state = match log.saved_hard_state() {
-        Some(in_log) => ringraft_storage::HardState::newest(stable.hard_state(), in_log),
-        None => stable.hard_state(),
-    };
-    let snapshot = snapshots
-        .list()
-        .map_err(StartError::Snapshot)?
-        .into_iter()
-        .next();
-    let first = log.first_index();
-    let last = log.last_index();
-    let entries = if last >= first {
-        log.entries(first, last.next(), usize::MAX)
-            .map_err(StartError::Log)?
-    } else {
-        Vec::new()
-    };
-    let prev_index = first.prev();
-    let log_prev = if prev_index == Index(0) {
-        LogId::default()
-    } else {
-        match &snapshot {
-            Some(s) if s.last.index == prev_index => s.last,
-            // The core compacts the log through the snapshot, which replaces this id; a
-            // snapshot behind the log's start is reported by `Core::new`.
-            Some(_) => LogId::new(Term(0), prev_index),
-            None => return Err(StartError::LogCompactedWithoutSnapshot { first_index: first }),
-        }
-    };
-    let staged_restores = match snapshots.staging() {
-        Some(staging) => staging.list().map_err(StartError::Snapshot)?,
-        None => Vec::new(),
-    };
-    Ok(RecoveredState {
-        hard_state,
-        snapshot,
-        log_prev,
-        entries,
-        staged_restores,
-    })
 }

@@ -1,8 +1,9 @@
 //! Helpers that work on a stopped node's stores (hashicorp's package-level functions):
 //! [`has_existing_state`], [`get_configuration`] and [`recover_cluster`].
 
-use super::{recover, Config, Fsm, StartError};
+use super::{Config, Fsm, StartError};
 use crate::core::{BootstrapError, Core, Time};
+use crate::node::start::recover;
 use ringraft_storage::{
     Configuration, ConfigurationError, EntryKind, Index, LogError, LogStore, SnapshotError,
     SnapshotStore, StableError, StableStore,

@@ -8,8 +8,10 @@
 
 use super::metrics::NodeMetrics;
 use super::{ApplyReply, Shared};
+use crate::api::error::{ApplyError, ReadError};
+use crate::api::fsm::{Fsm, FsmSnapshot};
 use crate::api::future::Sender;
-use crate::api::{Applied, AppliedBatch, ApplyError, Fsm, FsmSnapshot, ReadError};
+use crate::api::outcome::{Applied, AppliedBatch};
 use bytes::Bytes;
 use ringraft_storage::{
     Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta, SnapshotStore,
@@ -54,7 +56,7 @@ pub(crate) enum ApplyTask {
 pub(crate) enum AwaitWaiter {
     Apply(ApplyReply),
     Barrier(Sender<Result<Index, ApplyError>>),
-    Restore(Sender<Result<Index, crate::api::RestoreError>>),
+    Restore(Sender<Result<Index, crate::api::error::RestoreError>>),
 }
 
 /// What the apply thread (and snapshot threads) tell the shard.
@@ -64,7 +66,7 @@ pub(crate) enum ShardEvent {
     /// A snapshot of the FSM as of `last` (or why it failed).
     SnapshotCaptured(Result<(Box<dyn FsmSnapshot>, LogId), String>),
     /// A snapshot was persisted in the snapshot store (or why not).
-    SnapshotPersisted(Result<SnapshotMeta, crate::api::TakeSnapshotError>),
+    SnapshotPersisted(Result<SnapshotMeta, crate::api::error::TakeSnapshotError>),
     /// The node cannot continue.
     Fatal(String),
     /// A user restore's snapshot was staged (or why not).

@@ -17,7 +17,7 @@
 //! shut down.
 
 use super::signal::Signal;
-use crate::api::StartError;
+use crate::api::error::StartError;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;

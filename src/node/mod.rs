@@ -28,13 +28,17 @@ pub(crate) mod metrics;
 pub(crate) mod runtime;
 pub(crate) mod shard;
 pub(crate) mod signal;
+pub(crate) mod start;
 
-use crate::api::future::Sender;
-use crate::api::{
-    Applied, AppliedBatch, ApplyError, BootstrapClusterError, LeaderWatch, MembershipError,
-    Observation, Observer, ObserverId, RaftState, ReadError, ReloadConfigError, ReloadableConfig,
-    RestoreError, TakeSnapshotError, TransferError,
+use crate::api::config::ReloadableConfig;
+use crate::api::error::{
+    ApplyError, BootstrapClusterError, MembershipError, ReadError, ReloadConfigError, RestoreError,
+    TakeSnapshotError, TransferError,
 };
+use crate::api::future::Sender;
+use crate::api::observer::{Observation, Observer, ObserverId};
+use crate::api::outcome::{Applied, AppliedBatch, RaftState};
+use crate::api::watch::LeaderWatch;
 use crate::core::MembershipChange;
 use bytes::Bytes;
 use ringraft_storage::{Configuration, Index, NodeId, SnapshotMeta};
@@ -400,7 +404,7 @@ impl Drop for StopGuard {
         let term = ringraft_storage::Term(shared.term.load(Ordering::Acquire));
         shared
             .leader_watch
-            .publish(crate::api::LeaderObservation { leader: None, term });
+            .publish(crate::api::watch::LeaderObservation { leader: None, term });
         shared.leader_watch.close();
         shared.mark_stopped();
     }

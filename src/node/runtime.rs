@@ -11,7 +11,8 @@ use super::host::ShardHost;
 use super::shard::Applier;
 use super::shard::{Shard, ShardParts};
 use super::StopGuard;
-use crate::api::{IntoTransport, StartError};
+use crate::api::error::StartError;
+use crate::api::transport::IntoTransport;
 use std::sync::mpsc;
 
 /// Runs the node's shard loop as a task on `host`'s thread and waits until it runs (or

@@ -9,7 +9,7 @@
 //! `ChangeQueueFull`.
 
 use super::*;
-use crate::api::MembershipError;
+use crate::api::error::MembershipError;
 use crate::core::MembershipChange;
 
 /// Requests that may wait behind the one in flight.

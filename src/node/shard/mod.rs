@@ -24,11 +24,15 @@ use super::apply::{ApplyLoop, ApplyTask, AwaitWaiter, ShardEvent};
 use super::clock::Clock;
 use super::metrics::ShardMetrics;
 use super::{ApplyReply, Command, Shared};
-use crate::api::future::Sender;
-use crate::api::{
-    ApplyError, BootstrapClusterError, Config, FsmSnapshot, LeaderObservation, Observation,
-    RaftState, ReadError, RestoreError, TakeSnapshotError, TransferError,
+use crate::api::config::Config;
+use crate::api::error::{
+    ApplyError, BootstrapClusterError, ReadError, RestoreError, TakeSnapshotError, TransferError,
 };
+use crate::api::fsm::FsmSnapshot;
+use crate::api::future::Sender;
+use crate::api::observer::Observation;
+use crate::api::outcome::RaftState;
+use crate::api::watch::LeaderObservation;
 use crate::core::{
     BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
     RequestError, Role, Time, Token,

@@ -103,7 +103,7 @@ impl Shard {
                 let reloaded = self.config.reloaded(&reloadable).and_then(|merged| {
                     let core = merged
                         .core_config(self.core_config.seed)
-                        .map_err(crate::api::ReloadConfigError::Invalid)?;
+                        .map_err(crate::api::error::ReloadConfigError::Invalid)?;
                     Ok((merged, core))
                 });
                 reply.send(reloaded.map(|(merged, core)| {

@@ -13,7 +13,8 @@
 use super::super::apply::ShardEvent;
 use super::super::metrics::NodeMetrics;
 use super::super::Shared;
-use crate::api::{FsmSnapshot, TakeSnapshotError};
+use crate::api::error::TakeSnapshotError;
+use crate::api::fsm::FsmSnapshot;
 use crate::core::Token;
 use bytes::Bytes;
 use ringraft_storage::SnapshotStore;

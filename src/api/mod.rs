@@ -385,7 +385,14 @@ impl Raft {
 
     /// Adds `id` as a voter (or updates its address, or promotes a non-voter). Resolves with
     /// the configuration entry's index once it commits. A non-zero `prev_index` must equal the
-    /// latest configuration's index.
+    /// latest configuration's index when the change starts.
+    ///
+    /// Membership changes (this and [`add_nonvoter`](Raft::add_nonvoter),
+    /// [`demote_voter`](Raft::demote_voter), [`remove_server`](Raft::remove_server)) run one at
+    /// a time, as in hashicorp: a change asked for while another is in flight waits behind it,
+    /// in order, for at most `timeout` (zero: as long as it takes), then fails with
+    /// [`MembershipError::EnqueueTimeout`]; at most 64 wait, the next one fails with
+    /// [`MembershipError::ChangeQueueFull`]. Neither changed anything.
     pub fn add_voter(
         &self,
         id: NodeId,

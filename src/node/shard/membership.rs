@@ -39,6 +39,13 @@ impl MembershipQueue {
     pub(super) fn is_in_flight(&self, token: Token) -> bool {
         self.in_flight == Some(token)
     }
+
+    /// The request in flight was answered outside `membership_answered` (its core was
+    /// replaced): the line moves on.
+    pub(super) fn forget_in_flight(&mut self) {
+        self.in_flight = None;
+        self.retry_gate = None;
+    }
 }
 
 impl Shard {

@@ -79,6 +79,8 @@ impl Shard {
                 for (_, waiter) in std::mem::take(&mut self.waiters) {
                     waiter.fail(RequestError::NotLeader { leader: None });
                 }
+                // A membership change the old core held was just answered: the next may go.
+                self.membership.forget_in_flight();
                 self.bootstrapping = Some((ticket, reply));
                 self.check_durable(now);
             }

@@ -21,6 +21,7 @@ use ringraft_storage::SnapshotStore;
 use ringraft_storage::{Configuration, Index, LogId, NodeId, SnapshotMeta, SnapshotSink};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 /// Work for the snapshot I/O worker.
@@ -82,6 +83,8 @@ struct Receiving {
 /// The shard's handle on its worker.
 pub(crate) struct SnapshotIo {
     jobs: Option<mpsc::Sender<SnapshotJob>>,
+    /// Set at shutdown: jobs still queued are dropped, not done.
+    stopping: Arc<AtomicBool>,
 }
 
 impl SnapshotIo {
@@ -93,7 +96,9 @@ impl SnapshotIo {
         shared: Arc<Shared>,
     ) -> std::io::Result<SnapshotIo> {
         let (tx, rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            stopping: stopping.clone(),
             id,
             store,
             events,
@@ -104,7 +109,10 @@ impl SnapshotIo {
         std::thread::Builder::new()
             .name(format!("ringraft-snapshots-{}", id.0))
             .spawn(move || worker.run(rx))?;
-        Ok(SnapshotIo { jobs: Some(tx) })
+        Ok(SnapshotIo {
+            jobs: Some(tx),
+            stopping,
+        })
     }
 
     /// Queues `job`; false if the worker is gone (the node is stopping).
@@ -112,14 +120,18 @@ impl SnapshotIo {
         self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 
-    /// Lets the worker finish what it has and exit (it is not joined: a large snapshot being
-    /// written must not hold up shutdown; its sink is dropped, which cancels it).
+    /// Stops the worker: queued jobs are dropped (a sink being received is cancelled) and the
+    /// thread exits after the job in progress. It is not joined: the shard thread may host
+    /// other nodes, and a slow snapshot of this one must not stall them; so a snapshot being
+    /// persisted when the node stops may still land in its store just after.
     pub(crate) fn stop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
         self.jobs = None;
     }
 }
 
 struct Worker {
+    stopping: Arc<AtomicBool>,
     id: NodeId,
     store: Arc<dyn SnapshotStore>,
     events: mpsc::Sender<ShardEvent>,
@@ -132,6 +144,9 @@ struct Worker {
 impl Worker {
     fn run(mut self, jobs: mpsc::Receiver<SnapshotJob>) {
         while let Ok(job) = jobs.recv() {
+            if self.stopping.load(Ordering::Acquire) {
+                break;
+            }
             if let Some(event) = self.handle(job) {
                 if self.events.send(event).is_err() {
                     break;

@@ -75,7 +75,7 @@ pub use transport::{IntoTransport, TcpTransportConfig};
 pub use watch::{Changed, LeaderChanges, LeaderObservation};
 
 use crate::core::MembershipChange;
-use crate::node::{ApplyReply, Command, PushError, Shared};
+use crate::node::{Command, PushError, Reply, Shared};
 use bytes::Bytes;
 use ringraft_storage::{
     Configuration, Index, LogStore, NodeId, SnapshotMeta, SnapshotStore, StableStore, Term,
@@ -260,7 +260,7 @@ impl Raft {
             |tx| Command::Apply {
                 commands,
                 extensions,
-                reply: ApplyReply::One(tx),
+                reply: Reply::Apply(tx),
             },
         )
     }
@@ -279,7 +279,7 @@ impl Raft {
             |tx| Command::Apply {
                 commands,
                 extensions: Vec::new(),
-                reply: ApplyReply::Batch(tx),
+                reply: Reply::ApplyBatch(tx),
             },
         )
     }
@@ -291,7 +291,9 @@ impl Raft {
             timeout,
             || closed(ApplyError::Shutdown),
             ApplyError::EnqueueTimeout,
-            |reply| Command::Barrier { reply },
+            |tx| Command::Barrier {
+                reply: Reply::Barrier(tx),
+            },
         )
     }
 
@@ -315,7 +317,10 @@ impl Raft {
             timeout,
             || closed(RestoreError::Shutdown),
             RestoreError::EnqueueTimeout,
-            |reply| Command::Restore { data, reply },
+            |tx| Command::Restore {
+                data,
+                reply: Reply::Restore(tx),
+            },
         )
     }
 
@@ -325,7 +330,9 @@ impl Raft {
             Duration::ZERO,
             || closed(ReadError::Shutdown),
             ReadError::EnqueueTimeout,
-            |reply| Command::VerifyLeader { reply },
+            |tx| Command::VerifyLeader {
+                reply: Reply::Verify(tx),
+            },
         )
     }
 
@@ -337,9 +344,9 @@ impl Raft {
             timeout,
             || closed(ReadError::Shutdown),
             ReadError::EnqueueTimeout,
-            |reply| Command::Read {
+            |tx| Command::Read {
                 lease: false,
-                reply,
+                reply: Reply::Read(tx),
             },
         )
     }
@@ -359,7 +366,10 @@ impl Raft {
             timeout,
             || closed(ReadError::Shutdown),
             ReadError::EnqueueTimeout,
-            |reply| Command::Read { lease: true, reply },
+            |tx| Command::Read {
+                lease: true,
+                reply: Reply::Read(tx),
+            },
         )
     }
 
@@ -374,11 +384,11 @@ impl Raft {
             timeout,
             || closed(MembershipError::Shutdown),
             MembershipError::EnqueueTimeout,
-            |reply| Command::Membership {
+            |tx| Command::Membership {
                 change,
                 prev_index,
                 timeout,
-                reply,
+                reply: Reply::Membership(tx),
             },
         )
     }
@@ -459,7 +469,10 @@ impl Raft {
             Duration::ZERO,
             || closed(TransferError::Shutdown),
             TransferError::EnqueueTimeout,
-            |reply| Command::Transfer { target, reply },
+            |tx| Command::Transfer {
+                target,
+                reply: Reply::Transfer(tx),
+            },
         )
     }
 

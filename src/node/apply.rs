@@ -7,11 +7,8 @@
 //! FSM's response directly.
 
 use super::metrics::NodeMetrics;
-use super::{ApplyReply, Shared};
-use crate::api::error::{ApplyError, ReadError};
+use super::{Reply, Shared};
 use crate::api::fsm::{Fsm, FsmSnapshot};
-use crate::api::future::Sender;
-use crate::api::outcome::{Applied, AppliedBatch};
 use bytes::Bytes;
 use ringraft_storage::{
     Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta, SnapshotStore,
@@ -25,17 +22,14 @@ use std::sync::Arc;
 pub(crate) enum ApplyTask {
     /// Committed entries, consecutive.
     Entries(Vec<Entry>),
-    /// Resolve `waiter` once `last` is applied, with the responses of `first..=last`.
+    /// Resolve `reply` once `last` is applied, with the responses of `first..=last`.
     Await {
         first: Index,
         last: Index,
-        waiter: AwaitWaiter,
+        reply: Reply,
     },
     /// Resolve `reply` once `index` is applied (linearizable reads).
-    WaitApplied {
-        index: Index,
-        reply: Sender<Result<Index, ReadError>>,
-    },
+    WaitApplied { index: Index, reply: Reply },
     /// Capture a snapshot of the FSM as of the last applied entry.
     Snapshot,
     /// Replace the FSM's state with the snapshot `meta` from `store` (opened here, off the
@@ -50,13 +44,6 @@ pub(crate) enum ApplyTask {
         entry: LogId,
         store: Arc<dyn SnapshotStore>,
     },
-}
-
-/// Who waits for entries to be applied.
-pub(crate) enum AwaitWaiter {
-    Apply(ApplyReply),
-    Barrier(Sender<Result<Index, ApplyError>>),
-    Restore(Sender<Result<Index, crate::api::error::RestoreError>>),
 }
 
 /// What the apply thread (and snapshot threads) tell the shard.
@@ -94,24 +81,12 @@ struct PendingAwait {
     first: Index,
     last: Index,
     responses: Vec<Bytes>,
-    waiter: AwaitWaiter,
+    reply: Reply,
 }
 
 impl PendingAwait {
     fn resolve(self) {
-        match self.waiter {
-            AwaitWaiter::Apply(ApplyReply::One(tx)) => tx.send(Ok(Applied {
-                index: self.last,
-                response: self.responses.into_iter().next_back().unwrap_or_default(),
-            })),
-            AwaitWaiter::Apply(ApplyReply::Batch(tx)) => tx.send(Ok(AppliedBatch {
-                first: self.first,
-                last: self.last,
-                responses: self.responses,
-            })),
-            AwaitWaiter::Barrier(tx) => tx.send(Ok(self.last)),
-            AwaitWaiter::Restore(tx) => tx.send(Ok(self.last)),
-        }
+        self.reply.applied(self.first, self.last, self.responses);
     }
 }
 
@@ -121,7 +96,7 @@ pub(crate) struct ApplyLoop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) events: mpsc::Sender<ShardEvent>,
     awaits: VecDeque<PendingAwait>,
-    reads: Vec<(Index, Sender<Result<Index, ReadError>>)>,
+    reads: Vec<(Index, Reply)>,
 }
 
 impl ApplyLoop {
@@ -173,16 +148,12 @@ impl ApplyLoop {
                 m.fsm_applied(started, self.shared.clock.now(), count);
                 self.shared.stats.fsm_pending.fetch_sub(1, Ordering::AcqRel);
             }
-            ApplyTask::Await {
-                first,
-                last,
-                waiter,
-            } => {
+            ApplyTask::Await { first, last, reply } => {
                 let pending = PendingAwait {
                     first,
                     last,
                     responses: Vec::new(),
-                    waiter,
+                    reply,
                 };
                 if last <= self.last_applied.index {
                     // Cannot happen with the core's ordering (the reply precedes the
@@ -194,7 +165,7 @@ impl ApplyLoop {
             }
             ApplyTask::WaitApplied { index, reply } => {
                 if index <= self.last_applied.index {
-                    reply.send(Ok(index));
+                    reply.applied(index, index, Vec::new());
                 } else {
                     self.reads.push((index, reply));
                 }
@@ -373,7 +344,7 @@ impl ApplyLoop {
                 .partition(|(i, _)| *i <= applied);
             self.reads = waiting;
             for (index, reply) in ready {
-                reply.send(Ok(index));
+                reply.applied(index, index, Vec::new());
             }
         }
     }

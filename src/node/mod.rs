@@ -25,22 +25,21 @@ pub(crate) mod apply;
 pub(crate) mod clock;
 pub(crate) mod host;
 pub(crate) mod metrics;
+pub(crate) mod reply;
 pub(crate) mod runtime;
 pub(crate) mod shard;
 pub(crate) mod signal;
 pub(crate) mod start;
 
 use crate::api::config::ReloadableConfig;
-use crate::api::error::{
-    ApplyError, BootstrapClusterError, MembershipError, ReadError, ReloadConfigError, RestoreError,
-    TakeSnapshotError, TransferError,
-};
+use crate::api::error::{BootstrapClusterError, ReloadConfigError, TakeSnapshotError};
 use crate::api::future::Sender;
 use crate::api::observer::{Observation, Observer, ObserverId};
-use crate::api::outcome::{Applied, AppliedBatch, RaftState};
+use crate::api::outcome::RaftState;
 use crate::api::watch::LeaderWatch;
 use crate::core::MembershipChange;
 use bytes::Bytes;
+pub(crate) use reply::Reply;
 use ringraft_storage::{Configuration, Index, NodeId, SnapshotMeta};
 use signal::Signal;
 use std::collections::VecDeque;
@@ -50,35 +49,36 @@ use std::time::Duration;
 
 /// A caller's request, on its way to the shard thread.
 pub(crate) enum Command {
+    /// `reply` is `Reply::Apply` or `Reply::ApplyBatch`.
     Apply {
         commands: Vec<Bytes>,
         extensions: Vec<Bytes>,
-        reply: ApplyReply,
+        reply: Reply,
     },
     Barrier {
-        reply: Sender<Result<Index, ApplyError>>,
+        reply: Reply,
     },
     VerifyLeader {
-        reply: Sender<Result<(), ReadError>>,
+        reply: Reply,
     },
     Read {
         lease: bool,
-        reply: Sender<Result<Index, ReadError>>,
+        reply: Reply,
     },
     Membership {
         change: MembershipChange,
         prev_index: Option<Index>,
         /// How long it may wait to start (behind other changes) after it was submitted.
         timeout: Duration,
-        reply: Sender<Result<Index, MembershipError>>,
+        reply: Reply,
     },
     Transfer {
         target: Option<NodeId>,
-        reply: Sender<Result<(), TransferError>>,
+        reply: Reply,
     },
     Restore {
         data: Box<dyn std::io::Read + Send>,
-        reply: Sender<Result<Index, RestoreError>>,
+        reply: Reply,
     },
     Snapshot {
         reply: Sender<Result<SnapshotMeta, TakeSnapshotError>>,
@@ -91,12 +91,6 @@ pub(crate) enum Command {
         reloadable: ReloadableConfig,
         reply: Sender<Result<(), ReloadConfigError>>,
     },
-}
-
-/// Where an apply's responses go.
-pub(crate) enum ApplyReply {
-    One(Sender<Result<Applied, ApplyError>>),
-    Batch(Sender<Result<AppliedBatch, ApplyError>>),
 }
 
 /// Why a request could not enter the submission queue.

@@ -114,7 +114,7 @@ impl Shard {
     pub(super) fn membership_answered(
         &mut self,
         request: QueuedChange,
-        result: Result<Index, RequestError>,
+        result: Result<Outcome, RequestError>,
     ) {
         self.membership.in_flight = None;
         match result {
@@ -124,7 +124,9 @@ impl Shard {
                 self.membership.waiting.push_front(request);
             }
             Err(e) => request.reply.send(Err(e.into())),
-            Ok(index) => request.reply.send(Ok(index)),
+            Ok(Outcome::Committed { last, .. }) => request.reply.send(Ok(last)),
+            // Any other outcome would be a core bug: the change's outcome is unknown.
+            Ok(_) => request.reply.send(Err(MembershipError::LeadershipLost)),
         }
     }
 }

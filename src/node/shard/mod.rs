@@ -20,14 +20,13 @@ mod snapshots;
 use requests::Waiter;
 pub(crate) use snapshot_io::{local_in as local_snapshot_in, SnapshotIo};
 
-use super::apply::{ApplyLoop, ApplyTask, AwaitWaiter, ShardEvent};
+use super::apply::{ApplyLoop, ApplyTask, ShardEvent};
 use super::clock::Clock;
 use super::metrics::ShardMetrics;
-use super::{ApplyReply, Command, Shared};
+use super::reply::Next;
+use super::{Command, Reply, Shared};
 use crate::api::config::Config;
-use crate::api::error::{
-    ApplyError, BootstrapClusterError, ReadError, RestoreError, TakeSnapshotError, TransferError,
-};
+use crate::api::error::{BootstrapClusterError, RestoreError, TakeSnapshotError};
 use crate::api::fsm::FsmSnapshot;
 use crate::api::future::Sender;
 use crate::api::observer::Observation;

@@ -4,17 +4,15 @@
 
 use super::*;
 
-/// A request waiting for the core's reply.
+/// A request the core holds: where its answer goes, and what else it needs meanwhile.
 pub(super) enum Waiter {
-    Apply(ApplyReply),
-    Barrier(Sender<Result<Index, ApplyError>>),
-    Verify(Sender<Result<(), ReadError>>),
-    Read(Sender<Result<Index, ReadError>>),
+    /// Answered through its reply alone.
+    Plain(Reply),
+    /// A membership change, kept so it can go back in line if the core refuses it for now.
     Membership(membership::QueuedChange),
-    Transfer(Sender<Result<(), TransferError>>),
     /// A user restore, with the snapshot to stage until the core asks for it.
     Restore {
-        reply: Sender<Result<Index, RestoreError>>,
+        reply: Reply,
         data: Option<Box<dyn Read + Send>>,
     },
 }
@@ -22,14 +20,8 @@ pub(super) enum Waiter {
 impl Waiter {
     pub(super) fn fail(self, e: RequestError) {
         match self {
-            Waiter::Apply(ApplyReply::One(tx)) => tx.send(Err(e.into())),
-            Waiter::Apply(ApplyReply::Batch(tx)) => tx.send(Err(e.into())),
-            Waiter::Barrier(tx) => tx.send(Err(e.into())),
-            Waiter::Verify(tx) => tx.send(Err(e.into())),
-            Waiter::Read(tx) => tx.send(Err(e.into())),
+            Waiter::Plain(reply) | Waiter::Restore { reply, .. } => reply.fail(e),
             Waiter::Membership(request) => request.reply.send(Err(e.into())),
-            Waiter::Transfer(tx) => tx.send(Err(e.into())),
-            Waiter::Restore { reply, .. } => reply.send(Err(e.into())),
         }
     }
 }
@@ -52,18 +44,18 @@ impl Shard {
                 commands,
                 extensions,
                 reply,
-            } => self.submit(now, Waiter::Apply(reply), |token| Input::Propose {
+            } => self.submit(now, Waiter::Plain(reply), |token| Input::Propose {
                 token,
                 commands,
                 extensions,
             }),
-            Command::Barrier { reply } => self.submit(now, Waiter::Barrier(reply), |token| {
-                Input::Barrier { token }
-            }),
-            Command::VerifyLeader { reply } => self.submit(now, Waiter::Verify(reply), |token| {
+            Command::Barrier { reply } => {
+                self.submit(now, Waiter::Plain(reply), |token| Input::Barrier { token })
+            }
+            Command::VerifyLeader { reply } => self.submit(now, Waiter::Plain(reply), |token| {
                 Input::VerifyLeader { token }
             }),
-            Command::Read { lease, reply } => self.submit(now, Waiter::Read(reply), |token| {
+            Command::Read { lease, reply } => self.submit(now, Waiter::Plain(reply), |token| {
                 if lease {
                     Input::LeaseRead { token }
                 } else {
@@ -76,6 +68,9 @@ impl Shard {
                 timeout,
                 reply,
             } => {
+                let Reply::Membership(reply) = reply else {
+                    return reply.fail(RequestError::LeadershipLost);
+                };
                 let deadline = (!timeout.is_zero())
                     .then(|| now.plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX)));
                 let request = membership::QueuedChange {
@@ -94,7 +89,7 @@ impl Shard {
                 self.submit(now, waiter, |token| Input::UserRestore { token })
             }
             Command::Transfer { target, reply } => {
-                self.submit(now, Waiter::Transfer(reply), |token| {
+                self.submit(now, Waiter::Plain(reply), |token| {
                     Input::TransferLeadership { token, target }
                 })
             }
@@ -141,48 +136,25 @@ impl Shard {
         let Some(waiter) = self.waiters.remove(&token) else {
             return;
         };
-        if let Waiter::Membership(request) = waiter {
-            debug_assert!(self.membership.is_in_flight(token));
-            let result = match result {
-                Ok(Outcome::Committed { last, .. }) => Ok(last),
-                Ok(_) => Err(RequestError::LeadershipLost),
-                Err(e) => Err(e),
-            };
-            return self.membership_answered(request, result);
-        }
+        let (reply, result) = match waiter {
+            Waiter::Membership(request) => {
+                debug_assert!(self.membership.is_in_flight(token));
+                return self.membership_answered(request, result);
+            }
+            Waiter::Plain(reply) | Waiter::Restore { reply, .. } => (reply, result),
+        };
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(e) => return waiter.fail(e),
+            Err(e) => return reply.fail(e),
         };
-        match (waiter, outcome) {
-            (Waiter::Apply(reply), Outcome::Committed { first, last, .. }) => {
-                self.send_to_apply(ApplyTask::Await {
-                    first,
-                    last,
-                    waiter: AwaitWaiter::Apply(reply),
-                })
+        match reply.on_outcome(outcome) {
+            Next::Done => {}
+            Next::AwaitApplied { first, last, reply } => {
+                self.send_to_apply(ApplyTask::Await { first, last, reply })
             }
-            (Waiter::Barrier(tx), Outcome::Committed { first, last, .. }) => {
-                self.send_to_apply(ApplyTask::Await {
-                    first,
-                    last,
-                    waiter: AwaitWaiter::Barrier(tx),
-                })
-            }
-            (Waiter::Verify(tx), Outcome::LeaderVerified) => tx.send(Ok(())),
-            (Waiter::Read(reply), Outcome::ReadReady { index }) => {
+            Next::AwaitIndex { index, reply } => {
                 self.send_to_apply(ApplyTask::WaitApplied { index, reply })
             }
-            (Waiter::Transfer(tx), Outcome::LeadershipTransferred) => tx.send(Ok(())),
-            (Waiter::Restore { reply, .. }, Outcome::Committed { first, last, .. }) => self
-                .send_to_apply(ApplyTask::Await {
-                    first,
-                    last,
-                    waiter: AwaitWaiter::Restore(reply),
-                }),
-            // An outcome that does not fit the request would be a core bug: the outcome is
-            // unknown to the caller.
-            (waiter, _) => waiter.fail(RequestError::LeadershipLost),
         }
     }
 }

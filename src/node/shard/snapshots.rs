@@ -195,7 +195,7 @@ impl Shard {
     fn fail_restore(&mut self, token: Token, e: RestoreError) {
         tracing::warn!(node = self.shared.id.0, error = %e, "user restore failed");
         if let Some(Waiter::Restore { reply, .. }) = self.waiters.remove(&token) {
-            reply.send(Err(e));
+            reply.restore_failed(e);
         }
         let now = self.clock.now();
         self.core.step(now, Input::RestoreStageFailed { token });

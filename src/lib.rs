@@ -7,27 +7,61 @@
 //!                                  apply thread: your state machine
 //! ```
 //!
-//! Today the crate holds the sans-IO consensus [`core`] and, behind the `sim` feature, the
-//! deterministic simulator (`sim`) that runs whole clusters of real cores under faults and
-//! checks them. The node runtime and the public `Raft` handle are built on the core (see
-//! ARCHITECTURE §2 and §7).
+//! The public API is [`Raft`]: start a node with [`Raft::new`] (a [`Config`], your [`Fsm`], a
+//! log store, a stable store, a snapshot store and a transport), bootstrap a new cluster, then
+//! `apply` commands and read linearizably. The stores and transports are in
+//! `ringraft-storage` (the io_uring write-ahead log, in-memory stores) and `ringraft-net`
+//! (TCP, in memory). Underneath, [`core`] is the sans-IO consensus state machine, usable on
+//! its own; behind the `sim` feature, `sim` is the deterministic simulator that runs whole
+//! clusters of real cores under faults. docs/ARCHITECTURE.md in the repository describes the
+//! design.
 //!
 //! ```
-//! use ringraft::core::{Core, CoreConfig, Effect, Input, Role, Time};
-//! use ringraft_storage::{Configuration, NodeId};
+//! use bytes::Bytes;
+//! use ringraft::{Config, Fsm, FsmError, FsmSnapshot, Raft};
+//! use ringraft_net::memory::MemNetwork;
+//! use ringraft_storage::{Configuration, Entry, InmemSnapshotStore, InmemStore, NodeId};
+//! use std::time::Duration;
 //!
-//! // A single-node cluster elects itself once its election timer fires.
-//! let state = Core::bootstrap_state(&Configuration::voters_with_default_addresses([NodeId(1)]))
-//!     .unwrap();
-//! let mut core = Core::new(CoreConfig::new(NodeId(1)), state, Time(0)).unwrap();
-//! core.step(core.next_timer(), Input::Tick);
-//! // Its vote and term must be durable before it can commit: acknowledge every persist.
-//! for effect in core.take_effects() {
-//!     if let Effect::Persist(batch) = effect {
-//!         core.step(Time(0), Input::Persisted { seq: batch.seq });
+//! /// A state machine that sums the numbers it is sent.
+//! struct Sum(u64);
+//! impl Fsm for Sum {
+//!     fn apply(&mut self, entry: &Entry) -> Bytes {
+//!         let text = std::str::from_utf8(&entry.data).unwrap_or("0");
+//!         let n: u64 = text.parse().unwrap_or(0);
+//!         self.0 += n;
+//!         Bytes::from(self.0.to_string())
+//!     }
+//!     fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+//!         Err("not needed here".into())
+//!     }
+//!     fn restore(&mut self, _snapshot: &mut dyn std::io::Read) -> Result<(), FsmError> {
+//!         Ok(())
 //!     }
 //! }
-//! assert_eq!(core.role(), Role::Leader);
+//!
+//! let network = MemNetwork::new();
+//! let store = InmemStore::new();
+//! let raft = Raft::new(
+//!     Config::fast(NodeId(1)),
+//!     Sum(0),
+//!     store.clone(),
+//!     store,
+//!     InmemSnapshotStore::new(),
+//!     network.transport(NodeId(1)),
+//! )?;
+//! raft.bootstrap_cluster(Configuration::voters_with_default_addresses([NodeId(1)]))
+//!     .wait()?;
+//! let mut leader = raft.leader_changes();
+//! while leader.current().leader != Some(NodeId(1)) {
+//!     leader.wait_changed(Duration::from_secs(5));
+//! }
+//! raft.apply("40", Duration::from_secs(1)).wait()?;
+//! let applied = raft.apply("2", Duration::from_secs(1)).wait()?;
+//! assert_eq!(applied.response, Bytes::from("42"));
+//! raft.read_index(Duration::from_secs(1)).wait()?; // a linearizable read point
+//! raft.shutdown().wait();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
 

@@ -10,10 +10,9 @@ use super::metrics::NodeMetrics;
 use super::{Reply, Shared};
 use crate::api::fsm::{Fsm, FsmSnapshot};
 use bytes::Bytes;
-use ringraft_storage::{
-    Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta, SnapshotStore,
-};
+use ringraft_storage::{Configuration, Entry, EntryKind, Index, LogId, SnapshotMeta};
 use std::collections::VecDeque;
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -32,17 +31,16 @@ pub(crate) enum ApplyTask {
     WaitApplied { index: Index, reply: Reply },
     /// Capture a snapshot of the FSM as of the last applied entry.
     Snapshot,
-    /// Replace the FSM's state with the snapshot `meta` from `store` (opened here, off the
-    /// shard thread, in order with the entries around it).
+    /// Replace the FSM's state with the snapshot `meta` (opened by the snapshot worker).
     Restore {
         meta: SnapshotMeta,
-        store: Arc<dyn SnapshotStore>,
+        reader: Box<dyn Read + Send>,
     },
-    /// Apply the user-restore entry `entry`: replace the FSM's state with its snapshot from
-    /// `store`'s staging area.
+    /// Apply the user-restore entry `entry`: replace the FSM's state with its staged snapshot
+    /// (opened by the snapshot worker).
     RestoreEntry {
         entry: LogId,
-        store: Arc<dyn SnapshotStore>,
+        reader: Box<dyn Read + Send>,
     },
 }
 
@@ -69,6 +67,8 @@ pub(crate) enum ShardEvent {
         data: Bytes,
         done: bool,
     },
+    /// The snapshot I/O worker opened what a restore reads (or why it could not).
+    RestoreOpened(Result<Box<dyn Read + Send>, String>),
     /// The snapshot I/O worker wrote a received chunk.
     ChunkWritten {
         snapshot: LogId,
@@ -181,21 +181,7 @@ impl ApplyLoop {
                 NodeMetrics::time(&m.fsm_snapshot, started, self.shared.clock.now());
                 self.tell(ShardEvent::SnapshotCaptured(result));
             }
-            ApplyTask::Restore { meta, store } => {
-                // With `apply_on_shard_thread` this runs on the shard thread, by the user's
-                // choice (the state machine reads the snapshot there too).
-                let _allow = ringraft_storage::blocking::Allow::new();
-                let opened = super::shard::local_snapshot_in(&*store, &meta.id, meta.last)
-                    .ok_or_else(|| "not in the snapshot store".to_string())
-                    .and_then(|local| store.open(&local.id).map_err(|e| e.to_string()));
-                let mut reader = match opened {
-                    Ok((_, reader)) => reader,
-                    Err(e) => {
-                        let error = format!("cannot open snapshot {} to restore: {e}", meta.last);
-                        self.tell(ShardEvent::Fatal(error));
-                        return false;
-                    }
-                };
+            ApplyTask::Restore { meta, mut reader } => {
                 let started = self.shared.clock.now();
                 let restored = self.fsm.restore(&mut reader);
                 let finished = self.shared.clock.now();
@@ -214,29 +200,10 @@ impl ApplyLoop {
                 );
                 self.after_progress();
             }
-            ApplyTask::RestoreEntry { entry, store } => {
+            ApplyTask::RestoreEntry { entry, mut reader } => {
                 if entry.index <= self.last_applied.index {
                     return true;
                 }
-                let _allow = ringraft_storage::blocking::Allow::new();
-                let opened = store
-                    .staging()
-                    .ok_or_else(|| "the snapshot store has no staging area".to_string())
-                    .and_then(|staging| {
-                        let local = super::shard::local_snapshot_in(staging, "", entry)
-                            .ok_or_else(|| "not in the staging area".to_string())?;
-                        staging.open(&local.id).map_err(|e| e.to_string())
-                    });
-                let mut reader = match opened {
-                    Ok((_, reader)) => reader,
-                    Err(e) => {
-                        // The core accepts a restore entry only once its snapshot is staged,
-                        // so this is lost or damaged storage: stop rather than diverge.
-                        let error = format!("cannot open staged restore {entry}: {e}");
-                        self.tell(ShardEvent::Fatal(error));
-                        return false;
-                    }
-                };
                 let started = self.shared.clock.now();
                 let restored = self.fsm.restore(&mut reader);
                 let finished = self.shared.clock.now();

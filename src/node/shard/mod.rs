@@ -18,7 +18,8 @@ mod snapshot_io;
 mod snapshots;
 
 use requests::Waiter;
-pub(crate) use snapshot_io::{local_in as local_snapshot_in, SnapshotIo};
+pub(crate) use snapshot_io::SnapshotIo;
+use snapshot_io::SnapshotJob;
 
 use super::apply::{ApplyLoop, ApplyTask, ShardEvent};
 use super::clock::Clock;
@@ -82,6 +83,9 @@ pub(crate) struct Shard {
     commands: VecDeque<Command>,
     /// Where snapshot-store operations run (never on this thread).
     snapshot_io: SnapshotIo,
+    /// Apply tasks held back behind a restore whose snapshot the worker is opening, so the
+    /// state machine sees the restore in its place among the entries.
+    apply_held: VecDeque<Held>,
     snapshot_in_progress: bool,
     snapshot_waiters: Vec<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
     next_snapshot_check: Time,
@@ -110,6 +114,12 @@ pub(crate) struct Shard {
     bootstrapping: Option<(Ticket, Sender<Result<(), BootstrapClusterError>>)>,
     /// Metric tallies and timings, flushed once per turn.
     metrics: ShardMetrics,
+}
+
+/// An apply task held back behind a restore being opened, or that restore.
+enum Held {
+    Task(ApplyTask),
+    Open { meta: SnapshotMeta, stage: bool },
 }
 
 /// What the shard needs to start.
@@ -175,6 +185,7 @@ impl Shard {
             pending_persist: VecDeque::new(),
             commands: VecDeque::new(),
             snapshot_io,
+            apply_held: VecDeque::new(),
             snapshot_in_progress: false,
             snapshot_waiters: Vec::new(),
             next_snapshot_check: Time(0),
@@ -341,6 +352,7 @@ impl Shard {
                     done,
                 },
             ),
+            ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
             ShardEvent::ChunkWritten {
                 snapshot,
                 next_offset,
@@ -430,6 +442,60 @@ impl Shard {
     }
 
     fn send_to_apply(&mut self, task: ApplyTask) {
+        if self.apply_held.is_empty() {
+            self.deliver_to_apply(task);
+        } else {
+            self.apply_held.push_back(Held::Task(task));
+        }
+    }
+
+    /// A restore for the state machine: the worker opens it (`restore_opened` delivers it);
+    /// apply tasks after it wait until then.
+    fn restore_in_order(&mut self, meta: SnapshotMeta, stage: bool) {
+        self.apply_held.push_back(Held::Open {
+            meta: meta.clone(),
+            stage,
+        });
+        if !self
+            .snapshot_io
+            .submit(SnapshotJob::OpenForRestore { meta, stage })
+        {
+            self.fatal = Some("the snapshot worker stopped".into());
+        }
+    }
+
+    /// The worker opened the oldest pending restore: deliver it and what waited behind it.
+    fn restore_opened(&mut self, opened: Result<Box<dyn Read + Send>, String>) {
+        let Some(Held::Open { meta, stage }) = self.apply_held.pop_front() else {
+            self.fatal = Some("a restore was opened that nothing waits for".into());
+            return;
+        };
+        let reader = match opened {
+            Ok(reader) => reader,
+            Err(e) => {
+                // The core installs a snapshot or applies a restore entry only once it is
+                // stored: lost or damaged storage. Stop rather than diverge.
+                self.fatal = Some(format!("cannot restore {}: {e}", meta.last));
+                return;
+            }
+        };
+        let task = if stage {
+            ApplyTask::RestoreEntry {
+                entry: meta.last,
+                reader,
+            }
+        } else {
+            ApplyTask::Restore { meta, reader }
+        };
+        self.deliver_to_apply(task);
+        while let Some(Held::Task(_)) = self.apply_held.front() {
+            if let Some(Held::Task(task)) = self.apply_held.pop_front() {
+                self.deliver_to_apply(task);
+            }
+        }
+    }
+
+    fn deliver_to_apply(&mut self, task: ApplyTask) {
         let Some(applier) = self.applier.as_mut() else {
             return;
         };

@@ -3,8 +3,10 @@
 //! deleting staged restores) runs here, on one thread per node, never on the shard thread.
 //! The shard submits jobs in order and hears of their completions as [`ShardEvent`]s, which
 //! it feeds to the core as inputs; one node's large or slow snapshot never stalls the other
-//! nodes a `ShardHost` thread runs. Opening a snapshot to restore happens on the apply thread,
-//! in order with the entries around it (see `ApplyTask::Restore`).
+//! nodes a `ShardHost` thread runs. A snapshot (or staged restore) the state machine must
+//! restore is opened here too, in order with the other jobs (a later retention or deletion
+//! cannot remove it first); the shard holds back the apply tasks that follow it until it is
+//! open, so the state machine still sees the restore in its place among the entries.
 //!
 //! One thread per node keeps the jobs of a node in submission order (a chunk is written before
 //! the next one) and bounds the threads a node uses, where an earlier version started a thread
@@ -51,6 +53,10 @@ pub(crate) enum SnapshotJob {
     },
     /// Forget the readers of snapshots being sent (this node installed a snapshot).
     ForgetReaders,
+    /// Open what a restore reads: the snapshot `meta` (an installed snapshot) or, with
+    /// `stage`, the staged restore of the entry `meta.last`. In order with the other jobs, so
+    /// a later retention or `DropStaged` cannot remove it first.
+    OpenForRestore { meta: SnapshotMeta, stage: bool },
     /// Copy a caller's snapshot into the staging area.
     StageRestore {
         token: Token,
@@ -189,6 +195,21 @@ impl Worker {
             SnapshotJob::ForgetReaders => {
                 self.readers.clear();
                 None
+            }
+            SnapshotJob::OpenForRestore { meta, stage } => {
+                let what = if stage { "staged restore" } else { "snapshot" };
+                let opened = self
+                    .store(stage)
+                    .ok_or_else(|| "the snapshot store has no staging area".to_string())
+                    .and_then(|store| {
+                        let local = local_in(store, &meta.id, meta.last)
+                            .ok_or_else(|| format!("{what} {} is not in the store", meta.last))?;
+                        store
+                            .open(&local.id)
+                            .map(|(_, reader)| reader)
+                            .map_err(|e| format!("cannot open {what} {}: {e}", meta.last))
+                    });
+                Some(ShardEvent::RestoreOpened(opened))
             }
             SnapshotJob::StageRestore { token, meta, data } => Some(ShardEvent::RestoreStaged {
                 token,
@@ -396,7 +417,7 @@ impl Worker {
 
 /// The snapshot in `store` ending at `last`, preferring the one stored under `id` (ids differ
 /// between nodes: a received snapshot is stored under this node's own id).
-pub(crate) fn local_in(store: &dyn SnapshotStore, id: &str, last: LogId) -> Option<SnapshotMeta> {
+fn local_in(store: &dyn SnapshotStore, id: &str, last: LogId) -> Option<SnapshotMeta> {
     let list = store.list().ok()?;
     let exact = list.iter().find(|m| m.id == id && m.last == last);
     exact

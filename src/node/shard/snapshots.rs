@@ -116,13 +116,12 @@ impl Shard {
         });
     }
 
-    /// The state machine takes the installed snapshot; the apply thread opens it, in order
-    /// with the entries before and after it.
+    /// The state machine takes the installed snapshot, in order with the entries before and
+    /// after it (the worker opens it).
     pub(super) fn restore(&mut self, meta: SnapshotMeta) {
         self.configuration_dirty = true;
         self.snapshot_io.submit(SnapshotJob::ForgetReaders);
-        let store = self.snapshots.clone();
-        self.send_to_apply(ApplyTask::Restore { meta, store });
+        self.restore_in_order(meta, false);
     }
 }
 
@@ -140,11 +139,15 @@ impl Shard {
             if !entries.is_empty() {
                 self.send_to_apply(ApplyTask::Entries(entries));
             }
-            let store = self.snapshots.clone();
-            self.send_to_apply(ApplyTask::RestoreEntry {
-                entry: restore.id,
-                store,
-            });
+            // The staged snapshot is found by the entry's id (ids differ between nodes).
+            let meta = SnapshotMeta {
+                id: String::new(),
+                last: restore.id,
+                configuration: ringraft_storage::Configuration::default(),
+                configuration_index: Index(0),
+                size: 0,
+            };
+            self.restore_in_order(meta, true);
             entries = rest;
         }
         if !entries.is_empty() {

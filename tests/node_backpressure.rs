@@ -137,6 +137,7 @@ fn a_full_submission_queue_times_out_callers_and_drains_when_the_node_moves() {
 fn the_shard_thread_is_marked_as_never_blocking_on_storage() {
     let marked = Arc::new(AtomicBool::new(false));
     let store = InmemStore::new();
+    let stable = InmemStore::new();
     let net = MemNetwork::new();
     let raft = Raft::new(
         test_config(NodeId(1)),
@@ -146,7 +147,7 @@ fn the_shard_thread_is_marked_as_never_blocking_on_storage() {
             gate: Arc::new((Mutex::new(true), Condvar::new())),
             probe: Some(marked.clone()),
         },
-        store,
+        stable.clone(),
         ringraft_storage::InmemSnapshotStore::new(),
         net.transport(NodeId(1)),
     )
@@ -162,6 +163,13 @@ fn the_shard_thread_is_marked_as_never_blocking_on_storage() {
     assert!(
         marked.load(Ordering::SeqCst),
         "the shard thread is not marked"
+    );
+    // This log store keeps no hard state: the stable store has it, saved by its worker
+    // before the node could lead (an in-memory stable store panics on the shard thread).
+    let saved = ringraft_storage::StableStore::hard_state(&stable);
+    assert!(
+        saved.term >= Term(2) && saved.vote == Some(NodeId(1)),
+        "{saved:?}"
     );
     // And the calling thread is not.
     assert!(!ringraft_storage::blocking::forbidden_here());

@@ -67,6 +67,11 @@ pub(crate) enum ShardEvent {
         data: Bytes,
         done: bool,
     },
+    /// The stable-store worker saved a hard state (or why not).
+    StableSaved {
+        key: super::shard::StableKey,
+        result: Result<(), String>,
+    },
     /// The snapshot I/O worker opened what a restore reads (or why it could not).
     RestoreOpened(Result<Box<dyn Read + Send>, String>),
     /// The snapshot I/O worker wrote a received chunk.

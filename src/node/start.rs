@@ -80,7 +80,7 @@ pub(crate) fn start_node(
     let snapshot_io = SnapshotIo::start(
         config.local_id,
         snapshots.clone(),
-        events_tx,
+        events_tx.clone(),
         shared.clone(),
     )
     .map_err(|e| StartError::Thread(e.to_string()))?;
@@ -95,6 +95,7 @@ pub(crate) fn start_node(
         shared: shared.clone(),
         clock,
         applier,
+        events_tx,
         events_rx,
         snapshot_io,
     };

@@ -5,9 +5,9 @@
 //! with [`forbid_on_this_thread`]; in debug builds, every blocking operation of this crate's
 //! stores (waiting for the WAL to become durable, saving the stable file, creating, listing,
 //! opening, writing or removing file snapshots) panics on a marked thread, so tests catch a
-//! regression. [`Allow`] lifts the ban for a documented exception (a log store that keeps no
-//! hard state, where the stable store must be saved before a vote leaves). Release builds
-//! check nothing.
+//! regression. [`Allow`] lifts the ban for code that knowingly blocks (ringraft's runtime has
+//! no such exception today: even a stable-store save runs on a worker). Release builds check
+//! nothing.
 
 use std::cell::Cell;
 

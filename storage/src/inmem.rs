@@ -176,6 +176,8 @@ impl StableStore for InmemStore {
     }
 
     fn save(&mut self, state: &HardState) -> Result<(), StableError> {
+        // Instant here, but it stands in for stable stores that fsync: the same check.
+        crate::blocking::check("InmemStore::save (a stable store)");
         self.lock().hard_state = *state;
         Ok(())
     }

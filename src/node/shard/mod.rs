@@ -16,10 +16,12 @@ mod persistence;
 mod requests;
 mod snapshot_io;
 mod snapshots;
+mod stable_io;
 
 use requests::Waiter;
 pub(crate) use snapshot_io::SnapshotIo;
 use snapshot_io::SnapshotJob;
+pub(crate) use stable_io::StableKey;
 
 use super::apply::{ApplyLoop, ApplyTask, ShardEvent};
 use super::clock::Clock;
@@ -67,7 +69,9 @@ pub(crate) struct Shard {
     pub(crate) core_config: CoreConfig,
     pub(crate) config: Config,
     pub(crate) log: Box<dyn LogStore>,
-    pub(crate) stable: Box<dyn StableStore>,
+    /// The stable store, behind its worker (used only when the log store keeps no hard
+    /// state).
+    stable: stable_io::StableIo,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
     pub(crate) transport: Box<dyn Transport>,
     /// Whether the transport works in tasks on this thread's runtime (yield every turn).
@@ -77,9 +81,11 @@ pub(crate) struct Shard {
     /// Where the state machine runs; `None` once it stopped (shutdown, or it failed).
     applier: Option<Applier>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+    /// For the stable-store worker's answers.
+    events_tx: mpsc::Sender<ShardEvent>,
     next_token: u64,
     waiters: BTreeMap<Token, Waiter>,
-    pending_persist: VecDeque<(u64, Ticket)>,
+    pending_persist: VecDeque<persistence::PendingPersist>,
     commands: VecDeque<Command>,
     /// Where snapshot-store operations run (never on this thread).
     snapshot_io: SnapshotIo,
@@ -111,7 +117,7 @@ pub(crate) struct Shard {
     /// Membership requests waiting for the one in flight.
     membership: membership::MembershipQueue,
     /// A bootstrap whose initial state is not durable yet: its ticket and its caller.
-    bootstrapping: Option<(Ticket, Sender<Result<(), BootstrapClusterError>>)>,
+    bootstrapping: Option<persistence::Bootstrapping>,
     /// Metric tallies and timings, flushed once per turn.
     metrics: ShardMetrics,
 }
@@ -133,6 +139,7 @@ pub(crate) struct ShardParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     pub(crate) applier: Applier,
+    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
     pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
     /// The node's snapshot I/O worker (started with the node).
     pub(crate) snapshot_io: SnapshotIo,
@@ -172,7 +179,7 @@ impl Shard {
             core_config: p.core_config,
             config: p.config,
             log: p.log,
-            stable: p.stable,
+            stable: stable_io::StableIo::new(p.stable),
             snapshots: p.snapshots,
             transport,
             yield_every_turn,
@@ -180,6 +187,7 @@ impl Shard {
             clock: p.clock,
             applier: Some(applier),
             events_rx: p.events_rx,
+            events_tx: p.events_tx,
             next_token: 0,
             waiters: BTreeMap::new(),
             pending_persist: VecDeque::new(),
@@ -353,6 +361,7 @@ impl Shard {
                 },
             ),
             ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
+            ShardEvent::StableSaved { key, result } => self.stable_saved(now, key, result),
             ShardEvent::ChunkWritten {
                 snapshot,
                 next_offset,
@@ -398,7 +407,7 @@ impl Shard {
                     // A failed write or fsync cannot be retried safely: stop (docs/ARCHITECTURE.md §5).
                     self.fatal = Some(format!("log or stable store failed: {e}"));
                 } else {
-                    let ticket = self.pending_persist.back().map(|(_, t)| *t);
+                    let ticket = self.pending_persist.back().map(|p| p.ticket);
                     self.metrics.persisting(now, entries, ticket);
                 }
             }

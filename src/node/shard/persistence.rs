@@ -1,15 +1,45 @@
 //! Persistence: the core's persist batches go to the log store (hard state included), and
 //! their durability comes back as inputs; live bootstrap. Nothing here waits on a disk (see
-//! `ringraft_storage::blocking`).
+//! `ringraft_storage::blocking`): with a log store that keeps no hard state, the stable store
+//! is saved by its own worker (`stable_io`) and a batch counts as durable once both are.
 
+use super::stable_io::StableKey;
 use super::*;
+
+/// A persist batch submitted to the stores, waiting to be durable.
+pub(super) struct PendingPersist {
+    pub(super) seq: u64,
+    /// Durable in the log store at this ticket.
+    pub(super) ticket: Ticket,
+    /// Its hard state in the stable store, when the log store keeps none.
+    pub(super) stable: StableStep,
+}
+
+/// Where a hard state on its way to the stable store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StableStep {
+    /// Nothing to save there (or saved).
+    Done,
+    /// To save once the batch's log writes are durable.
+    Needed(ringraft_storage::HardState),
+    /// With the stable-store worker.
+    Saving,
+}
+
+/// A live bootstrap whose initial state is not durable yet.
+pub(super) struct Bootstrapping {
+    pub(super) ticket: Ticket,
+    pub(super) reply: Sender<Result<(), BootstrapClusterError>>,
+    pub(super) stable: StableStep,
+}
 
 impl Shard {
     /// hashicorp's live `BootstrapCluster`: only on a node with no state. The initial state is
     /// submitted to the log store, the core restarts from it at once, and the caller hears
     /// when it is durable (the log store makes later writes durable only after it, so nothing
-    /// the new core does can overtake it). A log store that keeps no hard state needs the
-    /// stable store saved first: that one case waits here.
+    /// the new core does can overtake it). With a log store that keeps no hard state, the
+    /// stable-store worker saves it once the entries are durable, before any later batch's
+    /// hard state (saves are in order), so no vote can leave before it.
     pub(super) fn bootstrap(
         &mut self,
         now: Time,
@@ -44,29 +74,13 @@ impl Shard {
                 .save_hard_state(&state.hard_state)?
                 .map(|h| h.max(t)))
         });
-        let ticket = match written {
-            Ok(Some(ticket)) => ticket,
-            Ok(None) => {
-                // No hard state in the log store: the stable store must have it before the
-                // core can vote. The one blocking exception (see `ringraft_storage::blocking`).
-                let _allow = ringraft_storage::blocking::Allow::new();
-                let saved = self
-                    .log
-                    .append_and_wait(&[])
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        self.stable
-                            .save(&state.hard_state)
-                            .map_err(|e| e.to_string())
-                    });
-                match saved {
-                    Ok(()) => match self.log.durable() {
-                        Ok(t) => t,
-                        Err(e) => return self.bootstrap_failed(e.to_string(), reply),
-                    },
-                    Err(e) => return self.bootstrap_failed(e, reply),
-                }
-            }
+        let (ticket, stable) = match written {
+            Ok(Some(ticket)) => (ticket, StableStep::Done),
+            // The latest ticket: the entries just appended.
+            Ok(None) => match self.log.append(&[]) {
+                Ok(ticket) => (ticket, StableStep::Needed(state.hard_state)),
+                Err(e) => return self.bootstrap_failed(e.to_string(), reply),
+            },
             Err(e) => return self.bootstrap_failed(e.to_string(), reply),
         };
         self.hard_state = state.hard_state;
@@ -81,7 +95,11 @@ impl Shard {
                 }
                 // A membership change the old core held was just answered: the next may go.
                 self.membership.forget_in_flight();
-                self.bootstrapping = Some((ticket, reply));
+                self.bootstrapping = Some(Bootstrapping {
+                    ticket,
+                    reply,
+                    stable,
+                });
                 self.check_durable(now);
             }
             Err(e) => self.bootstrap_failed(e.to_string(), reply),
@@ -102,6 +120,7 @@ impl Shard {
     /// entries are durable.
     pub(super) fn persist(&mut self, batch: PersistBatch) -> Result<(), String> {
         let mut ticket = None;
+        let mut stable = StableStep::Done;
         if let Some(from) = batch.truncate_from {
             ticket = Some(self.log.truncate_suffix(from.prev()).map_err(log_error)?);
             self.configuration_dirty = true;
@@ -133,16 +152,9 @@ impl Shard {
                 None => {
                     self.hard_state.commit = next.commit;
                     if let Some(hard_state) = batch.hard_state {
-                        // A log store without hard state: the stable store saves term and vote
-                        // once the batch's entries are durable (a blocking wait; see
-                        // `LogStore::save_hard_state`), the one exception to "never block here".
-                        let _allow = ringraft_storage::blocking::Allow::new();
-                        let t = match ticket {
-                            Some(t) => t,
-                            None => self.log.append(&[]).map_err(log_error)?,
-                        };
-                        self.log.wait_durable(t).map_err(log_error)?;
-                        self.stable.save(&hard_state).map_err(|e| e.to_string())?;
+                        // A log store without hard state: the stable-store worker saves term
+                        // and vote once this batch's log writes are durable.
+                        stable = StableStep::Needed(hard_state);
                         self.hard_state = hard_state;
                     }
                 }
@@ -160,7 +172,11 @@ impl Shard {
             Some(t) => t,
             None => self.log.append(&[]).map_err(log_error)?,
         };
-        self.pending_persist.push_back((batch.seq, t));
+        self.pending_persist.push_back(PendingPersist {
+            seq: batch.seq,
+            ticket: t,
+            stable,
+        });
         Ok(())
     }
 
@@ -176,23 +192,45 @@ impl Shard {
                 return false;
             }
         };
-        if self
-            .bootstrapping
-            .as_ref()
-            .is_some_and(|(t, _)| *t <= durable)
-        {
-            if let Some((_, reply)) = self.bootstrapping.take() {
-                reply.send(Ok(()));
+        if let Some(b) = self.bootstrapping.as_mut() {
+            if b.ticket <= durable {
+                if let StableStep::Needed(state) = b.stable {
+                    b.stable = StableStep::Saving;
+                    if !self
+                        .stable
+                        .save(StableKey::Bootstrap, state, &self.events_tx, &self.shared)
+                    {
+                        self.fatal = Some("the stable-store worker is gone".into());
+                        return false;
+                    }
+                }
+                if b.stable == StableStep::Done {
+                    if let Some(b) = self.bootstrapping.take() {
+                        b.reply.send(Ok(()));
+                    }
+                }
             }
         }
         self.metrics.durable(now, durable);
         let mut seq = None;
-        while self
-            .pending_persist
-            .front()
-            .is_some_and(|(_, t)| *t <= durable)
-        {
-            seq = self.pending_persist.pop_front().map(|(s, _)| s);
+        while let Some(front) = self.pending_persist.front_mut() {
+            if front.ticket > durable {
+                break;
+            }
+            match front.stable {
+                StableStep::Done => {}
+                StableStep::Saving => break,
+                StableStep::Needed(state) => {
+                    front.stable = StableStep::Saving;
+                    let key = StableKey::Batch(front.seq);
+                    if !self.stable.save(key, state, &self.events_tx, &self.shared) {
+                        self.fatal = Some("the stable-store worker is gone".into());
+                        return false;
+                    }
+                    break;
+                }
+            }
+            seq = self.pending_persist.pop_front().map(|p| p.seq);
         }
         match seq {
             Some(seq) => {
@@ -206,4 +244,29 @@ impl Shard {
 
 pub(super) fn log_error(e: LogError) -> String {
     e.to_string()
+}
+
+impl Shard {
+    /// The stable-store worker saved a hard state: its batch (or the bootstrap) may now count
+    /// as durable.
+    pub(super) fn stable_saved(&mut self, now: Time, key: StableKey, result: Result<(), String>) {
+        if let Err(e) = result {
+            // Like a failed log write: cannot be retried safely.
+            self.fatal = Some(format!("stable store failed: {e}"));
+            return;
+        }
+        match key {
+            StableKey::Bootstrap => {
+                if let Some(b) = self.bootstrapping.as_mut() {
+                    b.stable = StableStep::Done;
+                }
+            }
+            StableKey::Batch(seq) => {
+                if let Some(p) = self.pending_persist.iter_mut().find(|p| p.seq == seq) {
+                    p.stable = StableStep::Done;
+                }
+            }
+        }
+        self.check_durable(now);
+    }
 }

@@ -1,0 +1,75 @@
+//! The stable-store worker, for a log store that keeps no hard state (a user's own
+//! `LogStore`): term and vote must be durable before a vote or an answer in a new term
+//! leaves, and a `StableStore::save` fsyncs. Here it runs on a thread of its own (started
+//! the first time it is needed), and the shard reports a persist batch durable to the core
+//! only once both its log writes and its hard state are; so the shard thread never waits on
+//! the stable store either. Saves are done in submission order.
+
+use super::super::apply::ShardEvent;
+use super::super::Shared;
+use ringraft_storage::{HardState, StableStore};
+use std::sync::{mpsc, Arc};
+
+/// Which write a save belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StableKey {
+    /// The persist batch with this sequence number.
+    Batch(u64),
+    /// A live bootstrap's initial state.
+    Bootstrap,
+}
+
+/// The shard's handle on the worker.
+pub(crate) enum StableIo {
+    /// Not started: the store is still here.
+    Idle(Option<Box<dyn StableStore>>),
+    /// Started: saves go to the worker.
+    Running(mpsc::Sender<(StableKey, HardState)>),
+}
+
+impl StableIo {
+    pub(crate) fn new(store: Box<dyn StableStore>) -> StableIo {
+        StableIo::Idle(Some(store))
+    }
+
+    /// Queues a save of `state`; the worker answers with `ShardEvent::StableSaved`. False if
+    /// the worker cannot be started or is gone.
+    pub(crate) fn save(
+        &mut self,
+        key: StableKey,
+        state: HardState,
+        events: &mpsc::Sender<ShardEvent>,
+        shared: &Arc<Shared>,
+    ) -> bool {
+        if let StableIo::Idle(store) = self {
+            let Some(mut store) = store.take() else {
+                return false;
+            };
+            let (tx, rx) = mpsc::channel::<(StableKey, HardState)>();
+            let events = events.clone();
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ringraft-stable-{}", shared.id.0))
+                .spawn(move || {
+                    while let Ok((key, state)) = rx.recv() {
+                        let result = store.save(&state).map_err(|e| e.to_string());
+                        if events
+                            .send(ShardEvent::StableSaved { key, result })
+                            .is_err()
+                        {
+                            return;
+                        }
+                        shared.signal.notify();
+                    }
+                });
+            if spawned.is_err() {
+                return false;
+            }
+            *self = StableIo::Running(tx);
+        }
+        match self {
+            StableIo::Running(tx) => tx.send((key, state)).is_ok(),
+            StableIo::Idle(_) => false,
+        }
+    }
+}

@@ -61,15 +61,21 @@ impl Checker {
             .copied()
             .unwrap_or_default();
         let commit = core.commit_index().max(known);
-        // The newest configuration committed anywhere that this leader must hold (appended
-        // in its term or earlier), from the record of every node's log: not this leader's own
-        // bookkeeping, which is what a bug would corrupt. (A stale leader of an older term
-        // need not know what later leaders changed.)
+        // The newest configuration committed anywhere that this leader must hold (committed
+        // in its term or earlier: leader completeness), from the record of every node's log:
+        // not this leader's own bookkeeping, which is what a bug would corrupt. A stale leader
+        // of an older term need not know what later leaders committed, even entries of its
+        // own term or earlier that a later leader committed (the simulator's seed 49 058).
         let newest = self
             .committed_configurations
-            .values()
+            .iter()
             .rev()
-            .find(|(id, _)| id.term <= core.term());
+            .find(|(index, _)| {
+                self.committed
+                    .get(index)
+                    .is_some_and(|&(_, first_known)| first_known <= core.term())
+            })
+            .map(|(_, c)| c);
         if let Some((id, committed)) = newest {
             let latest = core.latest_configuration();
             if latest.0 < id.index {

@@ -79,6 +79,9 @@ pub(crate) struct LeaderState {
     /// transfer failed here (delayed or duplicated), so the lease stays void for the term and
     /// lease reads take a quorum round instead.
     pub(crate) lease_void: bool,
+    /// Rounds sent before this time do not count for the lease: the election timeout changed
+    /// then (a reload), and voters decided on their votes before it with the old one.
+    pub(crate) lease_rounds_from: Time,
 }
 
 impl LeaderState {
@@ -102,6 +105,7 @@ impl LeaderState {
             transfer: None,
             restoring: None,
             lease_void: false,
+            lease_rounds_from: now,
         }
     }
 
@@ -318,8 +322,12 @@ impl Core {
         if round == 0 {
             return false;
         }
+        let sent = l.sent_at(round);
+        if sent < l.lease_rounds_from {
+            return false;
+        }
         let lease = self.election_timeout_nanos() - self.config.clock_drift_bound.as_nanos() as u64;
-        self.now < l.sent_at(round).plus_nanos(lease)
+        self.now < sent.plus_nanos(lease)
     }
 
     fn await_quorum_round(&mut self, token: Token, outcome: Outcome) {

@@ -408,12 +408,19 @@ impl Core {
             return;
         }
         let shorter_heartbeats = next.heartbeat_interval < self.config.heartbeat_interval;
+        let election_changed = next.election_timeout != self.config.election_timeout;
         self.config = next;
         let now = self.now;
         match &mut self.role {
             RoleState::Leader(l) => {
                 if shorter_heartbeats {
                     l.next_heartbeat_at = l.next_heartbeat_at.min(now);
+                }
+                if election_changed {
+                    // Votes already granted were timed with the old election timeout: a lease
+                    // counts only rounds sent from now on (the simulator found a stale lease
+                    // read after a reload that lengthened the timeout).
+                    l.lease_rounds_from = now;
                 }
             }
             _ => self.reset_election_deadline(),

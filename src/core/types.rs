@@ -180,10 +180,12 @@ pub enum Input {
 /// The settings of a running core that [`Input::Reconfigure`] may change.
 ///
 /// Lease reads assume that no voter grants a vote within the *leader's* `election_timeout` of
-/// hearing from it, so the leader's timeout must never exceed any voter's. On a cluster that
-/// serves lease reads, change the election timeout with lease reads disabled, or shorten it on
-/// the leader first and lengthen it on the leader last (leadership may move meanwhile, so
-/// disabling lease reads is the simple, safe choice).
+/// hearing from it, so the leader's timeout must never exceed any voter's. A leader whose
+/// election timeout changes counts only heartbeat rounds sent after the change toward its
+/// lease (votes granted before were timed with the old timeout), so a reload applied to every
+/// node at once is safe. Reloading nodes one by one, shorten the timeout on the leader first
+/// and lengthen it there last, or disable lease reads meanwhile (leadership may move, so that
+/// is the simple, safe choice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// See [`CoreConfig::election_timeout`](crate::core::CoreConfig::election_timeout).

@@ -132,6 +132,17 @@ impl TcpCluster {
         }
     }
 
+    /// Stops every node, then starts them all again from their data directories.
+    fn restart_all(&mut self) {
+        let ids: Vec<NodeId> = (1..=self.nodes.len() as u64).map(NodeId).collect();
+        for &id in &ids {
+            self.stop(id);
+        }
+        for id in ids {
+            self.start(id);
+        }
+    }
+
     fn raft(&self, id: NodeId) -> &Raft {
         self.nodes[id.0 as usize - 1].as_ref().expect("running")
     }
@@ -225,12 +236,7 @@ fn three_nodes_over_tcp_elect_replicate_and_survive_a_leader_restart() {
 fn a_cluster_restarted_from_disk_has_every_acknowledged_write() {
     let mut cluster = TcpCluster::new(3);
     let acknowledged = cluster.write(&commands("w", 100));
-    for i in 1..=3 {
-        cluster.stop(NodeId(i));
-    }
-    for i in 1..=3 {
-        cluster.start(NodeId(i));
-    }
+    cluster.restart_all();
     let leader = cluster.wait_leader();
     // A barrier commits an entry of the new term, so everything before it is applied.
     cluster.raft(leader).barrier(T).wait().expect("barrier");
@@ -357,12 +363,7 @@ fn extensions_reach_every_state_machine_and_survive_a_restart() {
         .expect("apply");
     expected.push(Bytes::from("plain"));
     cluster.wait_applied_everywhere(&expected);
-    for i in 1..=3 {
-        cluster.stop(NodeId(i));
-    }
-    for i in 1..=3 {
-        cluster.start(NodeId(i));
-    }
+    cluster.restart_all();
     let leader = cluster.wait_leader();
     cluster.raft(leader).barrier(T).wait().expect("barrier");
     cluster.wait_applied_everywhere(&expected);

@@ -44,7 +44,7 @@ pub(crate) enum ApplyTask {
     },
 }
 
-/// What the apply thread (and snapshot threads) tell the shard.
+/// What the apply thread and the workers tell the shard.
 pub(crate) enum ShardEvent {
     /// Everything up to this index is applied.
     Applied(Index),
@@ -59,14 +59,8 @@ pub(crate) enum ShardEvent {
         token: crate::core::Token,
         result: Result<SnapshotMeta, String>,
     },
-    /// The snapshot I/O worker read a chunk for `peer`.
-    ChunkRead {
-        peer: ringraft_storage::NodeId,
-        snapshot: LogId,
-        offset: u64,
-        data: Bytes,
-        done: bool,
-    },
+    /// A completion the core takes as it is (the snapshot worker's chunk reads and writes).
+    Core(crate::core::Input),
     /// The stable-store worker saved a hard state (or why not).
     StableSaved {
         key: super::shard::StableKey,
@@ -74,12 +68,6 @@ pub(crate) enum ShardEvent {
     },
     /// The snapshot I/O worker opened what a restore reads (or why it could not).
     RestoreOpened(Result<Box<dyn Read + Send>, String>),
-    /// The snapshot I/O worker wrote a received chunk.
-    ChunkWritten {
-        snapshot: LogId,
-        next_offset: u64,
-        done: bool,
-    },
 }
 
 struct PendingAwait {

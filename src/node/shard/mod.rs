@@ -344,36 +344,9 @@ impl Shard {
             }
             ShardEvent::Fatal(e) => self.fatal = Some(e),
             ShardEvent::RestoreStaged { token, result } => self.restore_stage_done(token, result),
-            ShardEvent::ChunkRead {
-                peer,
-                snapshot,
-                offset,
-                data,
-                done,
-            } => self.core.step(
-                now,
-                Input::SnapshotChunkRead {
-                    peer,
-                    snapshot,
-                    offset,
-                    data,
-                    done,
-                },
-            ),
-            ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
+            ShardEvent::Core(input) => self.core.step(now, input),
             ShardEvent::StableSaved { key, result } => self.stable_saved(now, key, result),
-            ShardEvent::ChunkWritten {
-                snapshot,
-                next_offset,
-                done,
-            } => self.core.step(
-                now,
-                Input::SnapshotChunkWritten {
-                    snapshot,
-                    next_offset,
-                    done,
-                },
-            ),
+            ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
         }
     }
 

@@ -17,7 +17,7 @@ use super::super::metrics::NodeMetrics;
 use super::super::Shared;
 use crate::api::error::TakeSnapshotError;
 use crate::api::fsm::FsmSnapshot;
-use crate::core::Token;
+use crate::core::{Input, Token};
 use bytes::Bytes;
 use ringraft_storage::SnapshotStore;
 use ringraft_storage::{Configuration, Index, LogId, NodeId, SnapshotMeta, SnapshotSink};
@@ -310,13 +310,13 @@ impl Worker {
         if !done {
             self.readers.insert(peer, r);
         }
-        Some(ShardEvent::ChunkRead {
+        Some(ShardEvent::Core(Input::SnapshotChunkRead {
             peer,
             snapshot: meta.last,
             offset,
             data: Bytes::from(data),
             done,
-        })
+        }))
     }
 
     fn write_chunk(
@@ -372,11 +372,11 @@ impl Worker {
                 (0, false)
             }
         };
-        ShardEvent::ChunkWritten {
+        ShardEvent::Core(Input::SnapshotChunkWritten {
             snapshot: meta.last,
             next_offset,
             done,
-        }
+        })
     }
 
     fn stage_restore(

@@ -48,12 +48,22 @@ pub enum Mutation {
     /// term) as an acknowledgement, even a round it never sent in its term (a bug the read
     /// checker found on 2026-12-05).
     CountStaleTermRound,
+    /// In the node glue (not the core): a persist batch is reported durable to the core as
+    /// soon as it is submitted to the log store, so acknowledgements and votes leave before
+    /// the disk has them.
+    GlueAckBeforeDurable,
+    /// In the node glue: entries go to the state machine as soon as they are submitted to the
+    /// log store, before they are committed.
+    GlueApplyBeforeCommit,
+    /// In the node glue: a read (ReadIndex, lease read, barrier) is answered once the core
+    /// says it may be served, before the state machine has applied up to its index.
+    GlueReplyBeforeApply,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 14] = [
+    pub const ALL: [Mutation; 17] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -68,6 +78,9 @@ impl Mutation {
         Mutation::AppendAckBeforeEntriesDurable,
         Mutation::KeepTruncatedConfigurations,
         Mutation::CountStaleTermRound,
+        Mutation::GlueAckBeforeDurable,
+        Mutation::GlueApplyBeforeCommit,
+        Mutation::GlueReplyBeforeApply,
     ];
 
     /// The mutation's command-line name.
@@ -87,6 +100,9 @@ impl Mutation {
             Mutation::AppendAckBeforeEntriesDurable => "append-ack-before-entries",
             Mutation::KeepTruncatedConfigurations => "keep-truncated-configs",
             Mutation::CountStaleTermRound => "count-stale-term-round",
+            Mutation::GlueAckBeforeDurable => "glue-ack-before-durable",
+            Mutation::GlueApplyBeforeCommit => "glue-apply-before-commit",
+            Mutation::GlueReplyBeforeApply => "glue-reply-before-apply",
         }
     }
 

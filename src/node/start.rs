@@ -3,17 +3,19 @@
 //! the shard on its own thread or on a `ShardHost`. The public [`Raft`](crate::Raft) handle
 //! wraps what this returns; the offline tools share [`recover`].
 
-use super::apply::ApplyLoop;
+use super::apply::{ApplyLoop, ShardEvent};
 use super::clock::Clock;
 use super::host::ShardHost;
 use super::runtime::{spawn_on_host, spawn_shard};
+#[cfg(feature = "sim")]
+use super::shard::Shard;
 use super::shard::{Applier, ShardParts, SnapshotIo};
 use super::{Shared, StopGuard};
 use crate::api::config::{Config, ReloadableConfig};
 use crate::api::error::StartError;
 use crate::api::fsm::Fsm;
 use crate::api::transport::IntoTransport;
-use crate::core::{Core, RecoveredState};
+use crate::core::{Core, CoreConfig, RecoveredState, Time};
 use ringraft_storage::{Index, LogId, LogStore, SnapshotStore, StableStore, Term};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
@@ -24,7 +26,7 @@ use std::sync::{mpsc, Arc};
 pub(crate) fn start_node(
     host: Option<&ShardHost>,
     config: Config,
-    mut fsm: impl Fsm,
+    fsm: impl Fsm,
     log_store: impl LogStore + 'static,
     stable_store: impl StableStore + 'static,
     snapshot_store: impl SnapshotStore + 'static,
@@ -35,12 +37,104 @@ pub(crate) fn start_node(
         .finish()
         ^ config.local_id.0;
     let core_config = config.core_config(seed).map_err(StartError::Config)?;
-    let state = recover(&log_store, &stable_store, &snapshot_store)?;
+    let clock = Clock::start();
+    let p = prepare(
+        config,
+        core_config,
+        Box::new(fsm),
+        Box::new(log_store),
+        Box::new(stable_store),
+        Arc::new(snapshot_store),
+        clock,
+        clock.now(),
+    )?;
+    let shared = p.shared.clone();
+    let snapshots = p.snapshots.clone();
+    let snapshot_io = SnapshotIo::start(
+        p.config.local_id,
+        snapshots.clone(),
+        p.events_tx.clone(),
+        shared.clone(),
+    )
+    .map_err(|e| StartError::Thread(e.to_string()))?;
+    let cpu = p.config.shard_cpu;
+    let (inline, id) = (p.config.apply_on_shard_thread, p.config.local_id.0);
+    let parts = p.into_parts(snapshot_io, |apply| {
+        if inline {
+            return Ok(Applier::Inline(Box::new(apply)));
+        }
+        let (tx, apply_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("ringraft-apply-{id}"))
+            .spawn(move || apply.run(apply_rx))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        Ok(Applier::Thread { tx, thread })
+    })?;
+    let guard = StopGuard(shared.clone());
+    match host {
+        Some(host) => spawn_on_host(host, parts, transport, guard)?,
+        None => spawn_shard(parts, transport, guard, cpu)?,
+    }
+    Ok((shared, snapshots))
+}
+
+/// A node recovered from its stores, its state machine restored, before it has an apply loop
+/// placement, a snapshot worker and a thread.
+struct Prepared {
+    core: Core,
+    core_config: CoreConfig,
+    config: Config,
+    log: Box<dyn LogStore>,
+    stable: Box<dyn StableStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    shared: Arc<Shared>,
+    clock: Clock,
+    apply: ApplyLoop,
+    events_tx: mpsc::Sender<ShardEvent>,
+    events_rx: mpsc::Receiver<ShardEvent>,
+}
+
+impl Prepared {
+    /// The shard's parts, with the apply loop placed by `place`.
+    fn into_parts(
+        self,
+        snapshot_io: SnapshotIo,
+        place: impl FnOnce(ApplyLoop) -> Result<Applier, StartError>,
+    ) -> Result<ShardParts, StartError> {
+        Ok(ShardParts {
+            applier: place(self.apply)?,
+            core: self.core,
+            core_config: self.core_config,
+            config: self.config,
+            log: self.log,
+            stable: self.stable,
+            snapshots: self.snapshots,
+            shared: self.shared,
+            clock: self.clock,
+            events_tx: self.events_tx,
+            events_rx: self.events_rx,
+            snapshot_io,
+        })
+    }
+}
+
+/// Recovers the node's state, restores the newest snapshot into `fsm` and builds the core
+/// (at time `now`) and the apply loop.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    config: Config,
+    core_config: CoreConfig,
+    mut fsm: Box<dyn Fsm>,
+    log: Box<dyn LogStore>,
+    stable: Box<dyn StableStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    clock: Clock,
+    now: Time,
+) -> Result<Prepared, StartError> {
+    let state = recover(&*log, &*stable, &*snapshots)?;
     if let Some(meta) = &state.snapshot {
         if !config.no_snapshot_restore_on_start {
-            let (_, mut reader) = snapshot_store
-                .open(&meta.id)
-                .map_err(StartError::Snapshot)?;
+            let (_, mut reader) = snapshots.open(&meta.id).map_err(StartError::Snapshot)?;
             fsm.restore(&mut reader)
                 .map_err(|e| StartError::Restore(e.to_string()))?;
         }
@@ -49,9 +143,7 @@ pub(crate) fn start_node(
         .snapshot
         .as_ref()
         .map_or(state.log_prev, |s| s.last.max(state.log_prev));
-    let clock = Clock::start();
-    let core = Core::new(core_config.clone(), state, clock.now()).map_err(StartError::Core)?;
-
+    let core = Core::new(core_config.clone(), state, now).map_err(StartError::Core)?;
     let shared = Shared::new(
         config.local_id,
         config.submission_queue_capacity,
@@ -63,48 +155,61 @@ pub(crate) fn start_node(
         .configuration
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
-    let snapshots: Arc<dyn SnapshotStore> = Arc::new(snapshot_store);
     let (events_tx, events_rx) = mpsc::channel();
-    let apply = ApplyLoop::new(Box::new(fsm), applied, shared.clone(), events_tx.clone());
-    let applier = if config.apply_on_shard_thread {
-        Applier::Inline(Box::new(apply))
-    } else {
-        let (tx, apply_rx) = mpsc::channel();
-        let id = config.local_id.0;
-        let thread = std::thread::Builder::new()
-            .name(format!("ringraft-apply-{id}"))
-            .spawn(move || apply.run(apply_rx))
-            .map_err(|e| StartError::Thread(e.to_string()))?;
-        Applier::Thread { tx, thread }
-    };
-    let snapshot_io = SnapshotIo::start(
-        config.local_id,
-        snapshots.clone(),
-        events_tx.clone(),
-        shared.clone(),
-    )
-    .map_err(|e| StartError::Thread(e.to_string()))?;
-    let cpu = config.shard_cpu;
-    let parts = ShardParts {
+    let apply = ApplyLoop::new(fsm, applied, shared.clone(), events_tx.clone());
+    Ok(Prepared {
         core,
         core_config,
         config,
-        log: Box::new(log_store),
-        stable: Box::new(stable_store),
-        snapshots: snapshots.clone(),
-        shared: shared.clone(),
+        log,
+        stable,
+        snapshots,
+        shared,
         clock,
-        applier,
+        apply,
         events_tx,
         events_rx,
-        snapshot_io,
-    };
-    let guard = StopGuard(shared.clone());
-    match host {
-        Some(host) => spawn_on_host(host, parts, transport, guard)?,
-        None => spawn_shard(parts, transport, guard, cpu)?,
-    }
-    Ok((shared, snapshots))
+    })
+}
+
+/// A node for the simulator: the same recovery, core, shard glue and apply loop as
+/// [`start_node`], but nothing runs on its own: the state machine is applied inline, snapshot
+/// jobs wait until the simulator runs them, and the caller turns the shard with its own clock
+/// (`core_config` is used as given, so the simulator can choose settings and mutations that
+/// [`Config`] does not expose).
+#[cfg(feature = "sim")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sim_shard(
+    config: Config,
+    core_config: CoreConfig,
+    fsm: Box<dyn Fsm>,
+    log: Box<dyn LogStore>,
+    stable: Box<dyn StableStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    transport: Box<dyn ringraft_net::transport::Transport>,
+    now: Time,
+) -> Result<(Shard, Arc<Shared>), StartError> {
+    let p = prepare(
+        config,
+        core_config,
+        fsm,
+        log,
+        stable,
+        snapshots,
+        Clock::start(),
+        now,
+    )?;
+    let shared = p.shared.clone();
+    let snapshot_io = SnapshotIo::queued(
+        p.config.local_id,
+        p.snapshots.clone(),
+        p.events_tx.clone(),
+        shared.clone(),
+    );
+    let parts = p.into_parts(snapshot_io, |apply| Ok(Applier::Inline(Box::new(apply))))?;
+    let mut shard = Shard::new(parts, transport, false);
+    shard.begin(now);
+    Ok((shard, shared))
 }
 
 /// Reads a node's durable state from its stores.

@@ -62,9 +62,4 @@ impl Receiver {
         }
         Ok((next_offset, whole))
     }
-
-    /// Forgets a partial snapshot (the process crashed).
-    pub fn reset(&mut self) {
-        self.receiving = None;
-    }
 }

@@ -1,4 +1,6 @@
-//! The simulated disk: a log, a hard state and the newest snapshot.
+//! The hand-driven test cluster's disk ([`super::testkit`]): a log, a hard state and the
+//! newest snapshot, written by the core's persist batches directly. (The simulator's nodes run
+//! the shard glue over `super::node`'s log store instead.)
 //!
 //! Fault model (what a crash may do to data, after TigerBeetle's habit of writing it down):
 //! - A persist batch is durable only once its completion event fired (the fsync returned).
@@ -12,7 +14,7 @@
 //!   refuses corrupt records, and its tests cover that).
 
 use super::kv::Kv;
-use crate::core::{HardState, PersistBatch, RecoveredState, Rng};
+use crate::core::{HardState, PersistBatch, RecoveredState};
 use bytes::Bytes;
 use ringraft_storage::{Entry, Index, LogId, SnapshotMeta};
 use std::collections::{BTreeMap, VecDeque};
@@ -115,37 +117,6 @@ impl Disk {
             self.log.clear();
         }
         self.prev = id;
-    }
-
-    /// A crash: in-flight batches survive as a (possibly torn) prefix.
-    pub fn crash(&mut self, rng: &mut Rng) -> Result<(), String> {
-        let batches: Vec<PersistBatch> = self.inflight.drain(..).collect();
-        let keep = rng.below(batches.len() as u64 + 1) as usize;
-        for batch in &batches[..keep] {
-            self.write(batch, batch.entries.len(), true)?;
-        }
-        if let Some(torn) = batches.get(keep) {
-            if rng.chance(1, 2) {
-                let entries = rng.below(torn.entries.len() as u64 + 1) as usize;
-                self.write(torn, entries, false)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The term in the durable hard state (what a crash now would recover).
-    pub fn durable_term(&self) -> ringraft_storage::Term {
-        self.hard_state.term
-    }
-
-    /// Stores a snapshot durably.
-    pub fn save_snapshot(&mut self, meta: SnapshotMeta, state: Kv) {
-        self.snapshot = Some((meta, state));
-    }
-
-    /// The newest snapshot.
-    pub fn snapshot(&self) -> Option<&(SnapshotMeta, Kv)> {
-        self.snapshot.as_ref()
     }
 
     /// Stages a user restore durably.

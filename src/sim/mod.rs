@@ -24,6 +24,7 @@
 mod checks;
 mod chunks;
 mod disk;
+mod node;
 pub mod kv;
 pub mod linearizability;
 pub mod testkit;

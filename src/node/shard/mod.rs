@@ -229,8 +229,7 @@ impl Shard {
         let notifier = signal.clone();
         self.log
             .set_durable_notifier(Arc::new(move || notifier.notify()));
-        let now = self.clock.now();
-        self.schedule_snapshot_check(now);
+        self.begin(self.clock.now());
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut busy_turns: u32 = 0;
@@ -251,7 +250,7 @@ impl Shard {
                 continue;
             }
             busy_turns = 0;
-            let next = self.core.next_timer().min(self.next_snapshot_check);
+            let next = self.next_wakeup();
             let now = self.clock.now();
             if next > now {
                 let sleep_for = Clock::until(now, next).min(PARK_MAX);
@@ -264,8 +263,38 @@ impl Shard {
         self.stop();
     }
 
-    /// One turn of the loop; true if work was left over.
-    fn turn(&mut self, now: Time, waker: &Waker) -> bool {
+    /// Before the first turn at `now`.
+    pub(crate) fn begin(&mut self, now: Time) {
+        self.schedule_snapshot_check(now);
+    }
+
+    /// When the shard next has something to do without being woken: the core's next timer
+    /// or the next automatic-snapshot check.
+    pub(crate) fn next_wakeup(&self) -> Time {
+        self.core.next_timer().min(self.next_snapshot_check)
+    }
+
+    /// Why the node stopped, if it failed.
+    #[cfg(feature = "sim")]
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
+
+    /// Snapshot jobs waiting for [`Shard::run_snapshot_jobs`] (a simulated node's).
+    #[cfg(feature = "sim")]
+    pub(crate) fn queued_snapshot_jobs(&self) -> usize {
+        self.snapshot_io.queued_jobs()
+    }
+
+    /// Does a simulated node's queued snapshot jobs (its "worker" ran); their completions are
+    /// handled in the next turn.
+    #[cfg(feature = "sim")]
+    pub(crate) fn run_snapshot_jobs(&mut self) {
+        self.snapshot_io.run_queued();
+    }
+
+    /// One turn of the loop at `now`; true if work was left over.
+    pub(crate) fn turn(&mut self, now: Time, waker: &Waker) -> bool {
         let mut busy = false;
         self.shared.queue.drain(&mut self.commands);
         while let Some(command) = self.commands.pop_front() {
@@ -343,7 +372,9 @@ impl Shard {
                 self.finish_snapshot(result);
             }
             ShardEvent::Fatal(e) => self.fatal = Some(e),
-            ShardEvent::RestoreStaged { token, result } => self.restore_stage_done(token, result),
+            ShardEvent::RestoreStaged { token, result } => {
+                self.restore_stage_done(now, token, result)
+            }
             ShardEvent::Core(input) => self.core.step(now, input),
             ShardEvent::StableSaved { key, result } => self.stable_saved(now, key, result),
             ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
@@ -410,7 +441,7 @@ impl Shard {
                 done,
                 stage,
             } => self.write_chunk(meta, offset, data, done, stage),
-            Effect::StageRestore { token, meta } => self.stage_restore(token, meta),
+            Effect::StageRestore { token, meta } => self.stage_restore(now, token, meta),
             Effect::DropStagedRestores { through } => self.drop_staged_restores(through),
             Effect::RestoreSnapshot { meta } => self.restore(meta),
             Effect::Reply { token, result } => self.reply(token, result),

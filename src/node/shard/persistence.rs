@@ -134,6 +134,11 @@ impl Shard {
                 self.configuration_dirty = true;
             }
             ticket = Some(self.log.append(&batch.entries).map_err(log_error)?);
+            #[cfg(feature = "sim")]
+            if self.core_config.mutation == Some(crate::core::Mutation::GlueApplyBeforeCommit) {
+                // The glue mutation: the state machine gets entries as they are written.
+                self.send_to_apply(ApplyTask::Entries(batch.entries.clone()));
+            }
         }
         // Term, vote and the commit index go into the log store when it keeps them (the WAL
         // and the in-memory store do): durable with this batch, no separate fsync, no wait on
@@ -211,6 +216,16 @@ impl Shard {
                 }
             }
         }
+        #[cfg(feature = "sim")]
+        let durable = if self.core_config.mutation == Some(crate::core::Mutation::GlueAckBeforeDurable)
+        {
+            // The glue mutation: whatever was submitted counts as durable.
+            self.pending_persist
+                .back()
+                .map_or(durable, |p| p.ticket.max(durable))
+        } else {
+            durable
+        };
         self.metrics.durable(now, durable);
         let mut seq = None;
         while let Some(front) = self.pending_persist.front_mut() {

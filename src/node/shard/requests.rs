@@ -111,7 +111,12 @@ impl Shard {
                             trailing_logs: core.trailing_logs,
                         }),
                     );
-                    self.core_config = core;
+                    // Only the timing changes: the rest of the core's settings (its seed, and
+                    // in the simulator its mutation) stay as the node started.
+                    self.core_config.election_timeout = core.election_timeout;
+                    self.core_config.heartbeat_interval = core.heartbeat_interval;
+                    self.core_config.leader_lease_timeout = core.leader_lease_timeout;
+                    self.core_config.trailing_logs = core.trailing_logs;
                     let interval_changed =
                         merged.snapshot_interval != self.config.snapshot_interval;
                     *self
@@ -147,6 +152,10 @@ impl Shard {
             Ok(outcome) => outcome,
             Err(e) => return reply.fail(e),
         };
+        #[cfg(feature = "sim")]
+        let Some((reply, outcome)) = self.reply_before_apply(reply, outcome) else {
+            return;
+        };
         match reply.on_outcome(outcome) {
             Next::Done => {}
             Next::AwaitApplied { first, last, reply } => {
@@ -155,6 +164,28 @@ impl Shard {
             Next::AwaitIndex { index, reply } => {
                 self.send_to_apply(ApplyTask::WaitApplied { index, reply })
             }
+        }
+    }
+}
+
+#[cfg(feature = "sim")]
+impl Shard {
+    /// The glue mutation `GlueReplyBeforeApply`: reads and barriers are answered as soon as
+    /// the core says so, without waiting for the state machine. `None` once answered.
+    fn reply_before_apply(&mut self, reply: Reply, outcome: Outcome) -> Option<(Reply, Outcome)> {
+        if self.core_config.mutation != Some(crate::core::Mutation::GlueReplyBeforeApply) {
+            return Some((reply, outcome));
+        }
+        match (reply, outcome) {
+            (reply @ Reply::Read(_), Outcome::ReadReady { index }) => {
+                reply.applied(index, index, Vec::new());
+                None
+            }
+            (reply @ Reply::Barrier(_), Outcome::Committed { last, .. }) => {
+                reply.applied(last, last, Vec::new());
+                None
+            }
+            (reply, outcome) => Some((reply, outcome)),
         }
     }
 }

@@ -88,9 +88,23 @@ struct Receiving {
 
 /// The shard's handle on its worker.
 pub(crate) struct SnapshotIo {
-    jobs: Option<mpsc::Sender<SnapshotJob>>,
+    jobs: Jobs,
     /// Set at shutdown: jobs still queued are dropped, not done.
     stopping: Arc<AtomicBool>,
+}
+
+/// Where submitted jobs go.
+enum Jobs {
+    /// To the worker thread (`None` once stopped).
+    Thread(Option<mpsc::Sender<SnapshotJob>>),
+    /// Held until [`SnapshotIo::run_queued`] does them on the caller's thread: the simulator
+    /// decides when the "worker" runs, so seeds stay deterministic while the shard glue is
+    /// the same code.
+    #[cfg(feature = "sim")]
+    Queued {
+        jobs: std::collections::VecDeque<SnapshotJob>,
+        worker: Box<Worker>,
+    },
 }
 
 impl SnapshotIo {
@@ -103,27 +117,70 @@ impl SnapshotIo {
     ) -> std::io::Result<SnapshotIo> {
         let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
-            stopping: stopping.clone(),
-            id,
-            store,
-            events,
-            shared,
-            readers: BTreeMap::new(),
-            receiving: None,
-        };
+        let worker = Worker::new(id, store, events, shared, stopping.clone());
         std::thread::Builder::new()
             .name(format!("ringraft-snapshots-{}", id.0))
             .spawn(move || worker.run(rx))?;
         Ok(SnapshotIo {
-            jobs: Some(tx),
+            jobs: Jobs::Thread(Some(tx)),
             stopping,
         })
     }
 
+    /// A worker without a thread: jobs wait until [`SnapshotIo::run_queued`].
+    #[cfg(feature = "sim")]
+    pub(crate) fn queued(
+        id: NodeId,
+        store: Arc<dyn SnapshotStore>,
+        events: mpsc::Sender<ShardEvent>,
+        shared: Arc<Shared>,
+    ) -> SnapshotIo {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let worker = Box::new(Worker::new(id, store, events, shared, stopping.clone()));
+        SnapshotIo {
+            jobs: Jobs::Queued {
+                jobs: std::collections::VecDeque::new(),
+                worker,
+            },
+            stopping,
+        }
+    }
+
     /// Queues `job`; false if the worker is gone (the node is stopping).
-    pub(crate) fn submit(&self, job: SnapshotJob) -> bool {
-        self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    pub(crate) fn submit(&mut self, job: SnapshotJob) -> bool {
+        match &mut self.jobs {
+            Jobs::Thread(tx) => tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
+            #[cfg(feature = "sim")]
+            Jobs::Queued { jobs, .. } => {
+                if self.stopping.load(Ordering::Acquire) {
+                    return false;
+                }
+                jobs.push_back(job);
+                true
+            }
+        }
+    }
+
+    /// Jobs waiting for [`SnapshotIo::run_queued`] (always 0 with a worker thread).
+    #[cfg(feature = "sim")]
+    pub(crate) fn queued_jobs(&self) -> usize {
+        match &self.jobs {
+            Jobs::Thread(_) => 0,
+            Jobs::Queued { jobs, .. } => jobs.len(),
+        }
+    }
+
+    /// Does the queued jobs, in order, as the worker thread would; their completions go to
+    /// the shard's event channel.
+    #[cfg(feature = "sim")]
+    pub(crate) fn run_queued(&mut self) {
+        if let Jobs::Queued { jobs, worker } = &mut self.jobs {
+            while let Some(job) = jobs.pop_front() {
+                if !worker.do_job(job) {
+                    break;
+                }
+            }
+        }
     }
 
     /// Stops the worker: queued jobs are dropped (a sink being received is cancelled) and the
@@ -132,7 +189,14 @@ impl SnapshotIo {
     /// persisted when the node stops may still land in its store just after.
     pub(crate) fn stop(&mut self) {
         self.stopping.store(true, Ordering::Release);
-        self.jobs = None;
+        match &mut self.jobs {
+            Jobs::Thread(tx) => *tx = None,
+            #[cfg(feature = "sim")]
+            Jobs::Queued { jobs, worker } => {
+                jobs.clear();
+                worker.cancel_receiving();
+            }
+        }
     }
 }
 
@@ -148,18 +212,48 @@ struct Worker {
 }
 
 impl Worker {
+    fn new(
+        id: NodeId,
+        store: Arc<dyn SnapshotStore>,
+        events: mpsc::Sender<ShardEvent>,
+        shared: Arc<Shared>,
+        stopping: Arc<AtomicBool>,
+    ) -> Worker {
+        Worker {
+            stopping,
+            id,
+            store,
+            events,
+            shared,
+            readers: BTreeMap::new(),
+            receiving: None,
+        }
+    }
+
     fn run(mut self, jobs: mpsc::Receiver<SnapshotJob>) {
         while let Ok(job) = jobs.recv() {
-            if self.stopping.load(Ordering::Acquire) {
+            if !self.do_job(job) {
                 break;
             }
-            if let Some(event) = self.handle(job) {
-                if self.events.send(event).is_err() {
-                    break;
-                }
-                self.shared.signal.notify();
-            }
         }
+        self.cancel_receiving();
+    }
+
+    /// Does one job and reports its completion; false once the worker should stop.
+    fn do_job(&mut self, job: SnapshotJob) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some(event) = self.handle(job) {
+            if self.events.send(event).is_err() {
+                return false;
+            }
+            self.shared.signal.notify();
+        }
+        true
+    }
+
+    fn cancel_receiving(&mut self) {
         if let Some(r) = self.receiving.take() {
             let _ = r.sink.cancel();
         }
@@ -229,6 +323,16 @@ impl Worker {
         configuration: &Configuration,
         configuration_index: Index,
     ) -> Result<SnapshotMeta, TakeSnapshotError> {
+        // A snapshot received from the leader may have landed since the capture was taken
+        // (the jobs are in order, the capture is not): persisting the older capture then
+        // would, with a store that keeps one snapshot, replace the newer one that the core
+        // has installed and the state machine has yet to restore (found by the simulator
+        // running this worker, seed 275).
+        let newer = self.store.list().ok().and_then(|l| l.into_iter().next());
+        if newer.is_some_and(|m| m.last.index >= last.index) {
+            snapshot.release();
+            return Err(TakeSnapshotError::NothingNewToSnapshot);
+        }
         let started = self.shared.clock.now();
         let created = self.store.create(last, configuration, configuration_index);
         let create = &self.shared.metrics.snapshot_create;

@@ -157,7 +157,7 @@ impl Shard {
 
     /// Hands the caller's snapshot to the snapshot I/O worker, which copies it into the staging
     /// area (reading user data of unknown speed must not block the shard) and reports back.
-    pub(super) fn stage_restore(&mut self, token: Token, meta: SnapshotMeta) {
+    pub(super) fn stage_restore(&mut self, now: Time, token: Token, meta: SnapshotMeta) {
         let data = match self.waiters.get_mut(&token) {
             Some(Waiter::Restore { data, .. }) => data.take(),
             _ => None,
@@ -165,42 +165,40 @@ impl Shard {
         let Some(data) = data else {
             // No snapshot to stage (cannot happen: the effect follows the request at once);
             // release the core's reservation rather than refuse writes forever.
-            let now = self.clock.now();
             self.core.step(now, Input::RestoreStageFailed { token });
             return;
         };
         if self.snapshots.staging().is_none() {
-            self.fail_restore(token, RestoreError::NotSupported);
+            self.fail_restore(now, token, RestoreError::NotSupported);
             return;
         }
         if !self
             .snapshot_io
             .submit(SnapshotJob::StageRestore { token, meta, data })
         {
-            self.fail_restore(token, RestoreError::Staging("the node is stopping".into()));
+            self.fail_restore(now, token, RestoreError::Staging("the node is stopping".into()));
         }
     }
 
     /// The snapshot I/O worker finished staging.
     pub(super) fn restore_stage_done(
         &mut self,
+        now: Time,
         token: Token,
         result: Result<SnapshotMeta, String>,
     ) {
-        let now = self.clock.now();
         match result {
             Ok(meta) => self.core.step(now, Input::RestoreStaged { token, meta }),
-            Err(e) => self.fail_restore(token, RestoreError::Staging(e)),
+            Err(e) => self.fail_restore(now, token, RestoreError::Staging(e)),
         }
     }
 
     /// Abandons a restore before its entry exists: the core forgets it, the caller gets `e`.
-    fn fail_restore(&mut self, token: Token, e: RestoreError) {
+    fn fail_restore(&mut self, now: Time, token: Token, e: RestoreError) {
         tracing::warn!(node = self.shared.id.0, error = %e, "user restore failed");
         if let Some(Waiter::Restore { reply, .. }) = self.waiters.remove(&token) {
             reply.restore_failed(e);
         }
-        let now = self.clock.now();
         self.core.step(now, Input::RestoreStageFailed { token });
     }
 

@@ -44,7 +44,7 @@ impl World {
         let history = self.history.len() - 1;
         self.history_tokens.push(token);
         self.hash(&[9, self.now.0, c as u64, node as u64, token]);
-        if self.nodes[node].core.is_none() {
+        if !self.nodes[node].is_up() {
             // Connection refused: certainly not executed.
             self.discarded.insert(history);
             self.clients[c].leader_guess = self.rng.below(self.nodes.len() as u64) as usize;
@@ -56,95 +56,123 @@ impl World {
             token,
             node,
             history,
-            waiting: Waiting::Reply,
+            answer: None,
         });
         let timeout = self.now.plus_nanos(2000 * MS);
         self.schedule(timeout, Ev::ClientTimeout { client: c, token });
-        let input = match op {
-            KvOp::Get { .. } if self.lease_read && self.rng.chance(1, 2) => Input::LeaseRead {
-                token: Token(token),
-            },
-            // hashicorp's other linearizable read: a barrier, then the local state machine.
-            KvOp::Get { .. } if self.rng.chance(1, 4) => Input::Barrier {
-                token: Token(token),
-            },
-            KvOp::Get { .. } => Input::ReadIndex {
-                token: Token(token),
-            },
-            _ => Input::Propose {
-                token: Token(token),
-                commands: vec![kv::encode(token, &op)],
-                extensions: Vec::new(),
-            },
-        };
         let at = self.now.plus_nanos(self.rng.range(MS / 20, MS / 2));
-        self.schedule(at, Ev::Request { node, input });
+        self.schedule(
+            at,
+            Ev::Request {
+                node,
+                client: c,
+                token,
+            },
+        );
         Ok(())
     }
 
-    pub(super) fn client_of(&self, n: usize, token: u64) -> Option<usize> {
-        self.clients.iter().position(|c| {
-            c.current
-                .as_ref()
-                .is_some_and(|f| f.token == token && f.node == n)
-        })
-    }
-
-    pub(super) fn on_reply(
-        &mut self,
-        n: usize,
-        token: Token,
-        result: Result<Outcome, RequestError>,
-    ) -> Result<(), String> {
-        if token.0 >> 63 == 1 {
-            self.log(|| format!("n{} admin reply {result:?}", n + 1));
-        }
-        let floor = self.read_floor.remove(&token.0);
-        self.log(|| format!("n{} replies to {} with {result:?}", n + 1, token.0));
-        let Some(c) = self.client_of(n, token.0) else {
+    /// Client `c`'s request `token` reaches node `n`: it becomes a call of the `Raft` API's
+    /// kind (apply, read index, lease read or barrier) on the node's submission queue.
+    pub(super) fn request_arrives(&mut self, n: usize, c: usize, token: u64) -> Result<(), String> {
+        let Some(f) = self.clients[c].current.as_ref() else {
             return Ok(());
         };
-        if let (
-            Some(floor),
-            Ok(Outcome::ReadReady { index: read } | Outcome::Committed { last: read, .. }),
-        ) = (floor, &result)
-        {
-            if *read < floor {
+        if f.token != token || f.node != n {
+            return Ok(());
+        }
+        let Some(running) = self.nodes[n].running.as_ref() else {
+            // The node crashed while the request travelled: the client's crash handling
+            // already resolved it.
+            return Ok(());
+        };
+        let op = self.history[f.history].op.clone();
+        let lease = self.lease_read && self.rng.chance(1, 2);
+        // hashicorp's other linearizable read: a barrier, then the local state machine.
+        let barrier = !lease && self.rng.chance(1, 4);
+        let (command, answer) = match op {
+            KvOp::Get { .. } if barrier => {
+                let (tx, fut) = crate::api::future::channel(|| Err(ApplyError::Shutdown));
+                let reply = crate::node::Reply::Barrier(tx);
+                (crate::node::Command::Barrier { reply }, Answer::Barrier(fut))
+            }
+            KvOp::Get { .. } => {
+                let (tx, fut) = crate::api::future::channel(|| Err(ReadError::Shutdown));
+                let reply = crate::node::Reply::Read(tx);
+                (crate::node::Command::Read { lease, reply }, Answer::Read(fut))
+            }
+            _ => {
+                let (tx, fut) = crate::api::future::channel(|| Err(ApplyError::Shutdown));
+                let command = crate::node::Command::Apply {
+                    commands: vec![kv::encode(token, &op)],
+                    extensions: Vec::new(),
+                    reply: crate::node::Reply::Apply(tx),
+                };
+                (command, Answer::Apply(fut))
+            }
+        };
+        if matches!(op, KvOp::Get { .. }) {
+            // Its answer may not be older than what was committed anywhere now.
+            self.read_floor.insert(token, self.checker.max_commit());
+        }
+        self.log(|| format!("n{} receives {op:?} ({token})", n + 1));
+        submit(&running.shared, command)?;
+        if let Some(f) = self.clients[c].current.as_mut() {
+            f.answer = Some(answer);
+        }
+        self.turn(n)
+    }
+
+    /// Client `c`'s answer from node `n` arrived.
+    pub(super) fn on_answer(&mut self, c: usize, n: usize, answer: Answered) -> Result<(), String> {
+        let Some(f) = self.clients[c].current.as_ref() else {
+            return Ok(());
+        };
+        let (token, history) = (f.token, f.history);
+        self.hash(&[10, self.now.0, c as u64, token]);
+        let floor = self.read_floor.remove(&token);
+        let (read, error) = match answer {
+            Answered::Apply(Ok(Applied { index, response })) => {
+                let Some((op_id, term, result)) = super::super::node::decode_response(&response)
+                else {
+                    return Err(format!("n{}: undecodable response to {token}", n + 1));
+                };
+                if op_id != token {
+                    return Err(format!(
+                        "acknowledged write lost: op {token} committed at {index} but n{} \
+                         applied op {op_id} there",
+                        n + 1
+                    ));
+                }
+                self.log(|| format!("n{} applied {token} at {index}", n + 1));
+                self.acked_writes.push((history, LogId::new(term, index)));
+                self.client_done(c, Some(result));
+                return Ok(());
+            }
+            Answered::Read(Ok(index)) | Answered::Barrier(Ok(index)) => (Some(index), None),
+            Answered::Apply(Err(e)) | Answered::Barrier(Err(e)) => (None, Some(Refusal::from(e))),
+            Answered::Read(Err(e)) => (None, Some(Refusal::from(e))),
+        };
+        if let Some(read) = read {
+            if let Some(floor) = floor.filter(|floor| read < *floor) {
                 return Err(format!(
-                    "stale read: n{} answered read {} at index {read}, but {floor} was already \
-                     committed when it arrived; nodes:{}",
+                    "stale read: n{} answered read {token} at index {read}, but {floor} was \
+                     already committed when it arrived; nodes:{}",
                     n + 1,
-                    token.0,
                     self.describe_nodes()
                 ));
             }
+            let KvOp::Get { key } = self.history[history].op else {
+                return Err(format!("read answer to a write ({token})"));
+            };
+            let value = lock(&self.nodes[n].machine).kv.get(key);
+            self.log(|| format!("n{} read {token} at {read}: {value:?}", n + 1));
+            self.client_done(c, Some(KvResult::Value(value)));
+            return Ok(());
         }
-        self.hash(&[10, self.now.0, c as u64, token.0]);
-        match result {
-            Ok(Outcome::Committed { term, last, .. }) => {
-                self.set_waiting(
-                    c,
-                    Waiting::Apply {
-                        index: last,
-                        committed: Some(LogId::new(term, last)),
-                    },
-                );
-                self.wake_clients(n)
-            }
-            Ok(Outcome::ReadReady { index }) => {
-                self.set_waiting(
-                    c,
-                    Waiting::Apply {
-                        index,
-                        committed: None,
-                    },
-                );
-                self.wake_clients(n)
-            }
-            Ok(other @ (Outcome::LeaderVerified | Outcome::LeadershipTransferred)) => {
-                Err(format!("unexpected reply to a client operation: {other:?}"))
-            }
-            Err(RequestError::NotLeader { leader }) => {
+        self.log(|| format!("n{} refused {token}: {error:?}", n + 1));
+        match error {
+            Some(Refusal::NotLeader(leader)) => {
                 if let Some(f) = self.clients[c].current.take() {
                     self.discarded.insert(f.history);
                 }
@@ -154,60 +182,18 @@ impl World {
                 };
                 let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
                 self.schedule(at, Ev::ClientNext { client: c });
-                Ok(())
             }
-            Err(RequestError::TransferInProgress | RequestError::RestoreInProgress) => {
+            Some(Refusal::Busy) => {
                 // Certainly not executed: try again shortly.
                 if let Some(f) = self.clients[c].current.take() {
                     self.discarded.insert(f.history);
                 }
                 let at = self.now.plus_nanos(self.rng.range(5 * MS, 20 * MS));
                 self.schedule(at, Ev::ClientNext { client: c });
-                Ok(())
             }
-            Err(RequestError::LeadershipLost) => {
-                self.client_done(c, None);
-                Ok(())
-            }
-            Err(e) => Err(format!("unexpected request error: {e}")),
-        }
-    }
-
-    pub(super) fn set_waiting(&mut self, c: usize, waiting: Waiting) {
-        if let Some(f) = self.clients[c].current.as_mut() {
-            f.waiting = waiting;
-        }
-    }
-
-    /// Completes client operations waiting for node `n` to apply far enough.
-    pub(super) fn wake_clients(&mut self, n: usize) -> Result<(), String> {
-        for c in 0..self.clients.len() {
-            let Some(f) = self.clients[c].current.as_ref() else {
-                continue;
-            };
-            let Waiting::Apply { index, committed } = f.waiting else {
-                continue;
-            };
-            if f.node != n || self.nodes[n].applied.index < index {
-                continue;
-            }
-            let (token, history) = (f.token, f.history);
-            let result = match self.history[history].op {
-                KvOp::Get { key } => KvResult::Value(self.nodes[n].kv.get(key)),
-                _ => match self.nodes[n].kv.result_at(index.0) {
-                    Some((op_id, result)) if *op_id == token => result.clone(),
-                    other => {
-                        return Err(format!(
-                            "acknowledged write lost: op {token} committed at {index} but {n} \
-                             applied {other:?} there"
-                        ))
-                    }
-                },
-            };
-            if let Some(id) = committed {
-                self.acked_writes.push((history, id));
-            }
-            self.client_done(c, Some(result));
+            Some(Refusal::Unknown) => self.client_done(c, None),
+            Some(Refusal::Unexpected(e)) => return Err(format!("unexpected request error: {e}")),
+            None => {}
         }
         Ok(())
     }
@@ -228,4 +214,49 @@ impl World {
         let at = self.now.plus_nanos(self.rng.range(0, self.think_time_max));
         self.schedule(at, Ev::ClientNext { client: c });
     }
+}
+
+/// Why a node refused a client operation, as far as the client is concerned.
+#[derive(Debug)]
+enum Refusal {
+    /// Certainly not executed; try the leader named.
+    NotLeader(Option<NodeId>),
+    /// Certainly not executed (a transfer or restore in progress); retry shortly.
+    Busy,
+    /// Maybe executed: the outcome is unknown.
+    Unknown,
+    /// A refusal the simulated clients never provoke.
+    Unexpected(String),
+}
+
+impl From<ApplyError> for Refusal {
+    fn from(e: ApplyError) -> Refusal {
+        match e {
+            ApplyError::NotLeader { leader } => Refusal::NotLeader(leader),
+            ApplyError::LeadershipTransferInProgress | ApplyError::RestoreInProgress => {
+                Refusal::Busy
+            }
+            ApplyError::LeadershipLost | ApplyError::Shutdown => Refusal::Unknown,
+            e => Refusal::Unexpected(e.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for Refusal {
+    fn from(e: ReadError) -> Refusal {
+        match e {
+            ReadError::NotLeader { leader } => Refusal::NotLeader(leader),
+            ReadError::LeadershipLost | ReadError::Shutdown => Refusal::Unknown,
+            e => Refusal::Unexpected(e.to_string()),
+        }
+    }
+}
+
+/// Puts `command` on a simulated node's submission queue (never full: the simulator's
+/// clients and operators are few).
+pub(super) fn submit(shared: &Shared, command: crate::node::Command) -> Result<(), String> {
+    shared
+        .queue
+        .push(command, Duration::from_nanos(1), &shared.signal)
+        .map_err(|e| format!("submission queue refused a request: {e:?}"))
 }

@@ -1,240 +1,214 @@
-//! Stepping a node and performing its effects: the simulated glue between a core and its disk,
-//! network, state machine and snapshot store.
+//! Turning a node's shard and collecting what it did: the messages it sent, the writes it
+//! submitted to its disk, the snapshot jobs it queued, what its state machine applied and the
+//! answers its callers got. The shard glue performs the core's effects itself (one
+//! interpreter, the runtime's); the world only plays the disk, the network, the snapshot
+//! worker's schedule and the clients, and checks.
 
-use super::super::chunks::read_chunk;
 use super::*;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+/// Most back-to-back turns per event (a turn that leaves work over is turned again).
+const TURNS_PER_EVENT_MAX: usize = 64;
 
 impl World {
-    pub(super) fn step(&mut self, n: usize, input: Input) -> Result<(), String> {
+    /// Turns node `n`'s shard at the current time until it is quiet, then collects what it
+    /// did and runs the checkers.
+    pub(super) fn turn(&mut self, n: usize) -> Result<(), String> {
         let now = self.now;
-        let Some(core) = self.nodes[n].core.as_mut() else {
+        let Some(running) = self.nodes[n].running.as_mut() else {
             return Ok(());
         };
-        core.step(now, input);
-        self.drain(n)
-    }
-
-    /// Performs a node's effects until it has none left, then runs the checkers.
-    pub(super) fn drain(&mut self, n: usize) -> Result<(), String> {
-        loop {
-            let Some(core) = self.nodes[n].core.as_mut() else {
-                return Ok(());
-            };
-            let effects = core.take_effects();
-            if effects.is_empty() {
+        for _ in 0..TURNS_PER_EVENT_MAX {
+            if !running.shard.turn(now, Waker::noop()) {
                 break;
             }
-            // Record commits before effects run: a snapshot may compact the entries away.
-            let node = &mut self.nodes[n];
-            if let Some(core) = node.core.as_ref() {
-                self.checker.observe_commits(core, &mut node.commit_seen)?;
-            }
-            for effect in effects {
-                self.perform(n, effect)?;
-            }
         }
-        let node = &mut self.nodes[n];
-        let Some(core) = node.core.as_ref() else {
-            return Ok(());
-        };
-        self.checker.after_step(core, &mut node.commit_seen)?;
-        node.term_seen = node.term_seen.max(core.term());
-        check_acknowledged_entries(node)?;
-        let next = core.next_timer().max(self.now);
-        if node.timer_at.is_none_or(|t| t > next) {
-            node.timer_at = Some(next);
-            self.schedule(next, Ev::Timer { node: n });
+        if let Some(failure) = running.shard.failure() {
+            return Err(format!("n{} stopped: {failure}", n + 1));
+        }
+        let shutdown = running.shared.shutdown_requested();
+        self.collect(n)?;
+        if shutdown {
+            // Removed with `shutdown_on_remove`: the node stops, and its operator starts it
+            // again a little later (so churn can add it back).
+            self.log(|| format!("n{} shut down (removed)", n + 1));
+            self.crash(n)?;
+            let at = self.now.plus_nanos(self.rng.range(10 * MS, 300 * MS));
+            self.schedule(at, Ev::Restart { node: n });
         }
         Ok(())
     }
 
-    pub(super) fn perform(&mut self, n: usize, effect: Effect) -> Result<(), String> {
-        match effect {
-            Effect::Persist(batch) => {
-                let (low, high) = self.nodes[n].disk_latency;
-                let latency = self.rng.range(low, high);
-                // Crash at the worst moments ("buggify"): while a vote or a term change is
-                // being written, or while a leader's entries are on their way to disk.
-                let odds = if batch.hard_state.is_some() { 8 } else { 40 };
-                if !self.healed && self.config.faults && self.rng.chance(1, odds) {
-                    let at = self.now.plus_nanos(self.rng.range(0, latency));
-                    let boot = self.nodes[n].boot;
-                    self.schedule(at, Ev::Crash { node: n, boot });
-                }
-                let node = &mut self.nodes[n];
-                let done = node.disk_free_at.max(self.now).plus_nanos(latency);
-                node.disk_free_at = done;
-                let (boot, seq) = (node.boot, batch.seq);
-                node.disk.submit(batch);
-                self.schedule(done, Ev::DiskDone { node: n, boot, seq });
+    /// Everything node `n` did in its last turns, then the checkers.
+    fn collect(&mut self, n: usize) -> Result<(), String> {
+        self.collect_disk(n)?;
+        self.collect_applied(n)?;
+        let sent = std::mem::take(&mut lock(&self.nodes[n].wire).outbox);
+        for m in sent {
+            self.check_said(n, &m)?;
+            self.send(m);
+        }
+        self.collect_answers(n)?;
+        let node = &mut self.nodes[n];
+        let Some(running) = node.running.as_ref() else {
+            return Ok(());
+        };
+        if running.shard.queued_snapshot_jobs() > 0 && !node.snapshot_work_scheduled {
+            node.snapshot_work_scheduled = true;
+            let boot = node.boot;
+            let at = self.now.plus_nanos(self.rng.range(MS / 20, 3 * MS));
+            self.log(|| format!("n{}: snapshot jobs queued", n + 1));
+            self.schedule(at, Ev::SnapshotWork { node: n, boot });
+        }
+        let node = &mut self.nodes[n];
+        let Some(running) = node.running.as_ref() else {
+            return Ok(());
+        };
+        let core = &running.shard.core;
+        let role = (core.role(), core.term());
+        let role_changed = node.role != role;
+        node.role = role;
+        self.checker.observe_commits(core, &mut node.commit_seen)?;
+        self.checker.after_step(core, &mut node.commit_seen)?;
+        node.term_seen = node.term_seen.max(core.term());
+        check_acknowledged_entries(node)?;
+        let next = running.shard.next_wakeup().max(self.now);
+        if node.timer_at.is_none_or(|t| t > next) {
+            node.timer_at = Some(next);
+            self.schedule(next, Ev::Timer { node: n });
+        }
+        if role_changed {
+            self.role_changed(n, role.0, role.1);
+        }
+        Ok(())
+    }
+
+    /// Node `n` changed role: hashed into the trace, and new leaders draw fire.
+    fn role_changed(&mut self, n: usize, role: Role, term: ringraft_storage::Term) {
+        self.log(|| format!("n{} is {role:?} in {term}", n + 1));
+        let code = match role {
+            Role::Follower => 0,
+            Role::PreCandidate => 1,
+            Role::Candidate => 2,
+            Role::Leader => 3,
+        };
+        self.hash(&[8, self.now.0, n as u64, code, term.0]);
+        if role != Role::Leader || self.healed {
+            return;
+        }
+        // New leaders die young now and then, leaving entries of their term on a minority:
+        // the raw material of Figure 8.
+        if self.config.faults && self.rng.chance(1, 2) {
+            let at = self.now.plus_nanos(self.rng.range(0, 15 * MS));
+            let boot = self.nodes[n].boot;
+            self.schedule(at, Ev::Crash { node: n, boot });
+        }
+        // A membership change right after an election: with the crashes above, several
+        // leaders in quick succession each start one.
+        if self.config.churn && self.rng.chance(1, 4) {
+            let at = self.now.plus_nanos(self.rng.range(0, 5 * MS));
+            self.schedule(at, Ev::ChurnNow);
+        }
+    }
+
+    /// Schedules the completion of the writes node `n` submitted since the last one was
+    /// scheduled, and now and then a crash while they are in flight.
+    fn collect_disk(&mut self, n: usize) -> Result<(), String> {
+        let node = &mut self.nodes[n];
+        let mut disk = lock(&node.disk);
+        if let Some(e) = disk.error.take() {
+            return Err(format!("n{}: {e}", n + 1));
+        }
+        let issued = disk.issued();
+        if issued <= disk.scheduled {
+            return Ok(());
+        }
+        disk.scheduled = issued;
+        let term_change = std::mem::take(&mut disk.term_change_pending);
+        drop(disk);
+        let (low, high) = node.disk_latency;
+        let latency = self.rng.range(low, high);
+        // Crash at the worst moments ("buggify"): while a vote or a term change is being
+        // written, or while a leader's entries are on their way to disk.
+        let odds = if term_change { 8 } else { 40 };
+        if !self.healed && self.config.faults && self.rng.chance(1, odds) {
+            let at = self.now.plus_nanos(self.rng.range(0, latency));
+            let boot = self.nodes[n].boot;
+            self.schedule(at, Ev::Crash { node: n, boot });
+        }
+        let node = &mut self.nodes[n];
+        let done = node.disk_free_at.max(self.now).plus_nanos(latency);
+        node.disk_free_at = done;
+        let boot = node.boot;
+        self.schedule(
+            done,
+            Ev::DiskDone {
+                node: n,
+                boot,
+                ticket: issued,
+            },
+        );
+        Ok(())
+    }
+
+    /// What node `n`'s state machine applied: state-machine safety, first applications.
+    fn collect_applied(&mut self, n: usize) -> Result<(), String> {
+        let (applied, installs, restores, captures, error) = {
+            let mut m = lock(&self.nodes[n].machine);
+            (
+                std::mem::take(&mut m.applied),
+                std::mem::take(&mut m.installs),
+                std::mem::take(&mut m.restores),
+                std::mem::take(&mut m.captures),
+                m.error.take(),
+            )
+        };
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if installs + restores + captures > 0 {
+            self.log(|| {
+                format!(
+                    "n{}: state machine installed {installs}, restored {restores}, captured \
+                     {captures}",
+                    n + 1
+                )
+            });
+        }
+        self.installs += installs;
+        self.restores_applied += restores;
+        self.snapshots += captures;
+        let id = self.nodes[n].id;
+        for (entry, op_id, result) in applied {
+            self.checker.on_apply(id, &entry)?;
+            let now = self.now.0;
+            self.first_applied
+                .entry(op_id)
+                .or_insert_with(|| (now, result));
+        }
+        Ok(())
+    }
+
+    /// Resolves the clients whose answer from node `n` arrived.
+    fn collect_answers(&mut self, n: usize) -> Result<(), String> {
+        for c in 0..self.clients.len() {
+            let Some(f) = self.clients[c].current.as_mut() else {
+                continue;
+            };
+            if f.node != n {
+                continue;
             }
-            Effect::Send(m) => {
-                self.check_said(n, &m)?;
-                self.send(m);
-            }
-            Effect::Apply { entries } => {
-                let mut last = self.nodes[n].applied;
-                for entry in &entries {
-                    if entry.id.index != last.index.next() {
-                        return Err(format!("apply gap: {} after {last}", entry.id));
-                    }
-                    self.checker.on_apply(self.nodes[n].id, entry)?;
-                    if entry.kind == EntryKind::Restore {
-                        // Its data must be staged here, intact. The simulated external
-                        // snapshot stands for the state machine's own state, so the kv model
-                        // is unchanged (the runtime's tests restore real state).
-                        let staged = self.nodes[n].disk.staged(entry.id);
-                        if staged.map(|(_, data)| data) != Some(&restore_blob(entry.id)) {
-                            return Err(format!(
-                                "n{} applies restore {} without its staged data",
-                                n + 1,
-                                entry.id
-                            ));
-                        }
-                        self.restores_applied += 1;
-                    }
-                    if entry.kind == EntryKind::Command {
-                        let Some((op_id, op)) = kv::decode(&entry.data) else {
-                            return Err(format!("undecodable command at {}", entry.id));
-                        };
-                        let result = self.nodes[n].kv.apply_at(entry.id.index.0, op_id, &op);
-                        let now = self.now.0;
-                        self.first_applied
-                            .entry(op_id)
-                            .or_insert_with(|| (now, result));
-                    }
-                    last = entry.id;
-                }
-                self.nodes[n].applied = last;
-                let now = self.now;
-                if let Some(core) = self.nodes[n].core.as_mut() {
-                    core.step(now, Input::Applied { index: last.index });
-                }
-                self.maybe_take_snapshot(n);
-                self.wake_clients(n)?;
-            }
-            Effect::ReadSnapshotChunk {
-                peer,
-                meta,
-                stage,
-                offset,
-                max_bytes,
-            } => {
-                let bytes = self.stored_bytes(n, &meta, stage)?;
-                let (data, done) = read_chunk(&bytes, offset, max_bytes);
-                let input = Input::SnapshotChunkRead {
-                    peer,
-                    snapshot: meta.last,
-                    offset,
-                    data,
-                    done,
-                };
-                self.step(n, input)?;
-            }
-            Effect::WriteSnapshotChunk {
-                meta,
-                offset,
-                data,
-                done,
-                stage,
-            } => {
-                let node = &mut self.nodes[n];
-                if done && !stage {
-                    // Before the core installs it: does the log already hold a matching suffix?
-                    let matching = node.core.as_ref().is_some_and(|c| {
-                        c.log().term_at(meta.last.index) == Some(meta.last.term)
-                            && c.log().last_index() > meta.last.index
-                    });
-                    self.installs_over_matching_suffix += u64::from(matching);
-                }
-                let (next_offset, whole) = node
-                    .receiving
-                    .accept(&meta, offset, &data, done)
-                    .map_err(|e| format!("{n}: {e}"))?;
-                if let (true, Some((meta, buffer))) = (stage, &whole) {
-                    if buffer[..] != restore_blob(meta.last)[..] {
-                        return Err(format!(
-                            "n{}: staged restore {} arrived damaged",
-                            n + 1,
-                            meta.last
-                        ));
-                    }
-                    node.disk.stage(meta.clone(), Bytes::from(buffer.clone()));
-                    self.restores_streamed += 1;
-                } else if let Some((meta, buffer)) = whole {
-                    let Some(kv) = Kv::decode(&buffer) else {
-                        return Err(format!(
-                            "{n}: received snapshot {} does not decode",
-                            meta.last
-                        ));
-                    };
-                    node.disk.save_snapshot(meta, kv);
-                }
-                let input = Input::SnapshotChunkWritten {
-                    snapshot: meta.last,
-                    next_offset,
-                    done,
-                };
-                self.step(n, input)?;
-            }
-            Effect::RestoreSnapshot { meta } => {
-                let node = &mut self.nodes[n];
-                let Some((stored, kv)) = node.disk.snapshot() else {
-                    return Err(format!("{n}: restore of a snapshot it does not have"));
-                };
-                if stored.last != meta.last {
-                    return Err(format!(
-                        "{n}: restore of {} but holds {}",
-                        meta.last, stored.last
-                    ));
-                }
-                node.kv = kv.clone();
-                node.applied = meta.last;
-                self.installs += 1;
-                self.wake_clients(n)?;
-            }
-            Effect::StageRestore { token, mut meta } => {
-                let data = restore_blob(meta.last);
-                meta.size = data.len() as u64;
-                meta.id = format!("restore-{}-{}", meta.last.term.0, meta.last.index.0);
-                self.nodes[n].disk.stage(meta.clone(), data);
-                self.hash(&[17, self.now.0, n as u64, meta.last.index.0]);
-                self.step(n, Input::RestoreStaged { token, meta })?;
-            }
-            Effect::DropStagedRestores { through } => self.nodes[n].disk.drop_staged(through),
-            Effect::Reply { token, result } => self.on_reply(n, token, result)?,
-            Effect::Event(e) => {
-                self.log(|| format!("n{} {e:?}", n + 1));
-                if let Event::RoleChanged { role, term } = e {
-                    let code = match role {
-                        Role::Follower => 0,
-                        Role::PreCandidate => 1,
-                        Role::Candidate => 2,
-                        Role::Leader => 3,
-                    };
-                    self.hash(&[8, self.now.0, n as u64, code, term.0]);
-                    // New leaders die young now and then, leaving entries of their term on a
-                    // minority: the raw material of Figure 8.
-                    if role == Role::Leader
-                        && !self.healed
-                        && self.config.faults
-                        && self.rng.chance(1, 2)
-                    {
-                        let at = self.now.plus_nanos(self.rng.range(0, 15 * MS));
-                        let boot = self.nodes[n].boot;
-                        self.schedule(at, Ev::Crash { node: n, boot });
-                    }
-                    // A membership change right after an election: with the crashes above,
-                    // several leaders in quick succession each start one.
-                    if role == Role::Leader
-                        && !self.healed
-                        && self.config.churn
-                        && self.rng.chance(1, 4)
-                    {
-                        let at = self.now.plus_nanos(self.rng.range(0, 5 * MS));
-                        self.schedule(at, Ev::ChurnNow);
-                    }
-                }
+            let Some(answer) = f.answer.as_mut() else {
+                continue;
+            };
+            let ready = match answer {
+                Answer::Apply(fut) => poll_now(fut).map(Answered::Apply),
+                Answer::Read(fut) => poll_now(fut).map(Answered::Read),
+                Answer::Barrier(fut) => poll_now(fut).map(Answered::Barrier),
+            };
+            if let Poll::Ready(result) = ready {
+                self.on_answer(c, n, result)?;
             }
         }
         Ok(())
@@ -252,7 +226,7 @@ impl World {
                 | Body::RequestVoteResponse { granted: false }
         );
         let node = &mut self.nodes[n];
-        let durable = node.disk.durable_term();
+        let durable = lock(&node.disk).durable_term();
         if !exempt && m.term > durable {
             return Err(format!(
                 "durability of what was said: n{} sent {:?} in {} with only {durable} durable",
@@ -266,10 +240,7 @@ impl World {
             ..
         }) = m.body
         {
-            let term_there = node
-                .core
-                .as_ref()
-                .and_then(|c| c.log().term_at(match_index));
+            let term_there = node.core().and_then(|c| c.log().term_at(match_index));
             let newer = node
                 .acked
                 .is_none_or(|a| (m.term, match_index) > (a.term, a.index));
@@ -285,12 +256,29 @@ impl World {
     }
 
     pub(super) fn send(&mut self, m: Message) {
+        self.log(|| match &m.body {
+            ringraft_net::message::Body::AppendEntries(ae) => format!(
+                "n{} -> n{} {} AppendEntries prev {} +{} commit {}",
+                m.from.0,
+                m.to.0,
+                m.term,
+                ae.prev_log_id,
+                ae.entries.len(),
+                ae.leader_commit
+            ),
+            body => format!("n{} -> n{} {} {:?}", m.from.0, m.to.0, m.term, body),
+        });
         let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
-        if to < self.nodes.len() && self.nodes[to].core.is_none() {
+        if to < self.nodes.len() && !self.nodes[to].is_up() {
             // Connection refused: the sender's transport reports the peer unreachable.
             let at = self.now.plus_nanos(self.rng.range(MS / 20, MS));
-            let input = Input::PeerUnreachable { peer: m.to };
-            self.schedule(at, Ev::Request { node: from, input });
+            self.schedule(
+                at,
+                Ev::Unreachable {
+                    node: from,
+                    peer: m.to,
+                },
+            );
             return;
         }
         if to >= self.nodes.len() || self.blocked.contains(&(from, to)) {
@@ -319,71 +307,31 @@ impl World {
         }
     }
 
-    /// The bytes of node `n`'s staged restore (`stage`) or snapshot `meta.last`, for streaming.
-    fn stored_bytes(&self, n: usize, meta: &SnapshotMeta, stage: bool) -> Result<Bytes, String> {
-        if stage {
-            let Some((_, data)) = self.nodes[n].disk.staged(meta.last) else {
-                return Err(format!(
-                    "n{}: asked to stream restore {} it has not staged",
-                    n + 1,
-                    meta.last
-                ));
-            };
-            return Ok(data.clone());
-        }
-        let Some((stored, kv)) = self.nodes[n].disk.snapshot() else {
-            return Err(format!("{n}: asked to read a snapshot it does not have"));
-        };
-        if stored.last != meta.last {
-            return Err(format!(
-                "{n}: asked for snapshot {} but holds {}",
-                meta.last, stored.last
-            ));
-        }
-        Ok(kv.encode())
-    }
-
-    /// Takes a snapshot when the node applied `snapshot_every` entries since its last one.
-    pub(super) fn maybe_take_snapshot(&mut self, n: usize) {
-        let node = &self.nodes[n];
-        let Some(core) = node.core.as_ref() else {
+    /// Counts the last chunk of a snapshot arriving at node `n`: a staged user restore, or an
+    /// install over a log that already holds the snapshot's last entry and more (a rare path:
+    /// the leader resent what the follower held).
+    pub(super) fn note_install(&mut self, n: usize, m: &Message) {
+        let ringraft_net::message::Body::InstallSnapshot(chunk) = &m.body else {
             return;
         };
-        let last_snapshot = node.disk.snapshot().map_or(Index(0), |(m, _)| m.last.index);
-        if self.snapshot_every == 0 || node.applied.index.0 < last_snapshot.0 + self.snapshot_every
-        {
+        if !chunk.done {
             return;
         }
-        let (configuration_index, configuration) = core.configuration_at(node.applied.index);
-        let bytes = node.kv.encode();
-        let meta = SnapshotMeta {
-            id: format!("{}-{}", node.applied.term.0, node.applied.index.0),
-            last: node.applied,
-            configuration,
-            configuration_index,
-            size: bytes.len() as u64,
-        };
-        let kv = node.kv.clone();
-        self.nodes[n].disk.save_snapshot(meta.clone(), kv);
-        self.snapshots += 1;
-        self.hash(&[11, self.now.0, n as u64, meta.last.index.0]);
-        let now = self.now;
-        if let Some(core) = self.nodes[n].core.as_mut() {
-            core.step(now, Input::SnapshotTaken { meta });
+        if chunk.stage {
+            self.restores_streamed += 1;
+            return;
         }
+        let last = chunk.meta.last;
+        let matching = self.nodes[n].core().is_some_and(|c| {
+            c.log().term_at(last.index) == Some(last.term) && c.log().last_index() > last.index
+        });
+        self.installs_over_matching_suffix += u64::from(matching);
     }
 }
 
-/// The simulated external snapshot a user restore stages for the entry `id`: bytes that depend
-/// only on the id (and of varying length, so transfers take one or several chunks), so any
-/// node can check that what it staged and applies is intact.
-pub(crate) fn restore_blob(id: LogId) -> Bytes {
-    let len = 40 + (id.index.0.wrapping_mul(7919) ^ id.term.0.wrapping_mul(104_729)) % 600;
-    let seed = id.index.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id.term.0;
-    (0..len)
-        .map(|i| (seed.rotate_left((i % 64) as u32) >> 3) as u8 ^ i as u8)
-        .collect::<Vec<u8>>()
-        .into()
+/// Polls `future` once without a waker (the simulator polls again after every turn).
+fn poll_now<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// A node never loses entries it acknowledged to the leader of its current term: until it
@@ -393,7 +341,7 @@ pub(crate) fn restore_blob(id: LogId) -> Bytes {
 /// then loses that term change (the disk model may keep a torn batch's truncation without
 /// its hard state).
 pub(super) fn check_acknowledged_entries(node: &SimNode) -> Result<(), String> {
-    let (Some(core), Some(acked)) = (node.core.as_ref(), node.acked) else {
+    let (Some(core), Some(acked)) = (node.core(), node.acked) else {
         return Ok(());
     };
     if node.term_seen.max(core.term()) != acked.term || acked.index <= core.log().prev().index {

@@ -10,7 +10,7 @@ impl World {
         self.drop_per_mille = 0;
         self.duplicate_per_mille = 0;
         for n in 0..self.nodes.len() {
-            if self.nodes[n].core.is_none() {
+            if !self.nodes[n].is_up() {
                 self.boot(n)?;
             }
         }
@@ -21,13 +21,16 @@ impl World {
     }
 
     pub(super) fn crash(&mut self, n: usize) -> Result<(), String> {
-        if self.nodes[n].core.take().is_none() {
+        // The process dies: its shard, state machine, worker queue and connections with it.
+        if self.nodes[n].running.take().is_none() {
             return Ok(());
         }
         self.hash(&[6, self.now.0, n as u64]);
         let mut rng = Rng::new(self.rng.next_u64());
-        self.nodes[n].disk.crash(&mut rng)?;
+        lock(&self.nodes[n].disk).crash(&mut rng)?;
+        *lock(&self.nodes[n].wire) = Wire::default();
         self.nodes[n].timer_at = None;
+        self.nodes[n].role = (Role::Follower, ringraft_storage::Term(0));
         // What queued up for the process while it was paused dies with it.
         self.nodes[n].deferred.clear();
         // Clients waiting on the crashed node learn nothing: their outcome is unknown.
@@ -48,8 +51,7 @@ impl World {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| {
-                n.core
-                    .as_ref()
+                n.core()
                     .filter(|c| c.role() == Role::Leader)
                     .map(|c| (i, c.term()))
             })
@@ -57,10 +59,14 @@ impl World {
             .map(|(i, _)| i)
     }
 
-    /// Admin requests use tokens with the top bit set, apart from the clients'.
-    pub(super) fn admin_token(&mut self) -> Token {
-        self.next_token += 1;
-        Token(self.next_token | (1 << 63))
+    /// Submits an operator's request to node `n` and turns it. The answer is not awaited:
+    /// the checkers judge its effects.
+    fn operate(&mut self, n: usize, command: crate::node::Command) -> Result<(), String> {
+        let Some(running) = self.nodes[n].running.as_ref() else {
+            return Ok(());
+        };
+        super::clients::submit(&running.shared, command)?;
+        self.turn(n)
     }
 
     pub(super) fn churn(&mut self) -> Result<(), String> {
@@ -94,7 +100,7 @@ impl World {
         let Some(l) = self.live_leader() else {
             return Ok(());
         };
-        let Some(core) = self.nodes[l].core.as_ref() else {
+        let Some(core) = self.nodes[l].core() else {
             return Ok(());
         };
         let (latest_index, latest) = core.latest_configuration();
@@ -132,21 +138,22 @@ impl World {
         } else {
             None
         };
-        let token = self.admin_token();
         self.log(|| format!("n{} asked to {change:?} (prev {prev_index:?})", l + 1));
         self.hash(&[12, self.now.0, l as u64, id.0]);
-        self.step(
-            l,
-            Input::ChangeMembership {
-                token,
-                change,
-                prev_index,
-            },
-        )
+        let (reply, _answer) = crate::api::future::channel(|| {
+            Err(crate::api::error::MembershipError::Shutdown)
+        });
+        let command = crate::node::Command::Membership {
+            change,
+            prev_index,
+            timeout: Duration::from_millis(500),
+            reply: crate::node::Reply::Membership(reply),
+        };
+        self.operate(l, command)
     }
 
-    /// Reloads every live node's timing (election timeout 100–300 ms, heartbeats a tenth to a
-    /// fifth of it, a lease of at least half the election timeout).
+    /// Reloads every live node's timing through `reload_config` (election timeout 100–300
+    /// ms, heartbeat timeout half to all of it; the lease stays, no longer than any of them).
     pub(super) fn retime(&mut self) -> Result<(), String> {
         if self.healed {
             return Ok(());
@@ -154,24 +161,22 @@ impl World {
         let at = self.now.plus_nanos(self.rng.range(500 * MS, 3000 * MS));
         self.schedule(at, Ev::Retime);
         let election = self.rng.range(100, 300);
-        let heartbeat = self.rng.range(election / 10, election / 5);
-        let lease = self.rng.range((2 * heartbeat).max(election / 2), election);
-        let timing = crate::core::Timing {
-            election_timeout: Duration::from_millis(election),
-            heartbeat_interval: Duration::from_millis(heartbeat),
-            leader_lease_timeout: Duration::from_millis(lease),
-            trailing_logs: self.rng.below(8),
-        };
-        // Nodes that are down now restart with the new timing, as a reloaded config file
-        // would give them.
-        self.core_template.election_timeout = timing.election_timeout;
-        self.core_template.heartbeat_interval = timing.heartbeat_interval;
-        self.core_template.leader_lease_timeout = timing.leader_lease_timeout;
-        self.core_template.trailing_logs = timing.trailing_logs;
+        let lease = self.config_template.leader_lease_timeout.as_millis() as u64;
+        let heartbeat = self.rng.range((election / 2).max(lease), election + 1);
+        let t = &mut self.config_template;
+        t.election_timeout = Duration::from_millis(election);
+        t.heartbeat_timeout = Duration::from_millis(heartbeat);
+        t.trailing_logs = self.rng.below(8);
+        let reloadable = crate::api::config::ReloadableConfig::from_config(t);
         self.hash(&[15, self.now.0, election, heartbeat, lease]);
-        self.log(|| format!("all nodes retimed to {timing:?}"));
+        self.log(|| format!("all nodes retimed to {reloadable:?}"));
+        // Nodes that are down now restart with the new timing (`config_template`), as a
+        // reloaded config file would give them.
         for n in 0..self.nodes.len() {
-            self.step(n, Input::Reconfigure(timing))?;
+            let (reply, _answer) = crate::api::future::channel(|| {
+                Err(crate::api::error::ReloadConfigError::Shutdown)
+            });
+            self.operate(n, crate::node::Command::Reload { reloadable, reply })?;
         }
         Ok(())
     }
@@ -190,7 +195,6 @@ impl World {
         } else {
             Some(self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id)
         };
-        let token = self.admin_token();
         self.log(|| format!("n{} asked to transfer leadership to {target:?}", l + 1));
         self.hash(&[13, self.now.0, l as u64]);
         if self.config.faults && self.rng.chance(1, 3) {
@@ -199,7 +203,10 @@ impl World {
             let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
             self.schedule(at, Ev::Isolate { node: l });
         }
-        self.step(l, Input::TransferLeadership { token, target })
+        let (reply, _answer) =
+            crate::api::future::channel(|| Err(crate::api::error::TransferError::Shutdown));
+        let reply = crate::node::Reply::Transfer(reply);
+        self.operate(l, crate::node::Command::Transfer { target, reply })
     }
 
     /// Asks the leader to restore an external snapshot (see `restore_blob`).
@@ -212,16 +219,24 @@ impl World {
         let Some(l) = self.live_leader() else {
             return Ok(());
         };
-        let token = self.admin_token();
         self.log(|| format!("n{} asked to restore a snapshot", l + 1));
         self.hash(&[16, self.now.0, l as u64]);
         self.restores += 1;
-        self.step(l, Input::UserRestore { token })
+        let nonce = self.rng.next_u64();
+        let data = std::io::Cursor::new(super::super::node::restore_blob(nonce));
+        let (reply, _answer) =
+            crate::api::future::channel(|| Err(crate::api::error::RestoreError::Shutdown));
+        let reply = crate::node::Reply::Restore(reply);
+        let command = crate::node::Command::Restore {
+            data: Box::new(data),
+            reply,
+        };
+        self.operate(l, command)
     }
 
     /// The nodes that `leader`'s latest configuration lists as non-voters.
     fn nonvoters_of(&self, leader: Option<usize>) -> Vec<usize> {
-        let Some(core) = leader.and_then(|l| self.nodes[l].core.as_ref()) else {
+        let Some(core) = leader.and_then(|l| self.nodes[l].core()) else {
             return Vec::new();
         };
         let (_, latest) = core.latest_configuration();
@@ -242,7 +257,7 @@ impl World {
         let leader = self
             .nodes
             .iter()
-            .position(|x| x.core.as_ref().is_some_and(|c| c.role() == Role::Leader));
+            .position(|x| x.core().is_some_and(|c| c.role() == Role::Leader));
         let victim = match leader {
             Some(l) if self.rng.chance(1, 2) => l,
             _ => self.rng.below(n as u64) as usize,

@@ -5,21 +5,25 @@ mod effects;
 mod faults;
 
 use super::checks::{check_log_matching, Checker};
-use super::chunks::Receiver;
-use super::disk::Disk;
-use super::kv::{self, Kv};
+use super::kv;
 use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
+use super::node::{lock, Disk, Machine, SimFsm, SimLog, SimTransport, Wire};
+use crate::api::config::Config;
+use crate::api::error::{ApplyError, ReadError};
+use crate::api::outcome::Applied;
+use crate::api::RaftFuture;
 #[cfg(feature = "sim")]
 use crate::core::Mutation;
-use crate::core::{
-    Core, CoreConfig, Effect, Event, Input, MembershipChange, Outcome, RequestError, Rng, Role,
-    Time, Token,
-};
-use bytes::Bytes;
+use crate::core::{Core, CoreConfig, MembershipChange, Rng, Role, Time};
+use crate::node::shard::Shard;
+use crate::node::Shared;
 use ringraft_net::message::Message;
-use ringraft_storage::{Configuration, EntryKind, Index, LogId, NodeId, SnapshotMeta};
+use ringraft_storage::{
+    Configuration, InmemSnapshotStore, InmemStore, Index, LogId, NodeId, Ticket,
+};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MS: u64 = 1_000_000;
@@ -122,10 +126,16 @@ enum Ev {
     Timer {
         node: usize,
     },
+    /// The node's disk finished the writes through `ticket` (the fsync returned).
     DiskDone {
         node: usize,
         boot: u64,
-        seq: u64,
+        ticket: Ticket,
+    },
+    /// The node's snapshot worker does the jobs queued so far.
+    SnapshotWork {
+        node: usize,
+        boot: u64,
     },
     ClientNext {
         client: usize,
@@ -157,10 +167,16 @@ enum Ev {
         node: usize,
         boot: u64,
     },
-    /// A client request arriving at a node.
+    /// A client's request arriving at a node.
     Request {
         node: usize,
-        input: Input,
+        client: usize,
+        token: u64,
+    },
+    /// The node's transport reports `peer` unreachable (a refused connection).
+    Unreachable {
+        node: usize,
+        peer: NodeId,
     },
     /// A paused node resumes and processes what arrived meanwhile, in order.
     Resume {
@@ -192,29 +208,50 @@ impl Ord for Scheduled {
     }
 }
 
+/// A running node: its shard (the real glue around its core) and the handle it shares.
+struct Running {
+    shard: Box<Shard>,
+    shared: Arc<Shared>,
+}
+
 struct SimNode {
     id: NodeId,
-    core: Option<Core>,
+    running: Option<Running>,
     boot: u64,
-    disk: Disk,
+    /// The log store's disk (what survives a crash is decided here).
+    disk: Arc<Mutex<Disk>>,
+    /// Snapshots and staged restores: durable once committed, kept across crashes.
+    snapshots: InmemSnapshotStore,
+    wire: Arc<Mutex<Wire>>,
+    machine: Arc<Mutex<Machine>>,
     disk_free_at: Time,
     /// fsync latency range: most disks are fast, some seeds give a node a slow one (which
     /// widens the window between a leader's sends and its own durability).
     disk_latency: (u64, u64),
-    kv: Kv,
-    applied: LogId,
-    /// A snapshot being received from the leader.
-    receiving: Receiver,
+    /// Whether a snapshot-work event is scheduled.
+    snapshot_work_scheduled: bool,
     commit_seen: Index,
     paused_until: Time,
     /// Events that arrived while paused, in arrival order.
     deferred: std::collections::VecDeque<Ev>,
     timer_at: Option<Time>,
+    /// Role and term after the last turn (a change is hashed and draws faults).
+    role: (Role, ringraft_storage::Term),
     /// The furthest AppendEntries success this node sent, in the newest term it sent one.
     acked: Option<Acked>,
     /// The highest term this node ever reached (across restarts: a crash can lose a term
     /// change whose truncation survived).
     term_seen: ringraft_storage::Term,
+}
+
+impl SimNode {
+    fn core(&self) -> Option<&Core> {
+        self.running.as_ref().map(|r| &r.shard.core)
+    }
+
+    fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
 }
 
 /// What a node last promised a leader it holds durably.
@@ -226,20 +263,26 @@ struct Acked {
     entry_term: Option<ringraft_storage::Term>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Waiting {
-    Reply,
-    Apply {
-        index: Index,
-        committed: Option<LogId>,
-    },
+/// A client operation's answer on its way back (the future of the `Raft` call it stands for).
+enum Answer {
+    Apply(RaftFuture<Applied, ApplyError>),
+    Read(RaftFuture<Index, ReadError>),
+    Barrier(RaftFuture<Index, ApplyError>),
+}
+
+/// A client operation's answer.
+enum Answered {
+    Apply(Result<Applied, ApplyError>),
+    Read(Result<Index, ReadError>),
+    Barrier(Result<Index, ApplyError>),
 }
 
 struct InFlight {
     token: u64,
     node: usize,
     history: usize,
-    waiting: Waiting,
+    /// Set once the request reached its node.
+    answer: Option<Answer>,
 }
 
 struct Client {
@@ -280,8 +323,6 @@ struct World {
     restores: u64,
     restores_applied: u64,
     restores_streamed: u64,
-    /// Nodes snapshot every this many applied entries (0: never).
-    snapshot_every: u64,
     checker: Checker,
     trace: u64,
     events: u64,
@@ -290,7 +331,12 @@ struct World {
     verbose: bool,
     /// Clients pause up to this long between operations (varies by seed: busy or idle).
     think_time_max: u64,
+    /// The core settings the node glue's `Config` cannot express (chunk and message sizes,
+    /// promotion, the mutation); timing comes from `config_template`.
     core_template: CoreConfig,
+    /// The nodes' `Config` (its id set per node); retimes change it, so restarts use the new
+    /// timing as a reloaded config file would give them.
+    config_template: Config,
     /// For each read in progress (by token), the highest index committed anywhere when it
     /// reached its node: its answer may not be older.
     read_floor: BTreeMap<u64, Index>,
@@ -347,33 +393,40 @@ impl World {
             .collect();
         let state = Core::bootstrap_state(&configuration).expect("valid bootstrap configuration");
         let mut template = CoreConfig::new(NodeId(1));
-        template.election_timeout = Duration::from_millis(150);
-        template.heartbeat_interval = Duration::from_millis(30);
-        template.leader_lease_timeout = Duration::from_millis(120);
-        template.clock_drift_bound = Duration::from_millis(15);
-        template.pre_vote = rng.chance(4, 5);
+        let mut glue = Config::new(NodeId(1));
+        glue.election_timeout = Duration::from_millis(150);
+        glue.heartbeat_timeout = Duration::from_millis(150);
+        // A lease no longer than any election timeout a retime may choose, less the drift.
+        glue.leader_lease_timeout = Duration::from_millis(rng.range(25, 50));
+        glue.clock_drift_bound = Duration::from_millis(15);
+        glue.commit_timeout = Duration::from_millis(5);
+        glue.pre_vote_disabled = !rng.chance(4, 5);
         let max_entries_bound = if rng.chance(1, 2) { 4 } else { 64 };
-        template.max_append_entries = 1 + rng.below(max_entries_bound) as usize;
+        glue.max_append_entries = 1 + rng.below(max_entries_bound) as usize;
         template.max_append_bytes = 64 + rng.below(4096) as usize;
-        template.max_inflight = 1 + rng.below(8) as usize;
+        glue.max_inflight = 1 + rng.below(8) as usize;
         let lease_read = rng.chance(1, 2);
         let think_time_max = rng.range(MS, 30 * MS);
         // Frequent snapshots with few trailing entries make InstallSnapshot common.
         let snapshot_every = if !config.snapshots || rng.chance(1, 5) {
-            0
+            u64::MAX
         } else {
             rng.range(5, 60)
         };
+        glue.snapshot_threshold = snapshot_every;
+        glue.snapshot_interval = Duration::from_millis(rng.range(5, 40));
         template.promotion_lag_max = if rng.chance(1, 2) {
             Some(rng.below(20))
         } else {
             None
         };
         template.promotion_rounds_max = rng.range(5, 40);
-        template.shutdown_on_remove = rng.chance(1, 2);
-        template.trailing_logs = rng.below(8);
+        glue.shutdown_on_remove = rng.chance(1, 2);
+        glue.trailing_logs = rng.below(8);
         template.snapshot_chunk_bytes = rng.range(16, 256);
-        template.lease_read = lease_read;
+        glue.lease_read = lease_read;
+        // The simulator turns the shard itself; the state machine runs inline.
+        glue.apply_on_shard_thread = true;
         template.mutation = config.mutation;
         let mut world = World {
             rng,
@@ -400,7 +453,6 @@ impl World {
             restores: 0,
             restores_applied: 0,
             restores_streamed: 0,
-            snapshot_every,
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -408,13 +460,14 @@ impl World {
             think_time_max,
             verbose: std::env::var_os("RINGRAFT_SIM_TRACE").is_some(),
             core_template: template,
+            config_template: glue,
             read_floor: BTreeMap::new(),
             event_budget: config.max_events(),
             config,
         };
         for id in pool {
             let disk = if ids.contains(&id) {
-                Disk::with_state(&state)
+                SimLog::disk_with(&state.entries, state.hard_state)
             } else {
                 Disk::default()
             };
@@ -426,17 +479,19 @@ impl World {
             world.nodes.push(SimNode {
                 id,
                 disk_latency,
-                core: None,
+                running: None,
                 boot: 0,
-                disk,
+                disk: Arc::new(Mutex::new(disk)),
+                snapshots: InmemSnapshotStore::new(),
+                wire: Arc::default(),
+                machine: Arc::default(),
                 disk_free_at: Time(0),
-                kv: Kv::default(),
-                applied: LogId::default(),
-                receiving: Receiver::default(),
+                snapshot_work_scheduled: false,
                 commit_seen: Index(0),
                 paused_until: Time(0),
                 deferred: std::collections::VecDeque::new(),
                 timer_at: None,
+                role: (Role::Follower, ringraft_storage::Term(0)),
                 acked: None,
                 term_seen: ringraft_storage::Term(0),
             });
@@ -486,7 +541,7 @@ impl World {
     fn describe_nodes(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            let Some(c) = &n.core else {
+            let Some(c) = n.core() else {
                 out.push_str(&format!("\n  {}: down", n.id));
                 continue;
             };
@@ -582,9 +637,11 @@ impl World {
         // arrival order.
         let target = match &ev {
             Ev::Deliver(m) => Some(m.to.0 as usize - 1),
-            Ev::Timer { node } | Ev::DiskDone { node, .. } | Ev::Request { node, .. } => {
-                Some(*node)
-            }
+            Ev::Timer { node }
+            | Ev::DiskDone { node, .. }
+            | Ev::SnapshotWork { node, .. }
+            | Ev::Request { node, .. }
+            | Ev::Unreachable { node, .. } => Some(*node),
             _ => None,
         };
         if let Some(n) = target {
@@ -613,26 +670,56 @@ impl World {
                     ),
                     body => format!("n{} -> n{} {} {:?}", from + 1, to + 1, m.term, body),
                 });
-                if self.blocked.contains(&(from, to)) || self.nodes[to].core.is_none() {
+                if self.blocked.contains(&(from, to)) || !self.nodes[to].is_up() {
                     return Ok(());
                 }
-                self.step(to, Input::Message(m))
+                self.note_install(to, &m);
+                let event = ringraft_net::transport::TransportEvent::Message {
+                    group: ringraft_storage::GroupId(0),
+                    message: m,
+                };
+                lock(&self.nodes[to].wire).inbox.push_back(event);
+                self.turn(to)
             }
             Ev::Timer { node } => {
                 self.nodes[node].timer_at = None;
                 self.hash(&[2, self.now.0, node as u64]);
-                if self.nodes[node].core.is_none() {
-                    return Ok(());
-                }
-                self.step(node, Input::Tick)
+                self.turn(node)
             }
-            Ev::DiskDone { node, boot, seq } => {
-                if self.nodes[node].boot != boot || self.nodes[node].core.is_none() {
+            Ev::DiskDone { node, boot, ticket } => {
+                if self.nodes[node].boot != boot || !self.nodes[node].is_up() {
                     return Ok(());
                 }
-                self.hash(&[3, self.now.0, node as u64, seq]);
-                self.nodes[node].disk.complete(seq)?;
-                self.step(node, Input::Persisted { seq })
+                self.hash(&[3, self.now.0, node as u64, ticket.0]);
+                lock(&self.nodes[node].disk).complete(ticket)?;
+                self.turn(node)
+            }
+            Ev::SnapshotWork { node, boot } => {
+                if self.nodes[node].boot != boot {
+                    return Ok(());
+                }
+                self.nodes[node].snapshot_work_scheduled = false;
+                self.hash(&[19, self.now.0, node as u64]);
+                let Some(running) = self.nodes[node].running.as_mut() else {
+                    return Ok(());
+                };
+                running.shard.run_snapshot_jobs();
+                self.turn(node)
+            }
+            Ev::Unreachable { node, peer } => {
+                if !self.nodes[node].is_up() {
+                    return Ok(());
+                }
+                let event = ringraft_net::transport::TransportEvent::SendFailed {
+                    peer,
+                    failed: Vec::new(),
+                    error: ringraft_net::transport::PeerError::Io {
+                        kind: std::io::ErrorKind::ConnectionRefused,
+                        message: "connection refused".into(),
+                    },
+                };
+                lock(&self.nodes[node].wire).inbox.push_back(event);
+                self.turn(node)
             }
             Ev::ClientNext { client } => self.client_next(client),
             Ev::ClientTimeout { client, token } => {
@@ -656,7 +743,7 @@ impl World {
             Ev::Restore => self.user_restore(),
             Ev::Retime => self.retime(),
             Ev::Restart { node } => {
-                if self.nodes[node].core.is_none() {
+                if !self.nodes[node].is_up() {
                     self.boot(node)?;
                 }
                 Ok(())
@@ -669,21 +756,11 @@ impl World {
                 }
                 Ok(())
             }
-            Ev::Request { node, input } => {
-                if self.nodes[node].core.is_none() {
-                    // The node crashed while the request travelled: the client's crash
-                    // handling already resolved it.
-                    return Ok(());
-                }
-                if let Input::ReadIndex { token }
-                | Input::LeaseRead { token }
-                | Input::Barrier { token } = input
-                {
-                    self.read_floor.insert(token.0, self.checker.max_commit());
-                }
-                self.log(|| format!("n{} receives {input:?}", node + 1));
-                self.step(node, input)
-            }
+            Ev::Request {
+                node,
+                client,
+                token,
+            } => self.request_arrives(node, client, token),
             Ev::Resume { node } => {
                 if self.nodes[node].paused_until > self.now {
                     let at = self.nodes[node].paused_until;
@@ -704,33 +781,58 @@ impl World {
         }
     }
 
-    fn core_config(&self, n: usize) -> CoreConfig {
-        let mut c = self.core_template.clone();
-        c.id = self.nodes[n].id;
-        c.seed = self.config.seed ^ ((n as u64 + 1) << 48) ^ (self.nodes[n].boot << 32);
-        c
+    /// Node `n`'s glue configuration and core settings for its next start.
+    fn node_configs(&self, n: usize) -> Result<(Config, CoreConfig), String> {
+        let mut config = self.config_template.clone();
+        config.local_id = self.nodes[n].id;
+        let seed = self.config.seed ^ ((n as u64 + 1) << 48) ^ (self.nodes[n].boot << 32);
+        let mut core = config
+            .core_config(seed)
+            .map_err(|e| format!("invalid simulated configuration: {e}"))?;
+        let t = &self.core_template;
+        core.max_append_bytes = t.max_append_bytes;
+        core.promotion_lag_max = t.promotion_lag_max;
+        core.promotion_rounds_max = t.promotion_rounds_max;
+        core.snapshot_chunk_bytes = t.snapshot_chunk_bytes;
+        core.mutation = t.mutation;
+        Ok((config, core))
     }
 
+    /// Starts node `n` from what its disk and snapshot store hold, through the runtime's own
+    /// recovery (`node::start`): the state machine restores the newest snapshot, the shard
+    /// applies what the log says was committed.
     fn boot(&mut self, n: usize) -> Result<(), String> {
         self.nodes[n].boot += 1;
-        let config = self.core_config(n);
-        let state = self.nodes[n].disk.recover();
-        let core =
-            Core::new(config, state, self.now).map_err(|e| format!("restart failed: {e}"))?;
+        let (config, core) = self.node_configs(n)?;
         let node = &mut self.nodes[n];
-        node.core = Some(core);
-        // The state machine restores the newest snapshot at start.
-        let (kv, applied) = match node.disk.snapshot() {
-            Some((meta, kv)) => (kv.clone(), meta.last),
-            None => (Kv::default(), LogId::default()),
+        *lock(&node.machine) = Machine::default();
+        *lock(&node.wire) = Wire::default();
+        let fsm = SimFsm {
+            machine: node.machine.clone(),
+            id: node.id,
         };
-        node.kv = kv;
-        node.applied = applied;
-        node.receiving.reset();
+        let log = SimLog::open(node.disk.clone());
+        let transport = SimTransport::new(node.id, node.wire.clone());
+        let (shard, shared) = crate::node::start::sim_shard(
+            config,
+            core,
+            Box::new(fsm),
+            Box::new(log),
+            Box::new(InmemStore::new()),
+            Arc::new(node.snapshots.clone()),
+            Box::new(transport),
+            self.now,
+        )
+        .map_err(|e| format!("n{} restart failed: {e}", n + 1))?;
+        node.running = Some(Running {
+            shard: Box::new(shard),
+            shared,
+        });
         node.commit_seen = Index(0);
         node.disk_free_at = self.now;
+        node.snapshot_work_scheduled = false;
         self.hash(&[5, self.now.0, n as u64]);
-        self.drain(n)
+        self.turn(n)
     }
 
     // ---- the end ---------------------------------------------------------------------
@@ -743,8 +845,7 @@ impl World {
             .nodes
             .iter()
             .filter_map(|n| {
-                n.core
-                    .as_ref()
+                n.core()
                     .map(|c| (n.id, c.log().iter().cloned().collect()))
             })
             .collect();
@@ -763,7 +864,7 @@ impl World {
         let leader = self
             .nodes
             .iter()
-            .filter_map(|n| n.core.as_ref())
+            .filter_map(SimNode::core)
             .find(|c| c.role() == Role::Leader);
         if let Some(leader) = leader {
             for &(history, id) in &self.acked_writes {

@@ -25,13 +25,13 @@ fn sweep(start: u64, count: u64, nodes: usize) {
 }
 
 #[test]
-fn three_node_clusters_stay_safe_and_live_over_800_seeds() {
-    sweep(0, 800, 3);
+fn three_node_clusters_stay_safe_and_live_over_500_seeds() {
+    sweep(0, 500, 3);
 }
 
 #[test]
-fn five_node_clusters_stay_safe_and_live_over_500_seeds() {
-    sweep(1_000_000, 500, 5);
+fn five_node_clusters_stay_safe_and_live_over_300_seeds() {
+    sweep(1_000_000, 300, 5);
 }
 
 #[test]
@@ -86,11 +86,10 @@ fn the_simulator_catches_follower_commit_without_the_min() {
     assert!(caught.is_some(), "not caught within 200 seeds");
 }
 
-#[test]
-fn the_simulator_catches_two_uncommitted_configurations() {
-    let caught = first_catch(Mutation::AllowTwoUncommittedConfigurations, 100);
-    assert!(caught.is_some(), "not caught within 100 seeds");
-}
+// `two-uncommitted-configs` needs a few thousand seeds since the simulator runs the shard
+// glue, whose membership queue hands the core one change at a time (the core's own rule then
+// matters only for a new leader's inherited change and catch-up promotions): `.ci/run` checks
+// it in release, and `tests/core_membership.rs` drives the refusal by hand.
 
 // `keep-conflicting-suffix` needs a few hundred seeds (first caught at seed 411 with the
 // restore workload): too slow for a debug-build test, so only `.ci/run` checks it, in release.
@@ -156,6 +155,23 @@ fn the_bookkeeping_checker_catches_configurations_kept_after_a_truncation() {
         50,
         "configuration bookkeeping",
     );
+}
+
+// The glue mutations: bugs in the node runtime's shard glue, which the simulator runs (the
+// same code a `Raft` node runs), each caught by the checker that watches for it.
+
+#[test]
+fn the_durable_term_checker_catches_the_glue_acknowledging_before_the_disk() {
+    caught_by(
+        Mutation::GlueAckBeforeDurable,
+        20,
+        "durability of what was said",
+    );
+}
+
+#[test]
+fn the_state_machine_checker_catches_the_glue_applying_before_commit() {
+    caught_by(Mutation::GlueApplyBeforeCommit, 20, "state-machine safety");
 }
 
 #[test]

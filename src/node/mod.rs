@@ -137,7 +137,8 @@ impl Submissions {
         timeout: Duration,
         signal: &Signal,
     ) -> Result<(), PushError> {
-        let deadline = (!timeout.is_zero()).then(|| clock::monotonic_now() + timeout);
+        // The clock is read only if the queue is full (the common case never waits).
+        let mut deadline = None;
         let mut inner = self.lock();
         loop {
             if inner.closed {
@@ -148,6 +149,9 @@ impl Submissions {
                 drop(inner);
                 signal.notify();
                 return Ok(());
+            }
+            if !timeout.is_zero() && deadline.is_none() {
+                deadline = Some(clock::monotonic_now() + timeout);
             }
             inner = match deadline {
                 None => self.not_full.wait(inner).unwrap_or_else(|p| p.into_inner()),

@@ -24,9 +24,9 @@
 mod checks;
 mod chunks;
 mod disk;
-mod node;
 pub mod kv;
 pub mod linearizability;
+mod node;
 pub mod testkit;
 mod world;
 

@@ -24,8 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ringraft_net::message::Message;
 use ringraft_net::transport::{SendError, Transport, TransportEvent};
 use ringraft_storage::{
-    DurableNotifier, Entry, GroupId, HardState, Index, LogError, LogStore,
-    NodeId, Term, Ticket,
+    DurableNotifier, Entry, GroupId, HardState, Index, LogError, LogStore, NodeId, Term, Ticket,
 };
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -87,7 +86,10 @@ impl Image {
         match op {
             Op::TruncateSuffix(last) => {
                 if last.0 + 1 < self.first.0 {
-                    return Err(format!("disk: truncation after {last}, before {}", self.first));
+                    return Err(format!(
+                        "disk: truncation after {last}, before {}",
+                        self.first
+                    ));
                 }
                 let keep = (last.0 + 1 - self.first.0) as usize;
                 self.entries.truncate(keep);

@@ -217,15 +217,15 @@ impl Shard {
             }
         }
         #[cfg(feature = "sim")]
-        let durable = if self.core_config.mutation == Some(crate::core::Mutation::GlueAckBeforeDurable)
-        {
-            // The glue mutation: whatever was submitted counts as durable.
-            self.pending_persist
-                .back()
-                .map_or(durable, |p| p.ticket.max(durable))
-        } else {
-            durable
-        };
+        let durable =
+            if self.core_config.mutation == Some(crate::core::Mutation::GlueAckBeforeDurable) {
+                // The glue mutation: whatever was submitted counts as durable.
+                self.pending_persist
+                    .back()
+                    .map_or(durable, |p| p.ticket.max(durable))
+            } else {
+                durable
+            };
         self.metrics.durable(now, durable);
         let mut seq = None;
         while let Some(front) = self.pending_persist.front_mut() {

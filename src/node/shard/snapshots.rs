@@ -176,7 +176,11 @@ impl Shard {
             .snapshot_io
             .submit(SnapshotJob::StageRestore { token, meta, data })
         {
-            self.fail_restore(now, token, RestoreError::Staging("the node is stopping".into()));
+            self.fail_restore(
+                now,
+                token,
+                RestoreError::Staging("the node is stopping".into()),
+            );
         }
     }
 

@@ -94,12 +94,18 @@ impl World {
             KvOp::Get { .. } if barrier => {
                 let (tx, fut) = crate::api::future::channel(|| Err(ApplyError::Shutdown));
                 let reply = crate::node::Reply::Barrier(tx);
-                (crate::node::Command::Barrier { reply }, Answer::Barrier(fut))
+                (
+                    crate::node::Command::Barrier { reply },
+                    Answer::Barrier(fut),
+                )
             }
             KvOp::Get { .. } => {
                 let (tx, fut) = crate::api::future::channel(|| Err(ReadError::Shutdown));
                 let reply = crate::node::Reply::Read(tx);
-                (crate::node::Command::Read { lease, reply }, Answer::Read(fut))
+                (
+                    crate::node::Command::Read { lease, reply },
+                    Answer::Read(fut),
+                )
             }
             _ => {
                 let (tx, fut) = crate::api::future::channel(|| Err(ApplyError::Shutdown));

@@ -256,18 +256,6 @@ impl World {
     }
 
     pub(super) fn send(&mut self, m: Message) {
-        self.log(|| match &m.body {
-            ringraft_net::message::Body::AppendEntries(ae) => format!(
-                "n{} -> n{} {} AppendEntries prev {} +{} commit {}",
-                m.from.0,
-                m.to.0,
-                m.term,
-                ae.prev_log_id,
-                ae.entries.len(),
-                ae.leader_commit
-            ),
-            body => format!("n{} -> n{} {} {:?}", m.from.0, m.to.0, m.term, body),
-        });
         let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
         if to < self.nodes.len() && !self.nodes[to].is_up() {
             // Connection refused: the sender's transport reports the peer unreachable.
@@ -303,7 +291,7 @@ impl World {
                 self.rng.range(MS / 10, 2 * MS)
             };
             let at = self.now.plus_nanos(delay);
-            self.schedule(at, Ev::Deliver(m.clone()));
+            self.schedule(at, Ev::Deliver(Box::new(m.clone())));
         }
     }
 

@@ -140,9 +140,8 @@ impl World {
         };
         self.log(|| format!("n{} asked to {change:?} (prev {prev_index:?})", l + 1));
         self.hash(&[12, self.now.0, l as u64, id.0]);
-        let (reply, _answer) = crate::api::future::channel(|| {
-            Err(crate::api::error::MembershipError::Shutdown)
-        });
+        let (reply, _answer) =
+            crate::api::future::channel(|| Err(crate::api::error::MembershipError::Shutdown));
         let command = crate::node::Command::Membership {
             change,
             prev_index,
@@ -173,9 +172,8 @@ impl World {
         // Nodes that are down now restart with the new timing (`config_template`), as a
         // reloaded config file would give them.
         for n in 0..self.nodes.len() {
-            let (reply, _answer) = crate::api::future::channel(|| {
-                Err(crate::api::error::ReloadConfigError::Shutdown)
-            });
+            let (reply, _answer) =
+                crate::api::future::channel(|| Err(crate::api::error::ReloadConfigError::Shutdown));
             self.operate(n, crate::node::Command::Reload { reloadable, reply })?;
         }
         Ok(())

@@ -19,7 +19,7 @@ use crate::node::shard::Shard;
 use crate::node::Shared;
 use ringraft_net::message::Message;
 use ringraft_storage::{
-    Configuration, InmemSnapshotStore, InmemStore, Index, LogId, NodeId, Ticket,
+    Configuration, Index, InmemSnapshotStore, InmemStore, LogId, NodeId, Ticket,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -122,7 +122,7 @@ pub struct Report {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver(Message),
+    Deliver(Box<Message>),
     Timer {
         node: usize,
     },
@@ -676,7 +676,7 @@ impl World {
                 self.note_install(to, &m);
                 let event = ringraft_net::transport::TransportEvent::Message {
                     group: ringraft_storage::GroupId(0),
-                    message: m,
+                    message: *m,
                 };
                 lock(&self.nodes[to].wire).inbox.push_back(event);
                 self.turn(to)
@@ -844,10 +844,7 @@ impl World {
         let logs: Vec<(NodeId, Vec<ringraft_storage::Entry>)> = self
             .nodes
             .iter()
-            .filter_map(|n| {
-                n.core()
-                    .map(|c| (n.id, c.log().iter().cloned().collect()))
-            })
+            .filter_map(|n| n.core().map(|c| (n.id, c.log().iter().cloned().collect())))
             .collect();
         for a in 0..logs.len() {
             for b in a + 1..logs.len() {

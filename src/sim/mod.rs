@@ -3,11 +3,17 @@
 //! ```text
 //!   seed ──► Rng ──► fault schedule, network delays/loss, disk latency, crash damage, workload
 //!                        │
-//!   World: N real `Core`s ◄─► simulated network ◄─► simulated disks ◄─► simulated clients
+//!   World: N nodes, each the runtime's shard glue around a real `Core`
+//!          (node::shard::Shard::turn, driven with simulated time)
+//!            ├─ LogStore  ──► simulated disk: durable when the world says, torn by crashes
+//!            ├─ Transport ──► simulated network: delay, loss, duplication, partitions
+//!            ├─ Fsm       ──► the key-value model, applied inline
+//!            ├─ snapshot worker jobs, run when the world schedules them
+//!            └─ submission queue and reply futures ◄── simulated clients and operators
 //!                        │
-//!   checkers after every event: invariants, election safety, commit and state-machine safety,
-//!   leader completeness; at the end: log matching, acknowledged writes, linearizability,
-//!   liveness after healing
+//!   checkers after every turn: invariants, election safety, commit and state-machine safety,
+//!   leader completeness, reads, durability of what was said, configurations; at the end:
+//!   log matching, acknowledged writes, linearizability, liveness after healing
 //! ```
 //!
 //! Everything derives from one `u64` seed, and the world is a single-threaded discrete-event

@@ -253,14 +253,29 @@ impl Core {
     /// A voter campaigns; so does a node that an uncommitted configuration removes or demotes
     /// (hashicorp's rule): until that change commits it may be the only node holding it, and
     /// without it no one could finish the change. Its own vote then does not count.
+    ///
+    /// "Removed by an uncommitted change" is judged against the configuration before the
+    /// latest, which is committed whatever this node's commit index says: a leader appends a
+    /// configuration only once the one before it committed, so in any log every configuration
+    /// but the latest is committed (hashicorp reads its configurations from the log the same
+    /// way at start). A node whose commit index lags (a restart that did not recover it, with
+    /// a log store that keeps no commit index) would otherwise see no committed configuration
+    /// that lists it and never campaign, even when it alone could finish the change (the
+    /// simulator found that livelock at seed 30 884).
     fn may_campaign(&self) -> bool {
         let (latest_index, latest) = self.latest_configuration();
-        let (committed_index, committed) = self.committed_configuration();
         let me = self.id();
-        latest.is_voter(me)
-            || (latest_index > committed_index
-                && committed.is_voter(me)
-                && latest.voters().next().is_some())
+        if latest.is_voter(me) {
+            return true;
+        }
+        let (committed_index, committed) = self.committed_configuration();
+        let before_latest = match self.configs.len() {
+            n if n >= 2 => Some(&self.configs[n - 2].1),
+            _ => None,
+        };
+        latest_index > committed_index
+            && (committed.is_voter(me) || before_latest.is_some_and(|c| c.is_voter(me)))
+            && latest.voters().next().is_some()
     }
 
     /// Our own vote, if it counts in our latest configuration.

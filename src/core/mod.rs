@@ -147,6 +147,7 @@ impl Core {
             }
             expected = expected.next();
         }
+        let recovered_last = state.log_prev.index.plus(state.entries.len() as u64);
         let mut log = RaftLog::new(state.log_prev, state.entries);
         if let Some(s) = &state.snapshot {
             // Entries the snapshot covers are committed; a log that disagrees with it is stale.
@@ -215,7 +216,13 @@ impl Core {
         core.reset_election_deadline();
         if core.log.prev().index > state.log_prev.index {
             // The snapshot is durable but the log store was not yet compacted behind it (a
-            // crash came in between): make the store agree before anything is appended.
+            // crash came in between): make the store agree before anything is appended. A
+            // store log that disagrees with the snapshot was discarded above, entries past the
+            // snapshot's index included (Figure 13 rule 7): the store drops them too, or its
+            // next append there would not follow its last entry.
+            if recovered_last > core.log.last_index() {
+                core.staged.truncate_from = Some(core.log.last_index().next());
+            }
             core.staged.compact_through = Some(core.log.prev());
             core.flush_persist();
         }

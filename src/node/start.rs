@@ -208,6 +208,7 @@ pub(crate) fn sim_shard(
     );
     let parts = p.into_parts(snapshot_io, |apply| Ok(Applier::Inline(Box::new(apply))))?;
     let mut shard = Shard::new(parts, transport, false);
+    shard.queue_stable_saves();
     shard.begin(now);
     Ok((shard, shared))
 }

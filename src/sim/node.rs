@@ -136,6 +136,11 @@ pub(crate) struct Disk {
     pub(crate) term_change_pending: bool,
     /// A glue bug the store saw (an operation its contract forbids).
     pub(crate) error: Option<String>,
+    /// Whether the log store keeps the hard state (like the WAL); if not, the node's stable
+    /// store does (like a user's own log store beside hashicorp's `StableStore`).
+    pub(crate) log_keeps_hard_state: bool,
+    /// The stable store's contents (durable once a save returns).
+    stable: HardState,
 }
 
 impl Disk {
@@ -178,7 +183,8 @@ impl Disk {
 
     /// The term of the durable hard state (what a crash now would recover).
     pub(crate) fn durable_term(&self) -> Term {
-        self.durable.hard_state.map_or(Term(0), |h| h.term)
+        let in_log = self.durable.hard_state.map_or(Term(0), |h| h.term);
+        in_log.max(self.stable.term)
     }
 }
 
@@ -187,23 +193,49 @@ impl Disk {
 pub(crate) struct SimLog {
     disk: Arc<Mutex<Disk>>,
     visible: Image,
+    keeps_hard_state: bool,
 }
 
 impl SimLog {
     /// Opens the durable contents of `disk` (after a crash or at boot).
     pub(crate) fn open(disk: Arc<Mutex<Disk>>) -> SimLog {
-        let visible = lock(&disk).durable.clone();
-        SimLog { disk, visible }
+        let (visible, keeps_hard_state) = {
+            let d = lock(&disk);
+            (d.durable.clone(), d.log_keeps_hard_state)
+        };
+        SimLog {
+            disk,
+            visible,
+            keeps_hard_state,
+        }
     }
 
-    /// A disk holding a bootstrapped state.
-    pub(crate) fn disk_with(entries: &[Entry], hard_state: HardState) -> Disk {
+    /// A disk holding a bootstrapped state (`log_keeps_hard_state`: see [`Disk`]).
+    pub(crate) fn disk_with(
+        entries: &[Entry],
+        hard_state: HardState,
+        log_keeps_hard_state: bool,
+    ) -> Disk {
         Disk {
             durable: Image {
                 first: Index(1),
                 entries: entries.to_vec(),
-                hard_state: Some(hard_state),
+                hard_state: log_keeps_hard_state.then_some(hard_state),
             },
+            log_keeps_hard_state,
+            stable: if log_keeps_hard_state {
+                HardState::default()
+            } else {
+                hard_state
+            },
+            ..Disk::default()
+        }
+    }
+
+    /// An empty disk.
+    pub(crate) fn empty_disk(log_keeps_hard_state: bool) -> Disk {
+        Disk {
+            log_keeps_hard_state,
             ..Disk::default()
         }
     }
@@ -299,11 +331,38 @@ impl LogStore for SimLog {
     fn set_durable_notifier(&mut self, _notifier: DurableNotifier) {}
 
     fn save_hard_state(&mut self, state: &HardState) -> Result<Option<Ticket>, LogError> {
+        if !self.keeps_hard_state {
+            return Ok(None);
+        }
         self.submit(Op::HardState(*state)).map(Some)
     }
 
     fn saved_hard_state(&self) -> Option<HardState> {
         self.visible.hard_state
+    }
+}
+
+/// The stable store of a simulated node whose log store keeps no hard state: a save is
+/// durable when it returns (the shard calls it from its stable-store worker, which the world
+/// runs when it schedules it).
+pub(crate) struct SimStable {
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl SimStable {
+    pub(crate) fn new(disk: Arc<Mutex<Disk>>) -> SimStable {
+        SimStable { disk }
+    }
+}
+
+impl ringraft_storage::StableStore for SimStable {
+    fn hard_state(&self) -> HardState {
+        lock(&self.disk).stable
+    }
+
+    fn save(&mut self, state: &HardState) -> Result<(), ringraft_storage::StableError> {
+        lock(&self.disk).stable = *state;
+        Ok(())
     }
 }
 

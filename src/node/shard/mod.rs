@@ -286,6 +286,26 @@ impl Shard {
         self.snapshot_io.queued_jobs()
     }
 
+    /// Stable-store saves go to a queue that [`Shard::run_stable_saves`] empties (a simulated
+    /// node's, with a log store that keeps no hard state).
+    #[cfg(feature = "sim")]
+    pub(crate) fn queue_stable_saves(&mut self) {
+        self.stable.queue_saves();
+    }
+
+    /// Stable-store saves waiting for [`Shard::run_stable_saves`].
+    #[cfg(feature = "sim")]
+    pub(crate) fn queued_stable_saves(&self) -> usize {
+        self.stable.queued()
+    }
+
+    /// Does a simulated node's queued stable-store saves; their completions are handled in
+    /// the next turn.
+    #[cfg(feature = "sim")]
+    pub(crate) fn run_stable_saves(&mut self) {
+        self.stable.run_queued(&self.events_tx);
+    }
+
     /// Does a simulated node's queued snapshot jobs (its "worker" ran); their completions are
     /// handled in the next turn.
     #[cfg(feature = "sim")]

@@ -25,6 +25,13 @@ pub(crate) enum StableIo {
     Idle(Option<Box<dyn StableStore>>),
     /// Started: saves go to the worker.
     Running(mpsc::Sender<(StableKey, HardState)>),
+    /// Saves wait until [`StableIo::run_queued`] does them on the caller's thread (the
+    /// simulator decides when the worker runs).
+    #[cfg(feature = "sim")]
+    Queued {
+        store: Box<dyn StableStore>,
+        saves: std::collections::VecDeque<(StableKey, HardState)>,
+    },
 }
 
 impl StableIo {
@@ -70,6 +77,49 @@ impl StableIo {
         match self {
             StableIo::Running(tx) => tx.send((key, state)).is_ok(),
             StableIo::Idle(_) => false,
+            #[cfg(feature = "sim")]
+            StableIo::Queued { saves, .. } => {
+                saves.push_back((key, state));
+                true
+            }
+        }
+    }
+
+    /// Switches a worker that has not started to queued saves (a simulated node's).
+    #[cfg(feature = "sim")]
+    pub(crate) fn queue_saves(&mut self) {
+        if let StableIo::Idle(store) = self {
+            if let Some(store) = store.take() {
+                *self = StableIo::Queued {
+                    store,
+                    saves: std::collections::VecDeque::new(),
+                };
+            }
+        }
+    }
+
+    /// Saves waiting for [`StableIo::run_queued`].
+    #[cfg(feature = "sim")]
+    pub(crate) fn queued(&self) -> usize {
+        match self {
+            StableIo::Queued { saves, .. } => saves.len(),
+            _ => 0,
+        }
+    }
+
+    /// Does the queued saves in order, as the worker thread would.
+    #[cfg(feature = "sim")]
+    pub(crate) fn run_queued(&mut self, events: &mpsc::Sender<ShardEvent>) {
+        if let StableIo::Queued { store, saves } = self {
+            while let Some((key, state)) = saves.pop_front() {
+                let result = store.save(&state).map_err(|e| e.to_string());
+                if events
+                    .send(ShardEvent::StableSaved { key, result })
+                    .is_err()
+                {
+                    return;
+                }
+            }
         }
     }
 }

@@ -65,6 +65,22 @@ impl World {
         let Some(running) = node.running.as_ref() else {
             return Ok(());
         };
+        if running.shard.queued_stable_saves() > 0 && !node.stable_work_scheduled {
+            node.stable_work_scheduled = true;
+            let boot = node.boot;
+            let (low, high) = node.disk_latency;
+            let latency = self.rng.range(low, high);
+            // A term or vote on its way to the stable store: a worst moment to crash.
+            if !self.healed && self.config.faults && self.rng.chance(1, 8) {
+                let at = self.now.plus_nanos(self.rng.range(0, latency));
+                self.schedule(at, Ev::Crash { node: n, boot });
+            }
+            self.schedule(self.now.plus_nanos(latency), Ev::StableWork { node: n, boot });
+        }
+        let node = &mut self.nodes[n];
+        let Some(running) = node.running.as_ref() else {
+            return Ok(());
+        };
         let core = &running.shard.core;
         let role = (core.role(), core.term());
         let role_changed = node.role != role;

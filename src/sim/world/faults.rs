@@ -26,6 +26,7 @@ impl World {
             return Ok(());
         }
         self.hash(&[6, self.now.0, n as u64]);
+        self.log(|| format!("n{} crashes", n + 1));
         let mut rng = Rng::new(self.rng.next_u64());
         lock(&self.nodes[n].disk).crash(&mut rng)?;
         *lock(&self.nodes[n].wire) = Wire::default();

@@ -7,7 +7,7 @@ mod faults;
 use super::checks::{check_log_matching, Checker};
 use super::kv;
 use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
-use super::node::{lock, Disk, Machine, SimFsm, SimLog, SimTransport, Wire};
+use super::node::{lock, Disk, Machine, SimFsm, SimLog, SimStable, SimTransport, Wire};
 use crate::api::config::Config;
 use crate::api::error::{ApplyError, ReadError};
 use crate::api::outcome::Applied;
@@ -19,7 +19,7 @@ use crate::node::shard::Shard;
 use crate::node::Shared;
 use ringraft_net::message::Message;
 use ringraft_storage::{
-    Configuration, Index, InmemSnapshotStore, InmemStore, LogId, NodeId, Ticket,
+    Configuration, Index, InmemSnapshotStore, LogId, NodeId, Ticket,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -137,6 +137,11 @@ enum Ev {
         node: usize,
         boot: u64,
     },
+    /// The node's stable-store worker does the saves queued so far.
+    StableWork {
+        node: usize,
+        boot: u64,
+    },
     ClientNext {
         client: usize,
     },
@@ -230,6 +235,8 @@ struct SimNode {
     disk_latency: (u64, u64),
     /// Whether a snapshot-work event is scheduled.
     snapshot_work_scheduled: bool,
+    /// Whether a stable-store-work event is scheduled.
+    stable_work_scheduled: bool,
     commit_seen: Index,
     paused_until: Time,
     /// Events that arrived while paused, in arrival order.
@@ -465,11 +472,15 @@ impl World {
             event_budget: config.max_events(),
             config,
         };
+        // A quarter of the seeds give their nodes a log store that keeps no hard state, as a
+        // user's own log store beside a `StableStore` (the shard's stable-store path). Drawn
+        // from its own generator, so the other seeds' schedules do not move.
+        let log_keeps_hard_state = !Rng::new(world.config.seed ^ 0x57AB_1E00).chance(1, 4);
         for id in pool {
             let disk = if ids.contains(&id) {
-                SimLog::disk_with(&state.entries, state.hard_state)
+                SimLog::disk_with(&state.entries, state.hard_state, log_keeps_hard_state)
             } else {
-                Disk::default()
+                SimLog::empty_disk(log_keeps_hard_state)
             };
             let disk_latency = if world.rng.chance(1, 4) {
                 (2 * MS, 30 * MS)
@@ -487,6 +498,7 @@ impl World {
                 machine: Arc::default(),
                 disk_free_at: Time(0),
                 snapshot_work_scheduled: false,
+                stable_work_scheduled: false,
                 commit_seen: Index(0),
                 paused_until: Time(0),
                 deferred: std::collections::VecDeque::new(),
@@ -640,6 +652,7 @@ impl World {
             Ev::Timer { node }
             | Ev::DiskDone { node, .. }
             | Ev::SnapshotWork { node, .. }
+            | Ev::StableWork { node, .. }
             | Ev::Request { node, .. }
             | Ev::Unreachable { node, .. } => Some(*node),
             _ => None,
@@ -704,6 +717,18 @@ impl World {
                     return Ok(());
                 };
                 running.shard.run_snapshot_jobs();
+                self.turn(node)
+            }
+            Ev::StableWork { node, boot } => {
+                if self.nodes[node].boot != boot {
+                    return Ok(());
+                }
+                self.nodes[node].stable_work_scheduled = false;
+                self.hash(&[20, self.now.0, node as u64]);
+                let Some(running) = self.nodes[node].running.as_mut() else {
+                    return Ok(());
+                };
+                running.shard.run_stable_saves();
                 self.turn(node)
             }
             Ev::Unreachable { node, peer } => {
@@ -818,7 +843,7 @@ impl World {
             core,
             Box::new(fsm),
             Box::new(log),
-            Box::new(InmemStore::new()),
+            Box::new(SimStable::new(node.disk.clone())),
             Arc::new(node.snapshots.clone()),
             Box::new(transport),
             self.now,
@@ -831,7 +856,22 @@ impl World {
         node.commit_seen = Index(0);
         node.disk_free_at = self.now;
         node.snapshot_work_scheduled = false;
+        node.stable_work_scheduled = false;
         self.hash(&[5, self.now.0, n as u64]);
+        self.log(|| {
+            let core = self.nodes[n].core().map(|c| {
+                format!(
+                    "{} {:?} log {}..{} commit {} snapshot {:?}",
+                    c.term(),
+                    c.hard_state().vote,
+                    c.log().prev(),
+                    c.log().last_log_id(),
+                    c.commit_index(),
+                    c.snapshot().map(|s| s.last)
+                )
+            });
+            format!("n{} starts: {}", n + 1, core.unwrap_or_default())
+        });
         self.turn(n)
     }
 

@@ -765,9 +765,7 @@ fn a_demoted_node_whose_commit_index_lags_still_campaigns() {
         .take_effects()
         .into_iter()
         .filter_map(|e| match e {
-            ringraft::core::Effect::Send(m) if matches!(m.body, Body::PreVote { .. }) => {
-                Some(m.to)
-            }
+            ringraft::core::Effect::Send(m) if matches!(m.body, Body::PreVote { .. }) => Some(m.to),
             _ => None,
         })
         .collect();

@@ -75,7 +75,10 @@ impl World {
                 let at = self.now.plus_nanos(self.rng.range(0, latency));
                 self.schedule(at, Ev::Crash { node: n, boot });
             }
-            self.schedule(self.now.plus_nanos(latency), Ev::StableWork { node: n, boot });
+            self.schedule(
+                self.now.plus_nanos(latency),
+                Ev::StableWork { node: n, boot },
+            );
         }
         let node = &mut self.nodes[n];
         let Some(running) = node.running.as_ref() else {

@@ -18,9 +18,7 @@ use crate::core::{Core, CoreConfig, MembershipChange, Rng, Role, Time};
 use crate::node::shard::Shard;
 use crate::node::Shared;
 use ringraft_net::message::Message;
-use ringraft_storage::{
-    Configuration, Index, InmemSnapshotStore, LogId, NodeId, Ticket,
-};
+use ringraft_storage::{Configuration, Index, InmemSnapshotStore, LogId, NodeId, Ticket};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::{Arc, Mutex};

@@ -73,9 +73,9 @@ pub mod sim;
 
 pub use api::{
     get_configuration, has_existing_state, parse_peers_json, read_peers_json, recover_cluster,
-    Applied, AppliedBatch, ApplyError, BootstrapClusterError, Config, ConfigError, Fsm, FsmError,
-    FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError, Observation,
-    Observer, ObserverId, PeersJsonError, Raft, RaftFuture, RaftState, ReadError,
+    Applied, AppliedBatch, ApplyError, ApplyPlacement, BootstrapClusterError, Config, ConfigError,
+    Fsm, FsmError, FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError,
+    Observation, Observer, ObserverId, PeersJsonError, Raft, RaftFuture, RaftState, ReadError,
     RecoverClusterError, ReloadConfigError, ReloadableConfig, RestoreError, ShardHost, StartError,
     TakeSnapshotError, TcpTransportConfig, TransferError,
 };

@@ -23,7 +23,7 @@ fn durations_are_milliseconds_or_go_strings() {
             "trailing_logs": 100,
             "pre_vote_disabled": true,
             "shard_cpu": 1,
-            "apply_on_shard_thread": true
+            "apply_placement": "own_thread"
         }"#,
     )
     .expect("parse");
@@ -34,7 +34,7 @@ fn durations_are_milliseconds_or_go_strings() {
     assert_eq!(c.trailing_logs, 100);
     assert!(c.pre_vote_disabled);
     assert_eq!(c.shard_cpu, Some(1));
-    assert!(c.apply_on_shard_thread);
+    assert_eq!(c.apply_placement, ringraft::ApplyPlacement::OwnThread);
     assert_eq!(c.validate(), Ok(()));
 }
 
@@ -45,6 +45,8 @@ fn bad_input_is_refused() {
         r#"{"local_id": 1, "heartbeat_timout": 5}"#,
         r#"{"local_id": 1, "heartbeat_timeout": "5 parsecs"}"#,
         r#"{"local_id": 1, "heartbeat_timeout": -5}"#,
+        r#"{"local_id": 1, "apply_placement": "sideways"}"#,
+        r#"{"local_id": 1, "apply_placement": "adaptive", "apply_on_shard_thread": true}"#,
     ] {
         assert!(serde_json::from_str::<Config>(bad).is_err(), "{bad}");
     }
@@ -52,4 +54,26 @@ fn bad_input_is_refused() {
     let c: Config =
         serde_json::from_str(r#"{"local_id": 1, "heartbeat_timeout": 1}"#).expect("parse");
     assert_eq!(c.validate().map_err(|e| e.field), Err("heartbeat_timeout"));
+}
+
+#[test]
+fn apply_placement_defaults_to_adaptive_and_the_older_switch_still_reads() {
+    use ringraft::ApplyPlacement;
+    let parse = |json: &str| serde_json::from_str::<Config>(json).expect("parse");
+    assert_eq!(
+        parse(r#"{"local_id": 1}"#).apply_placement,
+        ApplyPlacement::Adaptive
+    );
+    assert_eq!(
+        parse(r#"{"local_id": 1, "apply_placement": "shard_thread"}"#).apply_placement,
+        ApplyPlacement::ShardThread
+    );
+    assert_eq!(
+        parse(r#"{"local_id": 1, "apply_on_shard_thread": true}"#).apply_placement,
+        ApplyPlacement::ShardThread
+    );
+    assert_eq!(
+        parse(r#"{"local_id": 1, "apply_on_shard_thread": false}"#).apply_placement,
+        ApplyPlacement::OwnThread
+    );
 }

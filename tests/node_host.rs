@@ -1,5 +1,5 @@
 //! Several nodes on one shard thread (`ShardHost`, `Raft::new_on`) and state machines on the
-//! shard thread (`Config::apply_on_shard_thread`): the same guarantees as the default layout —
+//! shard thread (`ApplyPlacement::ShardThread`): the same guarantees as the default layout —
 //! replication with the state machine's responses, failover, snapshots and InstallSnapshot,
 //! user restore, shutdown.
 
@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(5);
 
 fn inline(id: NodeId) -> Config {
     let mut c = test_config(id);
-    c.apply_on_shard_thread = true;
+    c.apply_placement = ringraft::ApplyPlacement::ShardThread;
     c.trailing_logs = 5;
     c
 }

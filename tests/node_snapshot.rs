@@ -111,10 +111,15 @@ fn a_snapshot_after_an_acknowledged_apply_covers_it() {
     use ringraft::Fsm;
     let inline: fn(NodeId) -> Config = |id| {
         let mut c = node_support::test_config(id);
-        c.apply_on_shard_thread = true;
+        c.apply_placement = ringraft::ApplyPlacement::ShardThread;
         c
     };
-    for configure in [node_support::test_config, inline] {
+    let own_thread: fn(NodeId) -> Config = |id| {
+        let mut c = node_support::test_config(id);
+        c.apply_placement = ringraft::ApplyPlacement::OwnThread;
+        c
+    };
+    for configure in [node_support::test_config, inline, own_thread] {
         let cluster = TestCluster::with_config(1, configure);
         let id = cluster.wait_leader();
         let raft = cluster.raft(id);

@@ -67,12 +67,34 @@ pub struct Config {
     /// Pin the node's shard thread to this CPU (Linux only; ARCHITECTURE §2). Default `None`: the
     /// operating system schedules it. A CPU the process may not use fails `Raft::new`.
     pub shard_cpu: Option<usize>,
-    /// Run the state machine on the node's shard thread instead of an apply thread of its
-    /// own (a ringraft addition). Saves a thread hand-off per commit, which is most of a
-    /// small write's latency; but the state machine's time then delays replication, heartbeats
-    /// and elections, so use it only with a state machine whose `apply` and `snapshot` are
-    /// fast (microseconds, no I/O). Default `false`.
-    pub apply_on_shard_thread: bool,
+    /// Where the state machine runs (a ringraft addition; hashicorp runs it on a goroutine of
+    /// its own). Default [`ApplyPlacement::Adaptive`]: on the node's shard thread while it is
+    /// fast, on a thread of its own once it is not.
+    pub apply_placement: ApplyPlacement,
+}
+
+/// Where a node's state machine ([`Fsm`](crate::Fsm)) runs: [`Config::apply_placement`].
+///
+/// Running it on the shard thread saves a thread hand-off per commit, which is most of a small
+/// write's latency (ARCHITECTURE §2); but its time then delays replication, heartbeats and
+/// elections of every node on that thread. Every placement calls the state machine from one
+/// thread at a time, in log order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApplyPlacement {
+    /// On the shard thread while the state machine is fast; moved for good to a thread of
+    /// its own once it is not: when one call takes 20 ms or more, or three calls within a
+    /// second take 1 ms or more each, and before any restore (restores read whole snapshots).
+    /// The move keeps the order of everything the state machine sees. The default: a fast
+    /// state machine gets the fast layout without a flag, a slow one stops delaying
+    /// heartbeats after its first slow calls.
+    #[default]
+    Adaptive,
+    /// Always on the shard thread: only for a state machine whose `apply` and `snapshot`
+    /// take microseconds (no I/O), and whose restores are small.
+    ShardThread,
+    /// Always on a thread of its own (hashicorp's layout).
+    OwnThread,
 }
 
 impl Config {
@@ -96,7 +118,7 @@ impl Config {
             max_inflight: 64,
             submission_queue_capacity: 4096,
             shard_cpu: None,
-            apply_on_shard_thread: false,
+            apply_placement: ApplyPlacement::Adaptive,
         }
     }
 

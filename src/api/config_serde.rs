@@ -91,8 +91,10 @@ struct Raw {
     max_inflight: Option<usize>,
     submission_queue_capacity: Option<usize>,
     shard_cpu: Option<usize>,
-    #[serde(default)]
-    apply_on_shard_thread: bool,
+    /// "adaptive", "shard_thread" or "own_thread".
+    apply_placement: Option<String>,
+    /// The older switch: `true` is "shard_thread", `false` "own_thread".
+    apply_on_shard_thread: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for Config {
@@ -122,7 +124,26 @@ impl<'de> Deserialize<'de> for Config {
             submission_queue_capacity
         );
         c.shard_cpu = raw.shard_cpu;
-        c.apply_on_shard_thread = raw.apply_on_shard_thread;
+        use super::config::ApplyPlacement;
+        c.apply_placement = match (raw.apply_placement.as_deref(), raw.apply_on_shard_thread) {
+            (Some(_), Some(_)) => {
+                return Err(serde::de::Error::custom(
+                    "give apply_placement or apply_on_shard_thread, not both",
+                ))
+            }
+            (Some("adaptive"), None) => ApplyPlacement::Adaptive,
+            (Some("shard_thread"), None) => ApplyPlacement::ShardThread,
+            (Some("own_thread"), None) => ApplyPlacement::OwnThread,
+            (Some(other), None) => {
+                return Err(serde::de::Error::custom(format!(
+                    "apply_placement: unknown placement {other:?} (expected \"adaptive\", \
+                     \"shard_thread\" or \"own_thread\")"
+                )))
+            }
+            (None, Some(true)) => ApplyPlacement::ShardThread,
+            (None, Some(false)) => ApplyPlacement::OwnThread,
+            (None, None) => ApplyPlacement::Adaptive,
+        };
         Ok(c)
     }
 }

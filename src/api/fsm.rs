@@ -8,9 +8,12 @@ use std::io::{Read, Write};
 /// An error from user code (state machine or snapshot).
 pub type FsmError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A replicated state machine. Runs on the node's apply thread (or, with
-/// `Config::apply_on_shard_thread`, on its shard thread): `apply`, `snapshot` and `restore`
-/// are never called concurrently.
+/// A replicated state machine. Runs on the node's shard thread while it is fast, else on an
+/// apply thread of its own ([`Config::apply_placement`](crate::Config::apply_placement)):
+/// `apply`, `snapshot` and `restore` are never called concurrently, and always in log order.
+/// Keep `apply` and `snapshot` quick (microseconds); a state machine that does I/O in them
+/// is moved to its own thread after its first slow calls, or can ask for that from the start
+/// with [`ApplyPlacement::OwnThread`](crate::ApplyPlacement::OwnThread).
 pub trait Fsm: Send + 'static {
     /// Applies a committed command entry (`entry.kind` is `EntryKind::Command`); the result
     /// becomes the response of the `apply` that proposed it. Must be deterministic: every

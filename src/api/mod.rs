@@ -60,7 +60,7 @@ pub(crate) mod transport;
 pub(crate) mod watch;
 
 pub use crate::node::host::ShardHost;
-pub use config::{Config, ReloadableConfig};
+pub use config::{ApplyPlacement, Config, ReloadableConfig};
 pub use error::{
     ApplyError, BootstrapClusterError, ConfigError, MembershipError, ReadError, ReloadConfigError,
     RestoreError, StartError, TakeSnapshotError, TransferError,

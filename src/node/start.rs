@@ -9,9 +9,9 @@ use super::host::ShardHost;
 use super::runtime::{spawn_on_host, spawn_shard};
 #[cfg(feature = "sim")]
 use super::shard::Shard;
-use super::shard::{Applier, ShardParts, SnapshotIo};
+use super::shard::{Applier, ShardParts, SlowCalls, SnapshotIo};
 use super::{Shared, StopGuard};
-use crate::api::config::{Config, ReloadableConfig};
+use crate::api::config::{ApplyPlacement, Config, ReloadableConfig};
 use crate::api::error::StartError;
 use crate::api::fsm::Fsm;
 use crate::api::transport::IntoTransport;
@@ -58,17 +58,20 @@ pub(crate) fn start_node(
     )
     .map_err(|e| StartError::Thread(e.to_string()))?;
     let cpu = p.config.shard_cpu;
-    let (inline, id) = (p.config.apply_on_shard_thread, p.config.local_id.0);
-    let parts = p.into_parts(snapshot_io, |apply| {
-        if inline {
-            return Ok(Applier::Inline(Box::new(apply)));
+    let (placement, id) = (p.config.apply_placement, p.config.local_id);
+    let parts = p.into_parts(snapshot_io, |apply| match placement {
+        ApplyPlacement::OwnThread => {
+            Applier::own_thread(apply, id).map_err(|e| StartError::Thread(e.to_string()))
         }
-        let (tx, apply_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("ringraft-apply-{id}"))
-            .spawn(move || apply.run(apply_rx))
-            .map_err(|e| StartError::Thread(e.to_string()))?;
-        Ok(Applier::Thread { tx, thread })
+        ApplyPlacement::ShardThread => Ok(Applier::Inline {
+            apply: Box::new(apply),
+            adaptive: None,
+        }),
+        // `ApplyPlacement` is non-exhaustive for users, not here.
+        ApplyPlacement::Adaptive => Ok(Applier::Inline {
+            apply: Box::new(apply),
+            adaptive: Some(SlowCalls::default()),
+        }),
     })?;
     let guard = StopGuard(shared.clone());
     match host {
@@ -206,7 +209,13 @@ pub(crate) fn sim_shard(
         p.events_tx.clone(),
         shared.clone(),
     );
-    let parts = p.into_parts(snapshot_io, |apply| Ok(Applier::Inline(Box::new(apply))))?;
+    // The state machine on the shard, always: no wall-clock timing in a simulation.
+    let parts = p.into_parts(snapshot_io, |apply| {
+        Ok(Applier::Inline {
+            apply: Box::new(apply),
+            adaptive: None,
+        })
+    })?;
     let mut shard = Shard::new(parts, transport, false);
     shard.queue_stable_saves();
     shard.begin(now);

@@ -152,8 +152,57 @@ pub(crate) enum Applier {
         tx: mpsc::Sender<ApplyTask>,
         thread: JoinHandle<()>,
     },
-    /// On the shard thread itself (`Config::apply_on_shard_thread`).
-    Inline(Box<ApplyLoop>),
+    /// On the shard thread itself (`ApplyPlacement::ShardThread`, or `Adaptive` while the
+    /// state machine is fast: then `adaptive` watches its calls).
+    Inline {
+        apply: Box<ApplyLoop>,
+        adaptive: Option<SlowCalls>,
+    },
+}
+
+impl Applier {
+    /// The state machine on a thread of its own (node `id`'s).
+    pub(crate) fn own_thread(apply: ApplyLoop, id: NodeId) -> std::io::Result<Applier> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("ringraft-apply-{}", id.0))
+            .spawn(move || apply.run(rx))?;
+        Ok(Applier::Thread { tx, thread })
+    }
+}
+
+/// An adaptive placement's record of slow state-machine calls (see `ApplyPlacement::Adaptive`).
+#[derive(Debug, Default)]
+pub(crate) struct SlowCalls {
+    /// When the last slow calls (1 ms or more) ended, at most three.
+    recent: VecDeque<std::time::Instant>,
+}
+
+/// A call this long is slow; three within [`SLOW_CALLS_WINDOW`] move the state machine.
+const SLOW_CALL: Duration = Duration::from_millis(1);
+const SLOW_CALLS_WINDOW: Duration = Duration::from_secs(1);
+/// One call this long moves the state machine at once.
+const VERY_SLOW_CALL: Duration = Duration::from_millis(20);
+
+impl SlowCalls {
+    /// Notes a call that took `took`, ending at `at`; true if the state machine should move.
+    fn too_slow(&mut self, took: Duration, at: std::time::Instant) -> bool {
+        if took >= VERY_SLOW_CALL {
+            return true;
+        }
+        if took < SLOW_CALL {
+            return false;
+        }
+        self.recent.push_back(at);
+        while self.recent.len() > 3 {
+            self.recent.pop_front();
+        }
+        self.recent.len() == 3
+            && self
+                .recent
+                .front()
+                .is_some_and(|first| at.duration_since(*first) <= SLOW_CALLS_WINDOW)
+    }
 }
 
 impl Shard {
@@ -163,7 +212,7 @@ impl Shard {
         yield_every_turn: bool,
     ) -> Shard {
         let mut applier = p.applier;
-        if let Applier::Inline(apply) = &mut applier {
+        if let Applier::Inline { apply, .. } = &mut applier {
             apply.start();
         }
         let metrics = ShardMetrics::new(
@@ -536,16 +585,60 @@ impl Shard {
             // The apply loop counts it down once applied.
             self.shared.stats.fsm_pending.fetch_add(1, Ordering::AcqRel);
         }
+        let restore = matches!(
+            task,
+            ApplyTask::Restore { .. } | ApplyTask::RestoreEntry { .. }
+        );
+        if let Applier::Inline {
+            adaptive: Some(_), ..
+        } = applier
+        {
+            if restore {
+                // A restore reads a whole snapshot: never on the shard thread when adaptive.
+                self.move_apply_to_own_thread("a restore");
+            }
+        }
+        let Some(applier) = self.applier.as_mut() else {
+            return;
+        };
         match applier {
-            Applier::Inline(apply) => {
+            Applier::Inline { apply, adaptive } => {
+                let started = adaptive.is_some().then(super::clock::monotonic_now);
                 if !apply.handle(task) {
                     self.applier = None;
+                    return;
+                }
+                if let (Some(slow), Some(started)) = (adaptive.as_mut(), started) {
+                    let ended = super::clock::monotonic_now();
+                    if slow.too_slow(ended.duration_since(started), ended) {
+                        self.move_apply_to_own_thread("slow calls");
+                    }
                 }
             }
             // If the apply thread is gone the task's waiters are dropped: they see Shutdown.
             Applier::Thread { tx, .. } => {
                 let _ = tx.send(task);
             }
+        }
+    }
+
+    /// `ApplyPlacement::Adaptive`: the state machine leaves the shard thread for a thread of
+    /// its own, for good. It is between calls (everything sent to it so far is done), so the
+    /// order of what it sees is kept; the waiters it holds go with it.
+    fn move_apply_to_own_thread(&mut self, why: &str) {
+        let Some(Applier::Inline { apply, .. }) = self.applier.take() else {
+            return;
+        };
+        match Applier::own_thread(*apply, self.shared.id) {
+            Ok(applier) => {
+                tracing::info!(
+                    node = self.shared.id.0,
+                    why,
+                    "state machine moved off the shard thread to a thread of its own"
+                );
+                self.applier = Some(applier);
+            }
+            Err(e) => self.fatal = Some(format!("starting the apply thread: {e}")),
         }
     }
 

@@ -431,7 +431,7 @@ impl World {
         template.snapshot_chunk_bytes = rng.range(16, 256);
         glue.lease_read = lease_read;
         // The simulator turns the shard itself; the state machine runs inline.
-        glue.apply_on_shard_thread = true;
+        glue.apply_placement = crate::api::config::ApplyPlacement::ShardThread;
         template.mutation = config.mutation;
         let mut world = World {
             rng,

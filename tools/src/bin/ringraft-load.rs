@@ -3,7 +3,7 @@
 //! ```text
 //! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
-//!               [--shared-thread] [--apply-inline]
+//!               [--shared-thread] [--apply-inline | --apply-thread]
 //! ```
 //!
 //! With no arguments: a 3-node cluster in this process, talking TCP on loopback, each node
@@ -23,8 +23,10 @@
 //!   directory, removed at the end).
 //! - `--shared-thread`: every node's shard loop on one shard thread (`ringraft::ShardHost`)
 //!   instead of a thread each.
-//! - `--apply-inline`: state machines on the shard threads
-//!   (`Config::apply_on_shard_thread`) instead of an apply thread each.
+//! - `--apply-inline`: state machines always on the shard threads
+//!   (`ApplyPlacement::ShardThread`); `--apply-thread`: always on an apply thread each
+//!   (`ApplyPlacement::OwnThread`, hashicorp's layout). Default: `ApplyPlacement::Adaptive`,
+//!   the library's default (on the shard thread while the state machine is fast).
 
 use bytes::Bytes;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: ringraft-load [--inmem] [--nodes N] [--clients C] \
 [--duration SECS | --ops N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE] \
-[--shared-thread] [--apply-inline]";
+[--shared-thread] [--apply-inline | --apply-thread]";
 
 struct Args {
     inmem: bool,
@@ -81,7 +83,8 @@ fn parse() -> Result<Args, String> {
             "--inmem" => args.inmem = true,
             "--json" => args.json = true,
             "--shared-thread" => args.engine.shared_thread = true,
-            "--apply-inline" => args.engine.apply_inline = true,
+            "--apply-inline" => args.engine.apply = ringraft::ApplyPlacement::ShardThread,
+            "--apply-thread" => args.engine.apply = ringraft::ApplyPlacement::OwnThread,
             "--nodes" => args.nodes = number("--nodes", &value("--nodes")?)?,
             "--clients" => args.load.clients = number("--clients", &value("--clients")?)?,
             "--ops" => args.load.ops = Some(number("--ops", &value("--ops")?)?),

@@ -114,8 +114,9 @@ pub struct Cluster {
 pub struct Engine {
     /// All nodes' shard loops on one shard thread ([`ShardHost`]) instead of one each.
     pub shared_thread: bool,
-    /// State machines on the shard threads (`Config::apply_on_shard_thread`).
-    pub apply_inline: bool,
+    /// Where the state machines run (`Config::apply_placement`; the library's default unless
+    /// a flag says otherwise).
+    pub apply: ringraft::ApplyPlacement,
 }
 
 /// The load generator's node settings: timeouts that tolerate a loaded 2-core machine, large
@@ -194,7 +195,7 @@ impl Cluster {
             let digest = Arc::new(Mutex::new(Digest::default()));
             let fsm = DigestFsm(digest.clone());
             let mut config = node_config(id, clients);
-            config.apply_on_shard_thread = engine.apply_inline;
+            config.apply_placement = engine.apply;
             let raft = match mode {
                 Mode::Inmem => {
                     let store = InmemStore::new();

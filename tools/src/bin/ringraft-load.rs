@@ -1,7 +1,7 @@
 //! `ringraft-load`: a load generator for a local ringraft cluster (issue 6 §4).
 //!
 //! ```text
-//! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N]
+//! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N] [--warmup N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
 //!               [--shared-thread] [--apply-inline | --apply-thread]
 //! ```
@@ -14,10 +14,13 @@
 //!
 //! - `--inmem`: in-memory stores and in-process delivery (what peers publish numbers for).
 //! - `--ops N`: stop after `N` writes instead of after `--duration`.
+//! - `--warmup N`: unmeasured writes first, by the same clients (default 10 000, as the
+//!   peers' harnesses do; 0 for none).
 //! - `--rate R`: open loop at `R` writes/s, latency measured from each write's intended send
 //!   time (coordinated-omission corrected); runs for `--duration` or `--ops`.
 //! - `--json`: print only one line: `{"system":"ringraft","clients":..,"ops":..,
-//!   "writes_per_sec":..,"p50_us":..,"p99_us":..,"p999_us":..}`.
+//!   "writes_per_sec":..,"p50_us":..,"p99_us":..,"p999_us":..,"cpu_us_per_write":..}`
+//!   (CPU: the whole process, user plus system, over the measured run).
 //! - `--plot FILE`: write the latency percentile curve as an SVG.
 //! - `--dir DIR`: keep the durable cluster's files under `DIR` (default: a temporary
 //!   directory, removed at the end).
@@ -31,14 +34,14 @@
 use bytes::Bytes;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
 use ringraft_tools::load::drive::{self, Load};
-use ringraft_tools::load::report::{svg_plot, Summary};
+use ringraft_tools::load::report::{process_cpu_secs, svg_plot, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: ringraft-load [--inmem] [--nodes N] [--clients C] \
-[--duration SECS | --ops N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE] \
-[--shared-thread] [--apply-inline | --apply-thread]";
+[--duration SECS | --ops N] [--warmup N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] \
+[--plot FILE] [--shared-thread] [--apply-inline | --apply-thread]";
 
 struct Args {
     inmem: bool,
@@ -49,6 +52,8 @@ struct Args {
     json: bool,
     plot: Option<PathBuf>,
     engine: Engine,
+    /// Unmeasured writes before the measured run.
+    warmup: u64,
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
@@ -75,6 +80,7 @@ fn parse() -> Result<Args, String> {
         json: false,
         plot: None,
         engine: Engine::default(),
+        warmup: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -101,6 +107,7 @@ fn parse() -> Result<Args, String> {
                 args.payload_bytes = number("--payload-bytes", &value("--payload-bytes")?)?
             }
             "--dir" => args.dir = Some(PathBuf::from(value("--dir")?)),
+            "--warmup" => args.warmup = number("--warmup", &value("--warmup")?)?,
             "--plot" => args.plot = Some(PathBuf::from(value("--plot")?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -154,12 +161,26 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
             args.nodes, args.payload_bytes
         );
     }
+    if args.warmup > 0 {
+        // Unmeasured, like the peers' harnesses: allocations, caches and queues reach their
+        // working size first.
+        let warmup = Load {
+            ops: Some(args.warmup),
+            rate: None,
+            progress: false,
+            ..load.clone()
+        };
+        drive::run(&leader, &warmup)?;
+    }
+    let cpu_before = process_cpu_secs();
     let outcome = drive::run(&leader, load)?;
+    let cpu = process_cpu_secs() - cpu_before;
     let summary = Summary::new(
         load.clients,
         &outcome.histogram,
         outcome.errors,
         outcome.elapsed_secs,
+        cpu,
     );
     let digests = cluster.digests_after_catch_up(&leader, Duration::from_secs(60))?;
     let consistent = digests.windows(2).all(|w| w[0] == w[1]);
@@ -185,6 +206,10 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
         println!(
             "  latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
             summary.p50_us, summary.p90_us, summary.p99_us, summary.p999_us, summary.max_us
+        );
+        println!(
+            "  CPU: {:.2} µs per write (the whole process: nodes and clients)",
+            summary.cpu_us_per_write
         );
         if consistent {
             println!(

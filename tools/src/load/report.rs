@@ -31,6 +31,9 @@ pub struct Summary {
     pub p999_us: f64,
     /// The slowest.
     pub max_us: f64,
+    /// CPU time of the whole process (every node, client and thread; user plus system) per
+    /// acknowledged write, in microseconds, as the peers' harnesses report it.
+    pub cpu_us_per_write: f64,
 }
 
 impl Summary {
@@ -40,6 +43,7 @@ impl Summary {
         histogram: &Histogram<u64>,
         errors: u64,
         elapsed_secs: f64,
+        cpu_secs: f64,
     ) -> Summary {
         let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         Summary {
@@ -52,6 +56,11 @@ impl Summary {
             p99_us: us(0.99),
             p999_us: us(0.999),
             max_us: histogram.max() as f64 / 1000.0,
+            cpu_us_per_write: if histogram.is_empty() {
+                0.0
+            } else {
+                cpu_secs * 1e6 / histogram.len() as f64
+            },
         }
     }
 
@@ -68,13 +77,14 @@ impl Summary {
     pub fn json(&self) -> String {
         format!(
             "{{\"system\":\"ringraft\",\"clients\":{},\"ops\":{},\"writes_per_sec\":{:.0},\
-\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1}}}",
+\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"cpu_us_per_write\":{:.2}}}",
             self.clients,
             self.ops,
             self.writes_per_sec(),
             self.p50_us,
             self.p99_us,
-            self.p999_us
+            self.p999_us,
+            self.cpu_us_per_write
         )
     }
 }
@@ -197,6 +207,18 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// CPU time this process has used so far (user plus system, every thread), in seconds.
+pub fn process_cpu_secs() -> f64 {
+    // SAFETY: `getrusage` fills the zeroed `rusage` it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` the call may write.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,8 +229,18 @@ mod tests {
         for us in 1..=1000u64 {
             h.record(us * 1000).expect("in range");
         }
-        let s = Summary::new(4, &h, 0, 1.0);
+        let s = Summary::new(4, &h, 0, 1.0, 0.05);
         assert_eq!(s.ops, 1000);
+        assert!(
+            (s.cpu_us_per_write - 50.0).abs() < 1e-9,
+            "{}",
+            s.cpu_us_per_write
+        );
+        assert!(
+            s.json().ends_with(",\"cpu_us_per_write\":50.00}"),
+            "{}",
+            s.json()
+        );
         assert!((s.p50_us - 500.0).abs() < 1.0, "{}", s.p50_us);
         assert!((s.p99_us - 990.0).abs() < 2.0, "{}", s.p99_us);
         assert!(s

@@ -64,8 +64,9 @@ pub struct Config {
     /// Requests that may wait for the node's shard thread; a caller whose timeout passes while
     /// the queue is full gets `EnqueueTimeout`. Default 4096.
     pub submission_queue_capacity: usize,
-    /// Pin the node's shard thread to this CPU (Linux only; ARCHITECTURE §2). Default `None`: the
-    /// operating system schedules it. A CPU the process may not use fails `Raft::new`.
+    /// Run the node's shard loop on a thread of its own pinned to this CPU (Linux only;
+    /// ARCHITECTURE §2). Default `None`: it runs on one of the process's shard threads, shared
+    /// with the process's other nodes. A CPU the process may not use fails `Raft::new`.
     pub shard_cpu: Option<usize>,
     /// Where the state machine runs (a ringraft addition; hashicorp runs it on a goroutine of
     /// its own). Default [`ApplyPlacement::Adaptive`]: on the node's shard thread while it is

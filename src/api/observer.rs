@@ -96,8 +96,9 @@ struct Inner {
 /// A channel that receives [`Observation`]s (hashicorp's `NewObserver(ch, blocking, filter)`).
 /// Cheap to clone; clones share the counters.
 ///
-/// A *blocking* observer stalls the node's shard thread (requests, replication and shutdown)
-/// until its channel has room: use it only with a receiver that keeps up (hashicorp's caveat).
+/// A *blocking* observer stalls the node's shard thread (requests, replication and shutdown,
+/// of this node and of every other node sharing that thread) until its channel has room: use
+/// it only with a receiver that keeps up (hashicorp's caveat).
 /// A non-blocking one drops what does not fit and counts it ([`dropped`](Observer::dropped)).
 /// A disconnected receiver counts as dropping, even for a blocking observer.
 #[derive(Clone)]

@@ -1,10 +1,14 @@
 //! A shard thread shared by several nodes (ARCHITECTURE §2: one thread per core, many Raft groups
 //! on it).
 //!
-//! By default each node gets its own shard thread. A [`ShardHost`] is one thread with one
-//! tokio current-thread runtime on which the shard loops of many nodes run as tasks: messages
-//! between nodes on the same host (the in-memory transport, or several groups of one process)
-//! wake a task instead of another thread, and the host's thread can be pinned to a core.
+//! A [`ShardHost`] is one thread with one tokio current-thread runtime on which the shard
+//! loops of many nodes run as tasks: messages between nodes on the same host (the in-memory
+//! transport, or several groups of one process) wake a task instead of another thread, and the
+//! host's thread can be pinned to a core. `Raft::new` places a node on one of the process's
+//! default hosts ([`default_host`]): one per CPU the process may use, created as nodes need
+//! them, the least loaded first, so a process runs as many shard threads as it has cores
+//! however many nodes it hosts. `Config::shard_cpu` asks for a pinned thread of the node's own
+//! instead; `Raft::new_on` for a host the application manages.
 //!
 //! ```text
 //!  Raft::new_on(&host, ..) ──job──► host thread: runtime + LocalSet
@@ -21,7 +25,7 @@ use crate::api::error::StartError;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,4 +138,52 @@ async fn accept_jobs(inner: &HostInner) {
             inner.signal.wait(timer.as_mut()).await;
         }
     }
+}
+
+/// The process's default hosts, separately with and without an I/O driver, each with the
+/// number of live nodes on it.
+static DEFAULT_HOSTS: std::sync::OnceLock<Mutex<[Vec<(ShardHost, Arc<AtomicUsize>)>; 2]>> =
+    std::sync::OnceLock::new();
+
+/// Counts a node on a default host until the node's shard loop ends.
+pub(crate) struct HostSeat(Arc<AtomicUsize>);
+
+impl Drop for HostSeat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A default host for one more node (with an I/O driver if `io_driver`): an empty host if one
+/// exists or another may be started (one per CPU), else the one with the fewest nodes. The
+/// hosts live as long as the process (their threads sleep while they have no nodes).
+pub(crate) fn default_host(
+    io_driver: bool,
+    place: impl FnOnce(&ShardHost, HostSeat) -> Result<(), StartError>,
+) -> Result<(), StartError> {
+    // One host per CPU the process may use, less one left to the application, the apply
+    // threads of slow state machines, the log store's writer and the clients.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hosts_max = cpus.saturating_sub(1).max(1);
+    let hosts = DEFAULT_HOSTS.get_or_init(Mutex::default);
+    let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
+    let pool = &mut hosts[usize::from(io_driver)];
+    let least = pool
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, (_, nodes))| nodes.load(Ordering::Acquire))
+        .map(|(i, (_, nodes))| (i, nodes.load(Ordering::Acquire)));
+    let chosen = match least {
+        Some((i, 0)) => i,
+        Some((i, _)) if pool.len() >= hosts_max => i,
+        _ => {
+            pool.push((ShardHost::new(None, io_driver)?, Arc::default()));
+            pool.len() - 1
+        }
+    };
+    let (host, nodes) = &pool[chosen];
+    nodes.fetch_add(1, Ordering::AcqRel);
+    let seat = HostSeat(nodes.clone());
+    // Started under the lock, so two nodes starting at once see each other's seats.
+    place(host, seat)
 }

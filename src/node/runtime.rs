@@ -7,7 +7,7 @@
 //!      └──────── started: Ok / the error (bind, pin, runtime) ────────────┘
 //! ```
 
-use super::host::ShardHost;
+use super::host::{HostSeat, ShardHost};
 use super::shard::Applier;
 use super::shard::{Shard, ShardParts};
 use super::StopGuard;
@@ -22,6 +22,7 @@ pub(crate) fn spawn_on_host(
     parts: ShardParts,
     transport: impl IntoTransport,
     guard: StopGuard,
+    seat: Option<HostSeat>,
 ) -> Result<(), StartError> {
     if transport.runs_tasks() && !host.has_io_driver() {
         // Its tasks would panic on the host thread, taking every node there down.
@@ -33,6 +34,7 @@ pub(crate) fn spawn_on_host(
     host.submit(Box::new(move || {
         Box::pin(async move {
             let _guard = guard;
+            let _seat = seat;
             let made = transport.into_transport().await;
             let transport = match made {
                 Ok(t) => t,

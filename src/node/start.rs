@@ -5,7 +5,7 @@
 
 use super::apply::{ApplyLoop, ShardEvent};
 use super::clock::Clock;
-use super::host::ShardHost;
+use super::host::{default_host, ShardHost};
 use super::runtime::{spawn_on_host, spawn_shard};
 #[cfg(feature = "sim")]
 use super::shard::Shard;
@@ -74,9 +74,13 @@ pub(crate) fn start_node(
         }),
     })?;
     let guard = StopGuard(shared.clone());
-    match host {
-        Some(host) => spawn_on_host(host, parts, transport, guard)?,
-        None => spawn_shard(parts, transport, guard, cpu)?,
+    match (host, cpu) {
+        (Some(host), _) => spawn_on_host(host, parts, transport, guard, None)?,
+        // A pinned node gets a thread of its own.
+        (None, Some(cpu)) => spawn_shard(parts, transport, guard, Some(cpu))?,
+        (None, None) => default_host(transport.runs_tasks(), |host, seat| {
+            spawn_on_host(host, parts, transport, guard, Some(seat))
+        })?,
     }
     Ok((shared, snapshots))
 }

@@ -1,5 +1,5 @@
 //! Helpers for the node integration tests: a recording state machine and an in-memory cluster
-//! of real nodes (shard and apply threads) over `MemNetwork`.
+//! of real nodes (on the process's shard threads) over `MemNetwork`.
 //!
 //! Waits poll with generous deadlines that only guard against hangs; no test asserts on how
 //! long anything took.

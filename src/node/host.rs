@@ -142,8 +142,10 @@ async fn accept_jobs(inner: &HostInner) {
 
 /// The process's default hosts, separately with and without an I/O driver, each with the
 /// number of live nodes on it.
-static DEFAULT_HOSTS: std::sync::OnceLock<Mutex<[Vec<(ShardHost, Arc<AtomicUsize>)>; 2]>> =
-    std::sync::OnceLock::new();
+static DEFAULT_HOSTS: std::sync::OnceLock<Mutex<[HostPool; 2]>> = std::sync::OnceLock::new();
+
+/// Default hosts of one kind, each with its count of live nodes.
+type HostPool = Vec<(ShardHost, Arc<AtomicUsize>)>;
 
 /// Counts a node on a default host until the node's shard loop ends.
 pub(crate) struct HostSeat(Arc<AtomicUsize>);

@@ -65,8 +65,10 @@ pub struct Config {
     /// the queue is full gets `EnqueueTimeout`. Default 4096.
     pub submission_queue_capacity: usize,
     /// Run the node's shard loop on a thread of its own pinned to this CPU (Linux only;
-    /// ARCHITECTURE §2). Default `None`: it runs on one of the process's shard threads, shared
-    /// with the process's other nodes. A CPU the process may not use fails `Raft::new`.
+    /// ARCHITECTURE §2). Default `None`: a thread of its own that the operating system
+    /// schedules (or, with an in-process transport, one of the process's shared shard
+    /// threads; see [`Raft::new`](crate::Raft::new)). A CPU the process may not use fails
+    /// `Raft::new`.
     pub shard_cpu: Option<usize>,
     /// Where the state machine runs (a ringraft addition; hashicorp runs it on a goroutine of
     /// its own). Default [`ApplyPlacement::Adaptive`]: on the node's shard thread while it is

@@ -116,9 +116,11 @@ fn closed<T, E>(e: E) -> Result<T, E> {
 
 impl Raft {
     /// Starts a node: recovers its state from the stores (restoring the newest snapshot into
-    /// `fsm`), then runs its shard loop on one of the process's shard threads: one per CPU
-    /// less one, shared by every node the process starts this way, the least loaded first
-    /// (ARCHITECTURE §2); with `config.shard_cpu`, on a thread of its own pinned to that CPU.
+    /// `fsm`), then runs its shard loop: with a transport that runs tasks (TCP) or with
+    /// `config.shard_cpu`, on a shard thread of its own; with an in-process transport (the
+    /// in-memory network's), on one of the process's shared shard threads (one per CPU less
+    /// one, the least loaded first), where messages between co-hosted nodes wake a task
+    /// instead of a thread (ARCHITECTURE §2).
     /// The state machine runs on the shard thread while it is fast
     /// ([`Config::apply_placement`]). A node with no state waits for
     /// [`bootstrap_cluster`](Raft::bootstrap_cluster) or for a leader to add it.

@@ -4,11 +4,11 @@
 //! A [`ShardHost`] is one thread with one tokio current-thread runtime on which the shard
 //! loops of many nodes run as tasks: messages between nodes on the same host (the in-memory
 //! transport, or several groups of one process) wake a task instead of another thread, and the
-//! host's thread can be pinned to a core. `Raft::new` places a node on one of the process's
-//! default hosts ([`default_host`]): one per CPU the process may use, created as nodes need
-//! them, the least loaded first, so a process runs as many shard threads as it has cores
-//! however many nodes it hosts. `Config::shard_cpu` asks for a pinned thread of the node's own
-//! instead; `Raft::new_on` for a host the application manages.
+//! host's thread can be pinned to a core. `Raft::new` places a node whose transport runs no
+//! tasks (the in-memory one) on one of the process's default hosts ([`default_host`]): one per
+//! CPU less one, created as nodes need them, the least loaded first. A node with a TCP
+//! transport, or with `Config::shard_cpu`, gets a thread of its own; `Raft::new_on` places a
+//! node on a host the application manages.
 //!
 //! ```text
 //!  Raft::new_on(&host, ..) ──job──► host thread: runtime + LocalSet
@@ -140,11 +140,10 @@ async fn accept_jobs(inner: &HostInner) {
     }
 }
 
-/// The process's default hosts, separately with and without an I/O driver, each with the
-/// number of live nodes on it.
-static DEFAULT_HOSTS: std::sync::OnceLock<Mutex<[HostPool; 2]>> = std::sync::OnceLock::new();
+/// The process's default hosts, each with the number of live nodes on it.
+static DEFAULT_HOSTS: std::sync::OnceLock<Mutex<HostPool>> = std::sync::OnceLock::new();
 
-/// Default hosts of one kind, each with its count of live nodes.
+/// Default hosts, each with its count of live nodes.
 type HostPool = Vec<(ShardHost, Arc<AtomicUsize>)>;
 
 /// Counts a node on a default host until the node's shard loop ends.
@@ -156,20 +155,22 @@ impl Drop for HostSeat {
     }
 }
 
-/// A default host for one more node (with an I/O driver if `io_driver`): an empty host if one
-/// exists or another may be started (one per CPU), else the one with the fewest nodes. The
-/// hosts live as long as the process (their threads sleep while they have no nodes).
+/// A default host (no I/O driver) for one more node whose transport runs no tasks (the
+/// in-memory transport): an empty host if one exists or another may be started, else the one
+/// with the fewest nodes. At most one host per CPU the process may use, less one left to the
+/// application, its clients and the apply threads of slow state machines: nodes that talk
+/// through memory deliver messages by waking tasks, which is cheapest on one thread (a
+/// 3-node in-memory cluster on 2 vCPUs commits a write in half the time, see
+/// docs/PERFORMANCE.md). The hosts live as long as the process (their threads sleep while
+/// they have no nodes). Nodes with a TCP transport keep a thread each: sharing measured no
+/// faster and had longer tails.
 pub(crate) fn default_host(
-    io_driver: bool,
     place: impl FnOnce(&ShardHost, HostSeat) -> Result<(), StartError>,
 ) -> Result<(), StartError> {
-    // One host per CPU the process may use, less one left to the application, the apply
-    // threads of slow state machines, the log store's writer and the clients.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hosts_max = cpus.saturating_sub(1).max(1);
-    let hosts = DEFAULT_HOSTS.get_or_init(Mutex::default);
-    let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
-    let pool = &mut hosts[usize::from(io_driver)];
+    let pool = DEFAULT_HOSTS.get_or_init(Mutex::default);
+    let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
     let least = pool
         .iter()
         .enumerate()
@@ -179,7 +180,7 @@ pub(crate) fn default_host(
         Some((i, 0)) => i,
         Some((i, _)) if pool.len() >= hosts_max => i,
         _ => {
-            pool.push((ShardHost::new(None, io_driver)?, Arc::default()));
+            pool.push((ShardHost::new(None, false)?, Arc::default()));
             pool.len() - 1
         }
     };

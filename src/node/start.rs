@@ -74,13 +74,14 @@ pub(crate) fn start_node(
         }),
     })?;
     let guard = StopGuard(shared.clone());
-    match (host, cpu) {
-        (Some(host), _) => spawn_on_host(host, parts, transport, guard, None)?,
-        // A pinned node gets a thread of its own.
-        (None, Some(cpu)) => spawn_shard(parts, transport, guard, Some(cpu))?,
-        (None, None) => default_host(transport.runs_tasks(), |host, seat| {
-            spawn_on_host(host, parts, transport, guard, Some(seat))
-        })?,
+    match host {
+        Some(host) => spawn_on_host(host, parts, transport, guard, None)?,
+        // In-process nodes share the default shard threads (see `default_host`); a node
+        // pinned to a CPU, or with a transport that runs tasks (TCP), has a thread of its own.
+        None if cpu.is_none() && !transport.runs_tasks() => {
+            default_host(|host, seat| spawn_on_host(host, parts, transport, guard, Some(seat)))?
+        }
+        None => spawn_shard(parts, transport, guard, cpu)?,
     }
     Ok((shared, snapshots))
 }

@@ -15,16 +15,25 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 
 /// Applies commands in order, answering each with its position; a command `slow` sleeps
-/// `delay` first. Records the name of the thread that applied each command.
+/// `delay` first (blocking, as I/O would), a command `busy` computes for `delay`. Records the
+/// name of the thread that applied each command.
 struct Watched {
     seen: Arc<Mutex<Vec<(Bytes, String)>>>,
     delay: Duration,
 }
 
 impl Fsm for Watched {
+    #[allow(clippy::disallowed_methods)] // It spins for a wall-clock time.
     fn apply(&mut self, entry: &Entry) -> Bytes {
         if entry.data == "slow" {
             std::thread::sleep(self.delay);
+        }
+        if entry.data == "busy" {
+            let started = std::time::Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < self.delay {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
         let thread = std::thread::current().name().unwrap_or("").to_string();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,22 +114,31 @@ fn a_very_slow_call_moves_the_state_machine_to_its_own_thread_in_order() {
 }
 
 #[test]
-fn three_slowish_calls_within_a_second_move_it_but_one_does_not() {
+fn three_calls_computing_a_few_ms_within_a_second_move_it_but_one_does_not() {
     let seen = Arc::default();
     let fsm = Watched {
         seen: Arc::clone(&seen),
         delay: Duration::from_millis(3),
     };
     let raft = start_single(fsm, InmemSnapshotStore::new());
-    resolve("apply", raft.apply("slow", T)).expect("apply");
+    resolve("apply", raft.apply("busy", T)).expect("apply");
     resolve("apply", raft.apply("fast", T)).expect("apply");
     assert!(
         threads(&seen)[1].1.starts_with("ringraft-shard"),
         "one slowish call is not enough: {:?}",
         threads(&seen)
     );
+    // Blocked (not computing) for a few ms: does not count toward the three.
     resolve("apply", raft.apply("slow", T)).expect("apply");
     resolve("apply", raft.apply("slow", T)).expect("apply");
+    resolve("apply", raft.apply("fast", T)).expect("apply");
+    assert!(
+        threads(&seen)[4].1.starts_with("ringraft-shard"),
+        "blocking a few ms is not computing: {:?}",
+        threads(&seen)
+    );
+    resolve("apply", raft.apply("busy", T)).expect("apply");
+    resolve("apply", raft.apply("busy", T)).expect("apply");
     resolve("apply", raft.apply("after", T)).expect("apply");
     let seen = threads(&seen);
     assert_eq!(

@@ -36,3 +36,15 @@ impl Clock {
         Duration::from_nanos(at.nanos_since(now))
     }
 }
+
+/// CPU time the calling thread has used (Linux `CLOCK_THREAD_CPUTIME_ID`): unlike wall time, it
+/// does not grow while the thread is preempted or blocked. `None` where unavailable.
+pub(crate) fn thread_cpu_now() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the valid pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}

@@ -174,23 +174,25 @@ impl Applier {
 /// An adaptive placement's record of slow state-machine calls (see `ApplyPlacement::Adaptive`).
 #[derive(Debug, Default)]
 pub(crate) struct SlowCalls {
-    /// When the last slow calls (1 ms or more) ended, at most three.
+    /// When the last slow calls (1 ms or more of CPU) ended, at most three.
     recent: VecDeque<std::time::Instant>,
 }
 
-/// A call this long is slow; three within [`SLOW_CALLS_WINDOW`] move the state machine.
+/// A call that computes this long (thread CPU time, so preemption on a busy machine does not
+/// count) is slow; three within [`SLOW_CALLS_WINDOW`] move the state machine.
 const SLOW_CALL: Duration = Duration::from_millis(1);
 const SLOW_CALLS_WINDOW: Duration = Duration::from_secs(1);
-/// One call this long moves the state machine at once.
+/// One call this long in wall time (blocking I/O, say) moves the state machine at once.
 const VERY_SLOW_CALL: Duration = Duration::from_millis(20);
 
 impl SlowCalls {
-    /// Notes a call that took `took`, ending at `at`; true if the state machine should move.
-    fn too_slow(&mut self, took: Duration, at: std::time::Instant) -> bool {
-        if took >= VERY_SLOW_CALL {
+    /// Notes a call that took `wall` (and `cpu` of the thread's CPU time), ending at `at`;
+    /// true if the state machine should move.
+    fn too_slow(&mut self, wall: Duration, cpu: Duration, at: std::time::Instant) -> bool {
+        if wall >= VERY_SLOW_CALL {
             return true;
         }
-        if took < SLOW_CALL {
+        if cpu < SLOW_CALL {
             return false;
         }
         self.recent.push_back(at);
@@ -603,14 +605,27 @@ impl Shard {
         };
         match applier {
             Applier::Inline { apply, adaptive } => {
-                let started = adaptive.is_some().then(super::clock::monotonic_now);
+                let started = adaptive.is_some().then(|| {
+                    (
+                        super::clock::monotonic_now(),
+                        super::clock::thread_cpu_now(),
+                    )
+                });
                 if !apply.handle(task) {
                     self.applier = None;
                     return;
                 }
-                if let (Some(slow), Some(started)) = (adaptive.as_mut(), started) {
+                if let (Some(slow), Some((wall_started, cpu_started))) =
+                    (adaptive.as_mut(), started)
+                {
                     let ended = super::clock::monotonic_now();
-                    if slow.too_slow(ended.duration_since(started), ended) {
+                    let wall = ended.duration_since(wall_started);
+                    // Without a thread CPU clock, wall time stands in.
+                    let cpu = match (cpu_started, super::clock::thread_cpu_now()) {
+                        (Some(a), Some(b)) => b.saturating_sub(a),
+                        _ => wall,
+                    };
+                    if slow.too_slow(wall, cpu, ended) {
                         self.move_apply_to_own_thread("slow calls");
                     }
                 }

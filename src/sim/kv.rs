@@ -91,15 +91,7 @@ impl Kv {
         for (index, (op_id, result)) in &self.results {
             b.put_u64_le(*index);
             b.put_u64_le(*op_id);
-            match result {
-                KvResult::Written => b.put_u8(0),
-                KvResult::Value(None) => b.put_u8(1),
-                KvResult::Value(Some(v)) => {
-                    b.put_u8(2);
-                    b.put_u64_le(*v);
-                }
-                KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
-            }
+            put_result(&mut b, result);
         }
         b.freeze()
     }
@@ -124,14 +116,7 @@ impl Kv {
         for _ in 0..results {
             let index = word(next(8)?)?;
             let op_id = word(next(8)?)?;
-            let result = match next(1)?[0] {
-                0 => KvResult::Written,
-                1 => KvResult::Value(None),
-                2 => KvResult::Value(Some(word(next(8)?)?)),
-                3 => KvResult::Swapped(false),
-                4 => KvResult::Swapped(true),
-                _ => return None,
-            };
+            let result = take_result(&mut next)?;
             kv.results.insert(index, (op_id, result));
         }
         (at == bytes.len()).then_some(kv)
@@ -198,4 +183,31 @@ mod tests {
         bad[8] = 9;
         assert_eq!(decode(&bad), None);
     }
+}
+
+/// Appends a command's result (a tag byte, and the value for a read that found one).
+pub(crate) fn put_result(b: &mut BytesMut, result: &KvResult) {
+    match result {
+        KvResult::Written => b.put_u8(0),
+        KvResult::Value(None) => b.put_u8(1),
+        KvResult::Value(Some(v)) => {
+            b.put_u8(2);
+            b.put_u64_le(*v);
+        }
+        KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
+    }
+}
+
+/// Reads what [`put_result`] wrote, taking bytes from `next`; `None` if malformed.
+pub(crate) fn take_result<'a>(
+    next: &mut impl FnMut(usize) -> Option<&'a [u8]>,
+) -> Option<KvResult> {
+    Some(match next(1)?[0] {
+        0 => KvResult::Written,
+        1 => KvResult::Value(None),
+        2 => KvResult::Value(Some(u64_at(next(8)?, 0)?)),
+        3 => KvResult::Swapped(false),
+        4 => KvResult::Swapped(true),
+        _ => return None,
+    })
 }

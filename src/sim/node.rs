@@ -436,33 +436,23 @@ fn encode_response(op_id: u64, term: Term, result: &KvResult) -> Bytes {
     let mut b = BytesMut::with_capacity(26);
     b.put_u64_le(op_id);
     b.put_u64_le(term.0);
-    match result {
-        KvResult::Written => b.put_u8(0),
-        KvResult::Value(None) => b.put_u8(1),
-        KvResult::Value(Some(v)) => {
-            b.put_u8(2);
-            b.put_u64_le(*v);
-        }
-        KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
-    }
+    kv::put_result(&mut b, result);
     b.freeze()
 }
 
 /// Parses [`encode_response`]'s output.
 pub(crate) fn decode_response(b: &[u8]) -> Option<(u64, Term, KvResult)> {
-    let word = |at: usize| -> Option<u64> {
-        let s: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-        Some(u64::from_le_bytes(s))
+    let mut at = 0usize;
+    let mut next = |n: usize| -> Option<&[u8]> {
+        let s = b.get(at..at + n)?;
+        at += n;
+        Some(s)
     };
-    let result = match *b.get(16)? {
-        0 => KvResult::Written,
-        1 => KvResult::Value(None),
-        2 => KvResult::Value(Some(word(17)?)),
-        3 => KvResult::Swapped(false),
-        4 => KvResult::Swapped(true),
-        _ => return None,
-    };
-    Some((word(0)?, Term(word(8)?), result))
+    let word = |s: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(s.try_into().ok()?)) };
+    let op_id = word(next(8)?)?;
+    let term = Term(word(next(8)?)?);
+    let result = kv::take_result(&mut next)?;
+    Some((op_id, term, result))
 }
 
 impl Fsm for SimFsm {

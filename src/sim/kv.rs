@@ -146,6 +146,33 @@ impl Kv {
     }
 }
 
+/// Appends a command's result (a tag byte, and the value for a read that found one).
+pub(crate) fn put_result(b: &mut BytesMut, result: &KvResult) {
+    match result {
+        KvResult::Written => b.put_u8(0),
+        KvResult::Value(None) => b.put_u8(1),
+        KvResult::Value(Some(v)) => {
+            b.put_u8(2);
+            b.put_u64_le(*v);
+        }
+        KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
+    }
+}
+
+/// Reads what [`put_result`] wrote, taking bytes from `next`; `None` if malformed.
+pub(crate) fn take_result<'a>(
+    next: &mut impl FnMut(usize) -> Option<&'a [u8]>,
+) -> Option<KvResult> {
+    Some(match next(1)?[0] {
+        0 => KvResult::Written,
+        1 => KvResult::Value(None),
+        2 => KvResult::Value(Some(u64_at(next(8)?, 0)?)),
+        3 => KvResult::Swapped(false),
+        4 => KvResult::Swapped(true),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,31 +210,4 @@ mod tests {
         bad[8] = 9;
         assert_eq!(decode(&bad), None);
     }
-}
-
-/// Appends a command's result (a tag byte, and the value for a read that found one).
-pub(crate) fn put_result(b: &mut BytesMut, result: &KvResult) {
-    match result {
-        KvResult::Written => b.put_u8(0),
-        KvResult::Value(None) => b.put_u8(1),
-        KvResult::Value(Some(v)) => {
-            b.put_u8(2);
-            b.put_u64_le(*v);
-        }
-        KvResult::Swapped(s) => b.put_u8(3 + u8::from(*s)),
-    }
-}
-
-/// Reads what [`put_result`] wrote, taking bytes from `next`; `None` if malformed.
-pub(crate) fn take_result<'a>(
-    next: &mut impl FnMut(usize) -> Option<&'a [u8]>,
-) -> Option<KvResult> {
-    Some(match next(1)?[0] {
-        0 => KvResult::Written,
-        1 => KvResult::Value(None),
-        2 => KvResult::Value(Some(u64_at(next(8)?, 0)?)),
-        3 => KvResult::Swapped(false),
-        4 => KvResult::Swapped(true),
-        _ => return None,
-    })
 }

@@ -99,6 +99,14 @@ pub(crate) fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Ru
             .map_err(|e| StartError::Thread(format!("pin to cpu {cpu}: {e}")))?;
     }
     let mut builder = tokio::runtime::Builder::new_current_thread();
+    if !io {
+        // In-process nodes (no sockets): spin briefly before parking when requests arrive
+        // back to back (`signal::spin_before_park`). Not with an I/O driver: beside TCP tasks
+        // and the log store's writer threads, spinning measured slower (docs/PERFORMANCE.md).
+        builder
+            .on_thread_park(super::signal::spin_before_park)
+            .on_thread_unpark(super::signal::note_unpark);
+    }
     if io {
         builder.enable_all();
     } else {

@@ -4,7 +4,8 @@
 //!  application ──► Raft handle ──► shard thread: core (sans-IO) + glue + WAL + peers
 //!                                      │ committed batches
 //!                                      ▼
-//!                                  apply thread: your state machine
+//!                  your state machine: on the shard thread while it is fast, else on a
+//!                  thread of its own (`Config::apply_placement`)
 //! ```
 //!
 //! The public API is [`Raft`]: start a node with [`Raft::new`] (a [`Config`], your [`Fsm`], a

@@ -59,11 +59,7 @@ impl StableIo {
                 .name(format!("ringraft-stable-{}", shared.id.0))
                 .spawn(move || {
                     while let Ok((key, state)) = rx.recv() {
-                        let result = store.save(&state).map_err(|e| e.to_string());
-                        if events
-                            .send(ShardEvent::StableSaved { key, result })
-                            .is_err()
-                        {
+                        if !save_one(&mut *store, key, state, &events) {
                             return;
                         }
                         shared.signal.notify();
@@ -112,14 +108,21 @@ impl StableIo {
     pub(crate) fn run_queued(&mut self, events: &mpsc::Sender<ShardEvent>) {
         if let StableIo::Queued { store, saves } = self {
             while let Some((key, state)) = saves.pop_front() {
-                let result = store.save(&state).map_err(|e| e.to_string());
-                if events
-                    .send(ShardEvent::StableSaved { key, result })
-                    .is_err()
-                {
+                if !save_one(&mut **store, key, state, events) {
                     return;
                 }
             }
         }
     }
+}
+
+/// Saves `state` and tells the shard; false once the shard is gone.
+fn save_one(
+    store: &mut dyn StableStore,
+    key: StableKey,
+    state: HardState,
+    events: &mpsc::Sender<ShardEvent>,
+) -> bool {
+    let result = store.save(&state).map_err(|e| e.to_string());
+    events.send(ShardEvent::StableSaved { key, result }).is_ok()
 }

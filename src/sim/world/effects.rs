@@ -54,31 +54,26 @@ impl World {
         let Some(running) = node.running.as_ref() else {
             return Ok(());
         };
-        if running.shard.queued_snapshot_jobs() > 0 && !node.snapshot_work_scheduled {
-            node.snapshot_work_scheduled = true;
-            let boot = node.boot;
+        let snapshot_work =
+            running.shard.queued_snapshot_jobs() > 0 && !node.snapshot_work_scheduled;
+        let stable_work = running.shard.queued_stable_saves() > 0 && !node.stable_work_scheduled;
+        node.snapshot_work_scheduled |= snapshot_work;
+        node.stable_work_scheduled |= stable_work;
+        let (boot, (low, high)) = (node.boot, node.disk_latency);
+        if snapshot_work {
             let at = self.now.plus_nanos(self.rng.range(MS / 20, 3 * MS));
             self.log(|| format!("n{}: snapshot jobs queued", n + 1));
             self.schedule(at, Ev::SnapshotWork { node: n, boot });
         }
-        let node = &mut self.nodes[n];
-        let Some(running) = node.running.as_ref() else {
-            return Ok(());
-        };
-        if running.shard.queued_stable_saves() > 0 && !node.stable_work_scheduled {
-            node.stable_work_scheduled = true;
-            let boot = node.boot;
-            let (low, high) = node.disk_latency;
+        if stable_work {
             let latency = self.rng.range(low, high);
             // A term or vote on its way to the stable store: a worst moment to crash.
             if !self.healed && self.config.faults && self.rng.chance(1, 8) {
                 let at = self.now.plus_nanos(self.rng.range(0, latency));
                 self.schedule(at, Ev::Crash { node: n, boot });
             }
-            self.schedule(
-                self.now.plus_nanos(latency),
-                Ev::StableWork { node: n, boot },
-            );
+            let at = self.now.plus_nanos(latency);
+            self.schedule(at, Ev::StableWork { node: n, boot });
         }
         let node = &mut self.nodes[n];
         let Some(running) = node.running.as_ref() else {

@@ -16,7 +16,7 @@
 //! root are deleted. After a crash every operation fails with `EIO` until the file system is
 //! restarted ([`Model::restart`]): the machine is off.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -237,7 +237,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Model {
     backing_dir: PathBuf,
-    inodes: HashMap<u64, Inode>,
+    inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
     rng: u64,
     mode: CrashMode,
@@ -256,7 +256,7 @@ enum Gate {
 impl Model {
     /// An empty file system keeping durable contents in `backing_dir` (which must exist).
     pub fn new(backing_dir: &Path, mode: CrashMode, seed: u64) -> Model {
-        let mut inodes = HashMap::new();
+        let mut inodes = BTreeMap::new();
         inodes.insert(
             ROOT,
             Inode {

@@ -14,17 +14,17 @@
 mod powerloss_support;
 
 use bytes::Bytes;
-use powerloss_support::{mode_for, mount, rounds, under, Aim, CrashPoints, Rng};
+use powerloss_support::{
+    child_round, mode_for, mount, number_after, rounds, under, Aim, CrashPoints, Rng,
+};
 use ringraft_crashfs::{OpKind, Phase};
 use ringraft_storage::{
     Entry, EntryKind, HardState, Index, LogId, LogStore, Term, Ticket, WalConfig, WalLogStore,
 };
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const CHILD_DIR: &str = "RINGRAFT_POWERLOSS_WAL_DIR";
 const WAL_BINARY: &str = env!("CARGO_BIN_EXE_ringraft-wal");
@@ -123,75 +123,36 @@ fn power_loss_rounds(
         return Ok(CrashPoints::default());
     };
     let wal = under(&fs, "wal");
-    let exe = std::env::current_exe().expect("current exe");
     let mut rng = Rng::new(seed);
     let mut points = CrashPoints::default();
     let said = Arc::new(Mutex::new(Said::default()));
     for round in 0..rounds {
         fs.set_mode(mode_for(round));
-        let aim = AIMS[(round % AIMS.len() as u64) as usize];
-        fs.arm(aim.trigger(&mut rng));
-        let mut child = Command::new(&exe)
-            .args(["--exact", "powerloss_wal_child", "--ignored", "--nocapture"])
-            .args(["--test-threads=1"])
-            .env(CHILD_DIR, &wal)
-            .env("RINGRAFT_STORAGE_MUTATION", mutation.unwrap_or(""))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = {
-            let said = said.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if std::env::var("PL_DEBUG").is_ok() {
-                        eprintln!("child: {line}");
-                    }
-                    let mut said = said.lock().expect("said");
-                    // The first line follows libtest's "test powerloss_wal_child ... ".
-                    let number = |tag: &str| {
-                        line.rsplit_once(tag)
-                            .and_then(|(_, n)| n.trim().parse::<u64>().ok())
-                    };
-                    if let Some(n) = number("acked ") {
-                        said.acked = said.acked.max(n);
-                    } else if let Some(n) = number("floor ") {
-                        said.floor = said.floor.max(n);
-                    }
+        let trigger = AIMS[(round % AIMS.len() as u64) as usize].trigger(&mut rng);
+        let heard = said.clone();
+        let report = child_round(
+            &mut fs,
+            trigger,
+            "powerloss_wal_child",
+            &[(CHILD_DIR, wal.as_os_str())],
+            mutation,
+            move |line| {
+                let mut said = heard.lock().expect("said");
+                if let Some(n) = number_after(line, "acked ") {
+                    said.acked = said.acked.max(n);
+                } else if let Some(n) = number_after(line, "floor ") {
+                    said.floor = said.floor.max(n);
                 }
-            })
-        };
-        let report = match fs.wait_crashed(Duration::from_secs(3)) {
-            Some(report) => report,
-            None => fs.crash(),
-        };
+            },
+        );
         points.record(&report.label);
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait");
-        reader.join().expect("reader");
-        fs.disarm();
-        fs.restart().expect("restart crashfs");
         let said = said.lock().expect("said");
         if let Err(e) = check(&wal, &said) {
             let stat = Command::new(WAL_BINARY).arg("stat").arg(&wal).output();
             let stat = stat.map_or_else(
                 |e| e.to_string(),
-                |o| {
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                },
+                |o| String::from_utf8_lossy(&o.stdout).into_owned(),
             );
-            if let Ok(keep) = std::env::var("PL_KEEP") {
-                let _ = Command::new("cp")
-                    .args(["-a"])
-                    .arg(&wal)
-                    .arg(&keep)
-                    .status();
-            }
             return Err(format!(
                 "round {round}, crash {report:?}: {e}\nringraft-wal stat:\n{stat}"
             ));

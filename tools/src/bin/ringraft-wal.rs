@@ -59,7 +59,11 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
             }
         };
         let Some(header) = scan.header else {
-            if k + 1 != segments.len() {
+            // Unused segments may end the list (the spare; two after some power losses).
+            let used_after = segments[k + 1..]
+                .iter()
+                .any(|s| s.scan.as_ref().is_ok_and(|s| s.header.is_some()));
+            if used_after {
                 problems.push(format!(
                     "{}: unused segment before used ones",
                     segment.path.display()

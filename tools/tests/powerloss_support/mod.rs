@@ -144,3 +144,61 @@ pub fn mode_for(round: u64) -> CrashMode {
 pub fn under(fs: &CrashFs, name: &str) -> PathBuf {
     fs.mountpoint().join(name)
 }
+
+/// One round with a child process: arms `trigger`, starts this test binary's ignored test
+/// `child_test` with `env` (and `RINGRAFT_STORAGE_MUTATION` = `mutation`), hands each line it
+/// prints to `on_line`, waits up to three seconds for the trigger (then crashes on command),
+/// kills the child and restarts the file system. Returns the crash.
+pub fn child_round(
+    fs: &mut CrashFs,
+    trigger: ringraft_crashfs::Trigger,
+    child_test: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    mutation: Option<&str>,
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> ringraft_crashfs::CrashReport {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    fs.arm(trigger);
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RINGRAFT_STORAGE_MUTATION", mutation.unwrap_or(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut on_line = on_line;
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            on_line(&line);
+        }
+    });
+    let report = match fs.wait_crashed(std::time::Duration::from_secs(3)) {
+        Some(report) => report,
+        None => fs.crash(),
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    reader.join().expect("reader");
+    fs.disarm();
+    fs.restart().expect("restart crashfs");
+    report
+}
+
+/// The number after the last `tag` in `line` (a child's first line follows libtest's
+/// `test NAME ... `).
+pub fn number_after(line: &str, tag: &str) -> Option<u64> {
+    line.rsplit_once(tag)
+        .and_then(|(_, n)| n.split_whitespace().next()?.parse().ok())
+}

@@ -763,29 +763,35 @@ impl Model {
         if let Some(report) = &self.crashed {
             return report.clone();
         }
-        let mut kinds = BTreeSet::new();
-        for inode in self.inodes.values() {
-            match &inode.content {
-                Content::File(f) => {
-                    for op in &f.pending {
-                        kinds.insert(match op {
-                            FileOp::Write { .. } => "write",
-                            FileOp::SetLen(_) => "setlen",
-                            FileOp::Extend(_) => "fallocate",
-                        });
-                    }
-                }
-                Content::Dir(d) if !d.pending.is_empty() => {
-                    kinds.insert("dir");
-                }
-                Content::Dir(_) => {}
+        let mut pending = BTreeSet::new();
+        for (&ino, inode) in &self.inodes {
+            let kinds: BTreeSet<&str> = match &inode.content {
+                Content::File(f) => f
+                    .pending
+                    .iter()
+                    .map(|op| match op {
+                        FileOp::Write { .. } => "write",
+                        FileOp::SetLen(_) => "setlen",
+                        FileOp::Extend(_) => "fallocate",
+                    })
+                    .collect(),
+                Content::Dir(d) if !d.pending.is_empty() => BTreeSet::from(["entries"]),
+                Content::Dir(_) => BTreeSet::new(),
+            };
+            if !kinds.is_empty() {
+                let kinds: Vec<_> = kinds.into_iter().collect();
+                pending.insert(format!(
+                    "{}({})",
+                    shape(&self.path_of(ino)),
+                    kinds.join("+")
+                ));
             }
         }
-        let kinds: Vec<_> = kinds.into_iter().collect();
-        let label = if kinds.is_empty() {
+        let label = if pending.is_empty() {
             "now:all-synced".to_string()
         } else {
-            format!("now:unsynced-{}", kinds.join("+"))
+            let pending: Vec<_> = pending.into_iter().collect();
+            format!("now:unsynced {}", pending.join(" "))
         };
         self.crash_labelled(label)
     }

@@ -18,7 +18,9 @@ use ringraft_storage::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Every `ringraft-kv` cluster uses this id in its transport handshake.
 const CLUSTER_ID: ClusterId = ClusterId(0x6b76);
@@ -56,6 +58,9 @@ impl Node {
         // The initial members; the node tells the transport about later ones as they join (a
         // joining node, which may have no `--peers`, learns everyone from the configuration).
         let mut tcp = TcpConfig::new(id, CLUSTER_ID, options.raft);
+        // Peers dial the advertised address; outgoing connections bind its host as their
+        // source (the transport's default, ARCHITECTURE §6).
+        tcp.advertise_address = Some(options.advertise_raft);
         for p in &options.peers {
             if p.id != options.id {
                 tcp.peers.insert(NodeId(p.id), p.raft);
@@ -166,6 +171,21 @@ impl Node {
         out
     }
 
+    /// Connects to `target` from the node's client host (as the raft transport binds its
+    /// advertised host, ARCHITECTURE §6), so that the leader and firewalls see forwarded requests
+    /// come from the address this node advertises; the port is the system's choice.
+    pub async fn connect_from_client_host(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        let host = self.options.client.ip();
+        if host.is_ipv4() == target.is_ipv4() && !host.is_unspecified() {
+            socket.bind(SocketAddr::new(host, 0))?;
+        }
+        socket.connect(target).await
+    }
+
     /// The client addresses of every member this node knows, by id.
     pub fn client_addresses(&self) -> BTreeMap<u64, String> {
         let mut all: BTreeMap<u64, String> = self
@@ -192,5 +212,8 @@ fn raft_config(options: &Options) -> Config {
     config.clock_drift_bound = (timeout / 10).min(Duration::from_millis(50));
     config.lease_read = options.read_mode == ReadMode::Lease;
     config.max_append_entries = 1024;
+    config.snapshot_threshold = options.snapshot_threshold;
+    config.snapshot_interval = options.snapshot_interval;
+    config.trailing_logs = options.trailing_logs;
     config
 }

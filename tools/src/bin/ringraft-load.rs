@@ -136,8 +136,8 @@ struct Args {
 
 impl Cli {
     fn into_args(self) -> Result<Args, String> {
-        let clients =
-            usize::try_from(self.clients).map_err(|e| format!("--clients {}: {e}", self.clients))?;
+        let clients = usize::try_from(self.clients)
+            .map_err(|e| format!("--clients {}: {e}", self.clients))?;
         let apply = match (self.apply_inline, self.apply_thread) {
             (true, _) => ApplyPlacement::ShardThread,
             (_, true) => ApplyPlacement::OwnThread,

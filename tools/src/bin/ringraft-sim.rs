@@ -10,8 +10,8 @@
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
 //! exits non-zero on any failure. With `--nodes both`, seeds alternate between 3 and 5 nodes.
 
-use ringraft::core::Mutation;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use ringraft::core::Mutation;
 use ringraft::sim::{run, Report, SimConfig};
 use std::process::ExitCode;
 use std::time::Instant;

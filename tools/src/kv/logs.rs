@@ -81,6 +81,29 @@ pub fn install(settings: &LogSettings) -> Result<(), String> {
         .map_err(|e| format!("installing the log subscriber: {e}"))
 }
 
+/// Whether `text` is a timestamp as these logs write it: RFC 3339 in UTC,
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
+pub fn is_rfc3339_utc(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    b.len() >= 20
+        && digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && at(10, b'T')
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19)
+        && text.ends_with('Z')
+        && (b.len() == 20 || (at(19, b'.') && b.len() > 21 && digits(20..b.len() - 1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +161,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         for line in &lines {
             let (timestamp, _) = line.split_once(' ').expect("a timestamp, then the event");
-            assert!(rfc3339_utc(timestamp), "{line}");
+            assert!(is_rfc3339_utc(timestamp), "{line}");
         }
         assert!(lines[0].ends_with("INFO ringraft::node: connected to peer node=1 peer=\"a\""));
         assert!(lines[1].contains("DEBUG ringraft::core: vote requested term=2"));
@@ -149,10 +172,23 @@ mod tests {
         let lines = lines("info", LogFormat::Json);
         assert_eq!(lines.len(), 1, "{lines:?}");
         let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
-        assert!(rfc3339_utc(v["timestamp"].as_str().expect("timestamp")), "{v}");
+        assert!(
+            is_rfc3339_utc(v["timestamp"].as_str().expect("timestamp")),
+            "{v}"
+        );
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["fields"]["message"], "connected to peer");
         assert_eq!(v["fields"]["node"], 1);
+    }
+
+    #[test]
+    fn timestamps_are_recognised() {
+        assert!(is_rfc3339_utc("2026-12-05T18:04:24.123456Z"));
+        assert!(is_rfc3339_utc("2026-12-05T18:04:24Z"));
+        assert!(!is_rfc3339_utc("2026-12-05T18:04:24.123456+01:00"));
+        assert!(!is_rfc3339_utc("2026-12-05 18:04:24Z"));
+        assert!(!is_rfc3339_utc("2026-12-05T18:04:24.Z"));
+        assert!(!is_rfc3339_utc("INFO"));
     }
 
     #[test]
@@ -161,27 +197,9 @@ mod tests {
             filter: "info,ringraft=loud".into(),
             format: LogFormat::Text,
         };
-        let e = subscriber(&settings, std::io::stderr).err().expect("refused");
+        let e = subscriber(&settings, std::io::stderr)
+            .err()
+            .expect("refused");
         assert!(e.contains("--log-level info,ringraft=loud"), "{e}");
-    }
-
-    /// `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
-    fn rfc3339_utc(text: &str) -> bool {
-        let b = text.as_bytes();
-        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        b.len() >= 20
-            && digits(0..4)
-            && b[4] == b'-'
-            && digits(5..7)
-            && b[7] == b'-'
-            && digits(8..10)
-            && b[10] == b'T'
-            && digits(11..13)
-            && b[13] == b':'
-            && digits(14..16)
-            && b[16] == b':'
-            && digits(17..19)
-            && text.ends_with('Z')
-            && (b.len() == 20 || (b[19] == b'.' && digits(20..b.len() - 1)))
     }
 }

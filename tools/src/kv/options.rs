@@ -366,9 +366,9 @@ impl Options {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(std::iter::once("ringraft-kv".into()).chain(
-            args.into_iter().map(Into::into),
-        ))
+        let cli = Cli::try_parse_from(
+            std::iter::once("ringraft-kv".into()).chain(args.into_iter().map(Into::into)),
+        )
         .map_err(|e| e.to_string().trim_end().to_string())?;
         if cli.command.is_some() {
             return Err("expected a node's flags, not a subcommand".into());
@@ -490,8 +490,11 @@ mod tests {
     fn bad_values_name_their_flag() {
         let e = Options::parse(["--id", "0"]).expect_err("id 0");
         assert!(e.contains("--id"), "{e}");
-        let e = with_peers("1=127.0.0.1:7001/127.0.0.1:6001", &["--wal-segment-mb", "0"])
-            .expect_err("segment size");
+        let e = with_peers(
+            "1=127.0.0.1:7001/127.0.0.1:6001",
+            &["--wal-segment-mb", "0"],
+        )
+        .expect_err("segment size");
         assert!(e.contains("--wal-segment-mb"), "{e}");
         let e = with_peers("1=a/b", &[]).expect_err("bad peers");
         assert!(e.contains("--peers"), "{e}");
@@ -503,8 +506,11 @@ mod tests {
         assert!(e.contains("repeated"), "{e}");
         let e = with_peers("2=127.0.0.1:7002/127.0.0.1:6002", &[]).expect_err("not listed");
         assert!(e.contains("--peers must list this node"), "{e}");
-        let e = with_peers("1=127.0.0.1:7001/127.0.0.1:6001", &["--client", "nohost.invalid:1"])
-            .expect_err("unresolvable");
+        let e = with_peers(
+            "1=127.0.0.1:7001/127.0.0.1:6001",
+            &["--client", "nohost.invalid:1"],
+        )
+        .expect_err("unresolvable");
         assert!(e.contains("--client nohost.invalid:1"), "{e}");
     }
 
@@ -555,10 +561,16 @@ mod tests {
             config.snapshot_interval.as_millis() as u64,
             config.trailing_logs,
         ] {
-            assert!(help.contains(&format!("[default: {default}]")), "{default}: {help}");
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "{default}: {help}"
+            );
         }
         for default in ["index", "info", "text"] {
-            assert!(help.contains(&format!("[default: {default}]")), "{default}: {help}");
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "{default}: {help}"
+            );
         }
     }
 }

@@ -18,7 +18,8 @@ use ringraft_storage::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -172,18 +173,10 @@ impl Node {
     }
 
     /// Connects to `target` from the node's client host (as the raft transport binds its
-    /// advertised host, ARCHITECTURE §6), so that the leader and firewalls see forwarded requests
-    /// come from the address this node advertises; the port is the system's choice.
-    pub async fn connect_from_client_host(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = match target {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        let host = self.options.client.ip();
-        if host.is_ipv4() == target.is_ipv4() && !host.is_unspecified() {
-            socket.bind(SocketAddr::new(host, 0))?;
-        }
-        socket.connect(target).await
+    /// advertised host, ARCHITECTURE §6), so that the leader and firewalls see forwarded
+    /// requests come from the address this node advertises.
+    pub async fn connect_from_client_host(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        connect_from(self.options.client.ip(), target).await
     }
 
     /// The client addresses of every member this node knows, by id.
@@ -216,4 +209,52 @@ fn raft_config(options: &Options) -> Config {
     config.snapshot_interval = options.snapshot_interval;
     config.trailing_logs = options.trailing_logs;
     config
+}
+
+/// Connects to `target` from `host` (any port), unless `host` is unspecified or of the other
+/// address family (then from what the system chooses).
+pub async fn connect_from(host: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if host.is_ipv4() == target.is_ipv4() && !host.is_unspecified() {
+        socket.bind(SocketAddr::new(host, 0))?;
+    }
+    socket.connect(target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_come_from_the_given_host() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let target = listener.local_addr().expect("address");
+            for (host, seen) in [
+                ("127.0.0.2", "127.0.0.2"),
+                ("127.0.0.3", "127.0.0.3"),
+                // The wrong family, or no host: the system's choice.
+                ("::1", "127.0.0.1"),
+                ("0.0.0.0", "127.0.0.1"),
+            ] {
+                let host: IpAddr = host.parse().expect("ip");
+                let _stream = connect_from(host, target).await.expect("connect");
+                let (_, peer) = listener.accept().await.expect("accept");
+                assert_eq!(
+                    peer.ip(),
+                    seen.parse::<IpAddr>().expect("ip"),
+                    "from {host}"
+                );
+            }
+        });
+    }
 }

@@ -179,9 +179,22 @@ enum PeerListRepr {
 impl From<PeerListRepr> for PeerList {
     fn from(repr: PeerListRepr) -> PeerList {
         match repr {
-            PeerListRepr::Text(text) => text.parse().unwrap_or_default(),
+            PeerListRepr::Text(text) => PeerList::split(&text),
             PeerListRepr::List(items) => PeerList(items),
         }
+    }
+}
+
+impl PeerList {
+    /// The comma-separated entries of `text`.
+    pub fn split(text: &str) -> PeerList {
+        PeerList(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )
     }
 }
 
@@ -189,13 +202,7 @@ impl std::str::FromStr for PeerList {
     type Err = std::convert::Infallible;
 
     fn from_str(text: &str) -> Result<PeerList, Self::Err> {
-        Ok(PeerList(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-        ))
+        Ok(PeerList::split(text))
     }
 }
 
@@ -275,7 +282,10 @@ pub fn parse_peers(entries: &[String]) -> Result<Vec<PeerSpec>, String> {
 /// Field by field, the first of two [`Settings`] that has the field set.
 macro_rules! first_set {
     ($a:ident, $b:ident; $($field:ident),*) => {
-        Settings { $( $field: $a.$field.or($b.$field), )* no_forward: $a.no_forward || $b.no_forward }
+        Settings {
+            $( $field: $a.$field.or($b.$field), )*
+            no_forward: $a.no_forward || $b.no_forward,
+        }
     };
 }
 
@@ -397,9 +407,10 @@ impl Options {
                 )),
             };
         };
-        let raft_flag = match self.advertise_raft == self.raft {
-            true => "--raft",
-            false => "--advertise-raft",
+        let raft_flag = if self.advertise_raft == self.raft {
+            "--raft"
+        } else {
+            "--advertise-raft"
         };
         if own.raft != self.advertise_raft {
             return Err(format!(

@@ -21,6 +21,7 @@ const WAL: &str = env!("CARGO_BIN_EXE_ringraft-wal");
 fn run(binary: &str, args: &[&str]) -> Output {
     Command::new(binary)
         .args(args)
+        .env_remove("RINGRAFT_CONFIG")
         .env_remove("RINGRAFT_LOG")
         .env_remove("RINGRAFT_LOG_FORMAT")
         .output()
@@ -234,13 +235,25 @@ fn a_config_file_with_an_unknown_key_is_refused_naming_it_and_its_line() {
         "# node 1\nid = 1\nread_mode = \"lease\"\nsnapshot_treshold = 100\n",
     )
     .expect("write");
-    let mut args = node_flags(dir.path(), None);
-    args.extend(["--config".into(), file.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = node_flags(dir.path(), None);
+    let mut args: Vec<&str> = node.iter().map(String::as_str).collect();
+    let path = file.display().to_string();
+    args.extend(["--config", &path]);
     let e = fails(KV, &args);
     assert!(
         e.contains("snapshot_treshold") && e.contains("line 4"),
         "{e}"
+    );
+    // The same file named by the environment.
+    let out = Command::new(KV)
+        .args(&node)
+        .env("RINGRAFT_CONFIG", &file)
+        .output()
+        .expect("running ringraft-kv");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("snapshot_treshold"),
+        "{out:?}"
     );
     assert!(!dir.path().join("node").exists(), "the node started");
 }

@@ -10,7 +10,8 @@
 //! a file key is the flag's name with `_` for `-` (`read_mode = "lease"`,
 //! `election_timeout_ms = 300`, `peers = "1=127.0.0.1:7001/127.0.0.1:6001"` or a list of such
 //! entries). An unknown key is an error naming it and its line. Flags and the `RINGRAFT_*`
-//! environment variables override the file. `ringraft-kv --help` lists every option with its
+//! environment variables (`RINGRAFT_CONFIG` names the file; `RINGRAFT_LOG`,
+//! `RINGRAFT_LOG_FORMAT`) override the file. `ringraft-kv --help` lists every option with its
 //! default.
 //!
 //! Addresses may name hosts (`localhost:6001`): they are resolved once, at start, and a name
@@ -73,7 +74,7 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Read settings from this TOML file (keys as the flags, '_' for '-'); flags and
     /// environment variables override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "RINGRAFT_CONFIG")]
     pub config: Option<PathBuf>,
     /// The node's settings.
     #[command(flatten)]

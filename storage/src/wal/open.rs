@@ -216,7 +216,7 @@ struct Tail {
 
 pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
+    crate::create_dir_durable(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
     let listing = std::fs::read_dir(&dir).map_err(|e| LogError::io("list directory", &dir, e))?;
     for item in listing.flatten() {
         // A spare whose creation was interrupted.

@@ -43,7 +43,8 @@ impl Node {
         let data = &options.data;
         let stable_path = data.join("stable");
         let fresh = !stable_path.exists() && !data.join("wal").exists();
-        std::fs::create_dir_all(data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+        ringraft_storage::create_dir_durable(data)
+            .map_err(|e| format!("creating {}: {e}", data.display()))?;
         let mut wal = WalConfig::new(data.join("wal"));
         wal.segment_size_bytes = options.wal_segment_size_bytes;
         wal.max_entry_bytes = wal

@@ -16,6 +16,8 @@
 //!
 //! docs/POWERLOSS.md in the repository describes the failure model and what it found.
 
+#![deny(missing_docs)]
+
 pub mod model;
 
 use fuser::{

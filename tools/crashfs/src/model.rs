@@ -1002,3 +1002,57 @@ pub fn shape(path: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(mode: CrashMode) -> (tempfile::TempDir, Model) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Model::new(dir.path(), mode, 1);
+        (dir, m)
+    }
+
+    #[test]
+    fn reads_apply_pending_writes_and_size_changes_in_order_over_the_durable_bytes() {
+        let (_dir, mut m) = model(CrashMode::DropUnsynced);
+        let f = m.create(ROOT, OsStr::new("f"), 0o644, false).expect("create").ino;
+        m.fsync_dir(ROOT).expect("sync root");
+        m.write(f, 0, b"abcdefgh").expect("write");
+        m.fsync(f).expect("fsync");
+        m.set_len(f, 3).expect("shrink");
+        m.write(f, 5, b"XY").expect("write past the end");
+        assert_eq!(m.read(f, 0, 100).expect("read"), b"abc\0\0XY");
+        m.fallocate(f, 0, 10, 0).expect("fallocate");
+        assert_eq!(m.getattr(f).expect("attr").size, 10);
+        assert_eq!(m.read(f, 6, 100).expect("read"), b"Y\0\0\0");
+        m.crash();
+        assert_eq!(m.read(f, 0, 1), Err(libc::EIO), "a crashed file system serves nothing");
+        m.restart();
+        assert_eq!(m.read(f, 0, 100).expect("read"), b"abcdefgh");
+    }
+
+    #[test]
+    fn a_crash_keeps_renames_whole_and_forgets_unsynced_entries() {
+        let (_dir, mut m) = model(CrashMode::DropUnsynced);
+        let d = m.create(ROOT, OsStr::new("d"), 0o755, true).expect("mkdir").ino;
+        m.fsync_dir(ROOT).expect("sync root");
+        let old = m.create(d, OsStr::new("a"), 0o644, false).expect("create").ino;
+        m.write(old, 0, b"old").expect("write");
+        m.fsync(old).expect("fsync");
+        m.fsync_dir(d).expect("sync d");
+        let new = m.create(d, OsStr::new("a.tmp"), 0o644, false).expect("create").ino;
+        m.write(new, 0, b"new").expect("write");
+        m.fsync(new).expect("fsync");
+        m.rename(d, OsStr::new("a.tmp"), d, OsStr::new("a"), false).expect("rename");
+        let report = m.crash();
+        assert_eq!(report.dropped, 2, "{report:?}"); // create a.tmp, rename
+        m.restart();
+        let names: Vec<_> = m.readdir(d).expect("list").into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec![OsString::from("a")]);
+        let a = m.lookup(d, OsStr::new("a")).expect("lookup").ino;
+        assert_eq!(a, old);
+        assert_eq!(m.read(a, 0, 10).expect("read"), b"old");
+        assert!(m.getattr(new).is_err(), "the unreachable new file was deleted");
+    }
+}

@@ -176,6 +176,10 @@ impl Applier {
 pub(crate) struct SlowCalls {
     /// When the last slow calls (1 ms or more of CPU) ended, at most three.
     recent: VecDeque<std::time::Instant>,
+    /// When this turn's first call started, and the thread's CPU time then: reading the
+    /// thread CPU clock is a system call, so it is read once per turn (and after a call that
+    /// took a millisecond of wall time), not around every call.
+    turn: Option<(std::time::Instant, Option<Duration>)>,
 }
 
 /// A call that computes this long (thread CPU time, so preemption on a busy machine does not
@@ -186,6 +190,43 @@ const SLOW_CALLS_WINDOW: Duration = Duration::from_secs(1);
 const VERY_SLOW_CALL: Duration = Duration::from_millis(20);
 
 impl SlowCalls {
+    /// A new shard turn begins.
+    fn new_turn(&mut self) {
+        self.turn = None;
+    }
+
+    /// A call begins; returns when.
+    fn call_starting(&mut self) -> std::time::Instant {
+        let now = super::clock::monotonic_now();
+        if self.turn.is_none() {
+            self.turn = Some((now, super::clock::thread_cpu_now()));
+        }
+        now
+    }
+
+    /// The call that began at `started` ended at `ended`; true if the state machine should
+    /// move.
+    fn call_ended(&mut self, started: std::time::Instant, ended: std::time::Instant) -> bool {
+        let wall = ended.duration_since(started);
+        // A thread computes no longer than the wall time passes: a call shorter than a slow
+        // call's CPU time needs no CPU clock.
+        let cpu = if wall < SLOW_CALL {
+            wall
+        } else {
+            match (self.turn, super::clock::thread_cpu_now()) {
+                // CPU time since the turn's first call less the wall time before this call
+                // began (the most the thread computed then): a lower bound of this call's
+                // CPU time, exact for the turn's first call.
+                (Some((turn_started, Some(turn_cpu))), Some(now)) => now
+                    .saturating_sub(turn_cpu)
+                    .saturating_sub(started.saturating_duration_since(turn_started)),
+                // Without a thread CPU clock, wall time stands in.
+                _ => wall,
+            }
+        };
+        self.too_slow(wall, cpu, ended)
+    }
+
     /// Notes a call that took `wall` (and `cpu` of the thread's CPU time), ending at `at`;
     /// true if the state machine should move.
     fn too_slow(&mut self, wall: Duration, cpu: Duration, at: std::time::Instant) -> bool {
@@ -367,6 +408,13 @@ impl Shard {
     /// One turn of the loop at `now`; true if work was left over.
     pub(crate) fn turn(&mut self, now: Time, waker: &Waker) -> bool {
         let mut busy = false;
+        if let Some(Applier::Inline {
+            adaptive: Some(slow),
+            ..
+        }) = &mut self.applier
+        {
+            slow.new_turn();
+        }
         self.shared.queue.drain(&mut self.commands);
         while let Some(command) = self.commands.pop_front() {
             self.metrics.command(&command);
@@ -605,27 +653,13 @@ impl Shard {
         };
         match applier {
             Applier::Inline { apply, adaptive } => {
-                let started = adaptive.is_some().then(|| {
-                    (
-                        super::clock::monotonic_now(),
-                        super::clock::thread_cpu_now(),
-                    )
-                });
+                let started = adaptive.as_mut().map(|slow| slow.call_starting());
                 if !apply.handle(task) {
                     self.applier = None;
                     return;
                 }
-                if let (Some(slow), Some((wall_started, cpu_started))) =
-                    (adaptive.as_mut(), started)
-                {
-                    let ended = super::clock::monotonic_now();
-                    let wall = ended.duration_since(wall_started);
-                    // Without a thread CPU clock, wall time stands in.
-                    let cpu = match (cpu_started, super::clock::thread_cpu_now()) {
-                        (Some(a), Some(b)) => b.saturating_sub(a),
-                        _ => wall,
-                    };
-                    if slow.too_slow(wall, cpu, ended) {
+                if let (Some(slow), Some(started)) = (adaptive.as_mut(), started) {
+                    if slow.call_ended(started, super::clock::monotonic_now()) {
                         self.move_apply_to_own_thread("slow calls");
                     }
                 }
@@ -676,5 +710,50 @@ impl Shard {
             let _ = thread.join();
         }
         tracing::info!(node = self.shared.id.0, "shut down");
+    }
+}
+
+#[cfg(test)]
+mod slow_call_tests {
+    use super::*;
+    use crate::node::clock::{monotonic_now, thread_cpu_now};
+
+    /// Computes until the thread has used `cpu` of CPU time.
+    fn compute(cpu: Duration) {
+        let Some(start) = thread_cpu_now() else {
+            return;
+        };
+        while thread_cpu_now().is_some_and(|now| now.saturating_sub(start) < cpu) {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[test]
+    fn calls_that_wait_are_not_slow_and_calls_that_compute_are() {
+        if thread_cpu_now().is_none() {
+            return; // wall time stands in for CPU time: nothing to tell apart
+        }
+        let mut slow = SlowCalls::default();
+        for _ in 0..4 {
+            slow.new_turn();
+            let started = slow.call_starting();
+            std::thread::sleep(Duration::from_millis(3));
+            assert!(
+                !slow.call_ended(started, monotonic_now()),
+                "waiting is not computing"
+            );
+        }
+        let mut moved = Vec::new();
+        for _ in 0..3 {
+            slow.new_turn();
+            let started = slow.call_starting();
+            compute(Duration::from_millis(2));
+            moved.push(slow.call_ended(started, monotonic_now()));
+        }
+        assert_eq!(
+            moved,
+            [false, false, true],
+            "the third computing call within a second"
+        );
     }
 }

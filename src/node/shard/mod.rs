@@ -653,7 +653,13 @@ impl Shard {
         };
         match applier {
             Applier::Inline { apply, adaptive } => {
-                let started = adaptive.as_mut().map(|slow| slow.call_starting());
+                // Only tasks that call the state machine are timed; replies waiting for an
+                // index are bookkeeping (and one per client request).
+                let calls_fsm = matches!(task, ApplyTask::Entries(_) | ApplyTask::Snapshot);
+                let started = adaptive
+                    .as_mut()
+                    .filter(|_| calls_fsm)
+                    .map(|slow| slow.call_starting());
                 if !apply.handle(task) {
                     self.applier = None;
                     return;

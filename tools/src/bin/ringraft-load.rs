@@ -31,7 +31,6 @@
 //!   (`ApplyPlacement::OwnThread`, hashicorp's layout). Default: `ApplyPlacement::Adaptive`,
 //!   the library's default (on the shard thread while the state machine is fast).
 
-use bytes::Bytes;
 use clap::Parser;
 use ringraft::ApplyPlacement;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
@@ -150,7 +149,7 @@ impl Cli {
                 clients,
                 ops: self.ops,
                 duration: self.duration,
-                payload: Bytes::from(vec![0x5a; self.payload_bytes]),
+                payload_bytes: self.payload_bytes,
                 rate: self.rate,
                 progress: !self.json,
             },

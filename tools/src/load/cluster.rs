@@ -2,6 +2,7 @@
 //! (`InmemStore`, `MemNetwork`) or durable (segment WAL, file stable and snapshot stores in a
 //! directory, TCP on loopback).
 
+use super::drive::KEY_BYTES;
 use bytes::Bytes;
 use ringraft::{
     Config, Fsm, FsmError, FsmSnapshot, Raft, RaftState, ShardHost, TcpTransportConfig,
@@ -43,12 +44,53 @@ pub struct Digest {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x100_0000_01b3;
 
-/// A state machine that only keeps a [`Digest`].
-pub struct DigestFsm(pub Arc<Mutex<Digest>>);
+/// The load's state machine: a key/value map (the first [`KEY_BYTES`] of a command are its
+/// key, the rest its value), the work the peers' harnesses' state machines do, plus a
+/// [`Digest`] of everything applied so the replicas can be compared. Keys and values are
+/// slices of the entry's bytes, not copies.
+pub struct KvFsm {
+    digest: Arc<Mutex<Digest>>,
+    map: KvMap,
+}
 
-impl Fsm for DigestFsm {
+/// FNV-1a as a `Hasher`: fixed (no per-process random state), cheap on 16-byte keys.
+#[derive(Default)]
+pub struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { FNV_OFFSET } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+        self.0 = h;
+    }
+}
+
+// Iteration order is never used (snapshots sort their keys), and the hasher is fixed.
+#[allow(clippy::disallowed_types)]
+type KvMap = std::collections::HashMap<Bytes, Bytes, std::hash::BuildHasherDefault<FnvHasher>>;
+
+impl KvFsm {
+    /// A state machine whose digest is shared with `digest`.
+    pub fn new(digest: Arc<Mutex<Digest>>) -> KvFsm {
+        KvFsm {
+            digest,
+            map: KvMap::default(),
+        }
+    }
+}
+
+impl Fsm for KvFsm {
     fn apply(&mut self, entry: &Entry) -> Bytes {
-        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let split = entry.data.len().min(KEY_BYTES);
+        self.map
+            .insert(entry.data.slice(..split), entry.data.slice(split..));
+        let mut d = self.digest.lock().unwrap_or_else(|p| p.into_inner());
         // FNV-1a over 8-byte words (the tail zero-padded): the digest should cost the
         // benchmark little next to the replication it checks.
         let mut h = if d.count == 0 { FNV_OFFSET } else { d.hash };
@@ -69,33 +111,68 @@ impl Fsm for DigestFsm {
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
-        let d = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Box::new(DigestSnapshot(d)))
+        let digest = *self.digest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pairs: Vec<(Bytes, Bytes)> = self
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.sort_unstable();
+        Ok(Box::new(KvSnapshot { digest, pairs }))
     }
 
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), FsmError> {
-        let mut b = [0u8; 24];
-        snapshot.read_exact(&mut b)?;
-        let word = |i: usize| {
+        let mut bytes = Vec::new();
+        snapshot.read_to_end(&mut bytes)?;
+        let mut rest = &bytes[..];
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], FsmError> {
+            if rest.len() < n {
+                return Err("truncated load snapshot".into());
+            }
+            let (part, tail) = rest.split_at(n);
+            *rest = tail;
+            Ok(part)
+        }
+        fn word(rest: &mut &[u8]) -> Result<u64, FsmError> {
             let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
+            w.copy_from_slice(take(rest, 8)?);
+            Ok(u64::from_le_bytes(w))
+        }
+        let digest = Digest {
+            count: word(&mut rest)?,
+            last_index: word(&mut rest)?,
+            hash: word(&mut rest)?,
         };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Digest {
-            count: word(0),
-            last_index: word(1),
-            hash: word(2),
-        };
+        let pairs = word(&mut rest)?;
+        let mut map = KvMap::default();
+        for _ in 0..pairs {
+            let (k, v) = (word(&mut rest)?, word(&mut rest)?);
+            let key = Bytes::copy_from_slice(take(&mut rest, k as usize)?);
+            let value = Bytes::copy_from_slice(take(&mut rest, v as usize)?);
+            map.insert(key, value);
+        }
+        self.map = map;
+        *self.digest.lock().unwrap_or_else(|p| p.into_inner()) = digest;
         Ok(())
     }
 }
 
-struct DigestSnapshot(Digest);
+struct KvSnapshot {
+    digest: Digest,
+    pairs: Vec<(Bytes, Bytes)>,
+}
 
-impl FsmSnapshot for DigestSnapshot {
+impl FsmSnapshot for KvSnapshot {
     fn persist(&mut self, sink: &mut dyn Write) -> Result<(), FsmError> {
-        for w in [self.0.count, self.0.last_index, self.0.hash] {
+        let d = self.digest;
+        for w in [d.count, d.last_index, d.hash, self.pairs.len() as u64] {
             sink.write_all(&w.to_le_bytes())?;
+        }
+        for (k, v) in &self.pairs {
+            sink.write_all(&(k.len() as u64).to_le_bytes())?;
+            sink.write_all(&(v.len() as u64).to_le_bytes())?;
+            sink.write_all(k)?;
+            sink.write_all(v)?;
         }
         Ok(())
     }
@@ -153,7 +230,7 @@ fn start_durable(
     dir: &Path,
     addresses: &[SocketAddr],
     config: Config,
-    fsm: DigestFsm,
+    fsm: KvFsm,
 ) -> Result<Raft, String> {
     let dir = dir.join(format!("node-{}", id.0));
     let log = WalLogStore::open(WalConfig::new(dir.join("wal"))).map_err(|e| e.to_string())?;
@@ -193,7 +270,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for &id in &ids {
             let digest = Arc::new(Mutex::new(Digest::default()));
-            let fsm = DigestFsm(digest.clone());
+            let fsm = KvFsm::new(digest.clone());
             let mut config = node_config(id, clients);
             config.apply_placement = engine.apply;
             let raft = match mode {
@@ -283,5 +360,52 @@ impl Cluster {
         for (raft, _) in &self.nodes {
             let _ = raft.shutdown().wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::drive::{command, KEY_SPACE};
+    use ringraft_storage::{EntryKind, Index, LogId, Term};
+
+    #[test]
+    fn commands_have_the_peers_format_and_cycle_over_their_key_space() {
+        let c = command(3, 7, 64);
+        assert_eq!(c.len(), 64);
+        assert_eq!(&c[..16], b"k000000000000016");
+        assert_eq!(&c[16..23], b"v00003-");
+        assert!(c[23..].iter().all(u8::is_ascii_digit));
+        assert_eq!(&c[..16], &command(3, 7 + KEY_SPACE, 64)[..16]);
+        assert_eq!(command(1, 2, 100).len(), 100);
+        assert_eq!(command(1, 2, 10).len(), 10);
+    }
+
+    #[test]
+    fn the_key_value_state_machine_survives_a_snapshot_and_refuses_a_truncated_one() {
+        let mut fsm = KvFsm::new(Arc::new(Mutex::new(Digest::default())));
+        for i in 1..=50u64 {
+            let entry = Entry::new(
+                LogId::new(Term(1), Index(i)),
+                EntryKind::Command,
+                command(i % 3, i, 64),
+            );
+            fsm.apply(&entry);
+        }
+        let mut bytes = Vec::new();
+        fsm.snapshot()
+            .expect("snapshot")
+            .persist(&mut bytes)
+            .expect("persist");
+        let digest = Arc::new(Mutex::new(Digest::default()));
+        let mut restored = KvFsm::new(digest.clone());
+        restored.restore(&mut &bytes[..]).expect("restore");
+        assert_eq!(restored.map, fsm.map);
+        assert_eq!(
+            *digest.lock().expect("digest"),
+            *fsm.digest.lock().expect("digest")
+        );
+        let mut fresh = KvFsm::new(Arc::new(Mutex::new(Digest::default())));
+        assert!(fresh.restore(&mut &bytes[..bytes.len() - 1]).is_err());
     }
 }

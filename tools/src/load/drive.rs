@@ -25,6 +25,37 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// Distinct keys the commands cycle over (the peers' harnesses' key space).
+pub const KEY_SPACE: u64 = 100_000;
+/// Bytes of a command that are its key.
+pub const KEY_BYTES: usize = 16;
+
+/// Command `seq` of client `client`, `len` bytes: the peers' harnesses' format
+/// (`../shared/bench-peers`), so every system does the same work. A 16-byte ASCII key `k` +
+/// 15 digits cycling over [`KEY_SPACE`] keys, then the value `v` + 5 digits of the client + `-`
+/// + digits of `seq` (48 bytes at the default 64; longer values are padded with `x`).
+pub fn command(client: u64, seq: u64, len: usize) -> Bytes {
+    fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+        let start = out.len();
+        out.resize(start + width, b'0');
+        for d in out[start..].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+    let key = client.wrapping_mul(1_000_003).wrapping_add(seq) % KEY_SPACE;
+    let mut b = Vec::with_capacity(len.max(KEY_BYTES + 8));
+    b.push(b'k');
+    digits(&mut b, key, KEY_BYTES - 1);
+    b.push(b'v');
+    digits(&mut b, client % 100_000, 5);
+    b.push(b'-');
+    let value_digits = len.saturating_sub(b.len()).clamp(1, 41);
+    digits(&mut b, seq, value_digits);
+    b.resize(len, b'x');
+    Bytes::from(b)
+}
+
 /// What load to apply.
 #[derive(Clone, Debug)]
 pub struct Load {
@@ -34,8 +65,8 @@ pub struct Load {
     pub ops: Option<u64>,
     /// How long to run when `ops` is not given.
     pub duration: Duration,
-    /// Each write's command.
-    pub payload: Bytes,
+    /// Size of each write's command in bytes (see [`command`]).
+    pub payload_bytes: usize,
     /// Open loop at this many writes per second (all clients together).
     pub rate: Option<f64>,
     /// Print a progress line to stderr every second.
@@ -141,14 +172,18 @@ fn closed_loop(leader: &Raft, load: &Load) -> Result<Outcome, String> {
     let started = now();
     let histogram = rt.block_on(async {
         let clients: Vec<_> = (0..load.clients)
-            .map(|_| {
-                let (raft, payload, counters) =
-                    (leader.clone(), load.payload.clone(), counters.clone());
+            .map(|client| {
+                let (raft, payload_bytes, counters) =
+                    (leader.clone(), load.payload_bytes, counters.clone());
                 tokio::spawn(async move {
                     let mut h = new_histogram();
+                    let mut seq = 0;
                     while counters.take_one(ops_mode) {
+                        // Made before the clock starts, as the peers' harnesses do.
+                        let cmd = command(client as u64, seq, payload_bytes);
+                        seq += 1;
                         let t = now();
-                        match raft.apply(payload.clone(), Duration::ZERO).await {
+                        match raft.apply(cmd, Duration::ZERO).await {
                             Ok(_) => {
                                 h.saturating_record(now().duration_since(t).as_nanos() as u64);
                                 counters.ok.fetch_add(1, Ordering::Relaxed);
@@ -206,9 +241,9 @@ fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
     let started = now();
     let interval_ns = 1e9 / rate;
     let pacer = {
-        let (raft, payload, counters, histogram, last_done) = (
+        let (raft, payload_bytes, counters, histogram, last_done) = (
             leader.clone(),
-            load.payload.clone(),
+            load.payload_bytes,
             counters.clone(),
             histogram.clone(),
             last_done.clone(),
@@ -233,7 +268,7 @@ fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
                         );
                     }
                     counters.active.fetch_add(1, Ordering::Relaxed);
-                    let reply = raft.apply(payload.clone(), Duration::ZERO);
+                    let reply = raft.apply(command(0, i, payload_bytes), Duration::ZERO);
                     let (counters, histogram, last_done) =
                         (counters.clone(), histogram.clone(), last_done.clone());
                     handle.spawn(async move {

@@ -10,7 +10,7 @@
 //! is never forwarded again (so a stale leader hint cannot make a loop): it gets
 //! `-NOTLEADER`.
 
-use super::fsm::Command;
+use super::fsm::{Command, KvState};
 use super::node::Node;
 use super::options::ReadMode;
 use super::resp;
@@ -88,6 +88,15 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
         }
         return Box::pin(execute(node, args[1..].to_vec(), Origin::Forwarded)).await;
     }
+    if let Some(query) = parse_read(&name, &args) {
+        return read(node, origin, &args, query).await;
+    }
+    if let Some(parsed) = parse_write(&name, &args) {
+        return match parsed {
+            Ok(command) => write(node, origin, &args, command).await,
+            Err(reply) => Action::Reply(reply),
+        };
+    }
     let n = args.len();
     match name.as_str() {
         "PING" => match n {
@@ -96,75 +105,6 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
             _ => wrong_args(&name),
         },
         "ECHO" if n == 2 => Action::Reply(resp::bulk(Some(&args[1]))),
-        "GET" if n == 2 => {
-            read(node, origin, &args, |s| {
-                resp::bulk(s.data.get(&args[1]).map(|v| &v[..]))
-            })
-            .await
-        }
-        "EXISTS" if n >= 2 => {
-            read(node, origin, &args, |s| {
-                resp::integer(args[1..].iter().filter(|k| s.data.contains_key(*k)).count() as i64)
-            })
-            .await
-        }
-        "MGET" if n >= 2 => {
-            read(node, origin, &args, |s| {
-                let values: Vec<_> = args[1..].iter().map(|k| s.data.get(k).cloned()).collect();
-                resp::bulk_array(&values)
-            })
-            .await
-        }
-        "SET" if n >= 3 => {
-            let mut nx = false;
-            let mut xx = false;
-            for option in &args[3..] {
-                match upper(option).as_str() {
-                    "NX" => nx = true,
-                    "XX" => xx = true,
-                    _ => return err("ERR syntax error"),
-                }
-            }
-            if nx && xx {
-                return err("ERR syntax error");
-            }
-            let command = Command::Set {
-                key: args[1].clone(),
-                value: args[2].clone(),
-                nx,
-                xx,
-            };
-            write(node, origin, &args, command).await
-        }
-        "DEL" if n >= 2 => {
-            let keys = args[1..].to_vec();
-            write(node, origin, &args, Command::Del { keys }).await
-        }
-        "INCR" if n == 2 => {
-            let command = Command::IncrBy {
-                key: args[1].clone(),
-                by: 1,
-            };
-            write(node, origin, &args, command).await
-        }
-        "INCRBY" if n == 3 => {
-            let Some(by) = parse_i64(&args[2]) else {
-                return err("ERR value is not an integer or out of range");
-            };
-            let command = Command::IncrBy {
-                key: args[1].clone(),
-                by,
-            };
-            write(node, origin, &args, command).await
-        }
-        "CAS" if n == 4 => {
-            let command = Command::Cas {
-                key: args[1].clone(),
-                expected: args[2].clone(),
-                new: args[3].clone(),
-            };
-            write(node, origin, &args, command).await
-        }
         "RAFT.INFO" if n == 1 => Action::Reply(resp::bulk(Some(node.info().as_bytes()))),
         "RAFT.SNAPSHOT" if n == 1 => {
             let outcome = node.raft.snapshot().await;
@@ -216,38 +156,222 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
     }
 }
 
-/// A read at the configured consistency.
-async fn read(
-    node: &Node,
-    origin: Origin,
-    args: &[Vec<u8>],
-    answer: impl FnOnce(&super::fsm::KvState) -> Vec<u8>,
-) -> Action {
-    let raft = &node.raft;
-    let point = match node.options.read_mode {
-        ReadMode::Stale => None,
-        ReadMode::Index => Some(raft.read_index(ENQUEUE_TIMEOUT)),
-        ReadMode::Lease => Some(raft.lease_read(ENQUEUE_TIMEOUT)),
-    };
-    if let Some(point) = point {
-        let index = match tokio::time::timeout(node.options.request_timeout, point).await {
-            Err(_) => return err("ERR read timed out"),
-            Ok(Err(ReadError::NotLeader { .. })) => return redirect(node, origin, args),
-            Ok(Err(e)) => return Action::Reply(resp::error(&format!("ERR read: {e}"))),
-            Ok(Ok(index)) => index,
-        };
-        // `read_index` resolves once this node applied `index`; waiting here as well keeps
-        // the read correct should that ever change.
-        let mut waited = Duration::ZERO;
-        while raft.applied_index() < index {
-            if waited > node.options.request_timeout {
-                return err("ERR read timed out waiting for the state machine");
+/// A read-only client command.
+pub enum Query {
+    /// `GET key`.
+    Get(Vec<u8>),
+    /// `EXISTS key...`.
+    Exists(Vec<Vec<u8>>),
+    /// `MGET key...`.
+    MGet(Vec<Vec<u8>>),
+}
+
+impl Query {
+    /// The reply, read from `state`.
+    fn answer(&self, state: &KvState) -> Vec<u8> {
+        match self {
+            Query::Get(key) => resp::bulk(state.data.get(key).map(|v| &v[..])),
+            Query::Exists(keys) => {
+                resp::integer(keys.iter().filter(|k| state.data.contains_key(*k)).count() as i64)
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            waited += Duration::from_millis(1);
+            Query::MGet(keys) => {
+                let values: Vec<_> = keys.iter().map(|k| state.data.get(k).cloned()).collect();
+                resp::bulk_array(&values)
+            }
         }
     }
-    Action::Reply(answer(&node.state.lock()))
+}
+
+/// The query, if `args` (whose command is `name`, upper-cased) is a well-formed read.
+fn parse_read(name: &str, args: &[Vec<u8>]) -> Option<Query> {
+    let n = args.len();
+    match name {
+        "GET" if n == 2 => Some(Query::Get(args[1].clone())),
+        "EXISTS" if n >= 2 => Some(Query::Exists(args[1..].to_vec())),
+        "MGET" if n >= 2 => Some(Query::MGet(args[1..].to_vec())),
+        _ => None,
+    }
+}
+
+/// The command, if `args` (whose command is `name`, upper-cased) is a well-formed write; the
+/// error reply if it is a write with bad options; `None` if it is no write (or has the wrong
+/// number of arguments, which [`execute`] answers).
+fn parse_write(name: &str, args: &[Vec<u8>]) -> Option<Result<Command, Vec<u8>>> {
+    let n = args.len();
+    let command = match name {
+        "SET" if n >= 3 => {
+            let mut nx = false;
+            let mut xx = false;
+            for option in &args[3..] {
+                match upper(option).as_str() {
+                    "NX" => nx = true,
+                    "XX" => xx = true,
+                    _ => return Some(Err(resp::error("ERR syntax error"))),
+                }
+            }
+            if nx && xx {
+                return Some(Err(resp::error("ERR syntax error")));
+            }
+            Command::Set {
+                key: args[1].clone(),
+                value: args[2].clone(),
+                nx,
+                xx,
+            }
+        }
+        "DEL" if n >= 2 => Command::Del {
+            keys: args[1..].to_vec(),
+        },
+        "INCR" if n == 2 => Command::IncrBy {
+            key: args[1].clone(),
+            by: 1,
+        },
+        "INCRBY" if n == 3 => {
+            let Some(by) = parse_i64(&args[2]) else {
+                return Some(Err(resp::error(
+                    "ERR value is not an integer or out of range",
+                )));
+            };
+            Command::IncrBy {
+                key: args[1].clone(),
+                by,
+            }
+        }
+        "CAS" if n == 4 => Command::Cas {
+            key: args[1].clone(),
+            expected: args[2].clone(),
+            new: args[3].clone(),
+        },
+        _ => return None,
+    };
+    Some(Ok(command))
+}
+
+/// How a request of a pipeline is run.
+enum Step {
+    Read(Query),
+    Write(Command),
+    Other,
+}
+
+impl Step {
+    /// Whether this request runs together with a run that began with `first`.
+    fn joins(&self, first: &Step) -> bool {
+        matches!(
+            (self, first),
+            (Step::Read(_), Step::Read(_)) | (Step::Write(_), Step::Write(_))
+        )
+    }
+}
+
+fn step(args: &[Vec<u8>]) -> Step {
+    let Some(name) = args.first().map(|a| upper(a)) else {
+        return Step::Other;
+    };
+    if let Some(query) = parse_read(&name, args) {
+        return Step::Read(query);
+    }
+    match parse_write(&name, args) {
+        Some(Ok(command)) => Step::Write(command),
+        _ => Step::Other,
+    }
+}
+
+/// Executes the requests a client sent together (a pipeline), answering in order: each run of
+/// consecutive writes goes to Raft as one `apply_batch`, each run of consecutive reads shares
+/// one read point taken after the writes before it were applied; anything else runs alone.
+pub async fn execute_pipeline(node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Action> {
+    let mut runs: Vec<Vec<(Step, Vec<Vec<u8>>)>> = Vec::new();
+    for args in requests {
+        let next = step(&args);
+        match runs.last_mut() {
+            Some(run) if next.joins(&run[0].0) => run.push((next, args)),
+            _ => runs.push(vec![(next, args)]),
+        }
+    }
+    let mut actions = Vec::new();
+    for run in runs {
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        for (step, args) in run {
+            match step {
+                Step::Read(query) => reads.push((args, query)),
+                Step::Write(command) => writes.push((args, command)),
+                Step::Other => actions.push(execute(node, args, Origin::Client).await),
+            }
+        }
+        // A run is all reads, all writes or one other request.
+        if !reads.is_empty() {
+            actions.extend(read_batch(node, reads).await);
+        }
+        if !writes.is_empty() {
+            actions.extend(write_batch(node, writes).await);
+        }
+    }
+    actions
+}
+
+/// Why a read point could not be had.
+enum ReadFailure {
+    NotLeader,
+    Reply(Vec<u8>),
+}
+
+/// Waits until reads at the configured consistency may be served from this node's state.
+async fn read_point(node: &Node) -> Result<(), ReadFailure> {
+    let raft = &node.raft;
+    let point = match node.options.read_mode {
+        ReadMode::Stale => return Ok(()),
+        ReadMode::Index => raft.read_index(ENQUEUE_TIMEOUT),
+        ReadMode::Lease => raft.lease_read(ENQUEUE_TIMEOUT),
+    };
+    let index = match tokio::time::timeout(node.options.request_timeout, point).await {
+        Err(_) => return Err(ReadFailure::Reply(resp::error("ERR read timed out"))),
+        Ok(Err(ReadError::NotLeader { .. })) => return Err(ReadFailure::NotLeader),
+        Ok(Err(e)) => return Err(ReadFailure::Reply(resp::error(&format!("ERR read: {e}")))),
+        Ok(Ok(index)) => index,
+    };
+    // `read_index` resolves once this node applied `index`; waiting here as well keeps the
+    // read correct should that ever change.
+    let mut waited = Duration::ZERO;
+    while raft.applied_index() < index {
+        if waited > node.options.request_timeout {
+            return Err(ReadFailure::Reply(resp::error(
+                "ERR read timed out waiting for the state machine",
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        waited += Duration::from_millis(1);
+    }
+    Ok(())
+}
+
+/// A read at the configured consistency.
+async fn read(node: &Node, origin: Origin, args: &[Vec<u8>], query: Query) -> Action {
+    match read_point(node).await {
+        Ok(()) => Action::Reply(query.answer(&node.state.lock())),
+        Err(ReadFailure::NotLeader) => redirect(node, origin, args),
+        Err(ReadFailure::Reply(reply)) => Action::Reply(reply),
+    }
+}
+
+/// Client reads sharing one read point.
+async fn read_batch(node: &Node, batch: Vec<(Vec<Vec<u8>>, Query)>) -> Vec<Action> {
+    match read_point(node).await {
+        Ok(()) => {
+            let state = node.state.lock();
+            batch
+                .iter()
+                .map(|(_, query)| Action::Reply(query.answer(&state)))
+                .collect()
+        }
+        Err(ReadFailure::NotLeader) => batch
+            .iter()
+            .map(|(args, _)| redirect(node, Origin::Client, args))
+            .collect(),
+        Err(ReadFailure::Reply(reply)) => {
+            batch.iter().map(|_| Action::Reply(reply.clone())).collect()
+        }
+    }
 }
 
 /// A replicated write.
@@ -257,6 +381,37 @@ async fn write(node: &Node, origin: Origin, args: &[Vec<u8>], command: Command) 
         Err(_) => err("UNKNOWN timed out after the command was proposed"),
         Ok(Ok(applied)) => Action::Reply(applied.response.to_vec()),
         Ok(Err(e)) => apply_error(node, origin, args, e),
+    }
+}
+
+/// Client writes replicated as one batch of entries, answered in order.
+async fn write_batch(node: &Node, batch: Vec<(Vec<Vec<u8>>, Command)>) -> Vec<Action> {
+    let encoded = batch.iter().map(|(_, command)| command.encode()).collect();
+    let proposal = node.raft.apply_batch(encoded, ENQUEUE_TIMEOUT);
+    match tokio::time::timeout(node.options.request_timeout, proposal).await {
+        Err(_) => batch
+            .iter()
+            .map(|_| err("UNKNOWN timed out after the command was proposed"))
+            .collect(),
+        Ok(Ok(applied)) if applied.responses.len() == batch.len() => applied
+            .responses
+            .into_iter()
+            .map(|r| Action::Reply(r.to_vec()))
+            .collect(),
+        Ok(Ok(applied)) => batch
+            .iter()
+            .map(|_| {
+                err(&format!(
+                    "UNKNOWN {} responses for {} commands",
+                    applied.responses.len(),
+                    batch.len()
+                ))
+            })
+            .collect(),
+        Ok(Err(e)) => batch
+            .iter()
+            .map(|(args, _)| apply_error(node, Origin::Client, args, e.clone()))
+            .collect(),
     }
 }
 

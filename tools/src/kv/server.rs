@@ -1,11 +1,13 @@
 //! The RESP server: a tokio current-thread runtime on its own thread, one task per client
-//! connection, requests on a connection answered in order.
+//! connection, requests on a connection answered in order. Requests that arrive together on a
+//! connection (a client's pipeline) are executed together: consecutive writes as one
+//! `apply_batch`, consecutive reads on one read point (see `commands::execute_pipeline`).
 //!
 //! A malformed request gets `-ERR Protocol error: ...` and its connection is closed; nothing a
 //! client sends can panic the server. A follower forwards commands to the leader over one
 //! connection per client connection (opened on first use, re-opened when the leader changes).
 
-use super::commands::{execute, Action, Origin};
+use super::commands::{execute, execute_pipeline, Action, Origin};
 use super::node::Node;
 use super::resp::{self, parse_reply, parse_request};
 use ringraft::RaftState;
@@ -79,27 +81,40 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut forwarder = Forwarder::default();
     loop {
-        // Answer every whole request received, then write the replies together (pipelining).
+        // Answer every whole request received, then write the replies together. Requests
+        // that arrived together (a pipeline) run together: consecutive writes as one batch.
+        let mut requests = Vec::new();
+        let mut consumed = 0;
+        let mut malformed = None;
         loop {
-            match parse_request(&buf) {
+            match parse_request(&buf[consumed..]) {
                 Ok(None) => break,
                 Ok(Some((args, used))) => {
-                    buf.drain(..used);
-                    if args.is_empty() {
-                        continue;
+                    consumed += used;
+                    if !args.is_empty() {
+                        requests.push(args);
                     }
-                    let reply = match execute(&node, args, Origin::Client).await {
-                        Action::Reply(r) => r,
-                        Action::Forward(args) => forwarder.forward(&node, args).await,
-                    };
-                    out.extend_from_slice(&reply);
                 }
                 Err(e) => {
-                    out.extend_from_slice(&resp::error(&format!("ERR {e}")));
-                    let _ = stream.write_all(&out).await;
-                    return;
+                    malformed = Some(e);
+                    break;
                 }
             }
+        }
+        buf.drain(..consumed);
+        if !requests.is_empty() {
+            for action in execute_pipeline(&node, requests).await {
+                let reply = match action {
+                    Action::Reply(r) => r,
+                    Action::Forward(args) => forwarder.forward(&node, args).await,
+                };
+                out.extend_from_slice(&reply);
+            }
+        }
+        if let Some(e) = malformed {
+            out.extend_from_slice(&resp::error(&format!("ERR {e}")));
+            let _ = stream.write_all(&out).await;
+            return;
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {

@@ -36,12 +36,35 @@ pub enum Origin {
 pub enum Action {
     /// Answer with these reply bytes.
     Reply(Vec<u8>),
+    /// Answer with these reply bytes (the state machine's response, as Raft returned it).
+    Replied(bytes::Bytes),
     /// Send these arguments to the leader and relay its reply.
     Forward(Vec<Vec<u8>>),
 }
 
 fn upper(a: &[u8]) -> String {
     String::from_utf8_lossy(a).to_ascii_uppercase()
+}
+
+/// A command's name, upper-cased without allocating (a request's hot path); names longer than
+/// any command this service knows are empty.
+struct Name {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Name {
+    fn of(a: &[u8]) -> Name {
+        let mut bytes = [0u8; 16];
+        let len = if a.len() <= bytes.len() { a.len() } else { 0 };
+        bytes[..len].copy_from_slice(&a[..len]);
+        bytes.make_ascii_uppercase();
+        Name { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 fn wrong_args(name: &str) -> Action {
@@ -79,30 +102,28 @@ fn parse_i64(a: &[u8]) -> Option<i64> {
 
 /// Executes one request.
 pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action {
-    let Some(name) = args.first().map(|a| upper(a)) else {
+    let Some(name) = args.first().map(|a| Name::of(a)) else {
         return Action::Reply(Vec::new());
     };
+    let name = name.as_str();
     if name == "RAFT.FWD" {
         if origin == Origin::Forwarded || args.len() < 2 {
             return err("ERR RAFT.FWD is only for nodes forwarding a command");
         }
         return Box::pin(execute(node, args[1..].to_vec(), Origin::Forwarded)).await;
     }
-    if let Some(query) = parse_read(&name, &args) {
-        return read(node, origin, &args, query).await;
-    }
-    if let Some(parsed) = parse_write(&name, &args) {
-        return match parsed {
-            Ok(command) => write(node, origin, &args, command).await,
-            Err(reply) => Action::Reply(reply),
-        };
-    }
+    let args = match step(args) {
+        Step::Read(query) => return read(node, origin, query).await,
+        Step::Write(command) => return write(node, origin, command).await,
+        Step::Invalid(reply) => return Action::Reply(reply),
+        Step::Other(args) => args,
+    };
     let n = args.len();
-    match name.as_str() {
+    match name {
         "PING" => match n {
             1 => Action::Reply(resp::simple("PONG")),
             2 => Action::Reply(resp::bulk(Some(&args[1]))),
-            _ => wrong_args(&name),
+            _ => wrong_args(name),
         },
         "ECHO" if n == 2 => Action::Reply(resp::bulk(Some(&args[1]))),
         "RAFT.INFO" if n == 1 => Action::Reply(resp::bulk(Some(node.info().as_bytes()))),
@@ -140,7 +161,7 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
         }
         "GET" | "ECHO" | "EXISTS" | "MGET" | "SET" | "DEL" | "INCR" | "INCRBY" | "CAS"
         | "RAFT.INFO" | "RAFT.SNAPSHOT" | "RAFT.ADD" | "RAFT.REMOVE" | "RAFT.TRANSFER" => {
-            wrong_args(&name)
+            wrong_args(name)
         }
         // redis-benchmark reads `save` and `appendonly` with CONFIG GET: every setting is
         // reported empty.
@@ -167,6 +188,18 @@ pub enum Query {
 }
 
 impl Query {
+    /// The request, for forwarding to the leader.
+    fn to_args(&self) -> Vec<Vec<u8>> {
+        let (name, keys) = match self {
+            Query::Get(key) => (&b"GET"[..], std::slice::from_ref(key)),
+            Query::Exists(keys) => (&b"EXISTS"[..], &keys[..]),
+            Query::MGet(keys) => (&b"MGET"[..], &keys[..]),
+        };
+        std::iter::once(name.to_vec())
+            .chain(keys.iter().cloned())
+            .collect()
+    }
+
     /// The reply, read from `state`.
     fn answer(&self, state: &KvState) -> Vec<u8> {
         match self {
@@ -182,76 +215,39 @@ impl Query {
     }
 }
 
-/// The query, if `args` (whose command is `name`, upper-cased) is a well-formed read.
-fn parse_read(name: &str, args: &[Vec<u8>]) -> Option<Query> {
-    let n = args.len();
-    match name {
-        "GET" if n == 2 => Some(Query::Get(args[1].clone())),
-        "EXISTS" if n >= 2 => Some(Query::Exists(args[1..].to_vec())),
-        "MGET" if n >= 2 => Some(Query::MGet(args[1..].to_vec())),
-        _ => None,
-    }
+/// The request a client command is, for forwarding to the leader; `None` for the commands
+/// no client sends (`Member`, which only `RAFT.ADD` proposes).
+fn command_args(command: &Command) -> Option<Vec<Vec<u8>>> {
+    let word = |w: &str| w.as_bytes().to_vec();
+    Some(match command {
+        Command::Set { key, value, nx, xx } => {
+            let mut args = vec![word("SET"), key.clone(), value.clone()];
+            args.extend(nx.then(|| word("NX")));
+            args.extend(xx.then(|| word("XX")));
+            args
+        }
+        Command::Del { keys } => std::iter::once(word("DEL"))
+            .chain(keys.iter().cloned())
+            .collect(),
+        Command::IncrBy { key, by } => vec![word("INCRBY"), key.clone(), word(&by.to_string())],
+        Command::Cas { key, expected, new } => {
+            vec![word("CAS"), key.clone(), expected.clone(), new.clone()]
+        }
+        Command::Member { .. } => return None,
+    })
 }
 
-/// The command, if `args` (whose command is `name`, upper-cased) is a well-formed write; the
-/// error reply if it is a write with bad options; `None` if it is no write (or has the wrong
-/// number of arguments, which [`execute`] answers).
-fn parse_write(name: &str, args: &[Vec<u8>]) -> Option<Result<Command, Vec<u8>>> {
-    let n = args.len();
-    let command = match name {
-        "SET" if n >= 3 => {
-            let mut nx = false;
-            let mut xx = false;
-            for option in &args[3..] {
-                match upper(option).as_str() {
-                    "NX" => nx = true,
-                    "XX" => xx = true,
-                    _ => return Some(Err(resp::error("ERR syntax error"))),
-                }
-            }
-            if nx && xx {
-                return Some(Err(resp::error("ERR syntax error")));
-            }
-            Command::Set {
-                key: args[1].clone(),
-                value: args[2].clone(),
-                nx,
-                xx,
-            }
-        }
-        "DEL" if n >= 2 => Command::Del {
-            keys: args[1..].to_vec(),
-        },
-        "INCR" if n == 2 => Command::IncrBy {
-            key: args[1].clone(),
-            by: 1,
-        },
-        "INCRBY" if n == 3 => {
-            let Some(by) = parse_i64(&args[2]) else {
-                return Some(Err(resp::error(
-                    "ERR value is not an integer or out of range",
-                )));
-            };
-            Command::IncrBy {
-                key: args[1].clone(),
-                by,
-            }
-        }
-        "CAS" if n == 4 => Command::Cas {
-            key: args[1].clone(),
-            expected: args[2].clone(),
-            new: args[3].clone(),
-        },
-        _ => return None,
-    };
-    Some(Ok(command))
-}
-
-/// How a request of a pipeline is run.
+/// How a request is run.
 enum Step {
+    /// A well-formed read.
     Read(Query),
+    /// A well-formed write.
     Write(Command),
-    Other,
+    /// A write with bad options: this error reply.
+    Invalid(Vec<u8>),
+    /// Anything else (including reads and writes with the wrong number of arguments, which
+    /// [`execute`] answers).
+    Other(Vec<Vec<u8>>),
 }
 
 impl Step {
@@ -264,16 +260,50 @@ impl Step {
     }
 }
 
-fn step(args: &[Vec<u8>]) -> Step {
-    let Some(name) = args.first().map(|a| upper(a)) else {
-        return Step::Other;
+/// What `args` is; reads and writes take their arguments without copying them.
+fn step(args: Vec<Vec<u8>>) -> Step {
+    let Some(name) = args.first().map(|a| Name::of(a)) else {
+        return Step::Other(args);
     };
-    if let Some(query) = parse_read(&name, args) {
-        return Step::Read(query);
-    }
-    match parse_write(&name, args) {
-        Some(Ok(command)) => Step::Write(command),
-        _ => Step::Other,
+    let n = args.len();
+    let mut it = args.into_iter();
+    let command = it.next().unwrap_or_default();
+    let mut next = || it.next().unwrap_or_default();
+    match (name.as_str(), n) {
+        ("GET", 2) => Step::Read(Query::Get(next())),
+        ("EXISTS", 2..) => Step::Read(Query::Exists(it.collect())),
+        ("MGET", 2..) => Step::Read(Query::MGet(it.collect())),
+        ("SET", 3..) => {
+            let (key, value) = (next(), next());
+            let mut nx = false;
+            let mut xx = false;
+            for option in it {
+                match upper(&option).as_str() {
+                    "NX" => nx = true,
+                    "XX" => xx = true,
+                    _ => return Step::Invalid(resp::error("ERR syntax error")),
+                }
+            }
+            if nx && xx {
+                return Step::Invalid(resp::error("ERR syntax error"));
+            }
+            Step::Write(Command::Set { key, value, nx, xx })
+        }
+        ("DEL", 2..) => Step::Write(Command::Del { keys: it.collect() }),
+        ("INCR", 2) => Step::Write(Command::IncrBy { key: next(), by: 1 }),
+        ("INCRBY", 3) => {
+            let key = next();
+            match parse_i64(&next()) {
+                Some(by) => Step::Write(Command::IncrBy { key, by }),
+                None => Step::Invalid(resp::error("ERR value is not an integer or out of range")),
+            }
+        }
+        ("CAS", 4) => Step::Write(Command::Cas {
+            key: next(),
+            expected: next(),
+            new: next(),
+        }),
+        _ => Step::Other(std::iter::once(command).chain(it).collect()),
     }
 }
 
@@ -281,30 +311,31 @@ fn step(args: &[Vec<u8>]) -> Step {
 /// consecutive writes goes to Raft as one `apply_batch`, each run of consecutive reads shares
 /// one read point taken after the writes before it were applied; anything else runs alone.
 pub async fn execute_pipeline(node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Action> {
-    let mut runs: Vec<Vec<(Step, Vec<Vec<u8>>)>> = Vec::new();
+    let mut runs: Vec<Vec<Step>> = Vec::new();
     for args in requests {
-        let next = step(&args);
+        let next = step(args);
         match runs.last_mut() {
-            Some(run) if next.joins(&run[0].0) => run.push((next, args)),
-            _ => runs.push(vec![(next, args)]),
+            Some(run) if next.joins(&run[0]) => run.push(next),
+            _ => runs.push(vec![next]),
         }
     }
     let mut actions = Vec::new();
     for run in runs {
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
-        for (step, args) in run {
+        for step in run {
             match step {
-                Step::Read(query) => reads.push((args, query)),
-                Step::Write(command) => writes.push((args, command)),
-                Step::Other => actions.push(execute(node, args, Origin::Client).await),
+                Step::Read(query) => reads.push(query),
+                Step::Write(command) => writes.push(command),
+                Step::Invalid(reply) => actions.push(Action::Reply(reply)),
+                Step::Other(args) => actions.push(execute(node, args, Origin::Client).await),
             }
         }
         // A run is all reads, all writes or one other request.
         if !reads.is_empty() {
-            actions.extend(read_batch(node, reads).await);
+            actions.extend(read_batch(node, Origin::Client, reads).await);
         }
         if !writes.is_empty() {
-            actions.extend(write_batch(node, writes).await);
+            actions.extend(write_batch(node, Origin::Client, writes).await);
         }
     }
     actions
@@ -346,78 +377,83 @@ async fn read_point(node: &Node) -> Result<(), ReadFailure> {
 }
 
 /// A read at the configured consistency.
-async fn read(node: &Node, origin: Origin, args: &[Vec<u8>], query: Query) -> Action {
-    match read_point(node).await {
-        Ok(()) => Action::Reply(query.answer(&node.state.lock())),
-        Err(ReadFailure::NotLeader) => redirect(node, origin, args),
-        Err(ReadFailure::Reply(reply)) => Action::Reply(reply),
-    }
+async fn read(node: &Node, origin: Origin, query: Query) -> Action {
+    let mut answers = read_batch(node, origin, vec![query]).await;
+    answers.pop().unwrap_or_else(|| err("ERR no reply"))
 }
 
-/// Client reads sharing one read point.
-async fn read_batch(node: &Node, batch: Vec<(Vec<Vec<u8>>, Query)>) -> Vec<Action> {
+/// Reads sharing one read point, answered in order.
+async fn read_batch(node: &Node, origin: Origin, queries: Vec<Query>) -> Vec<Action> {
     match read_point(node).await {
         Ok(()) => {
             let state = node.state.lock();
-            batch
+            queries
                 .iter()
-                .map(|(_, query)| Action::Reply(query.answer(&state)))
+                .map(|query| Action::Reply(query.answer(&state)))
                 .collect()
         }
-        Err(ReadFailure::NotLeader) => batch
+        Err(ReadFailure::NotLeader) => queries
             .iter()
-            .map(|(args, _)| redirect(node, Origin::Client, args))
+            .map(|query| redirect(node, origin, &query.to_args()))
             .collect(),
-        Err(ReadFailure::Reply(reply)) => {
-            batch.iter().map(|_| Action::Reply(reply.clone())).collect()
-        }
+        Err(ReadFailure::Reply(reply)) => queries
+            .iter()
+            .map(|_| Action::Reply(reply.clone()))
+            .collect(),
     }
 }
 
 /// A replicated write.
-async fn write(node: &Node, origin: Origin, args: &[Vec<u8>], command: Command) -> Action {
-    let proposal = node.raft.apply(command.encode(), ENQUEUE_TIMEOUT);
-    match tokio::time::timeout(node.options.request_timeout, proposal).await {
-        Err(_) => err("UNKNOWN timed out after the command was proposed"),
-        Ok(Ok(applied)) => Action::Reply(applied.response.to_vec()),
-        Ok(Err(e)) => apply_error(node, origin, args, e),
-    }
+async fn write(node: &Node, origin: Origin, command: Command) -> Action {
+    let mut answers = write_batch(node, origin, vec![command]).await;
+    answers.pop().unwrap_or_else(|| err("ERR no reply"))
 }
 
-/// Client writes replicated as one batch of entries, answered in order.
-async fn write_batch(node: &Node, batch: Vec<(Vec<Vec<u8>>, Command)>) -> Vec<Action> {
-    let encoded = batch.iter().map(|(_, command)| command.encode()).collect();
-    let proposal = node.raft.apply_batch(encoded, ENQUEUE_TIMEOUT);
-    match tokio::time::timeout(node.options.request_timeout, proposal).await {
-        Err(_) => batch
+/// Writes replicated as one batch of entries (`apply` for one), answered in order.
+async fn write_batch(node: &Node, origin: Origin, commands: Vec<Command>) -> Vec<Action> {
+    let encoded: Vec<_> = commands.iter().map(Command::encode).collect();
+    let outcome = if let [one] = &encoded[..] {
+        let proposal = node.raft.apply(one.clone(), ENQUEUE_TIMEOUT);
+        tokio::time::timeout(node.options.request_timeout, proposal)
+            .await
+            .map(|applied| applied.map(|a| vec![a.response]))
+    } else {
+        let proposal = node.raft.apply_batch(encoded, ENQUEUE_TIMEOUT);
+        tokio::time::timeout(node.options.request_timeout, proposal)
+            .await
+            .map(|applied| applied.map(|a| a.responses))
+    };
+    match outcome {
+        Err(_) => commands
             .iter()
             .map(|_| err("UNKNOWN timed out after the command was proposed"))
             .collect(),
-        Ok(Ok(applied)) if applied.responses.len() == batch.len() => applied
-            .responses
-            .into_iter()
-            .map(|r| Action::Reply(r.to_vec()))
-            .collect(),
-        Ok(Ok(applied)) => batch
+        Ok(Ok(responses)) if responses.len() == commands.len() => {
+            responses.into_iter().map(Action::Replied).collect()
+        }
+        Ok(Ok(responses)) => commands
             .iter()
             .map(|_| {
                 err(&format!(
                     "UNKNOWN {} responses for {} commands",
-                    applied.responses.len(),
-                    batch.len()
+                    responses.len(),
+                    commands.len()
                 ))
             })
             .collect(),
-        Ok(Err(e)) => batch
+        Ok(Err(e)) => commands
             .iter()
-            .map(|(args, _)| apply_error(node, Origin::Client, args, e.clone()))
+            .map(|command| apply_error(node, origin, command, e.clone()))
             .collect(),
     }
 }
 
-fn apply_error(node: &Node, origin: Origin, args: &[Vec<u8>], e: ApplyError) -> Action {
+fn apply_error(node: &Node, origin: Origin, command: &Command, e: ApplyError) -> Action {
     match e {
-        ApplyError::NotLeader { .. } => redirect(node, origin, args),
+        ApplyError::NotLeader { .. } => match command_args(command) {
+            Some(args) => redirect(node, origin, &args),
+            None => Action::Reply(not_leader(node)),
+        },
         ApplyError::LeadershipLost | ApplyError::Shutdown => err(&format!("UNKNOWN {e}")),
         ApplyError::EnqueueTimeout => err("ERR busy: the node's submission queue is full"),
         e => err(&format!("ERR {e}")),
@@ -450,14 +486,13 @@ async fn add(node: &Node, origin: Origin, args: &[Vec<u8>]) -> Action {
     let mut members = node.unrecorded_initial_members();
     members.push((id, raft_address.clone(), client_address));
     for (id, raft, client) in members {
-        if let Action::Reply(reply) =
-            write(node, origin, args, Command::Member { id, raft, client }).await
-        {
-            if reply.first() == Some(&b'-') {
-                return Action::Reply(reply);
+        match write(node, origin, Command::Member { id, raft, client }).await {
+            Action::Reply(reply) if reply.first() == Some(&b'-') => return Action::Reply(reply),
+            Action::Replied(reply) if reply.first() == Some(&b'-') => {
+                return Action::Replied(reply)
             }
-        } else {
-            return Action::Reply(not_leader(node));
+            Action::Reply(_) | Action::Replied(_) => {}
+            Action::Forward(_) => return Action::Reply(not_leader(node)),
         }
     }
     let future = if nonvoter {

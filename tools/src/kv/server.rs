@@ -104,11 +104,13 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         buf.drain(..consumed);
         if !requests.is_empty() {
             for action in execute_pipeline(&node, requests).await {
-                let reply = match action {
-                    Action::Reply(r) => r,
-                    Action::Forward(args) => forwarder.forward(&node, args).await,
-                };
-                out.extend_from_slice(&reply);
+                match action {
+                    Action::Reply(reply) => out.extend_from_slice(&reply),
+                    Action::Replied(reply) => out.extend_from_slice(&reply),
+                    Action::Forward(args) => {
+                        out.extend_from_slice(&forwarder.forward(&node, args).await);
+                    }
+                }
             }
         }
         if let Some(e) = malformed {
@@ -153,6 +155,7 @@ impl Forwarder {
             Leader::Me => {
                 return match Box::pin(execute(node, args, Origin::Forwarded)).await {
                     Action::Reply(r) => r,
+                    Action::Replied(r) => r.to_vec(),
                     Action::Forward(_) => resp::error("ERR not the leader any more"),
                 }
             }

@@ -17,7 +17,7 @@
 //! tells the two apart. Any other version, and any malformed body, is a typed
 //! [`ConfigurationError`]: the core decodes configurations that arrive from the network, so the
 //! decoder never panics and reads from a borrowed slice (a declared length longer than the
-//! input is an error before anything is allocated for it). docs/ARCHITECTURE.md §6 lists every
+//! input is an error before anything is allocated for it). docs/ARCHITECTURE.md §12 lists every
 //! on-disk and wire format.
 
 use crate::types::NodeId;

@@ -496,11 +496,13 @@ mod tests {
         ));
     }
 
+    use proptest::prelude::{any, Just};
+
     proptest::proptest! {
         #[test]
         fn random_bytes_decode_to_a_value_or_a_typed_error(
-            version in proptest::prop_oneof![proptest::strategy::Just(2u8), proptest::prelude::any::<u8>()],
-            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            version in proptest::prop_oneof![Just(2u8), Just(1u8), any::<u8>()],
+            body in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let mut bytes = vec![version];
             bytes.extend_from_slice(&body);
@@ -513,7 +515,7 @@ mod tests {
         #[test]
         fn configurations_round_trip(
             servers in proptest::collection::vec(
-                (proptest::prelude::any::<u64>(), ".{0,12}", proptest::prelude::any::<bool>()),
+                (any::<u64>(), ".{0,12}", any::<bool>()),
                 0..8,
             ),
         ) {

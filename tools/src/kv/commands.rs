@@ -307,38 +307,53 @@ fn step(args: Vec<Vec<u8>>) -> Step {
     }
 }
 
-/// Executes the requests a client sent together (a pipeline), answering in order: each run of
-/// consecutive writes goes to Raft as one `apply_batch`, each run of consecutive reads shares
-/// one read point taken after the writes before it were applied; anything else runs alone.
+/// Executes the requests a client (or a forwarding follower) sent together, a pipeline,
+/// answering in order: each run of consecutive writes goes to Raft as one `apply_batch`, each
+/// run of consecutive reads shares one read point taken after the writes before it were
+/// applied; anything else runs alone.
 pub async fn execute_pipeline(node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Action> {
-    let mut runs: Vec<Vec<Step>> = Vec::new();
+    let mut runs: Vec<(Origin, Vec<Step>)> = Vec::new();
     for args in requests {
+        let (origin, args) = forwarded(args);
         let next = step(args);
         match runs.last_mut() {
-            Some(run) if next.joins(&run[0]) => run.push(next),
-            _ => runs.push(vec![next]),
+            Some((o, run)) if *o == origin && next.joins(&run[0]) => run.push(next),
+            _ => runs.push((origin, vec![next])),
         }
     }
     let mut actions = Vec::new();
-    for run in runs {
+    for (origin, run) in runs {
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
         for step in run {
             match step {
                 Step::Read(query) => reads.push(query),
                 Step::Write(command) => writes.push(command),
                 Step::Invalid(reply) => actions.push(Action::Reply(reply)),
-                Step::Other(args) => actions.push(execute(node, args, Origin::Client).await),
+                Step::Other(args) => actions.push(execute(node, args, origin).await),
             }
         }
-        // A run is all reads, all writes or one other request.
+        // A run is all reads, all writes or one other request, all of one origin.
         if !reads.is_empty() {
-            actions.extend(read_batch(node, Origin::Client, reads).await);
+            actions.extend(read_batch(node, origin, reads).await);
         }
         if !writes.is_empty() {
-            actions.extend(write_batch(node, Origin::Client, writes).await);
+            actions.extend(write_batch(node, origin, writes).await);
         }
     }
     actions
+}
+
+/// A request's origin, and its arguments without the `RAFT.FWD` a forwarding node put before
+/// them (a pipeline a follower forwards is executed as one, like a client's). A malformed
+/// `RAFT.FWD` is left for [`execute`] to refuse.
+fn forwarded(mut args: Vec<Vec<u8>>) -> (Origin, Vec<Vec<u8>>) {
+    let is_fwd = |a: &[u8]| Name::of(a).as_str() == "RAFT.FWD";
+    if args.len() >= 2 && is_fwd(&args[0]) && !is_fwd(&args[1]) {
+        args.remove(0);
+        (Origin::Forwarded, args)
+    } else {
+        (Origin::Client, args)
+    }
 }
 
 /// Why a read point could not be had.

@@ -307,6 +307,17 @@ fn bytes_map<S: serde::Serializer>(
     )
 }
 
+/// Applies one entry to `state`; returns the RESP reply.
+fn apply_entry(state: &mut KvState, entry: &Entry) -> Bytes {
+    if entry.kind != EntryKind::Command {
+        return Bytes::new();
+    }
+    match Command::decode(&entry.data) {
+        Ok(command) => Bytes::from(state.apply(command)),
+        Err(e) => Bytes::from(resp::error(&format!("ERR command entry: {e}"))),
+    }
+}
+
 /// The state shared by the apply thread (writes) and the client server (reads).
 #[derive(Clone, Default)]
 pub struct SharedState(Arc<Mutex<KvState>>);
@@ -332,14 +343,13 @@ impl KvFsm {
 
 impl Fsm for KvFsm {
     fn apply(&mut self, entry: &Entry) -> Bytes {
-        if entry.kind != EntryKind::Command {
-            return Bytes::new();
-        }
-        let command = match Command::decode(&entry.data) {
-            Ok(command) => command,
-            Err(e) => return Bytes::from(resp::error(&format!("ERR command entry: {e}"))),
-        };
-        Bytes::from(self.state.lock().apply(command))
+        apply_entry(&mut self.state.lock(), entry)
+    }
+
+    /// One lock for a batch of entries (a pipelined client's writes arrive together).
+    fn apply_batch(&mut self, entries: &[Entry]) -> Vec<Bytes> {
+        let mut state = self.state.lock();
+        entries.iter().map(|e| apply_entry(&mut state, e)).collect()
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {

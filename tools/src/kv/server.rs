@@ -103,15 +103,22 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         }
         buf.drain(..consumed);
         if !requests.is_empty() {
+            // Consecutive requests for the leader are forwarded together, as a pipeline.
+            let mut to_forward = Vec::new();
             for action in execute_pipeline(&node, requests).await {
                 match action {
-                    Action::Reply(reply) => out.extend_from_slice(&reply),
-                    Action::Replied(reply) => out.extend_from_slice(&reply),
-                    Action::Forward(args) => {
-                        out.extend_from_slice(&forwarder.forward(&node, args).await);
+                    Action::Forward(args) => to_forward.push(args),
+                    Action::Reply(reply) => {
+                        forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                        out.extend_from_slice(&reply);
+                    }
+                    Action::Replied(reply) => {
+                        forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                        out.extend_from_slice(&reply);
                     }
                 }
             }
+            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
         }
         if let Some(e) = malformed {
             out.extend_from_slice(&resp::error(&format!("ERR {e}")));
@@ -138,6 +145,21 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     }
 }
 
+/// Forwards the `requests` gathered so far (if any) and appends their replies to `out`.
+async fn forward_all(
+    node: &Node,
+    forwarder: &mut Forwarder,
+    requests: &mut Vec<Vec<Vec<u8>>>,
+    out: &mut Vec<u8>,
+) {
+    if requests.is_empty() {
+        return;
+    }
+    for reply in forwarder.forward(node, std::mem::take(requests)).await {
+        out.extend_from_slice(&reply);
+    }
+}
+
 /// One client connection's link to the leader.
 #[derive(Default)]
 struct Forwarder {
@@ -146,18 +168,26 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    /// Sends `args` to the leader and returns its reply (or an error reply saying whether the
-    /// command may have happened).
-    async fn forward(&mut self, node: &Node, args: Vec<Vec<u8>>) -> Vec<u8> {
+    /// Sends `requests` to the leader together (a pipeline) and returns its replies, in order;
+    /// where a reply cannot be had, an error reply saying whether the command may have
+    /// happened.
+    async fn forward(&mut self, node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
+        let all = |reply: Vec<u8>| vec![reply; requests.len()];
         let address = match wait_for_leader(node).await {
-            Leader::Unknown => return resp::error("ERR no leader known; try again"),
+            Leader::Unknown => return all(resp::error("ERR no leader known; try again")),
             // This node won an election meanwhile.
             Leader::Me => {
-                return match Box::pin(execute(node, args, Origin::Forwarded)).await {
-                    Action::Reply(r) => r,
-                    Action::Replied(r) => r.to_vec(),
-                    Action::Forward(_) => resp::error("ERR not the leader any more"),
+                let mut replies = Vec::with_capacity(requests.len());
+                for args in requests {
+                    replies.push(
+                        match Box::pin(execute(node, args, Origin::Forwarded)).await {
+                            Action::Reply(r) => r,
+                            Action::Replied(r) => r.to_vec(),
+                            Action::Forward(_) => resp::error("ERR not the leader any more"),
+                        },
+                    );
                 }
+                return replies;
             }
             Leader::At(address) => address,
         };
@@ -165,7 +195,7 @@ impl Forwarder {
             self.link = None;
             let target: SocketAddr = match address.parse() {
                 Ok(a) => a,
-                Err(_) => return resp::error("ERR leader has no valid client address"),
+                Err(_) => return all(resp::error("ERR leader has no valid client address")),
             };
             let timeout = node.options.request_timeout;
             match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
@@ -174,14 +204,21 @@ impl Forwarder {
                     self.link = Some((address.clone(), s));
                     self.buf.clear();
                 }
-                _ => return resp::error(&format!("ERR cannot reach the leader at {address}")),
+                _ => {
+                    let reply = resp::error(&format!("ERR cannot reach the leader at {address}"));
+                    return all(reply);
+                }
             }
         }
         let Some((_, stream)) = self.link.as_mut() else {
-            return resp::error("ERR cannot reach the leader");
+            return all(resp::error("ERR cannot reach the leader"));
         };
-        let mut request = vec![b"RAFT.FWD".to_vec()];
-        request.extend(args);
+        let mut pipeline = Vec::new();
+        for args in &requests {
+            let mut request = vec![b"RAFT.FWD".to_vec()];
+            request.extend(args.iter().cloned());
+            pipeline.extend(resp::encode_request(&request));
+        }
         // A leader that stalls (paused, partitioned) is replaced by an election well before
         // the timeout: stop waiting for it as soon as this node hears of another leader.
         let forwarded_to = node.raft.leader();
@@ -190,30 +227,33 @@ impl Forwarder {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        let request = resp::encode_request(&request);
+        let mut replies = Vec::with_capacity(requests.len());
         let exchanged = tokio::time::timeout(
             node.options.request_timeout * 2,
-            exchange(stream, &request, &mut self.buf),
+            exchange(
+                stream,
+                &pipeline,
+                &mut self.buf,
+                requests.len(),
+                &mut replies,
+            ),
         );
         let outcome = tokio::select! {
             outcome = exchanged => Some(outcome),
             () = deposed => None,
         };
-        let Some(outcome) = outcome else {
-            self.link = None;
-            return resp::error("UNKNOWN the leader changed while the request was forwarded");
-        };
-        match outcome {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                self.link = None;
+        let failure = match outcome {
+            Some(Ok(Ok(()))) => return replies,
+            None => resp::error("UNKNOWN the leader changed while the request was forwarded"),
+            Some(Ok(Err(e))) => {
                 resp::error(&format!("UNKNOWN forwarding to the leader failed: {e}"))
             }
-            Err(_) => {
-                self.link = None;
-                resp::error("UNKNOWN forwarding to the leader timed out")
-            }
-        }
+            Some(Err(_)) => resp::error("UNKNOWN forwarding to the leader timed out"),
+        };
+        // The replies that arrived stand; the rest may or may not have happened.
+        self.link = None;
+        replies.resize(requests.len(), failure);
+        replies
     }
 }
 
@@ -244,16 +284,22 @@ async fn wait_for_leader(node: &Node) -> Leader {
     }
 }
 
-/// Writes `request` and reads one reply, returned as its raw bytes.
+/// Writes `request` (`count` requests) and reads their replies into `replies`, each as its raw
+/// bytes.
 async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     buf: &mut Vec<u8>,
-) -> io::Result<Vec<u8>> {
+    count: usize,
+    replies: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
     stream.write_all(request).await?;
-    loop {
+    while replies.len() < count {
         match parse_reply(buf) {
-            Ok(Some((_, used))) => return Ok(buf.drain(..used).collect()),
+            Ok(Some((_, used))) => {
+                replies.push(buf.drain(..used).collect());
+                continue;
+            }
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
@@ -267,4 +313,5 @@ async fn exchange(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    Ok(())
 }

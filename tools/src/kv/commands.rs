@@ -536,3 +536,79 @@ async fn membership(
         Ok(Err(e)) => err(&format!("ERR {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn requests_are_classified_and_forwarded_writes_keep_their_meaning() {
+        let writes = [
+            &["set", "k", "v"][..],
+            &["SET", "k", "v", "nx"],
+            &["Set", "k", "v", "XX"],
+            &["DEL", "a", "b"],
+            &["incr", "n"],
+            &["INCRBY", "n", "-4"],
+            &["CAS", "k", "1", "2"],
+        ];
+        for words in writes {
+            let Step::Write(command) = step(args(words)) else {
+                panic!("{words:?} is a write");
+            };
+            // The request a follower forwards means the same command on the leader.
+            let forwarded = command_args(&command).expect("a client command");
+            assert!(
+                matches!(step(forwarded), Step::Write(c) if c == command),
+                "{words:?}"
+            );
+        }
+        for words in [&["GET", "k"][..], &["exists", "a", "b"], &["MGET", "a"]] {
+            let Step::Read(query) = step(args(words)) else {
+                panic!("{words:?} is a read");
+            };
+            let mut upper = args(words);
+            upper[0].make_ascii_uppercase();
+            assert_eq!(query.to_args(), upper);
+        }
+        for words in [&["SET", "k", "v", "NX", "XX"][..], &["INCRBY", "n", "x"]] {
+            assert!(matches!(step(args(words)), Step::Invalid(_)), "{words:?}");
+        }
+        for words in [
+            &["GET"][..],
+            &["INCR", "a", "b"],
+            &["PING"],
+            &["A-VERY-LONG-COMMAND-NAME"],
+        ] {
+            assert!(
+                matches!(step(args(words)), Step::Other(a) if a == args(words)),
+                "{words:?}"
+            );
+        }
+        assert!(command_args(&Command::Member {
+            id: 1,
+            raft: "a".into(),
+            client: "b".into()
+        })
+        .is_none());
+    }
+
+    #[test]
+    fn forwarded_requests_lose_their_prefix_once() {
+        assert_eq!(
+            forwarded(args(&["raft.fwd", "SET", "k", "v"])),
+            (Origin::Forwarded, args(&["SET", "k", "v"]))
+        );
+        for words in [
+            &["SET", "k", "v"][..],
+            &["RAFT.FWD"],
+            &["RAFT.FWD", "RAFT.FWD", "GET", "k"],
+        ] {
+            assert_eq!(forwarded(args(words)), (Origin::Client, args(words)));
+        }
+    }
+}

@@ -541,8 +541,9 @@ async fn membership(
 mod tests {
     use super::*;
 
+    /// A request of these words.
     fn args(words: &[&str]) -> Vec<Vec<u8>> {
-        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+        words.iter().copied().map(Vec::from).collect()
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! directory (node id → raft and client addresses), so that every node, including ones that
 //! joined later, knows where to forward a client and where to dial a peer.
 //!
-//! [`KvFsm::apply`] answers with the RESP reply the client will see, computed on the apply
-//! thread, so every replica computes the same reply for the same entry (an `INCR` on a
+//! [`KvFsm::apply`] answers with the RESP reply the client will see, computed where the state
+//! machine runs (the shard thread, or an apply thread), so every replica computes the same
+//! reply for the same entry (an `INCR` on a
 //! non-integer is an `-ERR` reply on every replica, not a failed entry).
 //!
 //! Formats, both a version byte ([`FORMAT_VERSION`]) then MessagePack through `serde` and

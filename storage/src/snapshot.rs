@@ -175,7 +175,8 @@ impl FileSnapshotStore {
         // The staging area is created on first use (most nodes never stage a restore).
         let lazy = staging.is_none();
         if !lazy || dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create directory", &dir, e))?;
+            crate::create_dir_durable(&dir)
+                .map_err(|e| SnapshotError::io("create directory", &dir, e))?;
         }
         let mut sequence = 0;
         let listing = match fs::read_dir(&dir) {
@@ -296,6 +297,9 @@ impl FileSink {
         let final_path = self.store_dir.join(&self.id);
         fs::rename(&self.tmp, &final_path)
             .map_err(|e| SnapshotError::io("rename", &final_path, e))?;
+        if crate::mutation::enabled(crate::mutation::Mutation::SkipSnapshotDirSync) {
+            return Ok(());
+        }
         crate::sync_dir(&self.store_dir).map_err(|e| SnapshotError::io("fsync", &self.store_dir, e))
     }
 }
@@ -349,10 +353,8 @@ impl SnapshotStore for FileSnapshotStore {
         let id = format!("{:020}-{:020}-{sequence:08}", last.term.0, last.index.0);
         if !self.dir.exists() {
             // The staging area, on first use: make its directory entry durable too.
-            fs::create_dir_all(&self.dir).map_err(|e| SnapshotError::io("create", &self.dir, e))?;
-            if let Some(parent) = self.dir.parent() {
-                crate::sync_dir(parent).map_err(|e| SnapshotError::io("fsync", parent, e))?;
-            }
+            crate::create_dir_durable(&self.dir)
+                .map_err(|e| SnapshotError::io("create", &self.dir, e))?;
         }
         let tmp = self.dir.join(format!("{id}{TMP_SUFFIX}"));
         fs::create_dir(&tmp).map_err(|e| SnapshotError::io("create", &tmp, e))?;

@@ -80,7 +80,6 @@ impl FileStableStore {
     /// Opens the store at `path`, creating it (and making its directory entry durable) if absent.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStableStore, StableError> {
         let path = path.as_ref().to_path_buf();
-        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,12 +87,13 @@ impl FileStableStore {
             .truncate(false)
             .open(&path)
             .map_err(|e| StableError::io("open", &path, e))?;
-        if !existed {
-            file.sync_all()
-                .map_err(|e| StableError::io("fsync", &path, e))?;
-            if let Some(dir) = path.parent() {
-                crate::sync_dir(dir).map_err(|e| StableError::io("fsync directory", dir, e))?;
-            }
+        // Even if it existed: a process killed between creating the file and syncing it left
+        // both in the page cache only.
+        file.sync_all()
+            .map_err(|e| StableError::io("fsync", &path, e))?;
+        if let Some(dir) = path.parent() {
+            crate::create_dir_durable(dir)
+                .map_err(|e| StableError::io("fsync directory", dir, e))?;
         }
         let mut bytes = vec![0u8; SLOT_SPACING as usize + SLOT_SIZE];
         let len = read_up_to(&file, &mut bytes).map_err(|e| StableError::io("read", &path, e))?;

@@ -204,7 +204,7 @@ impl Backend {
         match self {
             Backend::Portable => {
                 file.write_all_at(buf, offset)?;
-                file.sync_data()
+                sync_data(file)
             }
             Backend::Uring(ring) => {
                 if buf.len() <= WRITE_CHUNK_BYTES {
@@ -223,10 +223,18 @@ impl Backend {
                 // sync to an io-wq worker thread, and that hop (two more context switches)
                 // cut one-entry batches from 8 100 to 4 500 syncs/s here (A/B in the same
                 // run); the writes before it are what io_uring speeds up.
-                file.sync_data()
+                sync_data(file)
             }
         }
     }
+}
+
+/// fdatasync(2), unless the power-loss tests' mutation removed it.
+fn sync_data(file: &File) -> io::Result<()> {
+    if crate::mutation::enabled(crate::mutation::Mutation::SkipWalFdatasync) {
+        return Ok(());
+    }
+    file.sync_data()
 }
 
 fn cqe_result(res: i32) -> io::Result<usize> {

@@ -216,7 +216,7 @@ struct Tail {
 
 pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
     let dir = config.dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
+    crate::create_dir_durable(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
     let listing = std::fs::read_dir(&dir).map_err(|e| LogError::io("list directory", &dir, e))?;
     for item in listing.flatten() {
         // A spare whose creation was interrupted.
@@ -236,6 +236,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
     let mut files = BTreeMap::new();
     let mut used: VecDeque<(u32, Index, PathBuf)> = VecDeque::new();
     let mut spare: Option<(u32, PathBuf)> = None;
+    let mut extra_spares = Vec::new();
     let mut tail: Option<Tail> = None;
     let mut max_id = None;
     for_each_segment(&segments, config.max_entry_bytes, |k, found| {
@@ -248,12 +249,18 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
             .result
             .map_err(|e| corruption(path, e.offset, e.reason))?;
         let Some(header) = scanned.header else {
-            if k + 1 == segments.len() {
-                spare = Some((id32, path.clone()));
-                return Ok(());
+            // Unused (zero-filled) segments may only end the list. Usually there is one, the
+            // spare; a power loss can leave two: the spare taken for writing, whose first
+            // writes were never synced, and the next one, whose creation was.
+            match spare {
+                None => spare = Some((id32, path.clone())),
+                Some(_) => extra_spares.push(path.clone()),
             }
-            return Err(corruption(path, 0, "unused segment before used segments"));
+            return Ok(());
         };
+        if let Some((_, unused)) = &spare {
+            return Err(corruption(unused, 0, "unused segment before used segments"));
+        }
         if header.segment_id.get() != *id {
             return Err(corruption(
                 path,
@@ -309,6 +316,13 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
         Ok(())
     })?;
 
+    if !extra_spares.is_empty() {
+        // The spare thread makes these again when their turn comes.
+        for path in &extra_spares {
+            std::fs::remove_file(path).map_err(|e| LogError::io("remove spare", path, e))?;
+        }
+        crate::sync_dir(&dir).map_err(|e| LogError::io("fsync", &dir, e))?;
+    }
     let mut torn_bytes_discarded = 0;
     let mut active = None;
     let mut stage = Stage {

@@ -231,6 +231,55 @@ fn head_truncation_deletes_whole_segments_and_is_durable() {
     assert_eq!(contents(&store), before);
 }
 
+/// A power loss can leave two zero-filled segments at the end: the spare the writer had taken
+/// (its first writes never synced) and the next spare (its creation synced). Found on crashfs
+/// (tools/tests/powerloss_wal.rs); the log refused to open. An unused segment before a used one
+/// is still corruption.
+#[test]
+fn two_unused_segments_at_the_end_open_as_one_spare() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), BackendChoice::Portable);
+    let mut store = WalLogStore::open(cfg.clone()).expect("open");
+    store
+        .append_and_wait(&fat_entries(1, 30, 1))
+        .expect("append");
+    drop(store);
+    let segments = list_segments(dir.path()).expect("list");
+    let (last_id, last_path) = segments.last().cloned().expect("segments");
+    let zeros = vec![0u8; cfg.segment_size_bytes as usize];
+    // The spare after the spare, zero-filled as the spare thread makes it.
+    let extra = dir.path().join(segment_file_name(last_id + 1));
+    std::fs::write(&extra, &zeros).expect("write");
+    let unused_before = std::fs::read(&last_path)
+        .expect("read")
+        .iter()
+        .all(|&b| b == 0);
+    assert!(
+        unused_before,
+        "the test expects the last segment to be the spare"
+    );
+    let store = WalLogStore::open(cfg.clone()).expect("two trailing spares open");
+    assert_eq!(contents(&store), fat_entries(1, 30, 1));
+    drop(store);
+    assert_eq!(
+        list_segments(dir.path()).expect("list").len(),
+        segments.len()
+    );
+
+    // An unused segment followed by a used one is refused.
+    let (first_id, first_path) = segments[0].clone();
+    let used = std::fs::read(&first_path).expect("read");
+    std::fs::write(&first_path, &zeros).expect("write");
+    std::fs::write(dir.path().join(segment_file_name(first_id + 100)), &used).expect("write");
+    match WalLogStore::open(cfg) {
+        Err(LogError::Corruption { path, reason, .. }) => {
+            assert_eq!(path, first_path);
+            assert!(reason.contains("unused segment before used"), "{reason}");
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn the_cluster_id_is_checked_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");

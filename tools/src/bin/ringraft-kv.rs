@@ -8,10 +8,11 @@
 //! ringraft-kv local --nodes 3
 //! ```
 
+use clap::{CommandFactory, Parser};
 use ringraft::RaftState;
 use ringraft_tools::kv::client::{info_field, Client};
 use ringraft_tools::kv::node::Node;
-use ringraft_tools::kv::options::{Options, USAGE};
+use ringraft_tools::kv::options::{Cli, Command, Options};
 use ringraft_tools::kv::resp::Reply;
 use ringraft_tools::kv::{local, logs, metrics as kv_metrics, server, signals};
 use std::process::ExitCode;
@@ -20,19 +21,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = match args.first().map(String::as_str) {
-        Some("-h" | "--help") | None => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some("local") => local::run(&args[1..]),
-        Some(_) => Options::parse(args).and_then(run),
+    if std::env::args_os().len() <= 1 {
+        // No arguments: the help, as a first try deserves.
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    }
+    // Help, --version and command-line errors (naming the flag) exit here.
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Local(args)) => local::run(args),
+        None => Options::from_cli(cli.config.as_deref(), cli.settings).and_then(run),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ringraft-kv: {e}");
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("ringraft-kv: {e}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -44,25 +51,26 @@ fn run(options: Options) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(options.client)
         .map_err(|e| format!("binding the client address {}: {e}", options.client))?;
     let id = options.id;
-    logs::install()?;
+    logs::install(&options.log)?;
     // Before the node starts: it registers its metrics with the recorder in force then.
     if let Some(address) = options.metrics {
         let bound = kv_metrics::serve(address, kv_metrics::install()?)?;
-        eprintln!("ringraft-kv: node {id} serving metrics on http://{bound}/metrics");
+        tracing::info!("node {id} serving metrics on http://{bound}/metrics");
     }
     let node = Arc::new(Node::start(options)?);
     let stop = Arc::new(AtomicBool::new(false));
     let server = server::spawn(node.clone(), listener, stop.clone())
         .map_err(|e| format!("starting the client server: {e}"))?;
-    eprintln!(
-        "ringraft-kv: node {id} serving clients on {} (raft {})",
-        node.options.client, node.options.raft
+    tracing::info!(
+        "node {id} serving clients on {} (raft {})",
+        node.options.client,
+        node.options.advertise_raft
     );
     if let Some(leader) = node.options.join.clone() {
         let joining = node.clone();
         std::thread::spawn(move || {
             if let Err(e) = join(&joining, &leader) {
-                eprintln!("ringraft-kv: joining through {leader}: {e}");
+                tracing::error!("joining through {leader}: {e}");
             }
         });
     }
@@ -71,13 +79,13 @@ fn run(options: Options) -> Result<(), String> {
     let mut fatal = None;
     while !signals::received() {
         if let Some(e) = node.raft.fatal_error() {
-            eprintln!("ringraft-kv: node {id} stopped: {e}");
+            tracing::error!("node {id} stopped: {e}");
             fatal = Some(e);
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("ringraft-kv: node {id} shutting down");
+    tracing::info!("node {id} shutting down");
     stop.store(true, Ordering::Release);
     let _ = server.join();
     let _ = node.raft.shutdown().wait();
@@ -92,7 +100,8 @@ fn run(options: Options) -> Result<(), String> {
 /// promotion to voter.
 fn join(node: &Node, leader: &str) -> Result<(), String> {
     let o = &node.options;
-    let (id, raft, client) = (o.id.to_string(), o.raft.to_string(), o.client.to_string());
+    let (id, raft) = (o.id.to_string(), o.advertise_raft.to_string());
+    let client = o.client.to_string();
     let call = |args: &[&str]| -> Result<Reply, String> {
         let mut c = Client::connect(leader, o.request_timeout).map_err(|e| e.to_string())?;
         c.call(args).map_err(|e| e.to_string())
@@ -110,7 +119,7 @@ fn join(node: &Node, leader: &str) -> Result<(), String> {
         Err(last)
     };
     retry(&["RAFT.ADD", &id, &raft, &client, "nonvoter"])?;
-    eprintln!("ringraft-kv: node {id} added as a non-voter; catching up");
+    tracing::info!("node {id} added as a non-voter; catching up");
     for _ in 0..600 {
         let commit = match call(&["RAFT.INFO"]) {
             Ok(r) => r
@@ -121,7 +130,7 @@ fn join(node: &Node, leader: &str) -> Result<(), String> {
         };
         if commit.is_some_and(|c| node.raft.applied_index().0 >= c) {
             retry(&["RAFT.ADD", &id, &raft, &client])?;
-            eprintln!("ringraft-kv: node {id} promoted to voter");
+            tracing::info!("node {id} promoted to voter");
             return Ok(());
         }
         if node.raft.state() == RaftState::Shutdown {

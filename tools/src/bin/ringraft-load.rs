@@ -32,6 +32,8 @@
 //!   the library's default (on the shard thread while the state machine is fast).
 
 use bytes::Bytes;
+use clap::Parser;
+use ringraft::ApplyPlacement;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
 use ringraft_tools::load::drive::{self, Load};
 use ringraft_tools::load::report::{process_cpu_secs, svg_plot, Summary};
@@ -39,9 +41,85 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: ringraft-load [--inmem] [--nodes N] [--clients C] \
-[--duration SECS | --ops N] [--warmup N] [--rate R] [--payload-bytes B] [--dir DIR] [--json] \
-[--plot FILE] [--shared-thread] [--apply-inline | --apply-thread]";
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringraft-load",
+    version,
+    about = "Starts a local ringraft cluster and measures write throughput and latency \
+             percentiles, then checks that every replica applied the same entries."
+)]
+struct Cli {
+    /// In-memory stores and in-process delivery, instead of TCP on loopback with each node's
+    /// WAL, stable store and snapshot store in a directory.
+    #[arg(long)]
+    inmem: bool,
+    /// Nodes in the cluster.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
+    nodes: u64,
+    /// Closed-loop clients applying commands on the leader.
+    #[arg(long, value_name = "C", default_value_t = 64, value_parser = at_least_one)]
+    clients: u64,
+    /// How long the measured run lasts, in seconds (`5` or `5s`), unless --ops is given.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    duration: Duration,
+    /// Stop after N writes instead of after --duration.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    ops: Option<u64>,
+    /// Unmeasured writes first, by the same clients, as the peers' harnesses do (0 for none).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    warmup: u64,
+    /// Open loop at R writes/s, latency measured from each write's intended send time
+    /// (coordinated-omission corrected); runs for --duration or --ops.
+    #[arg(long, value_name = "R", value_parser = positive)]
+    rate: Option<f64>,
+    /// Size of each command.
+    #[arg(long, value_name = "B", default_value_t = 64)]
+    payload_bytes: usize,
+    /// Keep the durable cluster's files under DIR [default: a temporary directory, removed at
+    /// the end].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print only one JSON line: system, clients, ops, writes_per_sec, p50_us, p99_us, p999_us,
+    /// cpu_us_per_write (CPU: the whole process, user plus system, over the measured run).
+    #[arg(long)]
+    json: bool,
+    /// Write the latency percentile curve as an SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Every node's shard loop on one shard thread (ringraft::ShardHost) instead of a thread
+    /// each.
+    #[arg(long)]
+    shared_thread: bool,
+    /// State machines always on the shard threads (ApplyPlacement::ShardThread) [default:
+    /// ApplyPlacement::Adaptive, on the shard thread while the state machine is fast].
+    #[arg(long, conflicts_with = "apply_thread")]
+    apply_inline: bool,
+    /// State machines always on an apply thread each (ApplyPlacement::OwnThread, hashicorp's
+    /// layout).
+    #[arg(long)]
+    apply_thread: bool,
+}
+
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a positive number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    positive(text.trim_end_matches('s')).map(Duration::from_secs_f64)
+}
 
 struct Args {
     inmem: bool,
@@ -56,69 +134,37 @@ struct Args {
     warmup: u64,
 }
 
-fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse().map_err(|e| format!("{name} {v}: {e}"))
-}
-
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        inmem: false,
-        nodes: 3,
-        load: Load {
-            clients: 64,
-            ops: None,
-            duration: Duration::from_secs(10),
-            payload: Bytes::new(),
-            rate: None,
-            progress: true,
-        },
-        payload_bytes: 64,
-        dir: None,
-        json: false,
-        plot: None,
-        engine: Engine::default(),
-        warmup: 10_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--inmem" => args.inmem = true,
-            "--json" => args.json = true,
-            "--shared-thread" => args.engine.shared_thread = true,
-            "--apply-inline" => args.engine.apply = ringraft::ApplyPlacement::ShardThread,
-            "--apply-thread" => args.engine.apply = ringraft::ApplyPlacement::OwnThread,
-            "--nodes" => args.nodes = number("--nodes", &value("--nodes")?)?,
-            "--clients" => args.load.clients = number("--clients", &value("--clients")?)?,
-            "--ops" => args.load.ops = Some(number("--ops", &value("--ops")?)?),
-            "--rate" => args.load.rate = Some(number("--rate", &value("--rate")?)?),
-            "--duration" => {
-                let v = value("--duration")?;
-                let secs: f64 = number("--duration", v.trim_end_matches('s'))?;
-                if !(secs.is_finite() && secs > 0.0) {
-                    return Err(format!("--duration {v}: must be positive"));
-                }
-                args.load.duration = Duration::from_secs_f64(secs);
-            }
-            "--payload-bytes" => {
-                args.payload_bytes = number("--payload-bytes", &value("--payload-bytes")?)?
-            }
-            "--dir" => args.dir = Some(PathBuf::from(value("--dir")?)),
-            "--warmup" => args.warmup = number("--warmup", &value("--warmup")?)?,
-            "--plot" => args.plot = Some(PathBuf::from(value("--plot")?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
+impl Cli {
+    fn into_args(self) -> Result<Args, String> {
+        let clients = usize::try_from(self.clients)
+            .map_err(|e| format!("--clients {}: {e}", self.clients))?;
+        let apply = match (self.apply_inline, self.apply_thread) {
+            (true, _) => ApplyPlacement::ShardThread,
+            (_, true) => ApplyPlacement::OwnThread,
+            _ => Engine::default().apply,
+        };
+        Ok(Args {
+            inmem: self.inmem,
+            nodes: self.nodes,
+            load: Load {
+                clients,
+                ops: self.ops,
+                duration: self.duration,
+                payload: Bytes::from(vec![0x5a; self.payload_bytes]),
+                rate: self.rate,
+                progress: !self.json,
+            },
+            payload_bytes: self.payload_bytes,
+            dir: self.dir,
+            json: self.json,
+            plot: self.plot,
+            engine: Engine {
+                shared_thread: self.shared_thread,
+                apply,
+            },
+            warmup: self.warmup,
+        })
     }
-    if args.nodes == 0 || args.load.clients == 0 || args.load.ops == Some(0) {
-        return Err("--nodes, --clients and --ops must be at least 1".into());
-    }
-    args.load.payload = Bytes::from(vec![0x5a; args.payload_bytes]);
-    args.load.progress = !args.json;
-    Ok(args)
 }
 
 fn run(args: &Args) -> Result<bool, String> {
@@ -230,10 +276,11 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    // Help, --version and command-line errors (naming the flag) exit here.
+    let args = match Cli::parse().into_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("ringraft-load: {e}");
             return ExitCode::from(2);
         }
     };

@@ -10,103 +10,111 @@
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
 //! exits non-zero on any failure. With `--nodes both`, seeds alternate between 3 and 5 nodes.
 
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use ringraft::core::Mutation;
 use ringraft::sim::{run, Report, SimConfig};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringraft-sim",
+    version,
+    about = "Runs deterministic simulation seeds against the real consensus core; prints every \
+             failing seed with the command that replays it and exits non-zero on any failure."
+)]
 struct Args {
+    /// How many seeds to run.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     seeds: u64,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
     start: u64,
-    nodes: Option<usize>,
+    /// Cluster size, 1 to 9, or both: seeds alternate between 3 and 5 nodes.
+    #[arg(long, value_name = "3|5|both", default_value = "both", value_parser = node_count)]
+    nodes: NodeCount,
+    /// Client operations per seed.
+    #[arg(long, value_name = "K", default_value_t = SimConfig::new(0).steps)]
     steps: u64,
+    /// Concurrent simulated clients.
+    #[arg(long, value_name = "C", default_value_t = SimConfig::new(0).clients)]
     clients: usize,
+    /// Inject a known bug (see the list below) to show that the simulator catches it.
+    #[arg(long, value_name = "NAME", value_parser = mutation)]
     mutation: Option<Mutation>,
+    /// No crashes, partitions, pauses, loss or duplication.
+    #[arg(long = "no-faults", action = ArgAction::SetFalse)]
     faults: bool,
+    /// No membership changes.
+    #[arg(long = "no-churn", action = ArgAction::SetFalse)]
     churn: bool,
+    /// No leadership transfers.
+    #[arg(long = "no-transfers", action = ArgAction::SetFalse)]
     transfers: bool,
+    /// No snapshots.
+    #[arg(long = "no-snapshots", action = ArgAction::SetFalse)]
     snapshots: bool,
+    /// No user restores.
+    #[arg(long = "no-restores", action = ArgAction::SetFalse)]
     restores: bool,
+    /// Events a seed may process before it fails as a livelock [default: 40 times --steps].
+    #[arg(long, value_name = "E")]
     event_budget: Option<u64>,
-    jobs: usize,
+    /// Threads running seeds [default: the number of CPUs].
+    #[arg(long, value_name = "J")]
+    jobs: Option<usize>,
+    /// Stop at the first failing seed and succeed if there is one (proves that the simulator
+    /// catches an injected --mutation within --seeds seeds).
+    #[arg(long)]
     expect_failure: bool,
 }
 
-const USAGE: &str = "usage: ringraft-sim --seeds N [--start S] [--nodes 3|5|both] [--steps K] \
-[--clients C] [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers] [--no-snapshots]
-[--no-restores] [--event-budget E] [--jobs J] [--expect-failure]
+/// `--nodes`: a fixed size, or alternating 3 and 5.
+#[derive(Clone, Copy, Debug)]
+struct NodeCount(Option<usize>);
 
---event-budget: events a seed may process before it fails as a livelock (default: 40 times
---steps).
---expect-failure: stop at the first failing seed and succeed if there is one (proves that the
-simulator catches an injected --mutation within --seeds seeds).";
-
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        seeds: 100,
-        start: 0,
-        nodes: None,
-        steps: SimConfig::new(0).steps,
-        clients: SimConfig::new(0).clients,
-        mutation: None,
-        faults: true,
-        churn: true,
-        transfers: true,
-        snapshots: true,
-        restores: true,
-        event_budget: None,
-        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        expect_failure: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let number = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name}: {v:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--seeds" => args.seeds = number("--seeds", value("--seeds")?)?,
-            "--start" => args.start = number("--start", value("--start")?)?,
-            "--steps" => args.steps = number("--steps", value("--steps")?)?,
-            "--clients" => args.clients = number("--clients", value("--clients")?)? as usize,
-            "--event-budget" => {
-                args.event_budget = Some(number("--event-budget", value("--event-budget")?)?)
-            }
-            "--jobs" => args.jobs = number("--jobs", value("--jobs")?)?.max(1) as usize,
-            "--nodes" => {
-                let v = value("--nodes")?;
-                args.nodes = match v.as_str() {
-                    "both" => None,
-                    other => Some(number("--nodes", other.to_string())? as usize),
-                };
-                if args.nodes.is_some_and(|n| n == 0 || n > 9) {
-                    return Err("--nodes must be 1..=9 or both".into());
-                }
-            }
-            "--mutation" => {
-                let v = value("--mutation")?;
-                let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
-                args.mutation = Some(Mutation::from_name(&v).ok_or_else(|| {
-                    format!("unknown mutation {v:?}; known: {}", names.join(", "))
-                })?);
-            }
-            "--no-faults" => args.faults = false,
-            "--no-churn" => args.churn = false,
-            "--no-transfers" => args.transfers = false,
-            "--no-snapshots" => args.snapshots = false,
-            "--no-restores" => args.restores = false,
-            "--expect-failure" => args.expect_failure = true,
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+fn node_count(text: &str) -> Result<NodeCount, String> {
+    match text {
+        "both" => Ok(NodeCount(None)),
+        n => match n.parse::<usize>() {
+            Ok(n @ 1..=9) => Ok(NodeCount(Some(n))),
+            _ => Err("expected 1 to 9, or both".into()),
+        },
     }
-    Ok(args)
+}
+
+fn mutation(text: &str) -> Result<Mutation, String> {
+    Mutation::from_name(text).ok_or_else(|| format!("unknown mutation; known: {}", mutations()))
+}
+
+fn mutations() -> String {
+    let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+    names.join(", ")
+}
+
+fn parse() -> Args {
+    let after = format!("Mutations: {}.", mutations());
+    let matches = Args::command().after_help(after).get_matches();
+    match Args::from_arg_matches(&matches) {
+        Ok(mut args) => {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            args.jobs = Some(args.jobs.unwrap_or(cpus).max(1));
+            args
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+impl Args {
+    fn jobs(&self) -> usize {
+        self.jobs.unwrap_or(1)
+    }
 }
 
 fn config_for(args: &Args, seed: u64) -> SimConfig {
     let mut c = SimConfig::new(seed);
-    c.nodes = args.nodes.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
+    c.nodes = args.nodes.0.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
     c.steps = args.steps;
     c.clients = args.clients;
     c.faults = args.faults;
@@ -146,8 +154,8 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
 }
 
 fn run_parallel(args: &Args, seeds: &[u64]) -> Vec<(SimConfig, Report)> {
-    let chunks: Vec<Vec<u64>> = (0..args.jobs)
-        .map(|j| seeds.iter().copied().skip(j).step_by(args.jobs).collect())
+    let chunks: Vec<Vec<u64>> = (0..args.jobs())
+        .map(|j| seeds.iter().copied().skip(j).step_by(args.jobs()).collect())
         .collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = chunks
@@ -173,20 +181,15 @@ fn run_parallel(args: &Args, seeds: &[u64]) -> Vec<(SimConfig, Report)> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Help, --version and command-line errors (naming the flag) exit here.
+    let args = parse();
     // Wall-clock time only feeds the seeds-per-second line; it never affects a seed's run.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
     let all: Vec<u64> = (args.start..args.start + args.seeds).collect();
     // Seeds run in rounds so that --expect-failure can stop soon after the first failure.
     let round = if args.expect_failure {
-        16 * args.jobs
+        16 * args.jobs()
     } else {
         all.len().max(1)
     };
@@ -230,7 +233,7 @@ fn main() -> ExitCode {
          streamed to a follower for staging, {restores_applied} restore entries applied); {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),
-        args.jobs
+        args.jobs()
     );
     println!("{passed} passed, {failed} failed");
     if args.expect_failure {

@@ -9,14 +9,55 @@
 //! Everything here reads the files with the same pure `scan` recovery uses, so `verify`
 //! reports exactly what opening the log would (a torn last batch is reported, not an error).
 
+use clap::{Parser, Subcommand};
 use ringraft_storage::record::{decode_raw, DEFAULT_MAX_ENTRY_BYTES};
 use ringraft_storage::wal::{list_segments, scan, RecordAction, SegmentScan};
 use ringraft_storage::{EntryKind, Index};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: ringraft-wal stat DIR | dump DIR [--from N] [--to N] [--json] | verify DIR";
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringraft-wal",
+    version,
+    about = "Inspects and verifies a ringraft segment WAL without modifying it.",
+    after_help = "Exit status: 0 if the log is sound, 1 if it has problems, 2 if it cannot be \
+                  read."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: WalCommand,
+}
+
+/// What to do with the WAL directory.
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Segments, index range, sizes and the newest hard state.
+    Stat {
+        /// The WAL directory (a node's DATA/wal).
+        dir: PathBuf,
+    },
+    /// The entries, human-readable or as JSON lines.
+    Dump {
+        /// The WAL directory (a node's DATA/wal).
+        dir: PathBuf,
+        /// The first index to print.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from: u64,
+        /// The last index to print [default: the last entry].
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan everything, as opening the log would; exit 1 on corruption.
+    Verify {
+        /// The WAL directory (a node's DATA/wal).
+        dir: PathBuf,
+    },
+}
 
 struct Segment {
     id: u64,
@@ -59,7 +100,11 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
             }
         };
         let Some(header) = scan.header else {
-            if k + 1 != segments.len() {
+            // Unused segments may end the list (the spare; two after some power losses).
+            let used_after = segments[k + 1..]
+                .iter()
+                .any(|s| s.scan.as_ref().is_ok_and(|s| s.header.is_some()));
+            if used_after {
                 problems.push(format!(
                     "{}: unused segment before used ones",
                     segment.path.display()
@@ -314,42 +359,23 @@ fn verify(dir: &Path) -> Result<bool, String> {
     Ok(problems.is_empty())
 }
 
-fn parse_args(args: &[String]) -> Result<(String, PathBuf, u64, u64, bool), String> {
-    let (Some(command), Some(dir)) = (args.first(), args.get(1)) else {
-        return Err(USAGE.into());
-    };
-    let (mut from, mut to, mut json) = (0u64, u64::MAX, false);
-    let mut rest = args[2..].iter();
-    while let Some(arg) = rest.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            rest.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{name} needs a number\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--from" => from = number("--from")?,
-            "--to" => to = number("--to")?,
-            "--json" => json = true,
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok((command.clone(), PathBuf::from(dir), from, to, json))
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result =
-        parse_args(&args).and_then(|(command, dir, from, to, json)| match command.as_str() {
-            "stat" => stat(&dir),
-            "dump" => dump(&dir, from, to, json),
-            "verify" => verify(&dir),
-            _ => Err(USAGE.into()),
-        });
+    // Help, --version and command-line errors (naming the flag) exit here.
+    let result = match Cli::parse().command {
+        WalCommand::Stat { dir } => stat(&dir),
+        WalCommand::Dump {
+            dir,
+            from,
+            to,
+            json,
+        } => dump(&dir, from, to.unwrap_or(u64::MAX), json),
+        WalCommand::Verify { dir } => verify(&dir),
+    };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("ringraft-wal: {message}");
             ExitCode::from(2)
         }
     }

@@ -1,4 +1,4 @@
-//! `ringraft-kv local --nodes N [--dir DIR]`: a local cluster of child processes on free
+//! `ringraft-kv local [--nodes N] [--dir DIR]`: a local cluster of child processes on free
 //! loopback ports, in the foreground until Ctrl-C (or SIGTERM), which stops every node with
 //! SIGTERM.
 
@@ -44,25 +44,23 @@ pub fn cluster_addresses(n: usize) -> Result<(String, Vec<(String, String)>), St
     Ok((peers, nodes))
 }
 
-/// Runs `ringraft-kv local` with the arguments after `local`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut nodes = 3usize;
-    let mut dir: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--nodes" => {
-                let v = value()?;
-                nodes = v.parse().map_err(|e| format!("--nodes {v}: {e}"))?;
-            }
-            "--dir" => dir = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unexpected argument {other}")),
-        }
-    }
-    if nodes == 0 {
-        return Err("--nodes must be at least 1".into());
-    }
+/// `ringraft-kv local`'s options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LocalArgs {
+    /// How many nodes to start (each a child process with its own data directory).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub nodes: u64,
+    /// Keep the nodes' data directories under DIR [default: a temporary directory, removed at
+    /// the end].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Runs `ringraft-kv local`.
+pub fn run(args: LocalArgs) -> Result<(), String> {
+    let nodes = usize::try_from(args.nodes).map_err(|e| format!("--nodes {}: {e}", args.nodes))?;
+    let dir = args.dir;
     let temporary = match dir {
         Some(_) => None,
         None => Some(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?),

@@ -1,154 +1,205 @@
-//! ringraft's `tracing` logs on standard error: a minimal subscriber, so the example needs no
-//! logging framework.
+//! The node's logs (ringraft's `tracing` events and the node's own) on standard error, through
+//! `tracing-subscriber`: one line per event, each starting with an RFC 3339 timestamp in UTC
+//! (microseconds), so that they line up with client histories and other nodes' logs.
 //!
-//! The level comes from the environment variable `RINGRAFT_LOG` (`off`, `error`, `warn`,
-//! `info`, `debug` or `trace`; default `info`): at `info` a node reports its role changes,
-//! elections, leaders, configuration changes, peer connections, snapshots and shutdown, a few
-//! lines per event and none per request. Lines look like
+//! What is printed comes from `--log-level` (or `RINGRAFT_LOG`, or `log_level` in the config
+//! file), an `EnvFilter`: a level (`off`, `error`, `warn`, `info`, `debug`, `trace`; default
+//! `info`) or directives such as `info,ringraft::core=debug`. At `info` a node reports its role
+//! changes, elections, leaders, configuration changes, peer connections, snapshots and
+//! shutdown, a few lines per event and none per request. Text lines look like
 //!
 //! ```text
-//! ringraft-kv: INFO ringraft::node::metrics: election won: leading node=1 term=2
+//! 2026-12-05T18:04:24.123456Z  INFO ringraft::node::metrics: election won: leading node=1 term=2
 //! ```
+//!
+//! and with `--log-format json` each line is a JSON object with `timestamp`, `level`,
+//! `target` and `fields` (the message and the event's fields).
 
-use std::fmt::{self, Write as _};
-use tracing::field::{Field, Visit};
-use tracing::level_filters::LevelFilter;
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use clap::ValueEnum;
+use serde::Deserialize;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
 
-/// The environment variable that sets the level.
+/// The environment variable that sets the filter (as `--log-level` does).
 pub const LEVEL_VARIABLE: &str = "RINGRAFT_LOG";
 
-/// Parses a level name (see the module docs).
-pub fn parse_level(text: &str) -> Option<LevelFilter> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "off" => Some(LevelFilter::OFF),
-        "error" => Some(LevelFilter::ERROR),
-        "warn" => Some(LevelFilter::WARN),
-        "info" => Some(LevelFilter::INFO),
-        "debug" => Some(LevelFilter::DEBUG),
-        "trace" => Some(LevelFilter::TRACE),
-        _ => None,
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `TIMESTAMP LEVEL target: message field=value ...`
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to log and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// An `EnvFilter` (`info`, `info,ringraft::core=debug`).
+    pub filter: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
-/// Installs the stderr subscriber as the process's default, at the level `RINGRAFT_LOG` names
-/// (`info` when unset). Fails on an unknown level name or if a subscriber is already set.
-pub fn install() -> Result<(), String> {
-    let level = match std::env::var(LEVEL_VARIABLE) {
-        Ok(text) => parse_level(&text).ok_or_else(|| {
-            format!("{LEVEL_VARIABLE}={text}: expected off, error, warn, info, debug or trace")
-        })?,
-        Err(_) => LevelFilter::INFO,
-    };
-    tracing::subscriber::set_global_default(StderrLogger { level })
+/// The subscriber `settings` describe, writing to `writer`. Fails on a malformed filter.
+pub fn subscriber<W>(
+    settings: &LogSettings,
+    writer: W,
+) -> Result<Box<dyn Subscriber + Send + Sync>, String>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::builder()
+        .parse(&settings.filter)
+        .map_err(|e| format!("--log-level {}: {e}", settings.filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false);
+    Ok(match settings.format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
+    })
+}
+
+/// Installs the standard-error subscriber as the process's default. Fails on a malformed
+/// filter or if a subscriber is already set.
+pub fn install(settings: &LogSettings) -> Result<(), String> {
+    tracing::subscriber::set_global_default(subscriber(settings, std::io::stderr)?)
         .map_err(|e| format!("installing the log subscriber: {e}"))
 }
 
-/// Writes each enabled event as one line on standard error. Spans are not tracked (ringraft
-/// logs events only).
-struct StderrLogger {
-    level: LevelFilter,
-}
-
-impl Subscriber for StderrLogger {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.level >= *metadata.level()
-    }
-
-    fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(self.level)
-    }
-
-    fn new_span(&self, _span: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-
-    fn record(&self, _span: &Id, _values: &Record<'_>) {}
-
-    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
-
-    fn event(&self, event: &Event<'_>) {
-        let metadata = event.metadata();
-        let mut line = Line::default();
-        event.record(&mut line);
-        eprintln!(
-            "ringraft-kv: {} {}: {}{}",
-            metadata.level(),
-            metadata.target(),
-            line.message,
-            line.fields
-        );
-    }
-
-    fn enter(&self, _span: &Id) {}
-
-    fn exit(&self, _span: &Id) {}
-}
-
-/// An event's message and its other fields as ` name=value`.
-#[derive(Default)]
-struct Line {
-    message: String,
-    fields: String,
-}
-
-impl Visit for Line {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message.push_str(value);
-        } else {
-            let _ = write!(self.fields, " {}={value}", field.name());
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        } else {
-            let _ = write!(self.fields, " {}={value:?}", field.name());
-        }
-    }
+/// Whether `text` is a timestamp as these logs write it: RFC 3339 in UTC,
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
+pub fn is_rfc3339_utc(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    b.len() >= 20
+        && digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && at(10, b'T')
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19)
+        && text.ends_with('Z')
+        && (b.len() == 20 || (at(19, b'.') && b.len() > 21 && digits(20..b.len() - 1)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
-    #[test]
-    fn level_names_parse_and_unknown_ones_do_not() {
-        assert_eq!(parse_level("INFO"), Some(LevelFilter::INFO));
-        assert_eq!(parse_level(" debug "), Some(LevelFilter::DEBUG));
-        assert_eq!(parse_level("off"), Some(LevelFilter::OFF));
-        assert_eq!(parse_level("loud"), None);
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    fn lines(filter: &str, format: LogFormat) -> Vec<String> {
+        let capture = Capture::default();
+        let settings = LogSettings {
+            filter: filter.into(),
+            format,
+        };
+        let subscriber = subscriber(&settings, capture.clone()).expect("valid filter");
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "ringraft::node", node = 1, peer = "a", "connected to peer");
+            tracing::debug!(target: "ringraft::core", term = 2, "vote requested");
+            tracing::debug!(target: "ringraft::node", "not shown");
+        });
+        let bytes = capture.0.lock().expect("lock").clone();
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     #[test]
-    fn an_event_becomes_its_message_and_fields() {
-        struct Capture(std::sync::Mutex<Vec<String>>);
-        impl Subscriber for Capture {
-            fn enabled(&self, _: &Metadata<'_>) -> bool {
-                true
-            }
-            fn new_span(&self, _: &Attributes<'_>) -> Id {
-                Id::from_u64(1)
-            }
-            fn record(&self, _: &Id, _: &Record<'_>) {}
-            fn record_follows_from(&self, _: &Id, _: &Id) {}
-            fn event(&self, event: &Event<'_>) {
-                let mut line = Line::default();
-                event.record(&mut line);
-                let mut lines = self.0.lock().expect("lock");
-                lines.push(format!("{}{}", line.message, line.fields));
-            }
-            fn enter(&self, _: &Id) {}
-            fn exit(&self, _: &Id) {}
+    fn text_lines_start_with_a_utc_timestamp_and_the_filter_applies() {
+        let lines = lines("info,ringraft::core=debug", LogFormat::Text);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for line in &lines {
+            let (timestamp, _) = line.split_once(' ').expect("a timestamp, then the event");
+            assert!(is_rfc3339_utc(timestamp), "{line}");
         }
-        let capture = std::sync::Arc::new(Capture(std::sync::Mutex::new(Vec::new())));
-        tracing::subscriber::with_default(capture.clone(), || {
-            tracing::info!(node = 1, peer = "a", "connected to peer");
-        });
-        let lines = capture.0.lock().expect("lock").clone();
-        assert_eq!(lines, vec!["connected to peer node=1 peer=a".to_string()]);
+        assert!(lines[0].ends_with("INFO ringraft::node: connected to peer node=1 peer=\"a\""));
+        assert!(lines[1].contains("DEBUG ringraft::core: vote requested term=2"));
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_a_timestamp() {
+        let lines = lines("info", LogFormat::Json);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert!(
+            is_rfc3339_utc(v["timestamp"].as_str().expect("timestamp")),
+            "{v}"
+        );
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["fields"]["message"], "connected to peer");
+        assert_eq!(v["fields"]["node"], 1);
+    }
+
+    #[test]
+    fn timestamps_are_recognised() {
+        assert!(is_rfc3339_utc("2026-12-05T18:04:24.123456Z"));
+        assert!(is_rfc3339_utc("2026-12-05T18:04:24Z"));
+        assert!(!is_rfc3339_utc("2026-12-05T18:04:24.123456+01:00"));
+        assert!(!is_rfc3339_utc("2026-12-05 18:04:24Z"));
+        assert!(!is_rfc3339_utc("2026-12-05T18:04:24.Z"));
+        assert!(!is_rfc3339_utc("INFO"));
+    }
+
+    #[test]
+    fn a_malformed_filter_is_refused() {
+        let settings = LogSettings {
+            filter: "info,ringraft=loud".into(),
+            format: LogFormat::Text,
+        };
+        let e = subscriber(&settings, std::io::stderr)
+            .err()
+            .expect("refused");
+        assert!(e.contains("--log-level info,ringraft=loud"), "{e}");
     }
 }

@@ -18,8 +18,9 @@
 //! - [`fsm`]: the replicated state machine, its command and snapshot formats.
 //! - [`resp`]: the protocol; [`client`]: a tiny blocking client.
 //! - [`options`]: command line and config file; [`local`]: `ringraft-kv local`.
-//! - [`metrics`]: `--metrics ADDR`, Prometheus text at `GET /metrics`; [`logs`]: ringraft's
-//!   logs on stderr (`RINGRAFT_LOG=info`).
+//! - [`metrics`]: `--metrics ADDR`, Prometheus text at `GET /metrics`; [`logs`]: the node's
+//!   logs on stderr, one line per event with an RFC 3339 UTC timestamp (`RINGRAFT_LOG=info`,
+//!   `--log-format json`).
 
 pub mod client;
 pub mod commands;

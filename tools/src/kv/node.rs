@@ -18,7 +18,10 @@ use ringraft_storage::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Every `ringraft-kv` cluster uses this id in its transport handshake.
 const CLUSTER_ID: ClusterId = ClusterId(0x6b76);
@@ -40,7 +43,8 @@ impl Node {
         let data = &options.data;
         let stable_path = data.join("stable");
         let fresh = !stable_path.exists() && !data.join("wal").exists();
-        std::fs::create_dir_all(data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+        ringraft_storage::create_dir_durable(data)
+            .map_err(|e| format!("creating {}: {e}", data.display()))?;
         let mut wal = WalConfig::new(data.join("wal"));
         wal.segment_size_bytes = options.wal_segment_size_bytes;
         wal.max_entry_bytes = wal
@@ -56,6 +60,9 @@ impl Node {
         // The initial members; the node tells the transport about later ones as they join (a
         // joining node, which may have no `--peers`, learns everyone from the configuration).
         let mut tcp = TcpConfig::new(id, CLUSTER_ID, options.raft);
+        // Peers dial the advertised address; outgoing connections bind its host as their
+        // source (the transport's default, ARCHITECTURE §6).
+        tcp.advertise_address = Some(options.advertise_raft);
         for p in &options.peers {
             if p.id != options.id {
                 tcp.peers.insert(NodeId(p.id), p.raft);
@@ -166,6 +173,13 @@ impl Node {
         out
     }
 
+    /// Connects to `target` from the node's client host (as the raft transport binds its
+    /// advertised host, ARCHITECTURE §6), so that the leader and firewalls see forwarded
+    /// requests come from the address this node advertises.
+    pub async fn connect_from_client_host(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        connect_from(self.options.client.ip(), target).await
+    }
+
     /// The client addresses of every member this node knows, by id.
     pub fn client_addresses(&self) -> BTreeMap<u64, String> {
         let mut all: BTreeMap<u64, String> = self
@@ -192,5 +206,56 @@ fn raft_config(options: &Options) -> Config {
     config.clock_drift_bound = (timeout / 10).min(Duration::from_millis(50));
     config.lease_read = options.read_mode == ReadMode::Lease;
     config.max_append_entries = 1024;
+    config.snapshot_threshold = options.snapshot_threshold;
+    config.snapshot_interval = options.snapshot_interval;
+    config.trailing_logs = options.trailing_logs;
     config
+}
+
+/// Connects to `target` from `host` (any port), unless `host` is unspecified or of the other
+/// address family (then from what the system chooses).
+pub async fn connect_from(host: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if host.is_ipv4() == target.is_ipv4() && !host.is_unspecified() {
+        socket.bind(SocketAddr::new(host, 0))?;
+    }
+    socket.connect(target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_come_from_the_given_host() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let target = listener.local_addr().expect("address");
+            for (host, seen) in [
+                ("127.0.0.2", "127.0.0.2"),
+                ("127.0.0.3", "127.0.0.3"),
+                // The wrong family, or no host: the system's choice.
+                ("::1", "127.0.0.1"),
+                ("0.0.0.0", "127.0.0.1"),
+            ] {
+                let host: IpAddr = host.parse().expect("ip");
+                let _stream = connect_from(host, target).await.expect("connect");
+                let (_, peer) = listener.accept().await.expect("accept");
+                assert_eq!(
+                    peer.ip(),
+                    seen.parse::<IpAddr>().expect("ip"),
+                    "from {host}"
+                );
+            }
+        });
+    }
 }

@@ -198,7 +198,7 @@ impl Forwarder {
                 Err(_) => return all(resp::error("ERR leader has no valid client address")),
             };
             let timeout = node.options.request_timeout;
-            match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+            match tokio::time::timeout(timeout, node.connect_from_client_host(target)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     self.link = Some((address.clone(), s));

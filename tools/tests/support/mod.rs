@@ -108,6 +108,14 @@ impl Cluster {
         command
             .args(["--id", &id.to_string(), "--client", &node.client])
             .args(["--raft", node.listen_raft.as_ref().unwrap_or(&node.raft)])
+            // Behind a proxy, the node's --peers entry names the proxy.
+            .args(
+                node.listen_raft
+                    .as_ref()
+                    .map(|_| ["--advertise-raft", node.raft.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--peers", &self.peers])
             .args([
                 "--election-timeout-ms",

@@ -240,11 +240,23 @@ impl FileSnapshotStore {
     /// Deletes all but the newest `retain` snapshots.
     pub fn reap(&self) -> Result<(), SnapshotError> {
         for meta in self.all()?.into_iter().skip(self.retain) {
-            let path = self.dir.join(&meta.id);
-            fs::remove_dir_all(&path)
-                .map_err(|e| SnapshotError::io("remove snapshot", &path, e))?;
+            self.delete(&meta.id)?;
         }
         Ok(())
+    }
+
+    /// Deletes snapshot `id` all at once: renamed to a temporary name first (which listing
+    /// skips and opening the store removes), then its files. Deleting the files in place could
+    /// leave, after a power loss, a snapshot whose metadata survived its data (directories list
+    /// their files in hash order, so either may go first).
+    fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        let path = self.dir.join(id);
+        let doomed = self.dir.join(format!("{id}.removed{TMP_SUFFIX}"));
+        fs::rename(&path, &doomed).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SnapshotError::NotFound { id: id.into() },
+            _ => SnapshotError::io("remove snapshot", &path, e),
+        })?;
+        fs::remove_dir_all(&doomed).map_err(|e| SnapshotError::io("remove snapshot", &doomed, e))
     }
 }
 
@@ -394,14 +406,7 @@ impl SnapshotStore for FileSnapshotStore {
         if !FileSnapshotStore::valid_id(id) || id == STAGING_DIR {
             return Err(SnapshotError::NotFound { id: id.into() });
         }
-        let path = self.dir.join(id);
-        match fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SnapshotError::NotFound { id: id.into() })
-            }
-            Err(e) => return Err(SnapshotError::io("remove snapshot", &path, e)),
-        }
+        self.delete(id)?;
         crate::sync_dir(&self.dir).map_err(|e| SnapshotError::io("fsync", &self.dir, e))
     }
 

@@ -33,10 +33,13 @@ const SCENARIOS: [Victims; 4] = [
 ];
 
 /// Where the first victim's power fails.
-const AIMS: [Aim; 3] = [
+const AIMS: [Aim; 5] = [
     Aim::new(OpKind::Fsync, Phase::Before, "/wal/", 40),
     Aim::new(OpKind::Write, Phase::After, "/wal/", 40),
     Aim::new(OpKind::Fsync, Phase::After, "/wal/", 40),
+    // A snapshot being written or renamed into place.
+    Aim::new(OpKind::Write, Phase::After, ".tmp/", 4),
+    Aim::new(OpKind::Rename, Phase::Before, ".tmp", 1),
 ];
 
 fn power_loss_cluster(nodes: usize, rounds: u64, seed: u64) {
@@ -45,8 +48,23 @@ fn power_loss_cluster(nodes: usize, rounds: u64, seed: u64) {
         return;
     }
     let (_, addresses) = cluster_addresses(nodes).expect("free ports");
-    // One-MiB segments: rolls, spares and compaction happen within a short test.
-    let mut cluster = Cluster::new(addresses, |_| vec!["--wal-segment-mb".into(), "1".into()]);
+    // One-MiB segments and frequent snapshots with a short trailing log: segment rolls,
+    // spares, snapshots, compaction and snapshot installs to restarted nodes all happen
+    // within a short test.
+    let mut cluster = Cluster::new(addresses, |_| {
+        [
+            "--wal-segment-mb",
+            "1",
+            "--snapshot-threshold",
+            "100",
+            "--snapshot-interval-ms",
+            "200",
+            "--trailing-logs",
+            "50",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     let disks = tempfile::tempdir().expect("temporary directory");
     let mut filesystems: Vec<CrashFs> = (1..=nodes)
         .map(|id| {

@@ -240,6 +240,8 @@ pub struct Model {
     inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
     rng: u64,
+    /// Seeds the order in which directories list their entries.
+    order_seed: u64,
     mode: CrashMode,
     triggers: Vec<(Trigger, u32)>,
     crashed: Option<CrashReport>,
@@ -272,6 +274,7 @@ impl Model {
             inodes,
             next_ino: ROOT + 1,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            order_seed: seed,
             mode,
             triggers: Vec::new(),
             crashed: None,
@@ -458,9 +461,13 @@ impl Model {
     }
 
     /// Lists directory `ino`: `(name, inode, is directory)`, without `.` and `..`.
+    ///
+    /// The order is a hash of the names under the model's seed and the directory, as ext4's hashed directories
+    /// give it: code that deletes a directory's files in listing order must not depend on
+    /// which goes first.
     pub fn readdir(&self, ino: u64) -> Result<Vec<(OsString, u64, bool)>, Errno> {
         self.live()?;
-        Ok(self
+        let mut entries: Vec<_> = self
             .dir(ino)?
             .visible
             .iter()
@@ -469,7 +476,16 @@ impl Model {
                     matches!(self.inodes.get(&i), Some(n) if matches!(n.content, Content::Dir(_)));
                 (name.clone(), i, dir)
             })
-            .collect())
+            .collect();
+        entries.sort_by_key(|(name, _, _)| {
+            // FNV-1a, seeded.
+            let mut h = 0xcbf2_9ce4_8422_2325 ^ self.order_seed ^ ino.wrapping_mul(0x9E37_79B9);
+            for &b in name.as_encoded_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        });
+        Ok(entries)
     }
 
     /// The parent of directory `ino` (for `..`).
@@ -1016,7 +1032,10 @@ mod tests {
     #[test]
     fn reads_apply_pending_writes_and_size_changes_in_order_over_the_durable_bytes() {
         let (_dir, mut m) = model(CrashMode::DropUnsynced);
-        let f = m.create(ROOT, OsStr::new("f"), 0o644, false).expect("create").ino;
+        let f = m
+            .create(ROOT, OsStr::new("f"), 0o644, false)
+            .expect("create")
+            .ino;
         m.fsync_dir(ROOT).expect("sync root");
         m.write(f, 0, b"abcdefgh").expect("write");
         m.fsync(f).expect("fsync");
@@ -1027,7 +1046,11 @@ mod tests {
         assert_eq!(m.getattr(f).expect("attr").size, 10);
         assert_eq!(m.read(f, 6, 100).expect("read"), b"Y\0\0\0");
         m.crash();
-        assert_eq!(m.read(f, 0, 1), Err(libc::EIO), "a crashed file system serves nothing");
+        assert_eq!(
+            m.read(f, 0, 1),
+            Err(libc::EIO),
+            "a crashed file system serves nothing"
+        );
         m.restart();
         assert_eq!(m.read(f, 0, 100).expect("read"), b"abcdefgh");
     }
@@ -1035,24 +1058,42 @@ mod tests {
     #[test]
     fn a_crash_keeps_renames_whole_and_forgets_unsynced_entries() {
         let (_dir, mut m) = model(CrashMode::DropUnsynced);
-        let d = m.create(ROOT, OsStr::new("d"), 0o755, true).expect("mkdir").ino;
+        let d = m
+            .create(ROOT, OsStr::new("d"), 0o755, true)
+            .expect("mkdir")
+            .ino;
         m.fsync_dir(ROOT).expect("sync root");
-        let old = m.create(d, OsStr::new("a"), 0o644, false).expect("create").ino;
+        let old = m
+            .create(d, OsStr::new("a"), 0o644, false)
+            .expect("create")
+            .ino;
         m.write(old, 0, b"old").expect("write");
         m.fsync(old).expect("fsync");
         m.fsync_dir(d).expect("sync d");
-        let new = m.create(d, OsStr::new("a.tmp"), 0o644, false).expect("create").ino;
+        let new = m
+            .create(d, OsStr::new("a.tmp"), 0o644, false)
+            .expect("create")
+            .ino;
         m.write(new, 0, b"new").expect("write");
         m.fsync(new).expect("fsync");
-        m.rename(d, OsStr::new("a.tmp"), d, OsStr::new("a"), false).expect("rename");
+        m.rename(d, OsStr::new("a.tmp"), d, OsStr::new("a"), false)
+            .expect("rename");
         let report = m.crash();
         assert_eq!(report.dropped, 2, "{report:?}"); // create a.tmp, rename
         m.restart();
-        let names: Vec<_> = m.readdir(d).expect("list").into_iter().map(|e| e.0).collect();
+        let names: Vec<_> = m
+            .readdir(d)
+            .expect("list")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(names, vec![OsString::from("a")]);
         let a = m.lookup(d, OsStr::new("a")).expect("lookup").ino;
         assert_eq!(a, old);
         assert_eq!(m.read(a, 0, 10).expect("read"), b"old");
-        assert!(m.getattr(new).is_err(), "the unreachable new file was deleted");
+        assert!(
+            m.getattr(new).is_err(),
+            "the unreachable new file was deleted"
+        );
     }
 }

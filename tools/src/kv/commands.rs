@@ -307,40 +307,54 @@ fn step(args: Vec<Vec<u8>>) -> Step {
     }
 }
 
-/// Executes the requests a client (or a forwarding follower) sent together, a pipeline,
-/// answering in order: each run of consecutive writes goes to Raft as one `apply_batch`, each
-/// run of consecutive reads shares one read point taken after the writes before it were
-/// applied; anything else runs alone.
-pub async fn execute_pipeline(node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Action> {
-    let mut runs: Vec<(Origin, Vec<Step>)> = Vec::new();
+/// Requests of a pipeline that execute together: consecutive reads, or consecutive writes, of
+/// one origin; or one other request.
+pub struct Run {
+    origin: Origin,
+    steps: Vec<Step>,
+}
+
+/// Groups the requests a client (or a forwarding follower) sent together, a pipeline, into
+/// runs, in order: each run of consecutive writes goes to Raft as one `apply_batch`, each run
+/// of consecutive reads shares one read point taken after the writes before it were applied;
+/// anything else runs alone.
+pub fn runs(requests: Vec<Vec<Vec<u8>>>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
     for args in requests {
         let (origin, args) = forwarded(args);
         let next = step(args);
         match runs.last_mut() {
-            Some((o, run)) if *o == origin && next.joins(&run[0]) => run.push(next),
-            _ => runs.push((origin, vec![next])),
+            Some(run) if run.origin == origin && next.joins(&run.steps[0]) => run.steps.push(next),
+            _ => runs.push(Run {
+                origin,
+                steps: vec![next],
+            }),
         }
     }
-    let mut actions = Vec::new();
-    for (origin, run) in runs {
-        let (mut reads, mut writes) = (Vec::new(), Vec::new());
-        for step in run {
+    runs
+}
+
+impl Run {
+    /// Executes the run: one action per request, in order.
+    pub async fn execute(self, node: &Node) -> Vec<Action> {
+        let (mut reads, mut writes, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+        for step in self.steps {
             match step {
                 Step::Read(query) => reads.push(query),
                 Step::Write(command) => writes.push(command),
                 Step::Invalid(reply) => actions.push(Action::Reply(reply)),
-                Step::Other(args) => actions.push(execute(node, args, origin).await),
+                Step::Other(args) => actions.push(execute(node, args, self.origin).await),
             }
         }
-        // A run is all reads, all writes or one other request, all of one origin.
+        // A run is all reads, all writes or one other request.
         if !reads.is_empty() {
-            actions.extend(read_batch(node, origin, reads).await);
+            actions.extend(read_batch(node, self.origin, reads).await);
         }
         if !writes.is_empty() {
-            actions.extend(write_batch(node, origin, writes).await);
+            actions.extend(write_batch(node, self.origin, writes).await);
         }
+        actions
     }
-    actions
 }
 
 /// A request's origin, and its arguments without the `RAFT.FWD` a forwarding node put before

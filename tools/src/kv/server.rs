@@ -1,13 +1,14 @@
 //! The RESP server: a tokio current-thread runtime on its own thread, one task per client
 //! connection, requests on a connection answered in order. Requests that arrive together on a
 //! connection (a client's pipeline) are executed together: consecutive writes as one
-//! `apply_batch`, consecutive reads on one read point (see `commands::execute_pipeline`).
+//! `apply_batch`, consecutive reads on one read point (see `commands::runs`); on a follower,
+//! such a run is forwarded to the leader as one pipeline.
 //!
 //! A malformed request gets `-ERR Protocol error: ...` and its connection is closed; nothing a
 //! client sends can panic the server. A follower forwards commands to the leader over one
 //! connection per client connection (opened on first use, re-opened when the leader changes).
 
-use super::commands::{execute, execute_pipeline, Action, Origin};
+use super::commands::{execute, runs, Action, Origin};
 use super::node::Node;
 use super::resp::{self, parse_reply, parse_request};
 use ringraft::RaftState;
@@ -103,18 +104,22 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         }
         buf.drain(..consumed);
         if !requests.is_empty() {
-            // Consecutive requests for the leader are forwarded together, as a pipeline.
+            // Requests for the leader are forwarded together, as a pipeline, before the next
+            // run executes here (so a later read here cannot overtake an earlier write).
             let mut to_forward = Vec::new();
-            for action in execute_pipeline(&node, requests).await {
-                match action {
-                    Action::Forward(args) => to_forward.push(args),
-                    Action::Reply(reply) => {
-                        forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
-                        out.extend_from_slice(&reply);
-                    }
-                    Action::Replied(reply) => {
-                        forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
-                        out.extend_from_slice(&reply);
+            for run in runs(requests) {
+                forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                for action in run.execute(&node).await {
+                    match action {
+                        Action::Forward(args) => to_forward.push(args),
+                        Action::Reply(reply) => {
+                            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                            out.extend_from_slice(&reply);
+                        }
+                        Action::Replied(reply) => {
+                            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                            out.extend_from_slice(&reply);
+                        }
                     }
                 }
             }

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  <dir>/<term:020>-<index:020>-<seq:08>/      one directory per snapshot
-//!        meta.bin   version, last index and term, configuration index, size, data crc32c,
-//!                   encoded configuration, crc32c of all the preceding metadata bytes
+//!        meta.bin   version byte (2), then MessagePack: the array [last index, last term,
+//!                   configuration index, size, data crc32c, servers (as in a version 2
+//!                   configuration)]; then crc32c (u32, little-endian) of all the bytes before
 //!        state.bin  the state machine's bytes
 //!  <dir>/<id>.tmp/  a snapshot being written; ignored by `list`, removed on open
 //!  <dir>/staged/     the staging area for user restores: the same layout, no retention
@@ -14,12 +15,17 @@
 //! Commit order: fsync `state.bin`, write and fsync `meta.bin`, fsync the temp directory,
 //! rename it to its final name, fsync the parent. A crash at any point leaves either no
 //! snapshot or a complete one, never a half-written one under a final name.
+//!
+//! `meta.bin` of version 1 (earlier builds: fixed little-endian fields, then a configuration
+//! of its own encoding, then the crc32c) still reads; any other version is a
+//! [`SnapshotError::Corruption`] naming the version.
 
-use crate::configuration::Configuration;
+use crate::configuration::{from_msgpack, to_msgpack, Configuration, WireServer};
 use crate::error::SnapshotError;
 use crate::store::{SnapshotMeta, SnapshotSink, SnapshotStore};
 use crate::types::{Index, LogId, Term};
 use bytes::{BufMut, Bytes};
+use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Write};
 use std::path::PathBuf;
@@ -30,19 +36,33 @@ const META_FILE: &str = "meta.bin";
 const STATE_FILE: &str = "state.bin";
 const TMP_SUFFIX: &str = ".tmp";
 const STAGING_DIR: &str = "staged";
-const META_VERSION: u8 = 1;
+/// The version byte of `meta.bin` files written now (MessagePack).
+const META_VERSION: u8 = 2;
+/// The fixed layout of earlier builds: still read, never written.
+const LEGACY_META_VERSION: u8 = 1;
+
+/// `meta.bin`'s MessagePack body.
+#[derive(Serialize, Deserialize)]
+struct WireMeta<'a> {
+    last_index: u64,
+    last_term: u64,
+    configuration_index: u64,
+    size: u64,
+    data_crc: u32,
+    servers: Vec<WireServer<'a>>,
+}
 
 fn encode_meta(meta: &SnapshotMeta, data_crc: u32) -> Vec<u8> {
-    let configuration = meta.configuration.encode();
-    let mut out = Vec::with_capacity(45 + configuration.len());
-    out.put_u8(META_VERSION);
-    out.put_u64_le(meta.last.index.0);
-    out.put_u64_le(meta.last.term.0);
-    out.put_u64_le(meta.configuration_index.0);
-    out.put_u64_le(meta.size);
-    out.put_u32_le(data_crc);
-    out.put_u32_le(configuration.len() as u32);
-    out.put_slice(&configuration);
+    let wire = WireMeta {
+        last_index: meta.last.index.0,
+        last_term: meta.last.term.0,
+        configuration_index: meta.configuration_index.0,
+        size: meta.size,
+        data_crc,
+        servers: meta.configuration.to_wire(),
+    };
+    let mut out = vec![META_VERSION];
+    to_msgpack(&wire, &mut out);
     let crc = crc32c::crc32c(&out);
     out.put_u32_le(crc);
     out
@@ -54,40 +74,67 @@ fn decode_meta(id: &str, bytes: &[u8]) -> Result<(SnapshotMeta, u32), SnapshotEr
         id: id.into(),
         reason: reason.into(),
     };
-    if bytes.len() < 45 {
+    let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
         return Err(corrupt("metadata truncated"));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let u32_at = |b: &[u8], at: usize| -> u32 {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&b[at..at + 4]);
-        u32::from_le_bytes(word)
     };
-    let u64_at = |at: usize| -> u64 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&body[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
-    if crc32c::crc32c(body) != u32_at(crc, 0) {
+    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
         return Err(corrupt("metadata checksum mismatch"));
     }
-    if body[0] != META_VERSION {
-        return Err(corrupt("unsupported metadata version"));
-    }
-    let config_len = u32_at(body, 37) as usize;
-    if body.len() != 41 + config_len {
-        return Err(corrupt("metadata length mismatch"));
-    }
-    let configuration =
-        Configuration::decode(&body[41..]).map_err(|e| corrupt(&format!("configuration: {e}")))?;
+    let Some((&version, fields)) = body.split_first() else {
+        return Err(corrupt("metadata truncated"));
+    };
+    let wire = match version {
+        META_VERSION => from_msgpack::<WireMeta<'static>>(fields)
+            .map_err(|e| corrupt(&format!("metadata: {e}")))?,
+        LEGACY_META_VERSION => return decode_legacy_meta(id, fields),
+        version => return Err(corrupt(&format!("unsupported metadata version {version}"))),
+    };
+    let configuration = Configuration::from_wire(wire.servers)
+        .map_err(|e| corrupt(&format!("configuration: {e}")))?;
     let meta = SnapshotMeta {
         id: id.into(),
-        last: LogId::new(Term(u64_at(9)), Index(u64_at(1))),
+        last: LogId::new(Term(wire.last_term), Index(wire.last_index)),
         configuration,
-        configuration_index: Index(u64_at(17)),
-        size: u64_at(25),
+        configuration_index: Index(wire.configuration_index),
+        size: wire.size,
     };
-    Ok((meta, u32_at(body, 33)))
+    Ok((meta, wire.data_crc))
+}
+
+/// The fields of a version 1 `meta.bin` (after the version byte, before the checksum): last
+/// index, last term, configuration index, size (u64 each), data crc32c, configuration length
+/// (u32 each), the encoded configuration; all little-endian.
+fn decode_legacy_meta(id: &str, fields: &[u8]) -> Result<(SnapshotMeta, u32), SnapshotError> {
+    let corrupt = |reason: &str| SnapshotError::Corruption {
+        id: id.into(),
+        reason: reason.into(),
+    };
+    let Some((head, configuration)) = fields.split_first_chunk::<40>() else {
+        return Err(corrupt("metadata truncated"));
+    };
+    let u64_at = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let u32_at = |at: usize| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&head[at..at + 4]);
+        u32::from_le_bytes(word)
+    };
+    if configuration.len() != u32_at(36) as usize {
+        return Err(corrupt("metadata length mismatch"));
+    }
+    let configuration = Configuration::decode(configuration)
+        .map_err(|e| corrupt(&format!("configuration: {e}")))?;
+    let meta = SnapshotMeta {
+        id: id.into(),
+        last: LogId::new(Term(u64_at(8)), Index(u64_at(0))),
+        configuration,
+        configuration_index: Index(u64_at(16)),
+        size: u64_at(24),
+    };
+    Ok((meta, u32_at(32)))
 }
 
 fn sort_newest_first(metas: &mut [SnapshotMeta]) {

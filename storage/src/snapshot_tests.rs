@@ -198,3 +198,83 @@ fn the_file_store_stages_restores_durably() {
         Err(SnapshotError::NotFound { .. })
     ));
 }
+
+/// `meta` in the version 1 layout earlier builds wrote, with the configuration in its own
+/// version 1 layout.
+fn legacy_meta(meta: &SnapshotMeta, data_crc: u32) -> Vec<u8> {
+    let mut configuration = vec![1u8];
+    configuration.put_u32_le(meta.configuration.servers.len() as u32);
+    for server in &meta.configuration.servers {
+        configuration.put_u64_le(server.id.0);
+        configuration.put_u8(match server.suffrage {
+            crate::Suffrage::Voter => 1,
+            crate::Suffrage::Nonvoter => 2,
+        });
+        configuration.put_u32_le(server.address.len() as u32);
+        configuration.put_slice(server.address.as_bytes());
+    }
+    let mut out = vec![1u8];
+    out.put_u64_le(meta.last.index.0);
+    out.put_u64_le(meta.last.term.0);
+    out.put_u64_le(meta.configuration_index.0);
+    out.put_u64_le(meta.size);
+    out.put_u32_le(data_crc);
+    out.put_u32_le(configuration.len() as u32);
+    out.put_slice(&configuration);
+    let crc = crc32c::crc32c(&out);
+    out.put_u32_le(crc);
+    out
+}
+
+#[test]
+fn version_1_metadata_still_opens_and_unknown_versions_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileSnapshotStore::new(dir.path(), 3).expect("store");
+    let data = b"state from an earlier build";
+    let written = write(&store, 3, 40, data);
+    let meta_path = dir.path().join(&written.id).join(META_FILE);
+    let current = std::fs::read(&meta_path).expect("read");
+    assert_eq!(current[0], META_VERSION);
+    assert_eq!(
+        decode_meta(&written.id, &current).expect("decode").0,
+        written
+    );
+
+    std::fs::write(&meta_path, legacy_meta(&written, crc32c::crc32c(data))).expect("write");
+    assert_eq!(store.list().expect("list"), vec![written.clone()]);
+    let (meta, read_back) = read(&store, &written.id).expect("open a version 1 snapshot");
+    assert_eq!((meta, read_back.as_slice()), (written.clone(), &data[..]));
+
+    // A version this build does not know, with a valid checksum: refused, and the reason
+    // names the version.
+    let mut future = current.clone();
+    future[0] = 3;
+    let body = future.len() - 4;
+    let crc = crc32c::crc32c(&future[..body]);
+    future[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&meta_path, &future).expect("write");
+    match read(&store, &written.id) {
+        Err(SnapshotError::Corruption { reason, .. }) => {
+            assert_eq!(reason, "unsupported metadata version 3");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    assert!(store.list().expect("list").is_empty());
+}
+
+#[test]
+fn every_truncation_of_metadata_is_a_typed_error() {
+    let meta = SnapshotMeta {
+        id: "x".into(),
+        last: LogId::new(Term(2), Index(9)),
+        configuration: configuration(),
+        configuration_index: Index(4),
+        size: 77,
+    };
+    for bytes in [encode_meta(&meta, 5), legacy_meta(&meta, 5)] {
+        assert_eq!(decode_meta("x", &bytes).expect("decode"), (meta.clone(), 5));
+        for cut in 0..bytes.len() {
+            assert!(decode_meta("x", &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -3,15 +3,20 @@
 # leader and through a follower (forwarding), beside a single unreplicated redis-server with
 # `appendfsync always` and with `appendfsync no`, all in one run, RUNS rounds (the four targets
 # interleaved in each round), then a Markdown table of medians. Loopback only; the data
-# directories of all of them are in one temporary directory (same file system).
+# directories of all of them are in one temporary directory (same file system). PIPELINE > 1
+# sends that many requests at a time per connection (redis-benchmark -P): ringraft-kv replicates
+# each run of consecutive writes as one batch.
 # Needs redis-server and redis-tools (Debian: apt-get install redis-server redis-tools).
 #
-#   tools/scripts/kv-redis-bench.sh [REQUESTS] [CLIENTS] [RUNS]    # defaults: 100000 50 3
+#   tools/scripts/kv-redis-bench.sh [REQUESTS] [CLIENTS] [RUNS] [PIPELINE]
+#                                                       # defaults: 100000 50 3 1
+#   tools/scripts/kv-redis-bench.sh 200000 50 3 16      # docs/PERFORMANCE.md's pipelined table
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 requests=${1:-100000}
 clients=${2:-50}
 runs=${3:-3}
+pipeline=${4:-1}
 for tool in redis-benchmark redis-cli redis-server; do
     command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install redis-server redis-tools)"; exit 1; }
 done
@@ -77,8 +82,9 @@ results="$dir/results" # lines: target|command|requests/s|p50 ms
 for run in $(seq "$runs"); do
     for t in "${targets[@]}"; do
         name=${t%%:*}
-        echo "== run $run: $name (redis-benchmark -t set,get,incr -n $requests -c $clients -q)"
-        lines=$(redis-benchmark -p "${t##*:}" -t set,get,incr -n "$requests" -c "$clients" -q 2>&1 \
+        echo "== run $run: $name (redis-benchmark -t set,get,incr -n $requests -c $clients -P $pipeline -q)"
+        lines=$(redis-benchmark -p "${t##*:}" -t set,get,incr -n "$requests" -c "$clients" \
+            -P "$pipeline" -q 2>&1 \
             | tr '\r' '\n' | grep 'requests per second')
         echo "$lines"
         echo "$lines" \

@@ -97,6 +97,68 @@ fn leader_and_forwarding_follower_serve_commands_and_no_forward_answers_notleade
     raw.read_to_end(&mut answer).expect("read until closed");
     assert!(answer.starts_with(b"-ERR Protocol error"), "{answer:?}");
     assert_eq!(call(&mut l, &["GET", "n"]), bulk("42"));
+
+    // Requests sent together (a pipeline) are answered in order, writes and reads mixed, on
+    // the leader (writes batched) and through the forwarding follower.
+    for (id, key) in [(leader, "p"), (follower, "q")] {
+        let mut raw =
+            std::net::TcpStream::connect(cluster.nodes[id - 1].client.as_str()).expect("connect");
+        raw.set_read_timeout(Some(REQUEST_TIMEOUT))
+            .expect("timeout");
+        let pipeline: Vec<Vec<&str>> = vec![
+            vec!["SET", key, "1"],
+            vec!["INCR", key],
+            vec!["INCRBY", key, "x"],
+            vec!["INCRBY", key, "10"],
+            vec!["GET", key],
+            vec!["PING"],
+            vec!["SET", key, "z", "NX"],
+            vec!["INCR", key],
+            vec!["DEL", key],
+            vec!["EXISTS", key],
+            vec!["INCR", key],
+        ];
+        let mut bytes = Vec::new();
+        for args in &pipeline {
+            let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+            bytes.extend(ringraft_tools::kv::resp::encode_request(&args));
+        }
+        raw.write_all(&bytes).expect("write the pipeline");
+        let mut replies = Vec::new();
+        let mut buf = Vec::new();
+        while replies.len() < pipeline.len() {
+            match ringraft_tools::kv::resp::parse_reply(&buf).expect("a valid reply") {
+                Some((reply, used)) => {
+                    buf.drain(..used);
+                    replies.push(reply);
+                }
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = raw.read(&mut chunk).expect("read replies");
+                    assert!(n > 0, "closed after {replies:?}");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        let error = |text: &str| Reply::Error(text.into());
+        assert_eq!(
+            replies,
+            vec![
+                ok(),
+                Reply::Integer(2),
+                error("ERR value is not an integer or out of range"),
+                Reply::Integer(12),
+                bulk("12"),
+                Reply::Simple("PONG".into()),
+                Reply::Bulk(None),
+                Reply::Integer(13),
+                Reply::Integer(1),
+                Reply::Integer(0),
+                Reply::Integer(1),
+            ],
+            "pipeline on node {id}"
+        );
+    }
     let _ = cluster.signal(1, libc::SIGTERM);
 }
 
@@ -292,12 +354,13 @@ fn redis_cli(port: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `redis-benchmark -t set,get,incr -n 100000 -c 50` against `port`; every INCR must have
-/// counted (an error reply would leave the counter short).
-fn redis_benchmark(cluster: &Cluster, port: &str, expected_counter: u64) {
+/// `redis-benchmark -t set,get,incr -n 100000 -c 50 -P pipeline` against `port`; every INCR
+/// must have counted (an error reply would leave the counter short).
+fn redis_benchmark(cluster: &Cluster, port: &str, pipeline: u32, expected_counter: u64) {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", port, "-q"])
         .args(["-t", "set,get,incr", "-n", "100000", "-c", "50"])
+        .args(["-P", &pipeline.to_string()])
         .output()
         .expect("running redis-benchmark (apt-get install redis-tools)");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
@@ -305,7 +368,10 @@ fn redis_benchmark(cluster: &Cluster, port: &str, expected_counter: u64) {
         .lines()
         .filter(|l| l.contains("requests per second"))
         .collect();
-    eprintln!("redis-benchmark -p {port}:\n{}", summary.join("\n"));
+    eprintln!(
+        "redis-benchmark -p {port} -P {pipeline}:\n{}",
+        summary.join("\n")
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(summary.len(), 3, "{text}");
     let leader = cluster.leader();
@@ -318,7 +384,7 @@ fn redis_benchmark(cluster: &Cluster, port: &str, expected_counter: u64) {
 /// Run with `cargo test -p ringraft-tools --test kv_cluster -- --ignored redis` after
 /// `apt-get install redis-tools` (a few minutes in a debug build).
 #[test]
-#[ignore = "needs redis-tools; runs redis-benchmark twice"]
+#[ignore = "needs redis-tools; runs redis-benchmark three times"]
 fn redis_cli_and_redis_benchmark_work_through_leader_and_follower() {
     let cluster = Cluster::start(3, |_| vec![]);
     let leader = cluster.leader();
@@ -333,6 +399,8 @@ fn redis_cli_and_redis_benchmark_work_through_leader_and_follower() {
     assert_eq!(redis_cli(&f, &["incr", "visits"]), "1");
     assert_eq!(redis_cli(&f, &["incr", "visits"]), "2");
     assert!(redis_cli(&f, &["raft.info"]).contains("role:follower"));
-    redis_benchmark(&cluster, &port(leader), 100_000);
-    redis_benchmark(&cluster, &f, 200_000);
+    redis_benchmark(&cluster, &port(leader), 1, 100_000);
+    redis_benchmark(&cluster, &f, 1, 200_000);
+    // Pipelines of 16: consecutive writes go to Raft as one batch.
+    redis_benchmark(&cluster, &port(leader), 16, 300_000);
 }

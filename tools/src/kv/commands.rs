@@ -10,7 +10,7 @@
 //! is never forwarded again (so a stale leader hint cannot make a loop): it gets
 //! `-NOTLEADER`.
 
-use super::fsm::Command;
+use super::fsm::{Command, KvState};
 use super::node::Node;
 use super::options::ReadMode;
 use super::resp;
@@ -36,12 +36,35 @@ pub enum Origin {
 pub enum Action {
     /// Answer with these reply bytes.
     Reply(Vec<u8>),
+    /// Answer with these reply bytes (the state machine's response, as Raft returned it).
+    Replied(bytes::Bytes),
     /// Send these arguments to the leader and relay its reply.
     Forward(Vec<Vec<u8>>),
 }
 
 fn upper(a: &[u8]) -> String {
     String::from_utf8_lossy(a).to_ascii_uppercase()
+}
+
+/// A command's name, upper-cased without allocating (a request's hot path); names longer than
+/// any command this service knows are empty.
+struct Name {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Name {
+    fn of(a: &[u8]) -> Name {
+        let mut bytes = [0u8; 16];
+        let len = if a.len() <= bytes.len() { a.len() } else { 0 };
+        bytes[..len].copy_from_slice(&a[..len]);
+        bytes.make_ascii_uppercase();
+        Name { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 fn wrong_args(name: &str) -> Action {
@@ -79,92 +102,30 @@ fn parse_i64(a: &[u8]) -> Option<i64> {
 
 /// Executes one request.
 pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action {
-    let Some(name) = args.first().map(|a| upper(a)) else {
+    let Some(name) = args.first().map(|a| Name::of(a)) else {
         return Action::Reply(Vec::new());
     };
+    let name = name.as_str();
     if name == "RAFT.FWD" {
         if origin == Origin::Forwarded || args.len() < 2 {
             return err("ERR RAFT.FWD is only for nodes forwarding a command");
         }
         return Box::pin(execute(node, args[1..].to_vec(), Origin::Forwarded)).await;
     }
+    let args = match step(args) {
+        Step::Read(query) => return read(node, origin, query).await,
+        Step::Write(command) => return write(node, origin, command).await,
+        Step::Invalid(reply) => return Action::Reply(reply),
+        Step::Other(args) => args,
+    };
     let n = args.len();
-    match name.as_str() {
+    match name {
         "PING" => match n {
             1 => Action::Reply(resp::simple("PONG")),
             2 => Action::Reply(resp::bulk(Some(&args[1]))),
-            _ => wrong_args(&name),
+            _ => wrong_args(name),
         },
         "ECHO" if n == 2 => Action::Reply(resp::bulk(Some(&args[1]))),
-        "GET" if n == 2 => {
-            read(node, origin, &args, |s| {
-                resp::bulk(s.data.get(&args[1]).map(|v| &v[..]))
-            })
-            .await
-        }
-        "EXISTS" if n >= 2 => {
-            read(node, origin, &args, |s| {
-                resp::integer(args[1..].iter().filter(|k| s.data.contains_key(*k)).count() as i64)
-            })
-            .await
-        }
-        "MGET" if n >= 2 => {
-            read(node, origin, &args, |s| {
-                let values: Vec<_> = args[1..].iter().map(|k| s.data.get(k).cloned()).collect();
-                resp::bulk_array(&values)
-            })
-            .await
-        }
-        "SET" if n >= 3 => {
-            let mut nx = false;
-            let mut xx = false;
-            for option in &args[3..] {
-                match upper(option).as_str() {
-                    "NX" => nx = true,
-                    "XX" => xx = true,
-                    _ => return err("ERR syntax error"),
-                }
-            }
-            if nx && xx {
-                return err("ERR syntax error");
-            }
-            let command = Command::Set {
-                key: args[1].clone(),
-                value: args[2].clone(),
-                nx,
-                xx,
-            };
-            write(node, origin, &args, command).await
-        }
-        "DEL" if n >= 2 => {
-            let keys = args[1..].to_vec();
-            write(node, origin, &args, Command::Del { keys }).await
-        }
-        "INCR" if n == 2 => {
-            let command = Command::IncrBy {
-                key: args[1].clone(),
-                by: 1,
-            };
-            write(node, origin, &args, command).await
-        }
-        "INCRBY" if n == 3 => {
-            let Some(by) = parse_i64(&args[2]) else {
-                return err("ERR value is not an integer or out of range");
-            };
-            let command = Command::IncrBy {
-                key: args[1].clone(),
-                by,
-            };
-            write(node, origin, &args, command).await
-        }
-        "CAS" if n == 4 => {
-            let command = Command::Cas {
-                key: args[1].clone(),
-                expected: args[2].clone(),
-                new: args[3].clone(),
-            };
-            write(node, origin, &args, command).await
-        }
         "RAFT.INFO" if n == 1 => Action::Reply(resp::bulk(Some(node.info().as_bytes()))),
         "RAFT.SNAPSHOT" if n == 1 => {
             let outcome = node.raft.snapshot().await;
@@ -200,7 +161,7 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
         }
         "GET" | "ECHO" | "EXISTS" | "MGET" | "SET" | "DEL" | "INCR" | "INCRBY" | "CAS"
         | "RAFT.INFO" | "RAFT.SNAPSHOT" | "RAFT.ADD" | "RAFT.REMOVE" | "RAFT.TRANSFER" => {
-            wrong_args(&name)
+            wrong_args(name)
         }
         // redis-benchmark reads `save` and `appendonly` with CONFIG GET: every setting is
         // reported empty.
@@ -216,53 +177,312 @@ pub async fn execute(node: &Node, args: Vec<Vec<u8>>, origin: Origin) -> Action 
     }
 }
 
-/// A read at the configured consistency.
-async fn read(
-    node: &Node,
-    origin: Origin,
-    args: &[Vec<u8>],
-    answer: impl FnOnce(&super::fsm::KvState) -> Vec<u8>,
-) -> Action {
-    let raft = &node.raft;
-    let point = match node.options.read_mode {
-        ReadMode::Stale => None,
-        ReadMode::Index => Some(raft.read_index(ENQUEUE_TIMEOUT)),
-        ReadMode::Lease => Some(raft.lease_read(ENQUEUE_TIMEOUT)),
-    };
-    if let Some(point) = point {
-        let index = match tokio::time::timeout(node.options.request_timeout, point).await {
-            Err(_) => return err("ERR read timed out"),
-            Ok(Err(ReadError::NotLeader { .. })) => return redirect(node, origin, args),
-            Ok(Err(e)) => return Action::Reply(resp::error(&format!("ERR read: {e}"))),
-            Ok(Ok(index)) => index,
+/// A read-only client command.
+pub enum Query {
+    /// `GET key`.
+    Get(Vec<u8>),
+    /// `EXISTS key...`.
+    Exists(Vec<Vec<u8>>),
+    /// `MGET key...`.
+    MGet(Vec<Vec<u8>>),
+}
+
+impl Query {
+    /// The request, for forwarding to the leader.
+    fn to_args(&self) -> Vec<Vec<u8>> {
+        let (name, keys) = match self {
+            Query::Get(key) => (&b"GET"[..], std::slice::from_ref(key)),
+            Query::Exists(keys) => (&b"EXISTS"[..], &keys[..]),
+            Query::MGet(keys) => (&b"MGET"[..], &keys[..]),
         };
-        // `read_index` resolves once this node applied `index`; waiting here as well keeps
-        // the read correct should that ever change.
-        let mut waited = Duration::ZERO;
-        while raft.applied_index() < index {
-            if waited > node.options.request_timeout {
-                return err("ERR read timed out waiting for the state machine");
+        std::iter::once(name.to_vec())
+            .chain(keys.iter().cloned())
+            .collect()
+    }
+
+    /// The reply, read from `state`.
+    fn answer(&self, state: &KvState) -> Vec<u8> {
+        match self {
+            Query::Get(key) => resp::bulk(state.data.get(key).map(|v| &v[..])),
+            Query::Exists(keys) => {
+                resp::integer(keys.iter().filter(|k| state.data.contains_key(*k)).count() as i64)
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            waited += Duration::from_millis(1);
+            Query::MGet(keys) => {
+                let values: Vec<_> = keys.iter().map(|k| state.data.get(k).cloned()).collect();
+                resp::bulk_array(&values)
+            }
         }
     }
-    Action::Reply(answer(&node.state.lock()))
+}
+
+/// The request a client command is, for forwarding to the leader; `None` for the commands
+/// no client sends (`Member`, which only `RAFT.ADD` proposes).
+fn command_args(command: &Command) -> Option<Vec<Vec<u8>>> {
+    let word = |w: &str| w.as_bytes().to_vec();
+    Some(match command {
+        Command::Set { key, value, nx, xx } => {
+            let mut args = vec![word("SET"), key.clone(), value.clone()];
+            args.extend(nx.then(|| word("NX")));
+            args.extend(xx.then(|| word("XX")));
+            args
+        }
+        Command::Del { keys } => std::iter::once(word("DEL"))
+            .chain(keys.iter().cloned())
+            .collect(),
+        Command::IncrBy { key, by } => vec![word("INCRBY"), key.clone(), word(&by.to_string())],
+        Command::Cas { key, expected, new } => {
+            vec![word("CAS"), key.clone(), expected.clone(), new.clone()]
+        }
+        Command::Member { .. } => return None,
+    })
+}
+
+/// How a request is run.
+enum Step {
+    /// A well-formed read.
+    Read(Query),
+    /// A well-formed write.
+    Write(Command),
+    /// A write with bad options: this error reply.
+    Invalid(Vec<u8>),
+    /// Anything else (including reads and writes with the wrong number of arguments, which
+    /// [`execute`] answers).
+    Other(Vec<Vec<u8>>),
+}
+
+impl Step {
+    /// Whether this request runs together with a run that began with `first`.
+    fn joins(&self, first: &Step) -> bool {
+        matches!(
+            (self, first),
+            (Step::Read(_), Step::Read(_)) | (Step::Write(_), Step::Write(_))
+        )
+    }
+}
+
+/// What `args` is; reads and writes take their arguments without copying them.
+fn step(args: Vec<Vec<u8>>) -> Step {
+    let Some(name) = args.first().map(|a| Name::of(a)) else {
+        return Step::Other(args);
+    };
+    let n = args.len();
+    let mut it = args.into_iter();
+    let command = it.next().unwrap_or_default();
+    let mut next = || it.next().unwrap_or_default();
+    match (name.as_str(), n) {
+        ("GET", 2) => Step::Read(Query::Get(next())),
+        ("EXISTS", 2..) => Step::Read(Query::Exists(it.collect())),
+        ("MGET", 2..) => Step::Read(Query::MGet(it.collect())),
+        ("SET", 3..) => {
+            let (key, value) = (next(), next());
+            let mut nx = false;
+            let mut xx = false;
+            for option in it {
+                match upper(&option).as_str() {
+                    "NX" => nx = true,
+                    "XX" => xx = true,
+                    _ => return Step::Invalid(resp::error("ERR syntax error")),
+                }
+            }
+            if nx && xx {
+                return Step::Invalid(resp::error("ERR syntax error"));
+            }
+            Step::Write(Command::Set { key, value, nx, xx })
+        }
+        ("DEL", 2..) => Step::Write(Command::Del { keys: it.collect() }),
+        ("INCR", 2) => Step::Write(Command::IncrBy { key: next(), by: 1 }),
+        ("INCRBY", 3) => {
+            let key = next();
+            match parse_i64(&next()) {
+                Some(by) => Step::Write(Command::IncrBy { key, by }),
+                None => Step::Invalid(resp::error("ERR value is not an integer or out of range")),
+            }
+        }
+        ("CAS", 4) => Step::Write(Command::Cas {
+            key: next(),
+            expected: next(),
+            new: next(),
+        }),
+        _ => Step::Other(std::iter::once(command).chain(it).collect()),
+    }
+}
+
+/// Requests of a pipeline that execute together: consecutive reads, or consecutive writes, of
+/// one origin; or one other request.
+pub struct Run {
+    origin: Origin,
+    steps: Vec<Step>,
+}
+
+/// Groups the requests a client (or a forwarding follower) sent together, a pipeline, into
+/// runs, in order: each run of consecutive writes goes to Raft as one `apply_batch`, each run
+/// of consecutive reads shares one read point taken after the writes before it were applied;
+/// anything else runs alone.
+pub fn runs(requests: Vec<Vec<Vec<u8>>>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for args in requests {
+        let (origin, args) = forwarded(args);
+        let next = step(args);
+        match runs.last_mut() {
+            Some(run) if run.origin == origin && next.joins(&run.steps[0]) => run.steps.push(next),
+            _ => runs.push(Run {
+                origin,
+                steps: vec![next],
+            }),
+        }
+    }
+    runs
+}
+
+impl Run {
+    /// Executes the run: one action per request, in order.
+    pub async fn execute(self, node: &Node) -> Vec<Action> {
+        let (mut reads, mut writes, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+        for step in self.steps {
+            match step {
+                Step::Read(query) => reads.push(query),
+                Step::Write(command) => writes.push(command),
+                Step::Invalid(reply) => actions.push(Action::Reply(reply)),
+                Step::Other(args) => actions.push(execute(node, args, self.origin).await),
+            }
+        }
+        // A run is all reads, all writes or one other request.
+        if !reads.is_empty() {
+            actions.extend(read_batch(node, self.origin, reads).await);
+        }
+        if !writes.is_empty() {
+            actions.extend(write_batch(node, self.origin, writes).await);
+        }
+        actions
+    }
+}
+
+/// A request's origin, and its arguments without the `RAFT.FWD` a forwarding node put before
+/// them (a pipeline a follower forwards is executed as one, like a client's). A malformed
+/// `RAFT.FWD` is left for [`execute`] to refuse.
+fn forwarded(mut args: Vec<Vec<u8>>) -> (Origin, Vec<Vec<u8>>) {
+    let is_fwd = |a: &[u8]| Name::of(a).as_str() == "RAFT.FWD";
+    if args.len() >= 2 && is_fwd(&args[0]) && !is_fwd(&args[1]) {
+        args.remove(0);
+        (Origin::Forwarded, args)
+    } else {
+        (Origin::Client, args)
+    }
+}
+
+/// Why a read point could not be had.
+enum ReadFailure {
+    NotLeader,
+    Reply(Vec<u8>),
+}
+
+/// Waits until reads at the configured consistency may be served from this node's state.
+async fn read_point(node: &Node) -> Result<(), ReadFailure> {
+    let raft = &node.raft;
+    let point = match node.options.read_mode {
+        ReadMode::Stale => return Ok(()),
+        ReadMode::Index => raft.read_index(ENQUEUE_TIMEOUT),
+        ReadMode::Lease => raft.lease_read(ENQUEUE_TIMEOUT),
+    };
+    let index = match tokio::time::timeout(node.options.request_timeout, point).await {
+        Err(_) => return Err(ReadFailure::Reply(resp::error("ERR read timed out"))),
+        Ok(Err(ReadError::NotLeader { .. })) => return Err(ReadFailure::NotLeader),
+        Ok(Err(e)) => return Err(ReadFailure::Reply(resp::error(&format!("ERR read: {e}")))),
+        Ok(Ok(index)) => index,
+    };
+    // `read_index` resolves once this node applied `index`; waiting here as well keeps the
+    // read correct should that ever change.
+    let mut waited = Duration::ZERO;
+    while raft.applied_index() < index {
+        if waited > node.options.request_timeout {
+            return Err(ReadFailure::Reply(resp::error(
+                "ERR read timed out waiting for the state machine",
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        waited += Duration::from_millis(1);
+    }
+    Ok(())
+}
+
+/// A read at the configured consistency.
+async fn read(node: &Node, origin: Origin, query: Query) -> Action {
+    let mut answers = read_batch(node, origin, vec![query]).await;
+    answers.pop().unwrap_or_else(|| err("ERR no reply"))
+}
+
+/// Reads sharing one read point, answered in order.
+async fn read_batch(node: &Node, origin: Origin, queries: Vec<Query>) -> Vec<Action> {
+    match read_point(node).await {
+        Ok(()) => {
+            let state = node.state.lock();
+            queries
+                .iter()
+                .map(|query| Action::Reply(query.answer(&state)))
+                .collect()
+        }
+        Err(ReadFailure::NotLeader) => queries
+            .iter()
+            .map(|query| redirect(node, origin, &query.to_args()))
+            .collect(),
+        Err(ReadFailure::Reply(reply)) => queries
+            .iter()
+            .map(|_| Action::Reply(reply.clone()))
+            .collect(),
+    }
 }
 
 /// A replicated write.
-async fn write(node: &Node, origin: Origin, args: &[Vec<u8>], command: Command) -> Action {
-    let proposal = node.raft.apply(command.encode(), ENQUEUE_TIMEOUT);
-    match tokio::time::timeout(node.options.request_timeout, proposal).await {
-        Err(_) => err("UNKNOWN timed out after the command was proposed"),
-        Ok(Ok(applied)) => Action::Reply(applied.response.to_vec()),
-        Ok(Err(e)) => apply_error(node, origin, args, e),
+async fn write(node: &Node, origin: Origin, command: Command) -> Action {
+    let mut answers = write_batch(node, origin, vec![command]).await;
+    answers.pop().unwrap_or_else(|| err("ERR no reply"))
+}
+
+/// Writes replicated as one batch of entries (`apply` for one), answered in order.
+async fn write_batch(node: &Node, origin: Origin, commands: Vec<Command>) -> Vec<Action> {
+    let encoded: Vec<_> = commands.iter().map(Command::encode).collect();
+    let outcome = if let [one] = &encoded[..] {
+        let proposal = node.raft.apply(one.clone(), ENQUEUE_TIMEOUT);
+        tokio::time::timeout(node.options.request_timeout, proposal)
+            .await
+            .map(|applied| applied.map(|a| vec![a.response]))
+    } else {
+        let proposal = node.raft.apply_batch(encoded, ENQUEUE_TIMEOUT);
+        tokio::time::timeout(node.options.request_timeout, proposal)
+            .await
+            .map(|applied| applied.map(|a| a.responses))
+    };
+    match outcome {
+        Err(_) => commands
+            .iter()
+            .map(|_| err("UNKNOWN timed out after the command was proposed"))
+            .collect(),
+        Ok(Ok(responses)) if responses.len() == commands.len() => {
+            responses.into_iter().map(Action::Replied).collect()
+        }
+        Ok(Ok(responses)) => commands
+            .iter()
+            .map(|_| {
+                err(&format!(
+                    "UNKNOWN {} responses for {} commands",
+                    responses.len(),
+                    commands.len()
+                ))
+            })
+            .collect(),
+        Ok(Err(e)) => commands
+            .iter()
+            .map(|command| apply_error(node, origin, command, e.clone()))
+            .collect(),
     }
 }
 
-fn apply_error(node: &Node, origin: Origin, args: &[Vec<u8>], e: ApplyError) -> Action {
+fn apply_error(node: &Node, origin: Origin, command: &Command, e: ApplyError) -> Action {
     match e {
-        ApplyError::NotLeader { .. } => redirect(node, origin, args),
+        ApplyError::NotLeader { .. } => match command_args(command) {
+            Some(args) => redirect(node, origin, &args),
+            None => Action::Reply(not_leader(node)),
+        },
         ApplyError::LeadershipLost | ApplyError::Shutdown => err(&format!("UNKNOWN {e}")),
         ApplyError::EnqueueTimeout => err("ERR busy: the node's submission queue is full"),
         e => err(&format!("ERR {e}")),
@@ -295,14 +515,13 @@ async fn add(node: &Node, origin: Origin, args: &[Vec<u8>]) -> Action {
     let mut members = node.unrecorded_initial_members();
     members.push((id, raft_address.clone(), client_address));
     for (id, raft, client) in members {
-        if let Action::Reply(reply) =
-            write(node, origin, args, Command::Member { id, raft, client }).await
-        {
-            if reply.first() == Some(&b'-') {
-                return Action::Reply(reply);
+        match write(node, origin, Command::Member { id, raft, client }).await {
+            Action::Reply(reply) if reply.first() == Some(&b'-') => return Action::Reply(reply),
+            Action::Replied(reply) if reply.first() == Some(&b'-') => {
+                return Action::Replied(reply)
             }
-        } else {
-            return Action::Reply(not_leader(node));
+            Action::Reply(_) | Action::Replied(_) => {}
+            Action::Forward(_) => return Action::Reply(not_leader(node)),
         }
     }
     let future = if nonvoter {
@@ -329,5 +548,82 @@ async fn membership(
             err(&format!("UNKNOWN {e}"))
         }
         Ok(Err(e)) => err(&format!("ERR {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request of these words.
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().copied().map(Vec::from).collect()
+    }
+
+    #[test]
+    fn requests_are_classified_and_forwarded_writes_keep_their_meaning() {
+        let writes = [
+            &["set", "k", "v"][..],
+            &["SET", "k", "v", "nx"],
+            &["Set", "k", "v", "XX"],
+            &["DEL", "a", "b"],
+            &["incr", "n"],
+            &["INCRBY", "n", "-4"],
+            &["CAS", "k", "1", "2"],
+        ];
+        for words in writes {
+            let Step::Write(command) = step(args(words)) else {
+                panic!("{words:?} is a write");
+            };
+            // The request a follower forwards means the same command on the leader.
+            let forwarded = command_args(&command).expect("a client command");
+            assert!(
+                matches!(step(forwarded), Step::Write(c) if c == command),
+                "{words:?}"
+            );
+        }
+        for words in [&["GET", "k"][..], &["exists", "a", "b"], &["MGET", "a"]] {
+            let Step::Read(query) = step(args(words)) else {
+                panic!("{words:?} is a read");
+            };
+            let mut upper = args(words);
+            upper[0].make_ascii_uppercase();
+            assert_eq!(query.to_args(), upper);
+        }
+        for words in [&["SET", "k", "v", "NX", "XX"][..], &["INCRBY", "n", "x"]] {
+            assert!(matches!(step(args(words)), Step::Invalid(_)), "{words:?}");
+        }
+        for words in [
+            &["GET"][..],
+            &["INCR", "a", "b"],
+            &["PING"],
+            &["A-VERY-LONG-COMMAND-NAME"],
+        ] {
+            assert!(
+                matches!(step(args(words)), Step::Other(a) if a == args(words)),
+                "{words:?}"
+            );
+        }
+        assert!(command_args(&Command::Member {
+            id: 1,
+            raft: "a".into(),
+            client: "b".into()
+        })
+        .is_none());
+    }
+
+    #[test]
+    fn forwarded_requests_lose_their_prefix_once() {
+        assert_eq!(
+            forwarded(args(&["raft.fwd", "SET", "k", "v"])),
+            (Origin::Forwarded, args(&["SET", "k", "v"]))
+        );
+        for words in [
+            &["SET", "k", "v"][..],
+            &["RAFT.FWD"],
+            &["RAFT.FWD", "RAFT.FWD", "GET", "k"],
+        ] {
+            assert_eq!(forwarded(args(words)), (Origin::Client, args(words)));
+        }
     }
 }

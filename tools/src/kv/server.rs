@@ -1,11 +1,14 @@
 //! The RESP server: a tokio current-thread runtime on its own thread, one task per client
-//! connection, requests on a connection answered in order.
+//! connection, requests on a connection answered in order. Requests that arrive together on a
+//! connection (a client's pipeline) are executed together: consecutive writes as one
+//! `apply_batch`, consecutive reads on one read point (see `commands::runs`); on a follower,
+//! such a run is forwarded to the leader as one pipeline.
 //!
 //! A malformed request gets `-ERR Protocol error: ...` and its connection is closed; nothing a
 //! client sends can panic the server. A follower forwards commands to the leader over one
 //! connection per client connection (opened on first use, re-opened when the leader changes).
 
-use super::commands::{execute, Action, Origin};
+use super::commands::{execute, runs, Action, Origin};
 use super::node::Node;
 use super::resp::{self, parse_reply, parse_request};
 use ringraft::RaftState;
@@ -79,27 +82,53 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut forwarder = Forwarder::default();
     loop {
-        // Answer every whole request received, then write the replies together (pipelining).
+        // Answer every whole request received, then write the replies together. Requests
+        // that arrived together (a pipeline) run together: consecutive writes as one batch.
+        let mut requests = Vec::new();
+        let mut consumed = 0;
+        let mut malformed = None;
         loop {
-            match parse_request(&buf) {
+            match parse_request(&buf[consumed..]) {
                 Ok(None) => break,
                 Ok(Some((args, used))) => {
-                    buf.drain(..used);
-                    if args.is_empty() {
-                        continue;
+                    consumed += used;
+                    if !args.is_empty() {
+                        requests.push(args);
                     }
-                    let reply = match execute(&node, args, Origin::Client).await {
-                        Action::Reply(r) => r,
-                        Action::Forward(args) => forwarder.forward(&node, args).await,
-                    };
-                    out.extend_from_slice(&reply);
                 }
                 Err(e) => {
-                    out.extend_from_slice(&resp::error(&format!("ERR {e}")));
-                    let _ = stream.write_all(&out).await;
-                    return;
+                    malformed = Some(e);
+                    break;
                 }
             }
+        }
+        buf.drain(..consumed);
+        if !requests.is_empty() {
+            // Requests for the leader are forwarded together, as a pipeline, before the next
+            // run executes here (so a later read here cannot overtake an earlier write).
+            let mut to_forward = Vec::new();
+            for run in runs(requests) {
+                forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                for action in run.execute(&node).await {
+                    match action {
+                        Action::Forward(args) => to_forward.push(args),
+                        Action::Reply(reply) => {
+                            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                            out.extend_from_slice(&reply);
+                        }
+                        Action::Replied(reply) => {
+                            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+                            out.extend_from_slice(&reply);
+                        }
+                    }
+                }
+            }
+            forward_all(&node, &mut forwarder, &mut to_forward, &mut out).await;
+        }
+        if let Some(e) = malformed {
+            out.extend_from_slice(&resp::error(&format!("ERR {e}")));
+            let _ = stream.write_all(&out).await;
+            return;
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -121,6 +150,21 @@ async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     }
 }
 
+/// Forwards the `requests` gathered so far (if any) and appends their replies to `out`.
+async fn forward_all(
+    node: &Node,
+    forwarder: &mut Forwarder,
+    requests: &mut Vec<Vec<Vec<u8>>>,
+    out: &mut Vec<u8>,
+) {
+    if requests.is_empty() {
+        return;
+    }
+    for reply in forwarder.forward(node, std::mem::take(requests)).await {
+        out.extend_from_slice(&reply);
+    }
+}
+
 /// One client connection's link to the leader.
 #[derive(Default)]
 struct Forwarder {
@@ -129,17 +173,26 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    /// Sends `args` to the leader and returns its reply (or an error reply saying whether the
-    /// command may have happened).
-    async fn forward(&mut self, node: &Node, args: Vec<Vec<u8>>) -> Vec<u8> {
+    /// Sends `requests` to the leader together (a pipeline) and returns its replies, in order;
+    /// where a reply cannot be had, an error reply saying whether the command may have
+    /// happened.
+    async fn forward(&mut self, node: &Node, requests: Vec<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
+        let all = |reply: Vec<u8>| vec![reply; requests.len()];
         let address = match wait_for_leader(node).await {
-            Leader::Unknown => return resp::error("ERR no leader known; try again"),
+            Leader::Unknown => return all(resp::error("ERR no leader known; try again")),
             // This node won an election meanwhile.
             Leader::Me => {
-                return match Box::pin(execute(node, args, Origin::Forwarded)).await {
-                    Action::Reply(r) => r,
-                    Action::Forward(_) => resp::error("ERR not the leader any more"),
+                let mut replies = Vec::with_capacity(requests.len());
+                for args in requests {
+                    replies.push(
+                        match Box::pin(execute(node, args, Origin::Forwarded)).await {
+                            Action::Reply(r) => r,
+                            Action::Replied(r) => r.to_vec(),
+                            Action::Forward(_) => resp::error("ERR not the leader any more"),
+                        },
+                    );
                 }
+                return replies;
             }
             Leader::At(address) => address,
         };
@@ -147,7 +200,7 @@ impl Forwarder {
             self.link = None;
             let target: SocketAddr = match address.parse() {
                 Ok(a) => a,
-                Err(_) => return resp::error("ERR leader has no valid client address"),
+                Err(_) => return all(resp::error("ERR leader has no valid client address")),
             };
             let timeout = node.options.request_timeout;
             match tokio::time::timeout(timeout, node.connect_from_client_host(target)).await {
@@ -156,14 +209,21 @@ impl Forwarder {
                     self.link = Some((address.clone(), s));
                     self.buf.clear();
                 }
-                _ => return resp::error(&format!("ERR cannot reach the leader at {address}")),
+                _ => {
+                    let reply = resp::error(&format!("ERR cannot reach the leader at {address}"));
+                    return all(reply);
+                }
             }
         }
         let Some((_, stream)) = self.link.as_mut() else {
-            return resp::error("ERR cannot reach the leader");
+            return all(resp::error("ERR cannot reach the leader"));
         };
-        let mut request = vec![b"RAFT.FWD".to_vec()];
-        request.extend(args);
+        let mut pipeline = Vec::new();
+        for args in &requests {
+            let mut request = vec![b"RAFT.FWD".to_vec()];
+            request.extend(args.iter().cloned());
+            pipeline.extend(resp::encode_request(&request));
+        }
         // A leader that stalls (paused, partitioned) is replaced by an election well before
         // the timeout: stop waiting for it as soon as this node hears of another leader.
         let forwarded_to = node.raft.leader();
@@ -172,30 +232,33 @@ impl Forwarder {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        let request = resp::encode_request(&request);
+        let mut replies = Vec::with_capacity(requests.len());
         let exchanged = tokio::time::timeout(
             node.options.request_timeout * 2,
-            exchange(stream, &request, &mut self.buf),
+            exchange(
+                stream,
+                &pipeline,
+                &mut self.buf,
+                requests.len(),
+                &mut replies,
+            ),
         );
         let outcome = tokio::select! {
             outcome = exchanged => Some(outcome),
             () = deposed => None,
         };
-        let Some(outcome) = outcome else {
-            self.link = None;
-            return resp::error("UNKNOWN the leader changed while the request was forwarded");
-        };
-        match outcome {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                self.link = None;
+        let failure = match outcome {
+            Some(Ok(Ok(()))) => return replies,
+            None => resp::error("UNKNOWN the leader changed while the request was forwarded"),
+            Some(Ok(Err(e))) => {
                 resp::error(&format!("UNKNOWN forwarding to the leader failed: {e}"))
             }
-            Err(_) => {
-                self.link = None;
-                resp::error("UNKNOWN forwarding to the leader timed out")
-            }
-        }
+            Some(Err(_)) => resp::error("UNKNOWN forwarding to the leader timed out"),
+        };
+        // The replies that arrived stand; the rest may or may not have happened.
+        self.link = None;
+        replies.resize(requests.len(), failure);
+        replies
     }
 }
 
@@ -226,16 +289,22 @@ async fn wait_for_leader(node: &Node) -> Leader {
     }
 }
 
-/// Writes `request` and reads one reply, returned as its raw bytes.
+/// Writes `request` (`count` requests) and reads their replies into `replies`, each as its raw
+/// bytes.
 async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     buf: &mut Vec<u8>,
-) -> io::Result<Vec<u8>> {
+    count: usize,
+    replies: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
     stream.write_all(request).await?;
-    loop {
+    while replies.len() < count {
         match parse_reply(buf) {
-            Ok(Some((_, used))) => return Ok(buf.drain(..used).collect()),
+            Ok(Some((_, used))) => {
+                replies.push(buf.drain(..used).collect());
+                continue;
+            }
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
@@ -249,4 +318,5 @@ async fn exchange(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    Ok(())
 }

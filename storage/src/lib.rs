@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod configuration;
+mod crc;
 mod error;
 mod inmem;
 mod log_cache;

@@ -93,6 +93,11 @@ impl AlignedBuf {
         &self.blocks.as_bytes()[..self.len]
     }
 
+    /// The used bytes, to patch in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.blocks.as_mut_bytes()[..self.len]
+    }
+
     /// Bytes in use.
     pub fn len(&self) -> usize {
         self.len

@@ -188,6 +188,9 @@ struct Stage {
     prefix: Option<Index>,
     /// Buffers of written batches, reused so that steady-state appends do not allocate.
     free: Vec<AlignedBuf>,
+    /// Entry records staged by the append in progress whose checksum is still to be
+    /// computed: (chunk, start in its buffer, length). See [`State::finish_checksums`].
+    unchecked: Vec<(usize, usize, usize)>,
 }
 
 impl Stage {
@@ -322,6 +325,51 @@ impl State {
         write_record(chunk, config, kind, id, data, extensions)
     }
 
+    /// [`State::stage_record`] for an entry, leaving its checksum to
+    /// [`State::finish_checksums`], which computes three at a time.
+    fn stage_entry_unchecked(
+        &mut self,
+        config: &WalConfig,
+        kind: u8,
+        id: LogId,
+        data: &[u8],
+        extensions: &[u8],
+    ) -> (u32, u32) {
+        let len = encoded_len(data.len() + extensions.len());
+        self.room_for(len, config);
+        let last = self.stage.chunks.len() - 1;
+        let chunk = &mut self.stage.chunks[last];
+        let start = chunk.buf.len();
+        let at = encode_record(chunk, config, kind, id, data, extensions);
+        self.stage.unchecked.push((last, start, len));
+        at
+    }
+
+    /// Computes and writes the checksums of the records staged by
+    /// [`State::stage_entry_unchecked`], three interleaved at a time (`crate::crc`). Must run
+    /// before the lock is released: the writer takes only finished records.
+    fn finish_checksums(&mut self) {
+        let mut pending = std::mem::take(&mut self.stage.unchecked);
+        for group in pending.chunks(3) {
+            let chunks = &self.stage.chunks;
+            let bytes = |&(c, start, len): &(usize, usize, usize)| -> &[u8] {
+                &chunks[c].buf.as_slice()[start..start + len]
+            };
+            let crcs = match group {
+                [a, b, c] => crate::crc::crc32c_3(bytes(a), bytes(b), bytes(c)),
+                [a, b] => crate::crc::crc32c_3(bytes(a), bytes(b), b""),
+                [a] => [crc32c::crc32c(bytes(a)), 0, 0],
+                _ => [0; 3],
+            };
+            for (&(c, start, _), crc) in group.iter().zip(crcs) {
+                let field = start + CRC_FIELD.start..start + CRC_FIELD.end;
+                self.stage.chunks[c].buf.as_mut_slice()[field].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        pending.clear();
+        self.stage.unchecked = pending;
+    }
+
     fn stage_marker(&mut self, config: &WalConfig, kind: u8, index: Index) -> Ticket {
         let ticket = self.next_ticket();
         self.stage_record(config, kind, LogId::new(Term(0), index), b"", b"");
@@ -393,6 +441,26 @@ fn write_record(
     data: &[u8],
     extensions: &[u8],
 ) -> (u32, u32) {
+    let start = chunk.buf.len();
+    let at = encode_record(chunk, config, kind, id, data, extensions);
+    let out = &mut chunk.buf.as_mut_slice()[start..];
+    // CRC-32C of the header with its crc field zero, the body and the padding: exactly
+    // what `record::record_header` computes (checked by a test).
+    let crc = crc32c::crc32c(out);
+    out[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
+    at
+}
+
+/// [`write_record`] without the checksum: the crc field is left zero, as the checksum covers
+/// it.
+fn encode_record(
+    chunk: &mut Chunk,
+    config: &WalConfig,
+    kind: u8,
+    id: LogId,
+    data: &[u8],
+    extensions: &[u8],
+) -> (u32, u32) {
     let size = data.len() + extensions.len();
     let len = encoded_len(size);
     let header = record::RecordHeader {
@@ -421,10 +489,6 @@ fn write_record(
     if !pad.is_empty() {
         pad.fill(0);
     }
-    // CRC-32C of the header with its crc field zero, the body and the padding: exactly
-    // what `record::record_header` computes (checked by a test).
-    let crc = crc32c::crc32c(out);
-    out[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
     // Segments are at most 4 GiB (checked by `WalConfig::validate`).
     (chunk.segment, offset as u32)
 }
@@ -644,7 +708,7 @@ impl LogStore for WalLogStore {
         let ticket = state.next_ticket();
         let mut staged_bytes = 0;
         for entry in entries {
-            let (segment, offset) = state.stage_record(
+            let (segment, offset) = state.stage_entry_unchecked(
                 &self.config,
                 entry.kind.code(),
                 entry.id,
@@ -659,12 +723,14 @@ impl LogStore for WalLogStore {
             if staged_bytes >= STAGE_BYTES_PER_LOCK {
                 // Let a writer that is between batches take what is staged so far.
                 staged_bytes = 0;
+                state.finish_checksums();
                 drop(state);
                 // A writer woken by the unlock would usually lose the lock to us again.
                 std::thread::yield_now();
                 state = self.shared.lock();
             }
         }
+        state.finish_checksums();
         state.stage.ticket = ticket;
         let wake = state.writer_waiting;
         drop(state);

@@ -336,6 +336,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
         ticket: Ticket(0),
         prefix: None,
         free: Vec::new(),
+        unchecked: Vec::new(),
     };
     if let Some(tail) = tail {
         if tail.torn_end > tail.valid_len {

@@ -19,7 +19,8 @@ use powerloss_support::{
 };
 use ringraft_crashfs::{OpKind, Phase};
 use ringraft_storage::{
-    Entry, EntryKind, HardState, Index, LogId, LogStore, Term, Ticket, WalConfig, WalLogStore,
+    BackendKind, Entry, EntryKind, HardState, Index, LogId, LogStore, Term, Ticket, WalConfig,
+    WalLogStore,
 };
 use std::collections::VecDeque;
 use std::path::Path;
@@ -87,11 +88,12 @@ fn powerloss_wal_child() {
     }
 }
 
-/// What the children said across rounds: the highest acknowledged index, the newest floor.
-#[derive(Default)]
+/// What the children said across rounds: the highest acknowledged index, the newest floor;
+/// and the backend a WAL gets on this machine's own file system.
 struct Said {
     acked: u64,
     floor: u64,
+    backend: BackendKind,
 }
 
 const AIMS: &[Aim] = &[
@@ -125,7 +127,16 @@ fn power_loss_rounds(
     let wal = under(&fs, "wal");
     let mut rng = Rng::new(seed);
     let mut points = CrashPoints::default();
-    let said = Arc::new(Mutex::new(Said::default()));
+    let probe = tempfile::tempdir().expect("temporary directory");
+    let backend = WalLogStore::open(config(probe.path()))
+        .map_err(|e| format!("a WAL on the machine's file system: {e}"))?
+        .info()
+        .backend;
+    let said = Arc::new(Mutex::new(Said {
+        acked: 0,
+        floor: 0,
+        backend,
+    }));
     for round in 0..rounds {
         fs.set_mode(mode_for(round));
         let trigger = AIMS[(round % AIMS.len() as u64) as usize].trigger(&mut rng);
@@ -167,6 +178,15 @@ fn power_loss_rounds(
 /// Reopens the WAL and checks it against what the children said.
 fn check(wal: &Path, said: &Said) -> Result<(), String> {
     let store = WalLogStore::open(config(wal)).map_err(|e| format!("reopen: {e}"))?;
+    // The backend users get: io_uring with O_DIRECT wherever this machine's own file system
+    // has it (crashfs serves O_DIRECT opens), not a silent fallback to the portable one.
+    if store.info().backend != said.backend {
+        return Err(format!(
+            "the WAL runs {:?} on crashfs, {:?} on the machine's file system",
+            store.info().backend,
+            said.backend
+        ));
+    }
     let (first, last) = (store.first_index().0, store.last_index().0);
     if last < said.acked {
         return Err(format!(

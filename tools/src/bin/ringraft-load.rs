@@ -35,6 +35,7 @@ use clap::Parser;
 use ringraft::ApplyPlacement;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
 use ringraft_tools::load::drive::{self, Load};
+use ringraft_tools::load::groups;
 use ringraft_tools::load::report::{process_cpu_secs, svg_plot, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +99,18 @@ struct Cli {
     /// layout).
     #[arg(long)]
     apply_thread: bool,
+    /// Run N Raft groups of --nodes nodes each in this process (in memory: needs --inmem) and
+    /// report how long until all have leaders, their idle CPU and resident memory per
+    /// replica, and the writes of the --active ones.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    groups: Option<u64>,
+    /// With --groups: how many groups the clients write to, spread evenly [default: the
+    /// smaller of --groups and --clients].
+    #[arg(long, value_name = "M", requires = "groups")]
+    active: Option<u64>,
+    /// With --groups: the quiet window over which idle CPU is measured, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds, requires = "groups")]
+    idle_secs: Duration,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -131,6 +144,8 @@ struct Args {
     engine: Engine,
     /// Unmeasured writes before the measured run.
     warmup: u64,
+    /// `--groups`, `--active` and `--idle-secs`.
+    groups: Option<(usize, usize, Duration)>,
 }
 
 impl Cli {
@@ -162,11 +177,103 @@ impl Cli {
                 apply,
             },
             warmup: self.warmup,
+            groups: match self.groups {
+                None => None,
+                Some(n) => {
+                    let n = usize::try_from(n).map_err(|e| format!("--groups {n}: {e}"))?;
+                    let active = match self.active {
+                        Some(m) => usize::try_from(m).map_err(|e| format!("--active {m}: {e}"))?,
+                        None => n.min(clients),
+                    };
+                    if active > n {
+                        return Err(format!("--active {active} is more than --groups {n}"));
+                    }
+                    if !self.inmem {
+                        return Err("--groups runs in-memory groups only: add --inmem (durable \
+                                    groups would each need their own WAL, listener and thread \
+                                    until groups share them)"
+                            .into());
+                    }
+                    Some((n, active, self.idle_secs))
+                }
+            },
         })
     }
 }
 
+/// `--groups`: many in-memory groups; prints what `load::groups::run` measured.
+fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Result<bool, String> {
+    let out = groups::run(
+        groups,
+        args.nodes,
+        active,
+        &args.load,
+        args.warmup,
+        idle,
+        Duration::from_secs(120),
+    )?;
+    let summary = out.load.as_ref().map(|o| {
+        Summary::new(
+            args.load.clients,
+            &o.histogram,
+            o.errors,
+            o.elapsed_secs,
+            0.0,
+        )
+    });
+    let number = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "null".to_string(), |v| format!("{v:.digits$}"))
+    };
+    if args.json {
+        println!(
+            "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
+\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"elect_all_s\":{},\"elected\":{},\
+\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{}}}",
+            out.groups,
+            active,
+            args.load.clients,
+            number(summary.as_ref().map(|s| s.writes_per_sec()), 0),
+            number(summary.as_ref().map(|s| s.p50_us), 1),
+            number(summary.as_ref().map(|s| s.p99_us), 1),
+            number(out.elect_all_secs, 3),
+            out.elected,
+            out.idle_cpu_pct,
+            out.rss_per_replica_bytes,
+            out.threads,
+        );
+    } else {
+        println!(
+            "ringraft-load: {groups} groups of {} nodes in memory, {active} active",
+            args.nodes
+        );
+        match out.elect_all_secs {
+            Some(s) => println!("  every group had a leader after {s:.2} s"),
+            None => println!(
+                "  only {} of {groups} groups had a leader within 120 s",
+                out.elected
+            ),
+        }
+        println!(
+            "  idle: {:.1} % of one core, {} bytes resident per replica, {} threads",
+            out.idle_cpu_pct, out.rss_per_replica_bytes, out.threads
+        );
+        if let Some(s) = &summary {
+            println!(
+                "  writes: {:.0} writes/s, latency µs p50 {:.1} p99 {:.1} ({} failed)",
+                s.writes_per_sec(),
+                s.p50_us,
+                s.p99_us,
+                s.errors
+            );
+        }
+    }
+    Ok(out.elected == out.groups && summary.is_none_or(|s| s.errors == 0))
+}
+
 fn run(args: &Args) -> Result<bool, String> {
+    if let Some((groups, active, idle)) = args.groups {
+        return run_groups(args, groups, active, idle);
+    }
     // The temporary directory lives until the end of the run, then is removed.
     let (mode, _temp) = if args.inmem {
         (Mode::Inmem, None)
@@ -215,10 +322,10 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
             progress: false,
             ..load.clone()
         };
-        drive::run(&leader, &warmup)?;
+        drive::run(std::slice::from_ref(&leader), &warmup)?;
     }
     let cpu_before = process_cpu_secs();
-    let outcome = drive::run(&leader, load)?;
+    let outcome = drive::run(std::slice::from_ref(&leader), load)?;
     let cpu = process_cpu_secs() - cpu_before;
     let summary = Summary::new(
         load.clients,

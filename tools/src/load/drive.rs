@@ -154,15 +154,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("client runtime: {e}"))
 }
 
-/// Runs `load` against `leader`.
-pub fn run(leader: &Raft, load: &Load) -> Result<Outcome, String> {
+/// Runs `load` against `leaders` (one per Raft group; client `c`, or request `i` in open
+/// loop, goes to `leaders[c % len]`).
+pub fn run(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
+    if leaders.is_empty() {
+        return Err("no leader to load".into());
+    }
     match load.rate {
-        None => closed_loop(leader, load),
-        Some(rate) => open_loop(leader, load, rate),
+        None => closed_loop(leaders, load),
+        Some(rate) => open_loop(leaders, load, rate),
     }
 }
 
-fn closed_loop(leader: &Raft, load: &Load) -> Result<Outcome, String> {
+fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
     let rt = runtime()?;
     let counters = Arc::new(Counters::default());
     let ops_mode = load.ops.is_some();
@@ -173,8 +177,11 @@ fn closed_loop(leader: &Raft, load: &Load) -> Result<Outcome, String> {
     let histogram = rt.block_on(async {
         let clients: Vec<_> = (0..load.clients)
             .map(|client| {
-                let (raft, payload_bytes, counters) =
-                    (leader.clone(), load.payload_bytes, counters.clone());
+                let (raft, payload_bytes, counters) = (
+                    leaders[client % leaders.len()].clone(),
+                    load.payload_bytes,
+                    counters.clone(),
+                );
                 tokio::spawn(async move {
                     let mut h = new_histogram();
                     let mut seq = 0;
@@ -227,7 +234,7 @@ fn closed_loop(leader: &Raft, load: &Load) -> Result<Outcome, String> {
 /// counts in the latency of the requests it delays).
 const OPEN_LOOP_OUTSTANDING_MAX: usize = 1 << 20;
 
-fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
+fn open_loop(leaders: &[Raft], load: &Load, rate: f64) -> Result<Outcome, String> {
     if !(rate.is_finite() && rate > 0.0) {
         return Err("--rate must be a positive number".into());
     }
@@ -241,8 +248,8 @@ fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
     let started = now();
     let interval_ns = 1e9 / rate;
     let pacer = {
-        let (raft, payload_bytes, counters, histogram, last_done) = (
-            leader.clone(),
+        let (leaders, payload_bytes, counters, histogram, last_done) = (
+            leaders.to_vec(),
             load.payload_bytes,
             counters.clone(),
             histogram.clone(),
@@ -268,6 +275,7 @@ fn open_loop(leader: &Raft, load: &Load, rate: f64) -> Result<Outcome, String> {
                         );
                     }
                     counters.active.fetch_add(1, Ordering::Relaxed);
+                    let raft = &leaders[(i % leaders.len() as u64) as usize];
                     let reply = raft.apply(command(0, i, payload_bytes), Duration::ZERO);
                     let (counters, histogram, last_done) =
                         (counters.clone(), histogram.clone(), last_done.clone());

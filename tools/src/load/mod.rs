@@ -1,5 +1,5 @@
 //! The pieces of `ringraft-load`: a local cluster ([`cluster`]), the load it drives at the
-//! leader ([`drive`]) and what it reports ([`report`]).
+//! leader ([`drive`]), what it reports ([`report`]), and many groups at once ([`groups`]).
 //!
 //! ```text
 //!  clients (tasks on one tokio thread) ──apply──► leader ──► followers
@@ -10,4 +10,5 @@
 
 pub mod cluster;
 pub mod drive;
+pub mod groups;
 pub mod report;

@@ -1,0 +1,79 @@
+//! `ringraft-load --groups`: several in-memory Raft groups in one process, each elects a
+//! leader, idle cost is measured, and the active groups take writes.
+
+use std::process::Command;
+
+const LOAD: &str = env!("CARGO_BIN_EXE_ringraft-load");
+
+fn field<'a>(json: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":");
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + key.len();
+    let rest = &json[start..];
+    &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+}
+
+#[test]
+fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
+    let out = Command::new(LOAD)
+        .args([
+            "--inmem",
+            "--groups",
+            "4",
+            "--active",
+            "2",
+            "--clients",
+            "4",
+        ])
+        .args([
+            "--duration",
+            "1",
+            "--idle-secs",
+            "0.3",
+            "--warmup",
+            "20",
+            "--json",
+        ])
+        .output()
+        .expect("running ringraft-load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = text.trim();
+    assert_eq!(field(json, "groups"), "4");
+    assert_eq!(field(json, "active"), "2");
+    assert_eq!(field(json, "elected"), "4");
+    let elect: f64 = field(json, "elect_all_s").parse().expect("elect_all_s");
+    assert!(elect > 0.0 && elect < 120.0, "{json}");
+    let writes: f64 = field(json, "writes_per_sec")
+        .parse()
+        .expect("writes_per_sec");
+    assert!(writes > 0.0, "{json}");
+    for name in ["p50_us", "p99_us", "idle_cpu_pct", "rss_per_replica_bytes"] {
+        let v: f64 = field(json, name)
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(v >= 0.0, "{json}");
+    }
+}
+
+#[test]
+fn groups_are_refused_without_inmem_and_active_above_groups() {
+    let out = Command::new(LOAD)
+        .args(["--groups", "2"])
+        .output()
+        .expect("running ringraft-load");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--inmem"));
+    let out = Command::new(LOAD)
+        .args(["--inmem", "--groups", "2", "--active", "3"])
+        .output()
+        .expect("running ringraft-load");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--active 3"));
+}

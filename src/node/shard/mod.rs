@@ -408,6 +408,9 @@ impl Shard {
     /// One turn of the loop at `now`; true if work was left over.
     pub(crate) fn turn(&mut self, now: Time, waker: &Waker) -> bool {
         let mut busy = false;
+        if let Some(failure) = self.snapshot_io.take_failure() {
+            self.fatal.get_or_insert(failure);
+        }
         if let Some(Applier::Inline {
             adaptive: Some(slow),
             ..

@@ -91,10 +91,14 @@ pub(crate) struct SnapshotIo {
     jobs: Jobs,
     /// Set at shutdown: jobs still queued are dropped, not done.
     stopping: Arc<AtomicBool>,
+    /// The worker's thread could not be started (see [`SnapshotIo::take_failure`]).
+    failure: Option<String>,
 }
 
 /// Where submitted jobs go.
 enum Jobs {
+    /// No job yet: the worker's thread starts with the first (`None` once stopped).
+    NotStarted(Option<Box<Worker>>),
     /// To the worker thread (`None` once stopped).
     Thread(Option<mpsc::Sender<SnapshotJob>>),
     /// Held until [`SnapshotIo::run_queued`] does them on the caller's thread: the simulator
@@ -108,23 +112,27 @@ enum Jobs {
 }
 
 impl SnapshotIo {
-    /// Starts the worker of node `id`.
+    /// The worker of node `id`. Its thread starts with the first job: most nodes of a
+    /// process hosting many groups never snapshot, and a thread each capped such a process
+    /// near 5 400 groups (docs/PERFORMANCE.md, "Many groups in one process").
     pub(crate) fn start(
         id: NodeId,
         store: Arc<dyn SnapshotStore>,
         events: mpsc::Sender<ShardEvent>,
         shared: Arc<Shared>,
     ) -> std::io::Result<SnapshotIo> {
-        let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker::new(id, store, events, shared, stopping.clone());
-        std::thread::Builder::new()
-            .name(format!("ringraft-snapshots-{}", id.0))
-            .spawn(move || worker.run(rx))?;
         Ok(SnapshotIo {
-            jobs: Jobs::Thread(Some(tx)),
+            jobs: Jobs::NotStarted(Some(Box::new(worker))),
             stopping,
+            failure: None,
         })
+    }
+
+    /// Why the worker's thread could not start, once (the node cannot go on without it).
+    pub(crate) fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
     }
 
     /// A worker without a thread: jobs wait until [`SnapshotIo::run_queued`].
@@ -143,12 +151,32 @@ impl SnapshotIo {
                 worker,
             },
             stopping,
+            failure: None,
         }
     }
 
     /// Queues `job`; false if the worker is gone (the node is stopping).
     pub(crate) fn submit(&mut self, job: SnapshotJob) -> bool {
+        if let Jobs::NotStarted(worker) = &mut self.jobs {
+            let Some(worker) = worker.take() else {
+                return false; // stopped before any job
+            };
+            let name = format!("ringraft-snapshots-{}", worker.id.0);
+            let (tx, rx) = mpsc::channel();
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker.run(rx))
+            {
+                Ok(_) => self.jobs = Jobs::Thread(Some(tx)),
+                Err(e) => {
+                    self.failure = Some(format!("starting the snapshot worker thread: {e}"));
+                    self.jobs = Jobs::Thread(None);
+                    return false;
+                }
+            }
+        }
         match &mut self.jobs {
+            Jobs::NotStarted(_) => false,
             Jobs::Thread(tx) => tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
             #[cfg(feature = "sim")]
             Jobs::Queued { jobs, .. } => {
@@ -165,7 +193,7 @@ impl SnapshotIo {
     #[cfg(feature = "sim")]
     pub(crate) fn queued_jobs(&self) -> usize {
         match &self.jobs {
-            Jobs::Thread(_) => 0,
+            Jobs::NotStarted(_) | Jobs::Thread(_) => 0,
             Jobs::Queued { jobs, .. } => jobs.len(),
         }
     }
@@ -190,6 +218,7 @@ impl SnapshotIo {
     pub(crate) fn stop(&mut self) {
         self.stopping.store(true, Ordering::Release);
         match &mut self.jobs {
+            Jobs::NotStarted(worker) => *worker = None,
             Jobs::Thread(tx) => *tx = None,
             #[cfg(feature = "sim")]
             Jobs::Queued { jobs, worker } => {

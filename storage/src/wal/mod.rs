@@ -305,29 +305,15 @@ impl State {
         &mut self.stage.chunks[last]
     }
 
-    /// Encodes one record in place at the end of the log; returns its segment and offset.
-    /// The caller has checked the payload size against the configuration.
+    /// Encodes one record in place at the end of the log, its checksum left to
+    /// [`State::finish_checksums`]; returns its segment and offset. The caller has checked
+    /// the payload size against the configuration.
     ///
-    /// The bytes are copied once, into the buffer the writer hands to the kernel, and the
-    /// checksum is then computed in one pass over the record while it is in cache: for 64-byte
-    /// entries, four checksum calls (header, data, extensions, padding) cost more than the
-    /// copy did.
-    fn stage_record(
-        &mut self,
-        config: &WalConfig,
-        kind: u8,
-        id: LogId,
-        data: &[u8],
-        extensions: &[u8],
-    ) -> (u32, u32) {
-        let len = encoded_len(data.len() + extensions.len());
-        let chunk = self.room_for(len, config);
-        write_record(chunk, config, kind, id, data, extensions)
-    }
-
-    /// [`State::stage_record`] for an entry, leaving its checksum to
-    /// [`State::finish_checksums`], which computes three at a time.
-    fn stage_entry_unchecked(
+    /// The bytes are copied once, into the buffer the writer hands to the kernel; the checksum
+    /// is then computed in one pass over the whole record (for 64-byte entries, four checksum
+    /// calls (header, data, extensions, padding) cost more than the copy did), three records
+    /// interleaved when an append stages many.
+    fn stage_unchecked(
         &mut self,
         config: &WalConfig,
         kind: u8,
@@ -345,8 +331,22 @@ impl State {
         at
     }
 
+    /// One record, checksummed at once.
+    fn stage_record(
+        &mut self,
+        config: &WalConfig,
+        kind: u8,
+        id: LogId,
+        data: &[u8],
+        extensions: &[u8],
+    ) -> (u32, u32) {
+        let at = self.stage_unchecked(config, kind, id, data, extensions);
+        self.finish_checksums();
+        at
+    }
+
     /// Computes and writes the checksums of the records staged by
-    /// [`State::stage_entry_unchecked`], three interleaved at a time (`crate::crc`). Must run
+    /// [`State::stage_unchecked`], three interleaved at a time (`crate::crc`). Must run
     /// before the lock is released: the writer takes only finished records.
     fn finish_checksums(&mut self) {
         let mut pending = std::mem::take(&mut self.stage.unchecked);
@@ -708,7 +708,7 @@ impl LogStore for WalLogStore {
         let ticket = state.next_ticket();
         let mut staged_bytes = 0;
         for entry in entries {
-            let (segment, offset) = state.stage_entry_unchecked(
+            let (segment, offset) = state.stage_unchecked(
                 &self.config,
                 entry.kind.code(),
                 entry.id,

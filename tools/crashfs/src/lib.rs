@@ -201,6 +201,14 @@ fn errno(e: model::Errno) -> Errno {
     Errno::from_i32(e)
 }
 
+/// Answers an operation that returns nothing but success or an error.
+fn empty(reply: ReplyEmpty, result: Result<(), model::Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn attr(a: Attr) -> FileAttr {
     let epoch = SystemTime::UNIX_EPOCH;
     FileAttr {
@@ -288,17 +296,11 @@ impl Filesystem for Adaptor {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.with(|m| m.remove(parent.0, name, false)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.with(|m| m.remove(parent.0, name, false)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.with(|m| m.remove(parent.0, name, true)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.with(|m| m.remove(parent.0, name, true)));
     }
 
     fn rename(
@@ -318,10 +320,10 @@ impl Filesystem for Adaptor {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.with(|m| m.rename(parent.0, name, newparent.0, newname, no_replace)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(
+            reply,
+            self.with(|m| m.rename(parent.0, name, newparent.0, newname, no_replace)),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -429,10 +431,7 @@ impl Filesystem for Adaptor {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.with(|m| m.fsync(ino.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.with(|m| m.fsync(ino.0)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -487,10 +486,7 @@ impl Filesystem for Adaptor {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.with(|m| m.fsync_dir(ino.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.with(|m| m.fsync_dir(ino.0)));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -515,9 +511,9 @@ impl Filesystem for Adaptor {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.with(|m| m.fallocate(ino.0, offset, length, mode)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(
+            reply,
+            self.with(|m| m.fallocate(ino.0, offset, length, mode)),
+        );
     }
 }

@@ -155,7 +155,7 @@ impl Data {
         }
     }
 
-    /// The byte at `i` (< len).
+    /// Copies the bytes from `from` on into `out` (`from + out.len()` ≤ len).
     fn copy_into(&self, from: u64, out: &mut [u8]) {
         match self {
             Data::Bytes(b) => out.copy_from_slice(&b[from as usize..from as usize + out.len()]),

@@ -128,7 +128,8 @@ pub use api::{
     get_configuration, has_existing_state, parse_peers_json, read_peers_json, recover_cluster,
     Applied, AppliedBatch, ApplyError, ApplyPlacement, BootstrapClusterError, Config, ConfigError,
     Fsm, FsmError, FsmSnapshot, IntoTransport, LeaderChanges, LeaderObservation, MembershipError,
-    Observation, Observer, ObserverId, PeersJsonError, Raft, RaftFuture, RaftState, ReadError,
-    RecoverClusterError, ReloadConfigError, ReloadableConfig, RestoreError, ShardHost, StartError,
-    TakeSnapshotError, TcpTransportConfig, TransferError,
+    MultiRaft, MultiRaftConfig, MultiRaftStats, Observation, Observer, ObserverId, PeersJsonError,
+    Raft, RaftFuture, RaftState, ReadError, RecoverClusterError, ReloadConfigError,
+    ReloadableConfig, RestoreError, ShardHost, StartError, TakeSnapshotError, TcpTransportConfig,
+    TransferError,
 };

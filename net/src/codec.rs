@@ -134,6 +134,8 @@ pub fn kind_of(body: &Body) -> FrameKind {
         Body::TimeoutNow => FrameKind::TimeoutNow,
         Body::InstallSnapshot(_) => FrameKind::InstallSnapshot,
         Body::InstallSnapshotResponse(_) => FrameKind::InstallSnapshotResponse,
+        Body::Quiesce { .. } => FrameKind::Quiesce,
+        Body::NodePing => FrameKind::NodePing,
     }
 }
 
@@ -308,6 +310,10 @@ pub fn encode_message(
         Body::Heartbeat {
             leader_commit,
             round,
+        }
+        | Body::Quiesce {
+            leader_commit,
+            round,
         } => {
             b.u64(leader_commit.0);
             b.u64(*round);
@@ -324,7 +330,7 @@ pub fn encode_message(
             b.u8(u8::from(*granted))
         }
         Body::PreVote { last_log_id } => log_id(&mut b, *last_log_id),
-        Body::TimeoutNow => {}
+        Body::TimeoutNow | Body::NodePing => {}
         Body::InstallSnapshot(s) => encode_snapshot(&mut b, s, max_frame_bytes)?,
         Body::InstallSnapshotResponse(r) => {
             log_id(&mut b, r.last);
@@ -688,6 +694,11 @@ fn decode_message(
             granted: r.bool("granted")?,
         },
         FrameKind::TimeoutNow => Body::TimeoutNow,
+        FrameKind::Quiesce => Body::Quiesce {
+            leader_commit: Index(r.u64()?),
+            round: r.u64()?,
+        },
+        FrameKind::NodePing => Body::NodePing,
         FrameKind::InstallSnapshot => Body::InstallSnapshot(decode_snapshot(r)?),
         FrameKind::InstallSnapshotResponse => {
             let last = r.log_id()?;

@@ -160,6 +160,11 @@ fn arb_body() -> impl Strategy<Value = Body> {
         arb_log_id().prop_map(|last_log_id| Body::PreVote { last_log_id }),
         any::<bool>().prop_map(|granted| Body::PreVoteResponse { granted }),
         Just(Body::TimeoutNow),
+        (any::<u64>(), any::<u64>()).prop_map(|(c, round)| Body::Quiesce {
+            leader_commit: Index(c),
+            round
+        }),
+        Just(Body::NodePing),
         arb_snapshot().prop_map(Body::InstallSnapshot),
         (
             arb_log_id(),
@@ -217,6 +222,11 @@ fn every_kind_has_a_table_case_that_round_trips() {
         message(Body::HeartbeatResponse { round: 1 }),
         message(Body::TimeoutNow),
         message(Body::PreVoteResponse { granted: true }),
+        message(Body::Quiesce {
+            leader_commit: Index(4),
+            round: 9,
+        }),
+        message(Body::NodePing),
     ];
     for m in &cases {
         round_trip(m, GroupId(0));

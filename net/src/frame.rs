@@ -101,11 +101,15 @@ pub enum FrameKind {
     InstallSnapshot,
     /// `Body::InstallSnapshotResponse`.
     InstallSnapshotResponse,
+    /// `Body::Quiesce`.
+    Quiesce,
+    /// `Body::NodePing`.
+    NodePing,
 }
 
 impl FrameKind {
     /// Every kind, for tests and tables.
-    pub const ALL: [FrameKind; 12] = [
+    pub const ALL: [FrameKind; 14] = [
         FrameKind::Hello,
         FrameKind::AppendEntries,
         FrameKind::AppendEntriesResponse,
@@ -118,6 +122,8 @@ impl FrameKind {
         FrameKind::TimeoutNow,
         FrameKind::InstallSnapshot,
         FrameKind::InstallSnapshotResponse,
+        FrameKind::Quiesce,
+        FrameKind::NodePing,
     ];
 
     /// The kind's stable wire code.
@@ -135,6 +141,8 @@ impl FrameKind {
             FrameKind::TimeoutNow => 24,
             FrameKind::InstallSnapshot => 25,
             FrameKind::InstallSnapshotResponse => 26,
+            FrameKind::Quiesce => 27,
+            FrameKind::NodePing => 28,
         }
     }
 
@@ -153,6 +161,16 @@ impl FrameKind {
                 | FrameKind::PreVoteResponse
                 | FrameKind::InstallSnapshotResponse
         )
+    }
+
+    /// True for requests the receiver answers (a transport tracks them until it does):
+    /// every request but `TimeoutNow`, `Quiesce` and `NodePing`, which are one-way.
+    pub fn expects_response(self) -> bool {
+        !self.is_response()
+            && !matches!(
+                self,
+                FrameKind::Hello | FrameKind::TimeoutNow | FrameKind::Quiesce | FrameKind::NodePing
+            )
     }
 
     /// The request kind a response kind answers (`None` for requests and Hello).

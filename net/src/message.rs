@@ -75,6 +75,21 @@ pub enum Body {
     InstallSnapshot(InstallSnapshot),
     /// Follower → leader: what the follower has of the snapshot.
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// Leader → follower: a heartbeat that also says "this group is idle and every follower
+    /// holds every entry: stop expecting heartbeats". Sent by leaders whose node hosts many
+    /// groups and watches its peer nodes' liveness (quiescence, ARCHITECTURE §14); the follower
+    /// pauses its election timer until any other message arrives or the leader's node goes
+    /// silent. Not answered.
+    Quiesce {
+        /// The commit index, capped at what the follower is known to hold.
+        leader_commit: Index,
+        /// The leader's heartbeat round.
+        round: u64,
+    },
+    /// Node → node: "this node is alive", between hosts of many groups that watch each other
+    /// (quiescence, ARCHITECTURE §14). Sent outside any group; the host consumes it, no
+    /// consensus core sees it. Not answered.
+    NodePing,
 }
 
 /// One chunk of a snapshot.
@@ -189,6 +204,8 @@ impl Body {
             Body::TimeoutNow => "TimeoutNow",
             Body::InstallSnapshot(_) => "InstallSnapshot",
             Body::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+            Body::Quiesce { .. } => "Quiesce",
+            Body::NodePing => "NodePing",
         }
     }
 }

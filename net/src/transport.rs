@@ -57,6 +57,14 @@ pub trait Transport {
         let _ = peer;
     }
 
+    /// True if this transport reports [`TransportEvent::PeerDisconnected`] whenever a peer's
+    /// node goes silent, a connection or not (a host of many groups pings its peer nodes and
+    /// does). Nodes on such a transport may quiesce when idle (ARCHITECTURE §14): a quiesced
+    /// follower learns of its leader's failure from that report alone. The default is false.
+    fn reports_silent_peers(&self) -> bool {
+        false
+    }
+
     /// The next event, or `Pending` (registering `cx`'s waker). `Ready(None)` once the
     /// transport has shut down.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;
@@ -218,6 +226,12 @@ pub enum PeerError {
     Disconnected,
     /// This transport shut down.
     Shutdown,
+    /// Nothing arrived from the peer's node for this long although it is pinged (a host of
+    /// many groups watching its peers' liveness, ARCHITECTURE §14).
+    Silent {
+        /// How long it has been silent, in milliseconds.
+        for_ms: u64,
+    },
 }
 
 impl fmt::Display for PeerError {
@@ -231,6 +245,9 @@ impl fmt::Display for PeerError {
             PeerError::NotConnected => write!(f, "not connected"),
             PeerError::Disconnected => write!(f, "disconnected by the test network"),
             PeerError::Shutdown => write!(f, "the transport shut down"),
+            PeerError::Silent { for_ms } => {
+                write!(f, "nothing heard from the peer for {for_ms} ms")
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) mod error;
 pub(crate) mod fsm;
 pub(crate) mod future;
 pub mod metrics;
+mod multi;
 pub(crate) mod observer;
 mod offline;
 pub(crate) mod outcome;
@@ -67,6 +68,7 @@ pub use error::{
 };
 pub use fsm::{Fsm, FsmError, FsmSnapshot};
 pub use future::RaftFuture;
+pub use multi::{MultiRaft, MultiRaftConfig, MultiRaftStats};
 pub use observer::{Observation, Observer, ObserverId};
 pub use offline::{get_configuration, has_existing_state, recover_cluster, RecoverClusterError};
 pub use outcome::{Applied, AppliedBatch, RaftState};

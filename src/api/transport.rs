@@ -45,11 +45,21 @@ pub trait IntoTransport: Send + 'static {
     fn runs_tasks(&self) -> bool {
         false
     }
+
+    /// True if the transport will report a silent peer node (see
+    /// [`Transport::reports_silent_peers`]): the node then quiesces when idle.
+    fn reports_silent_peers(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + Send + 'static> IntoTransport for T {
     async fn into_transport(self) -> Result<Box<dyn Transport>, String> {
         Ok(Box::new(self))
+    }
+
+    fn reports_silent_peers(&self) -> bool {
+        Transport::reports_silent_peers(self)
     }
 }
 

@@ -58,12 +58,15 @@ pub enum Mutation {
     /// In the node glue: a read (ReadIndex, lease read, barrier) is answered once the core
     /// says it may be served, before the state machine has applied up to its index.
     GlueReplyBeforeApply,
+    /// A quiesced follower ignores its host's report that the leader's node went silent
+    /// (it waits for a message that never comes).
+    QuiescedIgnoresSilence,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 17] = [
+    pub const ALL: [Mutation; 18] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -81,6 +84,7 @@ impl Mutation {
         Mutation::GlueAckBeforeDurable,
         Mutation::GlueApplyBeforeCommit,
         Mutation::GlueReplyBeforeApply,
+        Mutation::QuiescedIgnoresSilence,
     ];
 
     /// The mutation's command-line name.
@@ -103,6 +107,7 @@ impl Mutation {
             Mutation::GlueAckBeforeDurable => "glue-ack-before-durable",
             Mutation::GlueApplyBeforeCommit => "glue-apply-before-commit",
             Mutation::GlueReplyBeforeApply => "glue-reply-before-apply",
+            Mutation::QuiescedIgnoresSilence => "quiesced-ignores-silence",
         }
     }
 
@@ -155,6 +160,13 @@ pub struct CoreConfig {
     /// Heartbeat rounds a catching-up server gets before its promotion fails with
     /// `PromotionTimeout`.
     pub promotion_rounds_max: u64,
+    /// Quiesce when idle (ARCHITECTURE §14): a leader that has had nothing to do for an
+    /// election timeout, with every follower holding every entry, sends `Quiesce` and stops
+    /// heartbeating; its followers pause their election timers. Any request or message wakes
+    /// the group. Only for nodes whose host tells them when a peer node goes silent
+    /// (`Input::PeerUnreachable`): a quiesced follower learns of its leader's failure from
+    /// nothing else. Off by default.
+    pub quiesce: bool,
     /// A bug to inject (simulator only).
     #[cfg(feature = "sim")]
     pub mutation: Option<Mutation>,
@@ -180,6 +192,7 @@ impl CoreConfig {
             shutdown_on_remove: true,
             promotion_lag_max: None,
             promotion_rounds_max: 100,
+            quiesce: false,
             #[cfg(feature = "sim")]
             mutation: None,
         }

@@ -27,6 +27,10 @@ use std::collections::BTreeSet;
 
 impl Core {
     pub(super) fn handle_message(&mut self, m: Message) {
+        if m.body == Body::NodePing {
+            // Liveness between hosts; a host consumes these before any core sees them.
+            return;
+        }
         if m.to != self.id() {
             self.invalid(Some(m.from), InvalidInput::WrongRecipient { to: m.to });
             return;
@@ -52,14 +56,20 @@ impl Core {
             | Body::RequestVoteResponse { .. }
             | Body::TimeoutNow
             | Body::InstallSnapshot(_)
-            | Body::InstallSnapshotResponse(_) => {}
+            | Body::InstallSnapshotResponse(_)
+            | Body::Quiesce { .. }
+            | Body::NodePing => {}
         }
         if m.term > self.term {
             let leader = match m.body {
                 // The sender leads the newer term. (An InstallSnapshot comes from a leader too,
                 // but hashicorp and the thesis adopt only the term; its handler follows it.)
-                Body::AppendEntries(_) | Body::Heartbeat { .. } | Body::TimeoutNow => Some(m.from),
+                Body::AppendEntries(_)
+                | Body::Heartbeat { .. }
+                | Body::Quiesce { .. }
+                | Body::TimeoutNow => Some(m.from),
                 Body::AppendEntriesResponse(_)
+                | Body::NodePing
                 | Body::HeartbeatResponse { .. }
                 | Body::RequestVote { .. }
                 | Body::RequestVoteResponse { .. }
@@ -109,7 +119,16 @@ impl Core {
                 | Body::InstallSnapshotResponse(_)
                 | Body::TimeoutNow
                 | Body::PreVote { .. }
-                | Body::PreVoteResponse { .. } => {}
+                | Body::PreVoteResponse { .. }
+                | Body::NodePing => {}
+                // A stale leader's Quiesce: tell it about the newer term, as for a heartbeat.
+                Body::Quiesce { round, .. } => self.send_when_durable(
+                    m.from,
+                    Body::AppendEntriesResponse(AppendEntriesResponse {
+                        result: AppendResult::StaleTerm,
+                        round,
+                    }),
+                ),
             }
             return;
         }
@@ -126,8 +145,9 @@ impl Core {
             Body::TimeoutNow => self.handle_timeout_now(m.from),
             Body::InstallSnapshot(chunk) => self.handle_install_snapshot(m.from, chunk),
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(m.from, r),
+            Body::Quiesce { leader_commit, .. } => self.handle_quiesce(m.from, leader_commit),
             // Handled before the term rules.
-            Body::PreVote { .. } | Body::PreVoteResponse { .. } => {}
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } | Body::NodePing => {}
         }
     }
 
@@ -135,6 +155,7 @@ impl Core {
     /// within the election timeout.
     pub(super) fn in_leader_lease(&self) -> bool {
         matches!(self.role, RoleState::Leader(_))
+            || (self.quiesced && self.leader.is_some())
             || self.now.nanos_since(self.last_leader_contact) < self.election_timeout_nanos()
     }
 
@@ -356,6 +377,7 @@ impl Core {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was = self.role();
         self.win_after_seq = None;
+        self.quiesced = false;
         if matches!(self.role, RoleState::Leader(_)) {
             self.finish_transfer(term > self.term);
             self.fail_leader_requests();

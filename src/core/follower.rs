@@ -176,7 +176,7 @@ impl Core {
         self.send_when_term_durable(from, Body::HeartbeatResponse { round });
     }
 
-    fn advance_follower_commit(&mut self, commit: Index) {
+    pub(super) fn advance_follower_commit(&mut self, commit: Index) {
         if commit > self.commit {
             self.commit = commit;
             self.emit_apply();

@@ -82,6 +82,9 @@ pub(crate) struct LeaderState {
     /// Rounds sent before this time do not count for the lease: the election timeout changed
     /// then (a reload), and voters decided on their votes before it with the old one.
     pub(crate) lease_rounds_from: Time,
+    /// When the leader last woke from quiescence: its step-down check counts from then, not
+    /// from acknowledgements that predate the quiet.
+    woke_at: Time,
 }
 
 impl LeaderState {
@@ -106,7 +109,29 @@ impl LeaderState {
             restoring: None,
             lease_void: false,
             lease_rounds_from: now,
+            woke_at: now,
         }
+    }
+
+    /// Wakes from quiescence at `now`: a heartbeat round starts when the batch closes, and the
+    /// step-down check counts from now.
+    pub(crate) fn wake(&mut self, now: Time, heartbeat_nanos: u64) {
+        self.woke_at = now;
+        self.broadcast_needed = true;
+        self.next_heartbeat_at = now.plus_nanos(heartbeat_nanos);
+    }
+
+    /// True when no request waits on this leader and nothing is being replicated or handed
+    /// over (a condition of quiescence).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending_commits.is_empty()
+            && self.reads_awaiting_commit.is_empty()
+            && self.verifications.is_empty()
+            && !self.broadcast_needed
+            && !self.replication_needed
+            && self.promotion.is_none()
+            && self.transfer.is_none()
+            && self.restoring.is_none()
     }
 
     /// The current heartbeat round.
@@ -384,7 +409,8 @@ impl Core {
             l.became_leader_at
         } else {
             l.sent_at(quorum_round)
-        };
+        }
+        .max(l.woke_at);
         if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
             // Leader lease step-down: we cannot show a quorum still follows us. (A leader that
             // is a quorum by itself needs no one: a slow thread must not depose it.)
@@ -394,6 +420,12 @@ impl Core {
         }
         if now >= l.next_heartbeat_at {
             l.next_heartbeat_at = now.plus_nanos(heartbeat);
+            if self.try_quiesce() {
+                return;
+            }
+            let Some(l) = self.leader_state_mut() else {
+                return;
+            };
             l.broadcast_needed = true;
             let departed = l.progress.values().any(|p| p.removed_at_round.is_some());
             self.check_promotion(true);

@@ -41,6 +41,7 @@ mod leader;
 mod log;
 mod membership;
 mod progress;
+mod quiesce;
 mod restore;
 mod rng;
 mod snapshot;
@@ -117,6 +118,10 @@ pub struct Core {
     /// Peers the transport reported unreachable and not heard from since (leadership
     /// transfers to them fail fast).
     unreachable: BTreeSet<NodeId>,
+    /// Quiesced (see `quiesce`): no timer runs.
+    quiesced: bool,
+    /// When the last request or message other than a heartbeat acknowledgement arrived.
+    active_at: Time,
 }
 
 impl Core {
@@ -211,6 +216,8 @@ impl Core {
             win_after_seq: None,
             effects: Vec::new(),
             unreachable: BTreeSet::new(),
+            quiesced: false,
+            active_at: now,
         };
         core.configs_changed();
         core.reset_election_deadline();
@@ -238,6 +245,7 @@ impl Core {
     /// as the latest time seen).
     pub fn step(&mut self, now: Time, input: Input) {
         self.now = self.now.max(now);
+        self.note_activity(&input);
         match input {
             Input::Tick => self.tick(),
             Input::Message(message) => self.handle_message(message),
@@ -273,7 +281,10 @@ impl Core {
             Input::RestoreStaged { token, meta } => self.restore_staged(token, meta),
             Input::RestoreStageFailed { token } => self.restore_stage_failed(token),
             Input::Reconfigure(timing) => self.reconfigure(timing),
-            Input::PeerUnreachable { peer } => self.transfer_target_unreachable(peer),
+            Input::PeerUnreachable { peer } => {
+                self.quiesced_leader_silent(peer);
+                self.transfer_target_unreachable(peer)
+            }
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),
         }
@@ -289,6 +300,9 @@ impl Core {
 
     /// When the core next needs a `Tick` (the earliest timer).
     pub fn next_timer(&self) -> Time {
+        if self.quiesced {
+            return Core::quiesced_timer();
+        }
         match &self.role {
             RoleState::Leader(l) => l.next_heartbeat_at,
             _ => self.election_deadline,

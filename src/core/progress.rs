@@ -90,6 +90,19 @@ impl Progress {
         }
     }
 
+    /// Holds every entry up to `last`, has nothing in flight, is a member, and acknowledged
+    /// heartbeat round `round` (a condition of quiescence).
+    pub fn is_caught_up(&self, last: Index, round: u64) -> bool {
+        self.match_index == last
+            && self.acked_round >= round
+            && self.removed_at_round.is_none()
+            && match &self.state {
+                ReplicationState::Replicate { inflight } => inflight.is_empty(),
+                ReplicationState::Probe { paused } => !paused,
+                ReplicationState::Snapshot { .. } => false,
+            }
+    }
+
     /// Records that an AppendEntries ending at `last` was sent.
     pub fn on_sent(&mut self, last: Index, carried_entries: bool) {
         match &mut self.state {

@@ -26,6 +26,7 @@ pub(crate) mod clock;
 pub(crate) mod host;
 pub(crate) mod metrics;
 pub(crate) mod reply;
+pub(crate) mod router;
 pub(crate) mod runtime;
 pub(crate) mod shard;
 pub(crate) mod signal;

@@ -36,7 +36,8 @@ pub(crate) fn start_node(
         .build_hasher()
         .finish()
         ^ config.local_id.0;
-    let core_config = config.core_config(seed).map_err(StartError::Config)?;
+    let mut core_config = config.core_config(seed).map_err(StartError::Config)?;
+    core_config.quiesce = transport.reports_silent_peers();
     let clock = Clock::start();
     let p = prepare(
         config,

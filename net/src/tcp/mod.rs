@@ -494,7 +494,7 @@ impl<L: StreamLayer> Transport for TcpTransport<L> {
                     message,
                 } => {
                     if let Some(handle) = self.inbound.get_mut(&(peer, lane)) {
-                        if handle.connection == connection && kind != FrameKind::TimeoutNow {
+                        if handle.connection == connection && kind.expects_response() {
                             if handle.unanswered.len() == UNANSWERED_MAX {
                                 handle.unanswered.pop_front();
                             }

@@ -3,7 +3,6 @@
 use super::conn::{write_parts, FrameReader, COALESCE_BYTES};
 use super::{backoff, random_u64, Internal, Outgoing, Shared};
 use crate::codec::{FrameDecoder, Payload};
-use crate::frame::FrameKind;
 use crate::handshake::{read_hello, send_hello, HandshakeError, Hello, Lane};
 use crate::stream::StreamLayer;
 use crate::transport::{FailedSend, PeerError, TransportEvent};
@@ -230,7 +229,7 @@ impl<L: StreamLayer> Outbound<L> {
 /// answer; returns its length.
 fn take(o: Outgoing, inflight: &mut VecDeque<FailedSend>, parts: &mut Vec<bytes::Bytes>) -> usize {
     let len = o.frame.len();
-    if o.info.request_id != 0 && o.info.kind != FrameKind::TimeoutNow {
+    if o.info.request_id != 0 && o.info.kind.expects_response() {
         inflight.push_back(o.info);
     }
     parts.extend(o.frame.into_parts());

@@ -60,6 +60,10 @@ const MESSAGES_PER_TURN_MAX: usize = 4096;
 /// Longest park without a timer, as a guard against a missed wake-up.
 const PARK_MAX: Duration = Duration::from_millis(100);
 
+/// The same guard while the core is quiesced (ARCHITECTURE §14): thousands of idle groups on a
+/// thread must not each wake ten times a second.
+const QUIESCED_PARK_MAX: Duration = Duration::from_secs(30);
+
 /// Without transport tasks, a busy shard still yields to its runtime this often (timers).
 const YIELD_EVERY_BUSY_TURNS: u32 = 64;
 
@@ -345,7 +349,12 @@ impl Shard {
             let next = self.next_wakeup();
             let now = self.clock.now();
             if next > now {
-                let sleep_for = Clock::until(now, next).min(PARK_MAX);
+                let park_max = if self.core.is_quiesced() {
+                    QUIESCED_PARK_MAX
+                } else {
+                    PARK_MAX
+                };
+                let sleep_for = Clock::until(now, next).min(park_max);
                 timer
                     .as_mut()
                     .reset(tokio::time::Instant::now() + sleep_for);

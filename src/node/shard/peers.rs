@@ -59,6 +59,15 @@ impl Shard {
             self.leading_since = now;
             return;
         }
+        if self.core.is_quiesced() {
+            // Quiesced: no heartbeats go out, so none are missed; the host watches the peer
+            // nodes (ARCHITECTURE §14). Silence counts from when the group wakes.
+            for (heard, _) in self.peer_contact.values_mut() {
+                *heard = now;
+            }
+            self.leading_since = now;
+            return;
+        }
         if now < self.next_heartbeat_check {
             return;
         }

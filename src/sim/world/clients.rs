@@ -8,6 +8,10 @@ impl World {
         if self.clients[c].current.is_some() {
             return Ok(());
         }
+        if let Some(at) = self.lull() {
+            self.schedule(at, Ev::ClientNext { client: c });
+            return Ok(());
+        }
         let key = self.rng.below(3);
         let op = match self.rng.below(10) {
             0..=3 => KvOp::Get { key },

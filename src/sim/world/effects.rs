@@ -86,11 +86,26 @@ impl World {
         self.checker.observe_commits(core, &mut node.commit_seen)?;
         self.checker.after_step(core, &mut node.commit_seen)?;
         node.term_seen = node.term_seen.max(core.term());
+        let quiesced = core.is_quiesced();
+        let newly_quiesced = quiesced && !node.quiesced;
+        node.quiesced = quiesced;
         check_acknowledged_entries(node)?;
         let next = running.shard.next_wakeup().max(self.now);
         if node.timer_at.is_none_or(|t| t > next) {
             node.timer_at = Some(next);
             self.schedule(next, Ev::Timer { node: n });
+        }
+        if newly_quiesced {
+            self.quiesces += 1;
+            self.hash(&[22, self.now.0, n as u64]);
+            self.log(|| format!("n{} quiesced", n + 1));
+            // A quiesced leader dies now and then: its followers hear nothing at all and
+            // must learn of it from their hosts' watch.
+            if role.0 == Role::Leader && !self.healed && self.quiet_rng.chance(1, 2) {
+                let at = self.now.plus_nanos(self.quiet_rng.range(0, 200 * MS));
+                let boot = self.nodes[n].boot;
+                self.schedule(at, Ev::Crash { node: n, boot });
+            }
         }
         if role_changed {
             self.role_changed(n, role.0, role.1);

@@ -27,6 +27,7 @@ impl World {
         }
         self.hash(&[6, self.now.0, n as u64]);
         self.log(|| format!("n{} crashes", n + 1));
+        self.nodes[n].down_since = Some(self.now);
         let mut rng = Rng::new(self.rng.next_u64());
         lock(&self.nodes[n].disk).crash(&mut rng)?;
         *lock(&self.nodes[n].wire) = Wire::default();

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MS: u64 = 1_000_000;
+/// Quiescence seeds: how often a node's host pings its peers.
+const PING_INTERVAL: u64 = 30 * MS;
 /// After the faults stop, every client must complete operations within this simulated time.
 const LIVENESS_WINDOW_NANOS: u64 = 20_000 * MS;
 
@@ -116,6 +118,10 @@ pub struct Report {
     pub ops_unknown: u64,
     /// Terms that had a leader.
     pub leader_terms: usize,
+    /// The seed ran its nodes with quiescence and the hosts' liveness watch.
+    pub quiesce: bool,
+    /// Times a node quiesced.
+    pub quiesces: u64,
 }
 
 #[derive(Debug)]
@@ -167,6 +173,12 @@ enum Ev {
     /// Every node's timing changes at once (a cluster-wide reload).
     Retime,
     Crash {
+        node: usize,
+        boot: u64,
+    },
+    /// The node's host pings its peers and reports the silent ones (quiescence seeds, the
+    /// router's liveness watch, ARCHITECTURE §14).
+    Ping {
         node: usize,
         boot: u64,
     },
@@ -247,6 +259,14 @@ struct SimNode {
     /// The highest term this node ever reached (across restarts: a crash can lose a term
     /// change whose truncation survived).
     term_seen: ringraft_storage::Term,
+    /// Quiescence seeds: when anything last arrived from each peer, and the peers reported
+    /// silent since (the host's liveness watch).
+    heard: BTreeMap<usize, Time>,
+    silent: BTreeSet<usize>,
+    /// Whether the core was quiesced after the last turn (a change is counted and hashed).
+    quiesced: bool,
+    /// Since when the node is down (crashed and not restarted).
+    down_since: Option<Time>,
 }
 
 impl SimNode {
@@ -347,6 +367,17 @@ struct World {
     read_floor: BTreeMap<u64, Index>,
     /// Events a seed may process before it fails (a livelock can make simulated time crawl).
     event_budget: u64,
+    /// A third of the seeds run their nodes as a multi-group host does: quiescence on, peers
+    /// pinged and silent ones reported, and clients that fall quiet together now and then
+    /// (ARCHITECTURE §14). Their draws come from `quiet_rng`, so other seeds do not move.
+    quiesce: bool,
+    quiet_rng: Rng,
+    /// Clients send nothing before this time (a lull), and the next lull starts after
+    /// `lull_next`.
+    lull_until: Time,
+    lull_next: Time,
+    /// Times a node quiesced.
+    quiesces: u64,
 }
 
 /// Runs one seed and reports what happened.
@@ -384,6 +415,8 @@ pub fn run(config: &SimConfig) -> Report {
         restores: world.restores,
         restores_applied: world.restores_applied,
         restores_streamed: world.restores_streamed,
+        quiesce: world.quiesce,
+        quiesces: world.quiesces,
     }
 }
 
@@ -468,6 +501,11 @@ impl World {
             config_template: glue,
             read_floor: BTreeMap::new(),
             event_budget: config.max_events(),
+            quiesce: Rng::new(config.seed ^ 0x0051_E5CE).chance(1, 3),
+            quiet_rng: Rng::new(config.seed ^ 0x1D1E_0000),
+            lull_until: Time(0),
+            lull_next: Time(500 * MS),
+            quiesces: 0,
             config,
         };
         // A quarter of the seeds give their nodes a log store that keeps no hard state, as a
@@ -504,6 +542,10 @@ impl World {
                 role: (Role::Follower, ringraft_storage::Term(0)),
                 acked: None,
                 term_seen: ringraft_storage::Term(0),
+                heard: BTreeMap::new(),
+                silent: BTreeSet::new(),
+                quiesced: false,
+                down_since: None,
             });
         }
         for c in 0..world.config.clients {
@@ -648,6 +690,7 @@ impl World {
         let target = match &ev {
             Ev::Deliver(m) => Some(m.to.0 as usize - 1),
             Ev::Timer { node }
+            | Ev::Ping { node, .. }
             | Ev::DiskDone { node, .. }
             | Ev::SnapshotWork { node, .. }
             | Ev::StableWork { node, .. }
@@ -683,6 +726,15 @@ impl World {
                 });
                 if self.blocked.contains(&(from, to)) || !self.nodes[to].is_up() {
                     return Ok(());
+                }
+                if self.quiesce {
+                    let node = &mut self.nodes[to];
+                    node.heard.insert(from, self.now);
+                    node.silent.remove(&from);
+                    if m.body == ringraft_net::message::Body::NodePing {
+                        // The host consumes pings; no core sees them.
+                        return Ok(());
+                    }
                 }
                 self.note_install(to, &m);
                 let event = ringraft_net::transport::TransportEvent::Message {
@@ -771,10 +823,15 @@ impl World {
                 }
                 Ok(())
             }
+            Ev::Ping { node, boot } => self.ping(node, boot),
             Ev::Crash { node, boot } => {
                 if !self.healed && self.nodes[node].boot == boot {
                     self.crash(node)?;
-                    let at = self.now.plus_nanos(self.rng.range(MS, 30 * MS));
+                    let mut at = self.now.plus_nanos(self.rng.range(MS, 30 * MS));
+                    if self.quiesce && self.now < self.lull_until {
+                        // Down through the quiet: the others must notice its silence.
+                        at = at.plus_nanos(self.quiet_rng.range(500 * MS, 2000 * MS));
+                    }
                     self.schedule(at, Ev::Restart { node });
                 }
                 Ok(())
@@ -818,6 +875,7 @@ impl World {
         core.promotion_rounds_max = t.promotion_rounds_max;
         core.snapshot_chunk_bytes = t.snapshot_chunk_bytes;
         core.mutation = t.mutation;
+        core.quiesce = self.quiesce;
         Ok((config, core))
     }
 
@@ -853,6 +911,18 @@ impl World {
         });
         node.commit_seen = Index(0);
         node.disk_free_at = self.now;
+        node.quiesced = false;
+        node.down_since = None;
+        if self.quiesce {
+            // The watch starts with the host: every peer counts as heard from now.
+            let now = self.now;
+            let heard = (0..self.nodes.len()).map(|p| (p, now)).collect();
+            self.nodes[n].heard = heard;
+            self.nodes[n].silent.clear();
+            let boot = self.nodes[n].boot;
+            self.schedule(now.plus_nanos(PING_INTERVAL), Ev::Ping { node: n, boot });
+        }
+        let node = &mut self.nodes[n];
         node.snapshot_work_scheduled = false;
         node.stable_work_scheduled = false;
         self.hash(&[5, self.now.0, n as u64]);
@@ -934,5 +1004,93 @@ impl World {
             history.push(op);
         }
         check_kv_history(&history, 2_000_000).map_err(|e| format!("linearizability: {e}"))
+    }
+}
+
+impl World {
+    /// Node `n`'s host pings every peer and reports those silent for an election timeout
+    /// (quiescence seeds; the router's watch, ARCHITECTURE §14).
+    fn ping(&mut self, n: usize, boot: u64) -> Result<(), String> {
+        if self.nodes[n].boot != boot || !self.nodes[n].is_up() {
+            return Ok(());
+        }
+        self.hash(&[21, self.now.0, n as u64]);
+        let me = self.nodes[n].id;
+        let silence = self.config_template.election_timeout.as_nanos() as u64;
+        self.check_quiesced_leader_alive(n, silence)?;
+        let mut reported = false;
+        for p in 0..self.nodes.len() {
+            if p == n {
+                continue;
+            }
+            let peer = self.nodes[p].id;
+            self.send(Message {
+                from: me,
+                to: peer,
+                term: ringraft_storage::Term(0),
+                body: ringraft_net::message::Body::NodePing,
+            });
+            let heard = self.nodes[n].heard.get(&p).copied().unwrap_or(self.now);
+            let quiet = self.now.nanos_since(heard);
+            if quiet >= silence && self.nodes[n].silent.insert(p) {
+                self.log(|| format!("n{} hears nothing from n{}", n + 1, p + 1));
+                let event = ringraft_net::transport::TransportEvent::PeerDisconnected {
+                    peer,
+                    error: ringraft_net::transport::PeerError::Silent { for_ms: quiet / MS },
+                };
+                lock(&self.nodes[n].wire).inbox.push_back(event);
+                reported = true;
+            }
+        }
+        let at = self.now.plus_nanos(PING_INTERVAL);
+        self.schedule(at, Ev::Ping { node: n, boot });
+        if reported {
+            self.turn(n)?;
+        }
+        Ok(())
+    }
+
+    /// Quiescence must not outlive the leader: a follower still quiesced under a leader whose
+    /// node has been down for the silence timeout, a ping interval and three election
+    /// timeouts (the whole detection plus time to campaign) fails the seed.
+    fn check_quiesced_leader_alive(&self, n: usize, silence: u64) -> Result<(), String> {
+        let Some(core) = self.nodes[n].core() else {
+            return Ok(());
+        };
+        if !core.is_quiesced() || core.role() == Role::Leader {
+            return Ok(());
+        }
+        let Some(leader) = core.leader() else {
+            return Ok(());
+        };
+        let l = leader.0 as usize - 1;
+        let Some(down) = self.nodes.get(l).and_then(|node| node.down_since) else {
+            return Ok(());
+        };
+        let limit = silence + PING_INTERVAL + 3 * silence;
+        if self.now.nanos_since(down) > limit {
+            return Err(format!(
+                "n{} stays quiesced under leader n{} although that node has been down for {} ms",
+                n + 1,
+                l + 1,
+                self.now.nanos_since(down) / MS
+            ));
+        }
+        Ok(())
+    }
+
+    /// In quiescence seeds, before the network heals, every client falls quiet for 0.2–1.5 s
+    /// now and then, long enough for the cluster to quiesce: the time a client about to send
+    /// must wait until, if a lull is on.
+    pub(super) fn lull(&mut self) -> Option<Time> {
+        if !self.quiesce || self.healed {
+            return None;
+        }
+        if self.now >= self.lull_next {
+            let r = &mut self.quiet_rng;
+            self.lull_until = self.now.plus_nanos(r.range(200 * MS, 1500 * MS));
+            self.lull_next = self.lull_until.plus_nanos(r.range(100 * MS, 1000 * MS));
+        }
+        (self.now < self.lull_until).then_some(self.lull_until)
     }
 }

@@ -207,7 +207,10 @@ fn main() -> ExitCode {
     let mut terms = 0usize;
     let (mut snapshots, mut installs, mut matching) = (0u64, 0u64, 0u64);
     let (mut restores, mut restores_applied, mut restores_streamed) = (0u64, 0u64, 0u64);
+    let (mut quiesce_seeds, mut quiesces) = (0u64, 0u64);
     for (c, r) in &reports {
+        quiesce_seeds += u64::from(r.quiesce);
+        quiesces += r.quiesces;
         events += r.events;
         ops += r.ops_completed;
         unknown += r.ops_unknown;
@@ -230,7 +233,8 @@ fn main() -> ExitCode {
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
          {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} \
          installed from a leader, {matching} of them over a matching suffix), {restores} user restores requested ({restores_streamed} \
-         streamed to a follower for staging, {restores_applied} restore entries applied); {:.1} seeds/s on {} threads",
+         streamed to a follower for staging, {restores_applied} restore entries applied), \
+         {quiesce_seeds} seeds with quiescence ({quiesces} times a node quiesced); {:.1} seeds/s on {} threads",
         sim_secs,
         reports.len() as f64 / elapsed.max(1e-9),
         args.jobs()

@@ -1,0 +1,239 @@
+//! Many Raft groups on one node: [`MultiRaft`] (ARCHITECTURE §14).
+
+use super::config::Config;
+use super::error::StartError;
+use super::fsm::Fsm;
+use super::transport::IntoTransport;
+use super::Raft;
+use crate::node::host::ShardHost;
+use crate::node::router::{self, GroupLink, RouterShared, Watch};
+use ringraft_storage::{GroupId, LogStore, NodeId, SnapshotStore, StableStore};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Settings of a [`MultiRaft`] node.
+#[derive(Clone, Debug)]
+pub struct MultiRaftConfig {
+    /// Pin the node's shard thread to this CPU (Linux). Default: not pinned.
+    pub cpu: Option<usize>,
+    /// How often the node pings each peer node. Default 100 ms (the default heartbeat
+    /// interval of one group).
+    pub ping_interval: Duration,
+    /// A peer node from which nothing arrived for this long is reported silent to the groups
+    /// it is a member of; their quiesced followers then campaign. Default 1 s (the default
+    /// election timeout of one group). Keep it at or below the groups' election timeout.
+    pub silence_timeout: Duration,
+}
+
+impl Default for MultiRaftConfig {
+    fn default() -> MultiRaftConfig {
+        MultiRaftConfig {
+            cpu: None,
+            ping_interval: Duration::from_millis(100),
+            silence_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Counters of a [`MultiRaft`] node's liveness watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MultiRaftStats {
+    /// Groups running on the node now.
+    pub groups: usize,
+    /// Pings sent to peer nodes since the node started.
+    pub pings_sent: u64,
+    /// Times a peer node was reported silent.
+    pub peers_silent: u64,
+}
+
+/// One node hosting many Raft groups: one shard thread runs every group's loop, one transport
+/// (one connection per peer node with TCP) carries every group's messages, each frame naming
+/// its group, and peer nodes are watched for liveness once per node rather than once per
+/// group. Idle groups quiesce: their leaders stop heartbeating and their followers stop their
+/// election timers until a request or message arrives or the leader's node goes silent
+/// (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
+///
+/// Each group is a [`Raft`] with the whole single-group API (apply, barrier, reads,
+/// membership, transfer, snapshots, observers, stats), its own state machine and stores, and
+/// `Config::local_id` equal to this node's id. [`Raft::shutdown`] removes a group from the
+/// node. Every node of a group must run the group under the same [`GroupId`]; messages for
+/// groups a node does not run are dropped.
+///
+/// Differences from a single [`Raft`]: quiescence (hashicorp has none; an idle group's
+/// leader sends no heartbeats, so `HeartbeatFailed` observations pause with it), and a
+/// group's shard loop shares its thread with every other group of the node.
+///
+/// ```
+/// use bytes::Bytes;
+/// use ringraft::{Config, MultiRaft, MultiRaftConfig, Fsm, FsmError, FsmSnapshot};
+/// use ringraft_net::memory::MemNetwork;
+/// use ringraft_storage::{Configuration, GroupId, InmemSnapshotStore, InmemStore, NodeId, Server};
+/// use std::time::Duration;
+///
+/// struct Count(u64);
+/// impl Fsm for Count {
+///     fn apply(&mut self, _entry: &ringraft_storage::Entry) -> Bytes {
+///         self.0 += 1;
+///         Bytes::from(self.0.to_string())
+///     }
+///     fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+///         Err("not needed here".into())
+///     }
+///     fn restore(&mut self, _data: &mut dyn std::io::Read) -> Result<(), FsmError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let network = MemNetwork::new();
+/// let ids = [NodeId(1), NodeId(2), NodeId(3)];
+/// let nodes: Vec<MultiRaft> = ids
+///     .iter()
+///     .map(|&id| MultiRaft::new(network.transport(id), MultiRaftConfig::default()).unwrap())
+///     .collect();
+/// let members = Configuration::new(ids.iter().map(|&id| Server::voter(id, format!("n{}", id.0))).collect());
+/// let mut groups = Vec::new();
+/// for g in 1..=20u64 {
+///     for (node, &id) in nodes.iter().zip(&ids) {
+///         let raft = node
+///             .add_group(GroupId(g), Config::new(id), Count(0), InmemStore::new(),
+///                        InmemStore::new(), InmemSnapshotStore::new())
+///             .unwrap();
+///         raft.bootstrap_cluster(members.clone()).wait().unwrap();
+///         groups.push(raft);
+///     }
+/// }
+/// // Every group elects its own leader; write to one of them.
+/// let group_7: Vec<&ringraft::Raft> = groups[18..21].iter().collect();
+/// let leader = loop {
+///     if let Some(r) = group_7.iter().find(|r| r.state() == ringraft::RaftState::Leader) {
+///         break *r;
+///     }
+///     std::thread::sleep(Duration::from_millis(10));
+/// };
+/// assert_eq!(leader.apply("x", Duration::from_secs(5)).wait().unwrap().response, Bytes::from("1"));
+/// assert_eq!(nodes[0].stats().groups, 20);
+/// # for r in &groups { r.shutdown().wait(); }
+/// ```
+pub struct MultiRaft {
+    id: NodeId,
+    router: u64,
+    shared: Arc<RouterShared>,
+    host: ShardHost,
+}
+
+impl std::fmt::Debug for MultiRaft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiRaft")
+            .field("id", &self.id)
+            .field("groups", &self.shared.groups.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MultiRaft {
+    /// Starts a node on `transport` (the in-memory network's, or a [`TcpTransportConfig`](
+    /// crate::TcpTransportConfig), which binds on the node's shard thread before this returns)
+    /// with no groups yet.
+    pub fn new(
+        transport: impl IntoTransport,
+        config: MultiRaftConfig,
+    ) -> Result<MultiRaft, StartError> {
+        if config.ping_interval.is_zero() || config.ping_interval >= config.silence_timeout {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "ping_interval",
+                reason: "must be non-zero and below silence_timeout",
+            }));
+        }
+        let host = ShardHost::new(config.cpu, transport.runs_tasks())?;
+        let shared = Arc::new(RouterShared::default());
+        let watch = Watch {
+            ping_interval: config.ping_interval,
+            silence_timeout: config.silence_timeout,
+        };
+        let (started_tx, started_rx) = mpsc::sync_channel::<Result<(u64, NodeId), String>>(1);
+        let task_shared = shared.clone();
+        host.submit(Box::new(move || {
+            Box::pin(async move {
+                let transport = match transport.into_transport().await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let id = transport.local_id();
+                let (router, task) = router::start(transport, watch, task_shared);
+                let _ = started_tx.send(Ok((router, id)));
+                task.await;
+            })
+        }));
+        let (router, id) = started_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the node's shard thread exited".into()))
+            .map_err(StartError::Transport)?;
+        Ok(MultiRaft {
+            id,
+            router,
+            shared,
+            host,
+        })
+    }
+
+    /// This node's id (the transport's).
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Starts group `group` on this node, as [`Raft::new`] starts a node: recovers it from its
+    /// stores, restores the newest snapshot into `fsm`, and runs its loop on the node's shard
+    /// thread. `config.local_id` must be this node's id. Fails with `StartError::Transport` if
+    /// the group already runs here or the node stopped. A group with no state waits for
+    /// [`Raft::bootstrap_cluster`] or for a leader to add it, as any node.
+    pub fn add_group(
+        &self,
+        group: GroupId,
+        config: Config,
+        fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+    ) -> Result<Raft, StartError> {
+        if config.local_id != self.id {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "local_id",
+                reason: "must be the MultiRaft node's id",
+            }));
+        }
+        let link = GroupLink {
+            router: self.router,
+            group,
+        };
+        Raft::new_on(
+            &self.host,
+            config,
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+            link,
+        )
+    }
+
+    /// Groups running now and the liveness watch's counters.
+    pub fn stats(&self) -> MultiRaftStats {
+        MultiRaftStats {
+            groups: self.shared.groups.load(Ordering::Acquire),
+            pings_sent: self.shared.pings_sent.load(Ordering::Relaxed),
+            peers_silent: self.shared.silences.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for MultiRaft {
+    /// Stops the node's router within one ping interval: groups still running lose their
+    /// network (shut them down first). The shard thread ends once every group has shut down.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}

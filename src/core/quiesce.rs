@@ -1,0 +1,160 @@
+//! Quiescence of idle groups (ARCHITECTURE §14), with `CoreConfig::quiesce` on.
+//!
+//! A leader that has had nothing to do for an election timeout (no request, no message but
+//! heartbeat acknowledgements), whose every follower holds every entry and acknowledged its
+//! latest heartbeat round, sends `Quiesce` instead of its next heartbeat and stops its timers.
+//! A follower that receives it from its leader pauses its election timer and, while paused,
+//! counts its leader as alive (it refuses votes, as within a heartbeat's reach). Thousands of
+//! idle groups then cost no timer, no message and no CPU.
+//!
+//! What ends it:
+//! - any request, and any message but a heartbeat acknowledgement, `Quiesce` or `NodePing`,
+//!   wakes the node: a leader starts a heartbeat round at once (which wakes its followers), a
+//!   follower re-arms its election timer. A restarted follower's pre-votes reach the leader
+//!   too, so it learns of the leader without waiting for anything else;
+//! - `Input::PeerUnreachable` naming the leader wakes a paused follower and has it campaign
+//!   within `[0, T)`: the node's host reports it when the leader's node goes silent (it watches
+//!   every peer node with one ping per heartbeat interval, not one per group) or its
+//!   connection drops.
+//!
+//! Safety does not depend on timers; leases stay sound: a paused follower only refuses more
+//! votes than it otherwise would, and on waking it keeps the time it last heard from the
+//! leader, so it grants no vote sooner than an election timeout after it (the rule a leader's
+//! lease relies on). A woken leader has no lease until a new round is acknowledged.
+
+use super::{Core, RoleState};
+use crate::core::types::Input;
+use crate::core::Time;
+use ringraft_net::message::{Body, Message};
+use ringraft_storage::{Index, NodeId};
+
+impl Core {
+    /// Notes `input` before it is handled: activity delays a leader's quiescence and wakes a
+    /// quiesced node.
+    pub(super) fn note_activity(&mut self, input: &Input) {
+        let active = match input {
+            Input::Tick
+            | Input::Persisted { .. }
+            | Input::Applied { .. }
+            | Input::SnapshotTaken { .. }
+            | Input::Reconfigure(_)
+            | Input::PeerUnreachable { .. } => false,
+            Input::Message(m) => !matches!(
+                m.body,
+                Body::HeartbeatResponse { .. } | Body::Quiesce { .. } | Body::NodePing
+            ),
+            _ => true,
+        };
+        if active {
+            self.active_at = self.now;
+            if self.quiesced {
+                self.wake();
+            }
+        }
+    }
+
+    /// Ends quiescence: a leader heartbeats when this batch closes, a follower re-arms its
+    /// election timer.
+    fn wake(&mut self) {
+        self.quiesced = false;
+        let now = self.now;
+        let heartbeat = self.config.heartbeat_interval.as_nanos() as u64;
+        match &mut self.role {
+            RoleState::Leader(l) => {
+                l.wake(now, heartbeat);
+            }
+            _ => self.reset_election_deadline(),
+        }
+    }
+
+    /// True while quiesced (see the module docs).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// `peer` is unreachable or its node went silent: a follower quiesced under it wakes and
+    /// campaigns within `[0, T)` (its host waited a while before reporting the silence). It
+    /// keeps the time it last heard from the leader, so it refuses votes until an election
+    /// timeout after that, as always.
+    pub(super) fn quiesced_leader_silent(&mut self, peer: NodeId) {
+        if !self.quiesced || self.leader != Some(peer) || matches!(self.role, RoleState::Leader(_))
+        {
+            return;
+        }
+        #[cfg(feature = "sim")]
+        if self.config.mutation == Some(super::config::Mutation::QuiescedIgnoresSilence) {
+            return;
+        }
+        self.quiesced = false;
+        let t = self.election_timeout_nanos();
+        let wait = self.rng.range(0, t);
+        self.election_deadline = self.now.plus_nanos(wait);
+    }
+
+    /// A leader's heartbeat is due: true if it quiesced instead (and told its followers).
+    pub(super) fn try_quiesce(&mut self) -> bool {
+        if !self.config.quiesce || self.quiesced || !self.ready_to_quiesce() {
+            return false;
+        }
+        let me = self.id();
+        let term = self.term;
+        let commit = self.commit;
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        let round = l.round();
+        let messages: Vec<Message> = l
+            .progress
+            .keys()
+            .map(|&peer| Message {
+                from: me,
+                to: peer,
+                term,
+                body: Body::Quiesce {
+                    leader_commit: commit,
+                    round,
+                },
+            })
+            .collect();
+        for m in messages {
+            self.emit(super::Effect::Send(m));
+        }
+        self.quiesced = true;
+        true
+    }
+
+    /// Nothing happened for an election timeout, nothing is pending, every follower holds
+    /// every entry and acknowledged the latest round, and this leader is a voter.
+    fn ready_to_quiesce(&self) -> bool {
+        let last = self.log.last_index();
+        if self.now.nanos_since(self.active_at) < self.election_timeout_nanos()
+            || self.commit != last
+            || !self.is_voter(self.id())
+            || self.receiving.is_some()
+        {
+            return false;
+        }
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        l.is_idle() && l.progress.values().all(|p| p.is_caught_up(last, l.round()))
+    }
+
+    /// A follower receives `Quiesce` from `from` in the current term: a heartbeat that also
+    /// pauses its election timer (with quiescence on). Not answered.
+    pub(super) fn handle_quiesce(&mut self, from: NodeId, leader_commit: Index) {
+        if !self.accept_leader(from) {
+            return;
+        }
+        // Capped at our match index by the leader, as a heartbeat's.
+        self.advance_follower_commit(leader_commit.min(self.log.last_index()));
+        if self.config.quiesce {
+            self.quiesced = true;
+        }
+    }
+
+    /// The core's next timer while quiesced: none.
+    pub(super) fn quiesced_timer() -> Time {
+        Time(u64::MAX)
+    }
+}

@@ -1,0 +1,399 @@
+//! One transport shared by every Raft group of a node (ARCHITECTURE §14): the router of a
+//! [`MultiRaft`](crate::MultiRaft).
+//!
+//! ```text
+//!  group 7's shard ──send──► GroupTransport(7) ──► node transport ──frame(group 7)──► peer
+//!  group 9's shard ◄─poll── inbox(9) ◄── router task ◄── node transport ◄── frames, pings
+//! ```
+//!
+//! The router, its node transport and every group's shard loop run on the node's one shard
+//! host thread, so the router is an `Rc<RefCell<_>>` found through a thread-local registry (the
+//! value that crosses threads when a group starts is only its [`GroupLink`]). The router task
+//! polls the node transport and hands each message to its group's inbox (waking that group's
+//! shard); messages for groups this node does not run are dropped, as a network may drop them.
+//!
+//! Peer nodes are watched, not groups: every `ping_interval` the router sends each peer node
+//! one `NodePing`, and a peer from which nothing arrived for `silence_timeout` is reported to
+//! every group that has it as a member, as `PeerDisconnected { error: Silent }`. That report
+//! is what lets idle groups quiesce: a quiesced follower wakes on it when its leader's node
+//! goes silent. A lost connection is passed on the same way.
+
+use crate::api::transport::IntoTransport;
+use ringraft_net::message::{Body, Message};
+use ringraft_net::transport::{PeerError, SendError, SetPeerError, Transport, TransportEvent};
+use ringraft_storage::{GroupId, NodeId, Term};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Messages taken from the node transport per poll of the router task before it yields.
+const EVENTS_PER_POLL_MAX: usize = 4096;
+
+/// Router ids, unique in the process (the thread-local registry's keys).
+static NEXT_ROUTER: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The routers whose task runs on this thread.
+    static ROUTERS: RefCell<BTreeMap<u64, Rc<RefCell<Router>>>> = const {
+        RefCell::new(BTreeMap::new())
+    };
+}
+
+/// What a router shares with the `MultiRaft` handle on other threads.
+#[derive(Debug, Default)]
+pub(crate) struct RouterShared {
+    /// Set when the handle is dropped: the router task ends at its next tick.
+    pub(crate) closed: AtomicBool,
+    /// Groups registered now.
+    pub(crate) groups: AtomicUsize,
+    /// Pings sent and peers reported silent, for tests and stats.
+    pub(crate) pings_sent: AtomicU64,
+    pub(crate) silences: AtomicU64,
+}
+
+/// Timing of the liveness watch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watch {
+    pub(crate) ping_interval: Duration,
+    pub(crate) silence_timeout: Duration,
+}
+
+struct Inbox {
+    events: VecDeque<TransportEvent>,
+    waker: Option<Waker>,
+}
+
+struct Peer {
+    /// Groups that have this peer as a member (they called `set_peer`).
+    groups: BTreeSet<GroupId>,
+    address: String,
+    /// When anything last arrived from the peer (or the watch began).
+    heard: Instant,
+    silent: bool,
+}
+
+pub(crate) struct Router {
+    me: NodeId,
+    /// `None` once the router stopped (the handle was dropped or the transport shut down).
+    transport: Option<Box<dyn Transport>>,
+    inboxes: BTreeMap<GroupId, Inbox>,
+    peers: BTreeMap<NodeId, Peer>,
+    shared: Arc<RouterShared>,
+}
+
+impl Router {
+    /// Hands `event` to `group`'s inbox (dropped if this node does not run the group).
+    fn deliver(&mut self, group: GroupId, event: TransportEvent) {
+        if let Some(inbox) = self.inboxes.get_mut(&group) {
+            inbox.events.push_back(event);
+            if let Some(waker) = inbox.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Hands a copy of `event` to every group that has `peer` as a member.
+    fn deliver_to_groups_of(&mut self, peer: NodeId, event: &TransportEvent) {
+        let groups: Vec<GroupId> = self
+            .peers
+            .get(&peer)
+            .map(|p| p.groups.iter().copied().collect())
+            .unwrap_or_default();
+        for group in groups {
+            self.deliver(group, event.clone());
+        }
+    }
+
+    fn heard_from(&mut self, peer: NodeId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.heard = now;
+            p.silent = false;
+        }
+    }
+
+    /// Routes one event of the node transport.
+    fn route(&mut self, event: TransportEvent, now: Instant) {
+        match event {
+            TransportEvent::Message { group, message } => {
+                self.heard_from(message.from, now);
+                if message.body != Body::NodePing {
+                    self.deliver(group, TransportEvent::Message { group, message });
+                }
+            }
+            TransportEvent::PeerConnected { peer } => {
+                self.heard_from(peer, now);
+                self.deliver_to_groups_of(peer, &TransportEvent::PeerConnected { peer });
+            }
+            TransportEvent::PeerDisconnected { peer, error } => {
+                self.deliver_to_groups_of(peer, &TransportEvent::PeerDisconnected { peer, error });
+            }
+            TransportEvent::SendFailed {
+                peer,
+                failed,
+                error,
+            } => {
+                let mut by_group: BTreeMap<GroupId, Vec<_>> = BTreeMap::new();
+                for f in failed {
+                    by_group.entry(f.group).or_default().push(f);
+                }
+                for (group, failed) in by_group {
+                    let event = TransportEvent::SendFailed {
+                        peer,
+                        failed,
+                        error: error.clone(),
+                    };
+                    self.deliver(group, event);
+                }
+            }
+            // About no group: logged by the node transport's own metrics path elsewhere.
+            event @ TransportEvent::InboundRejected { .. } => {
+                tracing::debug!(node = self.me.0, ?event, "inbound connection rejected");
+            }
+            event => tracing::debug!(node = self.me.0, ?event, "transport event"),
+        }
+    }
+
+    /// Pings every peer node and reports the ones silent for `watch.silence_timeout`.
+    fn watch(&mut self, watch: Watch, now: Instant) {
+        let me = self.me;
+        let mut silent = Vec::new();
+        if let Some(transport) = self.transport.as_mut() {
+            for (&peer, p) in &mut self.peers {
+                let ping = Message {
+                    from: me,
+                    to: peer,
+                    term: Term(0),
+                    body: Body::NodePing,
+                };
+                // Best effort: a full queue or a missing connection is what the watch is for.
+                let _ = transport.send(GroupId(0), ping);
+                self.shared.pings_sent.fetch_add(1, Ordering::Relaxed);
+                let quiet = now.saturating_duration_since(p.heard);
+                if !p.silent && quiet >= watch.silence_timeout {
+                    p.silent = true;
+                    silent.push((peer, quiet));
+                }
+            }
+        }
+        for (peer, quiet) in silent {
+            self.shared.silences.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = me.0, peer = peer.0, ?quiet, "peer node silent");
+            let event = TransportEvent::PeerDisconnected {
+                peer,
+                error: PeerError::Silent {
+                    for_ms: quiet.as_millis() as u64,
+                },
+            };
+            self.deliver_to_groups_of(peer, &event);
+        }
+    }
+
+    /// Stops: drops the node transport and tells every group.
+    fn stop(&mut self) {
+        self.transport = None;
+        for inbox in self.inboxes.values_mut() {
+            if let Some(waker) = inbox.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Creates the router on this (host) thread and returns its id and its task. The task polls
+/// `transport` and routes, and ends once the handle sets `shared.closed` or the transport
+/// shuts down.
+pub(crate) fn start(
+    transport: Box<dyn Transport>,
+    watch: Watch,
+    shared: Arc<RouterShared>,
+) -> (u64, impl Future<Output = ()>) {
+    let id = NEXT_ROUTER.fetch_add(1, Ordering::Relaxed);
+    let router = Rc::new(RefCell::new(Router {
+        me: transport.local_id(),
+        transport: Some(transport),
+        inboxes: BTreeMap::new(),
+        peers: BTreeMap::new(),
+        shared,
+    }));
+    ROUTERS.with(|r| r.borrow_mut().insert(id, router.clone()));
+    (id, run(id, router, watch))
+}
+
+async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
+    let tick = tokio::time::sleep(watch.ping_interval);
+    tokio::pin!(tick);
+    poll_fn(|cx| {
+        let mut r = router.borrow_mut();
+        if r.shared.closed.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let now = super::clock::monotonic_now();
+        for _ in 0..EVENTS_PER_POLL_MAX {
+            let Some(transport) = r.transport.as_mut() else {
+                return Poll::Ready(());
+            };
+            match transport.poll_recv(cx) {
+                Poll::Ready(Some(event)) => r.route(event, now),
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        while tick.as_mut().poll(cx).is_ready() {
+            r.watch(watch, now);
+            tick.as_mut()
+                .reset(tokio::time::Instant::now() + watch.ping_interval);
+        }
+        Poll::Pending
+    })
+    .await;
+    router.borrow_mut().stop();
+    ROUTERS.with(|r| r.borrow_mut().remove(&id));
+}
+
+/// What crosses to the host thread when a group starts: the router's id and the group's.
+/// Becomes that group's [`GroupTransport`] there.
+pub(crate) struct GroupLink {
+    pub(crate) router: u64,
+    pub(crate) group: GroupId,
+}
+
+impl IntoTransport for GroupLink {
+    async fn into_transport(self) -> Result<Box<dyn Transport>, String> {
+        let router = ROUTERS
+            .with(|r| r.borrow().get(&self.router).cloned())
+            .ok_or("the node's router has stopped")?;
+        {
+            let mut r = router.borrow_mut();
+            if r.transport.is_none() {
+                return Err("the node's router has stopped".into());
+            }
+            if r.inboxes.contains_key(&self.group) {
+                return Err(format!("group {} already runs on this node", self.group.0));
+            }
+            r.inboxes.insert(
+                self.group,
+                Inbox {
+                    events: VecDeque::new(),
+                    waker: None,
+                },
+            );
+            r.shared.groups.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(Box::new(GroupTransport {
+            router,
+            group: self.group,
+        }))
+    }
+
+    fn reports_silent_peers(&self) -> bool {
+        true
+    }
+}
+
+/// One group's view of the node transport (see the module docs).
+pub(crate) struct GroupTransport {
+    router: Rc<RefCell<Router>>,
+    group: GroupId,
+}
+
+impl Transport for GroupTransport {
+    fn local_id(&self) -> NodeId {
+        self.router.borrow().me
+    }
+
+    fn send(&mut self, _group: GroupId, message: Message) -> Result<(), SendError> {
+        let mut r = self.router.borrow_mut();
+        match r.transport.as_mut() {
+            Some(t) => t.send(self.group, message),
+            None => Err(SendError::Shutdown),
+        }
+    }
+
+    fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
+        let mut r = self.router.borrow_mut();
+        let r = &mut *r;
+        let Some(transport) = r.transport.as_mut() else {
+            return Ok(());
+        };
+        let known = r.peers.get(&peer).map(|p| p.address.as_str());
+        if known != Some(address) {
+            transport.set_peer(peer, address)?;
+        }
+        let now = super::clock::monotonic_now();
+        let p = r.peers.entry(peer).or_insert_with(|| Peer {
+            groups: BTreeSet::new(),
+            address: address.to_string(),
+            heard: now,
+            silent: false,
+        });
+        p.address = address.to_string();
+        p.groups.insert(self.group);
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, peer: NodeId) {
+        let mut r = self.router.borrow_mut();
+        let r = &mut *r;
+        let Some(p) = r.peers.get_mut(&peer) else {
+            return;
+        };
+        p.groups.remove(&self.group);
+        if p.groups.is_empty() {
+            r.peers.remove(&peer);
+            if let Some(t) = r.transport.as_mut() {
+                t.remove_peer(peer);
+            }
+        }
+    }
+
+    fn reports_silent_peers(&self) -> bool {
+        true
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+        let mut r = self.router.borrow_mut();
+        let stopped = r.transport.is_none();
+        let Some(inbox) = r.inboxes.get_mut(&self.group) else {
+            return Poll::Ready(None);
+        };
+        if let Some(event) = inbox.events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if stopped {
+            return Poll::Ready(None);
+        }
+        match &inbox.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inbox.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for GroupTransport {
+    fn drop(&mut self) {
+        let mut r = self.router.borrow_mut();
+        let r = &mut *r;
+        if r.inboxes.remove(&self.group).is_some() {
+            r.shared.groups.fetch_sub(1, Ordering::AcqRel);
+        }
+        let group = self.group;
+        let mut gone = Vec::new();
+        for (&peer, p) in &mut r.peers {
+            if p.groups.remove(&group) && p.groups.is_empty() {
+                gone.push(peer);
+            }
+        }
+        for peer in gone {
+            r.peers.remove(&peer);
+            if let Some(t) = r.transport.as_mut() {
+                t.remove_peer(peer);
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Many groups per node (`MultiRaft`): one transport per node carries every group, idle groups
+//! quiesce (no heartbeats, no timers), a write wakes its group, and a leader node that goes
+//! silent is replaced in every group it led, found by the nodes' liveness watch alone
+//! (ARCHITECTURE §14).
+
+mod node_support;
+
+use bytes::Bytes;
+use node_support::{resolve, test_config, wait_until, RecordingFsm};
+use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState, StartError};
+use ringraft_net::memory::MemNetwork;
+use ringraft_storage::{Configuration, GroupId, Index, InmemSnapshotStore, InmemStore, NodeId};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+fn watch() -> MultiRaftConfig {
+    MultiRaftConfig {
+        ping_interval: Duration::from_millis(20),
+        // The groups' election timeout (test_config).
+        silence_timeout: Duration::from_millis(200),
+        ..MultiRaftConfig::default()
+    }
+}
+
+struct Cluster {
+    network: MemNetwork,
+    nodes: Vec<MultiRaft>,
+    /// `groups[g][n]`: group g+1 on node n+1.
+    groups: Vec<Vec<Raft>>,
+}
+
+impl Cluster {
+    fn start(groups: u64) -> Cluster {
+        let network = MemNetwork::new();
+        let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let nodes: Vec<MultiRaft> = ids
+            .iter()
+            .map(|&id| MultiRaft::new(network.transport(id), watch()).expect("node"))
+            .collect();
+        let members = Configuration::voters_with_default_addresses(ids.clone());
+        let mut all = Vec::new();
+        for g in 1..=groups {
+            let mut group = Vec::new();
+            for (node, &id) in nodes.iter().zip(&ids) {
+                let raft = node
+                    .add_group(
+                        GroupId(g),
+                        test_config(id),
+                        RecordingFsm::new(),
+                        InmemStore::new(),
+                        InmemStore::new(),
+                        InmemSnapshotStore::new(),
+                    )
+                    .expect("group");
+                resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
+                group.push(raft);
+            }
+            all.push(group);
+        }
+        Cluster {
+            network,
+            nodes,
+            groups: all,
+        }
+    }
+
+    /// The node (1-based) leading group `g` (0-based), among `among`.
+    fn leader_of(&self, g: usize, among: &[usize]) -> Option<usize> {
+        among
+            .iter()
+            .copied()
+            .find(|&n| self.groups[g][n - 1].state() == RaftState::Leader)
+    }
+
+    fn wait_leaders(&self, among: &[usize]) -> Vec<usize> {
+        wait_until("a leader in every group", || {
+            (0..self.groups.len()).all(|g| self.leader_of(g, among).is_some())
+        });
+        (0..self.groups.len())
+            .map(|g| self.leader_of(g, among).expect("leader"))
+            .collect()
+    }
+
+    /// Writes one command to every group through its leader; each answers with the count
+    /// of commands its state machine applied.
+    fn write_everywhere(&self, leaders: &[usize], expected_count: usize) {
+        for (g, &n) in leaders.iter().enumerate() {
+            let applied =
+                resolve("apply", self.groups[g][n - 1].apply(format!("g{g}"), T)).expect("apply");
+            assert_eq!(applied.response, Bytes::from(expected_count.to_string()));
+        }
+    }
+
+    /// Messages the network delivered during `window`.
+    fn traffic_during(&self, window: Duration) -> u64 {
+        let before = self.network.delivered();
+        std::thread::sleep(window);
+        self.network.delivered() - before
+    }
+
+    /// Waits (at most 20 s) until fewer than `limit` messages cross the network in 500 ms;
+    /// returns the last count.
+    fn wait_quiet(&self, limit: u64) -> u64 {
+        let mut last = u64::MAX;
+        for _ in 0..40 {
+            last = self.traffic_during(Duration::from_millis(500));
+            if last < limit {
+                break;
+            }
+        }
+        last
+    }
+
+    fn shutdown(self) {
+        for group in &self.groups {
+            for raft in group {
+                raft.shutdown().wait().expect("shutdown");
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_groups_quiesce_and_a_write_wakes_its_group() {
+    let groups = 30;
+    let c = Cluster::start(groups);
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    assert_eq!(c.nodes[0].stats().groups, groups as usize);
+    // Idle for an election timeout, the groups quiesce: what is left is the nodes' pings
+    // (3 nodes × 2 peers every 20 ms = 150 per 500 ms). Heartbeating groups would exchange
+    // 30 groups × 2 followers × 2 messages every 20 ms = 3 000.
+    let idle = c.wait_quiet(300);
+    assert!(
+        idle < 300,
+        "idle groups still exchange {idle} messages per 500 ms"
+    );
+    assert!(c.nodes[0].stats().pings_sent > 0);
+    // Quiesced leaders still lead, and a write (or a read) wakes the group.
+    assert_eq!(c.wait_leaders(&[1, 2, 3]), leaders);
+    c.write_everywhere(&leaders, 2);
+    for (g, &n) in leaders.iter().enumerate() {
+        let raft = &c.groups[g][n - 1];
+        resolve("read index", raft.read_index(T)).expect("read index");
+        resolve("verify", raft.verify_leader()).expect("verify leader");
+    }
+    // Every replica applied both writes.
+    for (g, group) in c.groups.iter().enumerate() {
+        for raft in group {
+            wait_until("followers apply", || {
+                raft.applied_index() >= leaders_last(&c, g)
+            });
+        }
+    }
+    c.shutdown();
+}
+
+fn leaders_last(c: &Cluster, g: usize) -> Index {
+    c.groups[g]
+        .iter()
+        .map(|r| r.last_index())
+        .max()
+        .unwrap_or(Index(0))
+}
+
+#[test]
+fn a_silent_leader_node_is_replaced_in_every_group_it_led() {
+    let c = Cluster::start(12);
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    // Let the groups quiesce, then cut the node leading group 1 off without a word: no
+    // connection event, only silence.
+    let idle = c.wait_quiet(300);
+    assert!(
+        idle < 300,
+        "idle groups still exchange {idle} messages per 500 ms"
+    );
+    let gone = leaders[0];
+    let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
+    let gone_id = NodeId(gone as u64);
+    let rest_ids: Vec<NodeId> = rest.iter().map(|&n| NodeId(n as u64)).collect();
+    c.network.partition(&[&[gone_id], &rest_ids]);
+    let led_by_gone = leaders.iter().filter(|&&n| n == gone).count();
+    assert!(led_by_gone >= 1);
+    // Every group elects a leader among the two others, and takes writes there.
+    let new_leaders = c.wait_leaders(&rest);
+    c.write_everywhere(&new_leaders, 2);
+    for &n in &rest {
+        assert!(
+            c.nodes[n - 1].stats().peers_silent >= 1,
+            "node {n} never reported the silent node"
+        );
+    }
+    c.network.heal();
+    c.shutdown();
+}
+
+#[test]
+fn wrong_use_is_refused_with_a_typed_error() {
+    let network = MemNetwork::new();
+    let bad = MultiRaftConfig {
+        ping_interval: Duration::from_secs(2),
+        ..MultiRaftConfig::default()
+    };
+    match MultiRaft::new(network.transport(NodeId(1)), bad) {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "ping_interval"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let node = MultiRaft::new(network.transport(NodeId(1)), watch()).expect("node");
+    assert_eq!(node.id(), NodeId(1));
+    let add = |id: u64| {
+        node.add_group(
+            GroupId(5),
+            test_config(NodeId(id)),
+            RecordingFsm::new(),
+            InmemStore::new(),
+            InmemStore::new(),
+            InmemSnapshotStore::new(),
+        )
+    };
+    match add(2) {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "local_id"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let first = add(1).expect("group 5");
+    match add(1) {
+        Err(StartError::Transport(e)) => assert!(e.contains("already runs"), "{e}"),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+    assert_eq!(node.stats().groups, 1);
+    first.shutdown().wait().expect("shutdown");
+    wait_until("group removed", || node.stats().groups == 0);
+    // Removed, the group may start again.
+    add(1)
+        .expect("group 5 again")
+        .shutdown()
+        .wait()
+        .expect("shutdown");
+}

@@ -452,7 +452,7 @@ mod tests {
         for kind in FrameKind::ALL {
             assert_eq!(FrameKind::from_code(kind.code()), Some(kind));
         }
-        for code in [0u8, 2, 15, 27, 255] {
+        for code in [0u8, 2, 15, 29, 255] {
             assert_eq!(FrameKind::from_code(code), None);
         }
     }

@@ -306,6 +306,47 @@ impl Cluster {
         Ok(Cluster { nodes, _host: host })
     }
 
+    /// Starts group `group` with one replica on each of `hosts` (many groups per node,
+    /// [`MultiRaft`](ringraft::MultiRaft)) and bootstraps it. The submission queues keep the
+    /// library's default capacity: clients are spread over many groups.
+    pub fn start_group(
+        hosts: &[ringraft::MultiRaft],
+        group: ringraft_storage::GroupId,
+    ) -> Result<Cluster, String> {
+        let mut nodes = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let id = host.id();
+            let digest = Arc::new(Mutex::new(Digest::default()));
+            let mut config = node_config(id, 0);
+            config.submission_queue_capacity = Config::new(id).submission_queue_capacity;
+            let store = InmemStore::new();
+            let raft = host
+                .add_group(
+                    group,
+                    config,
+                    KvFsm::new(digest.clone()),
+                    store.clone(),
+                    store,
+                    InmemSnapshotStore::new(),
+                )
+                .map_err(|e| format!("group {}: {e}", group.0))?;
+            nodes.push((raft, digest));
+        }
+        let ids = hosts.iter().map(|h| h.id());
+        let configuration = Configuration::voters_with_default_addresses(ids);
+        for (raft, _) in &nodes {
+            raft.bootstrap_cluster(configuration.clone())
+                .wait()
+                .map_err(|e| format!("bootstrap: {e}"))?;
+        }
+        Ok(Cluster { nodes, _host: None })
+    }
+
+    /// The election timeout of the load generator's nodes.
+    pub fn election_timeout() -> Duration {
+        node_config(NodeId(1), 0).election_timeout
+    }
+
     /// Waits for a leader (at most `limit`) and commits a barrier through it.
     pub fn leader(&self, limit: Duration) -> Result<Raft, String> {
         let mut waited = Duration::ZERO;

@@ -2,15 +2,17 @@
 //! every group has a leader, what idle groups cost (CPU, resident memory, threads), and the
 //! writes of the active ones.
 //!
-//! Today every group is its own 3-node in-memory cluster of `Raft` instances, placed on the
-//! process's default shard hosts like any in-process node; these figures are the baseline the
-//! multi-raft work (one WAL and one connection per peer node, quiescent idle groups) is
-//! measured against.
+//! Each of the `nodes` nodes is a [`MultiRaft`]: one shard thread and one transport endpoint
+//! (the in-memory network) for every group's replica on it, peer nodes pinged for liveness,
+//! idle groups quiesced (ARCHITECTURE §14). The log stores are in memory: durable groups would
+//! each still need their own WAL (one WAL per shard is the next step).
 
-use super::cluster::{Cluster, Engine, Mode};
+use super::cluster::Cluster;
 use super::drive::{self, Load, Outcome};
 use super::report::process_cpu_secs;
-use ringraft::{Raft, RaftState};
+use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState};
+use ringraft_net::memory::MemNetwork;
+use ringraft_storage::{GroupId, NodeId};
 use std::time::{Duration, Instant};
 
 /// What a multi-group run measured.
@@ -44,13 +46,22 @@ pub fn run(
     idle_window: Duration,
     elect_limit: Duration,
 ) -> Result<GroupsOutcome, String> {
+    let network = MemNetwork::new();
+    let election = Cluster::election_timeout();
+    let watch = MultiRaftConfig {
+        ping_interval: election / 10,
+        silence_timeout: election,
+        ..MultiRaftConfig::default()
+    };
+    let hosts: Vec<MultiRaft> = (1..=nodes)
+        .map(|id| MultiRaft::new(network.transport(NodeId(id)), watch.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("starting a node: {e}"))?;
     let rss_before = resident_bytes();
     let started = super::drive::now();
     let mut clusters = Vec::with_capacity(groups);
     for g in 0..groups {
-        let cluster = Cluster::start(&Mode::Inmem, nodes, load.clients, Engine::default())
-            .map_err(|e| format!("group {g}: {e}"))?;
-        clusters.push(cluster);
+        clusters.push(Cluster::start_group(&hosts, GroupId(g as u64 + 1))?);
     }
     let threads = thread_count();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, elect_limit);

@@ -50,17 +50,18 @@ pub(crate) enum ShardEvent {
     Applied(Index),
     /// A snapshot of the FSM as of `last` (or why it failed).
     SnapshotCaptured(Result<(Box<dyn FsmSnapshot>, LogId), String>),
-    /// A snapshot was persisted in the snapshot store (or why not).
-    SnapshotPersisted(Result<SnapshotMeta, crate::api::error::TakeSnapshotError>),
+    /// A snapshot was persisted in the snapshot store (or why not). Large variants are boxed:
+    /// the channel allocates its slots by the event's size, per node.
+    SnapshotPersisted(Box<Result<SnapshotMeta, crate::api::error::TakeSnapshotError>>),
     /// The node cannot continue.
     Fatal(String),
     /// A user restore's snapshot was staged (or why not).
     RestoreStaged {
         token: crate::core::Token,
-        result: Result<SnapshotMeta, String>,
+        result: Box<Result<SnapshotMeta, String>>,
     },
     /// A completion the core takes as it is (the snapshot worker's chunk reads and writes).
-    Core(crate::core::Input),
+    Core(Box<crate::core::Input>),
     /// The stable-store worker saved a hard state (or why not).
     StableSaved {
         key: super::shard::StableKey,
@@ -87,7 +88,7 @@ pub(crate) struct ApplyLoop {
     pub(crate) fsm: Box<dyn Fsm>,
     pub(crate) last_applied: LogId,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) events: mpsc::Sender<ShardEvent>,
+    pub(crate) events: super::events::EventSender,
     awaits: VecDeque<PendingAwait>,
     reads: Vec<(Index, Reply)>,
 }
@@ -97,7 +98,7 @@ impl ApplyLoop {
         fsm: Box<dyn Fsm>,
         last_applied: LogId,
         shared: Arc<Shared>,
-        events: mpsc::Sender<ShardEvent>,
+        events: super::events::EventSender,
     ) -> ApplyLoop {
         ApplyLoop {
             fsm,

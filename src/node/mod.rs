@@ -23,6 +23,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod clock;
+pub(crate) mod events;
 pub(crate) mod host;
 pub(crate) mod metrics;
 pub(crate) mod reply;

@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 /// Messages taken from the node transport per poll of the router task before it yields.
 const EVENTS_PER_POLL_MAX: usize = 4096;
 
+/// An empty inbox keeps at most this much room.
+const INBOX_KEPT: usize = 8;
+
 /// Router ids, unique in the process (the thread-local registry's keys).
 static NEXT_ROUTER: AtomicU64 = AtomicU64::new(1);
 
@@ -363,6 +366,10 @@ impl Transport for GroupTransport {
         };
         if let Some(event) = inbox.events.pop_front() {
             return Poll::Ready(Some(event));
+        }
+        if inbox.events.capacity() > INBOX_KEPT {
+            // A burst (an election) grew it; idle groups should not keep the room.
+            inbox.events = VecDeque::new();
         }
         if stopped {
             return Poll::Ready(None);

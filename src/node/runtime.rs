@@ -31,6 +31,10 @@ pub(crate) fn spawn_on_host(
         ));
     }
     let (started_tx, started_rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
+    // The parts are boxed so the task's future holds a pointer, not a second copy of the
+    // shard's state beside the loop's own (a host of thousands of groups pays for every byte
+    // of it, ARCHITECTURE §14).
+    let parts = Box::new(parts);
     host.submit(Box::new(move || {
         Box::pin(async move {
             let _guard = guard;
@@ -38,11 +42,18 @@ pub(crate) fn spawn_on_host(
             let made = transport.into_transport().await;
             let transport = match made {
                 Ok(t) => t,
-                Err(e) => return fail(parts, &started_tx, StartError::Transport(e)),
+                Err(e) => return fail(*parts, &started_tx, StartError::Transport(e)),
             };
             // Other nodes' loops share this thread: yield after every turn.
-            let shard = Shard::new(parts, transport, true);
+            let shard = {
+                // Moved out of the captured box here, so the box is freed now, not when the
+                // node stops.
+                let parts = parts;
+                Box::new(Shard::new(*parts, transport, true))
+            };
             let _ = started_tx.send(Ok(()));
+            // Not held for the node's life (its channel's memory with it).
+            drop(started_tx);
             shard.run().await;
         })
     }));
@@ -75,7 +86,7 @@ pub(crate) fn spawn_shard(
                 Ok(t) => t,
                 Err(e) => return fail(parts, &started_tx, StartError::Transport(e)),
             };
-            let shard = Shard::new(parts, transport, yield_every_turn);
+            let shard = Box::new(Shard::new(parts, transport, yield_every_turn));
             let _ = started_tx.send(Ok(()));
             runtime.block_on(shard.run());
         });

@@ -3,7 +3,7 @@
 //! the shard on its own thread or on a `ShardHost`. The public [`Raft`](crate::Raft) handle
 //! wraps what this returns; the offline tools share [`recover`].
 
-use super::apply::{ApplyLoop, ShardEvent};
+use super::apply::ApplyLoop;
 use super::clock::Clock;
 use super::host::{default_host, ShardHost};
 use super::runtime::{spawn_on_host, spawn_shard};
@@ -19,7 +19,7 @@ use crate::core::{Core, CoreConfig, RecoveredState, Time};
 use ringraft_storage::{Index, LogId, LogStore, SnapshotStore, StableStore, Term};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 /// Starts a node (see [`Raft::new`](crate::Raft::new)); returns its shared state and its
 /// snapshot store.
@@ -99,8 +99,8 @@ struct Prepared {
     shared: Arc<Shared>,
     clock: Clock,
     apply: ApplyLoop,
-    events_tx: mpsc::Sender<ShardEvent>,
-    events_rx: mpsc::Receiver<ShardEvent>,
+    events_tx: super::events::EventSender,
+    events_rx: super::events::EventReceiver,
 }
 
 impl Prepared {
@@ -164,7 +164,7 @@ fn prepare(
         .configuration
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = core.latest_configuration();
-    let (events_tx, events_rx) = mpsc::channel();
+    let (events_tx, events_rx) = super::events::channel();
     let apply = ApplyLoop::new(fsm, applied, shared.clone(), events_tx.clone());
     Ok(Prepared {
         core,

@@ -84,9 +84,9 @@ pub(crate) struct Shard {
     pub(crate) clock: Clock,
     /// Where the state machine runs; `None` once it stopped (shutdown, or it failed).
     applier: Option<Applier>,
-    pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+    pub(crate) events_rx: crate::node::events::EventReceiver,
     /// For the stable-store worker's answers.
-    events_tx: mpsc::Sender<ShardEvent>,
+    events_tx: crate::node::events::EventSender,
     next_token: u64,
     waiters: BTreeMap<Token, Waiter>,
     pending_persist: VecDeque<persistence::PendingPersist>,
@@ -143,8 +143,8 @@ pub(crate) struct ShardParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     pub(crate) applier: Applier,
-    pub(crate) events_tx: mpsc::Sender<ShardEvent>,
-    pub(crate) events_rx: mpsc::Receiver<ShardEvent>,
+    pub(crate) events_tx: crate::node::events::EventSender,
+    pub(crate) events_rx: crate::node::events::EventReceiver,
     /// The node's snapshot I/O worker (started with the node).
     pub(crate) snapshot_io: SnapshotIo,
 }
@@ -318,7 +318,11 @@ impl Shard {
     /// wake-up costs one atomic when the shard is already awake. The runtime only parks (on
     /// epoll) when the shard has nothing to do, and runs the TCP transport's connection tasks
     /// whenever the loop yields.
-    pub(crate) async fn run(mut self) {
+    ///
+    /// The shard is boxed so the loop's future holds a pointer: a future that held the shard
+    /// by value, awaited by a task that built it, would hold it twice (thousands of groups on
+    /// one host pay for every byte, ARCHITECTURE §14).
+    pub(crate) async fn run(mut self: Box<Self>) {
         let signal = self.shared.signal.clone();
         signal.bind().await;
         let waker = Waker::from(signal.clone());
@@ -432,7 +436,7 @@ impl Shard {
             self.metrics.command(&command);
             self.handle_command(now, command);
         }
-        while let Ok(event) = self.events_rx.try_recv() {
+        while let Some(event) = self.events_rx.try_recv() {
             self.handle_event(now, event);
         }
         if !self.transport_closed {
@@ -495,6 +499,7 @@ impl Shard {
                 self.finish_snapshot(Err(TakeSnapshotError::Fsm(e)))
             }
             ShardEvent::SnapshotPersisted(result) => {
+                let result = *result;
                 self.metrics.snapshot_persisted(now, result.as_ref());
                 if let Ok(meta) = &result {
                     self.core
@@ -504,9 +509,9 @@ impl Shard {
             }
             ShardEvent::Fatal(e) => self.fatal = Some(e),
             ShardEvent::RestoreStaged { token, result } => {
-                self.restore_stage_done(now, token, result)
+                self.restore_stage_done(now, token, *result)
             }
-            ShardEvent::Core(input) => self.core.step(now, input),
+            ShardEvent::Core(input) => self.core.step(now, *input),
             ShardEvent::StableSaved { key, result } => self.stable_saved(now, key, result),
             ShardEvent::RestoreOpened(opened) => self.restore_opened(opened),
         }

@@ -118,7 +118,7 @@ impl SnapshotIo {
     pub(crate) fn start(
         id: NodeId,
         store: Arc<dyn SnapshotStore>,
-        events: mpsc::Sender<ShardEvent>,
+        events: crate::node::events::EventSender,
         shared: Arc<Shared>,
     ) -> std::io::Result<SnapshotIo> {
         let stopping = Arc::new(AtomicBool::new(false));
@@ -140,7 +140,7 @@ impl SnapshotIo {
     pub(crate) fn queued(
         id: NodeId,
         store: Arc<dyn SnapshotStore>,
-        events: mpsc::Sender<ShardEvent>,
+        events: crate::node::events::EventSender,
         shared: Arc<Shared>,
     ) -> SnapshotIo {
         let stopping = Arc::new(AtomicBool::new(false));
@@ -233,7 +233,7 @@ struct Worker {
     stopping: Arc<AtomicBool>,
     id: NodeId,
     store: Arc<dyn SnapshotStore>,
-    events: mpsc::Sender<ShardEvent>,
+    events: crate::node::events::EventSender,
     /// The node's signal (wakes the shard) and metrics.
     shared: Arc<Shared>,
     readers: BTreeMap<NodeId, ChunkReader>,
@@ -244,7 +244,7 @@ impl Worker {
     fn new(
         id: NodeId,
         store: Arc<dyn SnapshotStore>,
-        events: mpsc::Sender<ShardEvent>,
+        events: crate::node::events::EventSender,
         shared: Arc<Shared>,
         stopping: Arc<AtomicBool>,
     ) -> Worker {
@@ -295,12 +295,12 @@ impl Worker {
                 last,
                 configuration,
                 configuration_index,
-            } => Some(ShardEvent::SnapshotPersisted(self.persist(
+            } => Some(ShardEvent::SnapshotPersisted(Box::new(self.persist(
                 snapshot,
                 last,
                 &configuration,
                 configuration_index,
-            ))),
+            )))),
             SnapshotJob::ReadChunk {
                 peer,
                 meta,
@@ -336,7 +336,7 @@ impl Worker {
             }
             SnapshotJob::StageRestore { token, meta, data } => Some(ShardEvent::RestoreStaged {
                 token,
-                result: self.stage_restore(&meta, data),
+                result: Box::new(self.stage_restore(&meta, data)),
             }),
             SnapshotJob::DropStaged { through } => {
                 self.drop_staged(through);
@@ -443,13 +443,13 @@ impl Worker {
         if !done {
             self.readers.insert(peer, r);
         }
-        Some(ShardEvent::Core(Input::SnapshotChunkRead {
+        Some(ShardEvent::Core(Box::new(Input::SnapshotChunkRead {
             peer,
             snapshot: meta.last,
             offset,
             data: Bytes::from(data),
             done,
-        }))
+        })))
     }
 
     fn write_chunk(
@@ -505,11 +505,11 @@ impl Worker {
                 (0, false)
             }
         };
-        ShardEvent::Core(Input::SnapshotChunkWritten {
+        ShardEvent::Core(Box::new(Input::SnapshotChunkWritten {
             snapshot: meta.last,
             next_offset,
             done,
-        })
+        }))
     }
 
     fn stage_restore(

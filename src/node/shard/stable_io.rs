@@ -45,7 +45,7 @@ impl StableIo {
         &mut self,
         key: StableKey,
         state: HardState,
-        events: &mpsc::Sender<ShardEvent>,
+        events: &crate::node::events::EventSender,
         shared: &Arc<Shared>,
     ) -> bool {
         if let StableIo::Idle(store) = self {
@@ -105,7 +105,7 @@ impl StableIo {
 
     /// Does the queued saves in order, as the worker thread would.
     #[cfg(feature = "sim")]
-    pub(crate) fn run_queued(&mut self, events: &mpsc::Sender<ShardEvent>) {
+    pub(crate) fn run_queued(&mut self, events: &crate::node::events::EventSender) {
         if let StableIo::Queued { store, saves } = self {
             while let Some((key, state)) = saves.pop_front() {
                 if !save_one(&mut **store, key, state, events) {
@@ -121,7 +121,7 @@ fn save_one(
     store: &mut dyn StableStore,
     key: StableKey,
     state: HardState,
-    events: &mpsc::Sender<ShardEvent>,
+    events: &crate::node::events::EventSender,
 ) -> bool {
     let result = store.save(&state).map_err(|e| e.to_string());
     events.send(ShardEvent::StableSaved { key, result }).is_ok()

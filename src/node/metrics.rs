@@ -17,7 +17,8 @@ use ::metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Unit};
 use ringraft_net::message::{AppendResult, Body, Message};
 use ringraft_net::transport::TransportEvent;
 use ringraft_storage::{Configuration, Index, NodeId, Term, Ticket};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The kind of a metric, for its description.
@@ -291,7 +292,8 @@ const INFLIGHT_TRACKED_MAX: usize = 1024;
 
 /// The shard's side of the metrics: per-turn tallies and the timing state they need.
 pub(crate) struct ShardMetrics {
-    handles: NodeMetrics,
+    /// The node's handles, shared with `Shared` (one copy per node).
+    handles: Arc<NodeMetrics>,
     id: NodeId,
     clock: Clock,
     /// Requests drained this turn, flushed by [`ShardMetrics::end_turn`].
@@ -311,7 +313,8 @@ pub(crate) struct ShardMetrics {
     commit: Index,
     last_index: Index,
     configuration_index: Option<Index>,
-    peers: BTreeMap<NodeId, PeerTrack>,
+    /// A few peers: a vector (a map's node would hold room for eleven, per group).
+    peers: Vec<(NodeId, PeerTrack)>,
     contact_every: Duration,
     next_contact_sample: Time,
     snapshot_captured_at: Option<Time>,
@@ -319,7 +322,7 @@ pub(crate) struct ShardMetrics {
 
 impl ShardMetrics {
     pub(crate) fn new(
-        handles: NodeMetrics,
+        handles: Arc<NodeMetrics>,
         id: NodeId,
         clock: Clock,
         heartbeat_timeout: Duration,
@@ -341,7 +344,7 @@ impl ShardMetrics {
             commit: Index(0),
             last_index: Index(0),
             configuration_index: None,
-            peers: BTreeMap::new(),
+            peers: Vec::new(),
             contact_every: heartbeat_timeout,
             next_contact_sample: Time(0),
             snapshot_captured_at: None,
@@ -369,7 +372,7 @@ impl ShardMetrics {
             Body::PreVote { .. } => 3,
             Body::InstallSnapshot(_) => 4,
             Body::AppendEntriesResponse(r) => {
-                if let Some(p) = self.peers.get_mut(&message.from) {
+                if let Some(p) = self.tracked(message.from) {
                     p.heard = now;
                     match r.result {
                         AppendResult::Success { match_index } => {
@@ -387,7 +390,7 @@ impl ShardMetrics {
                 return None;
             }
             Body::HeartbeatResponse { round } => {
-                if let Some(p) = self.peers.get_mut(&message.from) {
+                if let Some(p) = self.tracked(message.from) {
                     p.heard = now;
                     if let Some((sent_round, sent)) = p.heartbeat {
                         if sent_round == *round {
@@ -399,7 +402,7 @@ impl ShardMetrics {
                 return None;
             }
             _ => {
-                if let Some(p) = self.peers.get_mut(&message.from) {
+                if let Some(p) = self.tracked(message.from) {
                     p.heard = now;
                 }
                 return None;
@@ -462,9 +465,44 @@ impl ShardMetrics {
         }
     }
 
+    /// Gives back the room of empty queues (a quiesced node).
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.persisting.is_empty() {
+            self.persisting = VecDeque::new();
+        }
+        if self.uncommitted.is_empty() {
+            self.uncommitted = VecDeque::new();
+        }
+        for (_, p) in &mut self.peers {
+            if p.inflight.is_empty() {
+                p.inflight = VecDeque::new();
+            }
+        }
+    }
+
+    /// The tracking of `peer`, if it has any.
+    fn tracked(&mut self, peer: NodeId) -> Option<&mut PeerTrack> {
+        self.peers
+            .iter_mut()
+            .find(|(id, _)| *id == peer)
+            .map(|(_, p)| p)
+    }
+
     fn peer(&mut self, peer: NodeId, now: Time) -> &mut PeerTrack {
+        let i = match self.peers.iter().position(|(id, _)| *id == peer) {
+            Some(i) => i,
+            None => {
+                let track = self.new_track(peer, now);
+                self.peers.push((peer, track));
+                self.peers.len() - 1
+            }
+        };
+        &mut self.peers[i].1
+    }
+
+    fn new_track(&self, peer: NodeId, now: Time) -> PeerTrack {
         let handles = &self.handles;
-        self.peers.entry(peer).or_insert_with(|| {
+        {
             ::metrics::with_recorder(|r| {
                 let key = |name| handles.peer_key(name, peer);
                 PeerTrack {
@@ -485,7 +523,7 @@ impl ShardMetrics {
                         .register_histogram(&key(names::LEADER_LAST_CONTACT), &PEER_METADATA),
                 }
             })
-        })
+        }
     }
 
     /// A persist batch of `entries` entries was submitted; `ticket` completes it.
@@ -668,7 +706,7 @@ impl ShardMetrics {
         }
         if self.role == Role::Leader && now >= self.next_contact_sample {
             self.next_contact_sample = now.plus_nanos(self.contact_every.as_nanos() as u64);
-            for p in self.peers.values() {
+            for (_, p) in &self.peers {
                 p.last_contact.record(millis(p.heard, now));
             }
         }

@@ -189,6 +189,14 @@ impl Submissions {
         }
     }
 
+    /// Gives back the queue's room if it is empty (an idle node, ARCHITECTURE §14).
+    pub(crate) fn release_if_empty(&self) {
+        let mut inner = self.lock();
+        if inner.items.is_empty() && inner.items.capacity() > 0 {
+            inner.items = VecDeque::new();
+        }
+    }
+
     /// Refuses further commands and returns the ones still queued (dropping them answers
     /// their callers with `Shutdown`).
     pub(crate) fn close(&self) -> VecDeque<Command> {
@@ -235,7 +243,7 @@ pub(crate) struct Shared {
     /// the shard each turn (and `fsm_pending` by the shard and the apply thread).
     pub(crate) stats: StatsCells,
     /// The node's metric handles (see [`crate::api::metrics`]), registered when it starts.
-    pub(crate) metrics: metrics::NodeMetrics,
+    pub(crate) metrics: Arc<metrics::NodeMetrics>,
 }
 
 /// Counters the shard publishes for `stats()`.
@@ -280,7 +288,7 @@ impl Shared {
             observer_count: AtomicUsize::new(0),
             next_observer_id: AtomicU64::new(1),
             stats: StatsCells::default(),
-            metrics: metrics::NodeMetrics::new(id),
+            metrics: Arc::new(metrics::NodeMetrics::new(id)),
         })
     }
 

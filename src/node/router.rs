@@ -34,9 +34,6 @@ use std::time::{Duration, Instant};
 /// Messages taken from the node transport per poll of the router task before it yields.
 const EVENTS_PER_POLL_MAX: usize = 4096;
 
-/// An empty inbox keeps at most this much room.
-const INBOX_KEPT: usize = 8;
-
 /// Router ids, unique in the process (the thread-local registry's keys).
 static NEXT_ROUTER: AtomicU64 = AtomicU64::new(1);
 
@@ -367,8 +364,9 @@ impl Transport for GroupTransport {
         if let Some(event) = inbox.events.pop_front() {
             return Poll::Ready(Some(event));
         }
-        if inbox.events.capacity() > INBOX_KEPT {
-            // A burst (an election) grew it; idle groups should not keep the room.
+        if inbox.events.capacity() > 0 {
+            // Idle groups keep no room (thousands of them per node); a busy group's turn
+            // handles many messages per allocation.
             inbox.events = VecDeque::new();
         }
         if stopped {

@@ -108,7 +108,8 @@ pub(crate) struct Shard {
     next_heartbeat_check: Time,
     transport_closed: bool,
     /// The peers (and addresses) this shard gave the transport from configurations.
-    transport_peers: BTreeMap<NodeId, String>,
+    /// A few entries: a vector (a map's node would hold room for eleven, per group).
+    transport_peers: Vec<(NodeId, String)>,
     /// The configurations in force changed in a way no effect shows (start, bootstrap).
     transport_peers_dirty: bool,
     /// The latest configuration's index while it is not committed: once the commit index
@@ -298,7 +299,7 @@ impl Shard {
             leading_since: Time(0),
             next_heartbeat_check: Time(0),
             transport_closed: false,
-            transport_peers: BTreeMap::new(),
+            transport_peers: Vec::new(),
             transport_peers_dirty: true,
             transport_peers_recheck_at: None,
             fatal: None,
@@ -354,6 +355,7 @@ impl Shard {
             let now = self.clock.now();
             if next > now {
                 let park_max = if self.core.is_quiesced() {
+                    self.release_idle_memory();
                     QUIESCED_PARK_MAX
                 } else {
                     PARK_MAX
@@ -366,6 +368,21 @@ impl Shard {
             }
         }
         self.stop();
+    }
+
+    /// Gives back the room of empty queues before a quiesced shard parks: a host of thousands
+    /// of idle groups should not keep buffers sized for bursts (ARCHITECTURE §14).
+    fn release_idle_memory(&mut self) {
+        fn release<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        release(&mut self.commands);
+        release(&mut self.pending_persist);
+        release(&mut self.apply_held);
+        self.shared.queue.release_if_empty();
+        self.metrics.release_idle_memory();
     }
 
     /// Before the first turn at `now`.

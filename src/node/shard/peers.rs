@@ -131,23 +131,28 @@ impl Shard {
             }
         }
         for (peer, address) in &wanted {
-            if self.transport_peers.get(peer) == Some(address) {
+            let known = self.transport_peers.iter_mut().find(|(p, _)| p == peer);
+            if known.as_ref().is_some_and(|(_, a)| a == address) {
                 continue;
             }
             // An address the transport cannot dial (a host name for TCP, say) leaves the
             // transport as it was configured: it may still know the peer by other means.
             if self.transport.set_peer(*peer, address).is_ok() {
-                self.transport_peers.insert(*peer, address.clone());
+                match self.transport_peers.iter_mut().find(|(p, _)| p == peer) {
+                    Some(known) => known.1 = address.clone(),
+                    None => self.transport_peers.push((*peer, address.clone())),
+                }
             }
         }
-        let gone: Vec<NodeId> = self
-            .transport_peers
-            .keys()
-            .filter(|peer| !wanted.contains_key(peer))
-            .copied()
-            .collect();
+        let mut gone = Vec::new();
+        self.transport_peers.retain(|(peer, _)| {
+            let keep = wanted.contains_key(peer);
+            if !keep {
+                gone.push(*peer);
+            }
+            keep
+        });
         for peer in gone {
-            self.transport_peers.remove(&peer);
             self.transport.remove_peer(peer);
         }
     }

@@ -65,9 +65,6 @@ pub fn run(
     }
     let threads = thread_count();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, elect_limit);
-    let rss_after = resident_bytes();
-    let replicas = (groups as u64 * nodes).max(1);
-    let rss_per_replica_bytes = rss_after.saturating_sub(rss_before) / replicas;
     // A quiet window: every group idle.
     std::thread::sleep(Duration::from_millis(500));
     let cpu_before = process_cpu_secs();
@@ -75,6 +72,12 @@ pub fn run(
     std::thread::sleep(idle_window);
     let cpu = process_cpu_secs() - cpu_before;
     let idle_cpu_pct = 100.0 * cpu / window_start.elapsed().as_secs_f64();
+    // Resident memory once idle (the process's high-water mark of the groups' start and
+    // elections: freed memory stays resident with the allocator). It includes each replica's
+    // state machine and in-memory stores.
+    let rss_after = resident_bytes();
+    let replicas = (groups as u64 * nodes).max(1);
+    let rss_per_replica_bytes = rss_after.saturating_sub(rss_before) / replicas;
     let load_outcome = if active > 0 && elected == groups {
         let leaders: Vec<Raft> = clusters
             .iter()

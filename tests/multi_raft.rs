@@ -238,3 +238,71 @@ fn wrong_use_is_refused_with_a_typed_error() {
         .wait()
         .expect("shutdown");
 }
+
+#[test]
+fn groups_share_one_tcp_connection_per_peer_node() {
+    use ringraft::TcpTransportConfig;
+    use ringraft_net::handshake::ClusterId;
+    use ringraft_net::tcp::TcpConfig;
+    use ringraft_storage::Server;
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let addresses: Vec<std::net::SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("address"))
+        .collect();
+    drop(listeners);
+    let nodes: Vec<MultiRaft> = (0..3)
+        .map(|i| {
+            let id = NodeId(i as u64 + 1);
+            let mut tcp = TcpConfig::new(id, ClusterId(7), addresses[i]);
+            tcp.backoff_initial = Duration::from_millis(5);
+            tcp.backoff_max = Duration::from_millis(100);
+            MultiRaft::new(TcpTransportConfig::new(tcp), watch()).expect("node")
+        })
+        .collect();
+    let members = Configuration::new(
+        (0..3)
+            .map(|i| Server::voter(NodeId(i as u64 + 1), addresses[i].to_string()))
+            .collect(),
+    );
+    let mut groups = Vec::new();
+    for g in 1..=16u64 {
+        let mut group = Vec::new();
+        for node in &nodes {
+            let raft = node
+                .add_group(
+                    GroupId(g),
+                    test_config(node.id()),
+                    RecordingFsm::new(),
+                    InmemStore::new(),
+                    InmemStore::new(),
+                    InmemSnapshotStore::new(),
+                )
+                .expect("group");
+            resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
+            group.push(raft);
+        }
+        groups.push(group);
+    }
+    let c = Cluster {
+        network: MemNetwork::new(),
+        nodes,
+        groups,
+    };
+    // Every group elects a leader and commits writes over the three nodes' connections, and
+    // the groups quiesce there too.
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    c.write_everywhere(&leaders, 2);
+    for (g, group) in c.groups.iter().enumerate() {
+        for raft in group {
+            wait_until("followers apply", || {
+                raft.applied_index() >= leaders_last(&c, g)
+            });
+        }
+    }
+    assert!(c.nodes.iter().all(|n| n.stats().groups == 16));
+    c.shutdown();
+}

@@ -185,3 +185,23 @@ fn a_seed_that_runs_out_of_events_fails_instead_of_hanging() {
     assert!(failure.contains("event budget exhausted"), "{failure}");
     assert_eq!(report.events, 2_001);
 }
+
+#[test]
+fn quiescence_seeds_quiesce_and_stay_live() {
+    // Seed 1 is a quiescence seed (ARCHITECTURE §14): its nodes quiesce during lulls, a
+    // quiesced leader dies, and the cluster still finishes every check.
+    let report = run(&SimConfig::new(1));
+    assert_eq!(report.failure, None);
+    assert!(report.quiesce, "seed 1 runs with quiescence");
+    assert!(report.quiesces > 0, "{report:?}");
+}
+
+#[test]
+fn the_quiescence_checker_catches_a_follower_deaf_to_its_leaders_silence() {
+    // The first 3-node seed that catches it (`ringraft-sim --nodes 3 --mutation
+    // quiesced-ignores-silence --expect-failure`).
+    let mut config = SimConfig::new(711);
+    config.mutation = Some(Mutation::QuiescedIgnoresSilence);
+    let failure = run(&config).failure.expect("caught");
+    assert!(failure.contains("stays quiesced"), "{failure}");
+}

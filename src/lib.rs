@@ -105,7 +105,8 @@
 //!
 //! - [`api`] (re-exported at the root): [`Raft`] and its futures, [`Config`], [`Fsm`], the
 //!   errors of each request, observers, metrics, offline tools (`recover_cluster`,
-//!   `peers.json`).
+//!   `peers.json`); [`MultiRaft`] for thousands of groups per node (one thread, one transport,
+//!   idle groups quiesced).
 //! - [`core`]: the sans-IO consensus state machine, `step(now, input)` → effects, usable on
 //!   its own.
 //! - `sim` (feature `sim`): the deterministic simulator that runs whole clusters of real nodes

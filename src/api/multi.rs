@@ -61,8 +61,11 @@ pub struct MultiRaftStats {
 /// groups a node does not run are dropped.
 ///
 /// Differences from a single [`Raft`]: quiescence (hashicorp has none; an idle group's
-/// leader sends no heartbeats, so `HeartbeatFailed` observations pause with it), and a
-/// group's shard loop shares its thread with every other group of the node.
+/// leader sends no heartbeats, so `HeartbeatFailed` observations pause with it and a
+/// quiesced follower's `last_contact` keeps growing until the group wakes), and a group's
+/// shard loop shares its thread with every other group of the node. Shut a group down on
+/// every node that runs it: a quiesced follower whose leader's group stopped on a node that
+/// stays up learns of it only from the next message or from that node going silent.
 ///
 /// ```
 /// use bytes::Bytes;

@@ -23,6 +23,27 @@ fn watch() -> MultiRaftConfig {
     }
 }
 
+/// Starts group `g` on every node (in-memory stores) and bootstraps it with `members`.
+fn start_group(nodes: &[MultiRaft], g: u64, members: &Configuration) -> Vec<Raft> {
+    nodes
+        .iter()
+        .map(|node| {
+            let raft = node
+                .add_group(
+                    GroupId(g),
+                    test_config(node.id()),
+                    RecordingFsm::new(),
+                    InmemStore::new(),
+                    InmemStore::new(),
+                    InmemSnapshotStore::new(),
+                )
+                .expect("group");
+            resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
+            raft
+        })
+        .collect()
+}
+
 struct Cluster {
     network: MemNetwork,
     nodes: Vec<MultiRaft>,
@@ -41,22 +62,7 @@ impl Cluster {
         let members = Configuration::voters_with_default_addresses(ids.clone());
         let mut all = Vec::new();
         for g in 1..=groups {
-            let mut group = Vec::new();
-            for (node, &id) in nodes.iter().zip(&ids) {
-                let raft = node
-                    .add_group(
-                        GroupId(g),
-                        test_config(id),
-                        RecordingFsm::new(),
-                        InmemStore::new(),
-                        InmemStore::new(),
-                        InmemSnapshotStore::new(),
-                    )
-                    .expect("group");
-                resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
-                group.push(raft);
-            }
-            all.push(group);
+            all.push(start_group(&nodes, g, &members));
         }
         Cluster {
             network,
@@ -269,22 +275,7 @@ fn groups_share_one_tcp_connection_per_peer_node() {
     );
     let mut groups = Vec::new();
     for g in 1..=16u64 {
-        let mut group = Vec::new();
-        for node in &nodes {
-            let raft = node
-                .add_group(
-                    GroupId(g),
-                    test_config(node.id()),
-                    RecordingFsm::new(),
-                    InmemStore::new(),
-                    InmemStore::new(),
-                    InmemSnapshotStore::new(),
-                )
-                .expect("group");
-            resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
-            group.push(raft);
-        }
-        groups.push(group);
+        groups.push(start_group(&nodes, g, &members));
     }
     let c = Cluster {
         network: MemNetwork::new(),

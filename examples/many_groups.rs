@@ -45,6 +45,9 @@ impl FsmSnapshot for CounterSnapshot {
     }
 }
 
+// The example times itself with the wall clock (the lint guards the consensus core's
+// determinism, which an example does not touch).
+#[allow(clippy::disallowed_methods)]
 fn run(groups: u64) -> Result<(), Box<dyn Error>> {
     let network = MemNetwork::new();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];

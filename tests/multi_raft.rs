@@ -297,3 +297,32 @@ fn groups_share_one_tcp_connection_per_peer_node() {
     assert!(c.nodes.iter().all(|n| n.stats().groups == 16));
     c.shutdown();
 }
+
+#[test]
+fn a_group_stopped_on_a_live_node_is_led_from_another() {
+    let c = Cluster::start(8);
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    let idle = c.wait_quiet(300);
+    assert!(
+        idle < 300,
+        "idle groups still exchange {idle} messages per 500 ms"
+    );
+    // Group 1 stops on the node leading it; the node stays up and keeps pinging, so only the
+    // group's own word (`GroupStopped`) tells its quiesced followers to elect another leader.
+    let gone = leaders[0];
+    c.groups[0][gone - 1].shutdown().wait().expect("shutdown");
+    let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
+    wait_until("group 1 elects a leader elsewhere", || {
+        c.leader_of(0, &rest).is_some()
+    });
+    let next = c.leader_of(0, &rest).expect("leader");
+    let applied = resolve("apply", c.groups[0][next - 1].apply("after", T)).expect("apply");
+    assert_eq!(applied.response, Bytes::from("2"));
+    // The other groups kept their leaders.
+    for (g, &leader) in leaders.iter().enumerate().skip(1) {
+        assert_eq!(c.leader_of(g, &[1, 2, 3]), Some(leader), "group {}", g + 1);
+    }
+    assert_eq!(c.nodes[gone - 1].stats().groups, 7);
+    c.shutdown();
+}

@@ -136,6 +136,7 @@ pub fn kind_of(body: &Body) -> FrameKind {
         Body::InstallSnapshotResponse(_) => FrameKind::InstallSnapshotResponse,
         Body::Quiesce { .. } => FrameKind::Quiesce,
         Body::NodePing => FrameKind::NodePing,
+        Body::GroupStopped => FrameKind::GroupStopped,
     }
 }
 
@@ -330,7 +331,7 @@ pub fn encode_message(
             b.u8(u8::from(*granted))
         }
         Body::PreVote { last_log_id } => log_id(&mut b, *last_log_id),
-        Body::TimeoutNow | Body::NodePing => {}
+        Body::TimeoutNow | Body::NodePing | Body::GroupStopped => {}
         Body::InstallSnapshot(s) => encode_snapshot(&mut b, s, max_frame_bytes)?,
         Body::InstallSnapshotResponse(r) => {
             log_id(&mut b, r.last);
@@ -699,6 +700,7 @@ fn decode_message(
             round: r.u64()?,
         },
         FrameKind::NodePing => Body::NodePing,
+        FrameKind::GroupStopped => Body::GroupStopped,
         FrameKind::InstallSnapshot => Body::InstallSnapshot(decode_snapshot(r)?),
         FrameKind::InstallSnapshotResponse => {
             let last = r.log_id()?;

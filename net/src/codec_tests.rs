@@ -165,6 +165,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
             round
         }),
         Just(Body::NodePing),
+        Just(Body::GroupStopped),
         arb_snapshot().prop_map(Body::InstallSnapshot),
         (
             arb_log_id(),
@@ -227,6 +228,7 @@ fn every_kind_has_a_table_case_that_round_trips() {
             round: 9,
         }),
         message(Body::NodePing),
+        message(Body::GroupStopped),
     ];
     for m in &cases {
         round_trip(m, GroupId(0));

@@ -105,11 +105,13 @@ pub enum FrameKind {
     Quiesce,
     /// `Body::NodePing`.
     NodePing,
+    /// `Body::GroupStopped`.
+    GroupStopped,
 }
 
 impl FrameKind {
     /// Every kind, for tests and tables.
-    pub const ALL: [FrameKind; 14] = [
+    pub const ALL: [FrameKind; 15] = [
         FrameKind::Hello,
         FrameKind::AppendEntries,
         FrameKind::AppendEntriesResponse,
@@ -124,6 +126,7 @@ impl FrameKind {
         FrameKind::InstallSnapshotResponse,
         FrameKind::Quiesce,
         FrameKind::NodePing,
+        FrameKind::GroupStopped,
     ];
 
     /// The kind's stable wire code.
@@ -143,6 +146,7 @@ impl FrameKind {
             FrameKind::InstallSnapshotResponse => 26,
             FrameKind::Quiesce => 27,
             FrameKind::NodePing => 28,
+            FrameKind::GroupStopped => 29,
         }
     }
 
@@ -164,12 +168,17 @@ impl FrameKind {
     }
 
     /// True for requests the receiver answers (a transport tracks them until it does):
-    /// every request but `TimeoutNow`, `Quiesce` and `NodePing`, which are one-way.
+    /// every request but `TimeoutNow`, `Quiesce`, `NodePing` and `GroupStopped`, which are
+    /// one-way.
     pub fn expects_response(self) -> bool {
         !self.is_response()
             && !matches!(
                 self,
-                FrameKind::Hello | FrameKind::TimeoutNow | FrameKind::Quiesce | FrameKind::NodePing
+                FrameKind::Hello
+                    | FrameKind::TimeoutNow
+                    | FrameKind::Quiesce
+                    | FrameKind::NodePing
+                    | FrameKind::GroupStopped
             )
     }
 
@@ -452,7 +461,7 @@ mod tests {
         for kind in FrameKind::ALL {
             assert_eq!(FrameKind::from_code(kind.code()), Some(kind));
         }
-        for code in [0u8, 2, 15, 29, 255] {
+        for code in [0u8, 2, 15, 30, 255] {
             assert_eq!(FrameKind::from_code(code), None);
         }
     }

@@ -90,6 +90,11 @@ pub enum Body {
     /// (quiescence, ARCHITECTURE §14). Sent outside any group; the host consumes it, no
     /// consensus core sees it. Not answered.
     NodePing,
+    /// Node → node: "this node no longer runs the frame's group" (it was shut down there while
+    /// the node stays up), so the group's followers on the receiving node stop waiting for a
+    /// leader there (ARCHITECTURE §14). The host consumes it, no consensus core sees it. Not
+    /// answered.
+    GroupStopped,
 }
 
 /// One chunk of a snapshot.
@@ -206,6 +211,7 @@ impl Body {
             Body::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
             Body::Quiesce { .. } => "Quiesce",
             Body::NodePing => "NodePing",
+            Body::GroupStopped => "GroupStopped",
         }
     }
 }

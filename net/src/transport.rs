@@ -232,6 +232,9 @@ pub enum PeerError {
         /// How long it has been silent, in milliseconds.
         for_ms: u64,
     },
+    /// The peer's node said it no longer runs this group (it was shut down there; the node
+    /// stays up).
+    GroupStopped,
 }
 
 impl fmt::Display for PeerError {
@@ -248,6 +251,7 @@ impl fmt::Display for PeerError {
             PeerError::Silent { for_ms } => {
                 write!(f, "nothing heard from the peer for {for_ms} ms")
             }
+            PeerError::GroupStopped => write!(f, "the peer no longer runs this group"),
         }
     }
 }

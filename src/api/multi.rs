@@ -63,9 +63,9 @@ pub struct MultiRaftStats {
 /// Differences from a single [`Raft`]: quiescence (hashicorp has none; an idle group's
 /// leader sends no heartbeats, so `HeartbeatFailed` observations pause with it and a
 /// quiesced follower's `last_contact` keeps growing until the group wakes), and a group's
-/// shard loop shares its thread with every other group of the node. Shut a group down on
-/// every node that runs it: a quiesced follower whose leader's group stopped on a node that
-/// stays up learns of it only from the next message or from that node going silent.
+/// shard loop shares its thread with every other group of the node. A group shut down on one
+/// node tells its replicas on the other nodes (`GroupStopped`), so a quiesced follower under
+/// it campaigns instead of waiting for a node that stays up.
 ///
 /// ```
 /// use bytes::Bytes;

@@ -27,8 +27,8 @@ use std::collections::BTreeSet;
 
 impl Core {
     pub(super) fn handle_message(&mut self, m: Message) {
-        if m.body == Body::NodePing {
-            // Liveness between hosts; a host consumes these before any core sees them.
+        if matches!(m.body, Body::NodePing | Body::GroupStopped) {
+            // Between hosts; a host consumes these before any core sees them.
             return;
         }
         if m.to != self.id() {
@@ -58,7 +58,8 @@ impl Core {
             | Body::InstallSnapshot(_)
             | Body::InstallSnapshotResponse(_)
             | Body::Quiesce { .. }
-            | Body::NodePing => {}
+            | Body::NodePing
+            | Body::GroupStopped => {}
         }
         if m.term > self.term {
             let leader = match m.body {
@@ -70,6 +71,7 @@ impl Core {
                 | Body::TimeoutNow => Some(m.from),
                 Body::AppendEntriesResponse(_)
                 | Body::NodePing
+                | Body::GroupStopped
                 | Body::HeartbeatResponse { .. }
                 | Body::RequestVote { .. }
                 | Body::RequestVoteResponse { .. }
@@ -120,7 +122,8 @@ impl Core {
                 | Body::TimeoutNow
                 | Body::PreVote { .. }
                 | Body::PreVoteResponse { .. }
-                | Body::NodePing => {}
+                | Body::NodePing
+                | Body::GroupStopped => {}
                 // A stale leader's Quiesce: tell it about the newer term, as for a heartbeat.
                 Body::Quiesce { round, .. } => self.send_when_durable(
                     m.from,
@@ -147,7 +150,10 @@ impl Core {
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(m.from, r),
             Body::Quiesce { leader_commit, .. } => self.handle_quiesce(m.from, leader_commit),
             // Handled before the term rules.
-            Body::PreVote { .. } | Body::PreVoteResponse { .. } | Body::NodePing => {}
+            Body::PreVote { .. }
+            | Body::PreVoteResponse { .. }
+            | Body::NodePing
+            | Body::GroupStopped => {}
         }
     }
 

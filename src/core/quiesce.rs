@@ -41,7 +41,10 @@ impl Core {
             | Input::PeerUnreachable { .. } => false,
             Input::Message(m) => !matches!(
                 m.body,
-                Body::HeartbeatResponse { .. } | Body::Quiesce { .. } | Body::NodePing
+                Body::HeartbeatResponse { .. }
+                    | Body::Quiesce { .. }
+                    | Body::NodePing
+                    | Body::GroupStopped
             ),
             _ => true,
         };

@@ -121,8 +121,18 @@ impl Router {
         match event {
             TransportEvent::Message { group, message } => {
                 self.heard_from(message.from, now);
-                if message.body != Body::NodePing {
-                    self.deliver(group, TransportEvent::Message { group, message });
+                match message.body {
+                    Body::NodePing => {}
+                    // The sender's replica of the group stopped: to the group, as if the
+                    // peer were gone (a quiesced follower under it campaigns).
+                    Body::GroupStopped => {
+                        let event = TransportEvent::PeerDisconnected {
+                            peer: message.from,
+                            error: PeerError::GroupStopped,
+                        };
+                        self.deliver(group, event);
+                    }
+                    _ => self.deliver(group, TransportEvent::Message { group, message }),
                 }
             }
             TransportEvent::PeerConnected { peer } => {
@@ -381,6 +391,8 @@ impl Transport for GroupTransport {
 }
 
 impl Drop for GroupTransport {
+    /// The group stopped on this node: its peers' replicas hear so (`GroupStopped`), so none
+    /// of them stays quiesced under a leader that is gone while its node is not.
     fn drop(&mut self) {
         let mut r = self.router.borrow_mut();
         let r = &mut *r;
@@ -388,6 +400,22 @@ impl Drop for GroupTransport {
             r.shared.groups.fetch_sub(1, Ordering::AcqRel);
         }
         let group = self.group;
+        let me = r.me;
+        if let Some(transport) = r.transport.as_mut() {
+            for (&peer, p) in &r.peers {
+                if p.groups.contains(&group) {
+                    let stopped = Message {
+                        from: me,
+                        to: peer,
+                        term: Term(0),
+                        body: Body::GroupStopped,
+                    };
+                    // Best effort: if it is lost, the followers wait for the next message
+                    // or for this node's silence.
+                    let _ = transport.send(group, stopped);
+                }
+            }
+        }
         let mut gone = Vec::new();
         for (&peer, p) in &mut r.peers {
             if p.groups.remove(&group) && p.groups.is_empty() {

@@ -118,6 +118,20 @@ impl Cluster {
         last
     }
 
+    /// `groups` groups that elected leaders (returned, per group), took one write each and
+    /// quiesced.
+    fn quiesced(groups: u64) -> (Cluster, Vec<usize>) {
+        let c = Cluster::start(groups);
+        let leaders = c.wait_leaders(&[1, 2, 3]);
+        c.write_everywhere(&leaders, 1);
+        let idle = c.wait_quiet(300);
+        assert!(
+            idle < 300,
+            "idle groups still exchange {idle} messages per 500 ms"
+        );
+        (c, leaders)
+    }
+
     fn shutdown(self) {
         for group in &self.groups {
             for raft in group {
@@ -172,16 +186,9 @@ fn leaders_last(c: &Cluster, g: usize) -> Index {
 
 #[test]
 fn a_silent_leader_node_is_replaced_in_every_group_it_led() {
-    let c = Cluster::start(12);
-    let leaders = c.wait_leaders(&[1, 2, 3]);
-    c.write_everywhere(&leaders, 1);
-    // Let the groups quiesce, then cut the node leading group 1 off without a word: no
+    // The groups quiesce, then the node leading group 1 is cut off without a word: no
     // connection event, only silence.
-    let idle = c.wait_quiet(300);
-    assert!(
-        idle < 300,
-        "idle groups still exchange {idle} messages per 500 ms"
-    );
+    let (c, leaders) = Cluster::quiesced(12);
     let gone = leaders[0];
     let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
     let gone_id = NodeId(gone as u64);
@@ -300,14 +307,7 @@ fn groups_share_one_tcp_connection_per_peer_node() {
 
 #[test]
 fn a_group_stopped_on_a_live_node_is_led_from_another() {
-    let c = Cluster::start(8);
-    let leaders = c.wait_leaders(&[1, 2, 3]);
-    c.write_everywhere(&leaders, 1);
-    let idle = c.wait_quiet(300);
-    assert!(
-        idle < 300,
-        "idle groups still exchange {idle} messages per 500 ms"
-    );
+    let (c, leaders) = Cluster::quiesced(8);
     // Group 1 stops on the node leading it; the node stays up and keeps pinging, so only the
     // group's own word (`GroupStopped`) tells its quiesced followers to elect another leader.
     let gone = leaders[0];

@@ -254,6 +254,11 @@ impl Core {
     }
 
     pub(super) fn tick(&mut self) {
+        if self.quiesced {
+            // No timer runs while quiesced (`next_timer` is never due): a tick anyway changes
+            // nothing.
+            return;
+        }
         if matches!(self.role, RoleState::Leader(_)) {
             self.leader_tick();
             return;

@@ -245,7 +245,7 @@ impl Core {
     /// as the latest time seen).
     pub fn step(&mut self, now: Time, input: Input) {
         self.now = self.now.max(now);
-        self.note_activity(&input);
+        let activity = Core::activity_of(&input);
         match input {
             Input::Tick => self.tick(),
             Input::Message(message) => self.handle_message(message),
@@ -288,6 +288,7 @@ impl Core {
             Input::Persisted { seq } => self.persisted(seq),
             Input::Applied { index } => self.handle_applied(index),
         }
+        self.after_activity(activity);
     }
 
     /// Closes the current batch (see the module docs) and returns every effect produced since

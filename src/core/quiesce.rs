@@ -8,10 +8,11 @@
 //! idle groups then cost no timer, no message and no CPU.
 //!
 //! What ends it:
-//! - any request, and any message but a heartbeat acknowledgement, `Quiesce` or `NodePing`,
-//!   wakes the node: a leader starts a heartbeat round at once (which wakes its followers), a
-//!   follower re-arms its election timer. A restarted follower's pre-votes reach the leader
-//!   too, so it learns of the leader without waiting for anything else;
+//! - any message but a heartbeat acknowledgement, `Quiesce` or the hosts' own, and any request
+//!   at a leader, wakes the node once handled: a leader starts a heartbeat round at once
+//!   (which wakes its followers), a follower re-arms its election timer. A restarted
+//!   follower's pre-votes reach the leader too, so it learns of the leader without waiting for
+//!   anything else (the quiesced followers refuse them: their leader is alive);
 //! - `Input::PeerUnreachable` naming the leader wakes a paused follower and has it campaign
 //!   within `[0, T)`: the node's host reports it when the leader's node goes silent (it watches
 //!   every peer node with one ping per heartbeat interval, not one per group) or its
@@ -28,10 +29,21 @@ use crate::core::Time;
 use ringraft_net::message::{Body, Message};
 use ringraft_storage::{Index, NodeId};
 
+/// What an input means for quiescence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Activity {
+    /// Timers, completions, reloads, silence reports, heartbeat acknowledgements and the
+    /// quiescence messages themselves.
+    None,
+    /// Any other message.
+    Message,
+    /// A request (proposal, read, membership, transfer, snapshot work).
+    Request,
+}
+
 impl Core {
-    /// Notes `input` before it is handled: activity delays a leader's quiescence and wakes a
-    /// quiesced node.
-    pub(super) fn note_activity(&mut self, input: &Input) {
+    /// What `input` is, as activity (before it is handled): see [`Core::after_activity`].
+    pub(super) fn activity_of(input: &Input) -> Activity {
         let active = match input {
             Input::Tick
             | Input::Persisted { .. }
@@ -48,11 +60,26 @@ impl Core {
             ),
             _ => true,
         };
-        if active {
-            self.active_at = self.now;
-            if self.quiesced {
-                self.wake();
-            }
+        match input {
+            _ if !active => Activity::None,
+            Input::Message(_) => Activity::Message,
+            _ => Activity::Request,
+        }
+    }
+
+    /// After an input was handled: activity delays a leader's quiescence; a message wakes a
+    /// quiesced node, a request a quiesced leader (a follower only refuses requests, and
+    /// should not start its election timer for that). Woken after the input was handled, so a
+    /// quiesced follower answers a pre-vote as one that hears from its leader (it refuses);
+    /// the leader, woken by the same pre-vote, heartbeats.
+    pub(super) fn after_activity(&mut self, activity: Activity) {
+        if activity == Activity::None {
+            return;
+        }
+        self.active_at = self.now;
+        let leader = matches!(self.role, RoleState::Leader(_));
+        if self.quiesced && (leader || activity == Activity::Message) {
+            self.wake();
         }
     }
 

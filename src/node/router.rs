@@ -16,7 +16,8 @@
 //! one `NodePing`, and a peer from which nothing arrived for `silence_timeout` is reported to
 //! every group that has it as a member, as `PeerDisconnected { error: Silent }`. That report
 //! is what lets idle groups quiesce: a quiesced follower wakes on it when its leader's node
-//! goes silent. A lost connection is passed on the same way.
+//! goes silent. A lost connection is passed on the same way, and so is a peer's
+//! `GroupStopped` (the group was shut down on that node), to that group alone.
 
 use crate::api::transport::IntoTransport;
 use ringraft_net::message::{Body, Message};

@@ -51,8 +51,8 @@ pub struct MultiRaftStats {
 /// (one connection per peer node with TCP) carries every group's messages, each frame naming
 /// its group, and peer nodes are watched for liveness once per node rather than once per
 /// group. Idle groups quiesce: their leaders stop heartbeating and their followers stop their
-/// election timers until a request or message arrives or the leader's node goes silent
-/// (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
+/// election timers until a message arrives, the leader gets a request, or the leader's node
+/// goes silent (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
 ///
 /// Each group is a [`Raft`] with the whole single-group API (apply, barrier, reads,
 /// membership, transfer, snapshots, observers, stats), its own state machine and stores, and

@@ -7,7 +7,8 @@ use crate::types::{Entry, Index, LogId, NodeId, Term};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-/// Identifies one submitted log operation; tickets of one store increase by one per operation.
+/// Identifies one submitted log operation; tickets of one store increase with every operation
+/// (by one, or by more where the store shares its log with other groups' stores).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(pub u64);
 
@@ -25,7 +26,7 @@ pub type DurableNotifier = Arc<dyn Fn() + Send + Sync>;
 /// - **Visibility is immediate.** After `append`, `truncate_suffix` or `truncate_prefix`
 ///   returns, `first_index`, `last_index`, `term`, `entry` and `entries` reflect it, durable or
 ///   not (a leader replicates entries while it is still writing them, thesis §10.2.1).
-/// - **Durability is in submission order.** Tickets increase by one per operation. When
+/// - **Durability is in submission order.** Tickets increase with every operation. When
 ///   [`LogStore::durable`] returns `t`, every operation with a ticket `<= t` is on stable
 ///   storage and survives a crash or power loss; later operations may or may not.
 /// - **Complete means durable.** "Complete" is never "written to the page cache".

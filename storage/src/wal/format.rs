@@ -15,6 +15,11 @@
 //! (`TRUNCATE_SUFFIX`, `TRUNCATE_PREFIX`), replayed in order on recovery, so no segment is ever
 //! rewritten; so is the node's hard state (`HARD_STATE`: term, vote, commit index), which
 //! therefore becomes durable with the batch it was submitted in.
+//!
+//! One WAL can hold the logs of many Raft groups (a [`crate::wal::SharedWal`]): every record
+//! names its group, and a segment starts with one `CHECKPOINT` record per group that holds
+//! anything (its first and last index and its hard state at that point), so that deleting
+//! older segments never loses a group's hard state or the start of its log.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -22,12 +27,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Magic bytes at the start of every used segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RRWALSEG";
 /// The segment format version this build writes and reads.
-pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_VERSION: u32 = 2;
 /// Size of [`SegmentHeader`]; records start at this offset.
 pub const SEGMENT_HEADER_SIZE: usize = 64;
 
-/// Internal record: ends a batch. `index` is the last entry index written so far; the body is
-/// the batch's start offset in the segment (u64 little-endian).
+/// Internal record: ends a batch. `index` is the ticket the batch makes durable (for tools;
+/// recovery ignores it); the body is the batch's start offset in the segment (u64
+/// little-endian).
 pub const KIND_COMMIT: u8 = 0x80;
 /// Internal record: entries after `index` are removed.
 pub const KIND_TRUNCATE_SUFFIX: u8 = 0x81;
@@ -35,9 +41,17 @@ pub const KIND_TRUNCATE_SUFFIX: u8 = 0x81;
 pub const KIND_TRUNCATE_PREFIX: u8 = 0x82;
 /// Internal record: the node's hard state. `term` is its term, `index` its commit index, and
 /// the body (8 bytes, little-endian) the node voted for in that term (0: none). The newest one
-/// in log order wins on recovery; every new segment starts with a copy of the newest, so
-/// deleting compacted segments never loses it.
+/// in log order wins on recovery; every new segment starts with a copy of the newest (in a
+/// [`KIND_CHECKPOINT`]), so deleting compacted segments never loses it.
 pub const KIND_HARD_STATE: u8 = 0x83;
+/// Internal record at the start of a segment, one per group holding anything: `index` is the
+/// group's last index at that point, `term` its hard state's term, and the body (24 bytes,
+/// little-endian) its first index, the vote of its hard state (0: none) and its commit index.
+/// Recovery checks it against the group's replayed log, or, when the segments before it are
+/// gone, starts the group from it.
+pub const KIND_CHECKPOINT: u8 = 0x84;
+/// Encoded size of a checkpoint record.
+pub const CHECKPOINT_RECORD_SIZE: usize = crate::record::encoded_len(24);
 /// Encoded size of a commit record.
 pub const COMMIT_RECORD_SIZE: usize = crate::record::encoded_len(8);
 
@@ -55,8 +69,8 @@ pub struct SegmentHeader {
     pub crc: U32,
     /// The segment's id; ids increase by one per segment and name the file.
     pub segment_id: U64,
-    /// The index the first entry written to this segment had or would have had: one past the
-    /// log's last index when the segment was started.
+    /// Unused since version 2 (a segment holds many groups' logs; its checkpoint records say
+    /// where each stood); zero.
     pub base_index: U64,
     /// The cluster the log belongs to (from the configuration); checked on open.
     pub cluster_id: U64,

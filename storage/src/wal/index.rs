@@ -69,6 +69,16 @@ impl LogIndex {
             .map_or(self.first.prev(), |r| r.end().prev())
     }
 
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The segment holding the first entry, if any entry is held.
+    pub fn oldest_segment(&self) -> Option<u32> {
+        self.runs.front().map(|r| r.segment)
+    }
+
     /// Records that entry `index` (which must be `last() + 1`) is at `segment`/`offset`.
     pub fn push(&mut self, index: Index, term: Term, segment: u32, offset: u32, payload: u32) {
         assert_eq!(

@@ -47,9 +47,9 @@ pub mod scan;
 mod writer;
 
 pub use format::{
-    parse_segment_file_name, segment_file_name, SegmentHeader, COMMIT_RECORD_SIZE, KIND_COMMIT,
-    KIND_HARD_STATE, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE,
-    SEGMENT_MAGIC, SEGMENT_VERSION,
+    parse_segment_file_name, segment_file_name, SegmentHeader, CHECKPOINT_RECORD_SIZE,
+    COMMIT_RECORD_SIZE, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX,
+    KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use io::{BackendChoice, BackendKind, BLOCK_SIZE};
 pub use scan::{scan, RecordAction, ScanError, ScannedRecord, SegmentScan};
@@ -85,7 +85,8 @@ pub struct WalConfig {
     /// Written into every segment header and checked on open, so logs of different clusters
     /// cannot be mixed up. Default 0.
     pub cluster_id: u64,
-    /// The group written into every record. Default 0.
+    /// The group whose log [`WalLogStore::open`] opens. Default 0. A [`SharedWal`] holds the
+    /// logs of many groups and ignores it.
     pub group: GroupId,
 }
 
@@ -145,9 +146,9 @@ struct SegmentFile {
 /// the writer hands to the kernel (one copy of each payload).
 pub(super) struct Chunk {
     segment: u32,
-    /// `Some(base)` when this chunk begins its segment (`buf` starts with the segment header):
-    /// the writer must activate the spare first.
-    starts_segment: Option<Index>,
+    /// This chunk begins its segment (`buf` starts with the segment header): the writer must
+    /// activate the spare first.
+    starts_segment: bool,
     file_offset: u64,
     /// Where this chunk's new records begin; the commit record of its batch names it.
     batch_start: u64,
@@ -184,8 +185,12 @@ struct Stage {
     /// The latest ticket whose records are all staged (an append in progress may have staged
     /// only some of its records when the writer takes a batch).
     ticket: Ticket,
-    /// The highest head truncation staged: segments before it die once it is durable.
-    prefix: Option<Index>,
+    /// A head truncation was staged since the writer last took a batch, so older segments may
+    /// have died.
+    compacted: bool,
+    /// Groups (slots) with operations staged since the writer last took a batch: their
+    /// notifiers run when the batch is durable.
+    touched: Vec<u32>,
     /// Buffers of written batches, reused so that steady-state appends do not allocate.
     free: Vec<AlignedBuf>,
     /// Entry records staged by the append in progress whose checksum is still to be
@@ -219,9 +224,46 @@ const FREE_BUFFERS_MAX: usize = 8;
 /// is staged (and keep the disk busy) while a large batch is still being encoded.
 const STAGE_BYTES_PER_LOCK: usize = 256 << 10;
 
-struct State {
+/// One group's log in the WAL.
+struct GroupLog {
+    id: GroupId,
     /// Where each entry `first..=last` is (staged, being written, or on disk).
     index: LogIndex,
+    /// The newest hard state recovered or submitted; copied into every new segment's
+    /// checkpoint.
+    hard_state: Option<HardState>,
+    /// The ticket of this group's latest operation.
+    last_ticket: Ticket,
+    notifier: Option<DurableNotifier>,
+    /// A [`WalLogStore`] handle of it is open.
+    open: bool,
+    /// In [`Stage::touched`].
+    touched: bool,
+}
+
+impl GroupLog {
+    fn new(id: GroupId, index: LogIndex, hard_state: Option<HardState>) -> GroupLog {
+        GroupLog {
+            id,
+            index,
+            hard_state,
+            last_ticket: Ticket(0),
+            notifier: None,
+            open: false,
+            touched: false,
+        }
+    }
+
+    /// Whether it holds anything a new segment's checkpoint must carry.
+    fn has_state(&self) -> bool {
+        self.hard_state.is_some() || self.index.first() != Index(1) || !self.index.is_empty()
+    }
+}
+
+struct State {
+    /// Every group the WAL holds, by slot; a slot is never reused.
+    groups: Vec<GroupLog>,
+    slots: BTreeMap<GroupId, u32>,
     stage: Stage,
     /// The batch the writer is writing: still readable from memory until it completes.
     inflight: Vec<Arc<Chunk>>,
@@ -230,7 +272,6 @@ struct State {
     failed: Option<LogError>,
     files: BTreeMap<u32, Arc<SegmentFile>>,
     shutdown: bool,
-    notifier: Option<DurableNotifier>,
     /// The writer is blocked on `work` (set and cleared by the writer under the lock), so an
     /// append has to wake it. `Condvar::notify_one` is a futex system call even when nobody
     /// waits, and an append while the writer is busy needs none: it checks for staged work
@@ -238,14 +279,52 @@ struct State {
     writer_waiting: bool,
     /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
     durable_waiters: usize,
-    /// The newest hard state recovered or submitted; copied to the start of every new
-    /// segment.
-    hard_state: Option<HardState>,
 }
 
 impl State {
-    fn last(&self) -> Index {
-        self.index.last()
+    fn group(&self, slot: u32) -> &GroupLog {
+        &self.groups[slot as usize]
+    }
+
+    fn group_mut(&mut self, slot: u32) -> &mut GroupLog {
+        &mut self.groups[slot as usize]
+    }
+
+    /// Notes that `slot` has an operation in the stage (its notifier runs when it is durable)
+    /// and gives it the next ticket.
+    fn ticket_for(&mut self, slot: u32) -> Ticket {
+        let ticket = self.next_ticket();
+        let group = &mut self.groups[slot as usize];
+        group.last_ticket = ticket;
+        if !group.touched {
+            group.touched = true;
+            self.stage.touched.push(slot);
+        }
+        ticket
+    }
+
+    /// The slot of `group`, created empty if the WAL holds nothing of it.
+    fn slot_of(&mut self, group: GroupId) -> u32 {
+        if let Some(&slot) = self.slots.get(&group) {
+            return slot;
+        }
+        let slot = self.groups.len() as u32;
+        self.groups
+            .push(GroupLog::new(group, LogIndex::new(Index(1)), None));
+        self.slots.insert(group, slot);
+        slot
+    }
+
+    /// The oldest segment that must be kept: none of any group's entries is in a segment
+    /// before it, and it is not after the segment being filled.
+    fn oldest_live_segment(&self) -> Option<u32> {
+        let filling = self.stage.chunks.last().map(|c| c.segment)?;
+        Some(
+            self.groups
+                .iter()
+                .filter_map(|g| g.index.oldest_segment())
+                .fold(filling, u32::min),
+        )
     }
 
     fn check_failed(&self) -> Result<(), LogError> {
@@ -281,22 +360,22 @@ impl State {
             }
             let id = self.stage.next_segment;
             self.stage.next_segment += 1;
-            let base = self.index.last().next();
-            let header = SegmentHeader::new(u64::from(id), base.0, config.cluster_id);
+            let header = SegmentHeader::new(u64::from(id), 0, config.cluster_id);
             let mut buf = self.stage.buffer();
             buf.extend_from_slice(header.as_bytes());
             let mut chunk = Chunk {
                 segment: id,
-                starts_segment: Some(base),
+                starts_segment: true,
                 file_offset: 0,
                 batch_start: SEGMENT_HEADER_SIZE as u64,
                 buf,
             };
-            if let Some(hs) = self.hard_state {
-                // The newest hard state opens every segment: once older segments are deleted
-                // behind a compaction, it is still on disk.
-                let (id, vote) = hard_state_record(&hs);
-                write_record(&mut chunk, config, KIND_HARD_STATE, id, &vote, b"");
+            for group in self.groups.iter().filter(|g| g.has_state()) {
+                // Where every group stands opens every segment: once older segments are
+                // deleted behind compactions, its hard state and first index are still on
+                // disk. `SharedWal::log` keeps the groups few enough to fit.
+                let (id, body) = checkpoint_record(group);
+                write_record(&mut chunk, group.id, KIND_CHECKPOINT, id, &body, b"");
             }
             self.stage.chunks.push(chunk);
             self.stage.capacity = config.segment_size_bytes;
@@ -316,6 +395,7 @@ impl State {
     fn stage_unchecked(
         &mut self,
         config: &WalConfig,
+        group: GroupId,
         kind: u8,
         id: LogId,
         data: &[u8],
@@ -326,7 +406,7 @@ impl State {
         let last = self.stage.chunks.len() - 1;
         let chunk = &mut self.stage.chunks[last];
         let start = chunk.buf.len();
-        let at = encode_record(chunk, config, kind, id, data, extensions);
+        let at = encode_record(chunk, group, kind, id, data, extensions);
         self.stage.unchecked.push((last, start, len));
         at
     }
@@ -335,12 +415,13 @@ impl State {
     fn stage_record(
         &mut self,
         config: &WalConfig,
+        group: GroupId,
         kind: u8,
         id: LogId,
         data: &[u8],
         extensions: &[u8],
     ) -> (u32, u32) {
-        let at = self.stage_unchecked(config, kind, id, data, extensions);
+        let at = self.stage_unchecked(config, group, kind, id, data, extensions);
         self.finish_checksums();
         at
     }
@@ -370,9 +451,10 @@ impl State {
         self.stage.unchecked = pending;
     }
 
-    fn stage_marker(&mut self, config: &WalConfig, kind: u8, index: Index) -> Ticket {
-        let ticket = self.next_ticket();
-        self.stage_record(config, kind, LogId::new(Term(0), index), b"", b"");
+    fn stage_marker(&mut self, config: &WalConfig, slot: u32, kind: u8, index: Index) -> Ticket {
+        let ticket = self.ticket_for(slot);
+        let group = self.group(slot).id;
+        self.stage_record(config, group, kind, LogId::new(Term(0), index), b"", b"");
         self.stage.ticket = ticket;
         ticket
     }
@@ -416,12 +498,156 @@ impl Shared {
     }
 }
 
-/// A durable [`LogStore`] over segment files. See the module docs.
-pub struct WalLogStore {
+/// What the handles of one WAL share; its writer stops when the last handle is dropped.
+struct WalInner {
     shared: Arc<Shared>,
     config: WalConfig,
     info: WalInfo,
     writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for WalInner {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_all();
+        if let Some(writer) = self.writer.take() {
+            // The writer drains the queue first, so a clean drop loses nothing submitted.
+            let _ = writer.join();
+        }
+    }
+}
+
+/// One WAL holding the logs of many Raft groups (the groups of a `MultiRaft` node, say): one
+/// group commit (one write and one fdatasync) makes every group's entries and hard states of
+/// that moment durable together. [`SharedWal::log`] hands out each group's [`WalLogStore`].
+///
+/// A segment is deleted once no group has a live entry in it (each group compacts its own
+/// log with `truncate_prefix`); every segment starts with a checkpoint of each group's first
+/// index and hard state, so nothing else pins it. A group that never compacts keeps the
+/// segments holding its entries (see ARCHITECTURE §14).
+///
+/// ```
+/// use ringraft_storage::wal::{SharedWal, WalConfig};
+/// use ringraft_storage::{Entry, EntryKind, GroupId, Index, LogId, LogStore, Term};
+///
+/// let dir = tempfile::tempdir()?;
+/// let wal = SharedWal::open(WalConfig::new(dir.path()))?;
+/// let mut logs = Vec::new();
+/// for g in 1..=3 {
+///     let mut log = wal.log(GroupId(g))?;
+///     let id = LogId::new(Term(1), Index(1));
+///     log.append_and_wait(&[Entry::new(id, EntryKind::Command, vec![g as u8].into())])?;
+///     logs.push(log);
+/// }
+/// drop((logs, wal));
+/// // Reopened, each group finds its own log.
+/// let wal = SharedWal::open(WalConfig::new(dir.path()))?;
+/// assert_eq!(wal.groups(), vec![GroupId(1), GroupId(2), GroupId(3)]);
+/// let log = wal.log(GroupId(2))?;
+/// assert_eq!(log.entry(Index(1))?.map(|e| e.data.to_vec()), Some(vec![2]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SharedWal {
+    inner: Arc<WalInner>,
+}
+
+impl SharedWal {
+    /// Opens (recovering every group's log) or creates the WAL in `config.dir`.
+    ///
+    /// Recovery cuts a torn last batch and zeroes it on disk; damage anywhere else, or a
+    /// group whose entries were in a segment that is gone, is [`LogError::Corruption`].
+    pub fn open(config: WalConfig) -> Result<SharedWal, LogError> {
+        config.validate()?;
+        Ok(SharedWal {
+            inner: Arc::new(open::open(config)?),
+        })
+    }
+
+    /// The log of `group`, empty if the WAL holds nothing of it yet. One handle per group may
+    /// be open at a time ([`LogError::Config`] otherwise); dropping it closes it, and the
+    /// group's log stays in the WAL.
+    ///
+    /// Every new segment starts with one checkpoint record per group, so a segment must have
+    /// room for them: with the default 64 MiB segments that is about a million groups.
+    pub fn log(&self, group: GroupId) -> Result<WalLogStore, LogError> {
+        let mut state = self.inner.shared.lock();
+        state.check_failed()?;
+        let known = state.slots.contains_key(&group);
+        let groups = state.groups.len() + usize::from(!known);
+        let room = self.inner.config.segment_size_bytes as usize / 2;
+        if groups.saturating_mul(CHECKPOINT_RECORD_SIZE) > room {
+            return Err(LogError::Config {
+                reason: format!(
+                    "{groups} groups need {} bytes of checkpoints per segment; segments of {} \
+                     bytes hold at most {room}",
+                    groups * CHECKPOINT_RECORD_SIZE,
+                    self.inner.config.segment_size_bytes
+                ),
+            });
+        }
+        let slot = state.slot_of(group);
+        let log = state.group_mut(slot);
+        if log.open {
+            return Err(LogError::Config {
+                reason: format!("the log of group {} is already open", group.0),
+            });
+        }
+        log.open = true;
+        Ok(WalLogStore {
+            inner: self.inner.clone(),
+            slot,
+        })
+    }
+
+    /// The groups the WAL holds anything of (recovered or written since), in order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let state = self.inner.shared.lock();
+        state
+            .groups
+            .iter()
+            .filter(|g| g.has_state())
+            .map(|g| g.id)
+            .collect()
+    }
+
+    /// What opening found and chose.
+    pub fn info(&self) -> &WalInfo {
+        &self.inner.info
+    }
+
+    /// The configuration the WAL was opened with.
+    pub fn config(&self) -> &WalConfig {
+        &self.inner.config
+    }
+}
+
+/// A durable [`LogStore`] over segment files, for one group: either a WAL of its own
+/// ([`WalLogStore::open`]) or its share of a [`SharedWal`]. See the module docs.
+///
+/// Its tickets are the WAL's: they increase with every operation of this group, by more than
+/// one when other groups' operations come between.
+pub struct WalLogStore {
+    inner: Arc<WalInner>,
+    slot: u32,
+}
+
+impl Drop for WalLogStore {
+    fn drop(&mut self) {
+        let mut state = self.inner.shared.lock();
+        let group = state.group_mut(self.slot);
+        group.open = false;
+        group.notifier = None;
+    }
+}
+
+/// The id and body of `group`'s checkpoint record (see [`KIND_CHECKPOINT`]).
+fn checkpoint_record(group: &GroupLog) -> (LogId, [u8; 24]) {
+    let hs = group.hard_state.unwrap_or_default();
+    let mut body = [0u8; 24];
+    body[..8].copy_from_slice(&group.index.first().0.to_le_bytes());
+    body[8..16].copy_from_slice(&hs.vote.map_or(0, |v| v.0).to_le_bytes());
+    body[16..].copy_from_slice(&hs.commit.0.to_le_bytes());
+    (LogId::new(hs.term, group.index.last()), body)
 }
 
 /// The id and body of `hs`'s hard-state record: term and commit index in the id, the vote in
@@ -435,14 +661,14 @@ fn hard_state_record(hs: &HardState) -> (LogId, [u8; 8]) {
 /// caller made room for it.
 fn write_record(
     chunk: &mut Chunk,
-    config: &WalConfig,
+    group: GroupId,
     kind: u8,
     id: LogId,
     data: &[u8],
     extensions: &[u8],
 ) -> (u32, u32) {
     let start = chunk.buf.len();
-    let at = encode_record(chunk, config, kind, id, data, extensions);
+    let at = encode_record(chunk, group, kind, id, data, extensions);
     let out = &mut chunk.buf.as_mut_slice()[start..];
     // CRC-32C of the header with its crc field zero, the body and the padding: exactly
     // what `record::record_header` computes (checked by a test).
@@ -455,7 +681,7 @@ fn write_record(
 /// it.
 fn encode_record(
     chunk: &mut Chunk,
-    config: &WalConfig,
+    group: GroupId,
     kind: u8,
     id: LogId,
     data: &[u8],
@@ -468,7 +694,7 @@ fn encode_record(
         crc: U32::new(0),
         index: U64::new(id.index.0),
         term: U64::new(id.term.0),
-        group: U64::new(config.group.0),
+        group: U64::new(group.0),
         data_len: U32::new(data.len() as u32),
         kind,
         flags: 0,
@@ -502,23 +728,33 @@ enum Part {
 }
 
 impl WalLogStore {
-    /// Opens (recovering) or creates the WAL described by `config`.
+    /// Opens (recovering) or creates the WAL described by `config`, as the log of
+    /// `config.group`. Other groups' logs in the same WAL stay in it untouched.
     ///
     /// Recovery cuts a torn last batch and zeroes it on disk; damage anywhere else is
     /// [`LogError::Corruption`] naming the file and offset.
     pub fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
-        config.validate()?;
-        open::open(config)
+        let group = config.group;
+        SharedWal::open(config)?.log(group)
     }
 
-    /// What opening found and chose.
+    /// What opening the WAL found and chose.
     pub fn info(&self) -> &WalInfo {
-        &self.info
+        &self.inner.info
     }
 
-    /// The configuration the store was opened with.
+    /// The configuration the WAL was opened with.
     pub fn config(&self) -> &WalConfig {
-        &self.config
+        &self.inner.config
+    }
+
+    /// The group whose log this is.
+    pub fn group(&self) -> GroupId {
+        self.inner.shared.lock().group(self.slot).id
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
     }
 
     fn read_range(
@@ -529,18 +765,22 @@ impl WalLogStore {
     ) -> Result<Vec<Entry>, LogError> {
         // Plan under the lock (copying records that are only in memory), read without it.
         let mut parts: Vec<Part> = Vec::new();
+        let max_entry_bytes = self.config().max_entry_bytes;
+        let id;
         {
-            let state = self.shared.lock();
-            if start < state.index.first() {
+            let state = self.shared().lock();
+            let group = state.group(self.slot);
+            if start < group.index.first() {
                 return Ok(Vec::new());
             }
-            let last = state.last();
+            let last = group.index.last();
+            id = group.id;
             let floor = state.memory_floor();
             let mut index = start;
             let mut bytes = 0usize;
             let mut count = 0usize;
             while index < end && index <= last {
-                let (Some(loc), Some(term)) = (state.index.locate(index), state.index.term(index))
+                let (Some(loc), Some(term)) = (group.index.locate(index), group.index.term(index))
                 else {
                     break;
                 };
@@ -592,17 +832,14 @@ impl WalLogStore {
                 Part::Memory(buf, records) => {
                     let buf = Bytes::from(buf);
                     for (index, term, at) in records {
-                        let entry =
-                            decode_checked(&buf, at, index, term, self.config.max_entry_bytes)
-                                .map_err(|reason| LogError::Config {
-                                    reason: format!("staged record of entry {index}: {reason}"),
-                                })?;
+                        let entry = decode_checked(&buf, at, (id, index, term), max_entry_bytes)
+                            .map_err(|reason| LogError::Config {
+                                reason: format!("staged record of entry {index}: {reason}"),
+                            })?;
                         out.push(entry);
                     }
                 }
-                Part::Disk(file, locs) => {
-                    read_locs(&file, &locs, self.config.max_entry_bytes, &mut out)?
-                }
+                Part::Disk(file, locs) => read_locs(&file, id, &locs, max_entry_bytes, &mut out)?,
             }
         }
         Ok(out)
@@ -613,12 +850,17 @@ impl WalLogStore {
 fn decode_checked(
     buf: &Bytes,
     at: usize,
-    index: Index,
-    term: Term,
+    (group, index, term): (GroupId, Index, Term),
     max_entry_bytes: usize,
 ) -> Result<Entry, String> {
-    let (entry, _, _) =
+    let (entry, found, _) =
         record::decode_entry(buf, at, max_entry_bytes).map_err(|e| e.to_string())?;
+    if found != group {
+        return Err(format!(
+            "record of group {} where group {}'s entry {index} was written",
+            found.0, group.0
+        ));
+    }
     if entry.id != LogId::new(term, index) {
         return Err(format!(
             "record holds entry {} where {} was written",
@@ -632,6 +874,7 @@ fn decode_checked(
 /// Reads the records at `locs` (contiguous, one segment) with one pread and decodes them.
 fn read_locs(
     file: &SegmentFile,
+    group: GroupId,
     locs: &[(Index, Term, Loc)],
     max_entry_bytes: usize,
     out: &mut Vec<Entry>,
@@ -648,13 +891,14 @@ fn read_locs(
     let buf = Bytes::from(buf);
     for &(index, term, loc) in locs {
         let at = (u64::from(loc.offset) - start) as usize;
-        let entry = decode_checked(&buf, at, index, term, max_entry_bytes).map_err(|reason| {
-            LogError::Corruption {
-                path: file.path.clone(),
-                offset: u64::from(loc.offset),
-                reason,
-            }
-        })?;
+        let entry =
+            decode_checked(&buf, at, (group, index, term), max_entry_bytes).map_err(|reason| {
+                LogError::Corruption {
+                    path: file.path.clone(),
+                    offset: u64::from(loc.offset),
+                    reason,
+                }
+            })?;
         out.push(entry);
     }
     Ok(())
@@ -662,15 +906,15 @@ fn read_locs(
 
 impl LogStore for WalLogStore {
     fn first_index(&self) -> Index {
-        self.shared.lock().index.first()
+        self.shared().lock().group(self.slot).index.first()
     }
 
     fn last_index(&self) -> Index {
-        self.shared.lock().last()
+        self.shared().lock().group(self.slot).index.last()
     }
 
     fn term(&self, index: Index) -> Result<Option<Term>, LogError> {
-        Ok(self.shared.lock().index.term(index))
+        Ok(self.shared().lock().group(self.slot).index.term(index))
     }
 
     fn entry(&self, index: Index) -> Result<Option<Entry>, LogError> {
@@ -682,13 +926,16 @@ impl LogStore for WalLogStore {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<Ticket, LogError> {
-        let max = self.config.max_entry_bytes;
-        let mut state = self.shared.lock();
+        let config = &self.inner.config;
+        let max = config.max_entry_bytes;
+        let slot = self.slot;
+        let mut state = self.inner.shared.lock();
         state.check_failed()?;
         if entries.is_empty() {
-            return Ok(state.last_ticket);
+            return Ok(state.group(slot).last_ticket);
         }
-        let mut expected = state.last().next();
+        let group = state.group(slot).id;
+        let mut expected = state.group(slot).index.last().next();
         for entry in entries {
             if entry.id.index != expected {
                 return Err(LogError::NotContiguous {
@@ -705,20 +952,25 @@ impl LogStore for WalLogStore {
             }
             expected = expected.next();
         }
-        let ticket = state.next_ticket();
+        let ticket = state.ticket_for(slot);
         let mut staged_bytes = 0;
         for entry in entries {
             let (segment, offset) = state.stage_unchecked(
-                &self.config,
+                config,
+                group,
                 entry.kind.code(),
                 entry.id,
                 &entry.data,
                 &entry.extensions,
             );
             let payload = entry.payload_len() as u32;
-            state
-                .index
-                .push(entry.id.index, entry.id.term, segment, offset, payload);
+            state.group_mut(slot).index.push(
+                entry.id.index,
+                entry.id.term,
+                segment,
+                offset,
+                payload,
+            );
             staged_bytes += payload as usize;
             if staged_bytes >= STAGE_BYTES_PER_LOCK {
                 // Let a writer that is between batches take what is staged so far.
@@ -727,7 +979,7 @@ impl LogStore for WalLogStore {
                 drop(state);
                 // A writer woken by the unlock would usually lose the lock to us again.
                 std::thread::yield_now();
-                state = self.shared.lock();
+                state = self.inner.shared.lock();
             }
         }
         state.finish_checksums();
@@ -735,68 +987,71 @@ impl LogStore for WalLogStore {
         let wake = state.writer_waiting;
         drop(state);
         if wake {
-            self.shared.work.notify_one();
+            self.inner.shared.work.notify_one();
         }
         Ok(ticket)
     }
 
     fn truncate_suffix(&mut self, last: Index) -> Result<Ticket, LogError> {
-        let mut state = self.shared.lock();
+        let slot = self.slot;
+        let mut state = self.inner.shared.lock();
         state.check_failed()?;
-        if last < state.index.first().prev() {
+        let index = &state.group(slot).index;
+        if last < index.first().prev() {
             return Err(LogError::TruncateOutOfRange {
                 requested: last,
-                first: state.index.first(),
-                last: state.last(),
+                first: index.first(),
+                last: index.last(),
             });
         }
-        if last >= state.last() {
-            return Ok(state.last_ticket);
+        if last >= index.last() {
+            return Ok(state.group(slot).last_ticket);
         }
-        state.index.truncate_suffix(last);
-        let ticket = state.stage_marker(&self.config, KIND_TRUNCATE_SUFFIX, last);
+        state.group_mut(slot).index.truncate_suffix(last);
+        let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_SUFFIX, last);
         let wake = state.writer_waiting;
         drop(state);
         if wake {
-            self.shared.work.notify_one();
+            self.inner.shared.work.notify_one();
         }
         Ok(ticket)
     }
 
     fn truncate_prefix(&mut self, first: Index) -> Result<Ticket, LogError> {
-        let mut state = self.shared.lock();
+        let slot = self.slot;
+        let mut state = self.inner.shared.lock();
         state.check_failed()?;
-        if first <= state.index.first() {
-            return Ok(state.last_ticket);
+        if first <= state.group(slot).index.first() {
+            return Ok(state.group(slot).last_ticket);
         }
-        state.index.truncate_prefix(first);
-        state.stage.prefix = Some(state.stage.prefix.map_or(first, |p| p.max(first)));
-        let ticket = state.stage_marker(&self.config, KIND_TRUNCATE_PREFIX, first);
+        state.group_mut(slot).index.truncate_prefix(first);
+        state.stage.compacted = true;
+        let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_PREFIX, first);
         let wake = state.writer_waiting;
         drop(state);
         if wake {
-            self.shared.work.notify_one();
+            self.inner.shared.work.notify_one();
         }
         Ok(ticket)
     }
 
     fn durable(&self) -> Result<Ticket, LogError> {
-        let state = self.shared.lock();
+        let state = self.shared().lock();
         state.check_failed()?;
         Ok(state.durable)
     }
 
     fn wait_durable(&self, ticket: Ticket) -> Result<(), LogError> {
         crate::blocking::check("WalLogStore::wait_durable");
-        let mut state = self.shared.lock();
+        let shared = self.shared();
+        let mut state = shared.lock();
         loop {
             state.check_failed()?;
             if state.durable >= ticket {
                 return Ok(());
             }
             state.durable_waiters += 1;
-            state = self
-                .shared
+            state = shared
                 .done
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -805,39 +1060,31 @@ impl LogStore for WalLogStore {
     }
 
     fn set_durable_notifier(&mut self, notifier: DurableNotifier) {
-        self.shared.lock().notifier = Some(notifier);
+        self.shared().lock().group_mut(self.slot).notifier = Some(notifier);
     }
 
     /// A `HARD_STATE` record, written with the next group commit (see [`format`]).
     fn save_hard_state(&mut self, hs: &HardState) -> Result<Option<Ticket>, LogError> {
-        let mut state = self.shared.lock();
+        let slot = self.slot;
+        let mut state = self.inner.shared.lock();
         state.check_failed()?;
-        state.hard_state = Some(*hs);
-        let ticket = state.next_ticket();
+        let group = state.group_mut(slot);
+        group.hard_state = Some(*hs);
+        let group = group.id;
+        let ticket = state.ticket_for(slot);
         let (id, vote) = hard_state_record(hs);
-        state.stage_record(&self.config, KIND_HARD_STATE, id, &vote, b"");
+        state.stage_record(&self.inner.config, group, KIND_HARD_STATE, id, &vote, b"");
         state.stage.ticket = ticket;
         let wake = state.writer_waiting;
         drop(state);
         if wake {
-            self.shared.work.notify_one();
+            self.inner.shared.work.notify_one();
         }
         Ok(Some(ticket))
     }
 
     fn saved_hard_state(&self) -> Option<HardState> {
-        self.shared.lock().hard_state
-    }
-}
-
-impl Drop for WalLogStore {
-    fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.work.notify_all();
-        if let Some(writer) = self.writer.take() {
-            // The writer drains the queue first, so a clean drop loses nothing submitted.
-            let _ = writer.join();
-        }
+        self.shared().lock().group(self.slot).hard_state
     }
 }
 
@@ -854,5 +1101,7 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -5,11 +5,11 @@ use super::index::LogIndex;
 use super::io::{uring_read_all, AlignedBuf, Backend, BLOCK_SIZE, RING_ENTRIES};
 use super::scan::{scan, RecordAction, ScanError, ScannedRecord, SegmentScan};
 use super::writer::{Active, Spare, Writer};
-use super::WalLogStore;
 use super::{list_segments, Chunk, SegmentFile, Shared, Stage, State, WalConfig, WalInfo};
+use super::{GroupLog, WalInner};
 use crate::error::LogError;
 use crate::store::{HardState, Ticket};
-use crate::types::Index;
+use crate::types::{GroupId, Index};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -17,52 +17,112 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// The log index rebuilt from committed records.
-pub(super) struct Replay {
-    /// `None` until the first used segment names the log's first index.
-    pub index: Option<LogIndex>,
-    /// The newest hard-state record.
+/// One group's log rebuilt from committed records.
+pub(super) struct GroupReplay {
+    pub index: LogIndex,
+    /// The newest hard state (from a hard-state record or a checkpoint).
     pub hard_state: Option<HardState>,
+    /// Entries `(first, last)` the group held before the oldest segment left, whose records
+    /// were in deleted segments: a later head truncation must drop them, or they are lost.
+    missing: Option<(Index, Index)>,
+}
+
+impl GroupReplay {
+    fn new(first: Index) -> GroupReplay {
+        GroupReplay {
+            index: LogIndex::new(first),
+            hard_state: None,
+            missing: None,
+        }
+    }
+
+    /// The first index, counting entries whose records are gone.
+    fn first(&self) -> Index {
+        self.missing.map_or(self.index.first(), |(first, _)| first)
+    }
+}
+
+/// Every group's log rebuilt from committed records, replayed in log order.
+pub(super) struct Replay {
+    pub groups: BTreeMap<GroupId, GroupReplay>,
 }
 
 impl Replay {
     pub fn new() -> Replay {
         Replay {
-            index: None,
-            hard_state: None,
+            groups: BTreeMap::new(),
         }
     }
 
-    /// Starts a segment whose header says its first entry is `base`.
-    pub fn begin_segment(&mut self, base: Index) -> Result<(), String> {
-        match &self.index {
-            None => {
-                self.index = Some(LogIndex::new(base));
-                Ok(())
+    /// Applies one committed record of segment `segment`. `first_segment` is whether it is
+    /// the oldest segment on disk: a group's checkpoint there may begin the group.
+    pub fn apply(
+        &mut self,
+        segment: u32,
+        first_segment: bool,
+        record: &ScannedRecord,
+    ) -> Result<(), String> {
+        if let RecordAction::Checkpoint {
+            first,
+            vote,
+            commit,
+        } = record.action
+        {
+            let last = record.index;
+            let hs = HardState {
+                term: record.term,
+                vote,
+                commit,
+            };
+            let hard_state = (hs != HardState::default()).then_some(hs);
+            let Some(group) = self.groups.get_mut(&record.group) else {
+                if !first_segment {
+                    return Err(format!(
+                        "checkpoint of group {} which no earlier record names",
+                        record.group.0
+                    ));
+                }
+                // The segments before this one are gone: the group starts here, and its
+                // entries up to `last` must be dropped by a later head truncation.
+                let mut group = GroupReplay::new(last.next().max(first));
+                group.hard_state = hard_state;
+                if first <= last {
+                    group.missing = Some((first, last));
+                }
+                self.groups.insert(record.group, group);
+                return Ok(());
+            };
+            if group.first() != first || group.index.last() != last {
+                return Err(format!(
+                    "checkpoint of group {} says entries {first}..={last}, the log holds \
+                     {}..={}",
+                    record.group.0,
+                    group.first(),
+                    group.index.last()
+                ));
             }
-            Some(index) if base == index.last().next() => Ok(()),
-            Some(index) => Err(format!(
-                "segment base index {base} does not follow the previous segment's last index {}",
-                index.last()
-            )),
+            if let Some(hs) = hard_state {
+                group.hard_state = Some(hs);
+            }
+            return Ok(());
         }
-    }
-
-    /// Applies one committed record of segment `segment`.
-    pub fn apply(&mut self, segment: u32, record: &ScannedRecord) -> Result<(), String> {
-        let index = self.index.get_or_insert_with(|| LogIndex::new(Index(1)));
-        let first = index.first();
-        let last = index.last();
+        let group = self
+            .groups
+            .entry(record.group)
+            .or_insert_with(|| GroupReplay::new(Index(1)));
+        let first = group.first();
+        let last = group.index.last();
         match record.action {
             RecordAction::Entry => {
                 if record.index != last.next() {
                     return Err(format!(
-                        "entry index {} where {} was expected",
+                        "entry index {} of group {} where {} was expected",
                         record.index,
+                        record.group.0,
                         last.next()
                     ));
                 }
-                index.push(
+                group.index.push(
                     record.index,
                     record.term,
                     segment,
@@ -77,15 +137,47 @@ impl Replay {
                         record.index
                     ));
                 }
-                index.truncate_suffix(record.index);
+                match group.missing {
+                    Some((gone, end)) if record.index < end => {
+                        // Into the entries whose records are gone.
+                        group.index = LogIndex::new(record.index.next());
+                        group.missing = (gone <= record.index).then_some((gone, record.index));
+                    }
+                    _ => group.index.truncate_suffix(record.index),
+                }
             }
-            RecordAction::TruncatePrefix => index.truncate_prefix(record.index),
+            RecordAction::TruncatePrefix => match group.missing {
+                Some((gone, end)) if record.index > gone => {
+                    if record.index > end {
+                        group.missing = None;
+                        group.index.truncate_prefix(record.index);
+                    } else {
+                        group.missing = Some((record.index, end));
+                    }
+                }
+                Some(_) => {}
+                None => group.index.truncate_prefix(record.index),
+            },
             RecordAction::HardState { vote } => {
-                self.hard_state = Some(HardState {
+                group.hard_state = Some(HardState {
                     term: record.term,
                     vote,
                     commit: record.index,
                 })
+            }
+            RecordAction::Checkpoint { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Checks that no group's entries are in deleted segments.
+    pub fn finish(&self) -> Result<(), String> {
+        for (id, group) in &self.groups {
+            if let Some((first, last)) = group.missing {
+                return Err(format!(
+                    "entries {first}..={last} of group {} were in segments that are gone",
+                    id.0
+                ));
             }
         }
         Ok(())
@@ -214,7 +306,7 @@ struct Tail {
     last_block: Vec<u8>,
 }
 
-pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
+pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
     let dir = config.dir.clone();
     crate::create_dir_durable(&dir).map_err(|e| LogError::io("create directory", &dir, e))?;
     let listing = std::fs::read_dir(&dir).map_err(|e| LogError::io("list directory", &dir, e))?;
@@ -234,7 +326,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
 
     let mut replay = Replay::new();
     let mut files = BTreeMap::new();
-    let mut used: VecDeque<(u32, Index, PathBuf)> = VecDeque::new();
+    let mut used: VecDeque<(u32, PathBuf)> = VecDeque::new();
     let mut spare: Option<(u32, PathBuf)> = None;
     let mut extra_spares = Vec::new();
     let mut tail: Option<Tail> = None;
@@ -287,13 +379,10 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
                 ));
             }
         }
-        let base = Index(header.base_index.get());
-        replay
-            .begin_segment(base)
-            .map_err(|reason| corruption(path, 0, reason))?;
+        let first_segment = used.is_empty();
         for record in &scanned.records {
             replay
-                .apply(id32, record)
+                .apply(id32, first_segment, record)
                 .map_err(|reason| corruption(path, record.offset, reason))?;
         }
         let file = File::open(path).map_err(|e| LogError::io("open segment", path, e))?;
@@ -304,7 +393,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
                 path: path.clone(),
             }),
         );
-        used.push_back((id32, base, path.clone()));
+        used.push_back((id32, path.clone()));
         tail = Some(Tail {
             id: id32,
             path: path.clone(),
@@ -334,7 +423,8 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
             .map(|s| s.0)
             .unwrap_or(max_id.map_or(0, |id| id + 1)),
         ticket: Ticket(0),
-        prefix: None,
+        compacted: false,
+        touched: Vec::new(),
         free: Vec::new(),
         unchecked: Vec::new(),
     };
@@ -359,7 +449,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
         buf.extend_from_slice(&tail.last_block);
         stage.chunks.push(Chunk {
             segment: tail.id,
-            starts_segment: None,
+            starts_segment: false,
             file_offset: tail.valid_len & !(BLOCK_SIZE as u64 - 1),
             batch_start: tail.valid_len,
             buf,
@@ -381,10 +471,19 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
         segments: used.len(),
         torn_bytes_discarded,
     };
+    if let (Some((_, path)), Err(reason)) = (used.back(), replay.finish()) {
+        return Err(corruption(path, 0, reason));
+    }
+    let mut groups = Vec::with_capacity(replay.groups.len());
+    let mut slots = BTreeMap::new();
+    for (id, group) in replay.groups {
+        slots.insert(id, groups.len() as u32);
+        groups.push(GroupLog::new(id, group.index, group.hard_state));
+    }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            index: replay.index.unwrap_or_else(|| LogIndex::new(Index(1))),
-            hard_state: replay.hard_state,
+            groups,
+            slots,
             stage,
             inflight: Vec::new(),
             last_ticket: Ticket(0),
@@ -392,7 +491,6 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
             failed: None,
             files,
             shutdown: false,
-            notifier: None,
             writer_waiting: false,
             durable_waiters: 0,
         }),
@@ -412,7 +510,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalLogStore, LogError> {
         .name("ringraft-wal-writer".into())
         .spawn(move || writer.run())
         .map_err(|e| LogError::io("start writer thread", &dir, e))?;
-    Ok(WalLogStore {
+    Ok(WalInner {
         shared,
         config,
         info,

@@ -18,11 +18,12 @@
 //! leading bytes ("powersafe overwrite").
 
 use super::format::{
-    SegmentHeader, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
+    SegmentHeader, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX,
+    KIND_TRUNCATE_SUFFIX,
 };
 use super::format::{COMMIT_RECORD_SIZE, SEGMENT_HEADER_SIZE};
 use crate::record::{self, RecordHeader, HEADER_SIZE, RECORD_ALIGNMENT};
-use crate::types::{EntryKind, Index, NodeId, Term};
+use crate::types::{EntryKind, GroupId, Index, NodeId, Term};
 use std::fmt;
 
 /// What a committed record does to the log.
@@ -39,6 +40,16 @@ pub enum RecordAction {
         /// The node voted for in `term`, if any.
         vote: Option<NodeId>,
     },
+    /// Where the group stood when the segment began: `index` its last index, `term` the term
+    /// of its hard state.
+    Checkpoint {
+        /// Its first index.
+        first: Index,
+        /// The vote of its hard state, if any.
+        vote: Option<NodeId>,
+        /// The commit index of its hard state.
+        commit: Index,
+    },
 }
 
 /// One committed record found by [`scan`].
@@ -46,6 +57,8 @@ pub enum RecordAction {
 pub struct ScannedRecord {
     /// What it does.
     pub action: RecordAction,
+    /// The group it belongs to.
+    pub group: GroupId,
     /// Its index field.
     pub index: Index,
     /// Its term field.
@@ -128,6 +141,23 @@ fn hard_state_vote(data: &[u8]) -> Option<Option<NodeId>> {
     })
 }
 
+fn checkpoint_body(data: &[u8]) -> Option<RecordAction> {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+    };
+    if data.len() != 24 {
+        return None;
+    }
+    Some(RecordAction::Checkpoint {
+        first: Index(word(0)?),
+        vote: match word(8)? {
+            0 => None,
+            id => Some(NodeId(id)),
+        },
+        commit: Index(word(16)?),
+    })
+}
+
 fn commit_batch_start(data: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
 }
@@ -177,11 +207,16 @@ pub fn scan(bytes: &[u8], max_entry_bytes: usize) -> Result<SegmentScan, ScanErr
                 // A well-checksummed record of the wrong shape: damage, as an unknown kind.
                 None => break,
             },
+            KIND_CHECKPOINT => match checkpoint_body(rec.data) {
+                Some(action) => action,
+                None => break,
+            },
             code if EntryKind::from_code(code).is_some() => RecordAction::Entry,
             _ => break,
         };
         records.push(ScannedRecord {
             action,
+            group: GroupId(rec.header.group.get()),
             index: rec.index(),
             term: rec.term(),
             offset: pos as u64,

@@ -4,7 +4,7 @@ use crate::InmemStore;
 use proptest::prelude::*;
 use std::fs::OpenOptions;
 
-fn config(dir: &Path, backend: BackendChoice) -> WalConfig {
+pub(super) fn config(dir: &Path, backend: BackendChoice) -> WalConfig {
     WalConfig {
         segment_size_bytes: 64 << 10,
         max_entry_bytes: 8 << 10,
@@ -34,7 +34,7 @@ fn backends() -> Vec<BackendChoice> {
 }
 
 /// Entries with payloads of about 700 bytes, so a few dozen fill a test segment.
-fn fat_entries(from: u64, to_inclusive: u64, term: u64) -> Vec<Entry> {
+pub(super) fn fat_entries(from: u64, to_inclusive: u64, term: u64) -> Vec<Entry> {
     let mut out = entries(from, to_inclusive, term);
     for e in &mut out {
         e.data = Bytes::from(e.data.repeat(700 / e.data.len() + 1));
@@ -43,7 +43,7 @@ fn fat_entries(from: u64, to_inclusive: u64, term: u64) -> Vec<Entry> {
 }
 
 /// Every entry the store holds, read back one by one and as one range.
-fn contents(store: &dyn LogStore) -> Vec<Entry> {
+pub(super) fn contents(store: &dyn LogStore) -> Vec<Entry> {
     let (first, last) = (store.first_index(), store.last_index());
     let range = store
         .entries(first, last.next(), usize::MAX)

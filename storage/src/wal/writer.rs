@@ -5,7 +5,7 @@ use super::io::{AlignedBuf, Backend, BLOCK_SIZE};
 use super::{Chunk, SegmentFile, Shared, State, WalConfig, FREE_BUFFERS_MAX};
 use crate::error::LogError;
 use crate::record;
-use crate::store::Ticket;
+use crate::store::{DurableNotifier, Ticket};
 use crate::types::{Index, LogId, Term};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -159,7 +159,10 @@ const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 struct Batch {
     chunks: Vec<Arc<Chunk>>,
     ticket: Ticket,
-    prefix: Option<Index>,
+    /// Segments before this one are dead once the batch is durable.
+    dead_before: Option<u32>,
+    /// Slots of the groups with operations in the batch.
+    touched: Vec<u32>,
 }
 
 /// The writer: owns the active segment and the write backend.
@@ -167,8 +170,8 @@ pub(super) struct Writer {
     pub shared: Arc<Shared>,
     pub backend: Backend,
     pub config: WalConfig,
-    /// Used segments in order with their base indexes; the last is the active one.
-    pub segments: VecDeque<(u32, Index, PathBuf)>,
+    /// Used segments in order; the last is the active one.
+    pub segments: VecDeque<(u32, PathBuf)>,
     pub active: Option<Active>,
     pub spare: Spare,
     /// The ticket of the last batch taken.
@@ -213,8 +216,8 @@ impl Writer {
     /// Writes each chunk of the batch and syncs it, activating new segments on the way.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), LogError> {
         for chunk in &batch.chunks {
-            if let Some(base) = chunk.starts_segment {
-                self.rotate(chunk.segment, base)?;
+            if chunk.starts_segment {
+                self.rotate(chunk.segment)?;
             }
             let Some(active) = self.active.as_ref().filter(|a| a.id == chunk.segment) else {
                 return Err(LogError::Config {
@@ -229,7 +232,7 @@ impl Writer {
     }
 
     /// Starts segment `id` (the next spare); its header is at the start of its first chunk.
-    fn rotate(&mut self, id: u32, base: Index) -> Result<(), LogError> {
+    fn rotate(&mut self, id: u32) -> Result<(), LogError> {
         let (spare_id, path) = self.spare.take(&self.config.dir)?;
         if spare_id != id {
             return Err(LogError::Config {
@@ -246,7 +249,7 @@ impl Writer {
             path: path.clone(),
             file,
         });
-        self.segments.push_back((id, base, path.clone()));
+        self.segments.push_back((id, path.clone()));
         self.shared
             .lock()
             .files
@@ -264,10 +267,12 @@ impl Writer {
                 // Written: reads of these records go to the file from now on. (After a
                 // failure the chunks stay, so what was staged can still be read.)
                 state.inflight.clear();
-                if let Some(first) = batch.prefix {
-                    // Segments wholly before `first` are dead once the marker is durable.
-                    while self.segments.len() > 1 && self.segments[1].1 <= first {
-                        if let Some((id, _, path)) = self.segments.pop_front() {
+                if let Some(bound) = batch.dead_before {
+                    // No group has a live entry before `bound` once the batch's head
+                    // truncations are durable; the checkpoints opening `bound` (durable with
+                    // this batch or before) hold every group's first index and hard state.
+                    while self.segments.len() > 1 && self.segments[0].0 < bound {
+                        if let Some((id, path)) = self.segments.pop_front() {
                             state.files.remove(&id);
                             doomed.push(path);
                         }
@@ -293,13 +298,27 @@ impl Writer {
         if !failed {
             state.durable = state.durable.max(batch.ticket);
         }
-        let notifier = state.notifier.clone();
+        // After a failure every group must hear of it; otherwise the groups with operations
+        // in the batch.
+        let notifiers: Vec<DurableNotifier> = if failed {
+            state
+                .groups
+                .iter()
+                .filter_map(|g| g.notifier.clone())
+                .collect()
+        } else {
+            batch
+                .touched
+                .iter()
+                .filter_map(|&slot| state.group(slot).notifier.clone())
+                .collect()
+        };
         let waiters = state.durable_waiters > 0;
         drop(state);
-        // The shard first: it is on every write's critical path. A blocking waiter (rare: hard
-        // state saves, tests) only when there is one, since `notify_all` is a futex system
-        // call even when nobody waits.
-        if let Some(notify) = notifier {
+        // The shards first: they are on every write's critical path. A blocking waiter (rare:
+        // hard state saves, tests) only when there is one, since `notify_all` is a futex
+        // system call even when nobody waits.
+        for notify in notifiers {
             notify();
         }
         if waiters {
@@ -329,19 +348,30 @@ impl Writer {
 /// the next stage with a copy of the partly filled last block (which the next batch rewrites
 /// with more records). Costs one ≤ 4 KiB copy under the lock, nothing per record.
 fn take_batch(state: &mut State, config: &WalConfig) -> Batch {
-    let last = state.index.last();
+    // Computed before the stage is taken, while its last chunk names the segment being
+    // filled; only after a head truncation, since nothing else lets a segment die.
+    let dead_before = if std::mem::take(&mut state.stage.compacted) {
+        state.oldest_live_segment()
+    } else {
+        None
+    };
+    let touched = std::mem::take(&mut state.stage.touched);
+    for &slot in &touched {
+        state.group_mut(slot).touched = false;
+    }
     if !state.stage.has_records() {
         // Only a ticket to cover: its records went out with earlier batches.
         return Batch {
             chunks: Vec::new(),
             ticket: state.stage.ticket,
-            prefix: state.stage.prefix.take(),
+            dead_before,
+            touched,
         };
     }
     let mut chunks = std::mem::take(&mut state.stage.chunks);
     for chunk in chunks.iter_mut().filter(|c| c.has_records()) {
         let body = chunk.batch_start.to_le_bytes();
-        let id = LogId::new(Term(0), last);
+        let id = LogId::new(Term(0), Index(state.stage.ticket.0));
         let header = record::record_header(KIND_COMMIT, config.group, id, &body, b"", 8)
             .unwrap_or_else(|e| panic!("a commit record is 8 bytes: {e}"));
         let out = chunk.buf.reserve_tail(COMMIT_RECORD_SIZE);
@@ -357,7 +387,7 @@ fn take_batch(state: &mut State, config: &WalConfig) -> Batch {
         buf.extend_from_slice(&tail.buf.as_slice()[(block - tail.file_offset) as usize..]);
         state.stage.chunks.push(Chunk {
             segment: tail.segment,
-            starts_segment: None,
+            starts_segment: false,
             file_offset: block,
             batch_start: end,
             buf,
@@ -375,6 +405,7 @@ fn take_batch(state: &mut State, config: &WalConfig) -> Batch {
     Batch {
         chunks: taken,
         ticket: state.stage.ticket,
-        prefix: state.stage.prefix.take(),
+        dead_before,
+        touched,
     }
 }

@@ -1,10 +1,13 @@
 //! `ringraft-wal`: inspect and verify a ringraft segment WAL without modifying it.
 //!
 //! ```text
-//! ringraft-wal stat   DIR                          segments, index range, sizes
-//! ringraft-wal dump   DIR [--from N] [--to N] [--json]   entries, human-readable or JSON lines
+//! ringraft-wal stat   DIR                          segments, each group's range, sizes
+//! ringraft-wal dump   DIR [--group G] [--from N] [--to N] [--json]   one group's entries
 //! ringraft-wal verify DIR                          scan everything; exit 1 on corruption
 //! ```
+//!
+//! A WAL holds one group's log (group 0 unless configured otherwise) or, shared by a
+//! `MultiRaft` node, many groups' logs; every record names its group.
 //!
 //! Everything here reads the files with the same pure `scan` recovery uses, so `verify`
 //! reports exactly what opening the log would (a torn last batch is reported, not an error).
@@ -12,7 +15,8 @@
 use clap::{Parser, Subcommand};
 use ringraft_storage::record::{decode_raw, DEFAULT_MAX_ENTRY_BYTES};
 use ringraft_storage::wal::{list_segments, scan, RecordAction, SegmentScan};
-use ringraft_storage::{EntryKind, Index};
+use ringraft_storage::{EntryKind, GroupId, HardState, Index};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,6 +46,9 @@ enum WalCommand {
     Dump {
         /// The WAL directory (a node's DATA/wal).
         dir: PathBuf,
+        /// The group whose entries to print.
+        #[arg(long, value_name = "G", default_value_t = 0)]
+        group: u64,
         /// The first index to print.
         #[arg(long, value_name = "N", default_value_t = 0)]
         from: u64,
@@ -83,10 +90,21 @@ fn load(dir: &Path) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-/// Replays every segment's committed records; returns (first, last) and the problems found.
-fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
+/// One group's log as replayed.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupRange {
+    first: Index,
+    last: Index,
+    hard_state: Option<HardState>,
+}
+
+/// Replays every segment's committed records; returns each group's range and hard state,
+/// and the problems found (the same checks recovery makes).
+fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) {
     let mut problems = Vec::new();
-    let mut range: Option<(Index, Index)> = None;
+    let mut groups: BTreeMap<GroupId, GroupRange> = BTreeMap::new();
+    // Entries of a group whose records were in segments before the oldest one.
+    let mut missing: BTreeMap<GroupId, (Index, Index)> = BTreeMap::new();
     let used: Vec<&Segment> = segments
         .iter()
         .filter(|s| s.scan.as_ref().is_ok_and(|s| s.header.is_some()))
@@ -99,7 +117,7 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
                 continue;
             }
         };
-        let Some(header) = scan.header else {
+        if scan.header.is_none() {
             // Unused segments may end the list (the spare; two after some power losses).
             let used_after = segments[k + 1..]
                 .iter()
@@ -111,7 +129,8 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
                 ));
             }
             continue;
-        };
+        }
+        let is_first_used = used.first().is_some_and(|first| first.id == segment.id);
         let is_last_used = used.last().is_some_and(|last| last.id == segment.id);
         if scan.torn_end > scan.valid_len && !is_last_used {
             problems.push(format!(
@@ -120,101 +139,178 @@ fn replay(segments: &[Segment]) -> (Option<(Index, Index)>, Vec<String>) {
                 scan.valid_len
             ));
         }
-        let base = Index(header.base_index.get());
-        let (mut first, mut last) = range.unwrap_or((base, base.prev()));
-        if range.is_some() && base != last.next() {
-            problems.push(format!(
-                "{}: base index {base} does not follow last index {last}",
-                segment.path.display()
-            ));
-        }
         for record in &scan.records {
-            match record.action {
-                RecordAction::Entry if record.index != last.next() => problems.push(format!(
-                    "{}: corruption at offset {}: entry {} where {} was expected",
-                    segment.path.display(),
-                    record.offset,
-                    record.index,
-                    last.next()
-                )),
-                RecordAction::Entry => last = record.index,
-                RecordAction::TruncateSuffix => last = last.min(record.index),
-                RecordAction::TruncatePrefix if record.index > first => {
-                    first = record.index;
-                    last = last.max(first.prev());
+            let at = || format!("{}: offset {}", segment.path.display(), record.offset);
+            if let RecordAction::Checkpoint {
+                first,
+                vote,
+                commit,
+            } = record.action
+            {
+                let hs = HardState {
+                    term: record.term,
+                    vote,
+                    commit,
+                };
+                let hard_state = (hs != HardState::default()).then_some(hs);
+                match groups.get_mut(&record.group) {
+                    None if is_first_used => {
+                        let start = record.index.next().max(first);
+                        groups.insert(
+                            record.group,
+                            GroupRange {
+                                first: start,
+                                last: start.prev(),
+                                hard_state,
+                            },
+                        );
+                        if first <= record.index {
+                            missing.insert(record.group, (first, record.index));
+                        }
+                    }
+                    None => problems.push(format!(
+                        "{}: checkpoint of group {} which no earlier record names",
+                        at(),
+                        record.group.0
+                    )),
+                    Some(range) => {
+                        let held = missing.get(&record.group).map_or(range.first, |m| m.0);
+                        if held != first || range.last != record.index {
+                            problems.push(format!(
+                                "{}: corruption: checkpoint of group {} says {}..={}, the log \
+                                 holds {}..={}",
+                                at(),
+                                record.group.0,
+                                first,
+                                record.index,
+                                held,
+                                range.last
+                            ));
+                        }
+                        range.hard_state = hard_state.or(range.hard_state);
+                    }
                 }
-                RecordAction::TruncatePrefix => {}
-                // Not an entry: the node's term, vote and commit index (see `stat`).
-                RecordAction::HardState { .. } => {}
+                continue;
+            }
+            let range = groups.entry(record.group).or_insert(GroupRange {
+                first: Index(1),
+                last: Index(0),
+                hard_state: None,
+            });
+            match record.action {
+                RecordAction::Entry if record.index != range.last.next() => problems.push(format!(
+                    "{}: corruption: entry {} of group {} where {} was expected",
+                    at(),
+                    record.index,
+                    record.group.0,
+                    range.last.next()
+                )),
+                RecordAction::Entry => range.last = record.index,
+                RecordAction::TruncateSuffix => {
+                    range.last = range.last.min(record.index);
+                    if let Some(m) = missing.get_mut(&record.group) {
+                        m.1 = m.1.min(record.index);
+                        if m.1 < m.0 {
+                            missing.remove(&record.group);
+                        }
+                    }
+                }
+                RecordAction::TruncatePrefix => {
+                    if let Some(m) = missing.get_mut(&record.group) {
+                        m.0 = m.0.max(record.index);
+                        if m.0 > m.1 {
+                            missing.remove(&record.group);
+                        }
+                    }
+                    if record.index > range.first {
+                        range.first = record.index;
+                        range.last = range.last.max(range.first.prev());
+                    }
+                }
+                RecordAction::HardState { vote } => {
+                    range.hard_state = Some(HardState {
+                        term: record.term,
+                        vote,
+                        commit: record.index,
+                    })
+                }
+                RecordAction::Checkpoint { .. } => {}
             }
         }
-        range = Some((first, last));
     }
-    (range, problems)
+    for (group, (first, last)) in missing {
+        problems.push(format!(
+            "corruption: entries {first}..={last} of group {} were in segments that are gone",
+            group.0
+        ));
+    }
+    (groups, problems)
+}
+
+/// "group G: entries F..=L (N entries), hard state …" for each group.
+fn describe_groups(groups: &BTreeMap<GroupId, GroupRange>) {
+    if groups.is_empty() {
+        println!("no entries");
+        println!("hard state: none in the log");
+    }
+    for (group, range) in groups {
+        let entries = (range.last.0 + 1).saturating_sub(range.first.0);
+        let hard_state = match range.hard_state {
+            Some(hs) => format!(
+                "term {} vote {} commit {}",
+                hs.term.0,
+                hs.vote.map_or("none".to_string(), |v| v.0.to_string()),
+                hs.commit.0
+            ),
+            None => "none in the log".into(),
+        };
+        if entries == 0 {
+            println!(
+                "group {}: no entries (next index {}); hard state: {hard_state}",
+                group.0, range.first.0
+            );
+        } else {
+            println!(
+                "group {}: entries {}..={} ({entries} entries); hard state: {hard_state}",
+                group.0, range.first.0, range.last.0
+            );
+        }
+    }
 }
 
 fn stat(dir: &Path) -> Result<bool, String> {
     let segments = load(dir)?;
-    let (range, problems) = replay(&segments);
+    let (groups, problems) = replay(&segments);
     println!(
-        "{:>20} {:>12} {:>12} {:>12} {:>10}  state",
-        "segment", "base", "size", "used", "records"
+        "{:>20} {:>12} {:>12} {:>10}  state",
+        "segment", "size", "used", "records"
     );
     for s in &segments {
         match &s.scan {
             Ok(scan) => {
-                let (base, state) = match &scan.header {
-                    Some(h) if scan.torn_end > scan.valid_len => (h.base_index.get(), "torn tail"),
-                    Some(h) => (h.base_index.get(), "ok"),
-                    None => (0, "spare"),
+                let state = match &scan.header {
+                    Some(_) if scan.torn_end > scan.valid_len => "torn tail",
+                    Some(_) => "ok",
+                    None => "spare",
                 };
                 println!(
-                    "{:>20} {:>12} {:>12} {:>12} {:>10}  {state}",
+                    "{:>20} {:>12} {:>12} {:>10}  {state}",
                     s.id,
-                    base,
                     s.bytes.len(),
                     scan.valid_len,
                     scan.records.len()
                 );
             }
             Err(e) => println!(
-                "{:>20} {:>12} {:>12} {:>12} {:>10}  corrupt: {e}",
+                "{:>20} {:>12} {:>12} {:>10}  corrupt: {e}",
                 s.id,
-                "?",
                 s.bytes.len(),
                 "?",
                 "?"
             ),
         }
     }
-    match range {
-        Some((first, last)) => println!(
-            "entries {}..={} ({} entries)",
-            first.0,
-            last.0,
-            (last.0 + 1).saturating_sub(first.0)
-        ),
-        None => println!("no entries"),
-    }
-    // The newest hard-state record in log order (each segment starts with a copy).
-    let hard_state = segments
-        .iter()
-        .filter_map(|s| s.scan.as_ref().ok())
-        .flat_map(|scan| scan.records.iter())
-        .filter_map(|r| match r.action {
-            RecordAction::HardState { vote } => Some((r.term, vote, r.index)),
-            _ => None,
-        })
-        .next_back();
-    match hard_state {
-        Some((term, vote, commit)) => println!(
-            "hard state: term {} vote {} commit {}",
-            term.0,
-            vote.map_or("none".to_string(), |v| v.0.to_string()),
-            commit.0
-        ),
-        None => println!("hard state: none in the log"),
-    }
+    describe_groups(&groups);
     println!(
         "total bytes {}",
         segments.iter().map(|s| s.bytes.len() as u64).sum::<u64>()
@@ -284,7 +380,7 @@ fn print_entry(entry: &Dumped, json: bool) {
     }
 }
 
-fn dump(dir: &Path, from: u64, to: u64, json: bool) -> Result<bool, String> {
+fn dump(dir: &Path, group: GroupId, from: u64, to: u64, json: bool) -> Result<bool, String> {
     let segments = load(dir)?;
     let mut ok = true;
     // Later records supersede earlier ones at the same index (after a tail truncation), so
@@ -298,7 +394,7 @@ fn dump(dir: &Path, from: u64, to: u64, json: bool) -> Result<bool, String> {
         for record in scan
             .records
             .iter()
-            .filter(|r| r.action == RecordAction::Entry)
+            .filter(|r| r.action == RecordAction::Entry && r.group == group)
         {
             let at = s.bytes.get(record.offset as usize..).unwrap_or(&[]);
             match decode_raw(at, DEFAULT_MAX_ENTRY_BYTES) {
@@ -319,8 +415,8 @@ fn dump(dir: &Path, from: u64, to: u64, json: bool) -> Result<bool, String> {
             }
         }
     }
-    let (range, _) = replay(&segments);
-    let (first, last) = range.map_or((1, 0), |(f, l)| (f.0, l.0));
+    let (groups, _) = replay(&segments);
+    let (first, last) = groups.get(&group).map_or((1, 0), |r| (r.first.0, r.last.0));
     for (_, entry) in entries.range(from.max(first)..=to.min(last)) {
         print_entry(entry, json);
     }
@@ -329,7 +425,7 @@ fn dump(dir: &Path, from: u64, to: u64, json: bool) -> Result<bool, String> {
 
 fn verify(dir: &Path) -> Result<bool, String> {
     let segments = load(dir)?;
-    let (range, problems) = replay(&segments);
+    let (groups, problems) = replay(&segments);
     for s in &segments {
         if let Ok(scan) = &s.scan {
             if scan.torn_end > scan.valid_len {
@@ -346,14 +442,15 @@ fn verify(dir: &Path) -> Result<bool, String> {
         println!("{p}");
     }
     if problems.is_empty() {
-        match range {
-            Some((first, last)) => println!(
+        match (groups.len(), groups.values().next()) {
+            (1, Some(range)) if range.last >= range.first => println!(
                 "ok: {} segments, entries {}..={}",
                 segments.len(),
-                first.0,
-                last.0
+                range.first.0,
+                range.last.0
             ),
-            None => println!("ok: {} segments, no entries", segments.len()),
+            (0 | 1, _) => println!("ok: {} segments, no entries", segments.len()),
+            (n, _) => println!("ok: {} segments, {n} groups", segments.len()),
         }
     }
     Ok(problems.is_empty())
@@ -365,10 +462,11 @@ fn main() -> ExitCode {
         WalCommand::Stat { dir } => stat(&dir),
         WalCommand::Dump {
             dir,
+            group,
             from,
             to,
             json,
-        } => dump(&dir, from, to.unwrap_or(u64::MAX), json),
+        } => dump(&dir, GroupId(group), from, to.unwrap_or(u64::MAX), json),
         WalCommand::Verify { dir } => verify(&dir),
     };
     match result {

@@ -1,0 +1,349 @@
+//! Many groups' logs in one WAL ([`SharedWal`]): each group behaves like its own store,
+//! segments die only when no group has a live entry in them, and recovery finds every group.
+
+use super::tests::{config, contents, fat_entries};
+use super::*;
+use crate::testkit::entries;
+use crate::InmemStore;
+use proptest::prelude::*;
+
+const GROUPS: u64 = 3;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append {
+        group: u64,
+        count: u64,
+        fat: bool,
+        term_bump: bool,
+    },
+    TruncateSuffix {
+        group: u64,
+        back: u64,
+    },
+    TruncatePrefix {
+        group: u64,
+        forward: u64,
+    },
+    HardState {
+        group: u64,
+        commit: u64,
+    },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let group = 1..=GROUPS;
+    prop_oneof![
+        6 => (group.clone(), 1u64..30, any::<bool>(), any::<bool>()).prop_map(
+            |(group, count, fat, term_bump)| Op::Append { group, count, fat, term_bump }
+        ),
+        2 => (group.clone(), 0u64..20).prop_map(|(group, back)| Op::TruncateSuffix { group, back }),
+        2 => (group.clone(), 0u64..80)
+            .prop_map(|(group, forward)| Op::TruncatePrefix { group, forward }),
+        1 => (group, 0u64..100).prop_map(|(group, commit)| Op::HardState { group, commit }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+struct Model {
+    log: InmemStore,
+    term: u64,
+    hard_state: Option<HardState>,
+}
+
+fn open_all(wal: &SharedWal) -> Vec<WalLogStore> {
+    (1..=GROUPS)
+        .map(|g| wal.log(GroupId(g)).expect("group log"))
+        .collect()
+}
+
+fn run_against_models(ops: &[Op], backend: BackendChoice) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = SharedWal::open(config(dir.path(), backend)).expect("open");
+    let mut logs = open_all(&wal);
+    let mut models: Vec<Model> = (1..=GROUPS)
+        .map(|_| Model {
+            log: InmemStore::new(),
+            term: 1,
+            hard_state: None,
+        })
+        .collect();
+    for op in ops {
+        match *op {
+            Op::Append {
+                group,
+                count,
+                fat,
+                term_bump,
+            } => {
+                let (model, log) = (
+                    &mut models[group as usize - 1],
+                    &mut logs[group as usize - 1],
+                );
+                model.term += u64::from(term_bump);
+                let next = model.log.last_index().next().0;
+                let batch = if fat {
+                    fat_entries(next, next + count - 1, model.term)
+                } else {
+                    entries(next, next + count - 1, model.term)
+                };
+                model.log.append(&batch).expect("model");
+                // Submit without waiting: the next operation overlaps with the write.
+                log.append(&batch).expect("wal append");
+            }
+            Op::TruncateSuffix { group, back } => {
+                let (model, log) = (
+                    &mut models[group as usize - 1],
+                    &mut logs[group as usize - 1],
+                );
+                let last = Index(model.log.last_index().0.saturating_sub(back))
+                    .max(model.log.first_index().prev());
+                model.log.truncate_suffix(last).expect("model");
+                log.truncate_suffix(last).expect("wal truncate suffix");
+            }
+            Op::TruncatePrefix { group, forward } => {
+                let (model, log) = (
+                    &mut models[group as usize - 1],
+                    &mut logs[group as usize - 1],
+                );
+                let first = model.log.first_index().plus(forward);
+                model.log.truncate_prefix(first).expect("model");
+                log.truncate_prefix(first).expect("wal truncate prefix");
+            }
+            Op::HardState { group, commit } => {
+                let (model, log) = (
+                    &mut models[group as usize - 1],
+                    &mut logs[group as usize - 1],
+                );
+                let hs = HardState {
+                    term: Term(model.term),
+                    vote: Some(crate::types::NodeId(group)),
+                    commit: Index(commit),
+                };
+                model.hard_state = Some(hs);
+                log.save_hard_state(&hs).expect("save hard state");
+            }
+            Op::Reopen => {
+                for log in &logs {
+                    let ticket = log.durable().expect("durable");
+                    let _ = ticket;
+                }
+                // Wait for every group's latest operation.
+                for log in &mut logs {
+                    let ticket = log.append(&[]).expect("latest ticket");
+                    log.wait_durable(ticket).expect("durable");
+                }
+                drop(logs);
+                drop(wal);
+                wal = SharedWal::open(config(dir.path(), backend)).expect("reopen");
+                logs = open_all(&wal);
+            }
+        }
+        for (model, log) in models.iter().zip(&logs) {
+            prop_assert_eq!(log.first_index(), model.log.first_index());
+            prop_assert_eq!(log.last_index(), model.log.last_index());
+            prop_assert_eq!(log.saved_hard_state(), model.hard_state);
+        }
+    }
+    for (model, log) in models.iter().zip(&logs) {
+        prop_assert_eq!(contents(log), contents(&model.log));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn each_group_in_a_shared_wal_behaves_like_its_own_store(
+        ops in proptest::collection::vec(op(), 1..60)
+    ) {
+        run_against_models(&ops, BackendChoice::Portable)?;
+    }
+}
+
+/// Appends `count` fat entries to `log` after its last and waits for them.
+fn grow(log: &mut WalLogStore, count: u64) {
+    let next = log.last_index().next().0;
+    log.append_and_wait(&fat_entries(next, next + count - 1, 1))
+        .expect("append");
+}
+
+#[test]
+fn a_segment_dies_only_when_no_group_has_a_live_entry_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut busy = wal.log(GroupId(1)).expect("busy");
+    let mut quiet = wal.log(GroupId(2)).expect("quiet");
+    quiet
+        .append_and_wait(&entries(1, 3, 1))
+        .expect("quiet entries");
+    // About 90 entries of 700 bytes fill a 64 KiB segment: this spans several.
+    grow(&mut busy, 400);
+    let segments = || list_segments(dir.path()).expect("list").len();
+    let before = segments();
+    assert!(before >= 4, "{before} segments");
+    let t = busy.truncate_prefix(Index(390)).expect("compact busy");
+    busy.wait_durable(t).expect("durable");
+    // The quiet group's entries 1..=3 are in the first segment: it stays, and the ones after
+    // it stay too (deletion is oldest first).
+    assert_eq!(
+        segments(),
+        before,
+        "the quiet group pins the oldest segment"
+    );
+    let t = quiet.truncate_prefix(Index(3)).expect("compact quiet");
+    quiet.wait_durable(t).expect("durable");
+    assert_eq!(segments(), before, "entry 3 still pins it");
+    let t = quiet.truncate_prefix(Index(4)).expect("compact quiet");
+    quiet.wait_durable(t).expect("durable");
+    let after = segments();
+    assert!(after < before - 2, "{before} -> {after} segments");
+    let busy_entries = contents(&busy);
+    drop((busy, quiet, wal));
+
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    let busy = wal.log(GroupId(1)).expect("busy");
+    let quiet = wal.log(GroupId(2)).expect("quiet");
+    assert_eq!(contents(&busy), busy_entries);
+    assert_eq!(busy.first_index(), Index(390));
+    assert_eq!(
+        (quiet.first_index(), quiet.last_index()),
+        (Index(4), Index(3))
+    );
+}
+
+#[test]
+fn an_idle_groups_hard_state_outlives_the_segments_that_held_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut busy = wal.log(GroupId(1)).expect("busy");
+    let mut idle = wal.log(GroupId(9)).expect("idle");
+    let hs = HardState {
+        term: Term(4),
+        vote: Some(crate::types::NodeId(2)),
+        commit: Index(0),
+    };
+    let t = idle.save_hard_state(&hs).expect("save").expect("kept");
+    idle.wait_durable(t).expect("durable");
+    let t = idle.truncate_prefix(Index(50)).expect("snapshot installed");
+    idle.wait_durable(t).expect("durable");
+    for round in 0..6u64 {
+        grow(&mut busy, 100);
+        let t = busy
+            .truncate_prefix(Index(round * 100 + 90))
+            .expect("compact");
+        busy.wait_durable(t).expect("durable");
+    }
+    let oldest = list_segments(dir.path()).expect("list")[0].0;
+    assert!(
+        oldest >= 3,
+        "old segments were deleted (oldest is {oldest})"
+    );
+    drop((busy, idle, wal));
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    assert_eq!(wal.groups(), vec![GroupId(1), GroupId(9)]);
+    let idle = wal.log(GroupId(9)).expect("idle");
+    assert_eq!(idle.saved_hard_state(), Some(hs));
+    assert_eq!(
+        (idle.first_index(), idle.last_index()),
+        (Index(50), Index(49))
+    );
+}
+
+#[test]
+fn a_missing_segment_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+        let mut a = wal.log(GroupId(1)).expect("a");
+        let mut b = wal.log(GroupId(2)).expect("b");
+        grow(&mut a, 150);
+        grow(&mut b, 150);
+        grow(&mut a, 150);
+    }
+    let segments = list_segments(dir.path()).expect("list");
+    assert!(segments.len() >= 5, "{} segments", segments.len());
+    // Lose the first segment: both groups had entries in it.
+    std::fs::remove_file(&segments[0].1).expect("remove");
+    match SharedWal::open(config(dir.path(), BackendChoice::Portable)) {
+        Err(LogError::Corruption { reason, .. }) => {
+            assert!(reason.contains("segments that are gone"), "{reason}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a log with a lost segment opened"),
+    }
+    // Lose a middle one instead: the next segment's checkpoints disagree with the replay.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+        let mut a = wal.log(GroupId(1)).expect("a");
+        grow(&mut a, 400);
+    }
+    let segments = list_segments(dir.path()).expect("list");
+    std::fs::remove_file(&segments[2].1).expect("remove");
+    assert!(matches!(
+        SharedWal::open(config(dir.path(), BackendChoice::Portable)),
+        Err(LogError::Corruption { .. })
+    ));
+}
+
+#[test]
+fn one_handle_per_group_and_tickets_from_one_sequence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut a = wal.log(GroupId(1)).expect("a");
+    assert!(matches!(wal.log(GroupId(1)), Err(LogError::Config { .. })));
+    let mut b = wal.log(GroupId(2)).expect("b");
+    let ta = a.append(&entries(1, 2, 1)).expect("a");
+    let tb = b.append(&entries(1, 5, 1)).expect("b");
+    assert!(tb > ta);
+    assert_eq!(
+        a.append(&[]).expect("latest"),
+        ta,
+        "a group's latest is its own"
+    );
+    b.wait_durable(tb).expect("durable");
+    assert!(a.durable().expect("durable") >= ta);
+    drop(a);
+    // Closed and reopened while the WAL stays open.
+    let a = wal.log(GroupId(1)).expect("a again");
+    assert_eq!(a.last_index(), Index(2));
+    assert_eq!(a.group(), GroupId(1));
+    // Entries of one group are never returned as another's.
+    assert_eq!(contents(&a), entries(1, 2, 1));
+}
+
+#[test]
+fn every_group_with_work_in_a_batch_is_notified() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut logs = Vec::new();
+    let mut counts = Vec::new();
+    for g in 1..=20 {
+        let mut log = wal.log(GroupId(g)).expect("log");
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        log.set_durable_notifier(Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        logs.push(log);
+        counts.push(count);
+    }
+    let tickets: Vec<Ticket> = logs
+        .iter_mut()
+        .map(|log| log.append(&entries(1, 1, 1)).expect("append"))
+        .collect();
+    for (log, t) in logs.iter().zip(&tickets) {
+        log.wait_durable(*t).expect("durable");
+    }
+    for (g, count) in counts.iter().enumerate() {
+        assert!(
+            count.load(Ordering::SeqCst) >= 1,
+            "group {} not notified",
+            g + 1
+        );
+    }
+}

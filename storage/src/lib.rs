@@ -4,8 +4,9 @@
 //!   ringraft core ── Entry / LogId / Configuration / record format (plain data, this crate)
 //!        │
 //!   node glue ──► LogStore ──────┬─ WalLogStore: segment WAL, group commit, one fdatasync
-//!        │        (submit, then  │    per batch; io_uring + O_DIRECT or portable pwrite
-//!        │         learn durable)├─ LogCache<S>: ring of recent durable entries over any S
+//!        │        (submit, then  │    per batch; io_uring + O_DIRECT or portable pwrite;
+//!        │         learn durable)│    one per group, or many groups' shares of a SharedWal
+//!        │                       ├─ LogCache<S>: ring of recent durable entries over any S
 //!        │                       └─ InmemStore (tests, simulator)
 //!        ├──────► StableStore ───┬─ FileStableStore: two alternating checksummed slots
 //!        │                       └─ InmemStore
@@ -60,7 +61,7 @@ pub use store::{
     Ticket,
 };
 pub use types::{Entry, EntryKind, GroupId, Index, LogId, NodeId, Term};
-pub use wal::{BackendChoice, BackendKind, WalConfig, WalInfo, WalLogStore};
+pub use wal::{BackendChoice, BackendKind, SharedWal, WalConfig, WalInfo, WalLogStore};
 
 /// Creates `dir` and its missing parents and makes their entries durable: the parent of every
 /// directory created is fsynced, and so are `dir` and its parent even when they already existed

@@ -1,5 +1,6 @@
-//! `ringraft-load --groups`: several in-memory Raft groups in one process, each elects a
-//! leader, idle cost is measured, and the active groups take writes.
+//! `ringraft-load --groups`: several Raft groups in one process (in memory, or durable with
+//! one WAL per node shared by the groups), each elects a leader, idle cost is measured, the
+//! active groups take writes, and durable groups come back after a restart.
 
 use std::process::Command;
 
@@ -63,13 +64,40 @@ fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
 }
 
 #[test]
-fn groups_are_refused_without_inmem_and_active_above_groups() {
+fn durable_groups_share_a_wal_per_node_and_recover_after_a_restart() {
     let out = Command::new(LOAD)
-        .args(["--groups", "2"])
+        .args(["--groups", "24", "--active", "6", "--clients", "6"])
+        .args(["--ops", "600", "--idle-secs", "0.3", "--restart", "--json"])
+        .output()
+        .expect("running ringraft-load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = text.trim();
+    assert_eq!(field(json, "durable"), "true");
+    assert_eq!(field(json, "elected"), "24");
+    assert_eq!(field(json, "restart_recovered"), "24", "{json}");
+    let elect: f64 = field(json, "restart_elect_all_s")
+        .parse()
+        .expect("restart_elect_all_s");
+    assert!(elect > 0.0 && elect < 120.0, "{json}");
+    let writes: f64 = field(json, "writes_per_sec")
+        .parse()
+        .expect("writes_per_sec");
+    assert!(writes > 0.0, "{json}");
+}
+
+#[test]
+fn a_restart_needs_durable_groups_and_active_groups_are_at_most_groups() {
+    let out = Command::new(LOAD)
+        .args(["--inmem", "--groups", "2", "--restart"])
         .output()
         .expect("running ringraft-load");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--inmem"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--restart"));
     let out = Command::new(LOAD)
         .args(["--inmem", "--groups", "2", "--active", "3"])
         .output()

@@ -220,6 +220,10 @@ const CRC_FIELD: std::ops::Range<usize> = 4..8;
 /// `memset` and `realloc` copies.
 const FREE_BUFFERS_MAX: usize = 8;
 
+/// The largest stretch of other records between two of a group's records that one read of
+/// both may span (see `WalLogStore::read_range`).
+const READ_GAP_MAX: u64 = 4096;
+
 /// An append releases the lock after staging this many bytes, so that the writer can take what
 /// is staged (and keep the disk busy) while a large batch is still being encoded.
 const STAGE_BYTES_PER_LOCK: usize = 256 << 10;
@@ -792,8 +796,18 @@ impl WalLogStore {
                 count += 1;
                 if (loc.segment, u64::from(loc.offset)) < floor {
                     match parts.last_mut() {
+                        // One pread for records of one segment that are close together. In
+                        // a shared WAL a group's records are interleaved with other groups':
+                        // reading the span between distant ones read (and kept alive, under
+                        // the entries' shared buffer) whole segments per group.
                         Some(Part::Disk(_, locs))
-                            if locs.last().is_some_and(|l| l.2.segment == loc.segment) =>
+                            if locs.last().is_some_and(|l| {
+                                l.2.segment == loc.segment
+                                    && u64::from(loc.offset)
+                                        <= u64::from(l.2.offset)
+                                            + encoded_len(l.2.payload as usize) as u64
+                                            + READ_GAP_MAX
+                            }) =>
                         {
                             locs.push((index, term, loc))
                         }

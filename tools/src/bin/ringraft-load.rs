@@ -4,6 +4,7 @@
 //! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N] [--warmup N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
 //!               [--shared-thread] [--apply-inline | --apply-thread]
+//!               [--groups N [--active M] [--idle-secs SECS] [--restart]]
 //! ```
 //!
 //! With no arguments: a 3-node cluster in this process, talking TCP on loopback, each node
@@ -30,6 +31,11 @@
 //!   (`ApplyPlacement::ShardThread`); `--apply-thread`: always on an apply thread each
 //!   (`ApplyPlacement::OwnThread`, hashicorp's layout). Default: `ApplyPlacement::Adaptive`,
 //!   the library's default (on the shard thread while the state machine is fast).
+//! - `--groups N`: N Raft groups, each node a `MultiRaft` hosting a replica of every group
+//!   (with `--inmem` in memory; otherwise TCP and one `SharedWal` per node for all its
+//!   groups); reports the time until every group has a leader, idle CPU and resident memory
+//!   per replica, and the writes to `--active M` groups. `--restart` (durable) then stops
+//!   every node, starts them again from their WALs and checks every group's committed state.
 
 use clap::Parser;
 use ringraft::ApplyPlacement;
@@ -99,9 +105,10 @@ struct Cli {
     /// layout).
     #[arg(long)]
     apply_thread: bool,
-    /// Run N Raft groups of --nodes nodes each in this process (in memory: needs --inmem) and
-    /// report how long until all have leaders, their idle CPU and resident memory per
-    /// replica, and the writes of the --active ones.
+    /// Run N Raft groups of --nodes nodes each in this process (each node one MultiRaft; with
+    /// --inmem in memory, otherwise TCP on loopback and one WAL per node shared by its
+    /// groups) and report how long until all have leaders, their idle CPU and resident memory
+    /// per replica, and the writes of the --active ones.
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     groups: Option<u64>,
     /// With --groups: how many groups the clients write to, spread evenly [default: the
@@ -111,6 +118,11 @@ struct Cli {
     /// With --groups: the quiet window over which idle CPU is measured, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds, requires = "groups")]
     idle_secs: Duration,
+    /// With durable --groups: after the writes, stop every node, start them again from their
+    /// WALs, and report how long until every group has a leader and how many recovered their
+    /// committed state.
+    #[arg(long, requires = "groups", conflicts_with = "inmem")]
+    restart: bool,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -146,6 +158,8 @@ struct Args {
     warmup: u64,
     /// `--groups`, `--active` and `--idle-secs`.
     groups: Option<(usize, usize, Duration)>,
+    /// `--restart`.
+    restart: bool,
 }
 
 impl Cli {
@@ -188,30 +202,39 @@ impl Cli {
                     if active > n {
                         return Err(format!("--active {active} is more than --groups {n}"));
                     }
-                    if !self.inmem {
-                        return Err("--groups runs in-memory groups only: add --inmem (durable \
-                                    groups would each need their own WAL, listener and thread \
-                                    until groups share them)"
-                            .into());
-                    }
                     Some((n, active, self.idle_secs))
                 }
             },
+            restart: self.restart,
         })
     }
 }
 
-/// `--groups`: many in-memory groups; prints what `load::groups::run` measured.
+/// `--groups`: many groups; prints what `load::groups::run` measured.
 fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Result<bool, String> {
-    let out = groups::run(
+    // The temporary directory lives until the end of the run, then is removed.
+    let (durable, _temp) = match (&args.dir, args.inmem) {
+        (_, true) => (None, None),
+        (Some(dir), false) => (Some(dir.clone()), None),
+        (None, false) => {
+            let temp = tempfile::Builder::new()
+                .prefix("ringraft-load-")
+                .tempdir()
+                .map_err(|e| format!("temporary directory: {e}"))?;
+            (Some(temp.path().to_path_buf()), Some(temp))
+        }
+    };
+    let run = groups::GroupsRun {
         groups,
-        args.nodes,
+        nodes: args.nodes,
         active,
-        &args.load,
-        args.warmup,
-        idle,
-        Duration::from_secs(120),
-    )?;
+        warmup: args.warmup,
+        idle_window: idle,
+        elect_limit: Duration::from_secs(120),
+        durable: durable.clone(),
+        restart: args.restart,
+    };
+    let out = groups::run(&run, &args.load)?;
     let summary = out.load.as_ref().map(|o| {
         Summary::new(
             args.load.clients,
@@ -228,7 +251,8 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
 \"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"elect_all_s\":{},\"elected\":{},\
-\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{}}}",
+\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{},\"durable\":{},\
+\"restart_open_s\":{},\"restart_elect_all_s\":{},\"restart_recovered\":{}}}",
             out.groups,
             active,
             args.load.clients,
@@ -240,10 +264,20 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             out.idle_cpu_pct,
             out.rss_per_replica_bytes,
             out.threads,
+            durable.is_some(),
+            number(out.restart.as_ref().map(|r| r.open_secs), 3),
+            number(out.restart.as_ref().and_then(|r| r.elect_all_secs), 3),
+            out.restart
+                .as_ref()
+                .map_or_else(|| "null".to_string(), |r| r.recovered.to_string()),
         );
     } else {
+        let place = match &durable {
+            None => "in memory".to_string(),
+            Some(dir) => format!("TCP on loopback, one WAL per node in {}", dir.display()),
+        };
         println!(
-            "ringraft-load: {groups} groups of {} nodes in memory, {active} active",
+            "ringraft-load: {groups} groups of {} nodes, {place}, {active} active",
             args.nodes
         );
         match out.elect_all_secs {
@@ -267,7 +301,26 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             );
         }
     }
-    Ok(out.elected == out.groups && summary.is_none_or(|s| s.errors == 0))
+    if let Some(r) = &out.restart {
+        if !args.json {
+            println!(
+                "  restart: WALs opened in {:.2} s; every group had a leader after {}; {} of \
+                 {groups} groups recovered their committed state",
+                r.open_secs,
+                r.elect_all_secs
+                    .map_or_else(|| "(not within 120 s)".to_string(), |s| format!("{s:.2} s")),
+                r.recovered
+            );
+        }
+    }
+    let restarted = out
+        .restart
+        .as_ref()
+        .is_none_or(|r| r.recovered == out.groups);
+    if args.restart && out.restart.is_none() {
+        return Err("--restart: no restart was made (not every group had a leader)".into());
+    }
+    Ok(out.elected == out.groups && summary.is_none_or(|s| s.errors == 0) && restarted)
 }
 
 fn run(args: &Args) -> Result<bool, String> {

@@ -12,7 +12,7 @@ use ringraft_net::memory::MemNetwork;
 use ringraft_net::tcp::TcpConfig;
 use ringraft_storage::{
     Configuration, Entry, FileSnapshotStore, FileStableStore, InmemSnapshotStore, InmemStore,
-    NodeId, WalConfig, WalLogStore,
+    NodeId, SharedWal, WalConfig, WalLogStore,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -236,15 +236,7 @@ fn start_durable(
     let log = WalLogStore::open(WalConfig::new(dir.join("wal"))).map_err(|e| e.to_string())?;
     let stable = FileStableStore::open(dir.join("stable")).map_err(|e| e.to_string())?;
     let snapshots = FileSnapshotStore::new(dir.join("snapshots"), 2).map_err(|e| e.to_string())?;
-    let index = id.0 as usize - 1;
-    let mut tcp = TcpConfig::new(id, ClusterId(0x10ad), addresses[index]);
-    for (j, address) in addresses.iter().enumerate() {
-        if j != index {
-            tcp.peers.insert(NodeId(j as u64 + 1), *address);
-        }
-    }
-    tcp.max_inflight = 64;
-    let transport = TcpTransportConfig::new(tcp);
+    let transport = Cluster::tcp_transport(id, addresses);
     match host {
         Some(host) => Raft::new_on(host, config, fsm, log, stable, snapshots, transport),
         None => Raft::new(config, fsm, log, stable, snapshots, transport),
@@ -307,39 +299,71 @@ impl Cluster {
     }
 
     /// Starts group `group` with one replica on each of `hosts` (many groups per node,
-    /// [`MultiRaft`](ringraft::MultiRaft)) and bootstraps it. The submission queues keep the
-    /// library's default capacity: clients are spread over many groups.
+    /// [`MultiRaft`](ringraft::MultiRaft)) and, if `bootstrap`, bootstraps it. With `wals`
+    /// (one per host), each replica's log is its share of its node's WAL, which also keeps its
+    /// hard state; otherwise its stores are in memory. Snapshots stay in memory: the runs stay
+    /// below the snapshot threshold (`groups::run` checks that none was taken). The
+    /// submission queues keep the library's default capacity: clients are spread over many
+    /// groups.
     pub fn start_group(
         hosts: &[ringraft::MultiRaft],
+        wals: Option<&[SharedWal]>,
         group: ringraft_storage::GroupId,
+        bootstrap: bool,
     ) -> Result<Cluster, String> {
         let mut nodes = Vec::with_capacity(hosts.len());
-        for host in hosts {
+        for (i, host) in hosts.iter().enumerate() {
             let id = host.id();
             let digest = Arc::new(Mutex::new(Digest::default()));
             let mut config = node_config(id, 0);
             config.submission_queue_capacity = Config::new(id).submission_queue_capacity;
-            let store = InmemStore::new();
-            let raft = host
-                .add_group(
-                    group,
-                    config,
-                    KvFsm::new(digest.clone()),
-                    store.clone(),
-                    store,
-                    InmemSnapshotStore::new(),
-                )
-                .map_err(|e| format!("group {}: {e}", group.0))?;
+            let fsm = KvFsm::new(digest.clone());
+            let snapshots = InmemSnapshotStore::new();
+            let raft = match wals.and_then(|w| w.get(i)) {
+                Some(wal) => {
+                    let log = wal
+                        .log(group)
+                        .map_err(|e| format!("group {}: {e}", group.0))?;
+                    // The WAL keeps the hard state; this store only meets the signature.
+                    host.add_group(group, config, fsm, log, InmemStore::new(), snapshots)
+                }
+                None => {
+                    let store = InmemStore::new();
+                    host.add_group(group, config, fsm, store.clone(), store, snapshots)
+                }
+            }
+            .map_err(|e| format!("group {}: {e}", group.0))?;
             nodes.push((raft, digest));
         }
-        let ids = hosts.iter().map(|h| h.id());
-        let configuration = Configuration::voters_with_default_addresses(ids);
-        for (raft, _) in &nodes {
-            raft.bootstrap_cluster(configuration.clone())
-                .wait()
-                .map_err(|e| format!("bootstrap: {e}"))?;
+        if bootstrap {
+            let ids = hosts.iter().map(|h| h.id());
+            let configuration = Configuration::voters_with_default_addresses(ids);
+            for (raft, _) in &nodes {
+                raft.bootstrap_cluster(configuration.clone())
+                    .wait()
+                    .map_err(|e| format!("bootstrap: {e}"))?;
+            }
         }
         Ok(Cluster { nodes, _host: None })
+    }
+
+    /// The TCP transport of node `id` of a cluster on `addresses` (node `k` on
+    /// `addresses[k - 1]`).
+    pub fn tcp_transport(id: NodeId, addresses: &[SocketAddr]) -> TcpTransportConfig {
+        let index = id.0 as usize - 1;
+        let mut tcp = TcpConfig::new(id, ClusterId(0x10ad), addresses[index]);
+        for (j, address) in addresses.iter().enumerate() {
+            if j != index {
+                tcp.peers.insert(NodeId(j as u64 + 1), *address);
+            }
+        }
+        tcp.max_inflight = 64;
+        TcpTransportConfig::new(tcp)
+    }
+
+    /// Free loopback addresses for `n` nodes.
+    pub fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
+        free_addresses(n)
     }
 
     /// The election timeout of the load generator's nodes.
@@ -394,6 +418,15 @@ impl Cluster {
             .iter()
             .map(|(_, d)| *d.lock().unwrap_or_else(|p| p.into_inner()))
             .collect())
+    }
+
+    /// Whether any replica has taken or installed a snapshot.
+    pub fn snapshots_taken(&self) -> bool {
+        self.nodes.iter().any(|(r, _)| {
+            r.stats()
+                .get("last_snapshot_index")
+                .is_some_and(|v| v != "0")
+        })
     }
 
     /// Stops every node and waits for their threads.

@@ -1,19 +1,56 @@
 //! Many Raft groups in one process (`ringraft-load --groups N --active M`): how long until
-//! every group has a leader, what idle groups cost (CPU, resident memory, threads), and the
-//! writes of the active ones.
+//! every group has a leader, what idle groups cost (CPU, resident memory, threads), the
+//! writes of the active ones, and, durable, how long a restart of the whole process takes.
 //!
 //! Each of the `nodes` nodes is a [`MultiRaft`]: one shard thread and one transport endpoint
-//! (the in-memory network) for every group's replica on it, peer nodes pinged for liveness,
-//! idle groups quiesced (ARCHITECTURE §14). The log stores are in memory: durable groups would
-//! each still need their own WAL (one WAL per shard is the next step).
+//! for every group's replica on it, peer nodes pinged for liveness, idle groups quiesced
+//! (ARCHITECTURE §14). In memory, the transport is the in-memory network and the stores are
+//! in memory. Durable, each node has one TCP listener and one [`SharedWal`] holding every
+//! group's log and hard state (one group commit for all the node's groups); snapshots stay in
+//! memory, and a run that takes one fails rather than claim a restart it did not test.
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Digest};
 use super::drive::{self, Load, Outcome};
 use super::report::process_cpu_secs;
 use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState};
 use ringraft_net::memory::MemNetwork;
-use ringraft_storage::{GroupId, NodeId};
+use ringraft_storage::{GroupId, NodeId, SharedWal, WalConfig};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct GroupsRun {
+    /// Groups to start.
+    pub groups: usize,
+    /// Nodes (replicas per group).
+    pub nodes: u64,
+    /// Groups the clients write to.
+    pub active: usize,
+    /// Writes before the measured ones.
+    pub warmup: u64,
+    /// The quiet window over which idle CPU is measured.
+    pub idle_window: Duration,
+    /// How long to wait for every group's leader.
+    pub elect_limit: Duration,
+    /// Durable: TCP on loopback and one WAL per node in `dir/node-K/wal`. `None`: in memory.
+    pub durable: Option<PathBuf>,
+    /// Durable only: stop every node after the writes, start them again from their WALs, and
+    /// check every group.
+    pub restart: bool,
+}
+
+/// What a restart of every node found.
+pub struct RestartOutcome {
+    /// Seconds to open the nodes' WALs (recovery of every group's log).
+    pub open_secs: f64,
+    /// Seconds from the first group's start until every group had a leader (`None`: not
+    /// within the limit).
+    pub elect_all_secs: Option<f64>,
+    /// Groups whose committed state came back: a leader, every entry committed before the
+    /// restart applied, and (for active groups) the same state machine digest.
+    pub recovered: usize,
+}
 
 /// What a multi-group run measured.
 pub struct GroupsOutcome {
@@ -32,61 +69,124 @@ pub struct GroupsOutcome {
     pub threads: u64,
     /// The measured writes to the active groups, if any were asked for.
     pub load: Option<Outcome>,
+    /// The restart, if one was asked for.
+    pub restart: Option<RestartOutcome>,
 }
 
-/// Starts `groups` in-memory groups of `nodes` nodes, waits for their leaders (at most
-/// `elect_limit`), measures `idle_window` of idleness, then runs `load` spread over the
-/// leaders of the first `active` groups (none if `active` is 0).
-pub fn run(
-    groups: usize,
-    nodes: u64,
-    active: usize,
-    load: &Load,
-    warmup: u64,
-    idle_window: Duration,
-    elect_limit: Duration,
-) -> Result<GroupsOutcome, String> {
+/// The nodes of a run: hosts, and their WALs when durable.
+struct Nodes {
+    hosts: Vec<MultiRaft>,
+    wals: Option<Vec<SharedWal>>,
+    /// Seconds it took to open the WALs (recovering every group's log).
+    wal_open_secs: f64,
+}
+
+impl Nodes {
+    fn start(
+        run: &GroupsRun,
+        network: &MemNetwork,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<Nodes, String> {
+        let election = Cluster::election_timeout();
+        let watch = MultiRaftConfig {
+            ping_interval: election / 10,
+            silence_timeout: election,
+            ..MultiRaftConfig::default()
+        };
+        let mut hosts = Vec::new();
+        for id in (1..=run.nodes).map(NodeId) {
+            let host = match &run.durable {
+                None => MultiRaft::new(network.transport(id), watch.clone()),
+                Some(_) => {
+                    // A dropped `MultiRaft` stops its router (and closes its listener) within a
+                    // ping interval, on its own thread: a restart may find the port still
+                    // bound for a moment.
+                    let mut attempts = 0;
+                    loop {
+                        let tcp = Cluster::tcp_transport(id, addresses);
+                        match MultiRaft::new(tcp, watch.clone()) {
+                            Err(e) if attempts < 100 && e.to_string().contains("in use") => {
+                                attempts += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            other => break other,
+                        }
+                    }
+                }
+            };
+            hosts.push(host.map_err(|e| format!("starting node {}: {e}", id.0))?);
+        }
+        let opened = super::drive::now();
+        let wals = match &run.durable {
+            None => None,
+            Some(dir) => Some(
+                (1..=run.nodes)
+                    .map(|id| {
+                        let path = dir.join(format!("node-{id}")).join("wal");
+                        SharedWal::open(WalConfig::new(&path))
+                            .map_err(|e| format!("opening {}: {e}", path.display()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(Nodes {
+            hosts,
+            wals,
+            wal_open_secs: opened.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn start_groups(&self, groups: usize, bootstrap: bool) -> Result<Vec<Cluster>, String> {
+        (0..groups)
+            .map(|g| {
+                Cluster::start_group(
+                    &self.hosts,
+                    self.wals.as_deref(),
+                    GroupId(g as u64 + 1),
+                    bootstrap,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Starts `run.groups` groups of `run.nodes` nodes, waits for their leaders, measures the
+/// idle window, runs `load` spread over the leaders of the first `run.active` groups (none if
+/// 0), and restarts every node if asked.
+pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     let network = MemNetwork::new();
-    let election = Cluster::election_timeout();
-    let watch = MultiRaftConfig {
-        ping_interval: election / 10,
-        silence_timeout: election,
-        ..MultiRaftConfig::default()
+    let addresses = match run.durable {
+        Some(_) => Cluster::free_addresses(run.nodes as usize)?,
+        None => Vec::new(),
     };
-    let hosts: Vec<MultiRaft> = (1..=nodes)
-        .map(|id| MultiRaft::new(network.transport(NodeId(id)), watch.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("starting a node: {e}"))?;
+    let nodes = Nodes::start(run, &network, &addresses)?;
     let rss_before = resident_bytes();
     let started = super::drive::now();
-    let mut clusters = Vec::with_capacity(groups);
-    for g in 0..groups {
-        clusters.push(Cluster::start_group(&hosts, GroupId(g as u64 + 1))?);
-    }
+    let clusters = nodes.start_groups(run.groups, true)?;
     let threads = thread_count();
-    let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, elect_limit);
+    let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
     // A quiet window: every group idle.
     std::thread::sleep(Duration::from_millis(500));
     let cpu_before = process_cpu_secs();
     let window_start = super::drive::now();
-    std::thread::sleep(idle_window);
+    std::thread::sleep(run.idle_window);
     let cpu = process_cpu_secs() - cpu_before;
     let idle_cpu_pct = 100.0 * cpu / window_start.elapsed().as_secs_f64();
     // Resident memory once idle (the process's high-water mark of the groups' start and
     // elections: freed memory stays resident with the allocator). It includes each replica's
-    // state machine and in-memory stores.
+    // state machine and stores.
     let rss_after = resident_bytes();
-    let replicas = (groups as u64 * nodes).max(1);
+    let replicas = (run.groups as u64 * run.nodes).max(1);
     let rss_per_replica_bytes = rss_after.saturating_sub(rss_before) / replicas;
-    let load_outcome = if active > 0 && elected == groups {
+    let load_outcome = if run.active > 0 && elected == run.groups {
         let leaders: Vec<Raft> = clusters
             .iter()
-            .take(active)
-            .map(|c| c.leader(elect_limit))
+            .take(run.active)
+            .map(|c| c.leader(run.elect_limit))
             .collect::<Result<_, _>>()?;
-        if warmup > 0 {
+        if run.warmup > 0 {
             let warm = Load {
-                ops: Some(warmup),
+                ops: Some(run.warmup),
                 rate: None,
                 progress: false,
                 ..load.clone()
@@ -97,17 +197,205 @@ pub fn run(
     } else {
         None
     };
-    for cluster in &clusters {
-        cluster.shutdown();
-    }
+    let restart = if run.restart && run.durable.is_some() && elected == run.groups {
+        Some(restart(run, &network, &addresses, nodes, clusters)?)
+    } else {
+        for cluster in &clusters {
+            cluster.shutdown();
+        }
+        None
+    };
     Ok(GroupsOutcome {
-        groups,
+        groups: run.groups,
         elected,
         elect_all_secs,
         idle_cpu_pct,
         rss_per_replica_bytes,
         threads,
         load: load_outcome,
+        restart,
+    })
+}
+
+/// What a group must hold after a restart: every entry committed before it, and for groups
+/// that took writes, the same state machine.
+struct Expected {
+    committed: u64,
+    digest: Option<Digest>,
+}
+
+/// Commits a barrier in every group, [`WAVE`] groups at a time, and returns each group's
+/// barrier index.
+fn barriers(clusters: &[Cluster], limit: Duration) -> Result<Vec<u64>, String> {
+    let mut out = Vec::with_capacity(clusters.len());
+    for wave in clusters.chunks(WAVE) {
+        out.extend(barriers_at_once(wave, limit)?);
+    }
+    Ok(out)
+}
+
+/// Groups woken together by the restart check. A barrier wakes a quiesced group, and a woken
+/// group heartbeats until it has been idle for an election timeout: 10 000 groups woken at
+/// once on this 2-core VM sent more heartbeats than the nodes could answer, and some groups
+/// kept losing their leaders (heartbeats of busy groups are not coalesced per node yet,
+/// ARCHITECTURE §14).
+const WAVE: usize = 500;
+
+/// Commits a barrier in every group at once (through its leader now, or the first one found
+/// within `limit`) and returns each group's barrier index.
+fn barriers_at_once(clusters: &[Cluster], limit: Duration) -> Result<Vec<u64>, String> {
+    let mut pending = Vec::with_capacity(clusters.len());
+    for cluster in clusters {
+        let now = cluster
+            .nodes
+            .iter()
+            .find(|(r, _)| r.state() == RaftState::Leader)
+            .map(|(r, _)| r.clone());
+        let leader = match now {
+            Some(leader) => leader,
+            None => cluster.leader(limit)?,
+        };
+        pending.push(leader.barrier(Duration::ZERO));
+    }
+    let mut out = Vec::with_capacity(clusters.len());
+    for (g, first) in pending.into_iter().enumerate() {
+        // Waking thousands of quiesced groups at once can cost one its leader (its
+        // followers' acknowledgements come late): ask the next leader, as a client would.
+        let mut result = first.wait();
+        let retrying = super::drive::now();
+        while result.is_err() && retrying.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(50));
+            result = cluster_leader_barrier(&clusters[g], limit);
+        }
+        out.push(
+            result
+                .map(|index| index.0)
+                .map_err(|e| format!("group {}: barrier: {e}", g + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A barrier through the group's leader, waiting for one if it has none.
+fn cluster_leader_barrier(
+    cluster: &Cluster,
+    limit: Duration,
+) -> Result<ringraft_storage::Index, ringraft::ApplyError> {
+    match cluster.leader(limit) {
+        Ok(leader) => leader.barrier(Duration::ZERO).wait(),
+        Err(_) => Err(ringraft::ApplyError::LeadershipLost),
+    }
+}
+
+/// Waits (at most `limit`) until every replica of every group applied through its group's
+/// target index; returns each group's replicas' digests, or `None` for a group that did not
+/// get there.
+fn applied_through(
+    clusters: &[Cluster],
+    targets: &[u64],
+    limit: Duration,
+) -> Vec<Option<Vec<Digest>>> {
+    let started = super::drive::now();
+    let behind = |(cluster, &target): (&Cluster, &u64)| {
+        cluster
+            .nodes
+            .iter()
+            .any(|(r, _)| r.applied_index().0 < target)
+    };
+    while clusters.iter().zip(targets).any(behind) && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    clusters
+        .iter()
+        .zip(targets)
+        .map(|(cluster, target)| {
+            (!behind((cluster, target))).then(|| {
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|(_, d)| *d.lock().unwrap_or_else(|p| p.into_inner()))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// Records every group's committed state, stops every node, opens their WALs again, starts
+/// every group from them (no bootstrap) and checks each one.
+fn restart(
+    run: &GroupsRun,
+    network: &MemNetwork,
+    addresses: &[std::net::SocketAddr],
+    nodes: Nodes,
+    clusters: Vec<Cluster>,
+) -> Result<RestartOutcome, String> {
+    let committed =
+        barriers(&clusters, run.elect_limit).map_err(|e| format!("before the restart: {e}"))?;
+    let caught_up = applied_through(&clusters, &committed, run.elect_limit);
+    let mut expected = Vec::with_capacity(clusters.len());
+    for (g, cluster) in clusters.iter().enumerate() {
+        let digest = if g < run.active {
+            let Some(digests) = &caught_up[g] else {
+                return Err(format!("group {}: replicas did not catch up", g + 1));
+            };
+            if digests.windows(2).any(|w| w[0] != w[1]) {
+                return Err(format!(
+                    "group {}: replicas differ before the restart",
+                    g + 1
+                ));
+            }
+            digests.first().copied()
+        } else {
+            None
+        };
+        if cluster.snapshots_taken() {
+            return Err(format!(
+                "group {} took a snapshot, which this tool keeps in memory: a restart would \
+                 not test recovery from the log alone",
+                g + 1
+            ));
+        }
+        expected.push(Expected {
+            committed: committed[g],
+            digest,
+        });
+    }
+    for cluster in &clusters {
+        cluster.shutdown();
+    }
+    drop(clusters);
+    let Nodes { hosts, wals, .. } = nodes;
+    drop(hosts);
+    drop(wals);
+    let nodes = Nodes::start(run, network, addresses)?;
+    let open_secs = nodes.wal_open_secs;
+    let started = super::drive::now();
+    let clusters = nodes.start_groups(run.groups, false)?;
+    let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
+    let mut recovered = 0;
+    if elected == run.groups {
+        let now =
+            barriers(&clusters, run.elect_limit).map_err(|e| format!("after the restart: {e}"))?;
+        let targets: Vec<u64> = now
+            .iter()
+            .zip(&expected)
+            .map(|(&n, want)| n.max(want.committed))
+            .collect();
+        let states = applied_through(&clusters, &targets, run.elect_limit);
+        for (state, want) in states.iter().zip(&expected) {
+            let Some(digests) = state else { continue };
+            if want.digest.is_none_or(|d| digests.iter().all(|x| *x == d)) {
+                recovered += 1;
+            }
+        }
+    }
+    for cluster in &clusters {
+        cluster.shutdown();
+    }
+    Ok(RestartOutcome {
+        open_secs,
+        elect_all_secs,
+        recovered,
     })
 }
 

@@ -50,6 +50,14 @@ pub const KIND_HARD_STATE: u8 = 0x83;
 /// Recovery checks it against the group's replayed log, or, when the segments before it are
 /// gone, starts the group from it.
 pub const KIND_CHECKPOINT: u8 = 0x84;
+/// Internal record: the group's whole log (`index` its first index; the body, 8 bytes
+/// little-endian, its last) is written again from here, record for record, up to the matching
+/// [`KIND_REWRITE_END`]: an idle group's few entries move forward so that the old segment
+/// holding them can be deleted. Recovery takes the new copies only once the end record is
+/// there; a rewrite cut short by a crash is ignored (its old copies were not deleted).
+pub const KIND_REWRITE_BEGIN: u8 = 0x85;
+/// Internal record: ends a rewrite; `index` is the group's last index.
+pub const KIND_REWRITE_END: u8 = 0x86;
 /// Encoded size of a checkpoint record.
 pub const CHECKPOINT_RECORD_SIZE: usize = crate::record::encoded_len(24);
 /// Encoded size of a commit record.

@@ -48,8 +48,9 @@ mod writer;
 
 pub use format::{
     parse_segment_file_name, segment_file_name, SegmentHeader, CHECKPOINT_RECORD_SIZE,
-    COMMIT_RECORD_SIZE, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX,
-    KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_VERSION,
+    COMMIT_RECORD_SIZE, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REWRITE_BEGIN,
+    KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use io::{BackendChoice, BackendKind, BLOCK_SIZE};
 pub use scan::{scan, RecordAction, ScanError, ScannedRecord, SegmentScan};
@@ -85,6 +86,11 @@ pub struct WalConfig {
     /// Written into every segment header and checked on open, so logs of different clusters
     /// cannot be mixed up. Default 0.
     pub cluster_id: u64,
+    /// Once the WAL has more than this many segments, the writer moves the whole log of each
+    /// group that keeps the oldest segment alive (an idle group that never compacts) to the
+    /// end of the log, if it is at most an eighth of a segment, so that the segment can be
+    /// deleted. Default 8; at least 2.
+    pub rewrite_after_segments: usize,
     /// The group whose log [`WalLogStore::open`] opens. Default 0. A [`SharedWal`] holds the
     /// logs of many groups and ignores it.
     pub group: GroupId,
@@ -99,11 +105,20 @@ impl WalConfig {
             max_entry_bytes: 16 << 20,
             backend: BackendChoice::Auto,
             cluster_id: 0,
+            rewrite_after_segments: 8,
             group: GroupId(0),
         }
     }
 
     fn validate(&self) -> Result<(), LogError> {
+        if self.rewrite_after_segments < 2 {
+            return Err(LogError::Config {
+                reason: format!(
+                    "rewrite_after_segments {} must be at least 2",
+                    self.rewrite_after_segments
+                ),
+            });
+        }
         let size = self.segment_size_bytes;
         let needed = (SEGMENT_HEADER_SIZE
             + encoded_len(self.max_entry_bytes)
@@ -413,6 +428,17 @@ impl State {
         let at = encode_record(chunk, group, kind, id, data, extensions);
         self.stage.unchecked.push((last, start, len));
         at
+    }
+
+    /// A record copied byte for byte (checksum included) from elsewhere in the log; returns
+    /// its segment and offset.
+    fn stage_copy(&mut self, config: &WalConfig, record: &[u8]) -> (u32, u32) {
+        self.room_for(record.len(), config);
+        let last = self.stage.chunks.len() - 1;
+        let chunk = &mut self.stage.chunks[last];
+        let offset = chunk.end();
+        chunk.buf.extend_from_slice(record);
+        (chunk.segment, offset as u32)
     }
 
     /// One record, checksummed at once.

@@ -25,6 +25,9 @@ pub(super) struct GroupReplay {
     /// Entries `(first, last)` the group held before the oldest segment left, whose records
     /// were in deleted segments: a later head truncation must drop them, or they are lost.
     missing: Option<(Index, Index)>,
+    /// The copies of a rewrite in progress and its last index: they replace the log at its
+    /// end record.
+    rewriting: Option<(LogIndex, Index)>,
 }
 
 impl GroupReplay {
@@ -33,6 +36,7 @@ impl GroupReplay {
             index: LogIndex::new(first),
             hard_state: None,
             missing: None,
+            rewriting: None,
         }
     }
 
@@ -110,6 +114,40 @@ impl Replay {
             .groups
             .entry(record.group)
             .or_insert_with(|| GroupReplay::new(Index(1)));
+        if let Some((copies, until)) = group.rewriting.as_mut() {
+            // The writer stages a rewrite whole under one lock: only its copies come between
+            // its begin and end records, unless a crash cut it short. Then the records after it
+            // (written after the restart) carry on from the old copies, which still stand.
+            match record.action {
+                RecordAction::Entry
+                    if copies.last() < *until && record.index == copies.last().next() =>
+                {
+                    copies.push(
+                        record.index,
+                        record.term,
+                        segment,
+                        record.offset as u32,
+                        record.payload_len,
+                    );
+                    return Ok(());
+                }
+                RecordAction::RewriteEnd if copies.last() == *until && record.index == *until => {
+                    if group.index.last() != *until {
+                        return Err(format!(
+                            "rewrite of group {} ends at {until}, its log at {}",
+                            record.group.0,
+                            group.index.last()
+                        ));
+                    }
+                    if let Some((copies, _)) = group.rewriting.take() {
+                        group.index = copies;
+                        group.missing = None;
+                    }
+                    return Ok(());
+                }
+                _ => group.rewriting = None,
+            }
+        }
         let first = group.first();
         let last = group.index.last();
         match record.action {
@@ -164,6 +202,21 @@ impl Replay {
                     vote,
                     commit: record.index,
                 })
+            }
+            RecordAction::RewriteBegin { last: until } => {
+                if record.index != first || until != last {
+                    return Err(format!(
+                        "rewrite of group {} of {}..={until} where its log holds {first}..={last}",
+                        record.group.0, record.index
+                    ));
+                }
+                group.rewriting = Some((LogIndex::new(record.index), until));
+            }
+            RecordAction::RewriteEnd => {
+                return Err(format!(
+                    "rewrite end of group {} without its beginning",
+                    record.group.0
+                ))
             }
             RecordAction::Checkpoint { .. } => {}
         }
@@ -505,6 +558,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         active,
         spare,
         taken: Ticket(0),
+        rewrite_checked_at: 0,
     };
     let handle = std::thread::Builder::new()
         .name("ringraft-wal-writer".into())
@@ -516,4 +570,105 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         info,
         writer: Some(handle),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Term;
+
+    fn record(action: RecordAction, group: u64, index: u64, offset: u64) -> ScannedRecord {
+        ScannedRecord {
+            action,
+            group: GroupId(group),
+            index: Index(index),
+            term: Term(1),
+            offset,
+            len: 48,
+            payload_len: 8,
+        }
+    }
+
+    fn entry(index: u64, offset: u64) -> ScannedRecord {
+        record(RecordAction::Entry, 1, index, offset)
+    }
+
+    /// Replays `(segment, record)` pairs; returns group 1's segment of each entry 1..=4.
+    fn segments_after(records: &[(u32, ScannedRecord)]) -> Vec<Option<u32>> {
+        let mut replay = Replay::new();
+        for (segment, r) in records {
+            replay.apply(*segment, *segment == 0, r).expect("replays");
+        }
+        replay.finish().expect("nothing missing");
+        let index = &replay.groups[&GroupId(1)].index;
+        (1..=4)
+            .map(|i| index.locate(Index(i)).map(|l| l.segment))
+            .collect()
+    }
+
+    #[test]
+    fn a_rewrite_counts_only_once_it_ended_and_one_cut_short_by_a_crash_is_ignored() {
+        let begin = record(RecordAction::RewriteBegin { last: Index(3) }, 1, 1, 1000);
+        let end = record(RecordAction::RewriteEnd, 1, 3, 1300);
+        let old = [(0, entry(1, 100)), (0, entry(2, 200)), (0, entry(3, 300))];
+        let mut whole = old.to_vec();
+        whole.extend([
+            (1, begin),
+            (1, entry(1, 1100)),
+            (1, entry(2, 1200)),
+            (1, entry(3, 1250)),
+            (1, end),
+            (1, entry(4, 2000)),
+        ]);
+        assert_eq!(segments_after(&whole), vec![Some(1); 4]);
+        // Cut after two copies, then entry 4 written after the restart: the old copies stand.
+        let mut cut = old.to_vec();
+        cut.extend([(1, begin), (1, entry(1, 1100)), (1, entry(2, 1200))]);
+        cut.push((1, entry(4, 2000)));
+        assert_eq!(
+            segments_after(&cut),
+            vec![Some(0), Some(0), Some(0), Some(1)]
+        );
+        // Cut after every copy but before the end: entry 4 is not taken for a copy.
+        let mut all_but_end = old.to_vec();
+        all_but_end.extend([
+            (1, begin),
+            (1, entry(1, 1100)),
+            (1, entry(2, 1200)),
+            (1, entry(3, 1250)),
+            (1, entry(4, 2000)),
+        ]);
+        assert_eq!(
+            segments_after(&all_but_end),
+            vec![Some(0), Some(0), Some(0), Some(1)]
+        );
+        // A rewrite that does not cover the group's log is damage.
+        let mut replay = Replay::new();
+        for (segment, r) in &old {
+            replay.apply(*segment, true, r).expect("replays");
+        }
+        let short = record(RecordAction::RewriteBegin { last: Index(2) }, 1, 1, 1000);
+        assert!(replay.apply(1, false, &short).is_err());
+    }
+
+    #[test]
+    fn a_group_whose_entries_were_in_deleted_segments_is_reported() {
+        let checkpoint = ScannedRecord {
+            action: RecordAction::Checkpoint {
+                first: Index(1),
+                vote: None,
+                commit: Index(0),
+            },
+            ..record(RecordAction::Entry, 7, 10, 64)
+        };
+        let mut replay = Replay::new();
+        replay
+            .apply(5, true, &checkpoint)
+            .expect("starts the group");
+        assert!(replay.finish().is_err(), "entries 1..=10 are gone");
+        let prefix = record(RecordAction::TruncatePrefix, 7, 11, 200);
+        replay.apply(5, true, &prefix).expect("compaction");
+        replay.finish().expect("compacted: nothing is missing");
+        assert_eq!(replay.groups[&GroupId(7)].index.first(), Index(11));
+    }
 }

@@ -18,8 +18,8 @@
 //! leading bytes ("powersafe overwrite").
 
 use super::format::{
-    SegmentHeader, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_TRUNCATE_PREFIX,
-    KIND_TRUNCATE_SUFFIX,
+    SegmentHeader, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REWRITE_BEGIN,
+    KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
 };
 use super::format::{COMMIT_RECORD_SIZE, SEGMENT_HEADER_SIZE};
 use crate::record::{self, RecordHeader, HEADER_SIZE, RECORD_ALIGNMENT};
@@ -40,6 +40,14 @@ pub enum RecordAction {
         /// The node voted for in `term`, if any.
         vote: Option<NodeId>,
     },
+    /// The group's log is written again from `index` (its first index) on: the entry records
+    /// up to the matching [`RecordAction::RewriteEnd`] replace the earlier copies.
+    RewriteBegin {
+        /// The group's last index: the last copy.
+        last: Index,
+    },
+    /// Ends a rewrite; `index` is the group's last index.
+    RewriteEnd,
     /// Where the group stood when the segment began: `index` its last index, `term` the term
     /// of its hard state.
     Checkpoint {
@@ -207,6 +215,13 @@ pub fn scan(bytes: &[u8], max_entry_bytes: usize) -> Result<SegmentScan, ScanErr
                 // A well-checksummed record of the wrong shape: damage, as an unknown kind.
                 None => break,
             },
+            KIND_REWRITE_BEGIN => match commit_batch_start(rec.data) {
+                Some(last) if rec.data.len() == 8 => {
+                    RecordAction::RewriteBegin { last: Index(last) }
+                }
+                _ => break,
+            },
+            KIND_REWRITE_END => RecordAction::RewriteEnd,
             KIND_CHECKPOINT => match checkpoint_body(rec.data) {
                 Some(action) => action,
                 None => break,

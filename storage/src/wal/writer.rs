@@ -1,10 +1,13 @@
 //! The WAL's writer thread (group commit, layout, rotation) and spare-segment thread.
 
-use super::format::{segment_file_name, COMMIT_RECORD_SIZE, KIND_COMMIT};
+use super::format::{
+    segment_file_name, COMMIT_RECORD_SIZE, KIND_COMMIT, KIND_REWRITE_BEGIN, KIND_REWRITE_END,
+};
+use super::index::{Loc, LogIndex};
 use super::io::{AlignedBuf, Backend, BLOCK_SIZE};
-use super::{Chunk, SegmentFile, Shared, State, WalConfig, FREE_BUFFERS_MAX};
+use super::{Chunk, GroupLog, SegmentFile, Shared, State, WalConfig, FREE_BUFFERS_MAX};
 use crate::error::LogError;
-use crate::record;
+use crate::record::{self, encoded_len};
 use crate::store::{DurableNotifier, Ticket};
 use crate::types::{Index, LogId, Term};
 use std::collections::VecDeque;
@@ -176,6 +179,18 @@ pub(super) struct Writer {
     pub spare: Spare,
     /// The ticket of the last batch taken.
     pub taken: Ticket,
+    /// The number of segments when the writer last looked for groups to rewrite: it looks
+    /// again only when that changes.
+    pub rewrite_checked_at: usize,
+}
+
+/// A group's whole log, to be written again at the end of the WAL.
+struct RewritePlan {
+    slot: u32,
+    first: Index,
+    last: Index,
+    /// Every entry's term and location, and its segment file.
+    records: Vec<(Term, Loc, Arc<SegmentFile>)>,
 }
 
 impl Writer {
@@ -210,6 +225,7 @@ impl Writer {
             if failed {
                 break;
             }
+            self.rewrite_pinning_groups();
         }
     }
 
@@ -326,6 +342,89 @@ impl Writer {
         }
     }
 
+    /// Moves the logs of the groups that keep the oldest segment alive to the end of the log
+    /// (see [`WalConfig::rewrite_after_segments`]). A group that never compacts (an idle one:
+    /// no snapshot is ever due) would otherwise keep every segment from its entries on. Its
+    /// records are copied byte for byte between a `REWRITE_BEGIN` and a `REWRITE_END` record,
+    /// in one stage under one lock (recovery takes the copies only with the end record), and
+    /// the group's index then points at the copies; the next batch's durability lets the old
+    /// segment go. Only logs of at most an eighth of a segment that are wholly on disk are
+    /// moved: larger ones are expected to compact through snapshots.
+    fn rewrite_pinning_groups(&mut self) {
+        let count = self.segments.len();
+        if count <= self.config.rewrite_after_segments || count == self.rewrite_checked_at {
+            return;
+        }
+        self.rewrite_checked_at = count;
+        let oldest = self.segments[0].0;
+        let budget = self.config.segment_size_bytes / 8;
+        let plans: Vec<RewritePlan> = {
+            let state = self.shared.lock();
+            if state.failed.is_some() || state.shutdown {
+                return;
+            }
+            let floor = state.memory_floor();
+            state
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.index.oldest_segment() == Some(oldest))
+                .filter_map(|(slot, g)| plan_rewrite(&state, slot as u32, g, floor, budget))
+                .collect()
+        };
+        for plan in plans {
+            let mut copies = Vec::with_capacity(plan.records.len());
+            for (_, loc, file) in &plan.records {
+                let len = encoded_len(loc.payload as usize);
+                let mut buf = vec![0u8; len];
+                let read = file.file.read_exact_at(&mut buf, u64::from(loc.offset));
+                // A copy must be exactly what was written: a record that fails its checksum
+                // stays where it is (reads report it).
+                let intact =
+                    read.is_ok() && record::decode_raw(&buf, self.config.max_entry_bytes).is_ok();
+                if !intact {
+                    copies.clear();
+                    break;
+                }
+                copies.push(buf);
+            }
+            if copies.len() != plan.records.len() {
+                continue;
+            }
+            let mut state = self.shared.lock();
+            let group = state.group(plan.slot);
+            // Unchanged since the plan (no append or truncation in between)?
+            let mut at = plan.first;
+            let same = group.index.first() == plan.first
+                && group.index.last() == plan.last
+                && plan.records.iter().all(|(term, loc, _)| {
+                    let held =
+                        group.index.locate(at) == Some(*loc) && group.index.term(at) == Some(*term);
+                    at = at.next();
+                    held
+                });
+            if !same {
+                continue;
+            }
+            let id = group.id;
+            let config = &self.config;
+            let begin = LogId::new(Term(0), plan.first);
+            let last = plan.last.0.to_le_bytes();
+            state.stage_record(config, id, KIND_REWRITE_BEGIN, begin, &last, b"");
+            let mut index = LogIndex::new(plan.first);
+            let mut at = plan.first;
+            for ((term, loc, _), copy) in plan.records.iter().zip(&copies) {
+                let (segment, offset) = state.stage_copy(config, copy);
+                index.push(at, *term, segment, offset, loc.payload);
+                at = at.next();
+            }
+            let end = LogId::new(Term(0), plan.last);
+            state.stage_record(config, id, KIND_REWRITE_END, end, b"", b"");
+            state.group_mut(plan.slot).index = index;
+            state.stage.compacted = true;
+        }
+    }
+
     /// Deletes dead segments, oldest first, each made durable before the next: a crash must
     /// never leave a gap (an old segment kept, a younger one gone). A segment that survives is
     /// harmless, since the durable prefix marker hides its entries on recovery, so a failed
@@ -342,6 +441,36 @@ impl Writer {
             }
         }
     }
+}
+
+/// The plan to move `group`'s whole log, if it is small enough and wholly on disk.
+fn plan_rewrite(
+    state: &State,
+    slot: u32,
+    group: &GroupLog,
+    floor: (u32, u64),
+    budget: u64,
+) -> Option<RewritePlan> {
+    let (first, last) = (group.index.first(), group.index.last());
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut at = first;
+    while at <= last {
+        let loc = group.index.locate(at)?;
+        let term = group.index.term(at)?;
+        bytes += encoded_len(loc.payload as usize) as u64;
+        if bytes > budget || (loc.segment, u64::from(loc.offset)) >= floor {
+            return None;
+        }
+        records.push((term, loc, state.files.get(&loc.segment)?.clone()));
+        at = at.next();
+    }
+    Some(RewritePlan {
+        slot,
+        first,
+        last,
+        records,
+    })
 }
 
 /// Takes everything staged as one batch: ends each chunk with its commit record, and starts

@@ -105,6 +105,8 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
     let mut groups: BTreeMap<GroupId, GroupRange> = BTreeMap::new();
     // Entries of a group whose records were in segments before the oldest one.
     let mut missing: BTreeMap<GroupId, (Index, Index)> = BTreeMap::new();
+    // Rewrites in progress: (the next copy's index, the last copy's).
+    let mut rewriting: BTreeMap<GroupId, (Index, Index)> = BTreeMap::new();
     let used: Vec<&Segment> = segments
         .iter()
         .filter(|s| s.scan.as_ref().is_ok_and(|s| s.header.is_some()))
@@ -192,6 +194,23 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                 }
                 continue;
             }
+            if let Some((next, until)) = rewriting.get_mut(&record.group) {
+                // Copies of the group's log; a rewrite cut short by a crash is ignored.
+                match record.action {
+                    RecordAction::Entry if *next <= *until && record.index == *next => {
+                        *next = next.next();
+                        continue;
+                    }
+                    RecordAction::RewriteEnd if *next == until.next() && record.index == *until => {
+                        rewriting.remove(&record.group);
+                        missing.remove(&record.group);
+                        continue;
+                    }
+                    _ => {
+                        rewriting.remove(&record.group);
+                    }
+                }
+            }
             let range = groups.entry(record.group).or_insert(GroupRange {
                 first: Index(1),
                 last: Index(0),
@@ -234,6 +253,27 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                         commit: record.index,
                     })
                 }
+                RecordAction::RewriteBegin { last } => {
+                    let held = missing.get(&record.group).map_or(range.first, |m| m.0);
+                    if record.index != held || last != range.last {
+                        problems.push(format!(
+                            "{}: corruption: rewrite of group {} of {}..={} where the log holds \
+                             {}..={}",
+                            at(),
+                            record.group.0,
+                            record.index,
+                            last,
+                            held,
+                            range.last
+                        ));
+                    }
+                    rewriting.insert(record.group, (record.index, last));
+                }
+                RecordAction::RewriteEnd => problems.push(format!(
+                    "{}: corruption: rewrite end of group {} without its beginning",
+                    at(),
+                    record.group.0
+                )),
                 RecordAction::Checkpoint { .. } => {}
             }
         }

@@ -1047,8 +1047,10 @@ impl LogStore for WalLogStore {
         if last >= index.last() {
             return Ok(state.group(slot).last_ticket);
         }
-        state.group_mut(slot).index.truncate_suffix(last);
+        // The marker first: if it starts a segment, that segment's checkpoint must show the
+        // log as it was before the marker, as recovery will have replayed it.
         let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_SUFFIX, last);
+        state.group_mut(slot).index.truncate_suffix(last);
         let wake = state.writer_waiting;
         drop(state);
         if wake {
@@ -1064,9 +1066,10 @@ impl LogStore for WalLogStore {
         if first <= state.group(slot).index.first() {
             return Ok(state.group(slot).last_ticket);
         }
+        // The marker first, as in `truncate_suffix`.
+        let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_PREFIX, first);
         state.group_mut(slot).index.truncate_prefix(first);
         state.stage.compacted = true;
-        let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_PREFIX, first);
         let wake = state.writer_waiting;
         drop(state);
         if wake {
@@ -1108,12 +1111,11 @@ impl LogStore for WalLogStore {
         let slot = self.slot;
         let mut state = self.inner.shared.lock();
         state.check_failed()?;
-        let group = state.group_mut(slot);
-        group.hard_state = Some(*hs);
-        let group = group.id;
+        let group = state.group(slot).id;
         let ticket = state.ticket_for(slot);
         let (id, vote) = hard_state_record(hs);
         state.stage_record(&self.inner.config, group, KIND_HARD_STATE, id, &vote, b"");
+        state.group_mut(slot).hard_state = Some(*hs);
         state.stage.ticket = ticket;
         let wake = state.writer_waiting;
         drop(state);

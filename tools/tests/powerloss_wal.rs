@@ -10,6 +10,10 @@
 //! reopens the WAL: every batch reported durable is there and intact, nothing after a torn
 //! record is replayed, the hard state is at least the acknowledged one, and `ringraft-wal
 //! verify` passes. The next round's child continues on the recovered log.
+//!
+//! The WAL is shared (`SharedWal`) by the busy group 0 and an idle group 1 that holds three
+//! entries and never compacts, with rewrites after two segments: the idle group's log is moved
+//! forward again and again as compaction deletes old segments, and must survive every crash.
 
 mod powerloss_support;
 
@@ -19,8 +23,8 @@ use powerloss_support::{
 };
 use ringraft_crashfs::{OpKind, Phase};
 use ringraft_storage::{
-    BackendKind, Entry, EntryKind, HardState, Index, LogId, LogStore, Term, Ticket, WalConfig,
-    WalLogStore,
+    BackendKind, Entry, EntryKind, GroupId, HardState, Index, LogId, LogStore, SharedWal, Term,
+    Ticket, WalConfig, WalLogStore,
 };
 use std::collections::VecDeque;
 use std::path::Path;
@@ -44,6 +48,7 @@ fn config(dir: &Path) -> WalConfig {
     WalConfig {
         segment_size_bytes: 1 << 20,
         max_entry_bytes: 64 << 10,
+        rewrite_after_segments: 2,
         ..WalConfig::new(dir)
     }
 }
@@ -56,7 +61,14 @@ fn powerloss_wal_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let mut store = WalLogStore::open(config(Path::new(&dir))).expect("open");
+    let wal = SharedWal::open(config(Path::new(&dir))).expect("open");
+    let mut idle = wal.log(IDLE).expect("idle group");
+    if idle.last_index() == Index(0) {
+        idle.append_and_wait(&[entry(1), entry(2), entry(3)])
+            .expect("idle entries");
+    }
+    println!("idle ready");
+    let mut store = wal.log(GroupId(0)).expect("busy group");
     let mut next = store.last_index().0 + 1;
     let mut rng = Rng::new(next);
     let mut inflight: VecDeque<(Ticket, u64)> = VecDeque::new();
@@ -88,11 +100,16 @@ fn powerloss_wal_child() {
     }
 }
 
-/// What the children said across rounds: the highest acknowledged index, the newest floor;
-/// and the backend a WAL gets on this machine's own file system.
+/// The group that holds three entries and does nothing else.
+const IDLE: GroupId = GroupId(1);
+
+/// What the children said across rounds: the highest acknowledged index, the newest floor,
+/// whether the idle group's entries were durable; and the backend a WAL gets on this
+/// machine's own file system.
 struct Said {
     acked: u64,
     floor: u64,
+    idle_ready: bool,
     backend: BackendKind,
 }
 
@@ -135,6 +152,7 @@ fn power_loss_rounds(
     let said = Arc::new(Mutex::new(Said {
         acked: 0,
         floor: 0,
+        idle_ready: false,
         backend,
     }));
     for round in 0..rounds {
@@ -153,6 +171,8 @@ fn power_loss_rounds(
                     said.acked = said.acked.max(n);
                 } else if let Some(n) = number_after(line, "floor ") {
                     said.floor = said.floor.max(n);
+                } else if line.trim() == "idle ready" {
+                    said.idle_ready = true;
                 }
             },
         );
@@ -177,6 +197,20 @@ fn power_loss_rounds(
 
 /// Reopens the WAL and checks it against what the children said.
 fn check(wal: &Path, said: &Said) -> Result<(), String> {
+    let shared = SharedWal::open(config(wal)).map_err(|e| format!("reopen: {e}"))?;
+    if said.idle_ready {
+        let idle = shared.log(IDLE).map_err(|e| format!("idle group: {e}"))?;
+        let got = idle
+            .entries(Index(1), Index(4), usize::MAX)
+            .map_err(|e| format!("reading the idle group: {e}"))?;
+        if got != [entry(1), entry(2), entry(3)] {
+            return Err(format!(
+                "the idle group holds {:?}, not entries 1..=3",
+                got.iter().map(|e| e.id).collect::<Vec<_>>()
+            ));
+        }
+    }
+    drop(shared);
     let store = WalLogStore::open(config(wal)).map_err(|e| format!("reopen: {e}"))?;
     // The backend users get: io_uring with O_DIRECT wherever this machine's own file system
     // has it (crashfs serves O_DIRECT opens), not a silent fallback to the portable one.

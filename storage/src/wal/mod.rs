@@ -382,25 +382,33 @@ impl State {
             let header = SegmentHeader::new(u64::from(id), 0, config.cluster_id);
             let mut buf = self.stage.buffer();
             buf.extend_from_slice(header.as_bytes());
-            let mut chunk = Chunk {
+            self.stage.chunks.push(Chunk {
                 segment: id,
                 starts_segment: true,
                 file_offset: 0,
                 batch_start: SEGMENT_HEADER_SIZE as u64,
                 buf,
-            };
-            for group in self.groups.iter().filter(|g| g.has_state()) {
-                // Where every group stands opens every segment: once older segments are
-                // deleted behind compactions, its hard state and first index are still on
-                // disk. `SharedWal::log` keeps the groups few enough to fit.
-                let (id, body) = checkpoint_record(group);
-                write_record(&mut chunk, group.id, KIND_CHECKPOINT, id, &body, b"");
-            }
-            self.stage.chunks.push(chunk);
+            });
+            self.stage_checkpoints();
             self.stage.capacity = config.segment_size_bytes;
         }
         let last = self.stage.chunks.len() - 1;
         &mut self.stage.chunks[last]
+    }
+
+    /// One checkpoint record per group holding anything, at the end of the stage (which
+    /// begins a segment): see [`KIND_CHECKPOINT`].
+    fn stage_checkpoints(&mut self) {
+        let Some(chunk) = self.stage.chunks.last_mut() else {
+            return;
+        };
+        for group in self.groups.iter().filter(|g| g.has_state()) {
+            // Where every group stands opens every segment: once older segments are deleted
+            // behind compactions, its hard state and first index are still on disk.
+            // `SharedWal::log` keeps the groups few enough to fit.
+            let (id, body) = checkpoint_record(group);
+            write_record(chunk, group.id, KIND_CHECKPOINT, id, &body, b"");
+        }
     }
 
     /// Encodes one record in place at the end of the log, its checksum left to

@@ -481,6 +481,10 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         free: Vec::new(),
         unchecked: Vec::new(),
     };
+    // The last segment holds no committed batch: nothing after its header survived.
+    let tail_unopened = tail
+        .as_ref()
+        .is_some_and(|t| t.valid_len == SEGMENT_HEADER_SIZE as u64);
     if let Some(tail) = tail {
         if tail.torn_end > tail.valid_len {
             // Zero the torn batch so its stale records can never be read as part of a later
@@ -533,20 +537,27 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         slots.insert(id, groups.len() as u32);
         groups.push(GroupLog::new(id, group.index, group.hard_state));
     }
+    let mut state = State {
+        groups,
+        slots,
+        stage,
+        inflight: Vec::new(),
+        last_ticket: Ticket(0),
+        durable: Ticket(0),
+        failed: None,
+        files,
+        shutdown: false,
+        writer_waiting: false,
+        durable_waiters: 0,
+    };
+    if tail_unopened {
+        // The last segment's first batch was torn (and zeroed above): its checkpoints went
+        // with it. They lead the next batch, or once older segments are deleted, the groups
+        // they held would start nowhere (found by tools/tests/powerloss_wal.rs).
+        state.stage_checkpoints();
+    }
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            groups,
-            slots,
-            stage,
-            inflight: Vec::new(),
-            last_ticket: Ticket(0),
-            durable: Ticket(0),
-            failed: None,
-            files,
-            shutdown: false,
-            writer_waiting: false,
-            durable_waiters: 0,
-        }),
+        state: Mutex::new(state),
         work: Condvar::new(),
         done: Condvar::new(),
     });

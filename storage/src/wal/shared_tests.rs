@@ -6,6 +6,8 @@ use super::*;
 use crate::testkit::entries;
 use crate::InmemStore;
 use proptest::prelude::*;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 
 const GROUPS: u64 = 3;
 
@@ -426,4 +428,68 @@ proptest! {
     ) {
         run_against_models_with(&ops, |dir| rewriting_config(dir, 2))?;
     }
+}
+
+/// Found by the power-loss test: a segment whose first batch is lost (its checkpoints with
+/// it) is where recovery goes on writing; once older segments are deleted, the groups must
+/// still find their start there.
+#[test]
+fn a_segment_whose_first_batch_was_lost_gets_its_checkpoints_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let newest = {
+        let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+        let mut busy = wal.log(GroupId(1)).expect("busy");
+        let mut quiet = wal.log(GroupId(2)).expect("quiet");
+        quiet.append_and_wait(&entries(1, 2, 1)).expect("quiet");
+        let hs = HardState {
+            term: Term(1),
+            vote: None,
+            commit: Index(2),
+        };
+        let t = quiet.save_hard_state(&hs).expect("save").expect("kept");
+        quiet.wait_durable(t).expect("durable");
+        // One entry per batch until a second segment is in use: its one batch holds its
+        // checkpoints.
+        while used_segments(dir.path()) < 2 {
+            grow(&mut busy, 1);
+        }
+        list_segments(dir.path())
+            .expect("list")
+            .into_iter()
+            .filter(|(_, p)| std::fs::read(p).expect("read")[..8] != [0; 8])
+            .next_back()
+            .expect("newest segment")
+            .1
+    };
+    // The power fails before that batch reached the disk.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .expect("open segment");
+    let block = BLOCK_SIZE - SEGMENT_HEADER_SIZE;
+    file.write_all_at(&vec![0u8; block], SEGMENT_HEADER_SIZE as u64)
+        .expect("lose the batch");
+    file.sync_all().expect("sync");
+    drop(file);
+    {
+        let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+        let mut busy = wal.log(GroupId(1)).expect("busy");
+        grow(&mut busy, 5);
+        // Everything of the busy group before the new entries dies: only the newest segment
+        // is still needed, by it; the quiet group's entries pin the first one until it
+        // compacts too.
+        let last = busy.last_index();
+        let t = busy.truncate_prefix(Index(last.0 - 4)).expect("compact");
+        busy.wait_durable(t).expect("durable");
+        let mut quiet = wal.log(GroupId(2)).expect("quiet");
+        let t = quiet.truncate_prefix(Index(3)).expect("compact");
+        quiet.wait_durable(t).expect("durable");
+        assert_eq!(used_segments(dir.path()), 1, "older segments deleted");
+    }
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("reopen");
+    let quiet = wal.log(GroupId(2)).expect("quiet");
+    assert_eq!(quiet.first_index(), Index(3));
+    assert_eq!(quiet.saved_hard_state().map(|h| h.commit), Some(Index(2)));
+    let busy = wal.log(GroupId(1)).expect("busy");
+    assert_eq!(contents(&busy).len(), 5);
 }

@@ -105,8 +105,8 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
     let mut groups: BTreeMap<GroupId, GroupRange> = BTreeMap::new();
     // Entries of a group whose records were in segments before the oldest one.
     let mut missing: BTreeMap<GroupId, (Index, Index)> = BTreeMap::new();
-    // Rewrites in progress: (the next copy's index, the last copy's).
-    let mut rewriting: BTreeMap<GroupId, (Index, Index)> = BTreeMap::new();
+    // Rewrites in progress: (the first copy's index, the next one's, the last one's).
+    let mut rewriting: BTreeMap<GroupId, (Index, Index, Index)> = BTreeMap::new();
     let used: Vec<&Segment> = segments
         .iter()
         .filter(|s| s.scan.as_ref().is_ok_and(|s| s.header.is_some()))
@@ -194,7 +194,7 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                 }
                 continue;
             }
-            if let Some((next, until)) = rewriting.get_mut(&record.group) {
+            if let Some((start, next, until)) = rewriting.get_mut(&record.group) {
                 // Copies of the group's log; a rewrite cut short by a crash is ignored.
                 match record.action {
                     RecordAction::Entry if *next <= *until && record.index == *next => {
@@ -202,6 +202,11 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                         continue;
                     }
                     RecordAction::RewriteEnd if *next == until.next() && record.index == *until => {
+                        // The whole log, now complete from its copies.
+                        if let Some(range) = groups.get_mut(&record.group) {
+                            range.first = *start;
+                            range.last = *until;
+                        }
                         rewriting.remove(&record.group);
                         missing.remove(&record.group);
                         continue;
@@ -267,7 +272,7 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                             range.last
                         ));
                     }
-                    rewriting.insert(record.group, (record.index, last));
+                    rewriting.insert(record.group, (record.index, record.index, last));
                 }
                 RecordAction::RewriteEnd => problems.push(format!(
                     "{}: corruption: rewrite end of group {} without its beginning",

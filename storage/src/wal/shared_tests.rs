@@ -456,8 +456,7 @@ fn a_segment_whose_first_batch_was_lost_gets_its_checkpoints_back() {
         list_segments(dir.path())
             .expect("list")
             .into_iter()
-            .filter(|(_, p)| std::fs::read(p).expect("read")[..8] != [0; 8])
-            .next_back()
+            .rfind(|(_, p)| std::fs::read(p).expect("read")[..8] != [0; 8])
             .expect("newest segment")
             .1
     };

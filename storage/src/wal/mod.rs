@@ -27,13 +27,20 @@
 //! next batch. Segments are preallocated and zero-filled (with O_DIRECT) by a background thread
 //! before they are needed, so a sync never has to commit file-size or extent changes and
 //! rotation never waits on allocation. Tail and head truncations are records replayed on
-//! recovery; once a head truncation is durable, segments wholly before the new first index
+//! recovery; once a head truncation is durable, segments that hold no live entry of any group
 //! are deleted.
 //!
 //! **Reads.** An entry not yet written is copied from the stage (or the batch being written); a
 //! written one is read with `pread` (a range in the same segment with one call). Both are
 //! verified against their checksum before they are returned, so damage that happens after
 //! recovery is still reported, never returned.
+//!
+//! **Many groups.** One WAL can hold many groups' logs ([`SharedWal`]): every record names
+//! its group, each group has its own index and notifier, one batch covers every group's
+//! operations, and each segment starts with a checkpoint of every group (see [`format`]). A
+//! segment is deleted once no group has a live entry in it; the writer rewrites the small logs
+//! of idle groups that pin the oldest segment to the end of the log (see
+//! [`WalConfig::rewrite_after_segments`]).
 //!
 //! **Failure.** Any write or sync error stops the store ([`LogError::Failed`] for every later
 //! call) until it is reopened: after a failed fsync the kernel may have dropped the dirty data,

@@ -16,27 +16,10 @@ fn field<'a>(json: &'a str, name: &str) -> &'a str {
     &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
 }
 
-#[test]
-fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
+/// Runs `ringraft-load` with `args`, checks that it succeeded, returns its JSON line.
+fn json_of(args: &[&str]) -> String {
     let out = Command::new(LOAD)
-        .args([
-            "--inmem",
-            "--groups",
-            "4",
-            "--active",
-            "2",
-            "--clients",
-            "4",
-        ])
-        .args([
-            "--duration",
-            "1",
-            "--idle-secs",
-            "0.3",
-            "--warmup",
-            "20",
-            "--json",
-        ])
+        .args(args)
         .output()
         .expect("running ringraft-load");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -45,7 +28,27 @@ fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json = text.trim();
+    text.trim().to_string()
+}
+
+#[test]
+fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
+    let json = &json_of(&[
+        "--inmem",
+        "--groups",
+        "4",
+        "--active",
+        "2",
+        "--clients",
+        "4",
+        "--duration",
+        "1",
+        "--idle-secs",
+        "0.3",
+        "--warmup",
+        "20",
+        "--json",
+    ]);
     assert_eq!(field(json, "groups"), "4");
     assert_eq!(field(json, "active"), "2");
     assert_eq!(field(json, "elected"), "4");
@@ -65,18 +68,20 @@ fn every_group_elects_a_leader_and_the_active_ones_take_writes() {
 
 #[test]
 fn durable_groups_share_a_wal_per_node_and_recover_after_a_restart() {
-    let out = Command::new(LOAD)
-        .args(["--groups", "24", "--active", "6", "--clients", "6"])
-        .args(["--ops", "600", "--idle-secs", "0.3", "--restart", "--json"])
-        .output()
-        .expect("running ringraft-load");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json = text.trim();
+    let json = &json_of(&[
+        "--groups",
+        "24",
+        "--active",
+        "6",
+        "--clients",
+        "6",
+        "--ops",
+        "600",
+        "--idle-secs",
+        "0.3",
+        "--restart",
+        "--json",
+    ]);
     assert_eq!(field(json, "durable"), "true");
     assert_eq!(field(json, "elected"), "24");
     assert_eq!(field(json, "restart_recovered"), "24", "{json}");

@@ -613,7 +613,8 @@ impl SharedWal {
     /// group's log stays in the WAL.
     ///
     /// Every new segment starts with one checkpoint record per group, so a segment must have
-    /// room for them: with the default 64 MiB segments that is about a million groups.
+    /// room for them (at most half a segment): with the default 64 MiB segments, about 500 000
+    /// groups.
     pub fn log(&self, group: GroupId) -> Result<WalLogStore, LogError> {
         let mut state = self.inner.shared.lock();
         state.check_failed()?;

@@ -492,3 +492,21 @@ fn a_segment_whose_first_batch_was_lost_gets_its_checkpoints_back() {
     let busy = wal.log(GroupId(1)).expect("busy");
     assert_eq!(contents(&busy).len(), 5);
 }
+
+#[test]
+fn groups_beyond_what_a_segment_can_checkpoint_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    // 64 KiB segments: half of one holds 512 checkpoints of 64 bytes.
+    let logs: Vec<WalLogStore> = (0..512)
+        .map(|g| wal.log(GroupId(g)).expect("fits"))
+        .collect();
+    match wal.log(GroupId(512)) {
+        Err(LogError::Config { reason }) => assert!(reason.contains("checkpoints"), "{reason}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a 513th group was accepted"),
+    }
+    // A group the WAL already holds is no new checkpoint.
+    drop(logs);
+    assert!(wal.log(GroupId(7)).is_ok());
+}

@@ -329,6 +329,13 @@ impl Writer {
                 .filter_map(|&slot| state.group(slot).notifier.clone())
                 .collect()
         };
+        // The list goes back to the stage for the next batch (no allocation per batch),
+        // unless operations since the take started a new one.
+        let mut touched = batch.touched;
+        touched.clear();
+        if state.stage.touched.capacity() == 0 {
+            state.stage.touched = touched;
+        }
         let waiters = state.durable_waiters > 0;
         drop(state);
         // The shards first: they are on every write's critical path. A blocking waiter (rare:

@@ -12,7 +12,7 @@ const MAX_ENTRY_BYTES: usize = 1 << 16;
 fuzz_target!(|data: &[u8]| {
     let mut bytes = Vec::with_capacity(data.len() + 64);
     if data.first().is_some_and(|b| b & 1 == 1) {
-        let header = SegmentHeader::new(1, 1, 0);
+        let header = SegmentHeader::new(1, 0);
         bytes.extend_from_slice(&header.to_bytes());
         bytes.extend_from_slice(&data[1..]);
     } else {

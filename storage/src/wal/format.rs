@@ -2,9 +2,9 @@
 //!
 //! ```text
 //!  segment file  <dir>/<segment id, 20 digits>.seg, preallocated and zero-filled
-//!  ┌────────────── 64-byte header ──────────────┬──────────────── records ───────────────┐
-//!  │ magic "RRWALSEG" version id base cluster crc│ batch: entry… commit │ batch … │ 0 0 0 …│
-//!  └─────────────────────────────────────────────┴────────────────────────────────────────┘
+//!  ┌─────────── 64-byte header ────────────┬──────────────────── records ───────────────────┐
+//!  │ magic "RRWALSEG" version id cluster crc│ checkpoints, entry… commit │ batch … │ 0 0 0 …│
+//!  └────────────────────────────────────────┴────────────────────────────────────────────────┘
 //! ```
 //!
 //! A spare segment is created zero-filled with its final name while the active one fills; its
@@ -89,13 +89,13 @@ const _: () = assert!(std::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_SIZ
 
 impl SegmentHeader {
     /// A sealed header (checksum filled in).
-    pub fn new(segment_id: u64, base_index: u64, cluster_id: u64) -> SegmentHeader {
+    pub fn new(segment_id: u64, cluster_id: u64) -> SegmentHeader {
         let mut header = SegmentHeader {
             magic: SEGMENT_MAGIC,
             version: U32::new(SEGMENT_VERSION),
             crc: U32::new(0),
             segment_id: U64::new(segment_id),
-            base_index: U64::new(base_index),
+            base_index: U64::new(0),
             cluster_id: U64::new(cluster_id),
             reserved: [0; 24],
         };
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_damage_is_reported() {
-        let header = SegmentHeader::new(3, 100, 42);
+        let header = SegmentHeader::new(3, 42);
         let bytes = header.as_bytes().to_vec();
         assert_eq!(SegmentHeader::parse(&bytes), Ok(Some(header)));
         assert_eq!(SegmentHeader::parse(&[0; 64]), Ok(None));

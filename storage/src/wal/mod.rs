@@ -386,7 +386,7 @@ impl State {
             }
             let id = self.stage.next_segment;
             self.stage.next_segment += 1;
-            let header = SegmentHeader::new(u64::from(id), 0, config.cluster_id);
+            let header = SegmentHeader::new(u64::from(id), config.cluster_id);
             let mut buf = self.stage.buffer();
             buf.extend_from_slice(header.as_bytes());
             self.stage.chunks.push(Chunk {

@@ -319,7 +319,7 @@ mod tests {
         batches: &[std::ops::RangeInclusive<u64>],
         size: usize,
     ) -> (Vec<u8>, Vec<usize>) {
-        let mut out = SegmentHeader::new(1, 1, 7).as_bytes().to_vec();
+        let mut out = SegmentHeader::new(1, 7).as_bytes().to_vec();
         let mut ends = Vec::new();
         for batch in batches {
             let start = out.len() as u64;
@@ -402,7 +402,7 @@ mod tests {
         ) {
             let mut bytes = Vec::new();
             if with_header {
-                bytes.extend_from_slice(&SegmentHeader::new(1, 1, 0).to_bytes());
+                bytes.extend_from_slice(&SegmentHeader::new(1, 0).to_bytes());
             }
             bytes.extend_from_slice(&records);
             if let Ok(result) = scan(&bytes, 1024) {

@@ -210,7 +210,7 @@ fn node_config(id: NodeId, clients: usize) -> Config {
 
 /// Free loopback ports, released just before the nodes bind them (the transport binds its
 /// own listener, so every node's address must be known before any starts).
-fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
+pub fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()
@@ -359,11 +359,6 @@ impl Cluster {
         }
         tcp.max_inflight = 64;
         TcpTransportConfig::new(tcp)
-    }
-
-    /// Free loopback addresses for `n` nodes.
-    pub fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
-        free_addresses(n)
     }
 
     /// The election timeout of the load generator's nodes.

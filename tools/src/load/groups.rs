@@ -156,7 +156,7 @@ impl Nodes {
 pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     let network = MemNetwork::new();
     let addresses = match run.durable {
-        Some(_) => Cluster::free_addresses(run.nodes as usize)?,
+        Some(_) => super::cluster::free_addresses(run.nodes as usize)?,
         None => Vec::new(),
     };
     let nodes = Nodes::start(run, &network, &addresses)?;

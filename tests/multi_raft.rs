@@ -53,11 +53,15 @@ struct Cluster {
 
 impl Cluster {
     fn start(groups: u64) -> Cluster {
+        Cluster::start_with(groups, watch())
+    }
+
+    fn start_with(groups: u64, config: MultiRaftConfig) -> Cluster {
         let network = MemNetwork::new();
         let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
         let nodes: Vec<MultiRaft> = ids
             .iter()
-            .map(|&id| MultiRaft::new(network.transport(id), watch()).expect("node"))
+            .map(|&id| MultiRaft::new(network.transport(id), config.clone()).expect("node"))
             .collect();
         let members = Configuration::voters_with_default_addresses(ids.clone());
         let mut all = Vec::new();
@@ -210,6 +214,37 @@ fn a_silent_leader_node_is_replaced_in_every_group_it_led() {
 }
 
 #[test]
+fn a_herd_of_elections_waits_for_campaign_slots() {
+    // One campaign slot per node: a node's groups campaign, and lead until they settle, one
+    // at a time. Every group still elects, and so do the groups of a leader node that goes
+    // silent (a second herd).
+    let one_slot = MultiRaftConfig {
+        campaign_slots: 1,
+        ..watch()
+    };
+    let c = Cluster::start_with(12, one_slot);
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    let deferred =
+        |c: &Cluster| -> u64 { c.nodes.iter().map(|n| n.stats().campaigns_deferred).sum() };
+    let at_start = deferred(&c);
+    assert!(at_start > 0, "no campaign waited for a slot");
+    assert!(c.wait_quiet(300) < 300, "the groups did not quiesce");
+    let gone = leaders[0];
+    let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
+    let rest_ids: Vec<NodeId> = rest.iter().map(|&n| NodeId(n as u64)).collect();
+    c.network.partition(&[&[NodeId(gone as u64)], &rest_ids]);
+    let new_leaders = c.wait_leaders(&rest);
+    c.write_everywhere(&new_leaders, 2);
+    let led_by_gone = leaders.iter().filter(|&&n| n == gone).count();
+    if led_by_gone > 1 {
+        assert!(deferred(&c) > at_start, "the second herd never waited");
+    }
+    c.network.heal();
+    c.shutdown();
+}
+
+#[test]
 fn wrong_use_is_refused_with_a_typed_error() {
     let network = MemNetwork::new();
     let bad = MultiRaftConfig {
@@ -218,6 +253,14 @@ fn wrong_use_is_refused_with_a_typed_error() {
     };
     match MultiRaft::new(network.transport(NodeId(1)), bad) {
         Err(StartError::Config(e)) => assert_eq!(e.field, "ping_interval"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let no_slots = MultiRaftConfig {
+        campaign_slots: 0,
+        ..MultiRaftConfig::default()
+    };
+    match MultiRaft::new(network.transport(NodeId(1)), no_slots) {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "campaign_slots"),
         other => panic!("expected a config error, got {other:?}"),
     }
     let node = MultiRaft::new(network.transport(NodeId(1)), watch()).expect("node");

@@ -65,6 +65,24 @@ pub trait Transport {
         false
     }
 
+    /// Asks for one of the node's campaign slots before a node starts an election (pre-vote
+    /// or vote) because its election timer fired. A transport shared by many Raft groups
+    /// bounds how many of them campaign, or lead without having settled yet, at once, so a
+    /// herd of elections (every group after a restart, or every group a failed node led)
+    /// does not send more messages than the node can answer (ARCHITECTURE §14). `Ready`
+    /// grants a slot, held until [`Transport::release_campaign_slot`]; `Pending` queues the
+    /// node and registers `cx`'s waker, woken once a slot is granted. Leadership transfers
+    /// never ask. The default grants at once: a transport of one node has no herd.
+    fn poll_campaign_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// Gives back the slot granted by [`Transport::poll_campaign_slot`] (the campaign ended,
+    /// or the leader it made settled), or leaves the queue for one. Does nothing if the node
+    /// neither holds nor waits for a slot. The default does nothing.
+    fn release_campaign_slot(&mut self) {}
+
     /// The next event, or `Pending` (registering `cx`'s waker). `Ready(None)` once the
     /// transport has shut down.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;

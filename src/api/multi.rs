@@ -24,6 +24,15 @@ pub struct MultiRaftConfig {
     /// it is a member of; their quiesced followers then campaign. Default 1 s (the default
     /// election timeout of one group). Keep it at or below the groups' election timeout.
     pub silence_timeout: Duration,
+    /// How many of the node's groups may campaign, or lead without having settled yet, at
+    /// once. A group whose election timer fires waits for a slot before it asks for votes;
+    /// it keeps it until it follows again, until the leader it became quiesces, or for two
+    /// election timeouts, whichever is first. This paces herds of elections (every group
+    /// after a restart, every group a failed node led), whose heartbeats would otherwise be
+    /// more than the nodes can answer in time, so that groups keep stepping down and never
+    /// settle (ARCHITECTURE §14, "Herds"). Leadership transfers do not wait. Default 256;
+    /// at least 1.
+    pub campaign_slots: usize,
 }
 
 impl Default for MultiRaftConfig {
@@ -32,6 +41,7 @@ impl Default for MultiRaftConfig {
             cpu: None,
             ping_interval: Duration::from_millis(100),
             silence_timeout: Duration::from_millis(1000),
+            campaign_slots: 256,
         }
     }
 }
@@ -45,6 +55,8 @@ pub struct MultiRaftStats {
     pub pings_sent: u64,
     /// Times a peer node was reported silent.
     pub peers_silent: u64,
+    /// Campaigns that waited for a slot (see [`MultiRaftConfig::campaign_slots`]).
+    pub campaigns_deferred: u64,
 }
 
 /// One node hosting many Raft groups: one shard thread runs every group's loop, one transport
@@ -156,6 +168,12 @@ impl MultiRaft {
                 reason: "must be non-zero and below silence_timeout",
             }));
         }
+        if config.campaign_slots == 0 {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "campaign_slots",
+                reason: "must be at least 1",
+            }));
+        }
         let host = ShardHost::new(config.cpu, transport.runs_tasks())?;
         let shared = Arc::new(RouterShared::default());
         let watch = Watch {
@@ -164,6 +182,7 @@ impl MultiRaft {
         };
         let (started_tx, started_rx) = mpsc::sync_channel::<Result<(u64, NodeId), String>>(1);
         let task_shared = shared.clone();
+        let campaign_slots = config.campaign_slots;
         host.submit(Box::new(move || {
             Box::pin(async move {
                 let transport = match transport.into_transport().await {
@@ -174,7 +193,7 @@ impl MultiRaft {
                     }
                 };
                 let id = transport.local_id();
-                let (router, task) = router::start(transport, watch, task_shared);
+                let (router, task) = router::start(transport, watch, campaign_slots, task_shared);
                 let _ = started_tx.send(Ok((router, id)));
                 task.await;
             })
@@ -237,6 +256,7 @@ impl MultiRaft {
             groups: self.shared.groups.load(Ordering::Acquire),
             pings_sent: self.shared.pings_sent.load(Ordering::Relaxed),
             peers_silent: self.shared.silences.load(Ordering::Relaxed),
+            campaigns_deferred: self.shared.campaigns_deferred.load(Ordering::Relaxed),
         }
     }
 }

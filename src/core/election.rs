@@ -20,7 +20,7 @@
 use super::config::Mutation;
 use super::leader::LeaderState;
 use super::types::{Effect, Event, InvalidInput, RequestError, Role};
-use super::{Core, RoleState};
+use super::{Core, RoleState, Time};
 use ringraft_net::message::{AppendEntriesResponse, AppendResult, Body, Message};
 use ringraft_storage::{NodeId, Term};
 use std::collections::BTreeSet;
@@ -251,6 +251,17 @@ impl Core {
         if self.leader == Some(from) && self.may_campaign() {
             self.start_election(true);
         }
+    }
+
+    /// True if a tick at `now` would start a campaign (a pre-vote or an election): the node
+    /// is awake, not the leader, may campaign, and its election timer is due. A host of many
+    /// groups asks this before it ticks, to pace campaigns (ARCHITECTURE §14); leadership
+    /// transfers do not go through ticks.
+    pub fn campaign_due(&self, now: Time) -> bool {
+        !self.quiesced
+            && !matches!(self.role, RoleState::Leader(_))
+            && now >= self.election_deadline
+            && self.may_campaign()
     }
 
     pub(super) fn tick(&mut self) {

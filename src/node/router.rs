@@ -55,6 +55,8 @@ pub(crate) struct RouterShared {
     /// Pings sent and peers reported silent, for tests and stats.
     pub(crate) pings_sent: AtomicU64,
     pub(crate) silences: AtomicU64,
+    /// Campaigns that waited for a slot.
+    pub(crate) campaigns_deferred: AtomicU64,
 }
 
 /// Timing of the liveness watch.
@@ -67,6 +69,28 @@ pub(crate) struct Watch {
 struct Inbox {
     events: VecDeque<TransportEvent>,
     waker: Option<Waker>,
+    slot: Slot,
+}
+
+/// A group's place in the node's campaign pacing (see [`Campaigns`]).
+enum Slot {
+    /// Neither holds nor waits for a slot.
+    None,
+    /// Queued; woken through this waker once granted.
+    Waiting(Waker),
+    Held,
+}
+
+/// The node's campaign slots: at most `limit` groups campaign, or lead without having
+/// settled, at once (ARCHITECTURE §14, "Herds"); the others wait in arrival order. A group's
+/// shard gives its slot back when its campaign ends, when the leader it became quiesces, or
+/// two election timeouts after the grant, whichever comes first, so a slot is never held for
+/// long and every waiting group gets one.
+struct Campaigns {
+    limit: usize,
+    held: usize,
+    /// Groups in the order they asked; an entry whose group no longer waits is skipped.
+    queue: VecDeque<GroupId>,
 }
 
 struct Peer {
@@ -84,10 +108,78 @@ pub(crate) struct Router {
     transport: Option<Box<dyn Transport>>,
     inboxes: BTreeMap<GroupId, Inbox>,
     peers: BTreeMap<NodeId, Peer>,
+    campaigns: Campaigns,
     shared: Arc<RouterShared>,
 }
 
 impl Router {
+    /// `group` asks for a campaign slot (see [`Transport::poll_campaign_slot`]).
+    fn poll_campaign_slot(&mut self, group: GroupId, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inbox) = self.inboxes.get_mut(&group) else {
+            return Poll::Ready(());
+        };
+        match &mut inbox.slot {
+            Slot::Held => Poll::Ready(()),
+            Slot::Waiting(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+                Poll::Pending
+            }
+            Slot::None if self.campaigns.held < self.campaigns.limit => {
+                inbox.slot = Slot::Held;
+                self.campaigns.held += 1;
+                Poll::Ready(())
+            }
+            Slot::None => {
+                inbox.slot = Slot::Waiting(cx.waker().clone());
+                self.campaigns.queue.push_back(group);
+                self.shared
+                    .campaigns_deferred
+                    .fetch_add(1, Ordering::Relaxed);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// `group` gives back its slot or leaves the queue; the slot goes to the next in line.
+    fn release_campaign_slot(&mut self, group: GroupId) {
+        let Some(inbox) = self.inboxes.get_mut(&group) else {
+            return;
+        };
+        match std::mem::replace(&mut inbox.slot, Slot::None) {
+            Slot::Held => {
+                self.campaigns.held -= 1;
+                self.grant_campaign_slots();
+            }
+            // Its queue entry is skipped when it comes up.
+            Slot::Waiting(_) | Slot::None => {}
+        }
+    }
+
+    /// Grants free slots to waiting groups, first come first served.
+    fn grant_campaign_slots(&mut self) {
+        while self.campaigns.held < self.campaigns.limit {
+            let Some(group) = self.campaigns.queue.pop_front() else {
+                break;
+            };
+            let Some(inbox) = self.inboxes.get_mut(&group) else {
+                continue;
+            };
+            // An entry of a group that no longer waits (it left the queue, or got its slot
+            // through an earlier entry) is skipped.
+            if matches!(inbox.slot, Slot::Waiting(_)) {
+                if let Slot::Waiting(waker) = std::mem::replace(&mut inbox.slot, Slot::Held) {
+                    self.campaigns.held += 1;
+                    waker.wake();
+                }
+            }
+        }
+        if self.campaigns.queue.is_empty() && self.campaigns.queue.capacity() > 64 {
+            self.campaigns.queue = VecDeque::new();
+        }
+    }
+
     /// Hands `event` to `group`'s inbox (dropped if this node does not run the group).
     fn deliver(&mut self, group: GroupId, event: TransportEvent) {
         if let Some(inbox) = self.inboxes.get_mut(&group) {
@@ -221,6 +313,7 @@ impl Router {
 pub(crate) fn start(
     transport: Box<dyn Transport>,
     watch: Watch,
+    campaign_slots: usize,
     shared: Arc<RouterShared>,
 ) -> (u64, impl Future<Output = ()>) {
     let id = NEXT_ROUTER.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +322,11 @@ pub(crate) fn start(
         transport: Some(transport),
         inboxes: BTreeMap::new(),
         peers: BTreeMap::new(),
+        campaigns: Campaigns {
+            limit: campaign_slots.max(1),
+            held: 0,
+            queue: VecDeque::new(),
+        },
         shared,
     }));
     ROUTERS.with(|r| r.borrow_mut().insert(id, router.clone()));
@@ -291,6 +389,7 @@ impl IntoTransport for GroupLink {
                 Inbox {
                     events: VecDeque::new(),
                     waker: None,
+                    slot: Slot::None,
                 },
             );
             r.shared.groups.fetch_add(1, Ordering::AcqRel);
@@ -366,6 +465,14 @@ impl Transport for GroupTransport {
         true
     }
 
+    fn poll_campaign_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.router.borrow_mut().poll_campaign_slot(self.group, cx)
+    }
+
+    fn release_campaign_slot(&mut self) {
+        self.router.borrow_mut().release_campaign_slot(self.group);
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
         let mut r = self.router.borrow_mut();
         let stopped = r.transport.is_none();
@@ -397,6 +504,7 @@ impl Drop for GroupTransport {
     fn drop(&mut self) {
         let mut r = self.router.borrow_mut();
         let r = &mut *r;
+        r.release_campaign_slot(self.group);
         if r.inboxes.remove(&self.group).is_some() {
             r.shared.groups.fetch_sub(1, Ordering::AcqRel);
         }

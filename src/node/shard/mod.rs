@@ -67,6 +67,23 @@ const QUIESCED_PARK_MAX: Duration = Duration::from_secs(30);
 /// Without transport tasks, a busy shard still yields to its runtime this often (timers).
 const YIELD_EVERY_BUSY_TURNS: u32 = 64;
 
+/// A node's use of its transport's campaign slots ([`Transport::poll_campaign_slot`]): a
+/// host of many groups paces their elections (ARCHITECTURE §14, "Herds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CampaignSlot {
+    None,
+    /// Queued for a slot; the transport wakes the shard when it is granted. Asked again at
+    /// `recheck_at` (a guard against a lost wake-up).
+    Waiting {
+        recheck_at: Time,
+    },
+    /// Granted at `since`; given back when the campaign ends, when the leader it made
+    /// quiesces, or two election timeouts after `since`.
+    Held {
+        since: Time,
+    },
+}
+
 /// Everything the shard thread owns.
 pub(crate) struct Shard {
     pub(crate) core: Core,
@@ -107,6 +124,8 @@ pub(crate) struct Shard {
     leading_since: Time,
     next_heartbeat_check: Time,
     transport_closed: bool,
+    /// Where this node is in its host's campaign pacing (ARCHITECTURE §14, "Herds").
+    campaign: CampaignSlot,
     /// The peers (and addresses) this shard gave the transport from configurations.
     /// A few entries: a vector (a map's node would hold room for eleven, per group).
     transport_peers: Vec<(NodeId, String)>,
@@ -299,6 +318,7 @@ impl Shard {
             leading_since: Time(0),
             next_heartbeat_check: Time(0),
             transport_closed: false,
+            campaign: CampaignSlot::None,
             transport_peers: Vec::new(),
             transport_peers_dirty: true,
             transport_peers_recheck_at: None,
@@ -393,7 +413,60 @@ impl Shard {
     /// When the shard next has something to do without being woken: the core's next timer
     /// or the next automatic-snapshot check.
     pub(crate) fn next_wakeup(&self) -> Time {
-        self.core.next_timer().min(self.next_snapshot_check)
+        let timer = match self.campaign {
+            // The election timer is due; the transport wakes the shard once a slot is granted.
+            CampaignSlot::Waiting { recheck_at } => recheck_at,
+            _ => self.core.next_timer(),
+        };
+        timer.min(self.next_snapshot_check)
+    }
+
+    /// False if the election timer is due but the node must wait for a campaign slot: the
+    /// tick is held back (a tick of a node that is not leading only starts campaigns).
+    fn may_campaign(&mut self, now: Time, waker: &Waker) -> bool {
+        if !self.core.campaign_due(now) || matches!(self.campaign, CampaignSlot::Held { .. }) {
+            return true;
+        }
+        match self
+            .transport
+            .poll_campaign_slot(&mut Context::from_waker(waker))
+        {
+            Poll::Ready(()) => {
+                self.campaign = CampaignSlot::Held { since: now };
+                true
+            }
+            Poll::Pending => {
+                // Thousands of groups may wait at once: the guard is long.
+                let recheck = 4 * self.core_config.election_timeout.as_nanos() as u64;
+                self.campaign = CampaignSlot::Waiting {
+                    recheck_at: now.plus_nanos(recheck),
+                };
+                false
+            }
+        }
+    }
+
+    /// After a turn: gives back a campaign slot whose campaign is over (the node follows, or
+    /// leads and quiesced, or held it for two election timeouts), and leaves the queue for
+    /// one if the node no longer needs it (it heard from a leader).
+    fn settle_campaign_slot(&mut self, now: Time) {
+        let done = match self.campaign {
+            CampaignSlot::None => false,
+            CampaignSlot::Waiting { .. } => !self.core.campaign_due(now),
+            CampaignSlot::Held { since } => {
+                let expires = 2 * self.core_config.election_timeout.as_nanos() as u64;
+                now >= since.plus_nanos(expires)
+                    || match self.core.role() {
+                        Role::Follower => true,
+                        Role::PreCandidate | Role::Candidate => false,
+                        Role::Leader => self.core.is_quiesced(),
+                    }
+            }
+        };
+        if done {
+            self.transport.release_campaign_slot();
+            self.campaign = CampaignSlot::None;
+        }
     }
 
     /// Why the node stopped, if it failed.
@@ -488,7 +561,7 @@ impl Shard {
             }
         }
         self.check_durable(now);
-        if now >= self.core.next_timer() {
+        if now >= self.core.next_timer() && self.may_campaign(now, waker) {
             self.core.step(now, Input::Tick);
         }
         if now >= self.next_snapshot_check {
@@ -496,6 +569,7 @@ impl Shard {
             self.maybe_automatic_snapshot();
         }
         self.perform_effects(now);
+        self.settle_campaign_slot(now);
         // A membership request may have arrived, become possible, or timed out this turn.
         self.pump_membership(now);
         self.check_heartbeats(now);

@@ -36,6 +36,7 @@
 //!   groups); reports the time until every group has a leader, idle CPU and resident memory
 //!   per replica, and the writes to `--active M` groups. `--restart` (durable) then stops
 //!   every node, starts them again from their WALs and checks every group's committed state.
+//!   `--campaign-slots K` sets how many groups per node may campaign at once.
 
 use clap::Parser;
 use ringraft::ApplyPlacement;
@@ -123,6 +124,10 @@ struct Cli {
     /// committed state.
     #[arg(long, requires = "groups", conflicts_with = "inmem")]
     restart: bool,
+    /// With --groups: how many groups per node may campaign, or lead without having settled,
+    /// at once (MultiRaftConfig::campaign_slots) [default: the library's].
+    #[arg(long, value_name = "K", requires = "groups", value_parser = at_least_one)]
+    campaign_slots: Option<u64>,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -160,6 +165,8 @@ struct Args {
     groups: Option<(usize, usize, Duration)>,
     /// `--restart`.
     restart: bool,
+    /// `--campaign-slots`.
+    campaign_slots: Option<usize>,
 }
 
 impl Cli {
@@ -206,6 +213,12 @@ impl Cli {
                 }
             },
             restart: self.restart,
+            campaign_slots: match self.campaign_slots {
+                Some(k) => {
+                    Some(usize::try_from(k).map_err(|e| format!("--campaign-slots {k}: {e}"))?)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -233,6 +246,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         elect_limit: Duration::from_secs(120),
         durable: durable.clone(),
         restart: args.restart,
+        campaign_slots: args.campaign_slots,
     };
     let out = groups::run(&run, &args.load)?;
     let summary = out.load.as_ref().map(|o| {

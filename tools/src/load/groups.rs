@@ -38,6 +38,8 @@ pub struct GroupsRun {
     /// Durable only: stop every node after the writes, start them again from their WALs, and
     /// check every group.
     pub restart: bool,
+    /// `MultiRaftConfig::campaign_slots` of every node (`None`: the library's default).
+    pub campaign_slots: Option<usize>,
 }
 
 /// What a restart of every node found.
@@ -88,10 +90,12 @@ impl Nodes {
         addresses: &[std::net::SocketAddr],
     ) -> Result<Nodes, String> {
         let election = Cluster::election_timeout();
+        let defaults = MultiRaftConfig::default();
         let watch = MultiRaftConfig {
             ping_interval: election / 10,
             silence_timeout: election,
-            ..MultiRaftConfig::default()
+            campaign_slots: run.campaign_slots.unwrap_or(defaults.campaign_slots),
+            ..defaults
         };
         let mut hosts = Vec::new();
         for id in (1..=run.nodes).map(NodeId) {

@@ -72,12 +72,24 @@ struct Inbox {
     slot: Slot,
 }
 
+impl Inbox {
+    /// Keeps `cx`'s waker to wake the group's shard.
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 /// A group's place in the node's campaign pacing (see [`Campaigns`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
     /// Neither holds nor waits for a slot.
     None,
-    /// Queued; woken through this waker once granted.
-    Waiting(Waker),
+    /// Queued. Woken through the inbox's waker once granted: a waiting shard is parked,
+    /// and a shard parks only after its receive found the inbox empty and left its waker.
+    Waiting,
     Held,
 }
 
@@ -118,12 +130,10 @@ impl Router {
         let Some(inbox) = self.inboxes.get_mut(&group) else {
             return Poll::Ready(());
         };
-        match &mut inbox.slot {
+        match inbox.slot {
             Slot::Held => Poll::Ready(()),
-            Slot::Waiting(waker) => {
-                if !waker.will_wake(cx.waker()) {
-                    *waker = cx.waker().clone();
-                }
+            Slot::Waiting => {
+                inbox.register(cx);
                 Poll::Pending
             }
             Slot::None if self.campaigns.held < self.campaigns.limit => {
@@ -132,7 +142,8 @@ impl Router {
                 Poll::Ready(())
             }
             Slot::None => {
-                inbox.slot = Slot::Waiting(cx.waker().clone());
+                inbox.slot = Slot::Waiting;
+                inbox.register(cx);
                 self.campaigns.queue.push_back(group);
                 self.shared
                     .campaigns_deferred
@@ -153,7 +164,7 @@ impl Router {
                 self.grant_campaign_slots();
             }
             // Its queue entry is skipped when it comes up.
-            Slot::Waiting(_) | Slot::None => {}
+            Slot::Waiting | Slot::None => {}
         }
     }
 
@@ -168,9 +179,10 @@ impl Router {
             };
             // An entry of a group that no longer waits (it left the queue, or got its slot
             // through an earlier entry) is skipped.
-            if matches!(inbox.slot, Slot::Waiting(_)) {
-                if let Slot::Waiting(waker) = std::mem::replace(&mut inbox.slot, Slot::Held) {
-                    self.campaigns.held += 1;
+            if inbox.slot == Slot::Waiting {
+                inbox.slot = Slot::Held;
+                self.campaigns.held += 1;
+                if let Some(waker) = inbox.waker.take() {
                     waker.wake();
                 }
             }
@@ -490,10 +502,7 @@ impl Transport for GroupTransport {
         if stopped {
             return Poll::Ready(None);
         }
-        match &inbox.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => inbox.waker = Some(cx.waker().clone()),
-        }
+        inbox.register(cx);
         Poll::Pending
     }
 }

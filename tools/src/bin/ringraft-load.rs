@@ -264,15 +264,17 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
     if args.json {
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
-\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"elect_all_s\":{},\"elected\":{},\
-\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{},\"durable\":{},\
-\"restart_open_s\":{},\"restart_elect_all_s\":{},\"restart_recovered\":{}}}",
+\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"start_s\":{:.3},\"elect_all_s\":{},\
+\"elected\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{},\
+\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\"restart_elect_all_s\":{},\
+\"restart_recovered\":{}}}",
             out.groups,
             active,
             args.load.clients,
             number(summary.as_ref().map(|s| s.writes_per_sec()), 0),
             number(summary.as_ref().map(|s| s.p50_us), 1),
             number(summary.as_ref().map(|s| s.p99_us), 1),
+            out.start_secs,
             number(out.elect_all_secs, 3),
             out.elected,
             out.idle_cpu_pct,
@@ -280,6 +282,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             out.threads,
             durable.is_some(),
             number(out.restart.as_ref().map(|r| r.open_secs), 3),
+            number(out.restart.as_ref().map(|r| r.start_secs), 3),
             number(out.restart.as_ref().and_then(|r| r.elect_all_secs), 3),
             out.restart
                 .as_ref()
@@ -295,7 +298,10 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             args.nodes
         );
         match out.elect_all_secs {
-            Some(s) => println!("  every group had a leader after {s:.2} s"),
+            Some(s) => println!(
+                "  every group had a leader after {s:.2} s (starting them took {:.2} s)",
+                out.start_secs
+            ),
             None => println!(
                 "  only {} of {groups} groups had a leader within 120 s",
                 out.elected
@@ -318,9 +324,10 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
     if let Some(r) = &out.restart {
         if !args.json {
             println!(
-                "  restart: WALs opened in {:.2} s; every group had a leader after {}; {} of \
-                 {groups} groups recovered their committed state",
+                "  restart: WALs opened in {:.2} s; groups started in {:.2} s; every group had a \
+                 leader after {}; {} of {groups} groups recovered their committed state",
                 r.open_secs,
+                r.start_secs,
                 r.elect_all_secs
                     .map_or_else(|| "(not within 120 s)".to_string(), |s| format!("{s:.2} s")),
                 r.recovered

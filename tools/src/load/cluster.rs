@@ -338,10 +338,14 @@ impl Cluster {
         if bootstrap {
             let ids = hosts.iter().map(|h| h.id());
             let configuration = Configuration::voters_with_default_addresses(ids);
-            for (raft, _) in &nodes {
-                raft.bootstrap_cluster(configuration.clone())
-                    .wait()
-                    .map_err(|e| format!("bootstrap: {e}"))?;
+            // Every replica's bootstrap at once, then the waits: the nodes write theirs
+            // side by side.
+            let pending: Vec<_> = nodes
+                .iter()
+                .map(|(raft, _)| raft.bootstrap_cluster(configuration.clone()))
+                .collect();
+            for bootstrap in pending {
+                bootstrap.wait().map_err(|e| format!("bootstrap: {e}"))?;
             }
         }
         Ok(Cluster { nodes, _host: None })

@@ -46,6 +46,8 @@ pub struct GroupsRun {
 pub struct RestartOutcome {
     /// Seconds to open the nodes' WALs (recovery of every group's log).
     pub open_secs: f64,
+    /// Seconds to start every group again (part of `elect_all_secs`).
+    pub start_secs: f64,
     /// Seconds from the first group's start until every group had a leader (`None`: not
     /// within the limit).
     pub elect_all_secs: Option<f64>,
@@ -60,6 +62,8 @@ pub struct GroupsOutcome {
     pub groups: usize,
     /// Groups that had a leader within the limit.
     pub elected: usize,
+    /// Seconds to start and bootstrap every group on every node (part of `elect_all_secs`).
+    pub start_secs: f64,
     /// Seconds from the first group's start until every group had a leader (`None`: not
     /// within the limit).
     pub elect_all_secs: Option<f64>,
@@ -167,6 +171,7 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     let rss_before = resident_bytes();
     let started = super::drive::now();
     let clusters = nodes.start_groups(run.groups, true)?;
+    let start_secs = started.elapsed().as_secs_f64();
     let threads = thread_count();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
     // A quiet window: every group idle.
@@ -212,6 +217,7 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     Ok(GroupsOutcome {
         groups: run.groups,
         elected,
+        start_secs,
         elect_all_secs,
         idle_cpu_pct,
         rss_per_replica_bytes,
@@ -380,6 +386,7 @@ fn restart(
     let open_secs = nodes.wal_open_secs;
     let started = super::drive::now();
     let clusters = nodes.start_groups(run.groups, false)?;
+    let start_secs = started.elapsed().as_secs_f64();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
     let mut recovered = 0;
     if elected == run.groups {
@@ -405,6 +412,7 @@ fn restart(
     }
     Ok(RestartOutcome {
         open_secs,
+        start_secs,
         elect_all_secs,
         recovered,
     })

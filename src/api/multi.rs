@@ -77,7 +77,9 @@ pub struct MultiRaftStats {
 /// quiesced follower's `last_contact` keeps growing until the group wakes), and a group's
 /// shard loop shares its thread with every other group of the node. A group shut down on one
 /// node tells its replicas on the other nodes (`GroupStopped`), so a quiesced follower under
-/// it campaigns instead of waiting for a node that stays up.
+/// it campaigns instead of waiting for a node that stays up. Elections are paced per node
+/// ([`MultiRaftConfig::campaign_slots`]): when more groups want to campaign at once than the
+/// node has slots, the others wait their turn, so a restart of thousands of groups settles.
 ///
 /// **Durable groups** share one write-ahead log per node: open a
 /// `ringraft_storage::SharedWal` and give each group its share, `wal.log(group)`, as its log

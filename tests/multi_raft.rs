@@ -345,7 +345,16 @@ fn groups_share_one_tcp_connection_per_peer_node() {
         }
     }
     assert!(c.nodes.iter().all(|n| n.stats().groups == 16));
-    c.shutdown();
+    // Stopped, a node has closed its listener: its address may be bound again at once.
+    for group in &c.groups {
+        for raft in group {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
+    for (node, address) in c.nodes.into_iter().zip(&addresses) {
+        assert!(node.shutdown(T), "the node did not stop");
+        std::net::TcpListener::bind(address).expect("the address is free again");
+    }
 }
 
 #[test]

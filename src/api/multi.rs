@@ -252,6 +252,21 @@ impl MultiRaft {
         )
     }
 
+    /// Stops the node: its router ends and its transport closes, and with TCP the listener is
+    /// closed when this returns, so a new node may bind the same address at once (a dropped
+    /// `MultiRaft` stops the same way without waiting). Shut the node's groups down first
+    /// ([`Raft::shutdown`]): groups still running lose their network. Waits at most
+    /// `limit`; returns false if the router had not stopped by then. Called on the node's
+    /// own shard thread (from a state machine applied there), it cannot wait and returns
+    /// false at once.
+    pub fn shutdown(self, limit: Duration) -> bool {
+        self.shared.close();
+        if self.shared.thread.get() == Some(&std::thread::current().id()) {
+            return false;
+        }
+        self.shared.wait_stopped(limit)
+    }
+
     /// Groups running now and the liveness watch's counters.
     pub fn stats(&self) -> MultiRaftStats {
         MultiRaftStats {
@@ -264,9 +279,10 @@ impl MultiRaft {
 }
 
 impl Drop for MultiRaft {
-    /// Stops the node's router within one ping interval: groups still running lose their
-    /// network (shut them down first). The shard thread ends once every group has shut down.
+    /// Stops the node's router (without waiting for it: see [`MultiRaft::shutdown`]):
+    /// groups still running lose their network (shut them down first). The shard thread ends
+    /// once every group has shut down.
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
+        self.shared.close();
     }
 }

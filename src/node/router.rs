@@ -28,8 +28,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// Messages taken from the node transport per poll of the router task before it yields.
@@ -57,6 +58,47 @@ pub(crate) struct RouterShared {
     pub(crate) silences: AtomicU64,
     /// Campaigns that waited for a slot.
     pub(crate) campaigns_deferred: AtomicU64,
+    /// The router task's waker, so that closing the node wakes it at once.
+    pub(crate) task_waker: Mutex<Option<Waker>>,
+    /// Set (and `stopped_cv` notified) once the router task has stopped and its node
+    /// transport is gone (with TCP, its listener closed).
+    pub(crate) stopped: Mutex<bool>,
+    pub(crate) stopped_cv: Condvar,
+    /// The thread the router runs on (the node's shard host thread).
+    pub(crate) thread: OnceLock<ThreadId>,
+}
+
+impl RouterShared {
+    /// Has the router task stop at once (it would notice `closed` within a ping interval).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let waker = self
+            .task_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Waits until the router task has stopped, at most `limit`; true if it has.
+    pub(crate) fn wait_stopped(&self, limit: Duration) -> bool {
+        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (stopped, _) = self
+            .stopped_cv
+            .wait_timeout_while(stopped, limit, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *stopped
+    }
+
+    fn keep_waker(&self, cx: &Context<'_>) {
+        let mut waker = self.task_waker.lock().unwrap_or_else(|p| p.into_inner());
+        match &*waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+    }
 }
 
 /// Timing of the liveness watch.
@@ -329,6 +371,7 @@ pub(crate) fn start(
     shared: Arc<RouterShared>,
 ) -> (u64, impl Future<Output = ()>) {
     let id = NEXT_ROUTER.fetch_add(1, Ordering::Relaxed);
+    let _ = shared.thread.set(std::thread::current().id());
     let router = Rc::new(RefCell::new(Router {
         me: transport.local_id(),
         transport: Some(transport),
@@ -350,6 +393,7 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
     tokio::pin!(tick);
     poll_fn(|cx| {
         let mut r = router.borrow_mut();
+        r.shared.keep_waker(cx);
         if r.shared.closed.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
@@ -374,6 +418,14 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
     .await;
     router.borrow_mut().stop();
     ROUTERS.with(|r| r.borrow_mut().remove(&id));
+    // The node transport is dropped; its own tasks (the TCP listener's accept loop, woken by
+    // the drop) end in this thread's next turns: let them run before saying so.
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+    }
+    let shared = router.borrow().shared.clone();
+    *shared.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    shared.stopped_cv.notify_all();
 }
 
 /// What crosses to the host thread when a group starts: the router's id and the group's.

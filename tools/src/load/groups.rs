@@ -105,22 +105,7 @@ impl Nodes {
         for id in (1..=run.nodes).map(NodeId) {
             let host = match &run.durable {
                 None => MultiRaft::new(network.transport(id), watch.clone()),
-                Some(_) => {
-                    // A dropped `MultiRaft` stops its router (and closes its listener) within a
-                    // ping interval, on its own thread: a restart may find the port still
-                    // bound for a moment.
-                    let mut attempts = 0;
-                    loop {
-                        let tcp = Cluster::tcp_transport(id, addresses);
-                        match MultiRaft::new(tcp, watch.clone()) {
-                            Err(e) if attempts < 100 && e.to_string().contains("in use") => {
-                                attempts += 1;
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
-                            other => break other,
-                        }
-                    }
-                }
+                Some(_) => MultiRaft::new(Cluster::tcp_transport(id, addresses), watch.clone()),
             };
             hosts.push(host.map_err(|e| format!("starting node {}: {e}", id.0))?);
         }
@@ -380,7 +365,13 @@ fn restart(
     }
     drop(clusters);
     let Nodes { hosts, wals, .. } = nodes;
-    drop(hosts);
+    for host in hosts {
+        let id = host.id();
+        // Its listener is closed when this returns: the restart binds the same addresses.
+        if !host.shutdown(Duration::from_secs(5)) {
+            return Err(format!("node {} did not stop within 5 s", id.0));
+        }
+    }
     drop(wals);
     let nodes = Nodes::start(run, network, addresses)?;
     let open_secs = nodes.wal_open_secs;

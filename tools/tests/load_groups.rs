@@ -80,11 +80,21 @@ fn durable_groups_share_a_wal_per_node_and_recover_after_a_restart() {
         "--idle-secs",
         "0.3",
         "--restart",
+        // Two campaign slots per node: the 24 groups' elections wait their turn, at the
+        // start and after the restart (MultiRaftConfig::campaign_slots).
+        "--campaign-slots",
+        "2",
         "--json",
     ]);
     assert_eq!(field(json, "durable"), "true");
     assert_eq!(field(json, "elected"), "24");
     assert_eq!(field(json, "restart_recovered"), "24", "{json}");
+    for name in ["campaigns_deferred", "restart_campaigns_deferred"] {
+        let deferred: u64 = field(json, name)
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(deferred > 0, "no campaign waited for a slot: {json}");
+    }
     let elect: f64 = field(json, "restart_elect_all_s")
         .parse()
         .expect("restart_elect_all_s");

@@ -265,9 +265,9 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
 \"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"start_s\":{:.3},\"elect_all_s\":{},\
-\"elected\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\"threads\":{},\
-\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\"restart_elect_all_s\":{},\
-\"restart_recovered\":{}}}",
+\"elected\":{},\"campaigns_deferred\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\
+\"threads\":{},\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\
+\"restart_elect_all_s\":{},\"restart_campaigns_deferred\":{},\"restart_recovered\":{}}}",
             out.groups,
             active,
             args.load.clients,
@@ -277,6 +277,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             out.start_secs,
             number(out.elect_all_secs, 3),
             out.elected,
+            out.campaigns_deferred,
             out.idle_cpu_pct,
             out.rss_per_replica_bytes,
             out.threads,
@@ -284,6 +285,9 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             number(out.restart.as_ref().map(|r| r.open_secs), 3),
             number(out.restart.as_ref().map(|r| r.start_secs), 3),
             number(out.restart.as_ref().and_then(|r| r.elect_all_secs), 3),
+            out.restart
+                .as_ref()
+                .map_or_else(|| "null".to_string(), |r| r.campaigns_deferred.to_string()),
             out.restart
                 .as_ref()
                 .map_or_else(|| "null".to_string(), |r| r.recovered.to_string()),
@@ -299,8 +303,9 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         );
         match out.elect_all_secs {
             Some(s) => println!(
-                "  every group had a leader after {s:.2} s (starting them took {:.2} s)",
-                out.start_secs
+                "  every group had a leader after {s:.2} s (starting them took {:.2} s; {} \
+                 campaigns waited for a slot)",
+                out.start_secs, out.campaigns_deferred
             ),
             None => println!(
                 "  only {} of {groups} groups had a leader within 120 s",

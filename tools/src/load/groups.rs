@@ -48,6 +48,8 @@ pub struct RestartOutcome {
     pub open_secs: f64,
     /// Seconds to start every group again (part of `elect_all_secs`).
     pub start_secs: f64,
+    /// Campaigns that waited for a slot after the restart, over all nodes.
+    pub campaigns_deferred: u64,
     /// Seconds from the first group's start until every group had a leader (`None`: not
     /// within the limit).
     pub elect_all_secs: Option<f64>,
@@ -64,6 +66,9 @@ pub struct GroupsOutcome {
     pub elected: usize,
     /// Seconds to start and bootstrap every group on every node (part of `elect_all_secs`).
     pub start_secs: f64,
+    /// Campaigns that waited for a slot (`MultiRaftConfig::campaign_slots`) until every
+    /// group had a leader, over all nodes.
+    pub campaigns_deferred: u64,
     /// Seconds from the first group's start until every group had a leader (`None`: not
     /// within the limit).
     pub elect_all_secs: Option<f64>,
@@ -129,6 +134,14 @@ impl Nodes {
         })
     }
 
+    /// Campaigns that waited for a slot so far, over all nodes.
+    fn campaigns_deferred(&self) -> u64 {
+        self.hosts
+            .iter()
+            .map(|h| h.stats().campaigns_deferred)
+            .sum()
+    }
+
     fn start_groups(&self, groups: usize, bootstrap: bool) -> Result<Vec<Cluster>, String> {
         (0..groups)
             .map(|g| {
@@ -159,6 +172,7 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     let start_secs = started.elapsed().as_secs_f64();
     let threads = thread_count();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
+    let campaigns_deferred = nodes.campaigns_deferred();
     // A quiet window: every group idle.
     std::thread::sleep(Duration::from_millis(500));
     let cpu_before = process_cpu_secs();
@@ -203,6 +217,7 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
         groups: run.groups,
         elected,
         start_secs,
+        campaigns_deferred,
         elect_all_secs,
         idle_cpu_pct,
         rss_per_replica_bytes,
@@ -379,6 +394,7 @@ fn restart(
     let clusters = nodes.start_groups(run.groups, false)?;
     let start_secs = started.elapsed().as_secs_f64();
     let (elected, elect_all_secs) = wait_for_leaders(&clusters, started, run.elect_limit);
+    let campaigns_deferred = nodes.campaigns_deferred();
     let mut recovered = 0;
     if elected == run.groups {
         // Every group just elected a leader and heartbeats until it falls quiet.
@@ -404,6 +420,7 @@ fn restart(
     Ok(RestartOutcome {
         open_secs,
         start_secs,
+        campaigns_deferred,
         elect_all_secs,
         recovered,
     })

@@ -55,6 +55,9 @@ struct PendingVerification {
 pub(crate) struct LeaderState {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     round: u64,
+    /// The first round sent since the leader was last active (quiescence waits for every
+    /// follower to acknowledge it).
+    round_since_active: Option<u64>,
     /// Send time of every round a quorum may still acknowledge, ascending.
     round_sent_at: VecDeque<(u64, Time)>,
     became_leader_at: Time,
@@ -95,6 +98,7 @@ impl LeaderState {
                 .map(|&m| (m, Progress::new(last, 1)))
                 .collect(),
             round: 1,
+            round_since_active: None,
             round_sent_at: VecDeque::from([(1, now)]),
             became_leader_at: now,
             next_heartbeat_at: now.plus_nanos(config.heartbeat_interval.as_nanos() as u64),
@@ -157,6 +161,16 @@ impl LeaderState {
         tokens.append(&mut self.reads_awaiting_commit);
         tokens.extend(self.verifications.drain(..).map(|v| v.token));
         tokens
+    }
+
+    /// The leader was active (quiescence): the next round is the first sent since.
+    pub(crate) fn note_activity(&mut self) {
+        self.round_since_active = None;
+    }
+
+    /// The first heartbeat round sent since the leader was last active, if one was.
+    pub(crate) fn round_since_active(&self) -> Option<u64> {
+        self.round_since_active
     }
 
     fn sent_at(&self, round: u64) -> Time {
@@ -402,6 +416,7 @@ impl Core {
         let quorum_round = self.quorum_acked_round();
         let now = self.now;
         let alone_a_quorum = self.quorum() <= 1 && self.is_voter(self.id());
+        let nodes_alive = self.quorum_of_nodes_alive();
         let Some(l) = self.leader_state_mut() else {
             return;
         };
@@ -411,7 +426,7 @@ impl Core {
             l.sent_at(quorum_round)
         }
         .max(l.woke_at);
-        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
+        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout && !nodes_alive {
             // Leader lease step-down: we cannot show a quorum still follows us. (A leader that
             // is a quorum by itself needs no one: a slow thread must not depose it.)
             let term = self.term;
@@ -435,6 +450,24 @@ impl Core {
             }
         }
         self.expire_transfer();
+    }
+
+    /// With quiescence on (a host of many groups that watches its peer nodes, ARCHITECTURE
+    /// §14): true while the voters whose nodes were not reported silent or gone since we last
+    /// heard from them form a quorum. Such a leader does not step down for late
+    /// acknowledgements alone: under a herd of thousands of groups, acknowledgements come
+    /// late because the nodes are busy, not cut off, and stepping down only adds elections.
+    /// A leader whose followers' nodes go silent (a partition) still steps down, once the
+    /// host reports them. Leases never depended on this: a lease read checks the quorum's
+    /// acknowledgement times itself.
+    fn quorum_of_nodes_alive(&self) -> bool {
+        self.config.quiesce
+            && self
+                .voters()
+                .iter()
+                .filter(|v| !self.unreachable.contains(v))
+                .count()
+                >= self.quorum()
     }
 
     /// Closes the leader's batch: one AppendEntries per follower for everything proposed, one
@@ -470,6 +503,7 @@ impl Core {
         };
         l.round += 1;
         let round = l.round;
+        l.round_since_active.get_or_insert(round);
         l.round_sent_at.push_back((round, now));
         let mut messages = Vec::with_capacity(l.progress.len());
         for (&peer, p) in &l.progress {

@@ -1,8 +1,9 @@
 //! Quiescence of idle groups (ARCHITECTURE §14), with `CoreConfig::quiesce` on.
 //!
 //! A leader that has had nothing to do for an election timeout (no request, no message but
-//! heartbeat acknowledgements), whose every follower holds every entry and acknowledged its
-//! latest heartbeat round, sends `Quiesce` instead of its next heartbeat and stops its timers.
+//! heartbeat acknowledgements), whose every follower holds every entry and acknowledged a
+//! heartbeat round sent since the leader was last active, sends `Quiesce` instead of its next
+//! heartbeat and stops its timers.
 //! A follower that receives it from its leader pauses its election timer and, while paused,
 //! counts its leader as alive (it refuses votes, as within a heartbeat's reach). Thousands of
 //! idle groups then cost no timer, no message and no CPU.
@@ -77,6 +78,9 @@ impl Core {
             return;
         }
         self.active_at = self.now;
+        if let RoleState::Leader(l) = &mut self.role {
+            l.note_activity();
+        }
         let leader = matches!(self.role, RoleState::Leader(_));
         if self.quiesced && (leader || activity == Activity::Message) {
             self.wake();
@@ -154,7 +158,8 @@ impl Core {
     }
 
     /// Nothing happened for an election timeout, nothing is pending, every follower holds
-    /// every entry and acknowledged the latest round, and this leader is a voter.
+    /// every entry and acknowledged a round sent since this leader was last active, and this
+    /// leader is a voter.
     fn ready_to_quiesce(&self) -> bool {
         let last = self.log.last_index();
         if self.now.nanos_since(self.active_at) < self.election_timeout_nanos()
@@ -167,7 +172,14 @@ impl Core {
         let RoleState::Leader(l) = &self.role else {
             return false;
         };
-        l.is_idle() && l.progress.values().all(|p| p.is_caught_up(last, l.round()))
+        // Every follower must have answered a round sent since the leader was last active,
+        // not necessarily its latest: when acknowledgements take longer than a heartbeat
+        // interval (thousands of groups waking at once), a newer round is always out, and
+        // asking for the latest would keep the group awake for as long as the load lasts.
+        let Some(round) = l.round_since_active() else {
+            return false;
+        };
+        l.is_idle() && l.progress.values().all(|p| p.is_caught_up(last, round))
     }
 
     /// A follower receives `Quiesce` from `from` in the current term: a heartbeat that also

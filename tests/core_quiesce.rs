@@ -129,31 +129,12 @@ fn tick_alone(c: &mut Cluster, id: NodeId, ticks: usize) {
 }
 
 #[test]
-fn a_leader_steps_down_for_want_of_its_quorum_only_once_its_peers_nodes_are_reported_gone() {
-    // Under a herd of thousands of groups, acknowledgements come late because the nodes are
-    // busy, not cut off. With quiescence on (a host that watches its peer nodes), the leader
-    // keeps leading through ten lease timeouts without an acknowledgement...
+fn late_acknowledgements_depose_the_leader_with_quiescence_on_too() {
+    // hashicorp's rule: no acknowledgement from a quorum within the lease timeout (50 ms
+    // here), and the leader steps down. Kept for hosts of many groups: under a herd, the
+    // step-downs shed heartbeats (leaders kept in place while acknowledgements came late
+    // drove a 10 000-group process out of memory, docs/PERFORMANCE.md).
     let mut c = Cluster::with_config(3, |config| config.quiesce = true);
-    c.elect(N1);
-    let term = c.core(N1).term();
-    tick_alone(&mut c, N1, 100);
-    assert_eq!(c.core(N1).role(), Role::Leader);
-    // ...and while the voters whose nodes were not reported gone form a quorum: N1 and N3.
-    c.step(N1, Input::PeerUnreachable { peer: N2 });
-    tick_alone(&mut c, N1, 20);
-    assert_eq!(c.core(N1).role(), Role::Leader);
-    // With N3's node reported gone too, it steps down at its next tick.
-    c.step(N1, Input::PeerUnreachable { peer: N3 });
-    tick_alone(&mut c, N1, 1);
-    assert_eq!(c.core(N1).role(), Role::Follower);
-    assert_eq!(c.core(N1).term(), term);
-}
-
-#[test]
-fn without_quiescence_late_acknowledgements_depose_the_leader() {
-    // hashicorp's rule for a single group: no acknowledgement from a quorum within the lease
-    // timeout (50 ms here), and the leader steps down.
-    let mut c = Cluster::new(3);
     c.elect(N1);
     tick_alone(&mut c, N1, 20);
     assert_eq!(c.core(N1).role(), Role::Follower);
@@ -168,20 +149,36 @@ fn a_leader_quiesces_when_acknowledgements_lag_behind_its_latest_round() {
     c.elect(N1);
     c.propose(N1, b"x");
     c.deliver_all();
-    // One round after the last activity is answered...
-    c.advance(ms(10));
-    c.tick(N1);
-    c.deliver_all();
-    // ...and from then on every answer is lost (late forever).
-    for _ in 0..60 {
+    // Every answer to N1 arrives 20 ms (two heartbeat intervals) late; the lease (50 ms)
+    // holds.
+    let mut late: std::collections::VecDeque<(usize, ringraft_net::message::Message)> =
+        std::collections::VecDeque::new();
+    for step in 0..200 {
         c.advance(ms(5));
         c.tick(N1);
-        c.deliver_only(|m| m.from == N1);
-        c.drop_in_flight();
+        for m in c.take_in_flight() {
+            if m.to == N1 {
+                late.push_back((step + 4, m));
+            } else {
+                c.deliver(m);
+            }
+        }
+        while late.front().is_some_and(|(due, _)| *due <= step) {
+            let (_, m) = late.pop_front().expect("a late answer");
+            c.deliver(m);
+        }
+        // Answers of the followers to what was just delivered wait their turn.
+        for m in c.take_in_flight() {
+            if m.to == N1 {
+                late.push_back((step + 4, m));
+            } else {
+                c.deliver(m);
+            }
+        }
         if c.core(N1).is_quiesced() {
             break;
         }
     }
+    assert_eq!(c.core(N1).role(), Role::Leader);
     assert!(c.core(N1).is_quiesced(), "{:?}", c.core(N1));
-    assert!(c.core(N2).is_quiesced() && c.core(N3).is_quiesced());
 }

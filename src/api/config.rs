@@ -46,8 +46,7 @@ pub struct Config {
     /// Log entries since the latest snapshot that trigger an automatic snapshot. Default 8192.
     pub snapshot_threshold: u64,
     /// A leader that cannot reach a quorum for this long steps down. Default 500 ms; at least
-    /// 5 ms and at most `heartbeat_timeout`. A group hosted by a [`MultiRaft`](crate::MultiRaft)
-    /// steps down only once its host also reports the followers' nodes silent or gone.
+    /// 5 ms and at most `heartbeat_timeout`.
     pub leader_lease_timeout: Duration,
     /// Do not restore the newest snapshot into the state machine at start (it keeps its own
     /// state durably); the snapshot still sets the indexes and configuration. Default false.

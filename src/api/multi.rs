@@ -80,9 +80,6 @@ pub struct MultiRaftStats {
 /// it campaigns instead of waiting for a node that stays up. Elections are paced per node
 /// ([`MultiRaftConfig::campaign_slots`]): when more groups want to campaign at once than the
 /// node has slots, the others wait their turn, so a restart of thousands of groups settles.
-/// A group's leader steps down for want of a quorum only once the host reports enough of its
-/// followers' nodes silent or gone, not when their acknowledgements are merely late (a
-/// single `Raft` steps down after `leader_lease_timeout` without them, as hashicorp does).
 ///
 /// **Durable groups** share one write-ahead log per node: open a
 /// `ringraft_storage::SharedWal` and give each group its share, `wal.log(group)`, as its log

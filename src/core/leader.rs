@@ -416,7 +416,6 @@ impl Core {
         let quorum_round = self.quorum_acked_round();
         let now = self.now;
         let alone_a_quorum = self.quorum() <= 1 && self.is_voter(self.id());
-        let nodes_alive = self.quorum_of_nodes_alive();
         let Some(l) = self.leader_state_mut() else {
             return;
         };
@@ -426,7 +425,7 @@ impl Core {
             l.sent_at(quorum_round)
         }
         .max(l.woke_at);
-        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout && !nodes_alive {
+        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
             // Leader lease step-down: we cannot show a quorum still follows us. (A leader that
             // is a quorum by itself needs no one: a slow thread must not depose it.)
             let term = self.term;
@@ -450,24 +449,6 @@ impl Core {
             }
         }
         self.expire_transfer();
-    }
-
-    /// With quiescence on (a host of many groups that watches its peer nodes, ARCHITECTURE
-    /// §14): true while the voters whose nodes were not reported silent or gone since we last
-    /// heard from them form a quorum. Such a leader does not step down for late
-    /// acknowledgements alone: under a herd of thousands of groups, acknowledgements come
-    /// late because the nodes are busy, not cut off, and stepping down only adds elections.
-    /// A leader whose followers' nodes go silent (a partition) still steps down, once the
-    /// host reports them. Leases never depended on this: a lease read checks the quorum's
-    /// acknowledgement times itself.
-    fn quorum_of_nodes_alive(&self) -> bool {
-        self.config.quiesce
-            && self
-                .voters()
-                .iter()
-                .filter(|v| !self.unreachable.contains(v))
-                .count()
-                >= self.quorum()
     }
 
     /// Closes the leader's batch: one AppendEntries per follower for everything proposed, one

@@ -260,33 +260,37 @@ const WAVE: usize = 500;
 /// Commits a barrier in every group at once (through its leader now, or the next one) and
 /// returns each group's barrier index, or `None` if `deadline` passed first.
 fn barriers_at_once(clusters: &[Cluster], deadline: Instant) -> Vec<Option<u64>> {
-    let pending: Vec<_> = clusters
-        .iter()
-        .map(|cluster| {
-            cluster
-                .nodes
-                .iter()
-                .find(|(r, _)| r.state() == RaftState::Leader)
-                .map(|(r, _)| r.barrier(Duration::ZERO))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(clusters.len());
-    for (cluster, first) in clusters.iter().zip(pending) {
-        // Waking thousands of quiesced groups at once can cost one its leader (its
-        // followers' acknowledgements come late): ask the next leader, as a client would.
-        let mut result = first.and_then(|f| f.wait().ok());
-        while result.is_none() {
-            let left = deadline.saturating_duration_since(super::drive::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            result = cluster
-                .leader(left)
-                .ok()
-                .and_then(|leader| leader.barrier(Duration::ZERO).wait().ok());
+    let mut out: Vec<Option<u64>> = vec![None; clusters.len()];
+    let mut pass = 0u32;
+    loop {
+        // Every group still without a barrier, all at once through its leader of the moment.
+        // Waking thousands of quiesced groups at once can cost some their leader (their
+        // followers' acknowledgements come late): the next pass asks the next leader, as a
+        // client would.
+        let pending: Vec<(usize, Option<_>)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, done)| done.is_none())
+            .map(|(g, _)| {
+                let leader = clusters[g]
+                    .nodes
+                    .iter()
+                    .find(|(r, _)| r.state() == RaftState::Leader);
+                (g, leader.map(|(r, _)| r.barrier(Duration::ZERO)))
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
         }
-        out.push(result.map(|index| index.0));
+        for (g, barrier) in pending {
+            out[g] = barrier.and_then(|b| b.wait().ok()).map(|index| index.0);
+        }
+        if out.iter().all(Option::is_some) || super::drive::now() >= deadline {
+            break;
+        }
+        pass += 1;
+        // Leaders being elected: a moment before the next pass (longer as passes go by).
+        std::thread::sleep(Duration::from_millis(20 * u64::from(pass.min(10))));
     }
     out
 }

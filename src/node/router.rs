@@ -18,6 +18,10 @@
 //! is what lets idle groups quiesce: a quiesced follower wakes on it when its leader's node
 //! goes silent. A lost connection is passed on the same way, and so is a peer's
 //! `GroupStopped` (the group was shut down on that node), to that group alone.
+//!
+//! The router also paces the groups' elections ([`Campaigns`]): a group whose election timer
+//! fires asks its transport for a campaign slot before it campaigns, and waits in a queue
+//! while the node's slots are taken (ARCHITECTURE §14, "Herds").
 
 use crate::api::transport::IntoTransport;
 use ringraft_net::message::{Body, Message};

@@ -213,12 +213,10 @@ impl Cli {
                 }
             },
             restart: self.restart,
-            campaign_slots: match self.campaign_slots {
-                Some(k) => {
-                    Some(usize::try_from(k).map_err(|e| format!("--campaign-slots {k}: {e}"))?)
-                }
-                None => None,
-            },
+            campaign_slots: self
+                .campaign_slots
+                .map(|k| usize::try_from(k).map_err(|e| format!("--campaign-slots {k}: {e}")))
+                .transpose()?,
         })
     }
 }

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use node_support::{resolve, test_config, wait_until, RecordingFsm};
 use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState, StartError};
 use ringraft_net::memory::MemNetwork;
-use ringraft_storage::{Configuration, GroupId, Index, InmemSnapshotStore, InmemStore, NodeId};
+use ringraft_storage::{
+    Configuration, GroupId, Index, InmemSnapshotStore, InmemStore, LogError, LogStore, NodeId,
+    SharedWal, WalConfig,
+};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
@@ -377,4 +380,120 @@ fn a_group_stopped_on_a_live_node_is_led_from_another() {
     }
     assert_eq!(c.nodes[gone - 1].stats().groups, 7);
     c.shutdown();
+}
+
+/// Durable groups, one `SharedWal` per node: group `g` on every node, its log that node's
+/// share of the WAL; bootstrapped with `members` when asked.
+fn start_durable_group(
+    nodes: &[MultiRaft],
+    wals: &[SharedWal],
+    g: u64,
+    bootstrap: Option<&Configuration>,
+) -> Vec<Raft> {
+    nodes
+        .iter()
+        .zip(wals)
+        .map(|(node, wal)| {
+            let raft = node
+                .add_group(
+                    GroupId(g),
+                    test_config(node.id()),
+                    RecordingFsm::new(),
+                    wal.log(GroupId(g)).expect("the group's share of the WAL"),
+                    InmemStore::new(),
+                    InmemSnapshotStore::new(),
+                )
+                .expect("group");
+            if let Some(members) = bootstrap {
+                resolve("bootstrap", raft.bootstrap_cluster(members.clone())).expect("bootstrap");
+            }
+            raft
+        })
+        .collect()
+}
+
+/// Waits for a leader of the group (one `Raft` per node) and applies one command there;
+/// returns the state machine's answer (the number of commands it applied).
+fn apply_on_leader(group: &[Raft]) -> Bytes {
+    wait_until("a leader", || {
+        group.iter().any(|r| r.state() == RaftState::Leader)
+    });
+    let leader = group
+        .iter()
+        .find(|r| r.state() == RaftState::Leader)
+        .expect("leader");
+    resolve("apply", leader.apply("x", T))
+        .expect("apply")
+        .response
+}
+
+/// A group that leaves the nodes for good is shut down and removed from each node's WAL:
+/// after a restart the WALs hold only the other groups, which come back with their data.
+#[test]
+fn a_group_removed_for_good_leaves_no_log_behind() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let members = Configuration::voters_with_default_addresses(ids.clone());
+    let open = |network: &MemNetwork| -> (Vec<MultiRaft>, Vec<SharedWal>) {
+        let nodes = ids
+            .iter()
+            .map(|&id| MultiRaft::new(network.transport(id), watch()).expect("node"))
+            .collect();
+        let wals = dirs
+            .iter()
+            .map(|d| SharedWal::open(WalConfig::new(d.path())).expect("WAL"))
+            .collect();
+        (nodes, wals)
+    };
+
+    let network = MemNetwork::new();
+    let (nodes, wals) = open(&network);
+    let groups: Vec<Vec<Raft>> = (1..=3)
+        .map(|g| start_durable_group(&nodes, &wals, g, Some(&members)))
+        .collect();
+    for group in &groups {
+        assert_eq!(apply_on_leader(group), Bytes::from("1"));
+        assert_eq!(apply_on_leader(group), Bytes::from("2"));
+    }
+    for wal in &wals {
+        // Not while the group runs here: its log is open.
+        let refused = wal.remove(GroupId(2));
+        assert!(
+            matches!(&refused, Err(LogError::Config { reason }) if reason.contains("open")),
+            "{refused:?}"
+        );
+    }
+    for raft in &groups[1] {
+        raft.shutdown().wait().expect("shutdown");
+    }
+    for wal in &wals {
+        wal.remove(GroupId(2)).expect("remove group 2");
+        assert_eq!(wal.groups(), vec![GroupId(1), GroupId(3)]);
+    }
+    for raft in groups.iter().flatten() {
+        raft.shutdown().wait().expect("shutdown");
+    }
+    for node in nodes {
+        assert!(node.shutdown(T), "the node stopped");
+    }
+    drop(wals);
+
+    // Restarted from the WALs: groups 1 and 3 with their two commands, group 2 with nothing.
+    let network = MemNetwork::new();
+    let (nodes, wals) = open(&network);
+    for wal in &wals {
+        assert_eq!(wal.groups(), vec![GroupId(1), GroupId(3)]);
+        let log = wal.log(GroupId(2)).expect("group 2's share");
+        assert_eq!((log.first_index(), log.last_index()), (Index(1), Index(0)));
+        assert_eq!(log.saved_hard_state(), None);
+    }
+    for g in [1, 3] {
+        let group = start_durable_group(&nodes, &wals, g, None);
+        assert_eq!(apply_on_leader(&group), Bytes::from("3"), "group {g}");
+        for raft in &group {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
 }

@@ -86,8 +86,11 @@ pub struct MultiRaftStats {
 /// store. One group commit (one write and one fdatasync) then covers every group's entries and
 /// hard state of that moment, the WAL keeps each group's hard state (the stable store passed
 /// along is only read at start), and segments are reclaimed as groups compact (idle groups'
-/// few entries are rewritten forward). `ringraft-load --groups N --restart` runs 10 000 such
-/// groups and restarts them.
+/// few entries are rewritten forward). A group that leaves the node for good (its replica was
+/// removed from the group, or the group deleted) is shut down with [`Raft::shutdown`], which
+/// closes its log, and then removed with `SharedWal::remove(group)`: otherwise its log stays
+/// in the WAL, is recovered on every start, and `SharedWal::groups` keeps listing it.
+/// `ringraft-load --groups N --restart` runs 10 000 such groups and restarts them.
 ///
 /// ```
 /// use bytes::Bytes;

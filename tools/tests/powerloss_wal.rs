@@ -14,6 +14,9 @@
 //! The WAL is shared (`SharedWal`) by the busy group 0 and an idle group 1 that holds three
 //! entries and never compacts, with rewrites after two segments: the idle group's log is moved
 //! forward again and again as compaction deletes old segments, and must survive every crash.
+//! A third group is removed now and then (`SharedWal::remove`) and started again as its next
+//! generation: once a removal was acknowledged, nothing of that generation (entries, hard
+//! state) may come back.
 
 mod powerloss_support;
 
@@ -32,6 +35,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 const CHILD_DIR: &str = "RINGRAFT_POWERLOSS_WAL_DIR";
+/// The churn group's generation after the last removal the parent heard of.
+const GENERATION: &str = "RINGRAFT_POWERLOSS_WAL_GENERATION";
 const WAL_BINARY: &str = env!("CARGO_BIN_EXE_ringraft-wal");
 
 /// Entries of up to 31 KiB, so a batch spans several FUSE writes (a crash can split it).
@@ -68,6 +73,16 @@ fn powerloss_wal_child() {
             .expect("idle entries");
     }
     println!("idle ready");
+    let mut churn = Some(wal.log(CHURN).expect("churn group"));
+    // The parent says which generation comes after the last removal it heard of: the churn
+    // group's log may be empty (its new entries lost in the crash).
+    let mut generation = std::env::var(GENERATION)
+        .ok()
+        .and_then(|g| g.parse::<u64>().ok())
+        .unwrap_or(0);
+    if let Some(Ok(Some(e))) = churn.as_ref().map(|l| l.entry(Index(1))) {
+        generation = generation.max(churn_generation(&e).expect("a churn entry"));
+    }
     let mut store = wal.log(GroupId(0)).expect("busy group");
     let mut next = store.last_index().0 + 1;
     let mut rng = Rng::new(next);
@@ -92,6 +107,23 @@ fn powerloss_wal_child() {
             println!("floor {floor}");
             store.truncate_prefix(Index(floor)).expect("compact");
         }
+        if rng.below(30) == 0 {
+            // The churn group leaves for good and comes back as its next generation.
+            drop(churn.take());
+            wal.remove(CHURN).expect("remove the churn group");
+            println!("removed {generation}");
+            generation += 1;
+            let mut log = wal.log(CHURN).expect("churn group");
+            let entries: Vec<Entry> = (1..=4).map(|i| churn_entry(generation, i)).collect();
+            log.append(&entries).expect("churn entries");
+            let hard_state = HardState {
+                term: Term(generation),
+                vote: None,
+                commit: Index(0),
+            };
+            log.save_hard_state(&hard_state).expect("churn hard state");
+            churn = Some(log);
+        }
         if inflight.len() >= 3 {
             let (ticket, last) = inflight.pop_front().expect("in flight");
             store.wait_durable(ticket).expect("durable");
@@ -103,6 +135,25 @@ fn powerloss_wal_child() {
 /// The group that holds three entries and does nothing else.
 const IDLE: GroupId = GroupId(1);
 
+/// The group that is removed and started again (see the module docs).
+const CHURN: GroupId = GroupId(2);
+
+/// Entry `index` of the churn group's generation `generation` (a few KiB, so that removed
+/// generations fill segments too).
+fn churn_entry(generation: u64, index: u64) -> Entry {
+    Entry::new(
+        LogId::new(Term(generation), Index(index)),
+        EntryKind::Command,
+        Bytes::from(generation.to_le_bytes().repeat(512)),
+    )
+}
+
+/// The generation an entry of the churn group belongs to, if it is one.
+fn churn_generation(e: &Entry) -> Option<u64> {
+    let generation = e.id.term.0;
+    (*e == churn_entry(generation, e.id.index.0)).then_some(generation)
+}
+
 /// What the children said across rounds: the highest acknowledged index, the newest floor,
 /// whether the idle group's entries were durable; and the backend a WAL gets on this
 /// machine's own file system.
@@ -110,6 +161,8 @@ struct Said {
     acked: u64,
     floor: u64,
     idle_ready: bool,
+    /// The newest generation of the churn group whose removal returned.
+    removed: Option<u64>,
     backend: BackendKind,
 }
 
@@ -153,17 +206,27 @@ fn power_loss_rounds(
         acked: 0,
         floor: 0,
         idle_ready: false,
+        removed: None,
         backend,
     }));
     for round in 0..rounds {
         fs.set_mode(mode_for(round));
         let trigger = AIMS[(round % AIMS.len() as u64) as usize].trigger(&mut rng);
         let heard = said.clone();
+        let generation = said
+            .lock()
+            .expect("said")
+            .removed
+            .map_or(0, |r| r + 1)
+            .to_string();
         let report = child_round(
             &mut fs,
             trigger,
             "powerloss_wal_child",
-            &[(CHILD_DIR, wal.as_os_str())],
+            &[
+                (CHILD_DIR, wal.as_os_str()),
+                (GENERATION, std::ffi::OsStr::new(&generation)),
+            ],
             mutation,
             move |line| {
                 let mut said = heard.lock().expect("said");
@@ -171,6 +234,8 @@ fn power_loss_rounds(
                     said.acked = said.acked.max(n);
                 } else if let Some(n) = number_after(line, "floor ") {
                     said.floor = said.floor.max(n);
+                } else if let Some(n) = number_after(line, "removed ") {
+                    said.removed = Some(said.removed.map_or(n, |r| r.max(n)));
                 } else if line.trim() == "idle ready" {
                     said.idle_ready = true;
                 }
@@ -189,9 +254,17 @@ fn power_loss_rounds(
             ));
         }
     }
-    if said.lock().expect("said").acked == 0 {
+    let said = said.lock().expect("said");
+    if said.acked == 0 {
         return Err("the children never acknowledged a batch".into());
     }
+    if said.removed.is_none() {
+        return Err("the children never removed the churn group".into());
+    }
+    println!(
+        "powerloss: the churn group was removed {} times",
+        said.removed.map_or(0, |r| r + 1)
+    );
     Ok(points)
 }
 
@@ -210,6 +283,7 @@ fn check(wal: &Path, said: &Said) -> Result<(), String> {
             ));
         }
     }
+    check_churn(&shared, said)?;
     drop(shared);
     let store = WalLogStore::open(config(wal)).map_err(|e| format!("reopen: {e}"))?;
     // The backend users get: io_uring with O_DIRECT wherever this machine's own file system
@@ -269,6 +343,35 @@ fn check(wal: &Path, said: &Said) -> Result<(), String> {
             "ringraft-wal verify: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// The churn group holds one generation, newer than every acknowledged removal: its entries
+/// from 1 on, and its hard state, if any, of that generation or a newer one.
+fn check_churn(shared: &SharedWal, said: &Said) -> Result<(), String> {
+    let churn = shared.log(CHURN).map_err(|e| format!("churn group: {e}"))?;
+    let removed = said.removed.map_or(0, |r| r + 1);
+    let got = churn
+        .entries(Index(1), churn.last_index().next(), usize::MAX)
+        .map_err(|e| format!("reading the churn group: {e}"))?;
+    let generations: Vec<Option<u64>> = got.iter().map(churn_generation).collect();
+    let first = generations.first().copied().flatten();
+    let one = generations.iter().all(|g| *g == first);
+    let from_one = got.iter().zip(1..).all(|(e, i)| e.id.index == Index(i));
+    if churn.first_index() != Index(1) || !one || !from_one || first.is_some_and(|g| g < removed) {
+        return Err(format!(
+            "the churn group holds {:?} of generations {generations:?}; generations before \
+             {removed} were removed",
+            got.iter().map(|e| e.id).collect::<Vec<_>>()
+        ));
+    }
+    let term = churn.saved_hard_state().map(|hs| hs.term.0);
+    if term.is_some_and(|t| t < removed || first.is_some_and(|g| t < g)) {
+        return Err(format!(
+            "the churn group's hard state is of generation {term:?}, its entries of {first:?}; \
+             generations before {removed} were removed"
         ));
     }
     Ok(())

@@ -19,15 +19,21 @@
 //! One WAL can hold the logs of many Raft groups (a [`crate::wal::SharedWal`]): every record
 //! names its group, and a segment starts with one `CHECKPOINT` record per group that holds
 //! anything (its first and last index and its hard state at that point), so that deleting
-//! older segments never loses a group's hard state or the start of its log.
+//! older segments never loses a group's hard state or the start of its log. A group removed
+//! for good leaves a `REMOVE_GROUP` record, after which it holds nothing.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Magic bytes at the start of every used segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RRWALSEG";
-/// The segment format version this build writes and reads.
-pub const SEGMENT_VERSION: u32 = 2;
+/// The segment format version this build writes. Version 3 added [`KIND_REMOVE_GROUP`], so
+/// that a build that does not know the record refuses the segment by its version instead of
+/// reporting it as damage.
+pub const SEGMENT_VERSION: u32 = 3;
+/// The oldest segment format version this build reads (version 2: every record names its
+/// group; its records are a subset of version 3's).
+pub const SEGMENT_VERSION_OLDEST: u32 = 2;
 /// Size of [`SegmentHeader`]; records start at this offset.
 pub const SEGMENT_HEADER_SIZE: usize = 64;
 
@@ -58,6 +64,10 @@ pub const KIND_CHECKPOINT: u8 = 0x84;
 pub const KIND_REWRITE_BEGIN: u8 = 0x85;
 /// Internal record: ends a rewrite; `index` is the group's last index.
 pub const KIND_REWRITE_END: u8 = 0x86;
+/// Internal record: the group is removed from the WAL (`SharedWal::remove`): recovery forgets
+/// everything of it before this record (its entries, hard state and checkpoints); records of
+/// the group after it belong to a new log that starts empty. `index` is 0 and the body empty.
+pub const KIND_REMOVE_GROUP: u8 = 0x87;
 /// Encoded size of a checkpoint record.
 pub const CHECKPOINT_RECORD_SIZE: usize = crate::record::encoded_len(24);
 /// Encoded size of a commit record.
@@ -141,7 +151,7 @@ impl SegmentHeader {
         if header.crc.get() != header.checksum() {
             return Err("segment header checksum mismatch".into());
         }
-        if header.version.get() != SEGMENT_VERSION {
+        if !(SEGMENT_VERSION_OLDEST..=SEGMENT_VERSION).contains(&header.version.get()) {
             return Err(format!(
                 "unsupported segment version {}",
                 header.version.get()
@@ -179,6 +189,24 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
             assert!(SegmentHeader::parse(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn versions_before_the_oldest_and_after_this_builds_are_refused_by_version() {
+        let with_version = |version: u32| {
+            let mut header = SegmentHeader::new(3, 42);
+            header.version = U32::new(version);
+            header.crc = U32::new(header.checksum());
+            SegmentHeader::parse(header.as_bytes())
+        };
+        assert!(matches!(with_version(SEGMENT_VERSION), Ok(Some(_))));
+        assert!(matches!(with_version(SEGMENT_VERSION_OLDEST), Ok(Some(_))));
+        for version in [1, SEGMENT_VERSION + 1] {
+            assert_eq!(
+                with_version(version),
+                Err(format!("unsupported segment version {version}"))
+            );
         }
     }
 

@@ -55,9 +55,9 @@ mod writer;
 
 pub use format::{
     parse_segment_file_name, segment_file_name, SegmentHeader, CHECKPOINT_RECORD_SIZE,
-    COMMIT_RECORD_SIZE, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REWRITE_BEGIN,
-    KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX, SEGMENT_HEADER_SIZE,
-    SEGMENT_MAGIC, SEGMENT_VERSION,
+    COMMIT_RECORD_SIZE, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REMOVE_GROUP,
+    KIND_REWRITE_BEGIN, KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
+    SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_VERSION, SEGMENT_VERSION_OLDEST,
 };
 pub use io::{BackendChoice, BackendKind, BLOCK_SIZE};
 pub use scan::{scan, RecordAction, ScanError, ScannedRecord, SegmentScan};
@@ -536,6 +536,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// Waits, from the held lock, until `ticket` is durable or the store has failed.
+    fn wait_for(&self, mut state: MutexGuard<'_, State>, ticket: Ticket) -> Result<(), LogError> {
+        loop {
+            state.check_failed()?;
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            state.durable_waiters += 1;
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.durable_waiters -= 1;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -568,8 +584,9 @@ impl Drop for WalInner {
 ///
 /// A segment is deleted once no group has a live entry in it (each group compacts its own
 /// log with `truncate_prefix`); every segment starts with a checkpoint of each group's first
-/// index and hard state, so nothing else pins it. A group that never compacts keeps the
-/// segments holding its entries (see ARCHITECTURE §14).
+/// index and hard state, so nothing else pins it. The writer moves the few entries of a group
+/// that never compacts (an idle one) forward, so it does not pin old segments either. A group
+/// that leaves the node for good is removed with [`SharedWal::remove`] (see ARCHITECTURE §14).
 ///
 /// ```
 /// use ringraft_storage::wal::{SharedWal, WalConfig};
@@ -643,6 +660,53 @@ impl SharedWal {
             inner: self.inner.clone(),
             slot,
         })
+    }
+
+    /// Removes `group`'s log from the WAL for good, and returns once that is durable: its
+    /// entries and hard state are forgotten (a later [`SharedWal::log`] of the group, here or
+    /// after a reopen, is empty), its entries no longer keep segments alive (they are
+    /// deleted with the next group commit, without being rewritten forward), and new segments
+    /// carry no checkpoint of it. Use it when a group leaves the node for good (its replica
+    /// was removed from the group, or the group was deleted): shut the group down first.
+    ///
+    /// One `REMOVE_GROUP` record, written with the next group commit: a crash before it is
+    /// durable leaves the group's log as it was. Fails with [`LogError::Config`] while a handle
+    /// of the group's log is open (nothing changes), and with [`LogError::Failed`] if the WAL
+    /// has failed; a group the WAL holds nothing of is left as it is. Blocks until durable:
+    /// not for a shard thread.
+    pub fn remove(&self, group: GroupId) -> Result<(), LogError> {
+        crate::blocking::check("SharedWal::remove");
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        state.check_failed()?;
+        let Some(&slot) = state.slots.get(&group) else {
+            return Ok(());
+        };
+        let log = state.group(slot);
+        if log.open {
+            return Err(LogError::Config {
+                reason: format!(
+                    "the log of group {} is open: shut the group down (drop its log) before \
+                     removing it",
+                    group.0
+                ),
+            });
+        }
+        if !log.has_state() {
+            return Ok(());
+        }
+        // The record first, as for the truncation markers: if it starts a segment, that
+        // segment's checkpoints still show the group as recovery replays it up to the record.
+        let ticket = state.stage_marker(&self.inner.config, slot, KIND_REMOVE_GROUP, Index(0));
+        let log = state.group_mut(slot);
+        log.index = LogIndex::new(Index(1));
+        log.hard_state = None;
+        // The segments its entries kept alive may go once the record is durable.
+        state.stage.compacted = true;
+        if state.writer_waiting {
+            shared.work.notify_one();
+        }
+        shared.wait_for(state, ticket)
     }
 
     /// The groups the WAL holds anything of (recovered or written since), in order.
@@ -1103,19 +1167,7 @@ impl LogStore for WalLogStore {
     fn wait_durable(&self, ticket: Ticket) -> Result<(), LogError> {
         crate::blocking::check("WalLogStore::wait_durable");
         let shared = self.shared();
-        let mut state = shared.lock();
-        loop {
-            state.check_failed()?;
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            state.durable_waiters += 1;
-            state = shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.durable_waiters -= 1;
-        }
+        shared.wait_for(shared.lock(), ticket)
     }
 
     fn set_durable_notifier(&mut self, notifier: DurableNotifier) {

@@ -110,6 +110,12 @@ impl Replay {
             }
             return Ok(());
         }
+        if record.action == RecordAction::RemoveGroup {
+            // Everything of the group so far is gone (a rewrite in progress too, and entries
+            // whose records were in deleted segments): what follows starts a new, empty log.
+            self.groups.remove(&record.group);
+            return Ok(());
+        }
         let group = self
             .groups
             .entry(record.group)
@@ -218,7 +224,7 @@ impl Replay {
                     record.group.0
                 ))
             }
-            RecordAction::Checkpoint { .. } => {}
+            RecordAction::Checkpoint { .. } | RecordAction::RemoveGroup => {}
         }
         Ok(())
     }

@@ -18,8 +18,8 @@
 //! leading bytes ("powersafe overwrite").
 
 use super::format::{
-    SegmentHeader, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REWRITE_BEGIN,
-    KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
+    SegmentHeader, KIND_CHECKPOINT, KIND_COMMIT, KIND_HARD_STATE, KIND_REMOVE_GROUP,
+    KIND_REWRITE_BEGIN, KIND_REWRITE_END, KIND_TRUNCATE_PREFIX, KIND_TRUNCATE_SUFFIX,
 };
 use super::format::{COMMIT_RECORD_SIZE, SEGMENT_HEADER_SIZE};
 use crate::record::{self, RecordHeader, HEADER_SIZE, RECORD_ALIGNMENT};
@@ -48,6 +48,8 @@ pub enum RecordAction {
     },
     /// Ends a rewrite; `index` is the group's last index.
     RewriteEnd,
+    /// The group was removed: everything of it before this record is forgotten.
+    RemoveGroup,
     /// Where the group stood when the segment began: `index` its last index, `term` the term
     /// of its hard state.
     Checkpoint {
@@ -222,6 +224,9 @@ pub fn scan(bytes: &[u8], max_entry_bytes: usize) -> Result<SegmentScan, ScanErr
                 _ => break,
             },
             KIND_REWRITE_END => RecordAction::RewriteEnd,
+            // A well-checksummed record of the wrong shape: damage, as an unknown kind.
+            KIND_REMOVE_GROUP if !rec.data.is_empty() => break,
+            KIND_REMOVE_GROUP => RecordAction::RemoveGroup,
             KIND_CHECKPOINT => match checkpoint_body(rec.data) {
                 Some(action) => action,
                 None => break,

@@ -415,6 +415,13 @@ impl Writer {
             }
             let id = group.id;
             let config = &self.config;
+            // The whole rewrite in one segment (it is at most an eighth of one): a segment
+            // started in its middle would open with checkpoints of the old log (the index
+            // changes at the end record) followed by copies whose begin record is in the
+            // segment before, which recovery cannot start from once that one is deleted.
+            let whole =
+                encoded_len(8) + copies.iter().map(Vec::len).sum::<usize>() + encoded_len(0);
+            state.room_for(whole, config);
             let begin = LogId::new(Term(0), plan.first);
             let last = plan.last.0.to_le_bytes();
             state.stage_record(config, id, KIND_REWRITE_BEGIN, begin, &last, b"");

@@ -194,6 +194,13 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                 }
                 continue;
             }
+            if record.action == RecordAction::RemoveGroup {
+                // The group's log so far is gone; later records start a new one.
+                groups.remove(&record.group);
+                missing.remove(&record.group);
+                rewriting.remove(&record.group);
+                continue;
+            }
             if let Some((start, next, until)) = rewriting.get_mut(&record.group) {
                 // Copies of the group's log; a rewrite cut short by a crash is ignored.
                 match record.action {
@@ -279,7 +286,7 @@ fn replay(segments: &[Segment]) -> (BTreeMap<GroupId, GroupRange>, Vec<String>) 
                     at(),
                     record.group.0
                 )),
-                RecordAction::Checkpoint { .. } => {}
+                RecordAction::Checkpoint { .. } | RecordAction::RemoveGroup => {}
             }
         }
     }

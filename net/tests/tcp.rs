@@ -458,3 +458,79 @@ async fn binding_an_unspecified_address_without_advertise_is_refused() {
         Err(ConfigError::UnspecifiedWithoutAdvertise(_))
     ));
 }
+
+/// An AppendEntries of 64 entries of 1000 bytes (a frame of about 66 KB).
+fn big_append(round: u64) -> Body {
+    Body::AppendEntries(AppendEntries {
+        prev_log_id: LogId::new(Term(1), Index(round * 64)),
+        entries: (0..64)
+            .map(|i| {
+                let id = LogId::new(Term(2), Index(round * 64 + 1 + i));
+                Entry::new(id, EntryKind::Command, Bytes::from(vec![i as u8; 1000]))
+            })
+            .collect(),
+        leader_commit: Index(round),
+        round,
+    })
+}
+
+/// A node that does not take its messages holds at most `max_received_bytes` of them: its
+/// connections are not read meanwhile, so TCP flow control holds the sender back (its queue
+/// fills and `send` answers `QueueFull`), and nothing is lost once the node takes them.
+#[tokio::test]
+async fn a_slow_receiver_holds_the_sender_back_instead_of_buffering_without_bound() {
+    const MESSAGES: u64 = 1000; // about 66 MB, far more than the sockets buffer
+    let mut sender = config(1);
+    sender.max_inflight = 1 << 20; // no window: only the receiver may hold it back
+    sender.max_queued = 64;
+    let mut receiver = config(2);
+    receiver.max_received_bytes = 1 << 20;
+    let (mut a, mut b) = pair(sender, receiver).await;
+    // Send until the sender has been held back for 150 tries 2 ms apart without b taking
+    // anything.
+    let mut sent = 0;
+    let mut refused = 0;
+    while sent < MESSAGES {
+        match a.send(GroupId(0), msg(1, 2, big_append(sent))) {
+            Ok(()) => {
+                sent += 1;
+                refused = 0;
+            }
+            Err(ringraft_net::transport::SendError::QueueFull { .. }) => {
+                refused += 1;
+                if refused == 150 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("send: {e:?}"),
+        }
+    }
+    assert!(sent < MESSAGES, "the sender was never held back");
+    let held = b.received_held_bytes();
+    assert!(
+        held <= (1 << 20) + (70 << 10),
+        "{held} bytes held for a node whose budget is 1 MiB"
+    );
+    // Taken in order, every message arrives, the held-back ones too.
+    let mut next = 0;
+    while next < MESSAGES {
+        if sent < MESSAGES && a.send(GroupId(0), msg(1, 2, big_append(sent))).is_ok() {
+            sent += 1;
+        }
+        let m = next_message(&mut b).await;
+        assert!(
+            matches!(m.body, Body::AppendEntries(ref ae) if ae.round == next),
+            "message {next} out of order or missing"
+        );
+        next += 1;
+        assert!(b.received_held_bytes() <= (1 << 20) + (70 << 10));
+    }
+}
+
+#[test]
+fn a_receive_budget_of_zero_is_refused() {
+    let mut c = config(1);
+    c.max_received_bytes = 0;
+    assert!(matches!(c.validate(), Err(ConfigError::ReceivedBudget(0))));
+}

@@ -22,6 +22,11 @@
 //! The router also paces the groups' elections ([`Campaigns`]): a group whose election timer
 //! fires asks its transport for a campaign slot before it campaigns, and waits in a queue
 //! while the node's slots are taken (ARCHITECTURE §14, "Herds").
+//!
+//! And it bounds what waits for the groups: at [`QUEUED_MAX`] messages in all inboxes it
+//! stops taking messages from the node transport until the groups have taken half, so the
+//! node transport (and, with TCP, flow control) holds what the groups have no time for yet
+//! (ARCHITECTURE §14, "Bounded receiving").
 
 use crate::api::transport::IntoTransport;
 use ringraft_net::message::{Body, Message};
@@ -39,6 +44,13 @@ use std::time::{Duration, Instant};
 
 /// Messages taken from the node transport per poll of the router task before it yields.
 const EVENTS_PER_POLL_MAX: usize = 4096;
+
+/// Messages held in the groups' inboxes (all groups of the node together) at which the router
+/// stops taking messages from the node transport; it takes them again once the groups have
+/// taken half. The node transport then holds what peers send (TCP: up to its receive budget,
+/// then flow control holds the senders back), so a node that falls behind its peers stops
+/// reading instead of growing without bound (ARCHITECTURE §14, "Bounded receiving").
+const QUEUED_MAX: usize = 65_536;
 
 /// Router ids, unique in the process (the thread-local registry's keys).
 static NEXT_ROUTER: AtomicU64 = AtomicU64::new(1);
@@ -94,6 +106,14 @@ impl RouterShared {
             .wait_timeout_while(stopped, limit, |stopped| !*stopped)
             .unwrap_or_else(|p| p.into_inner());
         *stopped
+    }
+
+    /// Wakes the router task (it keeps its waker).
+    fn wake_task(&self) {
+        let waker = self.task_waker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(waker) = waker.as_ref() {
+            waker.wake_by_ref();
+        }
     }
 
     fn keep_waker(&self, cx: &Context<'_>) {
@@ -168,6 +188,11 @@ pub(crate) struct Router {
     peers: BTreeMap<NodeId, Peer>,
     campaigns: Campaigns,
     shared: Arc<RouterShared>,
+    /// Messages in all inboxes together.
+    queued: usize,
+    /// The router stopped taking messages from the node transport (`queued` reached
+    /// [`QUEUED_MAX`]); a group that takes its messages wakes it at half.
+    paused: bool,
 }
 
 impl Router {
@@ -242,6 +267,7 @@ impl Router {
     fn deliver(&mut self, group: GroupId, event: TransportEvent) {
         if let Some(inbox) = self.inboxes.get_mut(&group) {
             inbox.events.push_back(event);
+            self.queued += 1;
             if let Some(waker) = inbox.waker.take() {
                 waker.wake();
             }
@@ -323,8 +349,14 @@ impl Router {
     fn watch(&mut self, watch: Watch, now: Instant) {
         let me = self.me;
         let mut silent = Vec::new();
+        let paused = self.paused;
         if let Some(transport) = self.transport.as_mut() {
             for (&peer, p) in &mut self.peers {
+                if paused {
+                    // While the router does not read, what peers sent waits unread: no peer
+                    // can be told silent.
+                    p.heard = now;
+                }
                 let ping = Message {
                     from: me,
                     to: peer,
@@ -387,6 +419,8 @@ pub(crate) fn start(
             queue: VecDeque::new(),
         },
         shared,
+        queued: 0,
+        paused: false,
     }));
     ROUTERS.with(|r| r.borrow_mut().insert(id, router.clone()));
     (id, run(id, router, watch))
@@ -402,7 +436,19 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
             return Poll::Ready(());
         }
         let now = super::clock::monotonic_now();
-        for _ in 0..EVENTS_PER_POLL_MAX {
+        let mut taken = 0;
+        loop {
+            if r.queued >= QUEUED_MAX {
+                // Woken by a group once half is taken (`GroupTransport::poll_recv`).
+                r.paused = true;
+                break;
+            }
+            if taken == EVENTS_PER_POLL_MAX {
+                // More may be waiting, and the transport need not wake us for them: yield and
+                // come back (the groups just handed messages run first).
+                cx.waker().wake_by_ref();
+                break;
+            }
             let Some(transport) = r.transport.as_mut() else {
                 return Poll::Ready(());
             };
@@ -411,6 +457,7 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => break,
             }
+            taken += 1;
         }
         while tick.as_mut().poll(cx).is_ready() {
             r.watch(watch, now);
@@ -548,6 +595,11 @@ impl Transport for GroupTransport {
             return Poll::Ready(None);
         };
         if let Some(event) = inbox.events.pop_front() {
+            r.queued -= 1;
+            if r.paused && r.queued <= QUEUED_MAX / 2 {
+                r.paused = false;
+                r.shared.wake_task();
+            }
             return Poll::Ready(Some(event));
         }
         if inbox.events.capacity() > 0 {
@@ -570,8 +622,13 @@ impl Drop for GroupTransport {
         let mut r = self.router.borrow_mut();
         let r = &mut *r;
         r.release_campaign_slot(self.group);
-        if r.inboxes.remove(&self.group).is_some() {
+        if let Some(inbox) = r.inboxes.remove(&self.group) {
             r.shared.groups.fetch_sub(1, Ordering::AcqRel);
+            r.queued -= inbox.events.len();
+            if r.paused && r.queued <= QUEUED_MAX / 2 {
+                r.paused = false;
+                r.shared.wake_task();
+            }
         }
         let group = self.group;
         let me = r.me;
@@ -602,5 +659,96 @@ impl Drop for GroupTransport {
                 t.remove_peer(peer);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A node transport with an endless supply of messages for group 1; counts those taken.
+    struct Flood {
+        taken: Rc<Cell<u64>>,
+    }
+
+    impl Transport for Flood {
+        fn local_id(&self) -> NodeId {
+            NodeId(1)
+        }
+
+        fn send(&mut self, _group: GroupId, _message: Message) -> Result<(), SendError> {
+            Ok(())
+        }
+
+        fn poll_recv(&mut self, _cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+            self.taken.set(self.taken.get() + 1);
+            let message = Message {
+                from: NodeId(2),
+                to: NodeId(1),
+                term: Term(1),
+                body: Body::TimeoutNow,
+            };
+            Poll::Ready(Some(TransportEvent::Message {
+                group: GroupId(1),
+                message,
+            }))
+        }
+    }
+
+    async fn turns(n: usize) {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A node whose groups fall behind stops taking messages from its transport at the bound
+    /// (so the transport, and with TCP the senders, hold them) and takes them again once its
+    /// groups have taken half.
+    #[test]
+    fn a_node_whose_groups_fall_behind_stops_reading_until_they_catch_up() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let taken = Rc::new(Cell::new(0));
+            let shared = Arc::new(RouterShared::default());
+            let watch = Watch {
+                ping_interval: Duration::from_secs(60),
+                silence_timeout: Duration::from_secs(120),
+            };
+            let flood = Box::new(Flood {
+                taken: taken.clone(),
+            });
+            let (id, task) = start(flood, watch, 1, shared.clone());
+            let link = GroupLink {
+                router: id,
+                group: GroupId(1),
+            };
+            let mut group = link.into_transport().await.expect("group");
+            tokio::task::spawn_local(task);
+            let queued = || ROUTERS.with(|r| r.borrow()[&id].borrow().queued);
+            turns(100).await;
+            // The group took nothing: the router stopped at the bound, and stays stopped.
+            assert_eq!(queued(), QUEUED_MAX);
+            let before = taken.get();
+            turns(100).await;
+            assert_eq!(taken.get(), before, "the router kept reading");
+            // The group takes half; the router reads up to the bound again.
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..QUEUED_MAX / 2 {
+                assert!(matches!(group.poll_recv(&mut cx), Poll::Ready(Some(_))));
+            }
+            turns(100).await;
+            assert!(taken.get() > before, "the router did not read again");
+            assert_eq!(queued(), QUEUED_MAX);
+            // A group that stops takes its messages off the count.
+            drop(group);
+            assert_eq!(queued(), 0);
+            shared.close();
+            turns(10).await;
+        });
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct FrameReader {
     large: Option<(Vec<u8>, usize)>,
     decoder: FrameDecoder,
     pool: Arc<Pool>,
+    /// The size of the frame `read` returned last, header included.
+    last_len: usize,
 }
 
 impl FrameReader {
@@ -47,7 +49,13 @@ impl FrameReader {
             large: None,
             decoder,
             pool: Arc::new(Pool::default()),
+            last_len: 0,
         }
+    }
+
+    /// The size of the frame [`FrameReader::read`] returned last, header included.
+    pub(crate) fn last_len(&self) -> usize {
+        self.last_len
     }
 
     /// Reads until a whole frame has arrived, then decodes and returns it.
@@ -70,6 +78,7 @@ impl FrameReader {
                     let total = header.frame_len();
                     if self.buf.len() >= total {
                         // Whole: split off and decoded without copying.
+                        self.last_len = total;
                         return match self.decoder.decode(&mut self.buf) {
                             Ok(Some(frame)) => Ok(frame),
                             Ok(None) => Err(PeerError::Protocol("a whole frame did not decode")),
@@ -125,6 +134,7 @@ impl FrameReader {
         });
         let (frame, _) =
             decode_frame(&bytes, self.decoder.max_frame_bytes()).map_err(PeerError::Frame)?;
+        self.last_len = total;
         Ok(frame)
     }
 }

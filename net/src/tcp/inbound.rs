@@ -111,13 +111,23 @@ async fn serve<L: StreamLayer>(
         if message.from != peer {
             break PeerError::Protocol("a message from another node than the connection's");
         }
+        // Not another frame off this connection until the node has room for this one.
+        let held = tokio::select! {
+            _ = shutdown.changed() => break PeerError::Shutdown,
+            held = shared.hold_received(reader.last_len()) => match held {
+                Some(held) => held,
+                None => break PeerError::Shutdown,
+            },
+        };
         let internal = if frame.kind.is_response() {
-            Internal::Event(TransportEvent::Message {
+            Internal::Received {
                 group: frame.group,
                 message,
-            })
+                _held: held,
+            }
         } else {
             Internal::Request {
+                _held: held,
                 peer,
                 lane,
                 connection,

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// Which source address outgoing connections bind to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +79,12 @@ pub struct TcpConfig {
     pub max_inflight: usize,
     /// Most messages queued per peer and lane before `send` answers `QueueFull`.
     pub max_queued: usize,
+    /// Most bytes of received messages (whole frames) held for the node before it takes them
+    /// ([`Transport::poll_recv`]). Beyond it no connection is read until the node takes some,
+    /// so a peer that sends faster than this node handles is held back by TCP flow control
+    /// (its queues fill and its `send` answers `QueueFull`) instead of growing this node's
+    /// memory. A frame larger than the whole budget is let through alone.
+    pub max_received_bytes: usize,
     /// Limit on connecting plus the handshake.
     pub connect_timeout: Duration,
     /// First reconnect delay.
@@ -89,7 +95,7 @@ pub struct TcpConfig {
 
 impl TcpConfig {
     /// A configuration with defaults: no peers, 64 MiB frames, 16 in flight, 1024 queued,
-    /// 2 s connect timeout, backoff from 20 ms to 2 s.
+    /// 256 MiB of received messages held, 2 s connect timeout, backoff from 20 ms to 2 s.
     pub fn new(node_id: NodeId, cluster_id: ClusterId, bind_address: SocketAddr) -> TcpConfig {
         TcpConfig {
             node_id,
@@ -101,6 +107,7 @@ impl TcpConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_inflight: 16,
             max_queued: 1024,
+            max_received_bytes: DEFAULT_MAX_RECEIVED_BYTES,
             connect_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
@@ -122,6 +129,9 @@ impl TcpConfig {
         }
         if self.max_inflight == 0 || self.max_queued == 0 {
             return Err(ConfigError::ZeroLimit);
+        }
+        if self.max_received_bytes == 0 || self.max_received_bytes > MAX_RECEIVED_BYTES_LIMIT {
+            return Err(ConfigError::ReceivedBudget(self.max_received_bytes));
         }
         if self.max_frame_bytes < FRAME_HEADER_SIZE + 1024 {
             return Err(ConfigError::MaxFrameTooSmall(self.max_frame_bytes));
@@ -151,6 +161,8 @@ pub enum ConfigError {
     ZeroLimit,
     /// `max_frame_bytes` is below the 1 KiB (plus header) floor.
     MaxFrameTooSmall(usize),
+    /// `max_received_bytes` is zero or above 4 GiB − 1.
+    ReceivedBudget(usize),
     /// Binding the listener failed.
     Bind(io::Error),
 }
@@ -174,6 +186,10 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroNodeId => write!(f, "node id 0 is reserved"),
             ConfigError::ZeroLimit => write!(f, "max_inflight and max_queued must be positive"),
             ConfigError::MaxFrameTooSmall(n) => write!(f, "max_frame_bytes {n} is too small"),
+            ConfigError::ReceivedBudget(n) => write!(
+                f,
+                "max_received_bytes {n} must be at least 1 and at most {MAX_RECEIVED_BYTES_LIMIT}"
+            ),
             ConfigError::Bind(e) => write!(f, "cannot bind the listener: {e}"),
         }
     }
@@ -181,10 +197,26 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The default of [`TcpConfig::max_received_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_RECEIVED_BYTES: usize = 256 << 20;
+
+/// The largest [`TcpConfig::max_received_bytes`] (a semaphore's permits per acquisition).
+const MAX_RECEIVED_BYTES_LIMIT: usize = u32::MAX as usize;
+
 /// What the connection tasks tell the transport.
 pub(crate) enum Internal {
     Event(TransportEvent),
+    /// A message read off a connection that needs no answer from this node (a response, or
+    /// anything the peer sent on our connection); `_held` is its share of the receive budget,
+    /// given back when the node takes it.
+    Received {
+        group: GroupId,
+        message: Message,
+        _held: OwnedSemaphorePermit,
+    },
     Request {
+        /// Its share of the receive budget, given back when the node takes it.
+        _held: OwnedSemaphorePermit,
         peer: NodeId,
         lane: Lane,
         connection: u64,
@@ -219,6 +251,20 @@ pub(crate) struct Shared<L> {
     pub(crate) source_ip: Option<IpAddr>,
     pub(crate) events: mpsc::UnboundedSender<Internal>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The receive budget: one permit per byte of received messages the node has not taken
+    /// yet ([`TcpConfig::max_received_bytes`]); readers wait for room before they hand a
+    /// message over, and stop reading meanwhile. Closed when the transport is dropped.
+    pub(crate) received: Arc<Semaphore>,
+}
+
+impl<L> Shared<L> {
+    /// Waits for room in the receive budget for a message of `len` bytes and returns its
+    /// share; `None` once the transport is gone. A message larger than the whole budget waits
+    /// until the budget is all free.
+    pub(crate) async fn hold_received(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = len.clamp(1, self.config.max_received_bytes) as u32;
+        self.received.clone().acquire_many_owned(permits).await.ok()
+    }
 }
 
 struct OutboundHandle {
@@ -275,12 +321,14 @@ impl<L: StreamLayer> TcpTransport<L> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = config.peers.clone();
+        let received = Arc::new(Semaphore::new(config.max_received_bytes));
         let shared = Arc::new(Shared {
             config,
             layer,
             source_ip,
             events: events_tx,
             shutdown: shutdown_rx,
+            received,
         });
         tokio::spawn(inbound::accept_loop(shared.clone(), listener));
         let mut transport = TcpTransport {
@@ -362,9 +410,20 @@ impl<L: StreamLayer> TcpTransport<L> {
             .sum()
     }
 
+    /// Bytes of received messages held for the node, not yet taken by
+    /// [`Transport::poll_recv`]; at most [`TcpConfig::max_received_bytes`] (or one larger
+    /// message).
+    pub fn received_held_bytes(&self) -> usize {
+        self.shared
+            .config
+            .max_received_bytes
+            .saturating_sub(self.shared.received.available_permits())
+    }
+
     /// Closes every connection and stops every task (also done on drop).
     pub fn shutdown(&mut self) {
         let _ = self.shutdown.send(true);
+        self.shared.received.close();
         self.outbound.clear();
         self.inbound.clear();
     }
@@ -484,7 +543,12 @@ impl<L: StreamLayer> Transport for TcpTransport<L> {
             };
             match internal {
                 Internal::Event(event) => return Poll::Ready(Some(event)),
+                // The budget share (`_held`) is given back as the message is handed over.
+                Internal::Received { group, message, .. } => {
+                    return Poll::Ready(Some(TransportEvent::Message { group, message }))
+                }
                 Internal::Request {
+                    _held: _,
                     peer,
                     lane,
                     connection,
@@ -537,6 +601,8 @@ impl<L: StreamLayer> Transport for TcpTransport<L> {
 impl<L: StreamLayer> Drop for TcpTransport<L> {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        // Readers waiting for room in the receive budget stop too.
+        self.shared.received.close();
     }
 }
 

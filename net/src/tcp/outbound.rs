@@ -255,11 +255,16 @@ async fn read_responses<S: AsyncRead, L>(
         if message.from != peer {
             break PeerError::Protocol("a message from another node than the connection's");
         }
-        let event = TransportEvent::Message {
+        // Not another frame off this connection until the node has room for this one.
+        let Some(held) = shared.hold_received(reader.last_len()).await else {
+            return;
+        };
+        let received = Internal::Received {
             group: frame.group,
             message,
+            _held: held,
         };
-        if shared.events.send(Internal::Event(event)).is_err() {
+        if shared.events.send(received).is_err() {
             return;
         }
         if frame.kind.is_response() && acks.send(Ack::Answered(frame.request_id)).is_err() {

@@ -266,6 +266,14 @@ fn wrong_use_is_refused_with_a_typed_error() {
         Err(StartError::Config(e)) => assert_eq!(e.field, "campaign_slots"),
         other => panic!("expected a config error, got {other:?}"),
     }
+    let no_snapshot_threads = MultiRaftConfig {
+        snapshot_threads: 0,
+        ..MultiRaftConfig::default()
+    };
+    match MultiRaft::new(network.transport(NodeId(1)), no_snapshot_threads) {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "snapshot_threads"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
     let node = MultiRaft::new(network.transport(NodeId(1)), watch()).expect("node");
     assert_eq!(node.id(), NodeId(1));
     let add = |id: u64| {

@@ -33,6 +33,12 @@ pub struct MultiRaftConfig {
     /// settle (ARCHITECTURE §14, "Herds"). Leadership transfers do not wait. Default 256;
     /// at least 1.
     pub campaign_slots: usize,
+    /// How many threads the node's groups share for their snapshot-store work (persisting
+    /// snapshots, sending and receiving InstallSnapshot chunks, staging restores): started
+    /// as jobs come, ended after 10 s without work. A single `Raft` has a thread of its own
+    /// for this; thousands of groups would otherwise have thousands. A group's jobs still run
+    /// in order, one at a time. Default 4; at least 1.
+    pub snapshot_threads: usize,
 }
 
 impl Default for MultiRaftConfig {
@@ -42,6 +48,7 @@ impl Default for MultiRaftConfig {
             ping_interval: Duration::from_millis(100),
             silence_timeout: Duration::from_millis(1000),
             campaign_slots: 256,
+            snapshot_threads: crate::node::host::DEFAULT_SNAPSHOT_THREADS,
         }
     }
 }
@@ -61,8 +68,8 @@ pub struct MultiRaftStats {
 
 /// One node hosting many Raft groups: one shard thread runs every group's loop, one transport
 /// (one connection per peer node with TCP) carries every group's messages, each frame naming
-/// its group, and peer nodes are watched for liveness once per node rather than once per
-/// group. Idle groups quiesce: their leaders stop heartbeating and their followers stop their
+/// its group, a few snapshot threads serve every group ([`MultiRaftConfig::snapshot_threads`]),
+/// and peer nodes are watched for liveness once per node rather than once per group. Idle groups quiesce: their leaders stop heartbeating and their followers stop their
 /// election timers until a message arrives, the leader gets a request, or the leader's node
 /// goes silent (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
 ///
@@ -179,7 +186,17 @@ impl MultiRaft {
                 reason: "must be at least 1",
             }));
         }
-        let host = ShardHost::new(config.cpu, transport.runs_tasks())?;
+        if config.snapshot_threads == 0 {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "snapshot_threads",
+                reason: "must be at least 1",
+            }));
+        }
+        let host = ShardHost::with_snapshot_threads(
+            config.cpu,
+            transport.runs_tasks(),
+            config.snapshot_threads,
+        )?;
         let shared = Arc::new(RouterShared::default());
         let watch = Watch {
             ping_interval: config.ping_interval,

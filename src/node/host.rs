@@ -20,6 +20,7 @@
 //! The host thread ends once its [`ShardHost`] handle is dropped and every node on it has
 //! shut down.
 
+use super::shard::snapshot_io::SnapshotPool;
 use super::signal::Signal;
 use crate::api::error::StartError;
 use std::collections::VecDeque;
@@ -36,7 +37,13 @@ struct HostInner {
     jobs: Mutex<VecDeque<HostJob>>,
     signal: Arc<Signal>,
     closed: AtomicBool,
+    /// The snapshot threads of the host's nodes.
+    snapshots: SnapshotPool,
 }
+
+/// Snapshot threads a host's nodes share at most, unless said otherwise
+/// (`MultiRaftConfig::snapshot_threads`).
+pub(crate) const DEFAULT_SNAPSHOT_THREADS: usize = 4;
 
 /// One shard thread that runs the shard loops of many nodes (see the module docs). Pass it to
 /// [`Raft::new_on`](crate::Raft::new_on). Dropping the handle lets the thread end once every
@@ -57,11 +64,24 @@ impl ShardHost {
     /// I/O driver on its runtime, which transports that run tasks (TCP) need; without it the
     /// runtime sleeps on a futex, which is cheaper to wake (right for the in-memory
     /// transport).
+    ///
+    /// The host's nodes share its snapshot threads (at most four, started as they are
+    /// needed), instead of one thread each.
     pub fn new(cpu: Option<usize>, io_driver: bool) -> Result<ShardHost, StartError> {
+        ShardHost::with_snapshot_threads(cpu, io_driver, DEFAULT_SNAPSHOT_THREADS)
+    }
+
+    /// [`ShardHost::new`], with at most `snapshot_threads` snapshot threads (at least one).
+    pub(crate) fn with_snapshot_threads(
+        cpu: Option<usize>,
+        io_driver: bool,
+        snapshot_threads: usize,
+    ) -> Result<ShardHost, StartError> {
         let inner = Arc::new(HostInner {
             jobs: Mutex::new(VecDeque::new()),
             signal: Arc::new(Signal::default()),
             closed: AtomicBool::new(false),
+            snapshots: SnapshotPool::new(snapshot_threads),
         });
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let thread_inner = inner.clone();
@@ -91,6 +111,11 @@ impl ShardHost {
     /// Whether the host's runtime has tokio's I/O driver (see [`ShardHost::new`]).
     pub fn has_io_driver(&self) -> bool {
         self.io_driver
+    }
+
+    /// The snapshot threads the host's nodes share.
+    pub(crate) fn snapshot_pool(&self) -> &SnapshotPool {
+        &self.inner.snapshots
     }
 
     /// Queues a node's shard loop on the host thread.

@@ -51,13 +51,24 @@ pub(crate) fn start_node(
     )?;
     let shared = p.shared.clone();
     let snapshots = p.snapshots.clone();
-    let snapshot_io = SnapshotIo::start(
-        p.config.local_id,
-        snapshots.clone(),
-        p.events_tx.clone(),
-        shared.clone(),
-    )
-    .map_err(|e| StartError::Thread(e.to_string()))?;
+    // On a host the application manages (a `MultiRaft`'s, say), the host's snapshot threads;
+    // otherwise a thread of the node's own, started with its first job.
+    let snapshot_io = match host {
+        Some(host) => SnapshotIo::pooled(
+            p.config.local_id,
+            snapshots.clone(),
+            p.events_tx.clone(),
+            shared.clone(),
+            host.snapshot_pool(),
+        ),
+        None => SnapshotIo::start(
+            p.config.local_id,
+            snapshots.clone(),
+            p.events_tx.clone(),
+            shared.clone(),
+        )
+        .map_err(|e| StartError::Thread(e.to_string()))?,
+    };
     let cpu = p.config.shard_cpu;
     let (placement, id) = (p.config.apply_placement, p.config.local_id);
     let parts = p.into_parts(snapshot_io, |apply| match placement {

@@ -14,7 +14,7 @@ mod observation;
 mod peers;
 mod persistence;
 mod requests;
-mod snapshot_io;
+pub(crate) mod snapshot_io;
 mod snapshots;
 mod stable_io;
 

@@ -10,7 +10,9 @@
 //!
 //! One thread per node keeps the jobs of a node in submission order (a chunk is written before
 //! the next one) and bounds the threads a node uses, where an earlier version started a thread
-//! per snapshot and per restore.
+//! per snapshot and per restore. Nodes on a shard host the application manages (the groups of
+//! a `MultiRaft`) share the host's few snapshot threads instead ([`SnapshotPool`]): one pool
+//! thread at a time runs a node's jobs, in order, so the order is kept there too.
 
 use super::super::apply::ShardEvent;
 use super::super::metrics::NodeMetrics;
@@ -22,9 +24,10 @@ use bytes::Bytes;
 use ringraft_storage::SnapshotStore;
 use ringraft_storage::{Configuration, Index, LogId, NodeId, SnapshotMeta, SnapshotSink};
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 /// Work for the snapshot I/O worker.
 pub(crate) enum SnapshotJob {
@@ -101,6 +104,8 @@ enum Jobs {
     NotStarted(Option<Box<Worker>>),
     /// To the worker thread (`None` once stopped).
     Thread(Option<mpsc::Sender<SnapshotJob>>),
+    /// To the shard host's pool of snapshot threads (see [`SnapshotPool`]).
+    Pooled(Arc<PooledWorker>),
     /// Held until [`SnapshotIo::run_queued`] does them on the caller's thread: the simulator
     /// decides when the "worker" runs, so seeds stay deterministic while the shard glue is
     /// the same code.
@@ -133,6 +138,31 @@ impl SnapshotIo {
     /// Why the worker's thread could not start, once (the node cannot go on without it).
     pub(crate) fn take_failure(&mut self) -> Option<String> {
         self.failure.take()
+    }
+
+    /// The worker of node `id` on `pool`'s threads, which it shares with the other nodes of
+    /// its shard host.
+    pub(crate) fn pooled(
+        id: NodeId,
+        store: Arc<dyn SnapshotStore>,
+        events: crate::node::events::EventSender,
+        shared: Arc<Shared>,
+        pool: &SnapshotPool,
+    ) -> SnapshotIo {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let worker = Worker::new(id, store, events, shared, stopping.clone());
+        SnapshotIo {
+            jobs: Jobs::Pooled(Arc::new(PooledWorker {
+                pool: pool.inner.clone(),
+                jobs: Mutex::new(PooledJobs {
+                    queue: VecDeque::new(),
+                    scheduled: false,
+                }),
+                worker: Mutex::new(Some(worker)),
+            })),
+            stopping,
+            failure: None,
+        }
     }
 
     /// A worker without a thread: jobs wait until [`SnapshotIo::run_queued`].
@@ -178,6 +208,18 @@ impl SnapshotIo {
         match &mut self.jobs {
             Jobs::NotStarted(_) => false,
             Jobs::Thread(tx) => tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()),
+            Jobs::Pooled(pooled) => {
+                if self.stopping.load(Ordering::Acquire) {
+                    return false;
+                }
+                match pooled.submit(job) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.failure = Some(e);
+                        false
+                    }
+                }
+            }
             #[cfg(feature = "sim")]
             Jobs::Queued { jobs, .. } => {
                 if self.stopping.load(Ordering::Acquire) {
@@ -193,7 +235,7 @@ impl SnapshotIo {
     #[cfg(feature = "sim")]
     pub(crate) fn queued_jobs(&self) -> usize {
         match &self.jobs {
-            Jobs::NotStarted(_) | Jobs::Thread(_) => 0,
+            Jobs::NotStarted(_) | Jobs::Thread(_) | Jobs::Pooled(_) => 0,
             Jobs::Queued { jobs, .. } => jobs.len(),
         }
     }
@@ -220,12 +262,194 @@ impl SnapshotIo {
         match &mut self.jobs {
             Jobs::NotStarted(worker) => *worker = None,
             Jobs::Thread(tx) => *tx = None,
+            // A pool thread drops what is queued and cancels a sink being received (now, or
+            // after the job in progress).
+            Jobs::Pooled(pooled) => {
+                let _ = pooled.schedule();
+            }
             #[cfg(feature = "sim")]
             Jobs::Queued { jobs, worker } => {
                 jobs.clear();
                 worker.cancel_receiving();
             }
         }
+    }
+}
+
+/// Snapshot threads shared by the nodes of one shard host (the groups of a `MultiRaft`):
+/// at most `threads_max` run at once, started as jobs come and ended after
+/// [`POOL_IDLE_EXIT`] without work, so thousands of groups that each snapshot now and then
+/// cost a few threads rather than one each. A node's jobs still run one at a time and in
+/// order (one pool thread takes a node's queue at a time); a node with many jobs gives its
+/// thread up after [`POOL_JOBS_PER_TURN`] of them, so one large snapshot transfer does not
+/// hold back other nodes' jobs while other threads are busy too.
+#[derive(Clone)]
+pub(crate) struct SnapshotPool {
+    inner: Arc<PoolInner>,
+}
+
+/// A pool thread with nothing to do for this long ends.
+const POOL_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Jobs a pool thread does for one node before it lets other nodes' jobs go first.
+const POOL_JOBS_PER_TURN: usize = 16;
+
+struct PoolInner {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    threads_max: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Nodes with jobs (or a stop) waiting, in the order they asked.
+    ready: VecDeque<Arc<PooledWorker>>,
+    threads: usize,
+    idle: usize,
+}
+
+/// One node's place in a [`SnapshotPool`].
+pub(crate) struct PooledWorker {
+    pool: Arc<PoolInner>,
+    jobs: Mutex<PooledJobs>,
+    /// Locked only by the pool thread running the node's jobs; `None` once stopped.
+    worker: Mutex<Option<Worker>>,
+}
+
+struct PooledJobs {
+    queue: VecDeque<SnapshotJob>,
+    /// In the pool's ready queue or being run: a submit need not schedule it again.
+    scheduled: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SnapshotPool {
+    /// A pool of at most `threads_max` threads (at least one), none started yet.
+    pub(crate) fn new(threads_max: usize) -> SnapshotPool {
+        SnapshotPool {
+            inner: Arc::new(PoolInner {
+                state: Mutex::new(PoolState::default()),
+                work: Condvar::new(),
+                threads_max: threads_max.max(1),
+            }),
+        }
+    }
+}
+
+impl PoolInner {
+    /// Queues `node` for a pool thread, starting one if none is idle and the pool has room.
+    fn ready(self: &Arc<PoolInner>, node: Arc<PooledWorker>) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        state.ready.push_back(node);
+        if state.idle > 0 {
+            drop(state);
+            self.work.notify_one();
+            return Ok(());
+        }
+        if state.threads < self.threads_max {
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ringraft-snapshots".into())
+                .spawn(move || pool.run());
+            match spawned {
+                Ok(_) => state.threads += 1,
+                // With no thread at all, the node asking cannot go on (what is queued waits
+                // for the next start to succeed); otherwise the running threads take it.
+                Err(e) if state.threads == 0 => {
+                    return Err(format!("starting a snapshot thread: {e}"));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A pool thread: runs the ready nodes' jobs until it has been idle for
+    /// [`POOL_IDLE_EXIT`].
+    fn run(self: Arc<PoolInner>) {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(node) = state.ready.pop_front() {
+                drop(state);
+                node.run_some();
+                state = lock(&self.state);
+                continue;
+            }
+            state.idle += 1;
+            let (next, timeout) = self
+                .work
+                .wait_timeout(state, POOL_IDLE_EXIT)
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.ready.is_empty() {
+                state.threads -= 1;
+                return;
+            }
+        }
+    }
+}
+
+impl PooledWorker {
+    fn submit(self: &Arc<PooledWorker>, job: SnapshotJob) -> Result<(), String> {
+        lock(&self.jobs).queue.push_back(job);
+        self.schedule()
+    }
+
+    /// Puts the node in the pool's ready queue unless it is there or running.
+    fn schedule(self: &Arc<PooledWorker>) -> Result<(), String> {
+        {
+            let mut jobs = lock(&self.jobs);
+            if jobs.scheduled {
+                return Ok(());
+            }
+            jobs.scheduled = true;
+        }
+        self.pool.ready(self.clone())
+    }
+
+    /// Runs up to [`POOL_JOBS_PER_TURN`] of the node's jobs in order, then queues it again
+    /// if more are waiting. Once the node stops, drops what is queued and the worker.
+    fn run_some(self: &Arc<PooledWorker>) {
+        let mut slot = lock(&self.worker);
+        for _ in 0..POOL_JOBS_PER_TURN {
+            let job = {
+                let mut jobs = lock(&self.jobs);
+                let stopped = slot
+                    .as_ref()
+                    .is_none_or(|w| w.stopping.load(Ordering::Acquire));
+                if stopped {
+                    jobs.queue.clear();
+                    jobs.scheduled = false;
+                    drop(jobs);
+                    if let Some(mut worker) = slot.take() {
+                        worker.cancel_receiving();
+                    }
+                    return;
+                }
+                match jobs.queue.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        jobs.scheduled = false;
+                        return;
+                    }
+                }
+            };
+            let Some(worker) = slot.as_mut() else {
+                return;
+            };
+            if !worker.do_job(job) {
+                // Stopping, or the node's shard is gone: the next turn cleans up.
+                worker.stopping.store(true, Ordering::Release);
+            }
+        }
+        // More to do (or the stop to finish): after the other ready nodes.
+        lock(&self.jobs).scheduled = false;
+        drop(slot);
+        let _ = self.schedule();
     }
 }
 

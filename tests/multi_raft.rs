@@ -250,29 +250,35 @@ fn a_herd_of_elections_waits_for_campaign_slots() {
 #[test]
 fn wrong_use_is_refused_with_a_typed_error() {
     let network = MemNetwork::new();
-    let bad = MultiRaftConfig {
-        ping_interval: Duration::from_secs(2),
-        ..MultiRaftConfig::default()
-    };
-    match MultiRaft::new(network.transport(NodeId(1)), bad) {
-        Err(StartError::Config(e)) => assert_eq!(e.field, "ping_interval"),
-        other => panic!("expected a config error, got {other:?}"),
-    }
-    let no_slots = MultiRaftConfig {
-        campaign_slots: 0,
-        ..MultiRaftConfig::default()
-    };
-    match MultiRaft::new(network.transport(NodeId(1)), no_slots) {
-        Err(StartError::Config(e)) => assert_eq!(e.field, "campaign_slots"),
-        other => panic!("expected a config error, got {other:?}"),
-    }
-    let no_snapshot_threads = MultiRaftConfig {
-        snapshot_threads: 0,
-        ..MultiRaftConfig::default()
-    };
-    match MultiRaft::new(network.transport(NodeId(1)), no_snapshot_threads) {
-        Err(StartError::Config(e)) => assert_eq!(e.field, "snapshot_threads"),
-        other => panic!("expected a config error, got {other:?}"),
+    let d = MultiRaftConfig::default;
+    let bad = [
+        (
+            MultiRaftConfig {
+                ping_interval: Duration::from_secs(2),
+                ..d()
+            },
+            "ping_interval",
+        ),
+        (
+            MultiRaftConfig {
+                campaign_slots: 0,
+                ..d()
+            },
+            "campaign_slots",
+        ),
+        (
+            MultiRaftConfig {
+                snapshot_threads: 0,
+                ..d()
+            },
+            "snapshot_threads",
+        ),
+    ];
+    for (config, field) in bad {
+        match MultiRaft::new(network.transport(NodeId(1)), config) {
+            Err(StartError::Config(e)) => assert_eq!(e.field, field),
+            other => panic!("expected a config error naming {field}, got {other:?}"),
+        }
     }
     let node = MultiRaft::new(network.transport(NodeId(1)), watch()).expect("node");
     assert_eq!(node.id(), NodeId(1));

@@ -92,6 +92,8 @@ struct Receiving {
 /// The shard's handle on its worker.
 pub(crate) struct SnapshotIo {
     jobs: Jobs,
+    /// The shard host's snapshot threads, if the node uses them rather than its own.
+    pool: Option<SnapshotPool>,
     /// Set at shutdown: jobs still queued are dropped, not done.
     stopping: Arc<AtomicBool>,
     /// The worker's thread could not be started (see [`SnapshotIo::take_failure`]).
@@ -130,6 +132,7 @@ impl SnapshotIo {
         let worker = Worker::new(id, store, events, shared, stopping.clone());
         Ok(SnapshotIo {
             jobs: Jobs::NotStarted(Some(Box::new(worker))),
+            pool: None,
             stopping,
             failure: None,
         })
@@ -152,14 +155,10 @@ impl SnapshotIo {
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker::new(id, store, events, shared, stopping.clone());
         SnapshotIo {
-            jobs: Jobs::Pooled(Arc::new(PooledWorker {
-                pool: pool.inner.clone(),
-                jobs: Mutex::new(PooledJobs {
-                    queue: VecDeque::new(),
-                    scheduled: false,
-                }),
-                worker: Mutex::new(Some(worker)),
-            })),
+            // Its place in the pool is made with its first job, as a thread of its own would
+            // be: most groups of a node never snapshot.
+            jobs: Jobs::NotStarted(Some(Box::new(worker))),
+            pool: Some(pool.clone()),
             stopping,
             failure: None,
         }
@@ -180,6 +179,7 @@ impl SnapshotIo {
                 jobs: std::collections::VecDeque::new(),
                 worker,
             },
+            pool: None,
             stopping,
             failure: None,
         }
@@ -187,6 +187,19 @@ impl SnapshotIo {
 
     /// Queues `job`; false if the worker is gone (the node is stopping).
     pub(crate) fn submit(&mut self, job: SnapshotJob) -> bool {
+        if let (Jobs::NotStarted(worker), Some(pool)) = (&mut self.jobs, &self.pool) {
+            let Some(worker) = worker.take() else {
+                return false; // stopped before any job
+            };
+            self.jobs = Jobs::Pooled(Arc::new(PooledWorker {
+                pool: pool.inner.clone(),
+                jobs: Mutex::new(PooledJobs {
+                    queue: VecDeque::new(),
+                    scheduled: false,
+                }),
+                worker: Mutex::new(Some(*worker)),
+            }));
+        }
         if let Jobs::NotStarted(worker) = &mut self.jobs {
             let Some(worker) = worker.take() else {
                 return false; // stopped before any job

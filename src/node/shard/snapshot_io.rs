@@ -191,14 +191,7 @@ impl SnapshotIo {
             let Some(worker) = worker.take() else {
                 return false; // stopped before any job
             };
-            self.jobs = Jobs::Pooled(Arc::new(PooledWorker {
-                pool: pool.inner.clone(),
-                jobs: Mutex::new(PooledJobs {
-                    queue: VecDeque::new(),
-                    scheduled: false,
-                }),
-                worker: Mutex::new(Some(*worker)),
-            }));
+            self.jobs = Jobs::Pooled(PooledWorker::new(pool, worker));
         }
         if let Jobs::NotStarted(worker) = &mut self.jobs {
             let Some(worker) = worker.take() else {
@@ -326,7 +319,37 @@ pub(crate) struct PooledWorker {
     pool: Arc<PoolInner>,
     jobs: Mutex<PooledJobs>,
     /// Locked only by the pool thread running the node's jobs; `None` once stopped.
-    worker: Mutex<Option<Worker>>,
+    worker: Mutex<Option<Box<dyn PoolRunner>>>,
+}
+
+/// What a pool thread runs a node's jobs with: the node's [`Worker`] (a stand-in in tests).
+trait PoolRunner: Send {
+    /// Does one job; false once the node's jobs should stop.
+    fn run(&mut self, job: SnapshotJob) -> bool;
+    /// The node is stopping: its queued jobs are dropped.
+    fn stopping(&self) -> bool;
+    /// Marks the node stopping (its shard is gone).
+    fn stop(&mut self);
+    /// Called once after the last job: cancels what is half done.
+    fn finish(&mut self);
+}
+
+impl PoolRunner for Worker {
+    fn run(&mut self, job: SnapshotJob) -> bool {
+        self.do_job(job)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn stop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn finish(&mut self) {
+        self.cancel_receiving();
+    }
 }
 
 struct PooledJobs {
@@ -353,16 +376,15 @@ impl SnapshotPool {
 }
 
 impl PoolInner {
-    /// Queues `node` for a pool thread, starting one if none is idle and the pool has room.
+    /// Queues `node` for a pool thread, starting one if fewer are idle than nodes wait and the
+    /// pool has room.
     fn ready(self: &Arc<PoolInner>, node: Arc<PooledWorker>) -> Result<(), String> {
         let mut state = lock(&self.state);
         state.ready.push_back(node);
         if state.idle > 0 {
-            drop(state);
             self.work.notify_one();
-            return Ok(());
         }
-        if state.threads < self.threads_max {
+        if state.ready.len() > state.idle && state.threads < self.threads_max {
             let pool = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("ringraft-snapshots".into())
@@ -407,6 +429,17 @@ impl PoolInner {
 }
 
 impl PooledWorker {
+    fn new(pool: &SnapshotPool, runner: Box<dyn PoolRunner>) -> Arc<PooledWorker> {
+        Arc::new(PooledWorker {
+            pool: pool.inner.clone(),
+            jobs: Mutex::new(PooledJobs {
+                queue: VecDeque::new(),
+                scheduled: false,
+            }),
+            worker: Mutex::new(Some(runner)),
+        })
+    }
+
     fn submit(self: &Arc<PooledWorker>, job: SnapshotJob) -> Result<(), String> {
         lock(&self.jobs).queue.push_back(job);
         self.schedule()
@@ -431,15 +464,13 @@ impl PooledWorker {
         for _ in 0..POOL_JOBS_PER_TURN {
             let job = {
                 let mut jobs = lock(&self.jobs);
-                let stopped = slot
-                    .as_ref()
-                    .is_none_or(|w| w.stopping.load(Ordering::Acquire));
+                let stopped = slot.as_ref().is_none_or(|w| w.stopping());
                 if stopped {
                     jobs.queue.clear();
                     jobs.scheduled = false;
                     drop(jobs);
                     if let Some(mut worker) = slot.take() {
-                        worker.cancel_receiving();
+                        worker.finish();
                     }
                     return;
                 }
@@ -454,9 +485,9 @@ impl PooledWorker {
             let Some(worker) = slot.as_mut() else {
                 return;
             };
-            if !worker.do_job(job) {
-                // Stopping, or the node's shard is gone: the next turn cleans up.
-                worker.stopping.store(true, Ordering::Release);
+            if !worker.run(job) {
+                // Stopping, or the node's shard is gone: the next round cleans up.
+                worker.stop();
             }
         }
         // More to do (or the stop to finish): after the other ready nodes.
@@ -793,4 +824,127 @@ fn local_in(store: &dyn SnapshotStore, id: &str, last: LogId) -> Option<Snapshot
     exact
         .or_else(|| list.iter().find(|m| m.last == last))
         .cloned()
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::thread::ThreadId;
+
+    /// Records the jobs it runs (`DropStaged { through: i }` as job `i`) and counts the
+    /// times two threads ran its node's jobs at once.
+    struct Recorder {
+        node: usize,
+        running: AtomicBool,
+        stopping: Arc<AtomicBool>,
+        log: Arc<Mutex<Vec<(usize, u64, ThreadId)>>>,
+        overlaps: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+    }
+
+    impl PoolRunner for Recorder {
+        fn run(&mut self, job: SnapshotJob) -> bool {
+            if self.running.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            if let SnapshotJob::DropStaged { through } = job {
+                let me = std::thread::current().id();
+                lock(&self.log).push((self.node, through.0, me));
+                if through.0 % 7 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            self.running.store(false, Ordering::SeqCst);
+            true
+        }
+
+        fn stopping(&self) -> bool {
+            self.stopping.load(Ordering::Acquire)
+        }
+
+        fn stop(&mut self) {
+            self.stopping.store(true, Ordering::Release);
+        }
+
+        fn finish(&mut self) {
+            self.finished.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn each_nodes_jobs_run_in_order_one_at_a_time_on_at_most_the_pools_threads() {
+        const NODES: usize = 20;
+        const JOBS: u64 = 300;
+        let pool = SnapshotPool::new(2);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let nodes: Vec<(Arc<PooledWorker>, Arc<AtomicBool>)> = (0..NODES)
+            .map(|node| {
+                let stopping = Arc::new(AtomicBool::new(false));
+                let recorder = Recorder {
+                    node,
+                    running: AtomicBool::new(false),
+                    stopping: stopping.clone(),
+                    log: log.clone(),
+                    overlaps: overlaps.clone(),
+                    finished: finished.clone(),
+                };
+                (PooledWorker::new(&pool, Box::new(recorder)), stopping)
+            })
+            .collect();
+        for i in 0..JOBS {
+            for (node, _) in &nodes {
+                let job = SnapshotJob::DropStaged { through: Index(i) };
+                node.submit(job).expect("submit");
+            }
+        }
+        let all = NODES * JOBS as usize;
+        for _ in 0..2000 {
+            if lock(&log).len() == all {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let log = std::mem::take(&mut *lock(&log));
+        assert_eq!(log.len(), all, "jobs lost");
+        assert_eq!(
+            overlaps.load(Ordering::SeqCst),
+            0,
+            "a node's jobs ran at once"
+        );
+        for node in 0..NODES {
+            let order: Vec<u64> = log.iter().filter(|j| j.0 == node).map(|j| j.1).collect();
+            assert_eq!(
+                order,
+                (0..JOBS).collect::<Vec<_>>(),
+                "node {node}'s jobs out of order"
+            );
+        }
+        let mut threads: Vec<ThreadId> = Vec::new();
+        for (_, _, thread) in &log {
+            if !threads.contains(thread) {
+                threads.push(*thread);
+            }
+        }
+        assert!(threads.len() <= 2, "{} threads", threads.len());
+        // Stopped nodes drop what they had queued and finish once.
+        for (node, stopping) in &nodes {
+            stopping.store(true, Ordering::Release);
+            let job = SnapshotJob::DropStaged {
+                through: Index(JOBS),
+            };
+            node.submit(job).expect("submit");
+        }
+        for _ in 0..2000 {
+            if finished.load(Ordering::SeqCst) == NODES {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), NODES);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(finished.load(Ordering::SeqCst), NODES, "finished twice");
+    }
 }

@@ -312,21 +312,24 @@ fn wrong_use_is_refused_with_a_typed_error() {
         .expect("shutdown");
 }
 
-#[test]
-fn groups_share_one_tcp_connection_per_peer_node() {
+/// Three free loopback addresses.
+fn free_addresses() -> Vec<std::net::SocketAddr> {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("address"))
+        .collect()
+}
+
+/// Nodes 1, 2 and 3 over TCP at `addresses`, and the configuration of a group on all three.
+fn tcp_nodes(addresses: &[std::net::SocketAddr]) -> (Vec<MultiRaft>, Configuration) {
     use ringraft::TcpTransportConfig;
     use ringraft_net::handshake::ClusterId;
     use ringraft_net::tcp::TcpConfig;
     use ringraft_storage::Server;
-    let listeners: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let addresses: Vec<std::net::SocketAddr> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("address"))
-        .collect();
-    drop(listeners);
-    let nodes: Vec<MultiRaft> = (0..3)
+    let nodes = (0..3)
         .map(|i| {
             let id = NodeId(i as u64 + 1);
             let mut tcp = TcpConfig::new(id, ClusterId(7), addresses[i]);
@@ -340,6 +343,13 @@ fn groups_share_one_tcp_connection_per_peer_node() {
             .map(|i| Server::voter(NodeId(i as u64 + 1), addresses[i].to_string()))
             .collect(),
     );
+    (nodes, members)
+}
+
+#[test]
+fn groups_share_one_tcp_connection_per_peer_node() {
+    let addresses = free_addresses();
+    let (nodes, members) = tcp_nodes(&addresses);
     let mut groups = Vec::new();
     for g in 1..=16u64 {
         groups.push(start_group(&nodes, g, &members));
@@ -508,6 +518,36 @@ fn a_group_removed_for_good_leaves_no_log_behind() {
         assert_eq!(apply_on_leader(&group), Bytes::from("3"), "group {g}");
         for raft in &group {
             raft.shutdown().wait().expect("shutdown");
+        }
+    }
+}
+
+/// Several shards per node, today: one `MultiRaft` per shard (its own thread, transport and,
+/// durable, WAL), with the node's id, and groups placed on shards by the application (here
+/// group g on shard g mod 2). Shard k of a node talks to shard k of the others only, so a
+/// group's members are the addresses of its shard on each node.
+#[test]
+fn several_shards_per_node_are_one_multiraft_each() {
+    let shards: Vec<(Vec<MultiRaft>, Configuration)> =
+        (0..2).map(|_| tcp_nodes(&free_addresses())).collect();
+    let groups: Vec<Vec<Raft>> = (1..=12u64)
+        .map(|g| {
+            let (nodes, members) = &shards[(g % 2) as usize];
+            start_group(nodes, g, members)
+        })
+        .collect();
+    for group in &groups {
+        assert_eq!(apply_on_leader(group), Bytes::from("1"));
+    }
+    for (nodes, _) in &shards {
+        assert!(nodes.iter().all(|n| n.stats().groups == 6));
+    }
+    for raft in groups.iter().flatten() {
+        raft.shutdown().wait().expect("shutdown");
+    }
+    for (nodes, _) in shards {
+        for node in nodes {
+            assert!(node.shutdown(T), "the node did not stop");
         }
     }
 }

@@ -73,6 +73,12 @@ pub struct MultiRaftStats {
 /// election timers until a message arrives, the leader gets a request, or the leader's node
 /// goes silent (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
 ///
+/// A `MultiRaft` runs its groups on one shard thread; to use several cores, run one
+/// `MultiRaft` per shard with the node's id, each with its own transport (with TCP its own
+/// port) and WAL, and place every group on the same shard on every node (group id mod the
+/// shard count, say): shard k of a node talks to shard k of the others, so a group's members
+/// are its shard's addresses (ARCHITECTURE §14, "Several shards per node").
+///
 /// Each group is a [`Raft`] with the whole single-group API (apply, barrier, reads,
 /// membership, transfer, snapshots, observers, stats), its own state machine and stores, and
 /// `Config::local_id` equal to this node's id. [`Raft::shutdown`] removes a group from the

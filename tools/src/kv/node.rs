@@ -68,7 +68,6 @@ impl Node {
                 tcp.peers.insert(NodeId(p.id), p.raft);
             }
         }
-        tcp.max_inflight = 64;
         let state = SharedState::default();
         let fsm = KvFsm::new(state.clone());
         let raft = Raft::new(

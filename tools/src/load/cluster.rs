@@ -361,7 +361,6 @@ impl Cluster {
                 tcp.peers.insert(NodeId(j as u64 + 1), *address);
             }
         }
-        tcp.max_inflight = 64;
         TcpTransportConfig::new(tcp)
     }
 

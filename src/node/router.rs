@@ -436,6 +436,10 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
             return Poll::Ready(());
         }
         let now = super::clock::monotonic_now();
+        if r.queued < QUEUED_MAX {
+            // Polled again (a group took half, or the tick): reading.
+            r.paused = false;
+        }
         let mut taken = 0;
         loop {
             if r.queued >= QUEUED_MAX {

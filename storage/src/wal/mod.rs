@@ -672,8 +672,9 @@ impl SharedWal {
     /// One `REMOVE_GROUP` record, written with the next group commit: a crash before it is
     /// durable leaves the group's log as it was. Fails with [`LogError::Config`] while a handle
     /// of the group's log is open (nothing changes), and with [`LogError::Failed`] if the WAL
-    /// has failed; a group the WAL holds nothing of is left as it is. Blocks until durable:
-    /// not for a shard thread.
+    /// has failed. A group the WAL holds nothing of is left as it is (if it was just removed,
+    /// the call still waits until that removal is durable). Blocks until durable: not for a
+    /// shard thread.
     pub fn remove(&self, group: GroupId) -> Result<(), LogError> {
         crate::blocking::check("SharedWal::remove");
         let shared = &self.inner.shared;
@@ -693,7 +694,9 @@ impl SharedWal {
             });
         }
         if !log.has_state() {
-            return Ok(());
+            // Nothing to remove, but an earlier removal of it may not be durable yet.
+            let ticket = log.last_ticket;
+            return shared.wait_for(state, ticket);
         }
         // The record first, as for the truncation markers: if it starts a segment, that
         // segment's checkpoints still show the group as recovery replays it up to the record.

@@ -69,9 +69,12 @@ pub struct MultiRaftStats {
 /// One node hosting many Raft groups: one shard thread runs every group's loop, one transport
 /// (one connection per peer node with TCP) carries every group's messages, each frame naming
 /// its group, a few snapshot threads serve every group ([`MultiRaftConfig::snapshot_threads`]),
-/// and peer nodes are watched for liveness once per node rather than once per group. Idle groups quiesce: their leaders stop heartbeating and their followers stop their
-/// election timers until a message arrives, the leader gets a request, or the leader's node
-/// goes silent (ARCHITECTURE §14), so thousands of idle groups cost almost nothing.
+/// and peer nodes are watched for liveness once per node rather than once per group. Idle
+/// groups quiesce: their leaders stop heartbeating and their followers stop their election
+/// timers until a message arrives, the leader gets a request, or the leader's node goes
+/// silent (ARCHITECTURE §14), so thousands of idle groups cost almost nothing. When the
+/// groups fall behind what arrives, the node stops reading until they catch up (with TCP,
+/// flow control then holds the senders back) instead of queueing without bound.
 ///
 /// A `MultiRaft` runs its groups on one shard thread; to use several cores, run one
 /// `MultiRaft` per shard with the node's id, each with its own transport (with TCP its own

@@ -315,7 +315,7 @@ struct PoolState {
 }
 
 /// One node's place in a [`SnapshotPool`].
-pub(crate) struct PooledWorker {
+struct PooledWorker {
     pool: Arc<PoolInner>,
     jobs: Mutex<PooledJobs>,
     /// Locked only by the pool thread running the node's jobs; `None` once stopped.
@@ -462,18 +462,18 @@ impl PooledWorker {
     fn run_some(self: &Arc<PooledWorker>) {
         let mut slot = lock(&self.worker);
         for _ in 0..POOL_JOBS_PER_TURN {
+            let Some(worker) = slot.as_mut().filter(|w| !w.stopping()) else {
+                let mut jobs = lock(&self.jobs);
+                jobs.queue.clear();
+                jobs.scheduled = false;
+                drop(jobs);
+                if let Some(mut worker) = slot.take() {
+                    worker.finish();
+                }
+                return;
+            };
             let job = {
                 let mut jobs = lock(&self.jobs);
-                let stopped = slot.as_ref().is_none_or(|w| w.stopping());
-                if stopped {
-                    jobs.queue.clear();
-                    jobs.scheduled = false;
-                    drop(jobs);
-                    if let Some(mut worker) = slot.take() {
-                        worker.finish();
-                    }
-                    return;
-                }
                 match jobs.queue.pop_front() {
                     Some(job) => job,
                     None => {
@@ -481,9 +481,6 @@ impl PooledWorker {
                         return;
                     }
                 }
-            };
-            let Some(worker) = slot.as_mut() else {
-                return;
             };
             if !worker.run(job) {
                 // Stopping, or the node's shard is gone: the next round cleans up.

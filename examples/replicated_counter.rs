@@ -143,12 +143,11 @@ fn caught_up(node: &Node, expected: i64) -> Result<(), Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
-    let mut addresses = BTreeMap::new();
-    for id in 1..=4 {
-        // Free loopback ports: bound, then released just before the nodes bind them.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?;
-        addresses.insert(id, port.local_addr()?);
-    }
+    // Free loopback ports (outside the ephemeral range, so no connection takes one before its
+    // node binds it).
+    let addresses: BTreeMap<u64, SocketAddr> = (1..=4)
+        .zip(ringraft_net::tcp::free_loopback_addresses(4)?)
+        .collect();
     let three: BTreeMap<_, _> = addresses.range(1..=3).map(|(k, v)| (*k, *v)).collect();
 
     // Start three nodes and bootstrap them with the same configuration.

@@ -314,13 +314,7 @@ fn wrong_use_is_refused_with_a_typed_error() {
 
 /// Three free loopback addresses.
 fn free_addresses() -> Vec<std::net::SocketAddr> {
-    let listeners: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("address"))
-        .collect()
+    ringraft_net::tcp::free_loopback_addresses(3).expect("free loopback ports")
 }
 
 /// Nodes 1, 2 and 3 over TCP at `addresses`, and the configuration of a group on all three.

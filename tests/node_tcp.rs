@@ -34,17 +34,10 @@ struct TcpCluster {
     applied: Vec<Arc<Mutex<Vec<Bytes>>>>,
 }
 
-/// Free loopback ports: bound to port 0 then released just before the nodes bind them. (The
-/// transport binds its own listener, so a port has to be known before the node starts; the
-/// window in which another process could take one is a few microseconds.)
+/// Free loopback addresses outside the ephemeral range (the transport binds its own listener,
+/// so a port has to be known before the node starts).
 fn free_addresses(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address"))
-        .collect()
+    ringraft_net::tcp::free_loopback_addresses(n).expect("free loopback ports")
 }
 
 /// A WAL with small segments (each is preallocated and zero-filled).

@@ -25,6 +25,9 @@
 mod conn;
 mod inbound;
 mod outbound;
+mod ports;
+
+pub use ports::free_loopback_addresses;
 
 use crate::codec::{encode_message, kind_of, EncodedFrame};
 use crate::frame::{FrameKind, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_SIZE};

@@ -3,25 +3,16 @@
 //! SIGTERM.
 
 use super::signals;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-/// `n` free loopback ports (released just before the nodes bind them).
+/// `n` free loopback ports, outside the ephemeral range so that no connection takes one
+/// before its node binds it.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
+    let addresses = ringraft_net::tcp::free_loopback_addresses(n)
         .map_err(|e| format!("finding free ports: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|e| format!("finding free ports: {e}"))
-        })
-        .collect()
+    Ok(addresses.iter().map(|a| a.port()).collect())
 }
 
 /// The `--peers` value and each node's (raft, client) address for `n` nodes.

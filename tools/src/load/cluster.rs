@@ -15,7 +15,7 @@ use ringraft_storage::{
     NodeId, SharedWal, WalConfig, WalLogStore,
 };
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -208,20 +208,11 @@ fn node_config(id: NodeId, clients: usize) -> Config {
     config
 }
 
-/// Free loopback ports, released just before the nodes bind them (the transport binds its
-/// own listener, so every node's address must be known before any starts).
+/// Free loopback addresses for the nodes (the transport binds its own listener, so every
+/// node's address must be known before any starts). Their ports lie outside the ephemeral
+/// range, so no connection takes one before its node binds it, at the start or at a restart.
 pub fn free_addresses(n: usize) -> Result<Vec<SocketAddr>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("finding free ports: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map_err(|e| format!("finding free ports: {e}"))
-        })
-        .collect()
+    ringraft_net::tcp::free_loopback_addresses(n).map_err(|e| format!("finding free ports: {e}"))
 }
 
 fn start_durable(

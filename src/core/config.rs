@@ -61,12 +61,15 @@ pub enum Mutation {
     /// A quiesced follower ignores its host's report that the leader's node went silent
     /// (it waits for a message that never comes).
     QuiescedIgnoresSilence,
+    /// In the node glue: a node never gives its host's campaign slot back, so the host's
+    /// other groups wait for it forever (caught only with several groups per node).
+    GlueKeepsCampaignSlot,
 }
 
 #[cfg(feature = "sim")]
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 18] = [
+    pub const ALL: [Mutation; 19] = [
         Mutation::CommitOldTermByCounting,
         Mutation::GrantTwoVotesPerTerm,
         Mutation::FollowerCommitWithoutMin,
@@ -85,6 +88,7 @@ impl Mutation {
         Mutation::GlueApplyBeforeCommit,
         Mutation::GlueReplyBeforeApply,
         Mutation::QuiescedIgnoresSilence,
+        Mutation::GlueKeepsCampaignSlot,
     ];
 
     /// The mutation's command-line name.
@@ -108,6 +112,7 @@ impl Mutation {
             Mutation::GlueApplyBeforeCommit => "glue-apply-before-commit",
             Mutation::GlueReplyBeforeApply => "glue-reply-before-apply",
             Mutation::QuiescedIgnoresSilence => "quiesced-ignores-silence",
+            Mutation::GlueKeepsCampaignSlot => "glue-keeps-campaign-slot",
         }
     }
 

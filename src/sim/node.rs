@@ -19,7 +19,7 @@
 use super::kv::{self, Kv};
 use super::linearizability::KvResult;
 use crate::api::fsm::{Fsm, FsmError, FsmSnapshot};
-use crate::core::Rng;
+use crate::core::{Rng, Time};
 use bytes::{BufMut, Bytes, BytesMut};
 use ringraft_net::message::Message;
 use ringraft_net::transport::{SendError, Transport, TransportEvent};
@@ -375,15 +375,120 @@ pub(crate) struct Wire {
     pub(crate) inbox: VecDeque<TransportEvent>,
 }
 
+/// The disk of one simulated host shared by its groups' replicas, with group commit as the
+/// shared WAL does it (ARCHITECTURE §5): one flush at a time; a write that arrives while a
+/// flush is running joins the next one, with every other write that arrives before it starts.
+#[derive(Debug, Default)]
+pub(crate) struct HostDisk {
+    /// When the running flush ends.
+    running_until: Time,
+    /// When the next flush ends, if writes wait for it.
+    next_until: Option<Time>,
+}
+
+impl HostDisk {
+    /// When a write issued at `now` is durable, if a flush takes `latency`.
+    pub(crate) fn durable_at(&mut self, now: Time, latency: u64) -> Time {
+        if let Some(next) = self.next_until {
+            if now >= self.running_until {
+                // The waiting flush has started (and may be over).
+                self.running_until = next;
+                self.next_until = None;
+            }
+        }
+        if now >= self.running_until {
+            self.running_until = now.plus_nanos(latency);
+            return self.running_until;
+        }
+        *self
+            .next_until
+            .get_or_insert(self.running_until.plus_nanos(latency))
+    }
+}
+
+/// The campaign slots of one simulated host shared by its groups, as the multi-group router
+/// keeps them (ARCHITECTURE §14): at most `slots` groups campaign at once; the others wait in
+/// order and are granted a slot as one is given back.
+#[derive(Debug, Default)]
+pub(crate) struct CampaignPool {
+    /// Slots in all.
+    pub(crate) slots: usize,
+    /// Groups holding a slot.
+    holders: std::collections::BTreeSet<usize>,
+    /// Groups waiting for one, in order.
+    waiting: VecDeque<usize>,
+    /// Groups granted a slot while they waited: the world turns them so they take it.
+    pub(crate) granted: Vec<usize>,
+    /// Times a group had to wait.
+    pub(crate) waits: u64,
+}
+
+impl CampaignPool {
+    /// A pool of `slots` slots.
+    pub(crate) fn new(slots: usize) -> CampaignPool {
+        CampaignPool {
+            slots,
+            ..CampaignPool::default()
+        }
+    }
+
+    fn poll(&mut self, group: usize) -> Poll<()> {
+        if self.holders.contains(&group) {
+            return Poll::Ready(());
+        }
+        if self.holders.len() < self.slots && self.waiting.is_empty() {
+            self.holders.insert(group);
+            return Poll::Ready(());
+        }
+        if !self.waiting.contains(&group) {
+            self.waiting.push_back(group);
+            self.waits += 1;
+        }
+        Poll::Pending
+    }
+
+    fn release(&mut self, group: usize) {
+        self.waiting.retain(|&g| g != group);
+        self.holders.remove(&group);
+        while self.holders.len() < self.slots {
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
+            self.holders.insert(next);
+            self.granted.push(next);
+        }
+    }
+
+    /// The host's process died: its router, and every slot and place in line, with it.
+    pub(crate) fn reset(&mut self) {
+        self.holders.clear();
+        self.waiting.clear();
+        self.granted.clear();
+    }
+}
+
 /// The transport a simulated node's shard uses.
 pub(crate) struct SimTransport {
     id: NodeId,
     wire: Arc<Mutex<Wire>>,
+    /// With several groups per host: the host's campaign slots, and this replica's group.
+    campaign: Option<(Arc<Mutex<CampaignPool>>, usize)>,
 }
 
 impl SimTransport {
-    pub(crate) fn new(id: NodeId, wire: Arc<Mutex<Wire>>) -> SimTransport {
-        SimTransport { id, wire }
+    pub(crate) fn new(
+        id: NodeId,
+        wire: Arc<Mutex<Wire>>,
+        campaign: Option<(Arc<Mutex<CampaignPool>>, usize)>,
+    ) -> SimTransport {
+        SimTransport { id, wire, campaign }
+    }
+}
+
+impl Drop for SimTransport {
+    /// A replica that stops gives its slot back (the router's group link does the same).
+    fn drop(&mut self) {
+        self.release_campaign_slot();
     }
 }
 
@@ -395,6 +500,19 @@ impl Transport for SimTransport {
     fn send(&mut self, _group: GroupId, message: Message) -> Result<(), SendError> {
         lock(&self.wire).outbox.push(message);
         Ok(())
+    }
+
+    fn poll_campaign_slot(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        match &self.campaign {
+            Some((pool, group)) => lock(pool).poll(*group),
+            None => Poll::Ready(()),
+        }
+    }
+
+    fn release_campaign_slot(&mut self) {
+        if let Some((pool, group)) = &self.campaign {
+            lock(pool).release(*group);
+        }
     }
 
     fn poll_recv(&mut self, _cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {

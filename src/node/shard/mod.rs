@@ -450,6 +450,12 @@ impl Shard {
     /// leads and quiesced, or held it for two election timeouts), and leaves the queue for
     /// one if the node no longer needs it (it heard from a leader).
     fn settle_campaign_slot(&mut self, now: Time) {
+        #[cfg(feature = "sim")]
+        if self.core_config.mutation == Some(crate::core::Mutation::GlueKeepsCampaignSlot)
+            && matches!(self.campaign, CampaignSlot::Held { .. })
+        {
+            return;
+        }
         let done = match self.campaign {
             CampaignSlot::None => false,
             CampaignSlot::Waiting { .. } => !self.core.campaign_due(now),

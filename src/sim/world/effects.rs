@@ -167,7 +167,11 @@ impl World {
             self.schedule(at, Ev::Crash { node: n, boot });
         }
         let node = &mut self.nodes[n];
-        let done = node.disk_free_at.max(self.now).plus_nanos(latency);
+        let done = match self.host_disks.get(n) {
+            // Several groups: the host's flushes cover every group's writes.
+            Some(disk) => lock(disk).durable_at(self.now, latency),
+            None => node.disk_free_at.max(self.now).plus_nanos(latency),
+        };
         node.disk_free_at = done;
         let boot = node.boot;
         self.schedule(

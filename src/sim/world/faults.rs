@@ -197,7 +197,7 @@ impl World {
         };
         self.log(|| format!("n{} asked to transfer leadership to {target:?}", l + 1));
         self.hash(&[13, self.now.0, l as u64]);
-        if self.config.faults && self.rng.chance(1, 3) {
+        if self.network_faults && self.rng.chance(1, 3) {
             // The old leader is cut off right after its TimeoutNow left (or while the target
             // catches up), with clients still sending it reads.
             let at = self.now.plus_nanos(self.rng.range(MS, 5 * MS));
@@ -265,6 +265,7 @@ impl World {
         match self.rng.below(6) {
             0 => {
                 self.crash(victim)?;
+                self.note_host(HostEvent::Crashed(victim));
                 let at = self.now.plus_nanos(self.rng.range(5 * MS, 800 * MS));
                 self.schedule(at, Ev::Restart { node: victim });
             }
@@ -307,6 +308,7 @@ impl World {
                 node.paused_until = node.paused_until.max(until);
                 let at = node.paused_until;
                 self.schedule(at, Ev::Resume { node: victim });
+                self.note_host(HostEvent::Paused(victim, at));
             }
             4 => {
                 self.drop_per_mille = if self.rng.chance(1, 2) {

@@ -3,11 +3,14 @@
 mod clients;
 mod effects;
 mod faults;
+mod groups;
 
 use super::checks::{check_log_matching, Checker};
 use super::kv;
 use super::linearizability::{check_kv_history, KvOp, KvResult, Operation};
-use super::node::{lock, Disk, Machine, SimFsm, SimLog, SimStable, SimTransport, Wire};
+use super::node::{
+    lock, CampaignPool, Disk, HostDisk, Machine, SimFsm, SimLog, SimStable, SimTransport, Wire,
+};
 use crate::api::config::Config;
 use crate::api::error::{ApplyError, ReadError};
 use crate::api::outcome::Applied;
@@ -58,6 +61,15 @@ pub struct SimConfig {
     /// (`None`: 40 times `steps`). The liveness deadline is in simulated time; this bound
     /// keeps a livelock that makes simulated time crawl from running forever.
     pub event_budget: Option<u64>,
+    /// Raft groups on the same nodes (1: the classic single-group world). With several, a
+    /// node is a host of one replica of every group, as a `MultiRaft` node is: a crash or a
+    /// pause takes all of a host's replicas at once, partitions and loss cut every group's
+    /// traffic between two hosts, a host's replicas share one disk queue and its campaign
+    /// slots, and every group gets its own clients and checkers (see `groups.rs`).
+    pub groups: usize,
+    /// With several groups: how many of a host's groups may campaign at once
+    /// (`MultiRaftConfig::campaign_slots`).
+    pub campaign_slots: usize,
 }
 
 impl SimConfig {
@@ -75,6 +87,8 @@ impl SimConfig {
             snapshots: true,
             restores: true,
             event_budget: None,
+            groups: 1,
+            campaign_slots: 1,
         }
     }
 
@@ -122,6 +136,30 @@ pub struct Report {
     pub quiesce: bool,
     /// Times a node quiesced.
     pub quiesces: u64,
+    /// Groups simulated on the same nodes.
+    pub groups: usize,
+    /// Host crashes (each took one replica of every group down).
+    pub host_crashes: u64,
+    /// Times a replica waited for one of its host's campaign slots.
+    pub campaign_waits: u64,
+}
+
+/// What the groups' worlds share of each host (several groups; empty for a world alone).
+#[derive(Clone, Default)]
+struct Hosts {
+    campaign_pools: Vec<Arc<Mutex<CampaignPool>>>,
+    disks: Vec<Arc<Mutex<HostDisk>>>,
+}
+
+/// What happened to a whole host during one event of one group's world (several groups).
+#[derive(Clone, Copy, Debug)]
+enum HostEvent {
+    /// The host's process died.
+    Crashed(usize),
+    /// The host's process started again.
+    Restarted(usize),
+    /// The host is paused until then.
+    Paused(usize, Time),
 }
 
 #[derive(Debug)]
@@ -378,14 +416,24 @@ struct World {
     lull_next: Time,
     /// Times a node quiesced.
     quiesces: u64,
+    /// This world's group among several on the same hosts (0 when alone).
+    group: usize,
+    /// Whether this world draws network faults (partitions, loss, isolation). With several
+    /// groups only group 0's world does, and the others take its network as it is.
+    network_faults: bool,
+    /// With several groups: each host's campaign slots (empty when alone).
+    campaign_pools: Vec<Arc<Mutex<CampaignPool>>>,
+    /// With several groups: each host's disk (empty when alone: each node's writes are then
+    /// serialized on a disk of its own).
+    host_disks: Vec<Arc<Mutex<HostDisk>>>,
+    /// What happened to whole hosts in the last event, for the other groups' worlds.
+    host_events: Vec<HostEvent>,
 }
 
-/// Runs one seed and reports what happened.
-pub fn run(config: &SimConfig) -> Report {
-    let mut world = World::new(config.clone());
-    // A panic (a failed assertion inside the core) is a failure of the seed, not of the run.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run_to_end()));
-    let failure = match outcome {
+/// The failure of a seed run by `seed`, if any. A panic (a failed assertion inside the core)
+/// is a failure of the seed, not of the run.
+fn failure_of(seed: impl FnOnce() -> Result<(), String>) -> Option<String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(seed)) {
         Ok(result) => result.err(),
         Err(panic) => Some(format!(
             "panic: {}",
@@ -395,7 +443,16 @@ pub fn run(config: &SimConfig) -> Report {
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("(non-string payload)")
         )),
-    };
+    }
+}
+
+/// Runs one seed and reports what happened.
+pub fn run(config: &SimConfig) -> Report {
+    if config.groups > 1 {
+        return groups::run(config);
+    }
+    let mut world = World::new(config.clone());
+    let failure = failure_of(|| world.run_to_end());
     Report {
         seed: config.seed,
         failure,
@@ -417,11 +474,20 @@ pub fn run(config: &SimConfig) -> Report {
         restores_streamed: world.restores_streamed,
         quiesce: world.quiesce,
         quiesces: world.quiesces,
+        groups: 1,
+        host_crashes: 0,
+        campaign_waits: 0,
     }
 }
 
 impl World {
     fn new(config: SimConfig) -> World {
+        World::new_in(config, 0, Hosts::default(), None)
+    }
+
+    /// The world of group `group` on `hosts` (none: a world of its own); `quiesce`
+    /// overrides the seed's own choice.
+    fn new_in(config: SimConfig, group: usize, hosts: Hosts, quiesce: Option<bool>) -> World {
         let mut rng = Rng::new(config.seed);
         let ids: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let configuration = Configuration::voters_with_default_addresses(ids.iter().copied());
@@ -506,8 +572,16 @@ impl World {
             lull_until: Time(0),
             lull_next: Time(500 * MS),
             quiesces: 0,
+            group,
+            network_faults: config.faults && group == 0,
+            campaign_pools: hosts.campaign_pools,
+            host_disks: hosts.disks,
+            host_events: Vec::new(),
             config,
         };
+        if let Some(quiesce) = quiesce {
+            world.quiesce = quiesce;
+        }
         // A quarter of the seeds give their nodes a log store that keeps no hard state, as a
         // user's own log store beside a `StableStore` (the shard's stable-store path). Drawn
         // from its own generator, so the other seeds' schedules do not move.
@@ -576,7 +650,7 @@ impl World {
             let at = world.now.plus_nanos(world.rng.range(300 * MS, 2000 * MS));
             world.schedule(at, Ev::Restore);
         }
-        if world.config.faults {
+        if world.network_faults {
             let at = world.now.plus_nanos(world.rng.range(100 * MS, 500 * MS));
             world.schedule(at, Ev::Fault);
         }
@@ -585,7 +659,12 @@ impl World {
 
     fn log(&self, line: impl FnOnce() -> String) {
         if self.verbose {
-            eprintln!("{:>12.6} {}", self.now.0 as f64 / 1e9, line());
+            let group = if self.campaign_pools.is_empty() {
+                String::new()
+            } else {
+                format!("g{} ", self.group)
+            };
+            eprintln!("{:>12.6} {group}{}", self.now.0 as f64 / 1e9, line());
         }
     }
 
@@ -641,22 +720,9 @@ impl World {
     }
 
     fn run_to_end(&mut self) -> Result<(), String> {
-        for n in 0..self.nodes.len() {
-            self.boot(n)?;
-        }
+        self.boot_all()?;
         let mut deadline = None;
-        while let Some(Reverse(s)) = self.queue.pop() {
-            self.now = self.now.max(s.at);
-            self.events += 1;
-            if self.events > self.event_budget {
-                return Err(format!(
-                    "event budget exhausted: {} events by simulated time {:.3} s without \
-                     finishing (a livelock?); nodes:{}",
-                    self.event_budget,
-                    self.now.0 as f64 / 1e9,
-                    self.describe_nodes()
-                ));
-            }
+        while let Some(ev) = self.pop_event()? {
             if deadline.is_none() && self.events >= self.config.steps {
                 if !self.healed {
                     self.heal_everything()?;
@@ -666,22 +732,68 @@ impl World {
                 deadline = Some(self.now.plus_nanos(LIVENESS_WINDOW_NANOS));
             }
             if deadline.is_some_and(|d| self.now > d) {
-                let done: Vec<u64> = self.clients.iter().map(|c| c.ok_since_heal).collect();
-                return Err(format!(
-                    "liveness: clients did not each complete 3 operations within 20 s of \
-                     healing (completed: {done:?}); nodes:{}",
-                    self.describe_nodes()
-                ));
+                return Err(self.liveness_failure());
             }
-            self.process(s.ev)?;
-            if self.healed
-                && self.events >= self.config.steps
-                && self.clients.iter().all(|c| c.ok_since_heal >= 3)
-            {
+            self.process(ev)?;
+            if self.finished() {
                 break;
             }
         }
         self.final_checks()
+    }
+
+    /// Records what happened to a whole host, for the other groups' worlds (several groups).
+    fn note_host(&mut self, event: HostEvent) {
+        if !self.campaign_pools.is_empty() {
+            self.host_events.push(event);
+        }
+    }
+
+    fn boot_all(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.boot(n)?;
+        }
+        Ok(())
+    }
+
+    /// When the next event is due, if any.
+    fn next_at(&self) -> Option<Time> {
+        self.queue.peek().map(|Reverse(s)| s.at)
+    }
+
+    /// Takes the next event and moves the clock to it; fails once the event budget is spent.
+    fn pop_event(&mut self) -> Result<Option<Ev>, String> {
+        let Some(Reverse(s)) = self.queue.pop() else {
+            return Ok(None);
+        };
+        self.now = self.now.max(s.at);
+        self.events += 1;
+        if self.events > self.event_budget {
+            return Err(format!(
+                "event budget exhausted: {} events by simulated time {:.3} s without \
+                 finishing (a livelock?); nodes:{}",
+                self.event_budget,
+                self.now.0 as f64 / 1e9,
+                self.describe_nodes()
+            ));
+        }
+        Ok(Some(s.ev))
+    }
+
+    fn liveness_failure(&self) -> String {
+        let done: Vec<u64> = self.clients.iter().map(|c| c.ok_since_heal).collect();
+        format!(
+            "liveness: clients did not each complete 3 operations within 20 s of healing \
+             (completed: {done:?}); nodes:{}",
+            self.describe_nodes()
+        )
+    }
+
+    /// Healed, past the fault phase, and every client did three operations since.
+    fn finished(&self) -> bool {
+        self.healed
+            && self.events >= self.config.steps
+            && self.clients.iter().all(|c| c.ok_since_heal >= 3)
     }
 
     fn process(&mut self, ev: Ev) -> Result<(), String> {
@@ -820,6 +932,7 @@ impl World {
             Ev::Restart { node } => {
                 if !self.nodes[node].is_up() {
                     self.boot(node)?;
+                    self.note_host(HostEvent::Restarted(node));
                 }
                 Ok(())
             }
@@ -827,6 +940,7 @@ impl World {
             Ev::Crash { node, boot } => {
                 if !self.healed && self.nodes[node].boot == boot {
                     self.crash(node)?;
+                    self.note_host(HostEvent::Crashed(node));
                     let mut at = self.now.plus_nanos(self.rng.range(MS, 30 * MS));
                     if self.quiesce && self.now < self.lull_until {
                         // Down through the quiet: the others must notice its silence.
@@ -893,7 +1007,11 @@ impl World {
             id: node.id,
         };
         let log = SimLog::open(node.disk.clone());
-        let transport = SimTransport::new(node.id, node.wire.clone());
+        let campaign = self
+            .campaign_pools
+            .get(n)
+            .map(|pool| (pool.clone(), self.group));
+        let transport = SimTransport::new(node.id, node.wire.clone(), campaign);
         let (shard, shared) = crate::node::start::sim_shard(
             config,
             core,

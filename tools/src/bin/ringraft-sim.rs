@@ -4,7 +4,7 @@
 //! ringraft-sim --seeds N [--start S] [--nodes 3|5] [--steps K] [--clients C]
 //!              [--mutation NAME] [--no-faults] [--no-churn] [--no-transfers]
 //!              [--no-snapshots] [--no-restores] [--event-budget E] [--jobs J]
-//!              [--expect-failure]
+//!              [--groups G [--campaign-slots K]] [--expect-failure]
 //! ```
 //!
 //! Ends with `N passed, M failed`; prints every failing seed with the command that replays it;
@@ -61,6 +61,14 @@ struct Args {
     /// Events a seed may process before it fails as a livelock [default: 40 times --steps].
     #[arg(long, value_name = "E")]
     event_budget: Option<u64>,
+    /// Raft groups on the same nodes: a node crash, pause or partition hits a replica of
+    /// every group, a node's replicas share its disk queue and campaign slots, and every
+    /// group is checked on its own.
+    #[arg(long, value_name = "G", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    groups: u16,
+    /// With --groups: how many of a node's groups may campaign at once.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    campaign_slots: u16,
     /// Threads running seeds [default: the number of CPUs].
     #[arg(long, value_name = "J")]
     jobs: Option<usize>,
@@ -124,6 +132,8 @@ fn config_for(args: &Args, seed: u64) -> SimConfig {
     c.snapshots = args.snapshots;
     c.restores = args.restores;
     c.event_budget = args.event_budget;
+    c.groups = usize::from(args.groups);
+    c.campaign_slots = usize::from(args.campaign_slots);
     c
 }
 
@@ -138,6 +148,12 @@ fn replay_command(args: &Args, c: &SimConfig) -> String {
     }
     if let Some(budget) = args.event_budget {
         cmd.push_str(&format!(" --event-budget {budget}"));
+    }
+    if c.groups > 1 {
+        cmd.push_str(&format!(
+            " --groups {} --campaign-slots {}",
+            c.groups, c.campaign_slots
+        ));
     }
     for (on, flag) in [
         (args.faults, " --no-faults"),
@@ -208,7 +224,10 @@ fn main() -> ExitCode {
     let (mut snapshots, mut installs, mut matching) = (0u64, 0u64, 0u64);
     let (mut restores, mut restores_applied, mut restores_streamed) = (0u64, 0u64, 0u64);
     let (mut quiesce_seeds, mut quiesces) = (0u64, 0u64);
+    let (mut host_crashes, mut campaign_waits) = (0u64, 0u64);
     for (c, r) in &reports {
+        host_crashes += r.host_crashes;
+        campaign_waits += r.campaign_waits;
         quiesce_seeds += u64::from(r.quiesce);
         quiesces += r.quiesces;
         events += r.events;
@@ -229,6 +248,13 @@ fn main() -> ExitCode {
         }
     }
     let passed = reports.len() as u64 - failed;
+    if args.groups > 1 {
+        println!(
+            "{} groups per seed: {host_crashes} node crashes took a replica of every group \
+             down, {campaign_waits} times a replica waited for a campaign slot",
+            args.groups
+        );
+    }
     println!(
         "simulated {:.0} s of cluster time, {events} events, {ops} client ops completed, \
          {unknown} with unknown outcome, {terms} leader terms, {snapshots} snapshots ({installs} \

@@ -16,6 +16,11 @@
 //!   log matching, acknowledged writes, linearizability, liveness after healing
 //! ```
 //!
+//! With [`SimConfig::groups`] above one, a seed runs that many groups on the same nodes, as a
+//! `MultiRaft` node hosts them: crashes, pauses and partitions hit every group's replica on a
+//! node at once, a node's groups share a group-commit disk and campaign slots, and every group
+//! is checked on its own.
+//!
 //! Everything derives from one `u64` seed, and the world is a single-threaded discrete-event
 //! loop over simulated time, so a seed replays exactly: [`Report::trace_hash`] hashes every
 //! processed event, and equal seeds give equal hashes.

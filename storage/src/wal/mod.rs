@@ -298,16 +298,28 @@ struct State {
     failed: Option<LogError>,
     files: BTreeMap<u32, Arc<SegmentFile>>,
     shutdown: bool,
-    /// The writer is blocked on `work` (set and cleared by the writer under the lock), so an
-    /// append has to wake it. `Condvar::notify_one` is a futex system call even when nobody
-    /// waits, and an append while the writer is busy needs none: it checks for staged work
-    /// under the lock before it sleeps again.
+    /// The writer is blocked on `work` and nobody has undertaken to wake it yet (set by the
+    /// writer before it waits; cleared by the writer when it wakes, and by the one appender
+    /// that undertakes the wake-up, see [`State::claim_writer_wake`]). `Condvar::notify_one`
+    /// is a futex system call even when nobody waits, and an append while the writer is busy
+    /// or already being woken needs none: the writer checks for staged work under the lock
+    /// before it sleeps again.
     writer_waiting: bool,
     /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
     durable_waiters: usize,
 }
 
 impl State {
+    /// Whether the caller, which has just staged work under the lock, must wake the writer
+    /// (`work.notify_one()` once the lock is released). Only the first caller after the writer
+    /// went to sleep is told to: the flag is cleared here, so the many groups of a shared WAL
+    /// that append before the writer has woken up make one wake-up system call between them,
+    /// not one each. No wake-up is lost: the writer, woken by that one, takes everything
+    /// staged by then under the lock, and sets the flag again before it next waits.
+    fn claim_writer_wake(&mut self) -> bool {
+        std::mem::take(&mut self.writer_waiting)
+    }
+
     fn group(&self, slot: u32) -> &GroupLog {
         &self.groups[slot as usize]
     }
@@ -706,7 +718,7 @@ impl SharedWal {
         log.hard_state = None;
         // The segments its entries kept alive may go once the record is durable.
         state.stage.compacted = true;
-        if state.writer_waiting {
+        if state.claim_writer_wake() {
             shared.work.notify_one();
         }
         shared.wait_for(state, ticket)
@@ -1107,7 +1119,7 @@ impl LogStore for WalLogStore {
         }
         state.finish_checksums();
         state.stage.ticket = ticket;
-        let wake = state.writer_waiting;
+        let wake = state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1134,7 +1146,7 @@ impl LogStore for WalLogStore {
         // log as it was before the marker, as recovery will have replayed it.
         let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_SUFFIX, last);
         state.group_mut(slot).index.truncate_suffix(last);
-        let wake = state.writer_waiting;
+        let wake = state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1153,7 +1165,7 @@ impl LogStore for WalLogStore {
         let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_PREFIX, first);
         state.group_mut(slot).index.truncate_prefix(first);
         state.stage.compacted = true;
-        let wake = state.writer_waiting;
+        let wake = state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1188,7 +1200,7 @@ impl LogStore for WalLogStore {
         state.stage_record(&self.inner.config, group, KIND_HARD_STATE, id, &vote, b"");
         state.group_mut(slot).hard_state = Some(*hs);
         state.stage.ticket = ticket;
-        let wake = state.writer_waiting;
+        let wake = state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();

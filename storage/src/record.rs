@@ -15,9 +15,12 @@
 //! of the record, so a flipped bit anywhere (even in padding) is detected.
 //!
 //! Why these choices:
-//! - The same bytes are journaled by the WAL and carried by AppendEntries (ARCHITECTURE §5): the
-//!   leader checksums an entry once, the follower verifies and journals it unchanged. Nothing in
-//!   a record is specific to one file or one batch; batch boundaries are separate WAL records.
+//! - The same layout is journaled by the WAL and carried by AppendEntries (ARCHITECTURE §5): a
+//!   follower journals, byte for byte, the records it received. Nothing in a record is specific
+//!   to one file or one batch; batch boundaries are separate WAL records. An [`Entry`] does not
+//!   carry its checksum, so each side computes it again where it writes a record (the
+//!   leader's WAL and its encoder for each follower; the follower verifies, then its WAL):
+//!   ARCHITECTURE §10 says what that costs and why it stays so.
 //! - `group` is the Raft group the entry belongs to (0 with one group), so one WAL can be
 //!   shared by many groups later (ARCHITECTURE §9) without a format change.
 //! - Kinds `1..=0x7f` are [`EntryKind`] codes; `0x80..=0xff` are reserved for storage-internal

@@ -22,6 +22,7 @@
 //! transport's connection tasks live there, next to the core they serve.
 
 pub(crate) mod apply;
+pub(crate) mod campaign;
 pub(crate) mod clock;
 pub(crate) mod events;
 pub(crate) mod host;

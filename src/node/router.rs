@@ -28,6 +28,7 @@
 //! node transport (and, with TCP, flow control) holds what the groups have no time for yet
 //! (ARCHITECTURE §14, "Bounded receiving").
 
+use super::campaign::{Asked, CampaignSlots, Places, Slot};
 use crate::api::transport::IntoTransport;
 use ringraft_net::message::{Body, Message};
 use ringraft_net::transport::{PeerError, SendError, SetPeerError, Transport, TransportEvent};
@@ -148,27 +149,13 @@ impl Inbox {
     }
 }
 
-/// A group's place in the node's campaign pacing (see [`Campaigns`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// Neither holds nor waits for a slot.
-    None,
-    /// Queued. Woken through the inbox's waker once granted: a waiting shard is parked,
-    /// and a shard parks only after its receive found the inbox empty and left its waker.
-    Waiting,
-    Held,
-}
-
-/// The node's campaign slots: at most `limit` groups campaign, or lead without having
-/// settled, at once (ARCHITECTURE §14, "Herds"); the others wait in arrival order. A group's
-/// shard gives its slot back when its campaign ends, when the leader it became quiesces, or
-/// two election timeouts after the grant, whichever comes first, so a slot is never held for
-/// long and every waiting group gets one.
-struct Campaigns {
-    limit: usize,
-    held: usize,
-    /// Groups in the order they asked; an entry whose group no longer waits is skipped.
-    queue: VecDeque<GroupId>,
+/// The inboxes hold the groups' places in the campaign line. A waiting group is woken through
+/// its inbox's waker once granted: a waiting shard is parked, and a shard parks only after its
+/// receive found the inbox empty and left its waker.
+impl Places<GroupId> for BTreeMap<GroupId, Inbox> {
+    fn place(&mut self, group: GroupId) -> Option<&mut Slot> {
+        self.get_mut(&group).map(|inbox| &mut inbox.slot)
+    }
 }
 
 struct Peer {
@@ -186,7 +173,11 @@ pub(crate) struct Router {
     transport: Option<Box<dyn Transport>>,
     inboxes: BTreeMap<GroupId, Inbox>,
     peers: BTreeMap<NodeId, Peer>,
-    campaigns: Campaigns,
+    /// The node's campaign slots: a group's shard gives its slot back when its campaign ends,
+    /// when the leader it became quiesces, or two election timeouts after the grant,
+    /// whichever comes first, so a slot is never held for long and every waiting group gets
+    /// one.
+    campaigns: CampaignSlots<GroupId>,
     shared: Arc<RouterShared>,
     /// Messages in all inboxes together.
     queued: usize,
@@ -201,21 +192,14 @@ impl Router {
         let Some(inbox) = self.inboxes.get_mut(&group) else {
             return Poll::Ready(());
         };
-        match inbox.slot {
-            Slot::Held => Poll::Ready(()),
-            Slot::Waiting => {
+        match self.campaigns.poll(group, &mut inbox.slot) {
+            Asked::Granted => Poll::Ready(()),
+            Asked::Waiting => {
                 inbox.register(cx);
                 Poll::Pending
             }
-            Slot::None if self.campaigns.held < self.campaigns.limit => {
-                inbox.slot = Slot::Held;
-                self.campaigns.held += 1;
-                Poll::Ready(())
-            }
-            Slot::None => {
-                inbox.slot = Slot::Waiting;
+            Asked::Queued => {
                 inbox.register(cx);
-                self.campaigns.queue.push_back(group);
                 self.shared
                     .campaigns_deferred
                     .fetch_add(1, Ordering::Relaxed);
@@ -229,37 +213,17 @@ impl Router {
         let Some(inbox) = self.inboxes.get_mut(&group) else {
             return;
         };
-        match std::mem::replace(&mut inbox.slot, Slot::None) {
-            Slot::Held => {
-                self.campaigns.held -= 1;
-                self.grant_campaign_slots();
-            }
-            // Its queue entry is skipped when it comes up.
-            Slot::Waiting | Slot::None => {}
-        }
-    }
-
-    /// Grants free slots to waiting groups, first come first served.
-    fn grant_campaign_slots(&mut self) {
-        while self.campaigns.held < self.campaigns.limit {
-            let Some(group) = self.campaigns.queue.pop_front() else {
-                break;
-            };
-            let Some(inbox) = self.inboxes.get_mut(&group) else {
-                continue;
-            };
-            // An entry of a group that no longer waits (it left the queue, or got its slot
-            // through an earlier entry) is skipped.
-            if inbox.slot == Slot::Waiting {
-                inbox.slot = Slot::Held;
-                self.campaigns.held += 1;
-                if let Some(waker) = inbox.waker.take() {
+        if self.campaigns.release(&mut inbox.slot) {
+            // Free slots go to waiting groups, first come first served.
+            while let Some(granted) = self.campaigns.next_grant(&mut self.inboxes) {
+                if let Some(waker) = self
+                    .inboxes
+                    .get_mut(&granted)
+                    .and_then(|inbox| inbox.waker.take())
+                {
                     waker.wake();
                 }
             }
-        }
-        if self.campaigns.queue.is_empty() && self.campaigns.queue.capacity() > 64 {
-            self.campaigns.queue = VecDeque::new();
         }
     }
 
@@ -413,11 +377,7 @@ pub(crate) fn start(
         transport: Some(transport),
         inboxes: BTreeMap::new(),
         peers: BTreeMap::new(),
-        campaigns: Campaigns {
-            limit: campaign_slots.max(1),
-            held: 0,
-            queue: VecDeque::new(),
-        },
+        campaigns: CampaignSlots::new(campaign_slots),
         shared,
         queued: 0,
         paused: false,

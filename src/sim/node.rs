@@ -20,6 +20,7 @@ use super::kv::{self, Kv};
 use super::linearizability::KvResult;
 use crate::api::fsm::{Fsm, FsmError, FsmSnapshot};
 use crate::core::{Rng, Time};
+use crate::node::campaign::{Asked, CampaignSlots, Slot};
 use bytes::{BufMut, Bytes, BytesMut};
 use ringraft_net::message::Message;
 use ringraft_net::transport::{SendError, Transport, TransportEvent};
@@ -406,17 +407,15 @@ impl HostDisk {
     }
 }
 
-/// The campaign slots of one simulated host shared by its groups, as the multi-group router
-/// keeps them (ARCHITECTURE §14): at most `slots` groups campaign at once; the others wait in
-/// order and are granted a slot as one is given back.
-#[derive(Debug, Default)]
+/// The campaign slots of one simulated host shared by its groups: the router's rules
+/// (`node::campaign`, ARCHITECTURE §14), with the world in place of the router's wakers: a
+/// group granted a slot while it waited is listed in `granted`, and the world turns it.
+#[derive(Debug)]
 pub(crate) struct CampaignPool {
-    /// Slots in all.
-    pub(crate) slots: usize,
-    /// Groups holding a slot.
-    holders: std::collections::BTreeSet<usize>,
-    /// Groups waiting for one, in order.
-    waiting: VecDeque<usize>,
+    slots: CampaignSlots<usize>,
+    limit: usize,
+    /// Each group's place in line.
+    places: std::collections::BTreeMap<usize, Slot>,
     /// Groups granted a slot while they waited: the world turns them so they take it.
     pub(crate) granted: Vec<usize>,
     /// Times a group had to wait.
@@ -427,42 +426,41 @@ impl CampaignPool {
     /// A pool of `slots` slots.
     pub(crate) fn new(slots: usize) -> CampaignPool {
         CampaignPool {
-            slots,
-            ..CampaignPool::default()
+            slots: CampaignSlots::new(slots),
+            limit: slots,
+            places: std::collections::BTreeMap::new(),
+            granted: Vec::new(),
+            waits: 0,
         }
     }
 
     fn poll(&mut self, group: usize) -> Poll<()> {
-        if self.holders.contains(&group) {
-            return Poll::Ready(());
+        let place = self.places.entry(group).or_default();
+        match self.slots.poll(group, place) {
+            Asked::Granted => Poll::Ready(()),
+            Asked::Queued => {
+                self.waits += 1;
+                Poll::Pending
+            }
+            Asked::Waiting => Poll::Pending,
         }
-        if self.holders.len() < self.slots && self.waiting.is_empty() {
-            self.holders.insert(group);
-            return Poll::Ready(());
-        }
-        if !self.waiting.contains(&group) {
-            self.waiting.push_back(group);
-            self.waits += 1;
-        }
-        Poll::Pending
     }
 
     fn release(&mut self, group: usize) {
-        self.waiting.retain(|&g| g != group);
-        self.holders.remove(&group);
-        while self.holders.len() < self.slots {
-            let Some(next) = self.waiting.pop_front() else {
-                break;
-            };
-            self.holders.insert(next);
-            self.granted.push(next);
+        let Some(place) = self.places.get_mut(&group) else {
+            return;
+        };
+        if self.slots.release(place) {
+            while let Some(next) = self.slots.next_grant(&mut self.places) {
+                self.granted.push(next);
+            }
         }
     }
 
     /// The host's process died: its router, and every slot and place in line, with it.
     pub(crate) fn reset(&mut self) {
-        self.holders.clear();
-        self.waiting.clear();
+        self.slots = CampaignSlots::new(self.limit);
+        self.places.clear();
         self.granted.clear();
     }
 }

@@ -14,8 +14,8 @@
 //! - **The disk**: a host's replicas share one disk with group commit, as they share one WAL:
 //!   a write joins the next flush, which covers every group's writes issued before it.
 //! - **Campaign slots**: at most `campaign_slots` of a host's groups campaign at once; the
-//!   others wait in order for a slot given back (the router's rule), through the shards' real
-//!   campaign-slot code.
+//!   others wait in order for a slot given back, by the router's own rules
+//!   (`node::campaign`) and the shards' real campaign-slot code.
 //!
 //! Every group is checked by the same checkers as a world alone: election, commit and
 //! state-machine safety, durability of what was said, log matching, acknowledged writes,

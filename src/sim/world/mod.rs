@@ -64,8 +64,8 @@ pub struct SimConfig {
     /// Raft groups on the same nodes (1: the classic single-group world). With several, a
     /// node is a host of one replica of every group, as a `MultiRaft` node is: a crash or a
     /// pause takes all of a host's replicas at once, partitions and loss cut every group's
-    /// traffic between two hosts, a host's replicas share one disk queue and its campaign
-    /// slots, and every group gets its own clients and checkers (see `groups.rs`).
+    /// traffic between two hosts, a host's replicas share one disk (group commit) and its
+    /// campaign slots, and every group gets its own clients and checkers (see `groups.rs`).
     pub groups: usize,
     /// With several groups: how many of a host's groups may campaign at once
     /// (`MultiRaftConfig::campaign_slots`).

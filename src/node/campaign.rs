@@ -49,7 +49,7 @@ pub(crate) enum Asked {
     Waiting,
 }
 
-impl<G: Copy + PartialEq> CampaignSlots<G> {
+impl<G: Copy> CampaignSlots<G> {
     /// Slots for `limit` groups at once (at least one).
     pub(crate) fn new(limit: usize) -> CampaignSlots<G> {
         CampaignSlots {
@@ -75,6 +75,12 @@ impl<G: Copy + PartialEq> CampaignSlots<G> {
                 Asked::Queued
             }
         }
+    }
+
+    /// Forgets every holder and everyone in line (their node's process died with its slots).
+    pub(crate) fn clear(&mut self) {
+        self.held = 0;
+        self.queue.clear();
     }
 
     /// The group whose place is `slot` gives its slot back or leaves the line. True if a slot

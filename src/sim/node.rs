@@ -413,7 +413,6 @@ impl HostDisk {
 #[derive(Debug)]
 pub(crate) struct CampaignPool {
     slots: CampaignSlots<usize>,
-    limit: usize,
     /// Each group's place in line.
     places: std::collections::BTreeMap<usize, Slot>,
     /// Groups granted a slot while they waited: the world turns them so they take it.
@@ -427,7 +426,6 @@ impl CampaignPool {
     pub(crate) fn new(slots: usize) -> CampaignPool {
         CampaignPool {
             slots: CampaignSlots::new(slots),
-            limit: slots,
             places: std::collections::BTreeMap::new(),
             granted: Vec::new(),
             waits: 0,
@@ -459,7 +457,7 @@ impl CampaignPool {
 
     /// The host's process died: its router, and every slot and place in line, with it.
     pub(crate) fn reset(&mut self) {
-        self.slots = CampaignSlots::new(self.limit);
+        self.slots.clear();
         self.places.clear();
         self.granted.clear();
     }

@@ -203,9 +203,10 @@ pub(crate) struct SlowCalls {
     recent: VecDeque<(std::time::Instant, Duration)>,
     /// Their CPU time together.
     recent_cpu: Duration,
-    /// When this turn's first call started, and the thread's CPU time then: reading the
-    /// thread CPU clock is a system call, so it is read once per turn (and after a call that
-    /// took a millisecond of wall time), not around every call.
+    /// A reading of the thread's CPU time from before this turn's first call (wall instant,
+    /// CPU time): reading the thread CPU clock is a system call, so the groups of a shard
+    /// thread share one reading for up to [`super::clock::THREAD_CPU_MAX_AGE`], and it is
+    /// read again only after a call that took a millisecond of wall time.
     turn: Option<(std::time::Instant, Option<Duration>)>,
 }
 
@@ -235,7 +236,7 @@ impl SlowCalls {
     fn call_starting(&mut self) -> std::time::Instant {
         let now = super::clock::monotonic_now();
         if self.turn.is_none() {
-            self.turn = Some((now, super::clock::thread_cpu_now()));
+            self.turn = Some(super::clock::recent_thread_cpu(now));
         }
         now
     }
@@ -250,9 +251,11 @@ impl SlowCalls {
             wall
         } else {
             match (self.turn, super::clock::thread_cpu_now()) {
-                // CPU time since the turn's first call less the wall time before this call
-                // began (the most the thread computed then): a lower bound of this call's
-                // CPU time, exact for the turn's first call.
+                // CPU time since the reading less the wall time from the reading until this
+                // call began (the most the thread computed then): a lower bound of this
+                // call's CPU time, short by at most the time the thread did not run between
+                // the reading and the call (under `THREAD_CPU_MAX_AGE` for the turn's first
+                // call).
                 (Some((turn_started, Some(turn_cpu))), Some(now)) => now
                     .saturating_sub(turn_cpu)
                     .saturating_sub(started.saturating_duration_since(turn_started)),

@@ -42,6 +42,10 @@ pub struct Config {
     pub trailing_logs: u64,
     /// How often (randomised up to twice) to check whether to take an automatic snapshot.
     /// Default 120 s; at least 5 ms.
+    ///
+    /// Unlike hashicorp, which keeps its log in the log store, a node holds every entry since
+    /// its last snapshot in memory (170 bytes or more per 64-byte entry): under a sustained high
+    /// write rate, a shorter interval bounds that memory (docs/ARCHITECTURE.md §13).
     pub snapshot_interval: Duration,
     /// Log entries since the latest snapshot that trigger an automatic snapshot. Default 8192.
     pub snapshot_threshold: u64,

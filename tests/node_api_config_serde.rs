@@ -21,6 +21,7 @@ fn durations_are_milliseconds_or_go_strings() {
             "snapshot_interval": "2m30s",
             "leader_lease_timeout": "250ms",
             "trailing_logs": 100,
+            "snapshot_memory_threshold": 0,
             "pre_vote_disabled": true,
             "shard_cpu": 1,
             "apply_placement": "own_thread"
@@ -32,6 +33,7 @@ fn durations_are_milliseconds_or_go_strings() {
     assert_eq!(c.snapshot_interval, Duration::from_secs(150));
     assert_eq!(c.leader_lease_timeout, Duration::from_millis(250));
     assert_eq!(c.trailing_logs, 100);
+    assert_eq!(c.snapshot_memory_threshold, 0);
     assert!(c.pre_vote_disabled);
     assert_eq!(c.shard_cpu, Some(1));
     assert_eq!(c.apply_placement, ringraft::ApplyPlacement::OwnThread);

@@ -120,6 +120,70 @@ fn automatic_snapshots_happen_past_the_threshold() {
 }
 
 #[test]
+fn a_full_log_in_memory_starts_a_snapshot_before_the_next_check() {
+    // The periodic check is an hour away: only the memory threshold can start a snapshot.
+    fn config(id: NodeId, memory: u64) -> Config {
+        let mut c = node_support::test_config(id);
+        c.snapshot_threshold = 20;
+        c.snapshot_interval = Duration::from_secs(3600);
+        c.snapshot_memory_threshold = memory;
+        c.trailing_logs = 5;
+        c
+    }
+    fn on(id: NodeId) -> Config {
+        config(id, 32 << 10)
+    }
+    fn off(id: NodeId) -> Config {
+        config(id, 0)
+    }
+    use ringraft_storage::SnapshotStore;
+    let payload = |i: usize| Bytes::from(vec![b'0' + (i % 10) as u8; 1024]);
+    // 40 entries of 1 KiB pass 32 KiB of log held in memory and the 20-entry threshold.
+    let cluster = TestCluster::with_config(1, on);
+    let raft = cluster.raft(cluster.wait_leader());
+    for i in 0..40 {
+        raft.apply(payload(i), T).wait().expect("apply");
+    }
+    wait_until("a snapshot started by the log's memory", || {
+        cluster.stores[0]
+            .snapshots
+            .list()
+            .is_ok_and(|l| l.first().is_some_and(|m| m.last.index >= Index(20)))
+    });
+    // Compacted behind it, keeping the trailing entries.
+    wait_until("the log compacted", || {
+        raft.stats()
+            .get("last_snapshot_index")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|i| i >= 20)
+    });
+
+    // Off (0), or below the entry threshold, nothing starts before the check.
+    type Configure = fn(NodeId) -> Config;
+    let cases: [(&str, Configure, usize); 2] = [("off", off, 40), ("on", on, 15)];
+    for (memory, configure, writes) in cases {
+        let cluster = TestCluster::with_config(1, configure);
+        let raft = cluster.raft(cluster.wait_leader());
+        for i in 0..writes {
+            raft.apply(payload(i), T).wait().expect("apply");
+        }
+        // Turns enough for a snapshot to have started and been written.
+        for _ in 0..20 {
+            raft.barrier(T).wait().expect("barrier");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            cluster.stores[0]
+                .snapshots
+                .list()
+                .expect("list snapshots")
+                .is_empty(),
+            "memory threshold {memory} with {writes} writes took a snapshot"
+        );
+    }
+}
+
+#[test]
 fn shutdown_is_idempotent_and_later_requests_fail_with_shutdown() {
     let cluster = TestCluster::new(1);
     let raft = cluster.raft(cluster.wait_leader()).clone();

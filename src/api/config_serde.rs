@@ -81,6 +81,7 @@ struct Raw {
     #[serde(default, deserialize_with = "duration")]
     snapshot_interval: Option<Duration>,
     snapshot_threshold: Option<u64>,
+    snapshot_memory_threshold: Option<u64>,
     #[serde(default, deserialize_with = "duration")]
     leader_lease_timeout: Option<Duration>,
     no_snapshot_restore_on_start: Option<bool>,
@@ -115,6 +116,7 @@ impl<'de> Deserialize<'de> for Config {
             trailing_logs,
             snapshot_interval,
             snapshot_threshold,
+            snapshot_memory_threshold,
             leader_lease_timeout,
             no_snapshot_restore_on_start,
             pre_vote_disabled,

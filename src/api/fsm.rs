@@ -18,6 +18,12 @@ pub trait Fsm: Send + 'static {
     /// Applies a committed command entry (`entry.kind` is `EntryKind::Command`); the result
     /// becomes the response of the `apply` that proposed it. Must be deterministic: every
     /// replica applies the same entries in the same order. Errors belong in the response.
+    ///
+    /// `entry.data` is a reference-counted view of the buffer the entry arrived in, not a copy:
+    /// on a follower, of the network read that brought it, which it shares with the entries and
+    /// messages read with it. Keeping a slice of it (a key or value in a map, say) keeps that
+    /// whole buffer alive for as long; copy what the state keeps for long
+    /// (`Bytes::copy_from_slice`) unless that memory does not matter.
     fn apply(&mut self, entry: &Entry) -> Bytes;
 
     /// Applies consecutive committed command entries at once (hashicorp's `BatchingFSM`),

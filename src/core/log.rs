@@ -25,18 +25,40 @@ pub struct RaftLog {
     durable: Index,
     /// Outstanding persist batches: (seq, last index of the log once that batch is durable).
     pending: VecDeque<(u64, Index)>,
+    /// Memory the held entries take: [`held_size`] of each.
+    held_bytes: u64,
+}
+
+/// What one held entry costs in memory, as [`RaftLog::held_bytes`] counts it: its `Entry`
+/// (whose payloads are reference-counted buffers) plus its payload and extensions.
+pub fn held_size(entry: &Entry) -> u64 {
+    (std::mem::size_of::<Entry>() + entry.data.len() + entry.extensions.len()) as u64
 }
 
 impl RaftLog {
     /// A log holding `entries`, which follow `prev` consecutively and are already durable.
     pub fn new(prev: LogId, entries: Vec<Entry>) -> RaftLog {
         let durable = prev.index.plus(entries.len() as u64);
+        let held_bytes = entries.iter().map(held_size).sum();
         RaftLog {
             prev,
             entries: entries.into(),
             durable,
             pending: VecDeque::new(),
+            held_bytes,
         }
+    }
+
+    /// Memory the held entries take (sizes of their `Entry` values and payloads): what a
+    /// compaction can give back (ARCHITECTURE §13).
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Drops the first `n` held entries.
+    fn drop_front(&mut self, n: usize) {
+        let dropped: u64 = self.entries.drain(..n).map(|e| held_size(&e)).sum();
+        self.held_bytes -= dropped;
     }
 
     /// The compaction point: entries at or below it are not held.
@@ -121,6 +143,7 @@ impl RaftLog {
                 entry.id.term >= self.last_log_id().term,
                 "log terms must not decrease"
             );
+            self.held_bytes += held_size(&entry);
             self.entries.push_back(entry);
         }
     }
@@ -139,6 +162,8 @@ impl RaftLog {
             "cannot truncate at or below the compaction point"
         );
         let keep = (from.0 - self.prev.index.0 - 1) as usize;
+        let dropped: u64 = self.entries.iter().skip(keep).map(held_size).sum();
+        self.held_bytes -= dropped;
         self.entries.truncate(keep);
         let cap = from.prev();
         self.durable = self.durable.min(cap);
@@ -157,10 +182,11 @@ impl RaftLog {
         }
         if self.term_at(id.index) == Some(id.term) {
             let drop = (id.index.0 - self.prev.index.0) as usize;
-            self.entries.drain(..drop);
+            self.drop_front(drop);
             self.durable = self.durable.max(id.index);
         } else {
             self.entries.clear();
+            self.held_bytes = 0;
             self.durable = id.index;
             for (_, claimed) in self.pending.iter_mut() {
                 *claimed = (*claimed).min(id.index);
@@ -174,7 +200,7 @@ impl RaftLog {
     #[cfg(feature = "sim")]
     pub fn force_prev(&mut self, id: LogId) {
         let drop = ((id.index.0 - self.prev.index.0) as usize).min(self.entries.len());
-        self.entries.drain(..drop);
+        self.drop_front(drop);
         self.prev = id;
         self.durable = self.durable.max(id.index);
     }
@@ -310,6 +336,42 @@ mod tests {
         assert!(!log.is_up_to_date(LogId::new(Term(4), Index(5))));
         assert_eq!(log.term_at(Index(0)), Some(Term(0)));
         assert_eq!(log.term_at(Index(7)), None);
+    }
+
+    #[test]
+    fn held_bytes_follow_appends_truncations_and_compactions() {
+        let entry = |index: u64, len: usize| {
+            Entry::new(
+                LogId::new(Term(1), Index(index)),
+                EntryKind::Command,
+                Bytes::from(vec![7u8; len]),
+            )
+        };
+        let size = std::mem::size_of::<Entry>() as u64;
+        let mut log = RaftLog::new(LogId::default(), vec![entry(1, 10), entry(2, 20)]);
+        assert_eq!(log.held_bytes(), 2 * size + 30);
+        let mut with_extensions = entry(3, 30);
+        with_extensions.extensions = Bytes::from_static(b"ext");
+        log.append([with_extensions, entry(4, 40)]);
+        assert_eq!(log.held_bytes(), 4 * size + 103);
+        log.truncate_from(Index(4));
+        assert_eq!(log.held_bytes(), 3 * size + 63);
+        log.compact_through(LogId::new(Term(1), Index(2)));
+        assert_eq!(log.held_bytes(), size + 33);
+        // A conflicting snapshot discards everything.
+        log.compact_through(LogId::new(Term(2), Index(3)));
+        assert_eq!(log.held_bytes(), 0);
+        log.append([Entry::new(
+            LogId::new(Term(2), Index(4)),
+            EntryKind::Noop,
+            Bytes::new(),
+        )]);
+        assert_eq!(log.held_bytes(), size);
+        assert_eq!(
+            log.held_bytes(),
+            log.iter().map(held_size).sum::<u64>(),
+            "the running count matches a recount"
+        );
     }
 
     #[test]

@@ -589,6 +589,8 @@ impl Shard {
         if now >= self.next_snapshot_check {
             self.schedule_snapshot_check(now);
             self.maybe_automatic_snapshot();
+        } else if self.log_memory_full() {
+            self.maybe_automatic_snapshot();
         }
         self.perform_effects(now);
         self.settle_campaign_slot(now);

@@ -14,6 +14,13 @@ impl Shard {
         self.next_snapshot_check = now.plus_nanos(interval + jitter);
     }
 
+    /// Whether the log held in memory reached `snapshot_memory_threshold` (and no snapshot is
+    /// being taken): an automatic snapshot need not wait for the next check (ARCHITECTURE §13).
+    pub(super) fn log_memory_full(&self) -> bool {
+        let limit = self.config.snapshot_memory_threshold;
+        limit != 0 && !self.snapshot_in_progress && self.core.log().held_bytes() >= limit
+    }
+
     pub(super) fn maybe_automatic_snapshot(&mut self) {
         let last = self.core.log().last_index();
         let snapshot = self.snapshot_index();

@@ -273,3 +273,76 @@ fn a_promotion_that_comes_due_while_a_restore_is_staged_waits_for_it() {
     assert!(c.core(N1).latest_configuration().1.is_voter(N4));
     assert_eq!(state(&c, N4), state(&c, N1));
 }
+
+#[test]
+fn a_staged_restore_s_late_completion_does_not_complete_a_snapshot_ending_at_the_same_entry() {
+    use ringraft::core::{Core, CoreConfig, Effect, Input, Time};
+    use ringraft_net::message::{InstallSnapshot, Message};
+    use ringraft_storage::{Configuration, SnapshotMeta};
+
+    // A leader applies a user restore at i10 and at once snapshots its state there: a follower
+    // may be sent the restore to stage, then (its log behind the leader's compaction) the
+    // leader's own snapshot, both ending at t1/i10. The glue stores chunks in order, so the
+    // staged transfer's last chunk can be reported after the second transfer began
+    // (simulator, seed 15441: the follower then restored a snapshot it had not stored).
+    let configuration = Configuration::voters_with_default_addresses([N1, N2, N3]);
+    let state = Core::bootstrap_state(&configuration).expect("bootstrap");
+    let mut core = Core::new(CoreConfig::new(N1), state, Time(0)).expect("core");
+    let last = LogId::new(Term(1), Index(10));
+    let chunk = |id: &str, stage: bool| {
+        Input::Message(Message {
+            from: N2,
+            to: N1,
+            term: Term(1),
+            body: Body::InstallSnapshot(InstallSnapshot {
+                meta: SnapshotMeta {
+                    id: id.into(),
+                    last,
+                    configuration: configuration.clone(),
+                    configuration_index: Index(1),
+                    size: 4,
+                },
+                offset: 0,
+                data: Bytes::from_static(b"snap"),
+                done: true,
+                stage,
+                round: 1,
+            }),
+        })
+    };
+    let written = |stage: bool| Input::SnapshotChunkWritten {
+        snapshot: last,
+        stage,
+        next_offset: 4,
+        done: true,
+    };
+    let restores = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::RestoreSnapshot { meta } => Some(meta.id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let now = Time(1_000_000);
+    core.step(now, chunk("restore-to-stage", true));
+    let staged: Vec<Effect> = core.take_effects();
+    assert!(
+        staged
+            .iter()
+            .any(|e| matches!(e, Effect::WriteSnapshotChunk { stage: true, .. })),
+        "{staged:?}"
+    );
+    core.step(now, chunk("leaders-own", false));
+    let _ = core.take_effects();
+    core.step(now, written(true));
+    let late = core.take_effects();
+    assert!(
+        restores(&late).is_empty(),
+        "the staged transfer's completion installed the other snapshot: {late:?}"
+    );
+    core.step(now, written(false));
+    let installed = core.take_effects();
+    assert_eq!(restores(&installed), vec!["leaders-own".to_string()]);
+}

@@ -184,6 +184,65 @@ fn a_full_log_in_memory_starts_a_snapshot_before_the_next_check() {
 }
 
 #[test]
+fn a_snapshot_the_log_s_memory_started_is_not_retried_every_turn_when_it_fails() {
+    use ringraft::{Fsm, FsmError, FsmSnapshot, Raft};
+    use ringraft_storage::{Entry, InmemSnapshotStore, InmemStore};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Applies nothing of note; every snapshot fails, and is counted.
+    struct Unsnapshottable(Arc<AtomicUsize>);
+    impl Fsm for Unsnapshottable {
+        fn apply(&mut self, _entry: &Entry) -> Bytes {
+            Bytes::new()
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err("this state machine cannot snapshot".into())
+        }
+        fn restore(&mut self, _snapshot: &mut dyn std::io::Read) -> Result<(), FsmError> {
+            Ok(())
+        }
+    }
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut config = node_support::test_config(NodeId(1));
+    config.snapshot_threshold = 20;
+    config.snapshot_interval = Duration::from_secs(3600);
+    config.snapshot_memory_threshold = 32 << 10;
+    let log = InmemStore::new();
+    let net = ringraft_net::memory::MemNetwork::new();
+    let raft = Raft::new(
+        config,
+        Unsnapshottable(attempts.clone()),
+        log.clone(),
+        log,
+        InmemSnapshotStore::new(),
+        net.transport(NodeId(1)),
+    )
+    .expect("start");
+    let configuration = Configuration::new(vec![ringraft_storage::Server::voter(NodeId(1), "n1")]);
+    raft.bootstrap_cluster(configuration)
+        .wait()
+        .expect("bootstrap");
+    wait_until("leadership", || raft.state() == RaftState::Leader);
+    // 60 entries of 1 KiB: past 32 KiB at about the 30th, then 20 entries more, twice.
+    for i in 0..60 {
+        raft.apply(Bytes::from(vec![b'a' + (i % 26) as u8; 1024]), T)
+            .wait()
+            .expect("apply");
+        raft.barrier(T).wait().expect("barrier");
+    }
+    let tried = attempts.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&tried),
+        "a failing snapshot started by memory is retried once per 20 entries, not per turn: \
+         {tried} attempts"
+    );
+    raft.shutdown().wait().expect("shutdown");
+}
+
+#[test]
 fn shutdown_is_idempotent_and_later_requests_fail_with_shutdown() {
     let cluster = TestCluster::new(1);
     let raft = cluster.raft(cluster.wait_leader()).clone();

@@ -58,7 +58,8 @@ pub struct Config {
     /// holds every entry since its last compaction in memory (docs/ARCHITECTURE.md §13), so
     /// under a sustained write rate the periodic checks alone would let that memory grow for
     /// up to twice `snapshot_interval` (about 5 GB at 300 k writes/s of 64 bytes). The
-    /// snapshot's compaction keeps `trailing_logs` entries as usual.
+    /// snapshot's compaction keeps `trailing_logs` entries as usual; one that fails is tried
+    /// again `snapshot_threshold` entries later.
     pub snapshot_memory_threshold: u64,
     /// A leader that cannot reach a quorum for this long steps down. Default 500 ms; at least
     /// 5 ms and at most `heartbeat_timeout`.

@@ -274,9 +274,10 @@ impl Core {
             } => self.snapshot_chunk_read(peer, snapshot, offset, data, done),
             Input::SnapshotChunkWritten {
                 snapshot,
+                stage,
                 next_offset,
                 done,
-            } => self.snapshot_chunk_written(snapshot, next_offset, done),
+            } => self.snapshot_chunk_written(snapshot, stage, next_offset, done),
             Input::UserRestore { token } => self.user_restore(token),
             Input::RestoreStaged { token, meta } => self.restore_staged(token, meta),
             Input::RestoreStageFailed { token } => self.restore_stage_failed(token),

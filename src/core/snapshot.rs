@@ -278,11 +278,20 @@ impl Core {
     }
 
     /// Follower: the glue stored a chunk.
-    pub(super) fn snapshot_chunk_written(&mut self, snapshot: LogId, next_offset: u64, done: bool) {
+    pub(super) fn snapshot_chunk_written(
+        &mut self,
+        snapshot: LogId,
+        stage: bool,
+        next_offset: u64,
+        done: bool,
+    ) {
         let Some(r) = self.receiving.as_mut() else {
             return;
         };
-        if r.meta.last != snapshot {
+        // A staged restore and the leader's own snapshot can end at the same entry (the leader
+        // snapshots right after applying the restore): a chunk of the transfer this one
+        // replaced must not complete it (simulator, seed 15441).
+        if r.meta.last != snapshot || r.stage != stage {
             return;
         }
         r.next_offset = next_offset;

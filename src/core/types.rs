@@ -126,6 +126,9 @@ pub enum Input {
     SnapshotChunkWritten {
         /// The snapshot's last entry.
         snapshot: LogId,
+        /// Whether it was a restore being staged (as in its `WriteSnapshotChunk`): a staged
+        /// restore and the leader's own snapshot may end at the same entry.
+        stage: bool,
         /// The offset after the chunk.
         next_offset: u64,
         /// True once the snapshot is complete and durable.

@@ -278,6 +278,7 @@ impl Cluster {
                         }
                         let input = Input::SnapshotChunkWritten {
                             snapshot: meta.last,
+                            stage,
                             next_offset,
                             done,
                         };

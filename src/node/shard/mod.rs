@@ -116,6 +116,10 @@ pub(crate) struct Shard {
     snapshot_in_progress: bool,
     snapshot_waiters: Vec<Sender<Result<SnapshotMeta, TakeSnapshotError>>>,
     next_snapshot_check: Time,
+    /// The last index when the log's memory last started a snapshot: it starts none again
+    /// before `snapshot_threshold` more entries, so a snapshot that fails (or finds nothing
+    /// new applied) is not retried every turn.
+    memory_snapshot_at: Index,
     configuration_dirty: bool,
     /// While leading (and observed): when each peer was last heard from, and whether a
     /// heartbeat failure was reported for it; `leading_since` (the election, or when observing
@@ -329,6 +333,7 @@ impl Shard {
             snapshot_in_progress: false,
             snapshot_waiters: Vec::new(),
             next_snapshot_check: Time(0),
+            memory_snapshot_at: Index(0),
             configuration_dirty: true,
             peer_contact: BTreeMap::new(),
             leading_since: Time(0),
@@ -590,7 +595,8 @@ impl Shard {
             self.schedule_snapshot_check(now);
             self.maybe_automatic_snapshot();
         } else if self.log_memory_full() {
-            self.maybe_automatic_snapshot();
+            self.memory_snapshot_at = self.core.log().last_index();
+            self.start_snapshot(None);
         }
         self.perform_effects(now);
         self.settle_campaign_slot(now);

@@ -772,6 +772,7 @@ impl Worker {
         };
         ShardEvent::Core(Box::new(Input::SnapshotChunkWritten {
             snapshot: meta.last,
+            stage,
             next_offset,
             done,
         }))

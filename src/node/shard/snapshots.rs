@@ -14,11 +14,19 @@ impl Shard {
         self.next_snapshot_check = now.plus_nanos(interval + jitter);
     }
 
-    /// Whether the log held in memory reached `snapshot_memory_threshold` (and no snapshot is
-    /// being taken): an automatic snapshot need not wait for the next check (ARCHITECTURE §13).
+    /// Whether an automatic snapshot should start before the next check because the log held
+    /// in memory reached `snapshot_memory_threshold` (ARCHITECTURE §13): no snapshot is being
+    /// taken, `snapshot_threshold` entries were written since the last one, and as many since
+    /// the memory last started one.
     pub(super) fn log_memory_full(&self) -> bool {
         let limit = self.config.snapshot_memory_threshold;
-        limit != 0 && !self.snapshot_in_progress && self.core.log().held_bytes() >= limit
+        if limit == 0 || self.snapshot_in_progress || self.core.log().held_bytes() < limit {
+            return false;
+        }
+        let last = self.core.log().last_index().0;
+        let threshold = self.config.snapshot_threshold;
+        last.saturating_sub(self.snapshot_index().0) >= threshold
+            && last.saturating_sub(self.memory_snapshot_at.0) >= threshold
     }
 
     pub(super) fn maybe_automatic_snapshot(&mut self) {

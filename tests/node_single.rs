@@ -130,6 +130,21 @@ fn memory_config(id: NodeId, memory: u64, trailing_logs: u64) -> Config {
     c
 }
 
+/// Applies commands `range`, each of `bytes` bytes.
+fn write(raft: &ringraft::Raft, range: std::ops::Range<usize>, bytes: usize) {
+    for i in range {
+        let command = Bytes::from(vec![b'0' + (i % 10) as u8; bytes]);
+        raft.apply(command, T).wait().expect("apply");
+    }
+}
+
+/// The last index of the node's newest stored snapshot.
+fn newest_snapshot(cluster: &TestCluster) -> Option<Index> {
+    use ringraft_storage::SnapshotStore;
+    let list = cluster.stores[0].snapshots.list().expect("list snapshots");
+    list.first().map(|m| m.last.index)
+}
+
 #[test]
 fn a_full_log_in_memory_starts_a_snapshot_before_the_next_check() {
     fn on(id: NodeId) -> Config {
@@ -138,19 +153,12 @@ fn a_full_log_in_memory_starts_a_snapshot_before_the_next_check() {
     fn off(id: NodeId) -> Config {
         memory_config(id, 0, 5)
     }
-    use ringraft_storage::SnapshotStore;
-    let payload = |i: usize| Bytes::from(vec![b'0' + (i % 10) as u8; 1024]);
     // 40 entries of 1 KiB pass 32 KiB of log held in memory and the 20-entry threshold.
     let cluster = TestCluster::with_config(1, on);
     let raft = cluster.raft(cluster.wait_leader());
-    for i in 0..40 {
-        raft.apply(payload(i), T).wait().expect("apply");
-    }
+    write(raft, 0..40, 1024);
     wait_until("a snapshot started by the log's memory", || {
-        cluster.stores[0]
-            .snapshots
-            .list()
-            .is_ok_and(|l| l.first().is_some_and(|m| m.last.index >= Index(20)))
+        newest_snapshot(&cluster).is_some_and(|i| i >= Index(20))
     });
     // Compacted behind it, keeping the trailing entries.
     wait_until("the log compacted", || {
@@ -160,39 +168,31 @@ fn a_full_log_in_memory_starts_a_snapshot_before_the_next_check() {
             .is_some_and(|i| i >= 20)
     });
 
-    let no_snapshot = |cluster: &TestCluster, what: &str| {
-        // A snapshot would have started in the turn that applied the last write.
-        std::thread::sleep(Duration::from_millis(100));
-        let list = cluster.stores[0].snapshots.list().expect("list snapshots");
-        assert!(list.is_empty(), "{what}: {list:?}");
-    };
+    // A snapshot would have started in the turn that applied the last write.
+    let settle = || std::thread::sleep(Duration::from_millis(100));
     // Off (0): nothing starts before the check, however large the log.
     let cluster = TestCluster::with_config(1, off);
-    let raft = cluster.raft(cluster.wait_leader());
-    for i in 0..40 {
-        raft.apply(payload(i), T).wait().expect("apply");
-    }
-    no_snapshot(&cluster, "a threshold of 0 started a snapshot");
+    write(cluster.raft(cluster.wait_leader()), 0..40, 1024);
+    settle();
+    assert_eq!(
+        newest_snapshot(&cluster),
+        None,
+        "a threshold of 0 started one"
+    );
 
     // On, past 32 KiB but short of `snapshot_threshold` entries: nothing yet; past both, one.
     let cluster = TestCluster::with_config(1, on);
     let raft = cluster.raft(cluster.wait_leader());
-    let large = |i: usize| Bytes::from(vec![b'0' + (i % 10) as u8; 4096]);
-    for i in 0..12 {
-        raft.apply(large(i), T).wait().expect("apply");
-    }
-    no_snapshot(
-        &cluster,
-        "48 KiB in 14 entries, under the 20-entry threshold",
+    write(raft, 0..12, 4096);
+    settle();
+    assert_eq!(
+        newest_snapshot(&cluster),
+        None,
+        "48 KiB in 14 entries, under the 20-entry threshold"
     );
-    for i in 12..20 {
-        raft.apply(large(i), T).wait().expect("apply");
-    }
+    write(raft, 12..20, 4096);
     wait_until("a snapshot once the entry threshold is met too", || {
-        cluster.stores[0]
-            .snapshots
-            .list()
-            .is_ok_and(|l| !l.is_empty())
+        newest_snapshot(&cluster).is_some()
     });
 }
 
@@ -204,45 +204,28 @@ fn the_log_s_memory_waits_for_the_entry_threshold_after_any_snapshot() {
     fn config(id: NodeId) -> Config {
         memory_config(id, 32 << 10, 1000)
     }
-    use ringraft_storage::SnapshotStore;
     let cluster = TestCluster::with_config(1, config);
     let raft = cluster.raft(cluster.wait_leader());
-    let large = |i: usize| Bytes::from(vec![b'0' + (i % 10) as u8; 4096]);
-    for i in 0..10 {
-        raft.apply(large(i), T).wait().expect("apply");
-    }
+    write(raft, 0..10, 4096);
     let user = raft.snapshot().wait().expect("a user snapshot");
     // 10 entries more: 22 since the start, 10 since the user's snapshot, 80 KiB held.
-    for i in 10..20 {
-        raft.apply(large(i), T).wait().expect("apply");
-    }
+    write(raft, 10..20, 4096);
     std::thread::sleep(Duration::from_millis(100));
-    let newest = cluster.stores[0]
-        .snapshots
-        .list()
-        .expect("list snapshots")
-        .first()
-        .map(|m| m.last.index);
     assert_eq!(
-        newest,
+        newest_snapshot(&cluster),
         Some(user.last.index),
         "no snapshot after the user's yet"
     );
-    for i in 20..30 {
-        raft.apply(large(i), T).wait().expect("apply");
-    }
+    write(raft, 20..30, 4096);
     wait_until("a snapshot 20 entries after the user's", || {
-        cluster.stores[0]
-            .snapshots
-            .list()
-            .is_ok_and(|l| l.first().is_some_and(|m| m.last.index > user.last.index))
+        newest_snapshot(&cluster).is_some_and(|i| i > user.last.index)
     });
 }
 
 #[test]
 fn a_snapshot_the_log_s_memory_started_is_not_retried_every_turn_when_it_fails() {
-    use ringraft::{Fsm, FsmError, FsmSnapshot, Raft};
-    use ringraft_storage::{Entry, InmemSnapshotStore, InmemStore};
+    use ringraft::{Fsm, FsmError, FsmSnapshot};
+    use ringraft_storage::{Entry, InmemSnapshotStore};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -262,23 +245,11 @@ fn a_snapshot_the_log_s_memory_started_is_not_retried_every_turn_when_it_fails()
     }
 
     let attempts = Arc::new(AtomicUsize::new(0));
-    let config = memory_config(NodeId(1), 32 << 10, 10_240);
-    let log = InmemStore::new();
-    let net = ringraft_net::memory::MemNetwork::new();
-    let raft = Raft::new(
-        config,
+    let raft = node_support::start_single_with(
+        memory_config(NodeId(1), 32 << 10, 10_240),
         Unsnapshottable(attempts.clone()),
-        log.clone(),
-        log,
         InmemSnapshotStore::new(),
-        net.transport(NodeId(1)),
-    )
-    .expect("start");
-    let configuration = Configuration::new(vec![ringraft_storage::Server::voter(NodeId(1), "n1")]);
-    raft.bootstrap_cluster(configuration)
-        .wait()
-        .expect("bootstrap");
-    wait_until("leadership", || raft.state() == RaftState::Leader);
+    );
     // 60 commands of 1 KiB, each followed by a barrier (an entry too): the log passes 32 KiB
     // near its 57th entry and ends near its 122nd, so about 4 attempts, one per 20 entries.
     // Retried every turn instead, it made 66.

@@ -105,10 +105,19 @@ pub fn start_single(
     fsm: impl Fsm,
     snapshots: impl ringraft_storage::SnapshotStore + 'static,
 ) -> Raft {
+    start_single_with(test_config(NodeId(1)), fsm, snapshots)
+}
+
+/// [`start_single`] with `config` (its `local_id` must be 1).
+pub fn start_single_with(
+    config: Config,
+    fsm: impl Fsm,
+    snapshots: impl ringraft_storage::SnapshotStore + 'static,
+) -> Raft {
     let net = MemNetwork::new();
     let log = InmemStore::new();
     let raft = Raft::new(
-        test_config(NodeId(1)),
+        config,
         fsm,
         log.clone(),
         log,

@@ -457,6 +457,80 @@ impl State {
         at
     }
 
+    /// Stages a prefix of `entries` (of the group in `slot`; contiguous and within the size
+    /// limit, as `append` checked) as records with one reservation in the chunk being filled:
+    /// as many as fit in it (at least one, starting the next segment if the first does not)
+    /// and together under `max_payload` bytes of payload (at least one). Each is checksummed
+    /// as it is encoded, three interleaved (`crate::crc`), and indexed. Returns how many were
+    /// staged and their payload bytes.
+    ///
+    /// The same bytes as [`State::stage_unchecked`] record by record (the record format,
+    /// checked by `staged_records_are_the_record_format_byte_for_byte`); what it saves is per
+    /// record: the room check, the reservation, the list of checksums still to compute.
+    fn stage_entries(
+        &mut self,
+        config: &WalConfig,
+        slot: u32,
+        entries: &[Entry],
+        max_payload: usize,
+    ) -> (usize, usize) {
+        let Some(first) = entries.first() else {
+            return (0, 0);
+        };
+        self.room_for(encoded_len(first.payload_len()), config);
+        let capacity = self.stage.capacity;
+        let last = self.stage.chunks.len() - 1;
+        let chunk = &mut self.stage.chunks[last];
+        let room = capacity.saturating_sub(chunk.end() + COMMIT_RECORD_SIZE as u64);
+        let (mut count, mut total, mut payload) = (0usize, 0usize, 0usize);
+        for entry in entries {
+            let len = encoded_len(entry.payload_len());
+            if count > 0 && ((total + len) as u64 > room || payload >= max_payload) {
+                break;
+            }
+            count += 1;
+            total += len;
+            payload += entry.payload_len();
+        }
+        let group = &mut self.groups[slot as usize];
+        let id = group.id;
+        let segment = chunk.segment;
+        // Segments are at most 4 GiB (checked by `WalConfig::validate`).
+        let base = chunk.end() as u32;
+        let out = chunk.buf.reserve_tail(total);
+        let mut at = 0usize;
+        for three in entries[..count].chunks(3) {
+            let mut spans = [(0usize, 0usize); 3];
+            for (entry, span) in three.iter().zip(&mut spans) {
+                let len = encoded_len(entry.payload_len());
+                encode_into(
+                    &mut out[at..at + len],
+                    id,
+                    entry.kind.code(),
+                    entry.id,
+                    &entry.data,
+                    &entry.extensions,
+                );
+                group.index.push(
+                    entry.id.index,
+                    entry.id.term,
+                    segment,
+                    base + at as u32,
+                    entry.payload_len() as u32,
+                );
+                *span = (at, len);
+                at += len;
+            }
+            let bytes = |(start, len): (usize, usize)| &out[start..start + len];
+            let crcs = crate::crc::crc32c_3(bytes(spans[0]), bytes(spans[1]), bytes(spans[2]));
+            for (&(start, _), crc) in spans.iter().zip(crcs).take(three.len()) {
+                out[start + CRC_FIELD.start..start + CRC_FIELD.end]
+                    .copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        (count, payload)
+    }
+
     /// A record copied byte for byte (checksum included) from elsewhere in the log; returns
     /// its segment and offset.
     fn stage_copy(&mut self, config: &WalConfig, record: &[u8]) -> (u32, u32) {
@@ -812,8 +886,30 @@ fn encode_record(
     data: &[u8],
     extensions: &[u8],
 ) -> (u32, u32) {
+    let len = encoded_len(data.len() + extensions.len());
+    let offset = chunk.end();
+    encode_into(
+        chunk.buf.reserve_tail(len),
+        group,
+        kind,
+        id,
+        data,
+        extensions,
+    );
+    // Segments are at most 4 GiB (checked by `WalConfig::validate`).
+    (chunk.segment, offset as u32)
+}
+
+/// Encodes one record into `out` (exactly its encoded length), the crc field zero.
+fn encode_into(
+    out: &mut [u8],
+    group: GroupId,
+    kind: u8,
+    id: LogId,
+    data: &[u8],
+    extensions: &[u8],
+) {
     let size = data.len() + extensions.len();
-    let len = encoded_len(size);
     let header = record::RecordHeader {
         length: U32::new(size as u32),
         crc: U32::new(0),
@@ -825,8 +921,6 @@ fn encode_record(
         flags: 0,
         reserved: [0; 2],
     };
-    let offset = chunk.end();
-    let out = chunk.buf.reserve_tail(len);
     let (head, rest) = out.split_at_mut(record::HEADER_SIZE);
     head.copy_from_slice(header.as_bytes());
     let (d, rest) = rest.split_at_mut(data.len());
@@ -840,8 +934,6 @@ fn encode_record(
     if !pad.is_empty() {
         pad.fill(0);
     }
-    // Segments are at most 4 GiB (checked by `WalConfig::validate`).
-    (chunk.segment, offset as u32)
 }
 
 /// Records to decode after the lock is released.
@@ -1069,7 +1161,6 @@ impl LogStore for WalLogStore {
         if entries.is_empty() {
             return Ok(state.group(slot).last_ticket);
         }
-        let group = state.group(slot).id;
         let mut expected = state.group(slot).index.last().next();
         for entry in entries {
             if entry.id.index != expected {
@@ -1089,35 +1180,21 @@ impl LogStore for WalLogStore {
         }
         let ticket = state.ticket_for(slot);
         let mut staged_bytes = 0;
-        for entry in entries {
-            let (segment, offset) = state.stage_unchecked(
-                config,
-                group,
-                entry.kind.code(),
-                entry.id,
-                &entry.data,
-                &entry.extensions,
-            );
-            let payload = entry.payload_len() as u32;
-            state.group_mut(slot).index.push(
-                entry.id.index,
-                entry.id.term,
-                segment,
-                offset,
-                payload,
-            );
-            staged_bytes += payload as usize;
-            if staged_bytes >= STAGE_BYTES_PER_LOCK {
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let (count, payload) =
+                state.stage_entries(config, slot, rest, STAGE_BYTES_PER_LOCK - staged_bytes);
+            rest = &rest[count..];
+            staged_bytes += payload;
+            if staged_bytes >= STAGE_BYTES_PER_LOCK && !rest.is_empty() {
                 // Let a writer that is between batches take what is staged so far.
                 staged_bytes = 0;
-                state.finish_checksums();
                 drop(state);
                 // A writer woken by the unlock would usually lose the lock to us again.
                 std::thread::yield_now();
                 state = self.inner.shared.lock();
             }
         }
-        state.finish_checksums();
         state.stage.ticket = ticket;
         let wake = state.claim_writer_wake();
         drop(state);

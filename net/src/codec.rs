@@ -242,7 +242,7 @@ impl Builder {
                 bytes
             };
             let take = remaining.min(bytes.len());
-            crc = crc32c::crc32c_append(crc, &bytes[..take]);
+            crc = ringraft_storage::crc::crc32c_append(crc, &bytes[..take]);
             remaining -= take;
         }
         header.crc = U32::new(crc);

@@ -448,7 +448,10 @@ impl FrameHeader {
     pub fn compute_crc(&self, checked_body: &[u8]) -> u32 {
         let mut zeroed = *self;
         zeroed.crc = U32::new(0);
-        crc32c::crc32c_append(crc32c::crc32c(zeroed.as_bytes()), checked_body)
+        ringraft_storage::crc::crc32c_append(
+            ringraft_storage::crc::crc32c(zeroed.as_bytes()),
+            checked_body,
+        )
     }
 }
 

@@ -1,10 +1,36 @@
-//! CRC-32C of three buffers at once.
+//! CRC-32C: of one buffer, and of three buffers at once. Every checksum of the record, frame,
+//! segment, stable-file and snapshot formats goes through here (the formats are CRC-32C,
+//! exactly as the `crc32c` crate computes it; the property tests compare).
 //!
 //! The CRC-32C instruction has a latency of three cycles and a throughput of one per cycle,
 //! so one buffer's checksum (each step depends on the previous) uses a third of what the
 //! instruction can do. A WAL batch of small records checksums many short, independent
 //! buffers: interleaving three of them keeps the unit busy (ARCHITECTURE §12, the record
 //! format). Results are exactly `crc32c::crc32c` of each buffer.
+
+/// Below this many bytes one instruction stream beats the `crc32c` crate, whose three
+/// interleaved streams cost a set-up per call (measured on this VM: 104 bytes 5.9 ns against
+/// 10.6 ns, a 40-byte header 3.7 ns against 8.2 ns; even at 512 bytes, 1 KiB the other way).
+const SHORT_MAX: usize = 512;
+
+/// The CRC-32C of `bytes`: exactly `crc32c::crc32c`, faster for the short buffers (record
+/// headers, small records) checksummed once or more per entry.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c_append(0, bytes)
+}
+
+/// The CRC-32C of the bytes whose CRC-32C is `crc` followed by `bytes`: exactly
+/// `crc32c::crc32c_append` (which it calls for long buffers).
+pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if bytes.len() < SHORT_MAX && std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU has SSE 4.2 (checked just above).
+            return unsafe { tail(u64::from(!crc), bytes) };
+        }
+    }
+    crc32c::crc32c_append(crc, bytes)
+}
 
 /// The CRC-32C of `a`, `b` and `c`.
 pub fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
@@ -86,6 +112,16 @@ mod tests {
         ) {
             let got = crc32c_3(&a, &b, &c);
             prop_assert_eq!(got, [crc32c::crc32c(&a), crc32c::crc32c(&b), crc32c::crc32c(&c)]);
+        }
+
+        #[test]
+        fn one_buffer_equals_the_crate(
+            a in proptest::collection::vec(any::<u8>(), 0..1200),
+            b in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            prop_assert_eq!(crc32c(&a), crc32c::crc32c(&a));
+            let seeded = crc32c::crc32c(&a);
+            prop_assert_eq!(crc32c_append(seeded, &b), crc32c::crc32c_append(seeded, &b));
         }
     }
 

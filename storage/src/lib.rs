@@ -37,7 +37,7 @@
 #![deny(missing_docs)]
 
 mod configuration;
-mod crc;
+pub mod crc;
 mod error;
 mod inmem;
 mod log_cache;

@@ -209,7 +209,7 @@ impl RecordRef<'_> {
 fn header_crc(header: &RecordHeader) -> u32 {
     let mut zeroed = *header;
     zeroed.crc = U32::new(0);
-    crc32c::crc32c(zeroed.as_bytes())
+    crate::crc::crc32c(zeroed.as_bytes())
 }
 
 /// The header (checksum included) of the record [`encode_raw`] would write for these fields,
@@ -246,10 +246,10 @@ pub fn record_header(
         reserved: [0; 2],
     };
     let pad = padded_len(size) - size;
-    let mut crc = crc32c::crc32c(header.as_bytes());
-    crc = crc32c::crc32c_append(crc, data);
-    crc = crc32c::crc32c_append(crc, extensions);
-    crc = crc32c::crc32c_append(crc, &ZEROS[..pad]);
+    let mut crc = crate::crc::crc32c(header.as_bytes());
+    crc = crate::crc::crc32c_append(crc, data);
+    crc = crate::crc::crc32c_append(crc, extensions);
+    crc = crate::crc::crc32c_append(crc, &ZEROS[..pad]);
     header.crc = U32::new(crc);
     Ok(header)
 }
@@ -347,7 +347,7 @@ pub fn decode_raw(buf: &[u8], max_entry_bytes: usize) -> Result<RecordRef<'_>, R
         });
     };
     let body = &record[HEADER_SIZE..];
-    let computed = crc32c::crc32c_append(header_crc(&header), body);
+    let computed = crate::crc::crc32c_append(header_crc(&header), body);
     if computed != header.crc.get() {
         return Err(RecordError::ChecksumMismatch {
             stored: header.crc.get(),

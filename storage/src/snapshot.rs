@@ -63,7 +63,7 @@ fn encode_meta(meta: &SnapshotMeta, data_crc: u32) -> Vec<u8> {
     };
     let mut out = vec![META_VERSION];
     to_msgpack(&wire, &mut out);
-    let crc = crc32c::crc32c(&out);
+    let crc = crate::crc::crc32c(&out);
     out.put_u32_le(crc);
     out
 }
@@ -77,7 +77,7 @@ fn decode_meta(id: &str, bytes: &[u8]) -> Result<(SnapshotMeta, u32), SnapshotEr
     let Some((body, crc)) = bytes.split_last_chunk::<4>() else {
         return Err(corrupt("metadata truncated"));
     };
-    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+    if crate::crc::crc32c(body) != u32::from_le_bytes(*crc) {
         return Err(corrupt("metadata checksum mismatch"));
     }
     let Some((&version, fields)) = body.split_first() else {
@@ -277,7 +277,7 @@ impl Write for FileSink {
             .as_mut()
             .ok_or_else(|| io::Error::other("sink closed"))?;
         let n = writer.write(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.crc = crate::crc::crc32c_append(self.crc, &buf[..n]);
         self.meta.size += n as u64;
         Ok(n)
     }
@@ -428,7 +428,7 @@ impl SnapshotStore for FileSnapshotStore {
             if chunk.is_empty() {
                 break;
             }
-            computed = crc32c::crc32c_append(computed, chunk);
+            computed = crate::crc::crc32c_append(computed, chunk);
             size += chunk.len() as u64;
             let n = chunk.len();
             reader.consume(n);

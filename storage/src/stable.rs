@@ -44,7 +44,7 @@ impl Slot {
     fn checksum(&self) -> u32 {
         let mut copy = *self;
         copy.crc = U32::new(0);
-        crc32c::crc32c(copy.as_bytes())
+        crate::crc::crc32c(copy.as_bytes())
     }
 
     fn decode(bytes: &[u8]) -> Option<(u64, HardState)> {

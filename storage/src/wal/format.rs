@@ -123,7 +123,7 @@ impl SegmentHeader {
     fn checksum(&self) -> u32 {
         let mut copy = *self;
         copy.crc = U32::new(0);
-        crc32c::crc32c(copy.as_bytes())
+        crate::crc::crc32c(copy.as_bytes())
     }
 
     /// Parses and verifies the header at the start of `bytes`: `Ok(None)` if it is all zero

@@ -570,7 +570,7 @@ impl State {
             let crcs = match group {
                 [a, b, c] => crate::crc::crc32c_3(bytes(a), bytes(b), bytes(c)),
                 [a, b] => crate::crc::crc32c_3(bytes(a), bytes(b), b""),
-                [a] => [crc32c::crc32c(bytes(a)), 0, 0],
+                [a] => [crate::crc::crc32c(bytes(a)), 0, 0],
                 _ => [0; 3],
             };
             for (&(c, start, _), crc) in group.iter().zip(crcs) {
@@ -871,7 +871,7 @@ fn write_record(
     let out = &mut chunk.buf.as_mut_slice()[start..];
     // CRC-32C of the header with its crc field zero, the body and the padding: exactly
     // what `record::record_header` computes (checked by a test).
-    let crc = crc32c::crc32c(out);
+    let crc = crate::crc::crc32c(out);
     out[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
     at
 }

@@ -103,7 +103,7 @@ pub struct Config {
 pub enum ApplyPlacement {
     /// On the shard thread while the state machine is fast; moved for good to a thread of
     /// its own once it is not: when one call takes 20 ms or more (wall time: blocking I/O), or
-    /// calls that compute 1 ms or more each add up to 20 ms within a second (the thread's CPU
+    /// calls that compute 1 ms or more each add up to 50 ms within a second (the thread's CPU
     /// time, so preemption on a busy machine does not count; the occasional pause of a fast
     /// state machine, such as a hash map doubling, does not add up to it), and before any
     /// restore (restores read whole snapshots).

@@ -3,7 +3,7 @@
 //! ```text
 //! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N] [--warmup N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
-//!               [--shared-thread] [--apply-inline | --apply-thread]
+//!               [--shared-thread] [--apply-inline | --apply-thread] [--client-threads]
 //!               [--groups N [--active M] [--idle-secs SECS] [--restart]]
 //! ```
 //!
@@ -27,6 +27,9 @@
 //!   directory, removed at the end).
 //! - `--shared-thread`: every node's shard loop on one shard thread (`ringraft::ShardHost`)
 //!   instead of a thread each.
+//! - `--client-threads`: each closed-loop client on a thread of its own, blocking in
+//!   `RaftFuture::wait` (which spins briefly while answers come quickly), instead of every
+//!   client as a task on one tokio runtime thread awaiting its futures.
 //! - `--apply-inline`: state machines always on the shard threads
 //!   (`ApplyPlacement::ShardThread`); `--apply-thread`: always on an apply thread each
 //!   (`ApplyPlacement::OwnThread`, hashicorp's layout). Default: `ApplyPlacement::Adaptive`,
@@ -98,6 +101,10 @@ struct Cli {
     /// each.
     #[arg(long)]
     shared_thread: bool,
+    /// Each closed-loop client on a thread of its own, blocking in RaftFuture::wait, instead
+    /// of every client as a task on one tokio runtime awaiting its futures.
+    #[arg(long, conflicts_with = "rate")]
+    client_threads: bool,
     /// State machines always on the shard threads (ApplyPlacement::ShardThread) [default:
     /// ApplyPlacement::Adaptive, on the shard thread while the state machine is fast].
     #[arg(long, conflicts_with = "apply_thread")]
@@ -188,6 +195,7 @@ impl Cli {
                 payload_bytes: self.payload_bytes,
                 rate: self.rate,
                 progress: !self.json,
+                threads: self.client_threads,
             },
             payload_bytes: self.payload_bytes,
             dir: self.dir,

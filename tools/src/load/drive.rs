@@ -71,6 +71,9 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Closed loop: each client on a thread of its own, blocking in `RaftFuture::wait`,
+    /// instead of every client as a task on one runtime thread.
+    pub threads: bool,
 }
 
 /// What a run measured.
@@ -174,6 +177,9 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
         .remaining
         .store(load.ops.unwrap_or(0), Ordering::Relaxed);
     let started = now();
+    if load.threads {
+        return closed_loop_threads(leaders, load, &rt, &counters, started);
+    }
     let histogram = rt.block_on(async {
         let clients: Vec<_> = (0..load.clients)
             .map(|client| {
@@ -233,6 +239,70 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
 /// Most requests the open loop keeps unanswered; beyond it the pacer waits (and the wait
 /// counts in the latency of the requests it delays).
 const OPEN_LOOP_OUTSTANDING_MAX: usize = 1 << 20;
+
+/// [`closed_loop`] with each client on a thread of its own, blocking in `RaftFuture::wait`.
+fn closed_loop_threads(
+    leaders: &[Raft],
+    load: &Load,
+    rt: &tokio::runtime::Runtime,
+    counters: &Arc<Counters>,
+    started: Instant,
+) -> Result<Outcome, String> {
+    let ops_mode = load.ops.is_some();
+    let clients = (0..load.clients)
+        .map(|client| {
+            let (raft, payload_bytes, counters) = (
+                leaders[client % leaders.len()].clone(),
+                load.payload_bytes,
+                counters.clone(),
+            );
+            std::thread::Builder::new()
+                .name("ringraft-load-client".into())
+                .spawn(move || {
+                    let mut h = new_histogram();
+                    let mut seq = 0;
+                    while counters.take_one(ops_mode) {
+                        let cmd = command(client as u64, seq, payload_bytes);
+                        seq += 1;
+                        let t = now();
+                        match raft.apply(cmd, Duration::ZERO).wait() {
+                            Ok(_) => {
+                                h.saturating_record(now().duration_since(t).as_nanos() as u64);
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    counters.active.fetch_add(1, Ordering::Relaxed);
+                    h
+                })
+                .map_err(|e| format!("client thread: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    rt.block_on(progress_until(load, started, counters, |elapsed| {
+        if ops_mode {
+            counters.active.load(Ordering::Relaxed) == load.clients
+        } else {
+            elapsed >= load.duration
+        }
+    }));
+    counters.stop.store(true, Ordering::Relaxed);
+    let mut all = new_histogram();
+    for c in clients {
+        let h = c
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())?;
+        all.add(&h)
+            .map_err(|e| format!("merging histograms: {e}"))?;
+    }
+    Ok(Outcome {
+        histogram: all,
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed_secs: now().duration_since(started).as_secs_f64(),
+    })
+}
 
 fn open_loop(leaders: &[Raft], load: &Load, rate: f64) -> Result<Outcome, String> {
     if !(rate.is_finite() && rate > 0.0) {

@@ -98,6 +98,17 @@ struct Counters {
 }
 
 impl Counters {
+    /// Counts a closed-loop write sent at `sent`: its latency into `h` if `done`, else an
+    /// error.
+    fn record(&self, h: &mut Histogram<u64>, sent: Instant, done: bool) {
+        if done {
+            h.saturating_record(now().duration_since(sent).as_nanos() as u64);
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn take_one(&self, ops_mode: bool) -> bool {
         if self.stop.load(Ordering::Relaxed) {
             return false;
@@ -196,15 +207,8 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
                         let cmd = command(client as u64, seq, payload_bytes);
                         seq += 1;
                         let t = now();
-                        match raft.apply(cmd, Duration::ZERO).await {
-                            Ok(_) => {
-                                h.saturating_record(now().duration_since(t).as_nanos() as u64);
-                                counters.ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                counters.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        let done = raft.apply(cmd, Duration::ZERO).await.is_ok();
+                        counters.record(&mut h, t, done);
                     }
                     counters.active.fetch_add(1, Ordering::Relaxed);
                     h
@@ -261,19 +265,13 @@ fn closed_loop_threads(
                 .spawn(move || {
                     let mut h = new_histogram();
                     let mut seq = 0;
+                    // The async clients' loop (`closed_loop`), waiting instead of awaiting.
                     while counters.take_one(ops_mode) {
                         let cmd = command(client as u64, seq, payload_bytes);
                         seq += 1;
                         let t = now();
-                        match raft.apply(cmd, Duration::ZERO).wait() {
-                            Ok(_) => {
-                                h.saturating_record(now().duration_since(t).as_nanos() as u64);
-                                counters.ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                counters.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        let done = raft.apply(cmd, Duration::ZERO).wait().is_ok();
+                        counters.record(&mut h, t, done);
                     }
                     counters.active.fetch_add(1, Ordering::Relaxed);
                     h

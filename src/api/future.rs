@@ -4,10 +4,10 @@
 //! [`RaftFuture::wait`]. If the node drops the request without answering (it shut down), the
 //! future resolves with the request's "shut down" error: no future can hang.
 //!
-//! A blocking wait spins briefly before it sleeps, when this thread's previous wait was short
-//! and a CPU is left for the other threads (see [`RaftFuture::wait_timeout`]): the answer then costs the shard a store instead of a
-//! wake-up system call, and the waiter no wake-up latency (5–15 µs for a sleeping vCPU on a
-//! VM; an in-memory write is answered in about 5 µs).
+//! A blocking wait spins briefly before it sleeps while this thread's answers come quickly and
+//! a CPU is left for the other threads (see [`RaftFuture::wait_timeout`]): an answer then
+//! costs the shard a store instead of a wake-up system call, and the waiter no wake-up latency
+//! (5–15 µs for a sleeping vCPU on a VM; an in-memory write is answered in about 5 µs).
 
 use std::cell::Cell;
 use std::fmt;

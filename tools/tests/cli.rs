@@ -139,8 +139,33 @@ fn ringraft_load_help_describes_every_option_and_its_default() {
             ("--shared-thread", None),
             ("--apply-inline", None),
             ("--apply-thread", None),
+            ("--client-threads", None),
         ],
     );
+}
+
+/// Clients on threads of their own (blocking waits) write, and every replica applies the same
+/// entries (the tool fails otherwise); the open loop has no closed-loop clients to thread.
+#[test]
+fn ringraft_load_runs_its_clients_on_threads_of_their_own() {
+    let out = succeeds(
+        LOAD,
+        &[
+            "--inmem",
+            "--clients",
+            "3",
+            "--ops",
+            "3000",
+            "--warmup",
+            "300",
+            "--client-threads",
+            "--json",
+        ],
+    );
+    assert!(out.contains("\"ops\":3000"), "{out}");
+    assert!(!out.contains("\"writes_per_sec\":0"), "{out}");
+    let e = fails(LOAD, &["--client-threads", "--rate", "100"]);
+    assert!(e.contains("--rate"), "{e}");
 }
 
 #[test]

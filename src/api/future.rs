@@ -77,8 +77,7 @@ static WAITING: AtomicUsize = AtomicUsize::new(0);
 /// spins in a row ended before the answer came. So a thread whose requests take longer (a
 /// disk's fsync, a busy cluster) stops spinning after a few waits, and starts again once an
 /// answer comes within [`SPIN_MAX`] of the call. One slow answer among quick ones (the
-/// answering thread preempted, say) does not stop it: with that rule, a single in-memory
-/// client fell back to sleeping for stretches and its mean latency tripled.
+/// answering thread preempted, say) does not stop it: it says little about the next.
 fn spin_first() -> bool {
     SPIN_MISSES.with(Cell::get) < MISSES_MAX
 }

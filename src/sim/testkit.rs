@@ -139,6 +139,12 @@ impl Cluster {
             .expect("node is up")
     }
 
+    /// The node's core, to change (panics if it is crashed).
+    pub fn core_mut(&mut self, id: NodeId) -> &mut Core {
+        let i = self.index(id);
+        self.nodes[i].core.as_mut().expect("node is up")
+    }
+
     /// The current time.
     pub fn now(&self) -> Time {
         self.now

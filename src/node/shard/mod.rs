@@ -429,6 +429,7 @@ impl Shard {
         release(&mut self.apply_held);
         self.shared.queue.release_if_empty();
         self.metrics.release_idle_memory();
+        self.core.release_idle_memory();
     }
 
     /// Before the first turn at `now`.

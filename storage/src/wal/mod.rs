@@ -215,9 +215,6 @@ struct Stage {
     touched: Vec<u32>,
     /// Buffers of written batches, reused so that steady-state appends do not allocate.
     free: Vec<AlignedBuf>,
-    /// Entry records staged by the append in progress whose checksum is still to be
-    /// computed: (chunk, start in its buffer, length). See [`State::finish_checksums`].
-    unchecked: Vec<(usize, usize, usize)>,
 }
 
 impl Stage {
@@ -430,33 +427,6 @@ impl State {
         }
     }
 
-    /// Encodes one record in place at the end of the log, its checksum left to
-    /// [`State::finish_checksums`]; returns its segment and offset. The caller has checked
-    /// the payload size against the configuration.
-    ///
-    /// The bytes are copied once, into the buffer the writer hands to the kernel; the checksum
-    /// is then computed in one pass over the whole record (for 64-byte entries, four checksum
-    /// calls (header, data, extensions, padding) cost more than the copy did), three records
-    /// interleaved when an append stages many.
-    fn stage_unchecked(
-        &mut self,
-        config: &WalConfig,
-        group: GroupId,
-        kind: u8,
-        id: LogId,
-        data: &[u8],
-        extensions: &[u8],
-    ) -> (u32, u32) {
-        let len = encoded_len(data.len() + extensions.len());
-        self.room_for(len, config);
-        let last = self.stage.chunks.len() - 1;
-        let chunk = &mut self.stage.chunks[last];
-        let start = chunk.buf.len();
-        let at = encode_record(chunk, group, kind, id, data, extensions);
-        self.stage.unchecked.push((last, start, len));
-        at
-    }
-
     /// Stages a prefix of `entries` (of the group in `slot`; contiguous and within the size
     /// limit, as `append` checked) as records with one reservation in the chunk being filled:
     /// as many as fit in it (at least one, starting the next segment if the first does not)
@@ -464,9 +434,12 @@ impl State {
     /// as it is encoded, three interleaved (`crate::crc`), and indexed. Returns how many were
     /// staged and their payload bytes.
     ///
-    /// The same bytes as [`State::stage_unchecked`] record by record (the record format,
-    /// checked by `staged_records_are_the_record_format_byte_for_byte`); what it saves is per
-    /// record: the room check, the reservation, the list of checksums still to compute.
+    /// The same bytes as [`write_record`] record by record (the record format, checked by
+    /// `staged_records_are_the_record_format_byte_for_byte`). The bytes are copied once, into
+    /// the buffer the writer hands to the kernel, and each checksum is one pass over the whole
+    /// record (for 64-byte entries, four checksum calls (header, data, extensions, padding)
+    /// cost more than the copy did). What staging an append at once saves is per record: the
+    /// room check, the reservation, and a separate pass for the checksums.
     fn stage_entries(
         &mut self,
         config: &WalConfig,
@@ -542,7 +515,9 @@ impl State {
         (chunk.segment, offset as u32)
     }
 
-    /// One record, checksummed at once.
+    /// One record, checksummed at once, at the end of the log (starting the next segment if
+    /// it does not fit); returns its segment and offset. The caller has checked the payload
+    /// size against the configuration.
     fn stage_record(
         &mut self,
         config: &WalConfig,
@@ -552,34 +527,8 @@ impl State {
         data: &[u8],
         extensions: &[u8],
     ) -> (u32, u32) {
-        let at = self.stage_unchecked(config, group, kind, id, data, extensions);
-        self.finish_checksums();
-        at
-    }
-
-    /// Computes and writes the checksums of the records staged by
-    /// [`State::stage_unchecked`], three interleaved at a time (`crate::crc`). Must run
-    /// before the lock is released: the writer takes only finished records.
-    fn finish_checksums(&mut self) {
-        let mut pending = std::mem::take(&mut self.stage.unchecked);
-        for group in pending.chunks(3) {
-            let chunks = &self.stage.chunks;
-            let bytes = |&(c, start, len): &(usize, usize, usize)| -> &[u8] {
-                &chunks[c].buf.as_slice()[start..start + len]
-            };
-            let crcs = match group {
-                [a, b, c] => crate::crc::crc32c_3(bytes(a), bytes(b), bytes(c)),
-                [a, b] => crate::crc::crc32c_3(bytes(a), bytes(b), b""),
-                [a] => [crate::crc::crc32c(bytes(a)), 0, 0],
-                _ => [0; 3],
-            };
-            for (&(c, start, _), crc) in group.iter().zip(crcs) {
-                let field = start + CRC_FIELD.start..start + CRC_FIELD.end;
-                self.stage.chunks[c].buf.as_mut_slice()[field].copy_from_slice(&crc.to_le_bytes());
-            }
-        }
-        pending.clear();
-        self.stage.unchecked = pending;
+        let chunk = self.room_for(encoded_len(data.len() + extensions.len()), config);
+        write_record(chunk, group, kind, id, data, extensions)
     }
 
     fn stage_marker(&mut self, config: &WalConfig, slot: u32, kind: u8, index: Index) -> Ticket {

@@ -485,7 +485,6 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         compacted: false,
         touched: Vec::new(),
         free: Vec::new(),
-        unchecked: Vec::new(),
     };
     // The last segment holds no committed batch: nothing after its header survived.
     let tail_unopened = tail

@@ -97,15 +97,64 @@ struct Counters {
     remaining: AtomicU64,
 }
 
-impl Counters {
-    /// Counts a closed-loop write sent at `sent`: its latency into `h` if `done`, else an
-    /// error.
-    fn record(&self, h: &mut Histogram<u64>, sent: Instant, done: bool) {
+/// One closed-loop client's side of the count: the commands it sends and the latencies it
+/// records, whether it awaits its writes or waits for them.
+struct Client {
+    id: u64,
+    seq: u64,
+    payload_bytes: usize,
+    ops_mode: bool,
+    counters: Arc<Counters>,
+    histogram: Histogram<u64>,
+}
+
+impl Client {
+    fn new(id: usize, load: &Load, counters: &Arc<Counters>) -> Client {
+        Client {
+            id: id as u64,
+            seq: 0,
+            payload_bytes: load.payload_bytes,
+            ops_mode: load.ops.is_some(),
+            counters: counters.clone(),
+            histogram: new_histogram(),
+        }
+    }
+
+    /// The next command, made before the clock starts (as the peers' harnesses do), or
+    /// `None` once the run is over.
+    fn next(&mut self) -> Option<Bytes> {
+        if !self.counters.take_one(self.ops_mode) {
+            return None;
+        }
+        self.seq += 1;
+        Some(command(self.id, self.seq - 1, self.payload_bytes))
+    }
+
+    /// Counts a write sent at `sent`: its latency if `done`, else an error.
+    fn record(&mut self, sent: Instant, done: bool) {
         if done {
-            h.saturating_record(now().duration_since(sent).as_nanos() as u64);
-            self.ok.fetch_add(1, Ordering::Relaxed);
+            let latency = now().duration_since(sent).as_nanos() as u64;
+            self.histogram.saturating_record(latency);
+            self.counters.ok.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The client stopped; its latencies.
+    fn finish(self) -> Histogram<u64> {
+        self.counters.active.fetch_add(1, Ordering::Relaxed);
+        self.histogram
+    }
+}
+
+impl Counters {
+    /// Whether a closed-loop run of `load` is over after `elapsed`.
+    fn closed_loop_over(&self, load: &Load, elapsed: Duration) -> bool {
+        if load.ops.is_some() {
+            self.active.load(Ordering::Relaxed) == load.clients
+        } else {
+            elapsed >= load.duration
         }
     }
 
@@ -183,56 +232,43 @@ pub fn run(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
 fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
     let rt = runtime()?;
     let counters = Arc::new(Counters::default());
-    let ops_mode = load.ops.is_some();
     counters
         .remaining
         .store(load.ops.unwrap_or(0), Ordering::Relaxed);
     let started = now();
-    if load.threads {
-        return closed_loop_threads(leaders, load, &rt, &counters, started);
-    }
-    let histogram = rt.block_on(async {
-        let clients: Vec<_> = (0..load.clients)
-            .map(|client| {
-                let (raft, payload_bytes, counters) = (
-                    leaders[client % leaders.len()].clone(),
-                    load.payload_bytes,
-                    counters.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut h = new_histogram();
-                    let mut seq = 0;
-                    while counters.take_one(ops_mode) {
-                        // Made before the clock starts, as the peers' harnesses do.
-                        let cmd = command(client as u64, seq, payload_bytes);
-                        seq += 1;
-                        let t = now();
-                        let done = raft.apply(cmd, Duration::ZERO).await.is_ok();
-                        counters.record(&mut h, t, done);
-                    }
-                    counters.active.fetch_add(1, Ordering::Relaxed);
-                    h
+    let histogram = if load.threads {
+        closed_loop_threads(leaders, load, &rt, &counters, started)?
+    } else {
+        rt.block_on(async {
+            let clients: Vec<_> = (0..load.clients)
+                .map(|id| {
+                    let raft = leaders[id % leaders.len()].clone();
+                    let mut client = Client::new(id, load, &counters);
+                    tokio::spawn(async move {
+                        while let Some(cmd) = client.next() {
+                            let t = now();
+                            let done = raft.apply(cmd, Duration::ZERO).await.is_ok();
+                            client.record(t, done);
+                        }
+                        client.finish()
+                    })
                 })
+                .collect();
+            progress_until(load, started, &counters, |elapsed| {
+                counters.closed_loop_over(load, elapsed)
             })
-            .collect();
-        progress_until(load, started, &counters, |elapsed| {
-            if ops_mode {
-                counters.active.load(Ordering::Relaxed) == load.clients
-            } else {
-                elapsed >= load.duration
+            .await;
+            counters.stop.store(true, Ordering::Relaxed);
+            let mut all = new_histogram();
+            for c in clients {
+                if let Ok(h) = c.await {
+                    all.add(&h)
+                        .map_err(|e| format!("merging histograms: {e}"))?;
+                }
             }
-        })
-        .await;
-        counters.stop.store(true, Ordering::Relaxed);
-        let mut all = new_histogram();
-        for c in clients {
-            if let Ok(h) = c.await {
-                all.add(&h)
-                    .map_err(|e| format!("merging histograms: {e}"))?;
-            }
-        }
-        Ok::<_, String>(all)
-    })?;
+            Ok::<_, String>(all)
+        })?
+    };
     Ok(Outcome {
         histogram,
         errors: counters.errors.load(Ordering::Relaxed),
@@ -244,47 +280,34 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
 /// counts in the latency of the requests it delays).
 const OPEN_LOOP_OUTSTANDING_MAX: usize = 1 << 20;
 
-/// [`closed_loop`] with each client on a thread of its own, blocking in `RaftFuture::wait`.
+/// [`closed_loop`]'s clients, each on a thread of its own, blocking in `RaftFuture::wait`;
+/// their latencies together.
 fn closed_loop_threads(
     leaders: &[Raft],
     load: &Load,
     rt: &tokio::runtime::Runtime,
     counters: &Arc<Counters>,
     started: Instant,
-) -> Result<Outcome, String> {
-    let ops_mode = load.ops.is_some();
+) -> Result<Histogram<u64>, String> {
     let clients = (0..load.clients)
-        .map(|client| {
-            let (raft, payload_bytes, counters) = (
-                leaders[client % leaders.len()].clone(),
-                load.payload_bytes,
-                counters.clone(),
-            );
+        .map(|id| {
+            let raft = leaders[id % leaders.len()].clone();
+            let mut client = Client::new(id, load, counters);
             std::thread::Builder::new()
                 .name("ringraft-load-client".into())
                 .spawn(move || {
-                    let mut h = new_histogram();
-                    let mut seq = 0;
-                    // The async clients' loop (`closed_loop`), waiting instead of awaiting.
-                    while counters.take_one(ops_mode) {
-                        let cmd = command(client as u64, seq, payload_bytes);
-                        seq += 1;
+                    while let Some(cmd) = client.next() {
                         let t = now();
                         let done = raft.apply(cmd, Duration::ZERO).wait().is_ok();
-                        counters.record(&mut h, t, done);
+                        client.record(t, done);
                     }
-                    counters.active.fetch_add(1, Ordering::Relaxed);
-                    h
+                    client.finish()
                 })
                 .map_err(|e| format!("client thread: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
     rt.block_on(progress_until(load, started, counters, |elapsed| {
-        if ops_mode {
-            counters.active.load(Ordering::Relaxed) == load.clients
-        } else {
-            elapsed >= load.duration
-        }
+        counters.closed_loop_over(load, elapsed)
     }));
     counters.stop.store(true, Ordering::Relaxed);
     let mut all = new_histogram();
@@ -295,11 +318,7 @@ fn closed_loop_threads(
         all.add(&h)
             .map_err(|e| format!("merging histograms: {e}"))?;
     }
-    Ok(Outcome {
-        histogram: all,
-        errors: counters.errors.load(Ordering::Relaxed),
-        elapsed_secs: now().duration_since(started).as_secs_f64(),
-    })
+    Ok(all)
 }
 
 fn open_loop(leaders: &[Raft], load: &Load, rate: f64) -> Result<Outcome, String> {

@@ -17,7 +17,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 /// Small frames are read in steps of this many bytes.
 pub(crate) const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -226,14 +225,14 @@ pub(crate) async fn write_parts<W: AsyncWrite + Unpin>(
 /// at the moment of writing into one vectored write.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     stream: &mut W,
-    rx: &mut mpsc::UnboundedReceiver<EncodedFrame>,
+    rx: &mut super::queue::Receiver<EncodedFrame>,
 ) -> Result<(), PeerError> {
     let mut parts = Vec::new();
     while let Some(frame) = rx.recv().await {
         let mut bytes = frame.len();
         parts.extend(frame.into_parts());
         while bytes < COALESCE_BYTES {
-            let Ok(frame) = rx.try_recv() else { break };
+            let Some(frame) = rx.try_recv() else { break };
             bytes += frame.len();
             parts.extend(frame.into_parts());
         }

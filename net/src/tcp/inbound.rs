@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 pub(crate) async fn accept_loop<L: StreamLayer>(shared: Arc<Shared<L>>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.clone();
@@ -85,7 +84,7 @@ async fn serve<L: StreamLayer>(
     let peer = theirs.node_id;
     let lane = theirs.lane;
     let (mut read, mut write) = tokio::io::split(stream);
-    let (responses, mut response_rx) = mpsc::unbounded_channel();
+    let (responses, mut response_rx) = super::queue::queue();
     let opened = Internal::InboundOpened {
         peer,
         lane,

@@ -26,6 +26,7 @@ mod conn;
 mod inbound;
 mod outbound;
 mod ports;
+mod queue;
 
 pub use ports::free_loopback_addresses;
 
@@ -241,7 +242,7 @@ pub(crate) enum Internal {
         peer: NodeId,
         lane: Lane,
         connection: u64,
-        responses: mpsc::UnboundedSender<EncodedFrame>,
+        responses: queue::Sender<EncodedFrame>,
     },
     InboundClosed {
         peer: NodeId,
@@ -261,7 +262,7 @@ pub(crate) struct Shared<L> {
     pub(crate) config: TcpConfig,
     pub(crate) layer: L,
     pub(crate) source_ip: Option<IpAddr>,
-    pub(crate) events: mpsc::UnboundedSender<Internal>,
+    pub(crate) events: queue::Sender<Internal>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The receive budget: one permit per byte of received messages the node has not taken
     /// yet ([`TcpConfig::max_received_bytes`]); readers wait for room before they hand a
@@ -289,7 +290,7 @@ struct OutboundHandle {
 
 struct InboundHandle {
     connection: u64,
-    responses: mpsc::UnboundedSender<EncodedFrame>,
+    responses: queue::Sender<EncodedFrame>,
     /// Requests delivered to the node and not yet answered, oldest first.
     unanswered: VecDeque<(u64, FrameKind)>,
 }
@@ -305,7 +306,7 @@ pub struct TcpTransport<L: StreamLayer = PlainTcp> {
     advertise_address: SocketAddr,
     outbound: BTreeMap<(NodeId, Lane), OutboundHandle>,
     inbound: BTreeMap<(NodeId, Lane), InboundHandle>,
-    events: mpsc::UnboundedReceiver<Internal>,
+    events: queue::Receiver<Internal>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -330,7 +331,7 @@ impl<L: StreamLayer> TcpTransport<L> {
             SourceAddress::Any => None,
             SourceAddress::Ip(ip) => Some(ip),
         };
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = queue::queue();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let peers = config.peers.clone();
         let received = Arc::new(Semaphore::new(config.max_received_bytes));

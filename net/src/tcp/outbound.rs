@@ -174,7 +174,7 @@ impl<L: StreamLayer> Outbound<L> {
         inflight: &mut VecDeque<FailedSend>,
     ) -> PeerError {
         let (read, mut write) = tokio::io::split(stream);
-        let (acks, mut ack_rx) = mpsc::unbounded_channel();
+        let (acks, mut ack_rx) = super::queue::queue();
         let reader = tokio::spawn(read_responses(
             read,
             FrameReader::new(buf, FrameDecoder::new(self.shared.config.max_frame_bytes)),
@@ -242,7 +242,7 @@ async fn read_responses<S: AsyncRead, L>(
     mut reader: FrameReader,
     shared: Arc<Shared<L>>,
     peer: NodeId,
-    acks: mpsc::UnboundedSender<Ack>,
+    acks: super::queue::Sender<Ack>,
 ) {
     let error = loop {
         let frame = match reader.read(&mut read).await {

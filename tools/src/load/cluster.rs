@@ -289,57 +289,43 @@ impl Cluster {
         Ok(Cluster { nodes, _host: host })
     }
 
-    /// Starts group `group` with one replica on each of `hosts` (many groups per node,
-    /// [`MultiRaft`](ringraft::MultiRaft)) and, if `bootstrap`, bootstraps it. With `wals`
-    /// (one per host), each replica's log is its share of its node's WAL, which also keeps its
-    /// hard state; otherwise its stores are in memory. Snapshots stay in memory: the runs stay
-    /// below the snapshot threshold (`groups::run` checks that none was taken). The
-    /// submission queues keep the library's default capacity: clients are spread over many
-    /// groups.
-    pub fn start_group(
-        hosts: &[ringraft::MultiRaft],
-        wals: Option<&[SharedWal]>,
+    /// Starts the replica of group `group` on `host` (many groups per node,
+    /// [`MultiRaft`](ringraft::MultiRaft)), not bootstrapped. With `wal` (its node's), the
+    /// replica's log is its share of the node's WAL, which also keeps its hard state;
+    /// otherwise its stores are in memory. Snapshots stay in memory: the runs stay below the
+    /// snapshot threshold (`groups::run` checks that none was taken). The submission queue
+    /// keeps the library's default capacity: clients are spread over many groups.
+    pub fn start_replica(
+        host: &ringraft::MultiRaft,
+        wal: Option<&SharedWal>,
         group: ringraft_storage::GroupId,
-        bootstrap: bool,
-    ) -> Result<Cluster, String> {
-        let mut nodes = Vec::with_capacity(hosts.len());
-        for (i, host) in hosts.iter().enumerate() {
-            let id = host.id();
-            let digest = Arc::new(Mutex::new(Digest::default()));
-            let mut config = node_config(id, 0);
-            config.submission_queue_capacity = Config::new(id).submission_queue_capacity;
-            let fsm = KvFsm::new(digest.clone());
-            let snapshots = InmemSnapshotStore::new();
-            let raft = match wals.and_then(|w| w.get(i)) {
-                Some(wal) => {
-                    let log = wal
-                        .log(group)
-                        .map_err(|e| format!("group {}: {e}", group.0))?;
-                    // The WAL keeps the hard state; this store only meets the signature.
-                    host.add_group(group, config, fsm, log, InmemStore::new(), snapshots)
-                }
-                None => {
-                    let store = InmemStore::new();
-                    host.add_group(group, config, fsm, store.clone(), store, snapshots)
-                }
+    ) -> Result<(Raft, Arc<Mutex<Digest>>), String> {
+        let id = host.id();
+        let digest = Arc::new(Mutex::new(Digest::default()));
+        let mut config = node_config(id, 0);
+        config.submission_queue_capacity = Config::new(id).submission_queue_capacity;
+        let fsm = KvFsm::new(digest.clone());
+        let snapshots = InmemSnapshotStore::new();
+        let raft = match wal {
+            Some(wal) => {
+                let log = wal
+                    .log(group)
+                    .map_err(|e| format!("group {}: {e}", group.0))?;
+                // The WAL keeps the hard state; this store only meets the signature.
+                host.add_group(group, config, fsm, log, InmemStore::new(), snapshots)
             }
-            .map_err(|e| format!("group {}: {e}", group.0))?;
-            nodes.push((raft, digest));
-        }
-        if bootstrap {
-            let ids = hosts.iter().map(|h| h.id());
-            let configuration = Configuration::voters_with_default_addresses(ids);
-            // Every replica's bootstrap at once, then the waits: the nodes write theirs
-            // side by side.
-            let pending: Vec<_> = nodes
-                .iter()
-                .map(|(raft, _)| raft.bootstrap_cluster(configuration.clone()))
-                .collect();
-            for bootstrap in pending {
-                bootstrap.wait().map_err(|e| format!("bootstrap: {e}"))?;
+            None => {
+                let store = InmemStore::new();
+                host.add_group(group, config, fsm, store.clone(), store, snapshots)
             }
         }
-        Ok(Cluster { nodes, _host: None })
+        .map_err(|e| format!("group {}: {e}", group.0))?;
+        Ok((raft, digest))
+    }
+
+    /// A cluster of one group's replicas, one per node, in node id order.
+    pub fn of_replicas(nodes: Vec<(Raft, Arc<Mutex<Digest>>)>) -> Cluster {
+        Cluster { nodes, _host: None }
     }
 
     /// The TCP transport of node `id` of a cluster on `addresses` (node `k` on

@@ -7,12 +7,16 @@ mod node_support;
 
 use bytes::Bytes;
 use node_support::{resolve, test_config, wait_until, RecordingFsm};
-use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState, StartError};
+use ringraft::{
+    Fsm, FsmError, FsmSnapshot, MultiRaft, MultiRaftConfig, Raft, RaftState, StartError,
+};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{
     Configuration, GroupId, Index, InmemSnapshotStore, InmemStore, LogError, LogStore, NodeId,
     SharedWal, WalConfig,
 };
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
@@ -28,6 +32,16 @@ fn watch() -> MultiRaftConfig {
 
 /// Starts group `g` on every node (in-memory stores) and bootstraps it with `members`.
 fn start_group(nodes: &[MultiRaft], g: u64, members: &Configuration) -> Vec<Raft> {
+    start_group_with(nodes, g, members, RecordingFsm::new)
+}
+
+/// [`start_group`] with the state machines `fsm` makes.
+fn start_group_with<F: Fsm>(
+    nodes: &[MultiRaft],
+    g: u64,
+    members: &Configuration,
+    fsm: impl Fn() -> F,
+) -> Vec<Raft> {
     nodes
         .iter()
         .map(|node| {
@@ -35,7 +49,7 @@ fn start_group(nodes: &[MultiRaft], g: u64, members: &Configuration) -> Vec<Raft
                 .add_group(
                     GroupId(g),
                     test_config(node.id()),
-                    RecordingFsm::new(),
+                    fsm(),
                     InmemStore::new(),
                     InmemStore::new(),
                     InmemSnapshotStore::new(),
@@ -127,8 +141,8 @@ impl Cluster {
 
     /// `groups` groups that elected leaders (returned, per group), took one write each and
     /// quiesced.
-    fn quiesced(groups: u64) -> (Cluster, Vec<usize>) {
-        let c = Cluster::start(groups);
+    fn quiesced_with(groups: u64, config: MultiRaftConfig) -> (Cluster, Vec<usize>) {
+        let c = Cluster::start_with(groups, config);
         let leaders = c.wait_leaders(&[1, 2, 3]);
         c.write_everywhere(&leaders, 1);
         let idle = c.wait_quiet(300);
@@ -193,9 +207,13 @@ fn leaders_last(c: &Cluster, g: usize) -> Index {
 
 #[test]
 fn a_silent_leader_node_is_replaced_in_every_group_it_led() {
-    // The groups quiesce, then the node leading group 1 is cut off without a word: no
-    // connection event, only silence.
-    let (c, leaders) = Cluster::quiesced(12);
+    silent_leader_node_is_replaced(watch());
+}
+
+/// The groups quiesce, then the node leading group 1 is cut off without a word: no
+/// connection event, only silence.
+fn silent_leader_node_is_replaced(config: MultiRaftConfig) {
+    let (c, leaders) = Cluster::quiesced_with(12, config);
     let gone = leaders[0];
     let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
     let gone_id = NodeId(gone as u64);
@@ -218,12 +236,16 @@ fn a_silent_leader_node_is_replaced_in_every_group_it_led() {
 
 #[test]
 fn a_herd_of_elections_waits_for_campaign_slots() {
-    // One campaign slot per node: a node's groups campaign, and lead until they settle, one
-    // at a time. Every group still elects, and so do the groups of a leader node that goes
-    // silent (a second herd).
+    herd_waits_for_campaign_slots(watch());
+}
+
+/// One campaign slot per node: a node's groups campaign, and lead until they settle, one at
+/// a time. Every group still elects, and so do the groups of a leader node that goes silent
+/// (a second herd).
+fn herd_waits_for_campaign_slots(config: MultiRaftConfig) {
     let one_slot = MultiRaftConfig {
         campaign_slots: 1,
-        ..watch()
+        ..config
     };
     let c = Cluster::start_with(12, one_slot);
     let leaders = c.wait_leaders(&[1, 2, 3]);
@@ -273,6 +295,7 @@ fn wrong_use_is_refused_with_a_typed_error() {
             },
             "snapshot_threads",
         ),
+        (MultiRaftConfig { shards: 0, ..d() }, "shards"),
     ];
     for (config, field) in bad {
         match MultiRaft::new(network.transport(NodeId(1)), config) {
@@ -319,6 +342,14 @@ fn free_addresses() -> Vec<std::net::SocketAddr> {
 
 /// Nodes 1, 2 and 3 over TCP at `addresses`, and the configuration of a group on all three.
 fn tcp_nodes(addresses: &[std::net::SocketAddr]) -> (Vec<MultiRaft>, Configuration) {
+    tcp_nodes_with(addresses, watch())
+}
+
+/// [`tcp_nodes`] with `config`.
+fn tcp_nodes_with(
+    addresses: &[std::net::SocketAddr],
+    config: MultiRaftConfig,
+) -> (Vec<MultiRaft>, Configuration) {
     use ringraft::TcpTransportConfig;
     use ringraft_net::handshake::ClusterId;
     use ringraft_net::tcp::TcpConfig;
@@ -329,7 +360,7 @@ fn tcp_nodes(addresses: &[std::net::SocketAddr]) -> (Vec<MultiRaft>, Configurati
             let mut tcp = TcpConfig::new(id, ClusterId(7), addresses[i]);
             tcp.backoff_initial = Duration::from_millis(5);
             tcp.backoff_max = Duration::from_millis(100);
-            MultiRaft::new(TcpTransportConfig::new(tcp), watch()).expect("node")
+            MultiRaft::new(TcpTransportConfig::new(tcp), config.clone()).expect("node")
         })
         .collect();
     let members = Configuration::new(
@@ -353,36 +384,46 @@ fn groups_share_one_tcp_connection_per_peer_node() {
         nodes,
         groups,
     };
-    // Every group elects a leader and commits writes over the three nodes' connections, and
-    // the groups quiesce there too.
-    let leaders = c.wait_leaders(&[1, 2, 3]);
-    c.write_everywhere(&leaders, 1);
-    c.write_everywhere(&leaders, 2);
-    for (g, group) in c.groups.iter().enumerate() {
-        for raft in group {
-            wait_until("followers apply", || {
-                raft.applied_index() >= leaders_last(&c, g)
-            });
+    c.replicate_and_stop_over_tcp(&addresses);
+}
+
+impl Cluster {
+    /// Every group elects a leader and commits writes over the nodes' connections, and its
+    /// followers apply them; then every group and node stops, and a stopped node has closed
+    /// its listener: its address may be bound again at once.
+    fn replicate_and_stop_over_tcp(self, addresses: &[std::net::SocketAddr]) {
+        let leaders = self.wait_leaders(&[1, 2, 3]);
+        self.write_everywhere(&leaders, 1);
+        self.write_everywhere(&leaders, 2);
+        for (g, group) in self.groups.iter().enumerate() {
+            for raft in group {
+                wait_until("followers apply", || {
+                    raft.applied_index() >= leaders_last(&self, g)
+                });
+            }
         }
-    }
-    assert!(c.nodes.iter().all(|n| n.stats().groups == 16));
-    // Stopped, a node has closed its listener: its address may be bound again at once.
-    for group in &c.groups {
-        for raft in group {
+        let groups = self.groups.len();
+        assert!(self.nodes.iter().all(|n| n.stats().groups == groups));
+        for raft in self.groups.iter().flatten() {
             raft.shutdown().wait().expect("shutdown");
         }
-    }
-    for (node, address) in c.nodes.into_iter().zip(&addresses) {
-        assert!(node.shutdown(T), "the node did not stop");
-        std::net::TcpListener::bind(address).expect("the address is free again");
+        for (node, address) in self.nodes.into_iter().zip(addresses) {
+            assert!(node.shutdown(T), "the node did not stop");
+            std::net::TcpListener::bind(address).expect("the address is free again");
+        }
     }
 }
 
 #[test]
 fn a_group_stopped_on_a_live_node_is_led_from_another() {
-    let (c, leaders) = Cluster::quiesced(8);
-    // Group 1 stops on the node leading it; the node stays up and keeps pinging, so only the
-    // group's own word (`GroupStopped`) tells its quiesced followers to elect another leader.
+    group_stopped_on_a_live_node_is_led_from_another(watch());
+}
+
+/// Group 1 stops on the node leading it; the node stays up and keeps pinging, so only the
+/// group's own word (`GroupStopped`) tells its quiesced followers to elect another leader.
+/// The node counts the group off, and the group may start there again, once.
+fn group_stopped_on_a_live_node_is_led_from_another(config: MultiRaftConfig) {
+    let (c, leaders) = Cluster::quiesced_with(8, config);
     let gone = leaders[0];
     c.groups[0][gone - 1].shutdown().wait().expect("shutdown");
     let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
@@ -396,7 +437,24 @@ fn a_group_stopped_on_a_live_node_is_led_from_another() {
     for (g, &leader) in leaders.iter().enumerate().skip(1) {
         assert_eq!(c.leader_of(g, &[1, 2, 3]), Some(leader), "group {}", g + 1);
     }
-    assert_eq!(c.nodes[gone - 1].stats().groups, 7);
+    let node = &c.nodes[gone - 1];
+    assert_eq!(node.stats().groups, 7);
+    let add = || {
+        node.add_group(
+            GroupId(1),
+            test_config(node.id()),
+            RecordingFsm::new(),
+            InmemStore::new(),
+            InmemStore::new(),
+            InmemSnapshotStore::new(),
+        )
+    };
+    let again = add().expect("group 1 starts again");
+    match add() {
+        Err(StartError::Transport(e)) => assert!(e.contains("already runs"), "{e}"),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+    again.shutdown().wait().expect("shutdown");
     c.shutdown();
 }
 
@@ -430,6 +488,67 @@ fn start_durable_group(
         .collect()
 }
 
+/// Shuts down `groups`, then `nodes`.
+fn stop<'a>(groups: impl Iterator<Item = &'a Raft>, nodes: Vec<MultiRaft>) {
+    for raft in groups {
+        raft.shutdown().wait().expect("shutdown");
+    }
+    for node in nodes {
+        assert!(node.shutdown(T), "the node stopped");
+    }
+}
+
+/// Three nodes whose groups keep their logs in one `SharedWal` per node, each in a
+/// directory of its own that outlives the nodes (restarts).
+struct DurableNodes {
+    dirs: Vec<tempfile::TempDir>,
+    config: MultiRaftConfig,
+    members: Configuration,
+}
+
+impl DurableNodes {
+    fn new(config: MultiRaftConfig) -> DurableNodes {
+        DurableNodes {
+            dirs: (0..3)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            config,
+            members: Configuration::voters_with_default_addresses((1..=3).map(NodeId)),
+        }
+    }
+
+    /// Starts the nodes (no groups yet) and opens their WALs.
+    fn open(&self, network: &MemNetwork) -> (Vec<MultiRaft>, Vec<SharedWal>) {
+        let nodes = (1..=3)
+            .map(|id| MultiRaft::new(network.transport(NodeId(id)), self.config.clone()))
+            .collect::<Result<_, _>>()
+            .expect("node");
+        let wals = self
+            .dirs
+            .iter()
+            .map(|d| SharedWal::open(WalConfig::new(d.path())).expect("WAL"))
+            .collect();
+        (nodes, wals)
+    }
+
+    /// Starts and bootstraps groups 1 to `groups`, and commits two commands in each.
+    fn start_with_two_commands(
+        &self,
+        nodes: &[MultiRaft],
+        wals: &[SharedWal],
+        groups: u64,
+    ) -> Vec<Vec<Raft>> {
+        let groups: Vec<Vec<Raft>> = (1..=groups)
+            .map(|g| start_durable_group(nodes, wals, g, Some(&self.members)))
+            .collect();
+        for group in &groups {
+            assert_eq!(apply_on_leader(group), Bytes::from("1"));
+            assert_eq!(apply_on_leader(group), Bytes::from("2"));
+        }
+        groups
+    }
+}
+
 /// Waits for a leader of the group (one `Raft` per node) and applies one command there;
 /// returns the state machine's answer (the number of commands it applied).
 fn apply_on_leader(group: &[Raft]) -> Bytes {
@@ -449,32 +568,10 @@ fn apply_on_leader(group: &[Raft]) -> Bytes {
 /// after a restart the WALs hold only the other groups, which come back with their data.
 #[test]
 fn a_group_removed_for_good_leaves_no_log_behind() {
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let members = Configuration::voters_with_default_addresses(ids.clone());
-    let open = |network: &MemNetwork| -> (Vec<MultiRaft>, Vec<SharedWal>) {
-        let nodes = ids
-            .iter()
-            .map(|&id| MultiRaft::new(network.transport(id), watch()).expect("node"))
-            .collect();
-        let wals = dirs
-            .iter()
-            .map(|d| SharedWal::open(WalConfig::new(d.path())).expect("WAL"))
-            .collect();
-        (nodes, wals)
-    };
-
+    let durable = DurableNodes::new(watch());
     let network = MemNetwork::new();
-    let (nodes, wals) = open(&network);
-    let groups: Vec<Vec<Raft>> = (1..=3)
-        .map(|g| start_durable_group(&nodes, &wals, g, Some(&members)))
-        .collect();
-    for group in &groups {
-        assert_eq!(apply_on_leader(group), Bytes::from("1"));
-        assert_eq!(apply_on_leader(group), Bytes::from("2"));
-    }
+    let (nodes, wals) = durable.open(&network);
+    let groups = durable.start_with_two_commands(&nodes, &wals, 3);
     for wal in &wals {
         // Not while the group runs here: its log is open.
         let refused = wal.remove(GroupId(2));
@@ -490,17 +587,12 @@ fn a_group_removed_for_good_leaves_no_log_behind() {
         wal.remove(GroupId(2)).expect("remove group 2");
         assert_eq!(wal.groups(), vec![GroupId(1), GroupId(3)]);
     }
-    for raft in groups.iter().flatten() {
-        raft.shutdown().wait().expect("shutdown");
-    }
-    for node in nodes {
-        assert!(node.shutdown(T), "the node stopped");
-    }
+    stop(groups.iter().flatten(), nodes);
     drop(wals);
 
     // Restarted from the WALs: groups 1 and 3 with their two commands, group 2 with nothing.
     let network = MemNetwork::new();
-    let (nodes, wals) = open(&network);
+    let (nodes, wals) = durable.open(&network);
     for wal in &wals {
         assert_eq!(wal.groups(), vec![GroupId(1), GroupId(3)]);
         let log = wal.log(GroupId(2)).expect("group 2's share");
@@ -516,10 +608,11 @@ fn a_group_removed_for_good_leaves_no_log_behind() {
     }
 }
 
-/// Several shards per node, today: one `MultiRaft` per shard (its own thread, transport and,
-/// durable, WAL), with the node's id, and groups placed on shards by the application (here
-/// group g on shard g mod 2). Shard k of a node talks to shard k of the others only, so a
-/// group's members are the addresses of its shard on each node.
+/// Several shards per node another way: one `MultiRaft` per shard (its own thread, transport
+/// and, durable, WAL), with the node's id, and groups placed on shards by the application
+/// (here group g on shard g mod 2). Shard k of a node talks to shard k of the others only, so
+/// a group's members are the addresses of its shard on each node. (`MultiRaftConfig::shards`
+/// does it behind one transport: the tests below.)
 #[test]
 fn several_shards_per_node_are_one_multiraft_each() {
     let shards: Vec<(Vec<MultiRaft>, Configuration)> =
@@ -543,5 +636,111 @@ fn several_shards_per_node_are_one_multiraft_each() {
         for node in nodes {
             assert!(node.shutdown(T), "the node did not stop");
         }
+    }
+}
+
+fn shards(n: usize) -> MultiRaftConfig {
+    MultiRaftConfig {
+        shards: n,
+        ..watch()
+    }
+}
+
+/// Records the threads its commands were applied on.
+struct ThreadFsm {
+    inner: RecordingFsm,
+    threads: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Fsm for ThreadFsm {
+    fn apply(&mut self, entry: &ringraft_storage::Entry) -> Bytes {
+        self.threads
+            .lock()
+            .unwrap()
+            .insert(format!("{:?}", std::thread::current().id()));
+        self.inner.apply(entry)
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, data: &mut dyn std::io::Read) -> Result<(), FsmError> {
+        self.inner.restore(data)
+    }
+}
+
+/// `MultiRaftConfig::shards`: a node's groups run on several shard threads behind its one
+/// transport (one listener, one connection per peer node and lane). Groups on every shard
+/// elect, commit and replicate through the first shard's router, and their state machines
+/// run on different threads.
+#[test]
+fn groups_on_several_shard_threads_share_one_tcp_transport() {
+    let addresses = free_addresses();
+    let (nodes, members) = tcp_nodes_with(&addresses, shards(3));
+    let threads = Arc::new(Mutex::new(BTreeSet::new()));
+    let groups: Vec<Vec<Raft>> = (1..=12u64)
+        .map(|g| {
+            start_group_with(&nodes, g, &members, || ThreadFsm {
+                inner: RecordingFsm::new(),
+                threads: threads.clone(),
+            })
+        })
+        .collect();
+    let c = Cluster {
+        network: MemNetwork::new(),
+        nodes,
+        groups,
+    };
+    c.replicate_and_stop_over_tcp(&addresses);
+    let distinct = threads.lock().unwrap().len();
+    assert!(
+        distinct >= 3,
+        "the groups applied on {distinct} threads, not on their shards' three"
+    );
+}
+
+/// With several shard threads, idle groups on every shard quiesce, and a leader node that
+/// goes silent is replaced in every group it led: the first shard's liveness watch reports
+/// the silence to groups on the other shards too.
+#[test]
+fn several_shard_threads_quiesce_and_replace_a_silent_leader_node() {
+    silent_leader_node_is_replaced(shards(3));
+}
+
+/// The node's campaign slots are shared by its shard threads: with one slot per node, the
+/// groups on every shard still all elect, one campaign at a time.
+#[test]
+fn several_shard_threads_share_the_campaign_slots() {
+    herd_waits_for_campaign_slots(shards(3));
+}
+
+/// Group 1 runs on shard 1 of two: not the router's thread.
+#[test]
+fn a_group_stopped_on_another_shard_thread_is_led_from_another_node() {
+    group_stopped_on_a_live_node_is_led_from_another(shards(2));
+}
+
+/// Durable groups on two shard threads per node share the node's one WAL; a restart of every
+/// node brings every group back with its commands.
+#[test]
+fn durable_groups_on_several_shard_threads_share_a_wal_and_recover() {
+    let durable = DurableNodes::new(shards(2));
+    let network = MemNetwork::new();
+    let (nodes, wals) = durable.open(&network);
+    let groups = durable.start_with_two_commands(&nodes, &wals, 6);
+    stop(groups.iter().flatten(), nodes);
+    drop(wals);
+    let network = MemNetwork::new();
+    let (nodes, wals) = durable.open(&network);
+    for g in 1..=6 {
+        let group = start_durable_group(&nodes, &wals, g, None);
+        assert_eq!(apply_on_leader(&group), Bytes::from("3"), "group {g}");
+        for raft in &group {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
+    for node in nodes {
+        assert!(node.shutdown(T), "the node stopped");
     }
 }

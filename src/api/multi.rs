@@ -15,8 +15,17 @@ use std::time::Duration;
 /// Settings of a [`MultiRaft`] node.
 #[derive(Clone, Debug)]
 pub struct MultiRaftConfig {
-    /// Pin the node's shard thread to this CPU (Linux). Default: not pinned.
+    /// Pin the node's shard threads to CPUs from this one on (Linux): shard `k` to CPU
+    /// `cpu + k`. Default: not pinned.
     pub cpu: Option<usize>,
+    /// Shard threads the node's groups run on (one per core is the thread-per-core layout):
+    /// group `g` runs on shard `g mod shards`, with its own loop, timers and state machine
+    /// calls there. One transport serves them all (with TCP one listener and one connection
+    /// per peer node and lane), run with the liveness watch and the campaign slots on the
+    /// first shard thread; groups on the others hand their messages to it and take theirs
+    /// from it through queues (ARCHITECTURE §14, "Several shard threads"). Each shard has its
+    /// own [`snapshot_threads`](Self::snapshot_threads). Default 1; at least 1.
+    pub shards: usize,
     /// How often the node pings each peer node. Default 100 ms (the default heartbeat
     /// interval of one group).
     pub ping_interval: Duration,
@@ -49,6 +58,7 @@ impl Default for MultiRaftConfig {
             silence_timeout: Duration::from_millis(1000),
             campaign_slots: 256,
             snapshot_threads: crate::node::host::DEFAULT_SNAPSHOT_THREADS,
+            shards: 1,
         }
     }
 }
@@ -66,7 +76,7 @@ pub struct MultiRaftStats {
     pub campaigns_deferred: u64,
 }
 
-/// One node hosting many Raft groups: one shard thread runs every group's loop, one transport
+/// One node hosting many Raft groups: a shard thread runs every group's loop, one transport
 /// (one connection per peer node with TCP) carries every group's messages, each frame naming
 /// its group, a few snapshot threads serve every group ([`MultiRaftConfig::snapshot_threads`]),
 /// and peer nodes are watched for liveness once per node rather than once per group. Idle
@@ -76,11 +86,13 @@ pub struct MultiRaftStats {
 /// groups fall behind what arrives, the node stops reading until they catch up (with TCP,
 /// flow control then holds the senders back) instead of queueing without bound.
 ///
-/// A `MultiRaft` runs its groups on one shard thread; to use several cores, run one
+/// A `MultiRaft` runs its groups on one shard thread by default; to use several cores, give
+/// it several ([`MultiRaftConfig::shards`]): group `g` then runs on shard `g mod shards`,
+/// still behind the node's one transport, whose router runs on the first shard (ARCHITECTURE
+/// §14, "Several shard threads"). Another layout needs no hand-off between threads: one
 /// `MultiRaft` per shard with the node's id, each with its own transport (with TCP its own
-/// port) and WAL, and place every group on the same shard on every node (group id mod the
-/// shard count, say): shard k of a node talks to shard k of the others, so a group's members
-/// are its shard's addresses (ARCHITECTURE §14, "Several shards per node").
+/// port) and WAL, every node placing a group on the same shard; shard k of a node then talks to
+/// shard k of the others, so a group's members are its shard's addresses.
 ///
 /// Each group is a [`Raft`] with the whole single-group API (apply, barrier, reads,
 /// membership, transfer, snapshots, observers, stats), its own state machine and stores, and
@@ -91,7 +103,7 @@ pub struct MultiRaftStats {
 /// Differences from a single [`Raft`]: quiescence (hashicorp has none; an idle group's
 /// leader sends no heartbeats, so `HeartbeatFailed` observations pause with it and a
 /// quiesced follower's `last_contact` keeps growing until the group wakes), and a group's
-/// shard loop shares its thread with every other group of the node. A group shut down on one
+/// shard loop shares its thread with every other group of its shard. A group shut down on one
 /// node tells its replicas on the other nodes (`GroupStopped`), so a quiesced follower under
 /// it campaigns instead of waiting for a node that stays up. Elections are paced per node
 /// ([`MultiRaftConfig::campaign_slots`]): when more groups want to campaign at once than the
@@ -163,7 +175,8 @@ pub struct MultiRaft {
     id: NodeId,
     router: u64,
     shared: Arc<RouterShared>,
-    host: ShardHost,
+    /// The shard threads; the first runs the router and the transport.
+    hosts: Vec<ShardHost>,
 }
 
 impl std::fmt::Debug for MultiRaft {
@@ -201,11 +214,23 @@ impl MultiRaft {
                 reason: "must be at least 1",
             }));
         }
-        let host = ShardHost::with_snapshot_threads(
-            config.cpu,
-            transport.runs_tasks(),
-            config.snapshot_threads,
-        )?;
+        if config.shards == 0 {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "shards",
+                reason: "must be at least 1",
+            }));
+        }
+        let mut hosts = Vec::with_capacity(config.shards);
+        for k in 0..config.shards {
+            // Only the first shard runs the transport's tasks.
+            let io_driver = k == 0 && transport.runs_tasks();
+            hosts.push(ShardHost::with_snapshot_threads(
+                config.cpu.map(|c| c + k),
+                io_driver,
+                config.snapshot_threads,
+            )?);
+        }
+        let host = &hosts[0];
         let shared = Arc::new(RouterShared::default());
         let watch = Watch {
             ping_interval: config.ping_interval,
@@ -237,7 +262,7 @@ impl MultiRaft {
             id,
             router,
             shared,
-            host,
+            hosts,
         })
     }
 
@@ -247,8 +272,8 @@ impl MultiRaft {
     }
 
     /// Starts group `group` on this node, as [`Raft::new`] starts a node: recovers it from its
-    /// stores, restores the newest snapshot into `fsm`, and runs its loop on the node's shard
-    /// thread. `config.local_id` must be this node's id. Fails with `StartError::Transport` if
+    /// stores, restores the newest snapshot into `fsm`, and runs its loop on its shard's thread
+    /// (shard `group mod shards`). `config.local_id` must be this node's id. Fails with `StartError::Transport` if
     /// the group already runs here or the node stopped. A group with no state waits for
     /// [`Raft::bootstrap_cluster`] or for a leader to add it, as any node.
     pub fn add_group(
@@ -269,9 +294,11 @@ impl MultiRaft {
         let link = GroupLink {
             router: self.router,
             group,
+            shared: self.shared.clone(),
         };
+        let host = &self.hosts[(group.0 % self.hosts.len() as u64) as usize];
         Raft::new_on(
-            &self.host,
+            host,
             config,
             fsm,
             log_store,
@@ -285,9 +312,9 @@ impl MultiRaft {
     /// closed when this returns, so a new node may bind the same address at once (a dropped
     /// `MultiRaft` stops the same way without waiting). Shut the node's groups down first
     /// ([`Raft::shutdown`]): groups still running lose their network. Waits at most
-    /// `limit`; returns false if the router had not stopped by then. Called on the node's
-    /// own shard thread (from a state machine applied there), it cannot wait and returns
-    /// false at once.
+    /// `limit`; returns false if the router had not stopped by then. Called on the thread of
+    /// the node's first shard, which runs the router (from a state machine applied there), it
+    /// cannot wait and returns false at once.
     pub fn shutdown(self, limit: Duration) -> bool {
         self.shared.close();
         if self.shared.thread.get() == Some(&std::thread::current().id()) {
@@ -309,8 +336,8 @@ impl MultiRaft {
 
 impl Drop for MultiRaft {
     /// Stops the node's router (without waiting for it: see [`MultiRaft::shutdown`]):
-    /// groups still running lose their network (shut them down first). The shard thread ends
-    /// once every group has shut down.
+    /// groups still running lose their network (shut them down first). The shard threads end
+    /// once every group on them has shut down.
     fn drop(&mut self) {
         self.shared.close();
     }

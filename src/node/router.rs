@@ -6,9 +6,12 @@
 //!  group 9's shard ◄─poll── inbox(9) ◄── router task ◄── node transport ◄── frames, pings
 //! ```
 //!
-//! The router, its node transport and every group's shard loop run on the node's one shard
-//! host thread, so the router is an `Rc<RefCell<_>>` found through a thread-local registry (the
-//! value that crosses threads when a group starts is only its [`GroupLink`]). The router task
+//! The router, its node transport and the shard loops of the groups on the node's first shard
+//! run on one host thread, so the router is an `Rc<RefCell<_>>` found through a thread-local
+//! registry (what crosses threads when a group starts is its [`GroupLink`]). Groups on the
+//! node's other shard threads (`MultiRaftConfig::shards`) reach it through a
+//! [`RemoteGroupTransport`]: requests queued for the router task, and an inbox of their own
+//! behind a lock (ARCHITECTURE §14, "Several shard threads"). The router task
 //! polls the node transport and hands each message to its group's inbox (waking that group's
 //! shard); messages for groups this node does not run are dropped, as a network may drop them.
 //!
@@ -81,8 +84,50 @@ pub(crate) struct RouterShared {
     /// transport is gone (with TCP, its listener closed).
     pub(crate) stopped: Mutex<bool>,
     pub(crate) stopped_cv: Condvar,
-    /// The thread the router runs on (the node's shard host thread).
+    /// The thread the router runs on (the node's first shard host thread).
     pub(crate) thread: OnceLock<ThreadId>,
+    /// This node's id, set as the router starts.
+    me: OnceLock<NodeId>,
+    /// Messages in all inboxes together; groups on other shard threads take theirs there.
+    queued: AtomicUsize,
+    /// The router stopped taking messages from the node transport (`queued` reached
+    /// [`QUEUED_MAX`]); a group that takes its messages wakes it at half.
+    paused: AtomicBool,
+    /// What groups on other shard threads ask of the router, in order (ARCHITECTURE §14,
+    /// "Several shard threads").
+    requests: Mutex<Requests>,
+    /// Groups started on the node, on any of its shard threads.
+    registered: Mutex<BTreeSet<GroupId>>,
+}
+
+/// Requests of groups on other shard threads, taken by the router task each poll.
+#[derive(Default)]
+struct Requests {
+    list: Vec<Request>,
+    /// The router stopped: nothing more is taken.
+    gone: bool,
+}
+
+impl std::fmt::Debug for Requests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requests")
+            .field("queued", &self.list.len())
+            .field("gone", &self.gone)
+            .finish()
+    }
+}
+
+/// What a group on another shard thread asks of the router.
+enum Request {
+    /// The group started: route its messages to this inbox.
+    Register(GroupId, Arc<RemoteInbox>),
+    Send(GroupId, Message),
+    SetPeer(GroupId, NodeId, String),
+    RemovePeer(GroupId, NodeId),
+    AskSlot(GroupId),
+    ReleaseSlot(GroupId),
+    /// The group stopped (its transport was dropped).
+    Stopped(GroupId),
 }
 
 impl RouterShared {
@@ -107,6 +152,46 @@ impl RouterShared {
             .wait_timeout_while(stopped, limit, |stopped| !*stopped)
             .unwrap_or_else(|p| p.into_inner());
         *stopped
+    }
+
+    /// Queues `request` for the router task, waking it if the queue was empty; false if the
+    /// router has stopped.
+    fn request(&self, request: Request) -> bool {
+        let first = {
+            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            if r.gone {
+                return false;
+            }
+            r.list.push(request);
+            r.list.len() == 1
+        };
+        if first {
+            self.wake_task();
+        }
+        true
+    }
+
+    /// `group` no longer runs on the node (it may start again).
+    fn unregister(&self, group: GroupId) {
+        let removed = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
+        if removed {
+            self.groups.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `n` messages left the inboxes; reading resumes once half the bound is taken.
+    fn taken(&self, n: usize) {
+        let left = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
+        if left <= QUEUED_MAX / 2
+            && self.paused.load(Ordering::Acquire)
+            && self.paused.swap(false, Ordering::AcqRel)
+        {
+            self.wake_task();
+        }
     }
 
     /// Wakes the router task (it keeps its waker).
@@ -134,23 +219,126 @@ pub(crate) struct Watch {
 }
 
 struct Inbox {
-    events: VecDeque<TransportEvent>,
-    waker: Option<Waker>,
+    mailbox: Mailbox,
     slot: Slot,
 }
 
+/// Where a group's messages wait: on the router's thread, or handed to another shard thread.
+enum Mailbox {
+    Local {
+        events: VecDeque<TransportEvent>,
+        waker: Option<Waker>,
+    },
+    Remote(Arc<RemoteInbox>),
+}
+
+/// The inbox of a group on another shard thread than the router's.
+#[derive(Default)]
+struct RemoteInbox {
+    state: Mutex<RemoteState>,
+}
+
+#[derive(Default)]
+struct RemoteState {
+    events: VecDeque<TransportEvent>,
+    waker: Option<Waker>,
+    /// The group asked for a campaign slot and waits for it.
+    asked: bool,
+    /// The group holds a campaign slot.
+    granted: bool,
+    /// The router stopped: no more messages.
+    stopped: bool,
+}
+
+impl RemoteInbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RemoteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state and wakes the group's shard.
+    fn update(&self, f: impl FnOnce(&mut RemoteState)) {
+        let waker = {
+            let mut s = self.lock();
+            f(&mut s);
+            s.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 impl Inbox {
-    /// Keeps `cx`'s waker to wake the group's shard.
+    fn new(mailbox: Mailbox) -> Inbox {
+        Inbox {
+            mailbox,
+            slot: Slot::None,
+        }
+    }
+
+    /// Keeps `cx`'s waker to wake the group's shard (a group on the router's thread).
     fn register(&mut self, cx: &Context<'_>) {
-        match &self.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => self.waker = Some(cx.waker().clone()),
+        if let Mailbox::Local { waker, .. } = &mut self.mailbox {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+    }
+
+    /// Hands `event` to the group and wakes its shard.
+    fn push(&mut self, event: TransportEvent) {
+        match &mut self.mailbox {
+            Mailbox::Local { events, waker } => {
+                events.push_back(event);
+                if let Some(waker) = waker.take() {
+                    waker.wake();
+                }
+            }
+            Mailbox::Remote(inbox) => inbox.update(|s| s.events.push_back(event)),
+        }
+    }
+
+    /// The group was granted the campaign slot it waits for.
+    fn granted(&mut self) {
+        match &mut self.mailbox {
+            Mailbox::Local { waker, .. } => {
+                if let Some(waker) = waker.take() {
+                    waker.wake();
+                }
+            }
+            Mailbox::Remote(inbox) => inbox.update(|s| {
+                if s.asked {
+                    s.asked = false;
+                    s.granted = true;
+                }
+            }),
+        }
+    }
+
+    /// The router stopped: wake the group to find its transport closed.
+    fn stopped(&mut self) {
+        match &mut self.mailbox {
+            Mailbox::Local { waker, .. } => {
+                if let Some(waker) = waker.take() {
+                    waker.wake();
+                }
+            }
+            Mailbox::Remote(inbox) => inbox.update(|s| s.stopped = true),
+        }
+    }
+
+    /// Messages waiting.
+    fn len(&self) -> usize {
+        match &self.mailbox {
+            Mailbox::Local { events, .. } => events.len(),
+            Mailbox::Remote(inbox) => inbox.lock().events.len(),
         }
     }
 }
 
 /// The inboxes hold the groups' places in the campaign line. A waiting group is woken through
-/// its inbox's waker once granted: a waiting shard is parked, and a shard parks only after its
+/// its inbox once granted: a waiting shard is parked, and a shard parks only after its
 /// receive found the inbox empty and left its waker.
 impl Places<GroupId> for BTreeMap<GroupId, Inbox> {
     fn place(&mut self, group: GroupId) -> Option<&mut Slot> {
@@ -179,11 +367,6 @@ pub(crate) struct Router {
     /// one.
     campaigns: CampaignSlots<GroupId>,
     shared: Arc<RouterShared>,
-    /// Messages in all inboxes together.
-    queued: usize,
-    /// The router stopped taking messages from the node transport (`queued` reached
-    /// [`QUEUED_MAX`]); a group that takes its messages wakes it at half.
-    paused: bool,
 }
 
 impl Router {
@@ -216,12 +399,8 @@ impl Router {
         if self.campaigns.release(&mut inbox.slot) {
             // Free slots go to waiting groups, first come first served.
             while let Some(granted) = self.campaigns.next_grant(&mut self.inboxes) {
-                if let Some(waker) = self
-                    .inboxes
-                    .get_mut(&granted)
-                    .and_then(|inbox| inbox.waker.take())
-                {
-                    waker.wake();
+                if let Some(inbox) = self.inboxes.get_mut(&granted) {
+                    inbox.granted();
                 }
             }
         }
@@ -230,11 +409,8 @@ impl Router {
     /// Hands `event` to `group`'s inbox (dropped if this node does not run the group).
     fn deliver(&mut self, group: GroupId, event: TransportEvent) {
         if let Some(inbox) = self.inboxes.get_mut(&group) {
-            inbox.events.push_back(event);
-            self.queued += 1;
-            if let Some(waker) = inbox.waker.take() {
-                waker.wake();
-            }
+            self.shared.queued.fetch_add(1, Ordering::AcqRel);
+            inbox.push(event);
         }
     }
 
@@ -313,7 +489,7 @@ impl Router {
     fn watch(&mut self, watch: Watch, now: Instant) {
         let me = self.me;
         let mut silent = Vec::new();
-        let paused = self.paused;
+        let paused = self.shared.paused.load(Ordering::Acquire);
         if let Some(transport) = self.transport.as_mut() {
             for (&peer, p) in &mut self.peers {
                 if paused {
@@ -353,9 +529,148 @@ impl Router {
     /// Stops: drops the node transport and tells every group.
     fn stop(&mut self) {
         self.transport = None;
+        let left = {
+            let mut r = self
+                .shared
+                .requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            r.gone = true;
+            std::mem::take(&mut r.list)
+        };
+        for request in left {
+            // Groups that started on other threads since the last poll hear it too.
+            if let Request::Register(_, inbox) = request {
+                inbox.update(|s| s.stopped = true);
+            }
+        }
         for inbox in self.inboxes.values_mut() {
-            if let Some(waker) = inbox.waker.take() {
-                waker.wake();
+            inbox.stopped();
+        }
+    }
+
+    /// Does what a group on another shard thread asked.
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Register(group, inbox) => {
+                self.inboxes
+                    .insert(group, Inbox::new(Mailbox::Remote(inbox)));
+            }
+            Request::Send(group, message) => {
+                let to = message.to;
+                let sent = match self.transport.as_mut() {
+                    Some(t) => t.send(group, message),
+                    None => Err(SendError::Shutdown),
+                };
+                if let Err(SendError::NotConnected { .. }) = sent {
+                    // What a group on this thread learns from `send`'s error: a transfer to
+                    // the peer fails fast instead of waiting out its timeout.
+                    let event = TransportEvent::PeerDisconnected {
+                        peer: to,
+                        error: PeerError::NotConnected,
+                    };
+                    self.deliver(group, event);
+                }
+            }
+            Request::SetPeer(group, peer, address) => {
+                // An address the node transport refuses leaves the group off the peer's
+                // list, as for a group on this thread (its shard only logs nothing and retries
+                // on its next configuration change).
+                let _ = self.set_peer(group, peer, &address);
+            }
+            Request::RemovePeer(group, peer) => self.remove_peer(group, peer),
+            Request::AskSlot(group) => {
+                let Some(inbox) = self.inboxes.get_mut(&group) else {
+                    return;
+                };
+                match self.campaigns.poll(group, &mut inbox.slot) {
+                    Asked::Granted => inbox.granted(),
+                    Asked::Waiting => {}
+                    Asked::Queued => {
+                        self.shared
+                            .campaigns_deferred
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Request::ReleaseSlot(group) => self.release_campaign_slot(group),
+            Request::Stopped(group) => self.group_stopped(group),
+        }
+    }
+
+    /// `group` (on any shard thread) reaches `peer` at `address`.
+    fn set_peer(
+        &mut self,
+        group: GroupId,
+        peer: NodeId,
+        address: &str,
+    ) -> Result<(), SetPeerError> {
+        let Some(transport) = self.transport.as_mut() else {
+            return Ok(());
+        };
+        let known = self.peers.get(&peer).map(|p| p.address.as_str());
+        if known != Some(address) {
+            transport.set_peer(peer, address)?;
+        }
+        let now = super::clock::monotonic_now();
+        let p = self.peers.entry(peer).or_insert_with(|| Peer {
+            groups: BTreeSet::new(),
+            address: address.to_string(),
+            heard: now,
+            silent: false,
+        });
+        p.address = address.to_string();
+        p.groups.insert(group);
+        Ok(())
+    }
+
+    /// `group` no longer has `peer` as a member.
+    fn remove_peer(&mut self, group: GroupId, peer: NodeId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.groups.remove(&group);
+        if p.groups.is_empty() {
+            self.peers.remove(&peer);
+            if let Some(t) = self.transport.as_mut() {
+                t.remove_peer(peer);
+            }
+        }
+    }
+
+    /// `group` stopped on this node: its peers' replicas hear so (`GroupStopped`), so none of
+    /// them stays quiesced under a leader that is gone while its node is not.
+    fn group_stopped(&mut self, group: GroupId) {
+        self.release_campaign_slot(group);
+        if let Some(inbox) = self.inboxes.remove(&group) {
+            self.shared.taken(inbox.len());
+        }
+        let me = self.me;
+        if let Some(transport) = self.transport.as_mut() {
+            for (&peer, p) in &self.peers {
+                if p.groups.contains(&group) {
+                    let stopped = Message {
+                        from: me,
+                        to: peer,
+                        term: Term(0),
+                        body: Body::GroupStopped,
+                    };
+                    // Best effort: if it is lost, the followers wait for the next message
+                    // or for this node's silence.
+                    let _ = transport.send(group, stopped);
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        for (&peer, p) in &mut self.peers {
+            if p.groups.remove(&group) && p.groups.is_empty() {
+                gone.push(peer);
+            }
+        }
+        for peer in gone {
+            self.peers.remove(&peer);
+            if let Some(t) = self.transport.as_mut() {
+                t.remove_peer(peer);
             }
         }
     }
@@ -372,6 +687,7 @@ pub(crate) fn start(
 ) -> (u64, impl Future<Output = ()>) {
     let id = NEXT_ROUTER.fetch_add(1, Ordering::Relaxed);
     let _ = shared.thread.set(std::thread::current().id());
+    let _ = shared.me.set(transport.local_id());
     let router = Rc::new(RefCell::new(Router {
         me: transport.local_id(),
         transport: Some(transport),
@@ -379,8 +695,6 @@ pub(crate) fn start(
         peers: BTreeMap::new(),
         campaigns: CampaignSlots::new(campaign_slots),
         shared,
-        queued: 0,
-        paused: false,
     }));
     ROUTERS.with(|r| r.borrow_mut().insert(id, router.clone()));
     (id, run(id, router, watch))
@@ -396,15 +710,28 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
             return Poll::Ready(());
         }
         let now = super::clock::monotonic_now();
-        if r.queued < QUEUED_MAX {
+        let requests = {
+            let mut q = r.shared.requests.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut q.list)
+        };
+        for request in requests {
+            r.handle(request);
+        }
+        let shared = r.shared.clone();
+        if shared.queued.load(Ordering::Acquire) < QUEUED_MAX {
             // Polled again (a group took half, or the tick): reading.
-            r.paused = false;
+            shared.paused.store(false, Ordering::Release);
         }
         let mut taken = 0;
         loop {
-            if r.queued >= QUEUED_MAX {
-                // Woken by a group once half is taken (`GroupTransport::poll_recv`).
-                r.paused = true;
+            if shared.queued.load(Ordering::Acquire) >= QUEUED_MAX {
+                // Woken by a group once half is taken (`RouterShared::taken`).
+                shared.paused.store(true, Ordering::Release);
+                if shared.queued.load(Ordering::Acquire) <= QUEUED_MAX / 2 {
+                    // Groups on other threads took half meanwhile: read on.
+                    shared.paused.store(false, Ordering::Release);
+                    continue;
+                }
                 break;
             }
             if taken == EVENTS_PER_POLL_MAX {
@@ -443,39 +770,60 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
     shared.stopped_cv.notify_all();
 }
 
-/// What crosses to the host thread when a group starts: the router's id and the group's.
-/// Becomes that group's [`GroupTransport`] there.
+/// What crosses to a shard thread when a group starts: the router's id, the group's, and
+/// what the router shares across threads. Becomes that group's [`GroupTransport`] on the
+/// router's own thread, a [`RemoteGroupTransport`] on another.
 pub(crate) struct GroupLink {
     pub(crate) router: u64,
     pub(crate) group: GroupId,
+    pub(crate) shared: Arc<RouterShared>,
 }
 
 impl IntoTransport for GroupLink {
     async fn into_transport(self) -> Result<Box<dyn Transport>, String> {
-        let router = ROUTERS
-            .with(|r| r.borrow().get(&self.router).cloned())
-            .ok_or("the node's router has stopped")?;
-        {
-            let mut r = router.borrow_mut();
-            if r.transport.is_none() {
-                return Err("the node's router has stopped".into());
+        const STOPPED: &str = "the node's router has stopped";
+        let group = self.group;
+        let shared = self.shared;
+        let register = || {
+            let mut registered = shared.registered.lock().unwrap_or_else(|p| p.into_inner());
+            if !registered.insert(group) {
+                return Err(format!("group {} already runs on this node", group.0));
             }
-            if r.inboxes.contains_key(&self.group) {
-                return Err(format!("group {} already runs on this node", self.group.0));
-            }
-            r.inboxes.insert(
-                self.group,
-                Inbox {
+            shared.groups.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        };
+        let local = ROUTERS.with(|r| r.borrow().get(&self.router).cloned());
+        if let Some(router) = local {
+            {
+                let mut r = router.borrow_mut();
+                if r.transport.is_none() {
+                    return Err(STOPPED.into());
+                }
+                register()?;
+                let mailbox = Mailbox::Local {
                     events: VecDeque::new(),
                     waker: None,
-                    slot: Slot::None,
-                },
-            );
-            r.shared.groups.fetch_add(1, Ordering::AcqRel);
+                };
+                r.inboxes.insert(group, Inbox::new(mailbox));
+            }
+            return Ok(Box::new(GroupTransport { router, group }));
         }
-        Ok(Box::new(GroupTransport {
-            router,
-            group: self.group,
+        if shared.thread.get() == Some(&std::thread::current().id()) {
+            // The router's own thread, and the router is gone from it.
+            return Err(STOPPED.into());
+        }
+        let me = *shared.me.get().ok_or(STOPPED)?;
+        register()?;
+        let inbox = Arc::new(RemoteInbox::default());
+        if !shared.request(Request::Register(group, inbox.clone())) {
+            shared.unregister(group);
+            return Err(STOPPED.into());
+        }
+        Ok(Box::new(RemoteGroupTransport {
+            shared,
+            inbox,
+            group,
+            me,
         }))
     }
 
@@ -484,7 +832,7 @@ impl IntoTransport for GroupLink {
     }
 }
 
-/// One group's view of the node transport (see the module docs).
+/// One group's view of the node transport, on the router's thread (see the module docs).
 pub(crate) struct GroupTransport {
     router: Rc<RefCell<Router>>,
     group: GroupId,
@@ -504,40 +852,11 @@ impl Transport for GroupTransport {
     }
 
     fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
-        let mut r = self.router.borrow_mut();
-        let r = &mut *r;
-        let Some(transport) = r.transport.as_mut() else {
-            return Ok(());
-        };
-        let known = r.peers.get(&peer).map(|p| p.address.as_str());
-        if known != Some(address) {
-            transport.set_peer(peer, address)?;
-        }
-        let now = super::clock::monotonic_now();
-        let p = r.peers.entry(peer).or_insert_with(|| Peer {
-            groups: BTreeSet::new(),
-            address: address.to_string(),
-            heard: now,
-            silent: false,
-        });
-        p.address = address.to_string();
-        p.groups.insert(self.group);
-        Ok(())
+        self.router.borrow_mut().set_peer(self.group, peer, address)
     }
 
     fn remove_peer(&mut self, peer: NodeId) {
-        let mut r = self.router.borrow_mut();
-        let r = &mut *r;
-        let Some(p) = r.peers.get_mut(&peer) else {
-            return;
-        };
-        p.groups.remove(&self.group);
-        if p.groups.is_empty() {
-            r.peers.remove(&peer);
-            if let Some(t) = r.transport.as_mut() {
-                t.remove_peer(peer);
-            }
-        }
+        self.router.borrow_mut().remove_peer(self.group, peer);
     }
 
     fn reports_silent_peers(&self) -> bool {
@@ -554,22 +873,27 @@ impl Transport for GroupTransport {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
         let mut r = self.router.borrow_mut();
-        let stopped = r.transport.is_none();
-        let Some(inbox) = r.inboxes.get_mut(&self.group) else {
+        let Router {
+            transport,
+            inboxes,
+            shared,
+            ..
+        } = &mut *r;
+        let stopped = transport.is_none();
+        let Some(inbox) = inboxes.get_mut(&self.group) else {
             return Poll::Ready(None);
         };
-        if let Some(event) = inbox.events.pop_front() {
-            r.queued -= 1;
-            if r.paused && r.queued <= QUEUED_MAX / 2 {
-                r.paused = false;
-                r.shared.wake_task();
-            }
+        let Mailbox::Local { events, .. } = &mut inbox.mailbox else {
+            return Poll::Ready(None);
+        };
+        if let Some(event) = events.pop_front() {
+            shared.taken(1);
             return Poll::Ready(Some(event));
         }
-        if inbox.events.capacity() > 0 {
+        if events.capacity() > 0 {
             // Idle groups keep no room (thousands of them per node); a busy group's turn
             // handles many messages per allocation.
-            inbox.events = VecDeque::new();
+            *events = VecDeque::new();
         }
         if stopped {
             return Poll::Ready(None);
@@ -580,49 +904,113 @@ impl Transport for GroupTransport {
 }
 
 impl Drop for GroupTransport {
-    /// The group stopped on this node: its peers' replicas hear so (`GroupStopped`), so none
-    /// of them stays quiesced under a leader that is gone while its node is not.
+    /// The group stopped on this node (see [`Router::group_stopped`]).
     fn drop(&mut self) {
         let mut r = self.router.borrow_mut();
-        let r = &mut *r;
-        r.release_campaign_slot(self.group);
-        if let Some(inbox) = r.inboxes.remove(&self.group) {
-            r.shared.groups.fetch_sub(1, Ordering::AcqRel);
-            r.queued -= inbox.events.len();
-            if r.paused && r.queued <= QUEUED_MAX / 2 {
-                r.paused = false;
-                r.shared.wake_task();
-            }
+        r.group_stopped(self.group);
+        r.shared.unregister(self.group);
+    }
+}
+
+/// One group's view of the node transport from another shard thread than the router's: what
+/// it sends and asks goes to the router task as [`Request`]s, what arrives for it waits in its
+/// [`RemoteInbox`] (ARCHITECTURE §14, "Several shard threads").
+pub(crate) struct RemoteGroupTransport {
+    shared: Arc<RouterShared>,
+    inbox: Arc<RemoteInbox>,
+    group: GroupId,
+    me: NodeId,
+}
+
+impl Transport for RemoteGroupTransport {
+    fn local_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Queued for the router's thread, so a peer that is not connected is reported afterwards
+    /// as `PeerDisconnected` rather than as this call's error.
+    fn send(&mut self, _group: GroupId, message: Message) -> Result<(), SendError> {
+        if self.shared.request(Request::Send(self.group, message)) {
+            Ok(())
+        } else {
+            Err(SendError::Shutdown)
         }
-        let group = self.group;
-        let me = r.me;
-        if let Some(transport) = r.transport.as_mut() {
-            for (&peer, p) in &r.peers {
-                if p.groups.contains(&group) {
-                    let stopped = Message {
-                        from: me,
-                        to: peer,
-                        term: Term(0),
-                        body: Body::GroupStopped,
-                    };
-                    // Best effort: if it is lost, the followers wait for the next message
-                    // or for this node's silence.
-                    let _ = transport.send(group, stopped);
-                }
+    }
+
+    /// Queued for the router's thread; an address the node transport refuses is logged there
+    /// by nobody and leaves the group off the peer's list, as it would on that thread.
+    fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
+        self.shared
+            .request(Request::SetPeer(self.group, peer, address.to_string()));
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, peer: NodeId) {
+        self.shared.request(Request::RemovePeer(self.group, peer));
+    }
+
+    fn reports_silent_peers(&self) -> bool {
+        true
+    }
+
+    fn poll_campaign_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let ask = {
+            let mut s = self.inbox.lock();
+            if s.granted || s.stopped {
+                return Poll::Ready(());
             }
-        }
-        let mut gone = Vec::new();
-        for (&peer, p) in &mut r.peers {
-            if p.groups.remove(&group) && p.groups.is_empty() {
-                gone.push(peer);
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => s.waker = Some(cx.waker().clone()),
             }
+            !std::mem::replace(&mut s.asked, true)
+        };
+        if ask && !self.shared.request(Request::AskSlot(self.group)) {
+            return Poll::Ready(());
         }
-        for peer in gone {
-            r.peers.remove(&peer);
-            if let Some(t) = r.transport.as_mut() {
-                t.remove_peer(peer);
-            }
+        Poll::Pending
+    }
+
+    fn release_campaign_slot(&mut self) {
+        let held = {
+            let mut s = self.inbox.lock();
+            let held = s.asked || s.granted;
+            s.asked = false;
+            s.granted = false;
+            held
+        };
+        if held {
+            self.shared.request(Request::ReleaseSlot(self.group));
         }
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+        let mut s = self.inbox.lock();
+        if let Some(event) = s.events.pop_front() {
+            drop(s);
+            self.shared.taken(1);
+            return Poll::Ready(Some(event));
+        }
+        if s.events.capacity() > 0 {
+            s.events = VecDeque::new();
+        }
+        if s.stopped {
+            return Poll::Ready(None);
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for RemoteGroupTransport {
+    /// The group stopped on this node: the router tells its peers (see
+    /// [`Router::group_stopped`]) and counts off what still waits in its inbox.
+    fn drop(&mut self) {
+        self.shared.request(Request::Stopped(self.group));
+        self.shared.unregister(self.group);
     }
 }
 
@@ -690,10 +1078,11 @@ mod tests {
             let link = GroupLink {
                 router: id,
                 group: GroupId(1),
+                shared: shared.clone(),
             };
             let mut group = link.into_transport().await.expect("group");
             tokio::task::spawn_local(task);
-            let queued = || ROUTERS.with(|r| r.borrow()[&id].borrow().queued);
+            let queued = || shared.queued.load(Ordering::Acquire);
             turns(100).await;
             // The group took nothing: the router stopped at the bound, and stays stopped.
             assert_eq!(queued(), QUEUED_MAX);

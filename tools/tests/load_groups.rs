@@ -120,3 +120,41 @@ fn a_restart_needs_durable_groups_and_active_groups_are_at_most_groups() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--active 3"));
 }
+
+#[test]
+fn groups_spread_over_several_shard_threads_per_node_elect_and_take_writes() {
+    let json = &json_of(&[
+        "--inmem",
+        "--groups",
+        "9",
+        "--active",
+        "9",
+        "--clients",
+        "9",
+        "--ops",
+        "900",
+        "--idle-secs",
+        "0.2",
+        "--shards",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(field(json, "elected"), "9");
+    let writes: f64 = field(json, "writes_per_sec")
+        .parse()
+        .expect("writes_per_sec");
+    assert!(writes > 0.0, "{json}");
+    // Three nodes of three shard threads each, beside the client's and the process's own.
+    let threads: u64 = field(json, "threads").parse().expect("threads");
+    assert!(threads >= 9, "{json}");
+    let refused = Command::new(LOAD)
+        .args(["--inmem", "--groups", "2", "--shards", "0"])
+        .output()
+        .expect("running ringraft-load");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--shards"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

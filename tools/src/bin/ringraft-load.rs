@@ -39,7 +39,8 @@
 //!   groups); reports the time until every group has a leader, idle CPU and resident memory
 //!   per replica, and the writes to `--active M` groups. `--restart` (durable) then stops
 //!   every node, starts them again from their WALs and checks every group's committed state.
-//!   `--campaign-slots K` sets how many groups per node may campaign at once.
+//!   `--campaign-slots K` sets how many groups per node may campaign at once, `--shards S`
+//!   how many shard threads each node runs its groups on.
 
 use clap::Parser;
 use ringraft::ApplyPlacement;
@@ -135,6 +136,10 @@ struct Cli {
     /// at once (MultiRaftConfig::campaign_slots) [default: the library's].
     #[arg(long, value_name = "K", requires = "groups", value_parser = at_least_one)]
     campaign_slots: Option<u64>,
+    /// With --groups: shard threads per node, the groups spread over them
+    /// (MultiRaftConfig::shards) [default: the library's].
+    #[arg(long, value_name = "S", requires = "groups", value_parser = at_least_one)]
+    shards: Option<u64>,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -174,6 +179,8 @@ struct Args {
     restart: bool,
     /// `--campaign-slots`.
     campaign_slots: Option<usize>,
+    /// `--shards`.
+    shards: Option<usize>,
 }
 
 impl Cli {
@@ -225,6 +232,10 @@ impl Cli {
                 .campaign_slots
                 .map(|k| usize::try_from(k).map_err(|e| format!("--campaign-slots {k}: {e}")))
                 .transpose()?,
+            shards: self
+                .shards
+                .map(|s| usize::try_from(s).map_err(|e| format!("--shards {s}: {e}")))
+                .transpose()?,
         })
     }
 }
@@ -253,6 +264,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         durable: durable.clone(),
         restart: args.restart,
         campaign_slots: args.campaign_slots,
+        shards: args.shards,
     };
     let out = groups::run(&run, &args.load)?;
     let summary = out.load.as_ref().map(|o| {

@@ -46,6 +46,8 @@ pub struct GroupsRun {
     pub restart: bool,
     /// `MultiRaftConfig::campaign_slots` of every node (`None`: the library's default).
     pub campaign_slots: Option<usize>,
+    /// `MultiRaftConfig::shards` of every node (`None`: the library's default).
+    pub shards: Option<usize>,
 }
 
 /// What a restart of every node found.
@@ -110,6 +112,7 @@ impl Nodes {
             ping_interval: election / 10,
             silence_timeout: election,
             campaign_slots: run.campaign_slots.unwrap_or(defaults.campaign_slots),
+            shards: run.shards.unwrap_or(defaults.shards),
             ..defaults
         };
         let mut hosts = Vec::new();

@@ -573,10 +573,20 @@ impl Router {
                 }
             }
             Request::SetPeer(group, peer, address) => {
-                // An address the node transport refuses leaves the group off the peer's
-                // list, as for a group on this thread (its shard only logs nothing and retries
-                // on its next configuration change).
-                let _ = self.set_peer(group, peer, &address);
+                // An address the node transport refuses leaves the group off the peer's list,
+                // as it does a group on this thread; but that group's call failed, so its
+                // shard tries the address again at its next configuration change, while this
+                // one's returned `Ok` and will not: say so.
+                if let Err(e) = self.set_peer(group, peer, &address) {
+                    tracing::warn!(
+                        node = self.me.0,
+                        group = group.0,
+                        peer = peer.0,
+                        address = %address,
+                        error = %e,
+                        "the node transport refused a peer's address"
+                    );
+                }
             }
             Request::RemovePeer(group, peer) => self.remove_peer(group, peer),
             Request::AskSlot(group) => {
@@ -937,8 +947,9 @@ impl Transport for RemoteGroupTransport {
         }
     }
 
-    /// Queued for the router's thread; an address the node transport refuses is logged there
-    /// by nobody and leaves the group off the peer's list, as it would on that thread.
+    /// Queued for the router's thread, so an address the node transport refuses is not this
+    /// call's error: the router logs it, and the group stays off the peer's list (as it would
+    /// on the router's thread), but its shard, told `Ok`, does not try that address again.
     fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
         self.shared
             .request(Request::SetPeer(self.group, peer, address.to_string()));

@@ -1065,27 +1065,44 @@ mod tests {
         }
     }
 
-    /// A node whose groups fall behind stops taking messages from its transport at the bound
-    /// (so the transport, and with TCP the senders, hold them) and takes them again once its
-    /// groups have taken half.
-    #[test]
-    fn a_node_whose_groups_fall_behind_stops_reading_until_they_catch_up() {
+    /// Runs `test` on a router's thread: a router over an endless flood of messages for group
+    /// 1 (`taken` counts those it took), its id and its task, not yet spawned.
+    fn on_router_thread<F, Fut>(test: F)
+    where
+        F: FnOnce(
+            Rc<Cell<u64>>,
+            Arc<RouterShared>,
+            u64,
+            std::pin::Pin<Box<dyn Future<Output = ()>>>,
+        ) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .expect("runtime");
         let local = tokio::task::LocalSet::new();
+        let taken = Rc::new(Cell::new(0));
+        let shared = Arc::new(RouterShared::default());
+        let watch = Watch {
+            ping_interval: Duration::from_secs(60),
+            silence_timeout: Duration::from_secs(120),
+        };
+        let flood = Box::new(Flood {
+            taken: taken.clone(),
+        });
         local.block_on(&runtime, async {
-            let taken = Rc::new(Cell::new(0));
-            let shared = Arc::new(RouterShared::default());
-            let watch = Watch {
-                ping_interval: Duration::from_secs(60),
-                silence_timeout: Duration::from_secs(120),
-            };
-            let flood = Box::new(Flood {
-                taken: taken.clone(),
-            });
             let (id, task) = start(flood, watch, 1, shared.clone());
+            test(taken, shared, id, Box::pin(task)).await
+        });
+    }
+
+    /// A node whose groups fall behind stops taking messages from its transport at the bound
+    /// (so the transport, and with TCP the senders, hold them) and takes them again once its
+    /// groups have taken half.
+    #[test]
+    fn a_node_whose_groups_fall_behind_stops_reading_until_they_catch_up() {
+        on_router_thread(|taken, shared, id, task| async move {
             let link = GroupLink {
                 router: id,
                 group: GroupId(1),
@@ -1111,6 +1128,85 @@ mod tests {
             // A group that stops takes its messages off the count.
             drop(group);
             assert_eq!(queued(), 0);
+            shared.close();
+            turns(10).await;
+        });
+    }
+
+    /// The same bound with the group on another thread than the router's (another shard):
+    /// its messages count toward the bound, the router stops at it, takes more once the
+    /// group has taken half from its own thread, and a group that stops there takes what it
+    /// left off the count.
+    #[test]
+    fn a_group_on_another_shard_thread_holds_the_router_back_the_same_way() {
+        use std::sync::mpsc;
+        on_router_thread(|taken, shared, id, task| async move {
+            tokio::task::spawn_local(task);
+            // The group's thread: it starts the group, then takes messages when told to.
+            let (take_tx, take_rx) = mpsc::channel::<usize>();
+            let (done_tx, done_rx) = mpsc::channel::<usize>();
+            let link = GroupLink {
+                router: id,
+                group: GroupId(1),
+                shared: shared.clone(),
+            };
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime");
+                let mut group = rt.block_on(link.into_transport()).expect("remote group");
+                let mut cx = Context::from_waker(Waker::noop());
+                while let Ok(n) = take_rx.recv() {
+                    let mut got = 0;
+                    for _ in 0..n {
+                        if let Poll::Ready(Some(_)) = group.poll_recv(&mut cx) {
+                            got += 1;
+                        }
+                    }
+                    let _ = done_tx.send(got);
+                }
+                // Dropped here: the group stops.
+            });
+            let queued = || shared.queued.load(Ordering::Acquire);
+            for _ in 0..1000 {
+                if queued() == QUEUED_MAX {
+                    break;
+                }
+                turns(10).await;
+            }
+            assert_eq!(
+                queued(),
+                QUEUED_MAX,
+                "the remote group's messages fill the bound"
+            );
+            let before = taken.get();
+            turns(100).await;
+            assert_eq!(taken.get(), before, "the router kept reading");
+            take_tx.send(QUEUED_MAX / 2).expect("group thread");
+            assert_eq!(done_rx.recv().expect("group thread"), QUEUED_MAX / 2);
+            // Woken from the group's thread, the router reads up to the bound again.
+            for _ in 0..1000 {
+                if taken.get() > before && queued() == QUEUED_MAX {
+                    break;
+                }
+                turns(10).await;
+            }
+            assert!(taken.get() > before, "the router did not read again");
+            assert_eq!(queued(), QUEUED_MAX);
+            drop(take_tx);
+            thread.join().expect("group thread");
+            for _ in 0..1000 {
+                if queued() == 0 {
+                    break;
+                }
+                turns(10).await;
+            }
+            assert_eq!(
+                queued(),
+                0,
+                "the stopped group's messages are off the count"
+            );
+            assert_eq!(shared.groups.load(Ordering::Acquire), 0);
             shared.close();
             turns(10).await;
         });

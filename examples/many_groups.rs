@@ -1,8 +1,9 @@
-//! Thousands of Raft groups on three nodes in one process: each node is a `MultiRaft` (one
-//! shard thread, one transport for all its groups), every group has its own state machine and
+//! Thousands of Raft groups on three nodes in one process: each node is a `MultiRaft` (its
+//! shard threads, one transport for all its groups), every group has its own state machine and
 //! stores, elects its own leader and takes its own writes, and idle groups quiesce (no
 //! heartbeats, no timers; ARCHITECTURE §14). Run it with `cargo run --release --example
-//! many_groups -- 10000` (the number of groups; 1 000 by default, which `cargo test` runs).
+//! many_groups -- 10000 2` (the number of groups, 1 000 by default, which `cargo test` runs;
+//! and the shard threads per node, `MultiRaftConfig::shards`, 1 by default).
 
 use bytes::Bytes;
 use ringraft::{Config, Fsm, FsmError, FsmSnapshot, MultiRaft, MultiRaftConfig, Raft, RaftState};
@@ -48,14 +49,20 @@ impl FsmSnapshot for CounterSnapshot {
 // The example times itself with the wall clock (the lint guards the consensus core's
 // determinism, which an example does not touch).
 #[allow(clippy::disallowed_methods)]
-fn run(groups: u64) -> Result<(), Box<dyn Error>> {
+fn run(groups: u64, shards: usize) -> Result<(), Box<dyn Error>> {
     let network = MemNetwork::new();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
     // One MultiRaft per node: pings between nodes every 100 ms, a node silent for 1 s is
-    // reported to its groups (the defaults, matching `Config`'s default timeouts).
+    // reported to its groups (the defaults, matching `Config`'s default timeouts); group g
+    // runs on shard thread g mod `shards` of its node, every shard behind the node's one
+    // transport.
+    let config = MultiRaftConfig {
+        shards,
+        ..MultiRaftConfig::default()
+    };
     let nodes = ids
         .iter()
-        .map(|&id| MultiRaft::new(network.transport(id), MultiRaftConfig::default()))
+        .map(|&id| MultiRaft::new(network.transport(id), config.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let members = Configuration::voters_with_default_addresses(ids);
     let started = Instant::now();
@@ -78,7 +85,7 @@ fn run(groups: u64) -> Result<(), Box<dyn Error>> {
         all.push(replicas);
     }
     println!(
-        "{groups} groups started on 3 nodes in {:?}",
+        "{groups} groups started on 3 nodes ({shards} shard threads each) in {:?}",
         started.elapsed()
     );
     // Every group elects its own leader.
@@ -130,10 +137,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         Some(n) => n.parse().map_err(|e| format!("groups {n:?}: {e}"))?,
         None => 1_000,
     };
-    run(groups)
+    let shards = match std::env::args().nth(2) {
+        Some(n) => n.parse().map_err(|e| format!("shards {n:?}: {e}"))?,
+        None => 1,
+    };
+    run(groups, shards)
 }
 
 #[test]
 fn the_example_runs() {
-    run(1_000).expect("the example runs to the end");
+    run(1_000, 1).expect("the example runs to the end");
+}
+
+#[test]
+fn the_example_runs_on_two_shard_threads_per_node() {
+    run(300, 2).expect("the example runs to the end");
 }

@@ -231,7 +231,7 @@ impl MultiRaft {
             // Only the first shard runs the transport's tasks.
             let io_driver = k == 0 && transport.runs_tasks();
             hosts.push(ShardHost::with_snapshot_threads(
-                config.cpu.map(|c| c + k),
+                config.cpu.map(|c| c.saturating_add(k)),
                 io_driver,
                 config.snapshot_threads,
             )?);

@@ -120,8 +120,9 @@ struct Cli {
     /// per replica, and the writes of the --active ones.
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     groups: Option<u64>,
-    /// With --groups: how many groups the clients write to, spread evenly [default: the
-    /// smaller of --groups and --clients].
+    /// With --groups: how many groups the clients write to, spread evenly (client c's k-th
+    /// write goes to active group (c + k × clients) mod M, so with more groups than clients
+    /// every active group gets writes) [default: the smaller of --groups and --clients].
     #[arg(long, value_name = "M", requires = "groups")]
     active: Option<u64>,
     /// With --groups: the quiet window over which idle CPU is measured, in seconds.

@@ -102,6 +102,9 @@ struct Counters {
 struct Client {
     id: u64,
     seq: u64,
+    /// Clients in the run: with more groups than clients, a client's successive writes go
+    /// to groups this far apart, so every group gets writes.
+    clients: u64,
     payload_bytes: usize,
     ops_mode: bool,
     counters: Arc<Counters>,
@@ -113,6 +116,7 @@ impl Client {
         Client {
             id: id as u64,
             seq: 0,
+            clients: load.clients.max(1) as u64,
             payload_bytes: load.payload_bytes,
             ops_mode: load.ops.is_some(),
             counters: counters.clone(),
@@ -120,14 +124,20 @@ impl Client {
         }
     }
 
-    /// The next command, made before the clock starts (as the peers' harnesses do), or
-    /// `None` once the run is over.
-    fn next(&mut self) -> Option<Bytes> {
+    /// The next command and the group (its index among `groups`) it goes to, made before the
+    /// clock starts (as the peers' harnesses do), or `None` once the run is over. Client `c`'s
+    /// `k`-th write goes to group `(c + k × clients) mod groups`: with one group, to it; with
+    /// more groups than clients, every group gets writes in turn (none is left idle to
+    /// quiesce), and the clients' writes in flight are on different groups.
+    fn next(&mut self, groups: usize) -> Option<(usize, Bytes)> {
         if !self.counters.take_one(self.ops_mode) {
             return None;
         }
+        let k = self.seq;
         self.seq += 1;
-        Some(command(self.id, self.seq - 1, self.payload_bytes))
+        let groups = groups.max(1) as u64;
+        let group = (self.id % groups + (k % groups) * (self.clients % groups)) % groups;
+        Some((group as usize, command(self.id, k, self.payload_bytes)))
     }
 
     /// Counts a write sent at `sent`: its latency if `done`, else an error.
@@ -217,8 +227,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("client runtime: {e}"))
 }
 
-/// Runs `load` against `leaders` (one per Raft group; client `c`, or request `i` in open
-/// loop, goes to `leaders[c % len]`).
+/// Runs `load` against `leaders` (one per Raft group; client `c`'s `k`-th write goes to
+/// `leaders[(c + k × clients) % len]`, request `i` in open loop to `leaders[i % len]`).
 pub fn run(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
     if leaders.is_empty() {
         return Err("no leader to load".into());
@@ -240,14 +250,15 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
         closed_loop_threads(leaders, load, &rt, &counters, started)?
     } else {
         rt.block_on(async {
+            let leaders: Arc<[Raft]> = leaders.into();
             let clients: Vec<_> = (0..load.clients)
                 .map(|id| {
-                    let raft = leaders[id % leaders.len()].clone();
+                    let leaders = leaders.clone();
                     let mut client = Client::new(id, load, &counters);
                     tokio::spawn(async move {
-                        while let Some(cmd) = client.next() {
+                        while let Some((g, cmd)) = client.next(leaders.len()) {
                             let t = now();
-                            let done = raft.apply(cmd, Duration::ZERO).await.is_ok();
+                            let done = leaders[g].apply(cmd, Duration::ZERO).await.is_ok();
                             client.record(t, done);
                         }
                         client.finish()
@@ -289,16 +300,17 @@ fn closed_loop_threads(
     counters: &Arc<Counters>,
     started: Instant,
 ) -> Result<Histogram<u64>, String> {
+    let leaders: Arc<[Raft]> = leaders.into();
     let clients = (0..load.clients)
         .map(|id| {
-            let raft = leaders[id % leaders.len()].clone();
+            let leaders = leaders.clone();
             let mut client = Client::new(id, load, counters);
             std::thread::Builder::new()
                 .name("ringraft-load-client".into())
                 .spawn(move || {
-                    while let Some(cmd) = client.next() {
+                    while let Some((g, cmd)) = client.next(leaders.len()) {
                         let t = now();
-                        let done = raft.apply(cmd, Duration::ZERO).wait().is_ok();
+                        let done = leaders[g].apply(cmd, Duration::ZERO).wait().is_ok();
                         client.record(t, done);
                     }
                     client.finish()
@@ -409,4 +421,49 @@ fn open_loop(leaders: &[Raft], load: &Load, rate: f64) -> Result<Outcome, String
         errors: counters.errors.load(Ordering::Relaxed),
         elapsed_secs: end.duration_since(started).as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(clients: usize, ops: u64) -> Load {
+        Load {
+            clients,
+            ops: Some(ops),
+            duration: Duration::ZERO,
+            payload_bytes: 16,
+            rate: None,
+            progress: false,
+            threads: false,
+        }
+    }
+
+    /// The groups client `id` of `clients` writes to over `writes` writes, among `groups`.
+    fn targets(id: usize, clients: usize, groups: usize, writes: u64) -> Vec<usize> {
+        let counters = Arc::new(Counters::default());
+        counters.remaining.store(writes, Ordering::Relaxed);
+        let mut client = Client::new(id, &load(clients, writes), &counters);
+        std::iter::from_fn(|| client.next(groups).map(|(g, _)| g)).collect()
+    }
+
+    #[test]
+    fn clients_spread_their_writes_over_every_group() {
+        // One group: every write goes to it.
+        assert!(targets(3, 4, 1, 10).iter().all(|&g| g == 0));
+        // 256 clients over 1 000 groups: every group gets writes within a few rounds, and the
+        // first writes in flight are on different groups.
+        let mut hit = vec![0u32; 1000];
+        for id in 0..256 {
+            for g in targets(id, 256, 1000, 125) {
+                hit[g] += 1;
+            }
+        }
+        assert!(hit.iter().all(|&n| n > 0), "a group got no writes");
+        let first: std::collections::BTreeSet<usize> =
+            (0..256).map(|id| targets(id, 256, 1000, 1)[0]).collect();
+        assert_eq!(first.len(), 256);
+        // As many groups as clients: each client keeps its own group.
+        assert!(targets(5, 8, 8, 20).iter().all(|&g| g == 5));
+    }
 }

@@ -28,9 +28,9 @@ pub struct MultiRaftConfig {
     /// machine that runs one node and has cores to spare (leave some to the WAL writer, the
     /// callers and the first shard's transport work; not measured on such a machine yet). A
     /// message to or from a group on another shard than the first crosses threads once more:
-    /// on this project's 2-core test machine with three nodes in one process, two shards gave
-    /// half the p99 of 1 000 busy durable groups at 6–20 % less throughput
-    /// (docs/PERFORMANCE.md, session 13).
+    /// on this project's 2-core test machine with three nodes in one process, two shards cost
+    /// 1 000 busy durable groups about a quarter of their throughput (docs/PERFORMANCE.md,
+    /// session 13).
     pub shards: usize,
     /// How often the node pings each peer node. Default 100 ms (the default heartbeat
     /// interval of one group).

@@ -82,7 +82,7 @@ pub struct MultiRaftStats {
     pub campaigns_deferred: u64,
 }
 
-/// One node hosting many Raft groups: a shard thread runs every group's loop, one transport
+/// One node hosting many Raft groups: its shard threads run the groups' loops, one transport
 /// (one connection per peer node with TCP) carries every group's messages, each frame naming
 /// its group, a few snapshot threads serve every group ([`MultiRaftConfig::snapshot_threads`]),
 /// and peer nodes are watched for liveness once per node rather than once per group. Idle

@@ -203,11 +203,18 @@ impl RouterShared {
     }
 
     fn keep_waker(&self, cx: &Context<'_>) {
-        let mut waker = self.task_waker.lock().unwrap_or_else(|p| p.into_inner());
-        match &*waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *waker = Some(cx.waker().clone()),
-        }
+        keep_waker(
+            &mut self.task_waker.lock().unwrap_or_else(|p| p.into_inner()),
+            cx,
+        );
+    }
+}
+
+/// Keeps `cx`'s waker in `slot`, unless the one there already wakes the same task.
+fn keep_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 
@@ -279,10 +286,7 @@ impl Inbox {
     /// Keeps `cx`'s waker to wake the group's shard (a group on the router's thread).
     fn register(&mut self, cx: &Context<'_>) {
         if let Mailbox::Local { waker, .. } = &mut self.mailbox {
-            match waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
+            keep_waker(waker, cx);
         }
     }
 
@@ -371,24 +375,26 @@ pub(crate) struct Router {
 
 impl Router {
     /// `group` asks for a campaign slot (see [`Transport::poll_campaign_slot`]).
-    fn poll_campaign_slot(&mut self, group: GroupId, cx: &mut Context<'_>) -> Poll<()> {
+    /// `Ready` once `group` holds a slot; otherwise it waits in line (counted as deferred when
+    /// it joins) and is woken through its inbox when granted, with `cx`'s waker if it is on
+    /// this thread.
+    fn poll_campaign_slot(&mut self, group: GroupId, cx: Option<&Context<'_>>) -> Poll<()> {
         let Some(inbox) = self.inboxes.get_mut(&group) else {
             return Poll::Ready(());
         };
         match self.campaigns.poll(group, &mut inbox.slot) {
-            Asked::Granted => Poll::Ready(()),
-            Asked::Waiting => {
-                inbox.register(cx);
-                Poll::Pending
-            }
+            Asked::Granted => return Poll::Ready(()),
+            Asked::Waiting => {}
             Asked::Queued => {
-                inbox.register(cx);
                 self.shared
                     .campaigns_deferred
                     .fetch_add(1, Ordering::Relaxed);
-                Poll::Pending
             }
         }
+        if let Some(cx) = cx {
+            inbox.register(cx);
+        }
+        Poll::Pending
     }
 
     /// `group` gives back its slot or leaves the queue; the slot goes to the next in line.
@@ -590,16 +596,9 @@ impl Router {
             }
             Request::RemovePeer(group, peer) => self.remove_peer(group, peer),
             Request::AskSlot(group) => {
-                let Some(inbox) = self.inboxes.get_mut(&group) else {
-                    return;
-                };
-                match self.campaigns.poll(group, &mut inbox.slot) {
-                    Asked::Granted => inbox.granted(),
-                    Asked::Waiting => {}
-                    Asked::Queued => {
-                        self.shared
-                            .campaigns_deferred
-                            .fetch_add(1, Ordering::Relaxed);
+                if self.poll_campaign_slot(group, None).is_ready() {
+                    if let Some(inbox) = self.inboxes.get_mut(&group) {
+                        inbox.granted();
                     }
                 }
             }
@@ -874,7 +873,9 @@ impl Transport for GroupTransport {
     }
 
     fn poll_campaign_slot(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.router.borrow_mut().poll_campaign_slot(self.group, cx)
+        self.router
+            .borrow_mut()
+            .poll_campaign_slot(self.group, Some(cx))
     }
 
     fn release_campaign_slot(&mut self) {
@@ -970,10 +971,7 @@ impl Transport for RemoteGroupTransport {
             if s.granted || s.stopped {
                 return Poll::Ready(());
             }
-            match &s.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => s.waker = Some(cx.waker().clone()),
-            }
+            keep_waker(&mut s.waker, cx);
             !std::mem::replace(&mut s.asked, true)
         };
         if ask && !self.shared.request(Request::AskSlot(self.group)) {
@@ -1008,10 +1006,7 @@ impl Transport for RemoteGroupTransport {
         if s.stopped {
             return Poll::Ready(None);
         }
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
+        keep_waker(&mut s.waker, cx);
         Poll::Pending
     }
 }

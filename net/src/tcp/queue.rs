@@ -124,22 +124,36 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next item; `Ready(None)` once every sender is gone and the queue is empty;
-    /// `Pending` (keeping `cx`'s waker) otherwise.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// The next item: from what the last locking took, else from everything queued now
+    /// (taken in one locking). `Err` holds the lock when nothing was queued.
+    fn next(&mut self) -> Result<T, MutexGuard<'_, State<T>>> {
         if let Some(item) = self.taken.pop_front() {
-            return Poll::Ready(Some(item));
+            return Ok(item);
         }
         trim(&mut self.taken);
-        let mut s = self.inner.lock();
+        let Receiver { inner, taken } = self;
+        let mut s = inner.lock();
         if !s.items.is_empty() {
             // The senders get this side's empty (trimmed) buffer; the taken one is trimmed
             // here once it is drained.
-            std::mem::swap(&mut s.items, &mut self.taken);
-            drop(s);
-            return Poll::Ready(self.taken.pop_front());
+            std::mem::swap(&mut s.items, taken);
         }
-        trim(&mut s.items);
+        match taken.pop_front() {
+            Some(item) => Ok(item),
+            None => {
+                trim(&mut s.items);
+                Err(s)
+            }
+        }
+    }
+
+    /// The next item; `Ready(None)` once every sender is gone and the queue is empty;
+    /// `Pending` (keeping `cx`'s waker) otherwise.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut s = match self.next() {
+            Ok(item) => return Poll::Ready(Some(item)),
+            Err(s) => s,
+        };
         if s.senders == 0 {
             return Poll::Ready(None);
         }
@@ -152,17 +166,7 @@ impl<T> Receiver<T> {
 
     /// The next item if one is queued now.
     pub(crate) fn try_recv(&mut self) -> Option<T> {
-        if let Some(item) = self.taken.pop_front() {
-            return Some(item);
-        }
-        trim(&mut self.taken);
-        let mut s = self.inner.lock();
-        if s.items.is_empty() {
-            return None;
-        }
-        std::mem::swap(&mut s.items, &mut self.taken);
-        drop(s);
-        self.taken.pop_front()
+        self.next().ok()
     }
 
     /// The next item, waiting for one; `None` once every sender is gone and the queue is empty.

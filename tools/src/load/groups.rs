@@ -155,8 +155,8 @@ impl Nodes {
     /// time: a window's bootstraps are asked at once and waited for together, so each node's
     /// WAL writes them in a few group commits instead of one fsync per group.
     fn start_groups(&self, groups: usize, bootstrap: bool) -> Result<Vec<Cluster>, String> {
-        let members: Vec<NodeId> = self.hosts.iter().map(|h| h.id()).collect();
-        let configuration = Configuration::voters_with_default_addresses(members);
+        let configuration =
+            Configuration::voters_with_default_addresses(self.hosts.iter().map(|h| h.id()));
         let mut clusters = Vec::with_capacity(groups);
         let mut pending = Vec::new();
         for g in 0..groups {

@@ -63,7 +63,7 @@ fn a_restore_replaces_every_nodes_state_at_the_same_log_position() {
     let at = committed_index(&c, r).expect("the restore commits");
     let after = c.propose(N1, b"after");
     c.deliver_all();
-    c.heartbeat(N1);
+    c.settle(N1);
     assert!(committed_index(&c, after).is_some_and(|i| i > at));
     let expected: Vec<Bytes> = vec![
         Bytes::from_static(b"restored-a"),
@@ -230,7 +230,7 @@ fn a_staged_restore_survives_a_restart() {
     let at = committed_index(&c, r).expect("restore commits");
     c.crash(N2);
     c.restart(N2);
-    c.heartbeat(N1);
+    c.settle(N1);
     c.deliver_all();
     assert_eq!(c.core(N2).applied_index(), c.core(N1).commit_index());
     assert!(c.core(N2).applied_index() >= at);

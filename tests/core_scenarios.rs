@@ -421,7 +421,8 @@ fn is_election_traffic(m: &Message) -> bool {
 fn malformed_append_entries_are_rejected_without_state_changes() {
     let mut c = Cluster::new(3);
     c.elect(N1);
-    c.heartbeat(N1);
+    // The followers learn that the no-op committed.
+    c.settle(N1);
     let before = c.core(N2).log().last_log_id();
     let term = c.core(N1).term();
     // Entries that skip an index.
@@ -682,4 +683,145 @@ fn a_lease_counts_only_rounds_sent_after_the_election_timeout_changed() {
         c.reply(token),
         Some(Ok(Outcome::ReadReady { .. }))
     ));
+}
+
+/// The messages `from` sent to `to` since the last `take_sent`, by kind: (AppendEntries,
+/// heartbeats).
+fn appends_and_heartbeats(sent: &[Message], from: NodeId, to: NodeId) -> (usize, usize) {
+    let between = sent.iter().filter(|m| m.from == from && m.to == to);
+    let appends = between
+        .clone()
+        .filter(|m| matches!(m.body, Body::AppendEntries(_)))
+        .count();
+    let heartbeats = between
+        .filter(|m| matches!(m.body, Body::Heartbeat { .. }))
+        .count();
+    (appends, heartbeats)
+}
+
+/// Heartbeats of a busy leader (ARCHITECTURE §4): a follower that keeps receiving
+/// AppendEntries is sent no heartbeats; its appends acknowledge the rounds, so the leader keeps
+/// its lease; once no AppendEntries went to it for two rounds, the next round's heartbeat does.
+#[test]
+fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    c.heartbeat(N1);
+    c.take_sent();
+    for _ in 0..20 {
+        c.advance(ms(10));
+        c.tick(N1);
+        let token = c.propose(N1, b"w");
+        c.deliver_all();
+        committed(&c, token);
+    }
+    let sent = c.take_sent();
+    for peer in [N2, N3] {
+        let (appends, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
+        assert!(appends >= 20, "{appends} AppendEntries to {peer}");
+        assert_eq!(heartbeats, 0, "heartbeats to busy {peer}");
+    }
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    // The appends acknowledged the rounds: the lease holds and answers without a round.
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert!(matches!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { .. }))
+    ));
+    // Quiet now: the last AppendEntries carried the latest round, and two rounds pass before
+    // the followers count as idle and get heartbeats again.
+    c.take_sent();
+    for quiet_tick in 1..=3 {
+        c.heartbeat(N1);
+        let sent = c.take_sent();
+        for peer in [N2, N3] {
+            let (_, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
+            assert_eq!(
+                heartbeats,
+                usize::from(quiet_tick == 3),
+                "tick {quiet_tick}"
+            );
+        }
+    }
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert!(matches!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { .. }))
+    ));
+}
+
+/// A lease shorter than four heartbeat intervals leaves no room for a round acknowledged late:
+/// every round reaches every follower, busy or not.
+#[test]
+fn a_short_lease_keeps_a_heartbeat_in_every_round() {
+    let mut c = Cluster::with_config(3, |cfg| {
+        cfg.leader_lease_timeout = cfg.heartbeat_interval * 3;
+    });
+    c.elect(N1);
+    c.take_sent();
+    for _ in 0..5 {
+        c.advance(ms(10));
+        c.tick(N1);
+        let token = c.propose(N1, b"w");
+        c.deliver_all();
+        committed(&c, token);
+    }
+    let sent = c.take_sent();
+    for peer in [N2, N3] {
+        assert_eq!(appends_and_heartbeats(&sent, N1, peer).1, 5, "to {peer}");
+    }
+}
+
+/// A verification's round goes to busy followers too: it must not wait for the next write.
+#[test]
+fn a_verification_round_reaches_busy_followers() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    let token = c.propose(N1, b"w");
+    c.deliver_all();
+    committed(&c, token);
+    c.take_sent();
+    let token = c.token();
+    c.step(N1, Input::VerifyLeader { token });
+    let sent = c.take_sent();
+    for peer in [N2, N3] {
+        assert_eq!(appends_and_heartbeats(&sent, N1, peer), (0, 1), "to {peer}");
+    }
+    c.deliver_all();
+    assert_eq!(c.reply(token), Some(Ok(Outcome::LeaderVerified)));
+}
+
+/// A follower whose AppendEntries go unanswered is not busy: the heartbeats that probe it (and
+/// restart a stalled pipeline) keep going out every round, while its answering peer gets none.
+#[test]
+fn a_follower_that_does_not_answer_keeps_getting_heartbeats() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.heartbeat(N1);
+    c.cut(N1, N3);
+    c.take_sent();
+    for _ in 0..6 {
+        c.advance(ms(10));
+        c.tick(N1);
+        let token = c.propose(N1, b"w");
+        c.deliver_all();
+        committed(&c, token);
+    }
+    let sent = c.take_sent();
+    assert_eq!(appends_and_heartbeats(&sent, N1, N2).1, 0);
+    let (appends, heartbeats) = appends_and_heartbeats(&sent, N1, N3);
+    assert!(appends >= 1, "the leader kept sending to {N3}");
+    // Every round but the first, whose predecessor N3 had still answered.
+    assert_eq!(heartbeats, 5);
+    // Healed, the heartbeats bring N3 back and it catches up.
+    c.heal();
+    for _ in 0..3 {
+        c.heartbeat(N1);
+    }
+    assert_eq!(
+        c.core(N3).log().last_log_id(),
+        c.core(N1).log().last_log_id()
+    );
 }

@@ -66,6 +66,9 @@ pub struct Progress {
     pub progress_round: u64,
     /// Set while the follower is no longer a member: the round it left in.
     pub removed_at_round: Option<u64>,
+    /// The round stamped on the last AppendEntries sent to the follower (0: none yet): the
+    /// heartbeat timer's rounds skip a follower that was sent one lately.
+    pub append_round: u64,
 }
 
 impl Progress {
@@ -78,7 +81,17 @@ impl Progress {
             acked_round: 0,
             progress_round: round,
             removed_at_round: None,
+            append_round: 0,
         }
+    }
+
+    /// True if the heartbeat of the round after `previous` need not go to this follower (the
+    /// rule at `BUSY_ROUNDS` in `core::leader`): within the last `rounds` rounds it was sent
+    /// AppendEntries and acknowledged a round. A follower whose messages go unanswered (cut
+    /// off, or a stalled pipeline) is not busy: heartbeats probe it as before.
+    pub fn is_busy(&self, previous: u64, rounds: u64) -> bool {
+        let recent = |round: u64| round + rounds > previous;
+        recent(self.append_round) && recent(self.acked_round)
     }
 
     /// True if nothing more may be sent now.

@@ -458,6 +458,15 @@ impl Cluster {
         self.deliver_all();
     }
 
+    /// Heartbeat intervals enough for every follower of the leader `id` to learn its commit
+    /// index: a follower that was sent AppendEntries lately gets no heartbeat for two rounds
+    /// (ARCHITECTURE §4, "Heartbeats of a busy leader"), so three intervals pass.
+    pub fn settle(&mut self, id: NodeId) {
+        for _ in 0..3 {
+            self.heartbeat(id);
+        }
+    }
+
     /// Proposes one command at `id`; returns the request's token.
     pub fn propose(&mut self, id: NodeId, command: &'static [u8]) -> Token {
         let token = self.token();

@@ -37,7 +37,8 @@
 //! - `--groups N`: N Raft groups, each node a `MultiRaft` hosting a replica of every group
 //!   (with `--inmem` in memory; otherwise TCP and one `SharedWal` per node for all its
 //!   groups); reports the time until every group has a leader, idle CPU and resident memory
-//!   per replica, and the writes to `--active M` groups. `--restart` (durable) then stops
+//!   per replica, and the writes to `--active M` groups (with the CPU per write, as above).
+//!   `--restart` (durable) then stops
 //!   every node, starts them again from their WALs and checks every group's committed state.
 //!   `--campaign-slots K` sets how many groups per node may campaign at once, `--shards S`
 //!   how many shard threads each node runs its groups on.
@@ -268,13 +269,13 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         shards: args.shards,
     };
     let out = groups::run(&run, &args.load)?;
-    let summary = out.load.as_ref().map(|o| {
+    let summary = out.load.as_ref().map(|(o, cpu_secs)| {
         Summary::new(
             args.load.clients,
             &o.histogram,
             o.errors,
             o.elapsed_secs,
-            0.0,
+            *cpu_secs,
         )
     });
     let number = |v: Option<f64>, digits: usize| {
@@ -283,7 +284,8 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
     if args.json {
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
-\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"start_s\":{:.3},\"elect_all_s\":{},\
+\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"cpu_us_per_write\":{},\
+\"start_s\":{:.3},\"elect_all_s\":{},\
 \"elected\":{},\"campaigns_deferred\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\
 \"threads\":{},\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\
 \"restart_elect_all_s\":{},\"restart_campaigns_deferred\":{},\"restart_recovered\":{}}}",
@@ -293,6 +295,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             number(summary.as_ref().map(|s| s.writes_per_sec()), 0),
             number(summary.as_ref().map(|s| s.p50_us), 1),
             number(summary.as_ref().map(|s| s.p99_us), 1),
+            number(summary.as_ref().map(|s| s.cpu_us_per_write), 2),
             out.start_secs,
             number(out.elect_all_secs, 3),
             out.elected,
@@ -337,10 +340,12 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         );
         if let Some(s) = &summary {
             println!(
-                "  writes: {:.0} writes/s, latency µs p50 {:.1} p99 {:.1} ({} failed)",
+                "  writes: {:.0} writes/s, latency µs p50 {:.1} p99 {:.1}, {:.1} µs of CPU \
+                 per write ({} failed)",
                 s.writes_per_sec(),
                 s.p50_us,
                 s.p99_us,
+                s.cpu_us_per_write,
                 s.errors
             );
         }

@@ -86,8 +86,9 @@ pub struct GroupsOutcome {
     pub rss_per_replica_bytes: u64,
     /// Threads in the process once every group started.
     pub threads: u64,
-    /// The measured writes to the active groups, if any were asked for.
-    pub load: Option<Outcome>,
+    /// The measured writes to the active groups, if any were asked for, and the process's
+    /// CPU seconds (user plus system) over them.
+    pub load: Option<(Outcome, f64)>,
     /// The restart, if one was asked for.
     pub restart: Option<RestartOutcome>,
 }
@@ -233,7 +234,9 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
             };
             drive::run(&leaders, &warm)?;
         }
-        Some(drive::run(&leaders, load)?)
+        let cpu_before = process_cpu_secs();
+        let outcome = drive::run(&leaders, load)?;
+        Some((outcome, process_cpu_secs() - cpu_before))
     } else {
         None
     };

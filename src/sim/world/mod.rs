@@ -501,7 +501,16 @@ impl World {
         glue.election_timeout = Duration::from_millis(150);
         glue.heartbeat_timeout = Duration::from_millis(150);
         // A lease no longer than any election timeout a retime may choose, less the drift.
-        glue.leader_lease_timeout = Duration::from_millis(rng.range(25, 50));
+        // One seed in three has a lease of 60 ms or more (four heartbeat intervals of 15 ms),
+        // with which busy leaders skip heartbeats (ARCHITECTURE §4, "Heartbeats of a busy
+        // leader"; a retime can switch it either way); the others keep the shorter leases
+        // under which leaders step down more often.
+        let lease = if rng.chance(1, 3) {
+            rng.range(60, 86)
+        } else {
+            rng.range(25, 50)
+        };
+        glue.leader_lease_timeout = Duration::from_millis(lease);
         glue.clock_drift_bound = Duration::from_millis(15);
         glue.commit_timeout = Duration::from_millis(5);
         glue.pre_vote_disabled = !rng.chance(4, 5);

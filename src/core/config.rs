@@ -130,7 +130,9 @@ pub struct CoreConfig {
     /// Base election timeout `T`: a follower that hears no leader for a random time in
     /// `[T, 2T)` campaigns; a voter that heard from a leader within `T` refuses votes.
     pub election_timeout: Duration,
-    /// How often a leader sends heartbeats (carrying the commit index).
+    /// How often a leader starts a heartbeat round (heartbeats carry the commit index). With a
+    /// lease of four intervals or more, a round skips followers that are receiving
+    /// AppendEntries (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
     pub heartbeat_interval: Duration,
     /// A leader that has not heard from a quorum of voters within this time steps down.
     pub leader_lease_timeout: Duration,

@@ -648,12 +648,7 @@ fn a_lease_counts_only_rounds_sent_after_the_election_timeout_changed() {
     let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
     c.elect(N1);
     c.heartbeat(N1);
-    let token = c.token();
-    c.step(N1, Input::LeaseRead { token });
-    assert!(matches!(
-        c.reply(token),
-        Some(Ok(Outcome::ReadReady { .. }))
-    ));
+    assert_lease_read_answers_at_once(&mut c);
     let timing = Timing {
         election_timeout: ms(300),
         heartbeat_interval: ms(10),
@@ -677,6 +672,23 @@ fn a_lease_counts_only_rounds_sent_after_the_election_timeout_changed() {
         Some(Ok(Outcome::ReadReady { .. }))
     ));
     // The next read is served from the new round's lease.
+    assert_lease_read_answers_at_once(&mut c);
+}
+
+/// `n` heartbeat intervals of the test configuration (10 ms), each with one write at N1 that
+/// commits.
+fn write_every_interval(c: &mut Cluster, n: usize) {
+    for _ in 0..n {
+        c.advance(ms(10));
+        c.tick(N1);
+        let token = c.propose(N1, b"w");
+        c.deliver_all();
+        committed(c, token);
+    }
+}
+
+/// A lease read at N1 is answered at once: its lease holds.
+fn assert_lease_read_answers_at_once(c: &mut Cluster) {
     let token = c.token();
     c.step(N1, Input::LeaseRead { token });
     assert!(matches!(
@@ -708,13 +720,7 @@ fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends()
     c.elect(N1);
     c.heartbeat(N1);
     c.take_sent();
-    for _ in 0..20 {
-        c.advance(ms(10));
-        c.tick(N1);
-        let token = c.propose(N1, b"w");
-        c.deliver_all();
-        committed(&c, token);
-    }
+    write_every_interval(&mut c, 20);
     let sent = c.take_sent();
     for peer in [N2, N3] {
         let (appends, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
@@ -723,12 +729,7 @@ fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends()
     }
     assert_eq!(c.core(N1).role(), Role::Leader);
     // The appends acknowledged the rounds: the lease holds and answers without a round.
-    let token = c.token();
-    c.step(N1, Input::LeaseRead { token });
-    assert!(matches!(
-        c.reply(token),
-        Some(Ok(Outcome::ReadReady { .. }))
-    ));
+    assert_lease_read_answers_at_once(&mut c);
     // Quiet now: the last AppendEntries carried the latest round, and two rounds pass before
     // the followers count as idle and get heartbeats again.
     c.take_sent();
@@ -744,12 +745,7 @@ fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends()
             );
         }
     }
-    let token = c.token();
-    c.step(N1, Input::LeaseRead { token });
-    assert!(matches!(
-        c.reply(token),
-        Some(Ok(Outcome::ReadReady { .. }))
-    ));
+    assert_lease_read_answers_at_once(&mut c);
 }
 
 /// A lease shorter than four heartbeat intervals leaves no room for a round acknowledged late:
@@ -761,13 +757,7 @@ fn a_short_lease_keeps_a_heartbeat_in_every_round() {
     });
     c.elect(N1);
     c.take_sent();
-    for _ in 0..5 {
-        c.advance(ms(10));
-        c.tick(N1);
-        let token = c.propose(N1, b"w");
-        c.deliver_all();
-        committed(&c, token);
-    }
+    write_every_interval(&mut c, 5);
     let sent = c.take_sent();
     for peer in [N2, N3] {
         assert_eq!(appends_and_heartbeats(&sent, N1, peer).1, 5, "to {peer}");
@@ -802,13 +792,7 @@ fn a_follower_that_does_not_answer_keeps_getting_heartbeats() {
     c.heartbeat(N1);
     c.cut(N1, N3);
     c.take_sent();
-    for _ in 0..6 {
-        c.advance(ms(10));
-        c.tick(N1);
-        let token = c.propose(N1, b"w");
-        c.deliver_all();
-        committed(&c, token);
-    }
+    write_every_interval(&mut c, 6);
     let sent = c.take_sent();
     assert_eq!(appends_and_heartbeats(&sent, N1, N2).1, 0);
     let (appends, heartbeats) = appends_and_heartbeats(&sent, N1, N3);

@@ -744,3 +744,95 @@ fn durable_groups_on_several_shard_threads_share_a_wal_and_recover() {
         assert!(node.shutdown(T), "the node stopped");
     }
 }
+
+/// A group placed on a shard of the caller's choosing (`MultiRaft::add_group_on`), and a
+/// replica moved to another shard thread: shut down, then added again there from its share of
+/// the WAL. It recovers its log (its state machine, replayed, counts on from the same
+/// commands), applies on the new shard's thread, and the group keeps committing.
+#[test]
+fn a_replica_moves_to_another_shard_by_starting_again_there() {
+    let durable = DurableNodes::new(shards(2));
+    let network = MemNetwork::new();
+    let (nodes, wals) = durable.open(&network);
+    assert_eq!(nodes[0].shards(), 2);
+    // Where node 1's state machines run: group 1 (shard 1), group 2 before and after its move.
+    let on = |_: &str| Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let (group_1, group_2, moved) = (on("group 1"), on("group 2"), on("moved"));
+    let add = |node: usize, g: u64, shard: usize, threads: &Arc<Mutex<BTreeSet<String>>>| {
+        let mut config = test_config(nodes[node].id());
+        config.apply_placement = ringraft::ApplyPlacement::ShardThread;
+        nodes[node]
+            .add_group_on(
+                shard,
+                GroupId(g),
+                config,
+                ThreadFsm {
+                    inner: RecordingFsm::new(),
+                    threads: threads.clone(),
+                },
+                wals[node].log(GroupId(g)).expect("the group's share"),
+                InmemStore::new(),
+                InmemSnapshotStore::new(),
+            )
+            .expect("group")
+    };
+    let elsewhere = on("other nodes");
+    // Group 2 on shard 0 of node 1, on shard 1 of the others (nodes need not agree).
+    let mut groups: Vec<Vec<Raft>> = [(1, group_1.clone(), 1), (2, group_2.clone(), 0)]
+        .into_iter()
+        .map(|(g, threads, shard)| {
+            (0..3)
+                .map(|node| {
+                    let raft = if node == 0 {
+                        add(node, g, shard, &threads)
+                    } else {
+                        add(node, g, 1, &elsewhere)
+                    };
+                    resolve("bootstrap", raft.bootstrap_cluster(durable.members.clone()))
+                        .expect("bootstrap");
+                    raft
+                })
+                .collect()
+        })
+        .collect();
+    for group in &groups {
+        assert_eq!(apply_on_leader(group), Bytes::from("1"));
+        assert_eq!(apply_on_leader(group), Bytes::from("2"));
+    }
+    let applied_on = |threads: &Arc<Mutex<BTreeSet<String>>>| threads.lock().unwrap().clone();
+    wait_until("node 1 applied both groups' commands", || {
+        !applied_on(&group_1).is_empty() && !applied_on(&group_2).is_empty()
+    });
+    assert_ne!(
+        applied_on(&group_1),
+        applied_on(&group_2),
+        "two shard threads"
+    );
+    // The move: node 1's replica of group 2 stops, and starts again on shard 1.
+    let old = groups[1].remove(0);
+    old.shutdown().wait().expect("shutdown");
+    wait_until("the replica stopped", || nodes[0].stats().groups == 1);
+    groups[1].insert(0, add(0, 2, 1, &moved));
+    assert_eq!(apply_on_leader(&groups[1]), Bytes::from("3"));
+    wait_until("the moved replica applied the commands again", || {
+        !applied_on(&moved).is_empty()
+    });
+    assert_eq!(
+        applied_on(&moved),
+        applied_on(&group_1),
+        "the moved replica applies on shard 1's thread"
+    );
+    match nodes[0].add_group_on(
+        2,
+        GroupId(3),
+        test_config(NodeId(1)),
+        RecordingFsm::new(),
+        InmemStore::new(),
+        InmemStore::new(),
+        InmemSnapshotStore::new(),
+    ) {
+        Err(StartError::Config(e)) => assert_eq!(e.field, "shard"),
+        other => panic!("expected a config error naming the shard, got {other:?}"),
+    }
+    stop(groups.iter().flatten(), nodes);
+}

@@ -125,9 +125,15 @@ fn caught_by(mutation: Mutation, bound: u64, checker: &str) {
     );
 }
 
+/// A rare bug: about one seed in 1 600 catches it (`ringraft-sim --mutation
+/// lease-after-timeout-now --seeds 8000` fails 4 or 5), and seed 2 359 is the first 3-node seed
+/// with today's random draws.
 #[test]
 fn the_read_checker_catches_lease_reads_after_timeout_now() {
-    caught_by(Mutation::LeaseAfterTimeoutNow, 400, "stale read");
+    let mut config = SimConfig::new(2359);
+    config.mutation = Some(Mutation::LeaseAfterTimeoutNow);
+    let failure = run(&config).failure.expect("caught");
+    assert!(failure.contains("stale read"), "{failure}");
 }
 
 #[test]
@@ -169,9 +175,17 @@ fn the_durable_term_checker_catches_the_glue_acknowledging_before_the_disk() {
     );
 }
 
+/// Every seed catches the glue applying before commit, most through the client that finds its
+/// answer undecodable (an entry applied and answered, then replaced); the state-machine
+/// checker reports it where two nodes applied different entries at one index first. Seed 36
+/// is the first such 3-node seed with today's random draws (`ringraft-sim --nodes 3
+/// --mutation glue-apply-before-commit --seeds 1 --start S` for S from 0).
 #[test]
 fn the_state_machine_checker_catches_the_glue_applying_before_commit() {
-    caught_by(Mutation::GlueApplyBeforeCommit, 20, "state-machine safety");
+    let mut config = SimConfig::new(36);
+    config.mutation = Some(Mutation::GlueApplyBeforeCommit);
+    let failure = run(&config).failure.expect("caught");
+    assert!(failure.contains("state-machine safety"), "{failure}");
 }
 
 #[test]
@@ -188,11 +202,12 @@ fn a_seed_that_runs_out_of_events_fails_instead_of_hanging() {
 
 #[test]
 fn quiescence_seeds_quiesce_and_stay_live() {
-    // Seed 1 is a quiescence seed (ARCHITECTURE §14): its nodes quiesce during lulls, a
-    // quiesced leader dies, and the cluster still finishes every check.
-    let report = run(&SimConfig::new(1));
+    // Seed 57 is the first 3-node seed whose nodes quiesce (ARCHITECTURE §14; a lull must last
+    // an election timeout, and most come with faults): a quiesced leader crashes or is cut
+    // off, and the cluster still finishes every check.
+    let report = run(&SimConfig::new(57));
     assert_eq!(report.failure, None);
-    assert!(report.quiesce, "seed 1 runs with quiescence");
+    assert!(report.quiesce, "seed 57 runs with quiescence");
     assert!(report.quiesces > 0, "{report:?}");
 }
 
@@ -200,7 +215,7 @@ fn quiescence_seeds_quiesce_and_stay_live() {
 fn the_quiescence_checker_catches_a_follower_deaf_to_its_leaders_silence() {
     // The first 3-node seed that catches it (`ringraft-sim --nodes 3 --mutation
     // quiesced-ignores-silence --expect-failure`).
-    let mut config = SimConfig::new(711);
+    let mut config = SimConfig::new(371);
     config.mutation = Some(Mutation::QuiescedIgnoresSilence);
     let failure = run(&config).failure.expect("caught");
     assert!(failure.contains("stays quiesced"), "{failure}");

@@ -19,8 +19,8 @@ pub struct MultiRaftConfig {
     /// `cpu + k`. Default: not pinned.
     pub cpu: Option<usize>,
     /// Shard threads the node's groups run on (one per core is the thread-per-core layout):
-    /// group `g` runs on shard `g mod shards`, with its own loop, timers and state machine
-    /// calls there. One transport serves them all (with TCP one listener and one connection
+    /// group `g` runs on shard `g mod shards` (or where [`MultiRaft::add_group_on`] puts it),
+    /// with its own loop, timers and state machine calls there. One transport serves them all (with TCP one listener and one connection
     /// per peer node and lane), run with the liveness watch and the campaign slots on the
     /// first shard thread; groups on the others hand their messages to it and take theirs
     /// from it through queues (ARCHITECTURE §14, "Several shard threads"). Each shard has its
@@ -279,8 +279,9 @@ impl MultiRaft {
 
     /// Starts group `group` on this node, as [`Raft::new`] starts a node: recovers it from its
     /// stores, restores the newest snapshot into `fsm`, and runs its loop on its shard's thread
-    /// (shard `group mod shards`). `config.local_id` must be this node's id. Fails with `StartError::Transport` if
-    /// the group already runs here or the node stopped. A group with no state waits for
+    /// (shard `group mod shards`; [`add_group_on`](Self::add_group_on) picks another).
+    /// `config.local_id` must be this node's id. Fails with `StartError::Transport` if the
+    /// group already runs here or the node stopped. A group with no state waits for
     /// [`Raft::bootstrap_cluster`] or for a leader to add it, as any node.
     pub fn add_group(
         &self,
@@ -291,6 +292,48 @@ impl MultiRaft {
         stable_store: impl StableStore + 'static,
         snapshot_store: impl SnapshotStore + 'static,
     ) -> Result<Raft, StartError> {
+        let shard = (group.0 % self.hosts.len() as u64) as usize;
+        self.add_group_on(
+            shard,
+            group,
+            config,
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+        )
+    }
+
+    /// [`add_group`](Self::add_group) on shard thread `shard` (below
+    /// [`shards`](Self::shards)) rather than shard `group mod shards`: to place groups by
+    /// load, say. The other nodes need not place the group alike.
+    ///
+    /// **Moving a group's replica to another shard**: shut it down ([`Raft::shutdown`]; the
+    /// group carries on on its other replicas; transfer its leadership away first if this one
+    /// leads, for a shorter pause) and add it again here on the new shard from the same
+    /// stores (with a `SharedWal`, `wal.log(group)` again) and a state machine to restore: it
+    /// recovers as a restarted replica does, from the newest snapshot and its log. The move
+    /// costs that replica a restart, not the group its availability.
+    ///
+    /// Fails with a `StartError::Config` naming `shard` if there is no such shard, and as
+    /// `add_group` otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_group_on(
+        &self,
+        shard: usize,
+        group: GroupId,
+        config: Config,
+        fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+    ) -> Result<Raft, StartError> {
+        let Some(host) = self.hosts.get(shard) else {
+            return Err(StartError::Config(crate::core::ConfigError {
+                field: "shard",
+                reason: "must be below MultiRaftConfig::shards",
+            }));
+        };
         if config.local_id != self.id {
             return Err(StartError::Config(crate::core::ConfigError {
                 field: "local_id",
@@ -302,7 +345,6 @@ impl MultiRaft {
             group,
             shared: self.shared.clone(),
         };
-        let host = &self.hosts[(group.0 % self.hosts.len() as u64) as usize];
         Raft::new_on(
             host,
             config,
@@ -327,6 +369,11 @@ impl MultiRaft {
             return false;
         }
         self.shared.wait_stopped(limit)
+    }
+
+    /// The node's shard threads ([`MultiRaftConfig::shards`]).
+    pub fn shards(&self) -> usize {
+        self.hosts.len()
     }
 
     /// Groups running now and the liveness watch's counters.

@@ -24,8 +24,8 @@ use ringraft_storage::{Entry, EntryKind, Index, LogId, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Heartbeats of a busy leader (ARCHITECTURE §4): the heartbeat timer's round skips a busy
-/// follower, one that was sent AppendEntries and acknowledged a round within the last
-/// `BUSY_ROUNDS` rounds. Its AppendEntries reset its election timer, and the next one carries
+/// follower, one that is streaming entries (`Replicate`) and was sent AppendEntries and
+/// acknowledged a round within the last `BUSY_ROUNDS` rounds (`Progress::is_busy`). Its AppendEntries reset its election timer, and the next one carries
 /// the new round; if none goes out, the heartbeat of the round `BUSY_ROUNDS` later does. So a
 /// leader whose followers keep receiving entries sends no heartbeats: with a thousand busy
 /// groups per node, heartbeats and their answers were a third of the messages and a quarter of

@@ -25,15 +25,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Heartbeats of a busy leader (ARCHITECTURE §4): the heartbeat timer's round skips a busy
 /// follower, one that is streaming entries (`Replicate`) and was sent AppendEntries and
-/// acknowledged a round within the last `BUSY_ROUNDS` rounds (`Progress::is_busy`). Its AppendEntries reset its election timer, and the next one carries
-/// the new round; if none goes out, the heartbeat of the round `BUSY_ROUNDS` later does. So a
-/// leader whose followers keep receiving entries sends no heartbeats: with a thousand busy
-/// groups per node, heartbeats and their answers were a third of the messages and a quarter of
-/// the group turns. What it costs: the round a quorum acknowledged can be `BUSY_ROUNDS` intervals
-/// older than the one before (so it applies only to leases with two intervals to spare), and a
-/// follower learns the commit index of the last write of a burst up to `BUSY_ROUNDS + 1`
-/// intervals later rather than one. Rounds that a verification or a wake-up starts reach every
-/// follower.
+/// acknowledged a round within the last `BUSY_ROUNDS` rounds (`Progress::is_busy`). Its
+/// AppendEntries reset its election timer, and the next one carries the new round; if none
+/// goes out, the heartbeat of the round `BUSY_ROUNDS` later does. So a leader whose followers
+/// keep receiving entries sends no heartbeats: with a thousand busy groups per node,
+/// heartbeats and their answers were a third of the messages and a quarter of the group turns.
+/// What it costs: the round a quorum acknowledged can be `BUSY_ROUNDS` intervals older than
+/// the one before (so it applies only to leases with two intervals to spare), and a follower
+/// learns the commit index of the last write of a burst up to `BUSY_ROUNDS + 1` intervals
+/// later rather than one. Rounds that a verification or a wake-up starts reach every follower.
 const BUSY_ROUNDS: u32 = 2;
 
 /// A proposal or barrier waiting to commit.

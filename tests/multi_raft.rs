@@ -756,8 +756,8 @@ fn a_replica_moves_to_another_shard_by_starting_again_there() {
     let (nodes, wals) = durable.open(&network);
     assert_eq!(nodes[0].shards(), 2);
     // Where node 1's state machines run: group 1 (shard 1), group 2 before and after its move.
-    let on = |_: &str| Arc::new(Mutex::new(BTreeSet::<String>::new()));
-    let (group_1, group_2, moved) = (on("group 1"), on("group 2"), on("moved"));
+    let threads = || Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let (group_1, group_2, moved) = (threads(), threads(), threads());
     let add = |node: usize, g: u64, shard: usize, threads: &Arc<Mutex<BTreeSet<String>>>| {
         let mut config = test_config(nodes[node].id());
         config.apply_placement = ringraft::ApplyPlacement::ShardThread;
@@ -776,7 +776,7 @@ fn a_replica_moves_to_another_shard_by_starting_again_there() {
             )
             .expect("group")
     };
-    let elsewhere = on("other nodes");
+    let elsewhere = threads();
     // Group 2 on shard 0 of node 1, on shard 1 of the others (nodes need not agree).
     let mut groups: Vec<Vec<Raft>> = [(1, group_1.clone(), 1), (2, group_2.clone(), 0)]
         .into_iter()

@@ -112,6 +112,14 @@ fn the_simulator_catches_a_restore_entry_accepted_without_its_snapshot() {
     assert!(caught.is_some(), "not caught within 100 seeds");
 }
 
+/// Seed `seed` (3 nodes) with `mutation` fails, reported by `checker`.
+fn caught_at(seed: u64, mutation: Mutation, checker: &str) {
+    let mut config = SimConfig::new(seed);
+    config.mutation = Some(mutation);
+    let failure = run(&config).failure.expect("caught");
+    assert!(failure.contains(checker), "{failure}");
+}
+
 /// Each checker added for the simulator's blind spots catches the bug it was built for, and is
 /// the checker that reports it.
 fn caught_by(mutation: Mutation, bound: u64, checker: &str) {
@@ -130,10 +138,7 @@ fn caught_by(mutation: Mutation, bound: u64, checker: &str) {
 /// with today's random draws.
 #[test]
 fn the_read_checker_catches_lease_reads_after_timeout_now() {
-    let mut config = SimConfig::new(2359);
-    config.mutation = Some(Mutation::LeaseAfterTimeoutNow);
-    let failure = run(&config).failure.expect("caught");
-    assert!(failure.contains("stale read"), "{failure}");
+    caught_at(2359, Mutation::LeaseAfterTimeoutNow, "stale read");
 }
 
 #[test]
@@ -182,10 +187,7 @@ fn the_durable_term_checker_catches_the_glue_acknowledging_before_the_disk() {
 /// --mutation glue-apply-before-commit --seeds 1 --start S` for S from 0).
 #[test]
 fn the_state_machine_checker_catches_the_glue_applying_before_commit() {
-    let mut config = SimConfig::new(36);
-    config.mutation = Some(Mutation::GlueApplyBeforeCommit);
-    let failure = run(&config).failure.expect("caught");
-    assert!(failure.contains("state-machine safety"), "{failure}");
+    caught_at(36, Mutation::GlueApplyBeforeCommit, "state-machine safety");
 }
 
 #[test]
@@ -215,10 +217,7 @@ fn quiescence_seeds_quiesce_and_stay_live() {
 fn the_quiescence_checker_catches_a_follower_deaf_to_its_leaders_silence() {
     // The first 3-node seed that catches it (`ringraft-sim --nodes 3 --mutation
     // quiesced-ignores-silence --expect-failure`).
-    let mut config = SimConfig::new(371);
-    config.mutation = Some(Mutation::QuiescedIgnoresSilence);
-    let failure = run(&config).failure.expect("caught");
-    assert!(failure.contains("stays quiesced"), "{failure}");
+    caught_at(371, Mutation::QuiescedIgnoresSilence, "stays quiesced");
 }
 
 /// A seed of `groups` Raft groups on the same nodes, as a `MultiRaft` node hosts them.

@@ -22,8 +22,9 @@ pub struct MultiRaftConfig {
     /// group `g` runs on shard `g mod shards` (or where [`MultiRaft::add_group_on`] puts it),
     /// with its own loop, timers and state machine calls there. One transport serves them all
     /// (with TCP one listener and one connection per peer node and lane), run with the
-    /// liveness watch and the campaign slots on the first shard thread; groups on the others hand their messages to it and take theirs
-    /// from it through queues (ARCHITECTURE §14, "Several shard threads"). Each shard has its
+    /// liveness watch and the campaign slots on the first shard thread; groups on the others
+    /// hand their messages to it and take theirs from it through queues (ARCHITECTURE §14,
+    /// "Several shard threads"). Each shard has its
     /// own [`snapshot_threads`](Self::snapshot_threads). Default 1; at least 1. More pay on a
     /// machine that runs one node and has cores to spare (leave some to the WAL writer, the
     /// callers and the first shard's transport work; not measured on such a machine yet). A

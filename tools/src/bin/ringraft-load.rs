@@ -38,8 +38,8 @@
 //!   (with `--inmem` in memory; otherwise TCP and one `SharedWal` per node for all its
 //!   groups); reports the time until every group has a leader, idle CPU and resident memory
 //!   per replica, and the writes to `--active M` groups (with the CPU per write, as above).
-//!   `--restart` (durable) then stops
-//!   every node, starts them again from their WALs and checks every group's committed state.
+//!   `--restart` (durable) then stops every node, starts them again from their WALs and
+//!   checks every group's committed state.
 //!   `--campaign-slots K` sets how many groups per node may campaign at once, `--shards S`
 //!   how many shard threads each node runs its groups on.
 

@@ -91,6 +91,10 @@ pub(crate) struct ApplyLoop {
     pub(crate) events: super::events::EventSender,
     awaits: VecDeque<PendingAwait>,
     reads: Vec<(Index, Reply)>,
+    /// On the shard thread: the applied index not yet stepped into the core, which the shard
+    /// takes in the same turn ([`ApplyLoop::take_applied`]) instead of receiving an event
+    /// (a turn more per apply; ARCHITECTURE §10, step 6). `None` on an apply thread.
+    inline_applied: Option<Option<Index>>,
 }
 
 impl ApplyLoop {
@@ -107,6 +111,34 @@ impl ApplyLoop {
             events,
             awaits: VecDeque::new(),
             reads: Vec::new(),
+            inline_applied: None,
+        }
+    }
+
+    /// The loop runs on the shard thread from now on: the shard takes the applied index with
+    /// [`ApplyLoop::take_applied`] after each task rather than as an event.
+    pub(crate) fn report_inline(&mut self) {
+        self.inline_applied.get_or_insert(None);
+    }
+
+    /// The loop moves to a thread of its own: what the shard has not taken yet, and every
+    /// applied index from now on, goes through the event channel, in order.
+    pub(crate) fn report_by_event(&mut self) {
+        if let Some(Some(index)) = self.inline_applied.take() {
+            self.tell(ShardEvent::Applied(index));
+        }
+    }
+
+    /// The applied index the shard has not stepped into its core yet (on the shard thread).
+    pub(crate) fn take_applied(&mut self) -> Option<Index> {
+        self.inline_applied.as_mut().and_then(Option::take)
+    }
+
+    /// Entries up to `index` are applied: the shard's core learns it.
+    fn report_applied(&mut self, index: Index) {
+        match &mut self.inline_applied {
+            Some(pending) => *pending = Some(pending.map_or(index, |p| p.max(index))),
+            None => self.tell(ShardEvent::Applied(index)),
         }
     }
 
@@ -209,7 +241,7 @@ impl ApplyLoop {
                 }
                 tracing::info!(node = self.shared.id.0, entry = %entry, "user restore applied");
                 self.entry_applied(entry, None);
-                self.tell(ShardEvent::Applied(entry.index));
+                self.report_applied(entry.index);
                 self.after_progress();
             }
         }
@@ -280,10 +312,7 @@ impl ApplyLoop {
             rest = &rest[1..];
         }
         if let Some(last) = entries.last() {
-            let _ = self.events.send(ShardEvent::Applied(
-                last.id.index.min(self.last_applied.index),
-            ));
-            self.shared.signal.notify();
+            self.report_applied(last.id.index.min(self.last_applied.index));
         }
         self.after_progress();
     }
@@ -308,5 +337,82 @@ impl ApplyLoop {
                 reply.applied(index, index, Vec::new());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::config::Config;
+    use crate::api::config::ReloadableConfig;
+    use crate::api::fsm::FsmError;
+    use crate::node::clock::Clock;
+    use ringraft_storage::{NodeId, Term};
+
+    /// Counts the commands it applies.
+    struct Count(u64);
+
+    impl Fsm for Count {
+        fn apply(&mut self, _entry: &Entry) -> Bytes {
+            self.0 += 1;
+            Bytes::from(self.0.to_string())
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+            Err(FsmError::from("not in this test"))
+        }
+        fn restore(&mut self, _snapshot: &mut dyn Read) -> Result<(), FsmError> {
+            Ok(())
+        }
+    }
+
+    fn commands(first: u64, last: u64) -> ApplyTask {
+        let entries = (first..=last)
+            .map(|i| {
+                let id = LogId::new(Term(1), Index(i));
+                Entry::new(id, EntryKind::Command, Bytes::from_static(b"c"))
+            })
+            .collect();
+        ApplyTask::Entries(entries)
+    }
+
+    fn applied_events(rx: &mut super::super::events::EventReceiver) -> Vec<Index> {
+        let mut found = Vec::new();
+        while let Some(event) = rx.try_recv() {
+            match event {
+                ShardEvent::Applied(index) => found.push(index),
+                _ => panic!("only applied indexes are reported here"),
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn on_the_shard_thread_applied_indexes_wait_for_the_shard_and_an_apply_thread_sends_them() {
+        let reloadable = ReloadableConfig::from_config(&Config::new(NodeId(1)));
+        let shared = Shared::new(NodeId(1), 16, Clock::start(), reloadable);
+        let (tx, mut rx) = super::super::events::channel();
+        let mut apply = ApplyLoop::new(Box::new(Count(0)), LogId::default(), shared, tx);
+        apply.start();
+        apply.report_inline();
+        assert_eq!(apply.take_applied(), None, "nothing applied yet");
+
+        // Inline: no event (it would cost the shard a turn); the shard takes the index.
+        assert!(apply.handle(commands(1, 3)));
+        assert!(apply.handle(commands(4, 5)));
+        assert_eq!(applied_events(&mut rx), Vec::<Index>::new());
+        assert_eq!(
+            apply.take_applied(),
+            Some(Index(5)),
+            "the highest applied index"
+        );
+        assert_eq!(apply.take_applied(), None, "taken once");
+
+        // Moving to a thread: what the shard has not taken goes first, then every apply.
+        assert!(apply.handle(commands(6, 7)));
+        apply.report_by_event();
+        assert!(apply.handle(commands(8, 8)));
+        assert_eq!(applied_events(&mut rx), vec![Index(7), Index(8)]);
+        assert_eq!(apply.take_applied(), None);
+        assert_eq!(apply.last_applied.index, Index(8));
     }
 }

@@ -306,6 +306,7 @@ impl Shard {
         let mut applier = p.applier;
         if let Applier::Inline { apply, .. } = &mut applier {
             apply.start();
+            apply.report_inline();
         }
         let metrics = ShardMetrics::new(
             p.shared.metrics.clone(),
@@ -648,6 +649,7 @@ impl Shard {
 
     fn perform_effects(&mut self, now: Time) {
         loop {
+            self.step_inline_applied(now);
             let effects = self.core.take_effects();
             self.maybe_sync_transport_peers(&effects);
             if effects.is_empty() {
@@ -771,6 +773,16 @@ impl Shard {
         }
     }
 
+    /// A state machine on this thread applied entries: the core learns it in this turn, not
+    /// from an event that would take a turn of its own (ARCHITECTURE §10, step 6).
+    fn step_inline_applied(&mut self, now: Time) {
+        if let Some(Applier::Inline { apply, .. }) = &mut self.applier {
+            if let Some(index) = apply.take_applied() {
+                self.core.step(now, Input::Applied { index });
+            }
+        }
+    }
+
     fn deliver_to_apply(&mut self, task: ApplyTask) {
         let Some(applier) = self.applier.as_mut() else {
             return;
@@ -825,9 +837,10 @@ impl Shard {
     /// its own, for good. It is between calls (everything sent to it so far is done), so the
     /// order of what it sees is kept; the waiters it holds go with it.
     fn move_apply_to_own_thread(&mut self, why: &str) {
-        let Some(Applier::Inline { apply, .. }) = self.applier.take() else {
+        let Some(Applier::Inline { mut apply, .. }) = self.applier.take() else {
             return;
         };
+        apply.report_by_event();
         match Applier::own_thread(*apply, self.shared.id) {
             Ok(applier) => {
                 tracing::info!(

@@ -6,6 +6,7 @@
 
 use super::*;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 /// Most back-to-back turns per event (a turn that leaves work over is turned again).
@@ -26,6 +27,17 @@ impl World {
         }
         if let Some(failure) = running.shard.failure() {
             return Err(format!("n{} stopped: {failure}", n + 1));
+        }
+        // The state machine runs on the shard (inline): once the shard is quiet, its core
+        // knows every index the state machine applied (snapshots and quiescence go by it).
+        let fsm_applied = Index(running.shared.applied_index.load(Ordering::Acquire));
+        let core_applied = running.shard.core.applied_index();
+        if core_applied < fsm_applied {
+            return Err(format!(
+                "n{}: the core knows entries up to {core_applied} applied, the state machine \
+                 applied up to {fsm_applied}",
+                n + 1
+            ));
         }
         let shutdown = running.shared.shutdown_requested();
         self.collect(n)?;

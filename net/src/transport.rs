@@ -87,6 +87,12 @@ pub trait Transport {
     /// transport has shut down.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;
 
+    /// The node is idle (its Raft group quiesced): give back the room of empty buffers kept
+    /// for the next burst. A host of thousands of idle groups should not keep it for each;
+    /// a busy group keeps it between messages rather than allocate for every one. The default
+    /// does nothing.
+    fn release_idle_memory(&mut self) {}
+
     /// The next event if one is ready now.
     fn try_recv(&mut self) -> Option<TransportEvent> {
         match self.poll_recv(&mut Context::from_waker(Waker::noop())) {

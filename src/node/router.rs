@@ -901,16 +901,43 @@ impl Transport for GroupTransport {
             shared.taken(1);
             return Poll::Ready(Some(event));
         }
-        if events.capacity() > 0 {
-            // Idle groups keep no room (thousands of them per node); a busy group's turn
-            // handles many messages per allocation.
-            *events = VecDeque::new();
-        }
+        // Some room stays for the next message: a busy group's inbox empties after nearly
+        // every message (one turn each), and freeing it then cost an allocation per message.
+        // An idle group gives it back as it quiesces (`release_idle_memory`).
+        trim_burst(events);
         if stopped {
             return Poll::Ready(None);
         }
         inbox.register(cx);
         Poll::Pending
+    }
+
+    fn release_idle_memory(&mut self) {
+        let mut r = self.router.borrow_mut();
+        if let Some(Inbox {
+            mailbox: Mailbox::Local { events, .. },
+            ..
+        }) = r.inboxes.get_mut(&self.group)
+        {
+            release_if_empty(events);
+        }
+    }
+}
+
+/// Room an empty inbox keeps for a busy group's next messages; more (after a burst) is freed.
+const INBOX_KEEP: usize = 16;
+
+/// Frees the room of an empty inbox beyond [`INBOX_KEEP`] slots.
+fn trim_burst(events: &mut VecDeque<TransportEvent>) {
+    if events.is_empty() && events.capacity() > INBOX_KEEP {
+        *events = VecDeque::new();
+    }
+}
+
+/// Frees the room of an empty inbox (an idle group's: thousands per node).
+fn release_if_empty(events: &mut VecDeque<TransportEvent>) {
+    if events.is_empty() && events.capacity() > 0 {
+        *events = VecDeque::new();
     }
 }
 
@@ -1000,14 +1027,17 @@ impl Transport for RemoteGroupTransport {
             self.shared.taken(1);
             return Poll::Ready(Some(event));
         }
-        if s.events.capacity() > 0 {
-            s.events = VecDeque::new();
-        }
+        // As on the router's thread: some room stays until the group quiesces.
+        trim_burst(&mut s.events);
         if s.stopped {
             return Poll::Ready(None);
         }
         keep_waker(&mut s.waker, cx);
         Poll::Pending
+    }
+
+    fn release_idle_memory(&mut self) {
+        release_if_empty(&mut self.inbox.lock().events);
     }
 }
 
@@ -1052,6 +1082,47 @@ mod tests {
                 message,
             }))
         }
+    }
+
+    fn event() -> TransportEvent {
+        let message = Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: Body::TimeoutNow,
+        };
+        TransportEvent::Message {
+            group: GroupId(1),
+            message,
+        }
+    }
+
+    /// A busy group's inbox keeps a little room between messages (no allocation per message),
+    /// a burst's room goes once the inbox is empty, and an idle group keeps none.
+    #[test]
+    fn an_inbox_keeps_room_for_a_few_messages_until_its_group_is_idle() {
+        let mut events = VecDeque::new();
+        for _ in 0..3 {
+            events.push_back(event());
+        }
+        events.clear();
+        trim_burst(&mut events);
+        let kept = events.capacity();
+        assert!(kept > 0 && kept <= INBOX_KEEP, "kept {kept}");
+        events.push_back(event());
+        assert_eq!(events.capacity(), kept, "the next message reuses the room");
+        trim_burst(&mut events);
+        assert_eq!(events.capacity(), kept, "not empty: nothing freed");
+        events.clear();
+        release_if_empty(&mut events);
+        assert_eq!(events.capacity(), 0, "an idle group keeps no room");
+
+        for _ in 0..4 * INBOX_KEEP {
+            events.push_back(event());
+        }
+        events.clear();
+        trim_burst(&mut events);
+        assert_eq!(events.capacity(), 0, "a burst's room is freed");
     }
 
     async fn turns(n: usize) {

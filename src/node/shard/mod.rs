@@ -429,6 +429,7 @@ impl Shard {
         release(&mut self.pending_persist);
         release(&mut self.apply_held);
         self.shared.queue.release_if_empty();
+        self.transport.release_idle_memory();
         self.metrics.release_idle_memory();
         self.core.release_idle_memory();
     }

@@ -91,10 +91,18 @@ pub(crate) struct ApplyLoop {
     pub(crate) events: super::events::EventSender,
     awaits: VecDeque<PendingAwait>,
     reads: Vec<(Index, Reply)>,
-    /// On the shard thread: the applied index not yet stepped into the core, which the shard
-    /// takes in the same turn ([`ApplyLoop::take_applied`]) instead of receiving an event
-    /// (a turn more per apply; ARCHITECTURE §10, step 6). `None` on an apply thread.
-    inline_applied: Option<Option<Index>>,
+    /// How the core learns what was applied.
+    reports: Reports,
+}
+
+/// How an apply loop tells the shard's core what it applied (ARCHITECTURE §10, step 6).
+enum Reports {
+    /// On an apply thread: an `Applied` event for each batch.
+    ByEvent,
+    /// On the shard thread: the highest index applied and not yet taken, which the shard
+    /// steps into its core in the same turn ([`ApplyLoop::take_applied`]); an event would
+    /// cost a turn of its own per apply.
+    Inline(Option<Index>),
 }
 
 impl ApplyLoop {
@@ -111,34 +119,40 @@ impl ApplyLoop {
             events,
             awaits: VecDeque::new(),
             reads: Vec::new(),
-            inline_applied: None,
+            reports: Reports::ByEvent,
         }
     }
 
     /// The loop runs on the shard thread from now on: the shard takes the applied index with
     /// [`ApplyLoop::take_applied`] after each task rather than as an event.
     pub(crate) fn report_inline(&mut self) {
-        self.inline_applied.get_or_insert(None);
+        if let Reports::ByEvent = self.reports {
+            self.reports = Reports::Inline(None);
+        }
     }
 
     /// The loop moves to a thread of its own: what the shard has not taken yet, and every
     /// applied index from now on, goes through the event channel, in order.
     pub(crate) fn report_by_event(&mut self) {
-        if let Some(Some(index)) = self.inline_applied.take() {
+        if let Reports::Inline(Some(index)) = std::mem::replace(&mut self.reports, Reports::ByEvent)
+        {
             self.tell(ShardEvent::Applied(index));
         }
     }
 
     /// The applied index the shard has not stepped into its core yet (on the shard thread).
     pub(crate) fn take_applied(&mut self) -> Option<Index> {
-        self.inline_applied.as_mut().and_then(Option::take)
+        match &mut self.reports {
+            Reports::Inline(pending) => pending.take(),
+            Reports::ByEvent => None,
+        }
     }
 
     /// Entries up to `index` are applied: the shard's core learns it.
     fn report_applied(&mut self, index: Index) {
-        match &mut self.inline_applied {
-            Some(pending) => *pending = Some(pending.map_or(index, |p| p.max(index))),
-            None => self.tell(ShardEvent::Applied(index)),
+        match &mut self.reports {
+            Reports::Inline(pending) => *pending = Some(pending.map_or(index, |p| p.max(index))),
+            Reports::ByEvent => self.tell(ShardEvent::Applied(index)),
         }
     }
 

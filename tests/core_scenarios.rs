@@ -748,6 +748,49 @@ fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends()
     assert_lease_read_answers_at_once(&mut c);
 }
 
+/// The longer the lease is against the heartbeat interval, the more rounds a busy follower may
+/// go without a heartbeat (`Core::busy_rounds`: two with four or five intervals, then as many
+/// as leave three intervals spare, four at most), and the leader keeps its lease throughout.
+#[test]
+fn a_longer_lease_lets_busy_followers_go_more_rounds_without_heartbeats() {
+    for (intervals, rounds) in [(4, 2), (5, 2), (6, 3), (7, 4), (10, 4)] {
+        let mut c = Cluster::with_config(3, |cfg| {
+            cfg.lease_read = true;
+            cfg.leader_lease_timeout = cfg.heartbeat_interval * intervals;
+            cfg.election_timeout = cfg.election_timeout.max(cfg.leader_lease_timeout);
+        });
+        assert_eq!(
+            c.core(N1).busy_rounds(),
+            rounds,
+            "a lease of {intervals} intervals"
+        );
+        c.elect(N1);
+        c.heartbeat(N1);
+        write_every_interval(&mut c, 12);
+        c.take_sent();
+        // Quiet now: `rounds` rounds pass before the followers count as idle.
+        for quiet_tick in 1..=rounds + 1 {
+            c.heartbeat(N1);
+            let sent = c.take_sent();
+            for peer in [N2, N3] {
+                let (_, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
+                assert_eq!(
+                    heartbeats,
+                    usize::from(quiet_tick == rounds + 1),
+                    "{intervals} intervals, quiet tick {quiet_tick}, to {peer}"
+                );
+            }
+            assert_eq!(c.core(N1).role(), Role::Leader, "{intervals} intervals");
+        }
+        assert_lease_read_answers_at_once(&mut c);
+        // The followers learned the last write's commit with that heartbeat.
+        let commit = c.core(N1).commit_index();
+        for peer in [N2, N3] {
+            assert_eq!(c.core(peer).commit_index(), commit, "{intervals} intervals");
+        }
+    }
+}
+
 /// A lease shorter than four heartbeat intervals leaves no room for a round acknowledged late:
 /// every round reaches every follower, busy or not.
 #[test]

@@ -16,7 +16,8 @@ use std::time::Duration;
 /// Unlike hashicorp, a leader does not heartbeat a follower it keeps sending entries to, when
 /// `leader_lease_timeout` is at least four heartbeat intervals (the default is five): that
 /// follower learns the commit index of a burst's last write up to three heartbeat intervals
-/// after it, rather than one (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
+/// after it, rather than one, and up to five with a lease of seven intervals or more, which lets
+/// it go longer without heartbeats (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
 ///
 /// With the `serde` cargo feature, `Config` implements `serde::Deserialize`: only `local_id`
 /// is required, missing fields keep these defaults, and durations are milliseconds (`150`) or
@@ -67,7 +68,8 @@ pub struct Config {
     pub snapshot_memory_threshold: u64,
     /// A leader that cannot reach a quorum for this long steps down. Default 500 ms; at least
     /// 5 ms and at most `heartbeat_timeout`. At least `heartbeat_timeout * 4 / 10` (four
-    /// heartbeat intervals) lets a busy leader skip heartbeats (see [`Config`]).
+    /// heartbeat intervals) lets a busy leader skip heartbeats, for up to four rounds from seven
+    /// intervals on (see [`Config`]).
     pub leader_lease_timeout: Duration,
     /// Do not restore the newest snapshot into the state machine at start (it keeps its own
     /// state durably); the snapshot still sets the indexes and configuration. Default false.

@@ -132,7 +132,8 @@ pub struct CoreConfig {
     pub election_timeout: Duration,
     /// How often a leader starts a heartbeat round (heartbeats carry the commit index). With a
     /// lease of four intervals or more, a round skips followers that are receiving
-    /// AppendEntries (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
+    /// AppendEntries, for more rounds the longer the lease (`Core::busy_rounds`;
+    /// docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
     pub heartbeat_interval: Duration,
     /// A leader that has not heard from a quorum of voters within this time steps down.
     pub leader_lease_timeout: Duration,

@@ -25,16 +25,27 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Heartbeats of a busy leader (ARCHITECTURE §4): the heartbeat timer's round skips a busy
 /// follower, one that is streaming entries (`Replicate`) and was sent AppendEntries and
-/// acknowledged a round within the last `BUSY_ROUNDS` rounds (`Progress::is_busy`). Its
+/// acknowledged a round within the last `b` rounds (`Progress::is_busy`; `b` is
+/// `Core::busy_rounds`, from this to [`BUSY_ROUNDS_MAX`] as the lease allows). Its
 /// AppendEntries reset its election timer, and the next one carries the new round; if none
-/// goes out, the heartbeat of the round `BUSY_ROUNDS` later does. So a leader whose followers
-/// keep receiving entries sends no heartbeats: with a thousand busy groups per node,
-/// heartbeats and their answers were a third of the messages and a quarter of the group turns.
-/// What it costs: the round a quorum acknowledged can be `BUSY_ROUNDS` intervals older than
-/// the one before (so it applies only to leases with two intervals to spare), and a follower
-/// learns the commit index of the last write of a burst up to `BUSY_ROUNDS + 1` intervals
-/// later rather than one. Rounds that a verification or a wake-up starts reach every follower.
-const BUSY_ROUNDS: u32 = 2;
+/// goes out, the heartbeat of the round `b` later does. So a leader whose followers keep
+/// receiving entries sends no heartbeats: with a thousand busy groups per node, heartbeats and
+/// their answers were a third of the messages and a quarter of the group turns.
+/// What it costs: the round a quorum acknowledged can be `b` intervals older than the one
+/// before (so the lease must have room for it), and a follower learns the commit index of the
+/// last write of a burst up to `b + 1` intervals later rather than one. Rounds that a
+/// verification or a wake-up starts reach every follower.
+const BUSY_ROUNDS_MIN: u64 = 2;
+
+/// The most rounds a busy follower goes without a heartbeat. With a group getting about one
+/// write per heartbeat interval (1 000 busy groups, durable), two rounds often passed without
+/// one and half of all group turns were heartbeats, their answers and the leaders' ticks; four
+/// rounds halve that (docs/PERFORMANCE.md, session 16). A follower then hears from its leader
+/// at least every five intervals: at most half an election timeout with a node's `Config`
+/// (heartbeats every tenth of the heartbeat timeout, which the election timeout is at least),
+/// and always less than the lease (below) and so than the election timeout. The commit index of
+/// a burst's last write reaches the followers within five intervals too.
+const BUSY_ROUNDS_MAX: u64 = 4;
 
 /// A proposal or barrier waiting to commit.
 struct PendingCommit {
@@ -84,7 +95,7 @@ pub(crate) struct LeaderState {
     /// verification waits for it, or the leader woke from quiescence).
     broadcast_needed: bool,
     /// The heartbeat timer fired: a round starts when the batch closes, and busy followers
-    /// are not sent its heartbeat ([`BUSY_ROUNDS`]).
+    /// are not sent its heartbeat ([`BUSY_ROUNDS_MIN`]).
     heartbeat_due: bool,
     /// Followers may have new entries to receive when the batch closes.
     replication_needed: bool,
@@ -492,20 +503,30 @@ impl Core {
         }
     }
 
-    /// Whether the heartbeat timer's rounds may skip busy followers (see
-    /// [`BUSY_ROUNDS`]). A skipped follower acknowledges the new round with its next
-    /// AppendEntries, or else with the heartbeat of a later round, so the round a quorum
-    /// acknowledged can be up to `BUSY_ROUNDS` heartbeat intervals old rather than one before
-    /// it is renewed. Only a lease with room for that (two intervals to spare) allows it; with
-    /// a shorter lease every round reaches every follower, as without this rule.
-    fn may_skip_heartbeats(&self) -> bool {
-        self.config.leader_lease_timeout >= self.config.heartbeat_interval * (BUSY_ROUNDS + 2)
+    /// How many rounds a busy follower may go without a heartbeat (see [`BUSY_ROUNDS_MIN`]);
+    /// 0 when the timer's rounds reach every follower. A skipped follower acknowledges the new
+    /// round with its next AppendEntries, or else with the heartbeat of a later round, so the
+    /// round a quorum acknowledged can be up to `b` intervals older than the one before, and
+    /// the lease must outlast that with time to spare for the answers and late ticks: two
+    /// rounds need a lease of four intervals (two to spare), and more rounds are taken only
+    /// while three intervals stay spare. hashicorp's defaults (a lease of five intervals) give
+    /// two; the lease of ten intervals that `Config::fast` and the load tool use, four.
+    pub fn busy_rounds(&self) -> u64 {
+        let interval = self.config.heartbeat_interval.as_nanos().max(1);
+        let intervals = self.config.leader_lease_timeout.as_nanos() / interval;
+        let intervals = u64::try_from(intervals).unwrap_or(u64::MAX);
+        if intervals < BUSY_ROUNDS_MIN + 2 {
+            return 0;
+        }
+        intervals
+            .saturating_sub(3)
+            .clamp(BUSY_ROUNDS_MIN, BUSY_ROUNDS_MAX)
     }
 
     /// Starts a heartbeat round. With `to_all` false (the heartbeat timer's round), a busy
-    /// follower is skipped (see [`BUSY_ROUNDS`]).
+    /// follower is skipped (see [`BUSY_ROUNDS_MIN`]).
     fn broadcast_heartbeat(&mut self, to_all: bool) {
-        let skip_busy = !to_all && self.may_skip_heartbeats();
+        let busy_rounds = if to_all { 0 } else { self.busy_rounds() };
         #[cfg(feature = "sim")]
         let mutation = self.config.mutation;
         let now = self.now;
@@ -522,7 +543,7 @@ impl Core {
         l.round_sent_at.push_back((round, now));
         let mut messages = Vec::with_capacity(l.progress.len());
         for (&peer, p) in &l.progress {
-            if skip_busy && p.is_busy(previous, u64::from(BUSY_ROUNDS)) {
+            if busy_rounds > 0 && p.is_busy(previous, busy_rounds) {
                 continue;
             }
             #[allow(unused_mut)]

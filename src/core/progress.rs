@@ -86,8 +86,8 @@ impl Progress {
     }
 
     /// True if the heartbeat of the round after `previous` need not go to this follower (the
-    /// rule at `BUSY_ROUNDS` in `core::leader`): it is streaming (`Replicate`), and within the
-    /// last `rounds` rounds it was sent AppendEntries and acknowledged a round. A follower
+    /// rule at `BUSY_ROUNDS_MIN` in `core::leader`): it is streaming (`Replicate`), and within
+    /// the last `rounds` rounds it was sent AppendEntries and acknowledged a round. A follower
     /// being probed or sent a snapshot, or whose messages go unanswered (cut off, or a stalled
     /// pipeline), is not busy: heartbeats unpause and restart it as before.
     pub fn is_busy(&self, previous: u64, rounds: u64) -> bool {

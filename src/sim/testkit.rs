@@ -459,10 +459,12 @@ impl Cluster {
     }
 
     /// Heartbeat intervals enough for every follower of the leader `id` to learn its commit
-    /// index: a follower that was sent AppendEntries lately gets no heartbeat for two rounds
-    /// (ARCHITECTURE §4, "Heartbeats of a busy leader"), so three intervals pass.
+    /// index: a follower that was sent AppendEntries lately gets no heartbeat for
+    /// `Core::busy_rounds` rounds (ARCHITECTURE §4, "Heartbeats of a busy leader"), so one
+    /// interval more than that passes (three at least).
     pub fn settle(&mut self, id: NodeId) {
-        for _ in 0..3 {
+        let rounds = self.core(id).busy_rounds();
+        for _ in 0..(rounds + 1).max(3) {
             self.heartbeat(id);
         }
     }

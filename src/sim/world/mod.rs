@@ -502,9 +502,11 @@ impl World {
         glue.heartbeat_timeout = Duration::from_millis(150);
         // A lease no longer than any election timeout a retime may choose, less the drift.
         // One seed in three has a lease of 60 ms or more (four heartbeat intervals of 15 ms),
-        // with which busy leaders skip heartbeats (ARCHITECTURE §4, "Heartbeats of a busy
-        // leader"; a retime can switch it either way); the others keep the shorter leases
-        // under which leaders step down more often.
+        // with which busy leaders skip heartbeats for two rounds (ARCHITECTURE §4, "Heartbeats
+        // of a busy leader"; a retime can switch it either way, and its shorter heartbeat
+        // timeouts give leases of up to ten intervals, so three or four rounds: about a tenth
+        // of the timer's rounds over 500 seeds); the others keep the shorter leases under
+        // which leaders step down more often.
         let lease = if rng.chance(1, 3) {
             rng.range(60, 86)
         } else {

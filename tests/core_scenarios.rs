@@ -826,6 +826,30 @@ fn a_verification_round_reaches_busy_followers() {
     assert_eq!(c.reply(token), Some(Ok(Outcome::LeaderVerified)));
 }
 
+/// A verification whose own round was lost (the leader was cut off) does not wait for busy
+/// followers to become idle: the heartbeat timer's round while it waits reaches every
+/// follower, and the read is answered at the next round.
+#[test]
+fn the_timer_round_while_a_verification_waits_reaches_busy_followers() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.heartbeat(N1);
+    write_every_interval(&mut c, 4);
+    c.isolate(N1);
+    let token = c.token();
+    c.step(N1, Input::VerifyLeader { token });
+    c.deliver_all();
+    assert_eq!(c.reply(token), None, "its round was lost");
+    c.heal();
+    c.take_sent();
+    c.heartbeat(N1);
+    let sent = c.take_sent();
+    for peer in [N2, N3] {
+        assert_eq!(appends_and_heartbeats(&sent, N1, peer).1, 1, "to {peer}");
+    }
+    assert_eq!(c.reply(token), Some(Ok(Outcome::LeaderVerified)));
+}
+
 /// A follower whose AppendEntries go unanswered is not busy: the heartbeats that probe it (and
 /// restart a stalled pipeline) keep going out every round, while its answering peer gets none.
 #[test]

@@ -34,7 +34,8 @@ use std::collections::{BTreeMap, VecDeque};
 /// What it costs: the round a quorum acknowledged can be `b` intervals older than the one
 /// before (so the lease must have room for it), and a follower learns the commit index of the
 /// last write of a burst up to `b + 1` intervals later rather than one. Rounds that a
-/// verification or a wake-up starts reach every follower.
+/// verification or a wake-up starts reach every follower, and so does the timer's round while a
+/// verification waits.
 const BUSY_ROUNDS_MIN: u64 = 2;
 
 /// The most rounds a busy follower goes without a heartbeat. With a group getting about one
@@ -490,6 +491,10 @@ impl Core {
         let replicate = std::mem::take(&mut l.replication_needed);
         let broadcast = std::mem::take(&mut l.broadcast_needed);
         let due = std::mem::take(&mut l.heartbeat_due);
+        // The timer's round while a verification waits reaches every follower too: the
+        // verification's own round may have been lost, and busy followers would answer only
+        // with their next AppendEntries, if any goes out.
+        let to_all = broadcast || !l.verifications.is_empty();
         if replicate {
             let peers: Vec<NodeId> = l.progress.keys().copied().collect();
             for peer in peers {
@@ -499,7 +504,7 @@ impl Core {
             self.maybe_commit();
         }
         if broadcast || due {
-            self.broadcast_heartbeat(broadcast);
+            self.broadcast_heartbeat(to_all);
         }
     }
 

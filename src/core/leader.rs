@@ -508,10 +508,13 @@ impl Core {
         }
     }
 
-    /// How many rounds a busy follower may go without a heartbeat (see [`BUSY_ROUNDS_MIN`]);
-    /// 0 when the timer's rounds reach every follower. A skipped follower acknowledges the new
-    /// round with its next AppendEntries, or else with the heartbeat of a later round, so the
-    /// round a quorum acknowledged can be up to `b` intervals older than the one before, and
+    /// How many rounds `b` a busy follower may go without a heartbeat: a round of the
+    /// heartbeat timer skips a follower that is streaming entries and was sent AppendEntries
+    /// and acknowledged a round within the last `b` rounds (docs/ARCHITECTURE.md §4,
+    /// "Heartbeats of a busy leader"); 0 when the timer's rounds reach every follower. A
+    /// skipped follower acknowledges the new round with its next AppendEntries, or else with
+    /// the heartbeat of a later round, so the round a quorum acknowledged can be up to `b`
+    /// intervals older than the one before, and
     /// the lease must outlast that with time to spare for the answers and late ticks: two
     /// rounds need a lease of four intervals (two to spare), and more rounds are taken only
     /// while three intervals stay spare. hashicorp's defaults (a lease of five intervals) give

@@ -42,10 +42,11 @@ const BUSY_ROUNDS_MIN: u64 = 2;
 /// The most rounds a busy follower goes without a heartbeat. With a group getting about one
 /// write per heartbeat interval (1 000 busy groups, durable), two rounds often passed without
 /// one and half of all group turns were heartbeats, their answers and the leaders' ticks; four
-/// rounds halve that (docs/PERFORMANCE.md, session 16). A follower then hears from its leader
-/// at least every five intervals: at most half an election timeout with a node's `Config`
-/// (heartbeats every tenth of the heartbeat timeout, which the election timeout is at least),
-/// and always less than the lease (below) and so than the election timeout.
+/// rounds removed about three quarters of those heartbeats (docs/PERFORMANCE.md, session 16).
+/// A follower then hears from its leader at least every five intervals: at most half an
+/// election timeout with a node's `Config` (heartbeats every tenth of the heartbeat timeout,
+/// which the election timeout is at least), and always less than the lease (below) and so than
+/// the election timeout.
 const BUSY_ROUNDS_MAX: u64 = 4;
 
 /// A proposal or barrier waiting to commit.
@@ -514,11 +515,11 @@ impl Core {
     /// "Heartbeats of a busy leader"); 0 when the timer's rounds reach every follower. A
     /// skipped follower acknowledges the new round with its next AppendEntries, or else with
     /// the heartbeat of a later round, so the round a quorum acknowledged can be up to `b`
-    /// intervals older than the one before, and
-    /// the lease must outlast that with time to spare for the answers and late ticks: two
-    /// rounds need a lease of four intervals (two to spare), and more rounds are taken only
-    /// while three intervals stay spare. hashicorp's defaults (a lease of five intervals) give
-    /// two; the lease of ten intervals that `Config::fast` and the load tool use, four.
+    /// intervals older than the one before, and the lease must outlast that with time to spare
+    /// for the answers and late ticks: two rounds need a lease of four intervals (two to
+    /// spare), and more rounds are taken only while three intervals stay spare. hashicorp's
+    /// defaults (a lease of five intervals) give two; the lease of ten intervals that
+    /// `Config::fast` and the load tool use, four.
     pub fn busy_rounds(&self) -> u64 {
         let interval = self.config.heartbeat_interval.as_nanos().max(1);
         let intervals = self.config.leader_lease_timeout.as_nanos() / interval;

@@ -791,46 +791,6 @@ fn a_longer_lease_lets_busy_followers_go_more_rounds_without_heartbeats() {
     }
 }
 
-/// A busy follower still learns the commit index of a burst's last write within
-/// `commit_timeout` (hashicorp's `CommitTimeout`) and a heartbeat interval: the round after
-/// `commit_timeout` without AppendEntries reaches a follower that lacks the commit index,
-/// busy or not, and later rounds skip it again while it is busy and informed.
-#[test]
-fn a_busy_follower_learns_the_last_commit_within_the_commit_timeout() {
-    let mut c = Cluster::with_config(3, |cfg| {
-        cfg.leader_lease_timeout = cfg.heartbeat_interval * 10;
-        cfg.commit_timeout = cfg.heartbeat_interval * 2;
-    });
-    assert_eq!(c.core(N1).busy_rounds(), 4);
-    c.elect(N1);
-    c.heartbeat(N1);
-    write_every_interval(&mut c, 1);
-    c.take_sent();
-    // Writes every interval: each AppendEntries tells the commit index of the write before.
-    write_every_interval(&mut c, 10);
-    let sent = c.take_sent();
-    for peer in [N2, N3] {
-        assert_eq!(appends_and_heartbeats(&sent, N1, peer).1, 0, "to {peer}");
-        assert!(c.core(peer).commit_index() < c.core(N1).commit_index());
-    }
-    // Quiet: the second round (two intervals without AppendEntries) tells them the commit
-    // index; the next two skip them again; the fifth is the busy rule's own.
-    for quiet_tick in 1..=5 {
-        c.heartbeat(N1);
-        let sent = c.take_sent();
-        for peer in [N2, N3] {
-            assert_eq!(
-                appends_and_heartbeats(&sent, N1, peer).1,
-                usize::from(quiet_tick == 2 || quiet_tick == 5),
-                "quiet tick {quiet_tick}, to {peer}"
-            );
-            if quiet_tick >= 2 {
-                assert_eq!(c.core(peer).commit_index(), c.core(N1).commit_index());
-            }
-        }
-    }
-}
-
 /// A lease shorter than four heartbeat intervals leaves no room for a round acknowledged late:
 /// every round reaches every follower, busy or not.
 #[test]

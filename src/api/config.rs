@@ -12,12 +12,13 @@ use std::time::Duration;
 /// campaigns after a random `[T, 2T)` without a leader; so does a candidate between rounds);
 /// it is `election_timeout`, which `validate` keeps at or above `heartbeat_timeout`. A leader
 /// sends heartbeats every `heartbeat_timeout / 10` (hashicorp: every `[HT/10, HT/5)`), and they
-/// carry the commit index. Unlike hashicorp, a leader does not heartbeat a follower it keeps
-/// sending entries to, when `leader_lease_timeout` is at least four heartbeat intervals (the
-/// default is five): two rounds are skipped, and up to four with a lease of seven intervals or
-/// more. Such a follower still learns the commit index of a burst's last write within
-/// `commit_timeout` and one heartbeat interval, as with hashicorp's `CommitTimeout`
-/// (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader").
+/// carry the commit index (so `commit_timeout` is not used). Unlike hashicorp, a leader does
+/// not heartbeat a follower it keeps sending entries to, when `leader_lease_timeout` is at
+/// least four heartbeat intervals (the default is five): that follower learns the commit index
+/// of a burst's last write up to three heartbeat intervals after it, rather than one, and up to
+/// five with a lease of seven intervals or more, which lets it go longer without heartbeats
+/// (docs/ARCHITECTURE.md §4, "Heartbeats of a busy leader"). hashicorp's followers learn it
+/// within one to two `CommitTimeout`s.
 ///
 /// With the `serde` cargo feature, `Config` implements `serde::Deserialize`: only `local_id`
 /// is required, missing fields keep these defaults, and durations are milliseconds (`150`) or
@@ -33,11 +34,9 @@ pub struct Config {
     /// A candidate's election round timeout (randomised up to twice). Default 1 s. At least
     /// 5 ms and at least `heartbeat_timeout`.
     pub election_timeout: Duration,
-    /// How long a follower may go without learning the leader's commit index when no writes
-    /// come (hashicorp's `CommitTimeout`). Default 50 ms; at least 1 ms. ringraft's heartbeats
-    /// carry the commit index; a follower the heartbeats skip because it is receiving entries
-    /// (see [`Config`]) and that was sent none for this long while it lacks the commit index
-    /// gets the next heartbeat.
+    /// hashicorp's idle re-send interval for the commit index. Default 50 ms; at least 1 ms.
+    /// ringraft's heartbeats carry the commit index, so this is validated but not otherwise
+    /// used (see [`Config`] for when followers learn the commit index).
     pub commit_timeout: Duration,
     /// Most entries in one AppendEntries. Default 64; between 1 and 1024.
     pub max_append_entries: usize,
@@ -218,7 +217,6 @@ impl Config {
         c.election_timeout = self.election_timeout;
         c.heartbeat_interval = (self.heartbeat_timeout / 10).max(Duration::from_micros(500));
         c.leader_lease_timeout = self.leader_lease_timeout.max(c.heartbeat_interval);
-        c.commit_timeout = self.commit_timeout;
         c.pre_vote = !self.pre_vote_disabled;
         c.max_append_entries = self.max_append_entries;
         c.max_inflight = self.max_inflight;

@@ -137,12 +137,6 @@ pub struct CoreConfig {
     pub heartbeat_interval: Duration,
     /// A leader that has not heard from a quorum of voters within this time steps down.
     pub leader_lease_timeout: Duration,
-    /// How long a follower may go without learning the leader's commit index when no writes
-    /// come (hashicorp's `CommitTimeout`): a follower that holds entries it was not told are
-    /// committed, and was sent no AppendEntries for this long, gets the next round's
-    /// heartbeat even while it counts as busy (docs/ARCHITECTURE.md §4, "Heartbeats of a busy
-    /// leader"). Default 50 ms.
-    pub commit_timeout: Duration,
     /// Campaign with a pre-vote round first (thesis §9.6). On by default.
     pub pre_vote: bool,
     /// Maximum entries in one AppendEntries.
@@ -194,7 +188,6 @@ impl CoreConfig {
             election_timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(100),
             leader_lease_timeout: Duration::from_millis(500),
-            commit_timeout: Duration::from_millis(50),
             pre_vote: true,
             max_append_entries: 64,
             max_append_bytes: 1 << 20,
@@ -235,9 +228,6 @@ impl CoreConfig {
                 "leader_lease_timeout",
                 "must lie between heartbeat_interval and election_timeout",
             );
-        }
-        if self.commit_timeout.is_zero() {
-            return bad("commit_timeout", "must be non-zero");
         }
         if self.max_append_entries == 0 {
             return bad("max_append_entries", "must be at least 1");

@@ -32,9 +32,8 @@ use std::collections::{BTreeMap, VecDeque};
 /// receiving entries sends no heartbeats: with a thousand busy groups per node, heartbeats and
 /// their answers were a third of the messages and a quarter of the group turns.
 /// What it costs: the round a quorum acknowledged can be `b` intervals older than the one
-/// before (so the lease must have room for it). A follower would learn the commit index of the
-/// last write of a burst up to `b + 1` intervals later rather than one, so one that lacks it
-/// and was sent no AppendEntries for `commit_timeout` is not skipped. Rounds that a
+/// before (so the lease must have room for it), and a follower learns the commit index of the
+/// last write of a burst up to `b + 1` intervals later rather than one. Rounds that a
 /// verification or a wake-up starts reach every follower, and so does the timer's round while a
 /// verification waits.
 const BUSY_ROUNDS_MIN: u64 = 2;
@@ -46,7 +45,8 @@ const BUSY_ROUNDS_MIN: u64 = 2;
 /// A follower then hears from its leader at least every five intervals: at most half an
 /// election timeout with a node's `Config` (heartbeats every tenth of the heartbeat timeout,
 /// which the election timeout is at least), and always less than the lease (below) and so than
-/// the election timeout.
+/// the election timeout. The commit index of a burst's last write reaches the followers within
+/// five intervals too.
 const BUSY_ROUNDS_MAX: u64 = 4;
 
 /// A proposal or barrier waiting to commit.
@@ -536,8 +536,6 @@ impl Core {
     /// follower is skipped (see [`BUSY_ROUNDS_MIN`]).
     fn broadcast_heartbeat(&mut self, to_all: bool) {
         let busy_rounds = if to_all { 0 } else { self.busy_rounds() };
-        let commit_timeout =
-            u64::try_from(self.config.commit_timeout.as_nanos()).unwrap_or(u64::MAX);
         #[cfg(feature = "sim")]
         let mutation = self.config.mutation;
         let now = self.now;
@@ -553,15 +551,10 @@ impl Core {
         l.round_since_active.get_or_insert(round);
         l.round_sent_at.push_back((round, now));
         let mut messages = Vec::with_capacity(l.progress.len());
-        for (&peer, p) in &mut l.progress {
-            // A busy follower is skipped unless it holds entries it was not told are committed
-            // and no AppendEntries told it for `commit_timeout` (a burst ended).
-            let uninformed = p.told_commit < commit.min(p.match_index)
-                && now.nanos_since(p.append_at) >= commit_timeout;
-            if busy_rounds > 0 && p.is_busy(previous, busy_rounds) && !uninformed {
+        for (&peer, p) in &l.progress {
+            if busy_rounds > 0 && p.is_busy(previous, busy_rounds) {
                 continue;
             }
-            p.told_commit = p.told_commit.max(commit.min(p.match_index));
             #[allow(unused_mut)]
             let mut leader_commit = commit.min(p.match_index);
             #[cfg(feature = "sim")]
@@ -603,7 +596,6 @@ impl Core {
             self.config.max_append_bytes,
             self.config.max_inflight,
         );
-        let now = self.now;
         loop {
             let last = self.log.last_index();
             let commit = self.commit;
@@ -636,9 +628,6 @@ impl Core {
             let carried = !entries.is_empty();
             p.on_sent(sent_last, carried);
             p.append_round = round;
-            p.append_at = now;
-            // The follower takes the commit index only as far as the entries it now holds.
-            p.told_commit = p.told_commit.max(commit.min(sent_last));
             let body = Body::AppendEntries(AppendEntries {
                 prev_log_id: LogId::new(prev_term, prev_index),
                 entries,

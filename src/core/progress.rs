@@ -17,7 +17,6 @@
 //!
 //! Invariant: `match_index < next_index`.
 
-use super::types::Time;
 use ringraft_storage::Index;
 use std::collections::VecDeque;
 
@@ -70,12 +69,6 @@ pub struct Progress {
     /// The round stamped on the last AppendEntries sent to the follower (0: none yet): the
     /// heartbeat timer's rounds skip a follower that was sent one lately.
     pub append_round: u64,
-    /// When the last AppendEntries went to the follower.
-    pub append_at: Time,
-    /// The highest commit index the follower was told of (by AppendEntries, as far as the
-    /// entries they carried, or by heartbeats): a busy follower that lacks the leader's gets
-    /// the next heartbeat once `commit_timeout` passed without AppendEntries.
-    pub told_commit: Index,
 }
 
 impl Progress {
@@ -89,8 +82,6 @@ impl Progress {
             progress_round: round,
             removed_at_round: None,
             append_round: 0,
-            append_at: Time(0),
-            told_commit: Index(0),
         }
     }
 

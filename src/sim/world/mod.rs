@@ -514,10 +514,7 @@ impl World {
         };
         glue.leader_lease_timeout = Duration::from_millis(lease);
         glue.clock_drift_bound = Duration::from_millis(15);
-        // Two heartbeat intervals: a follower that busy rounds skip learns a burst's last
-        // commit index in the second round after it (ARCHITECTURE §4), and with a shorter
-        // timeout nearly every round would reach it.
-        glue.commit_timeout = Duration::from_millis(30);
+        glue.commit_timeout = Duration::from_millis(5);
         glue.pre_vote_disabled = !rng.chance(4, 5);
         let max_entries_bound = if rng.chance(1, 2) { 4 } else { 64 };
         glue.max_append_entries = 1 + rng.below(max_entries_bound) as usize;

@@ -733,19 +733,26 @@ fn a_busy_follower_gets_no_heartbeats_and_acknowledges_rounds_with_its_appends()
     // Quiet now: the last AppendEntries carried the latest round, and two rounds pass before
     // the followers count as idle and get heartbeats again.
     c.take_sent();
-    for quiet_tick in 1..=3 {
+    heartbeats_only_at_quiet_tick(&mut c, 3, "a lease of five intervals");
+    assert_lease_read_answers_at_once(&mut c);
+}
+
+/// Ticks the leader N1 through `last` quiet heartbeat intervals and asserts that its
+/// followers get a heartbeat at the last one only, and that N1 still leads.
+fn heartbeats_only_at_quiet_tick(c: &mut Cluster, last: u64, case: &str) {
+    for quiet_tick in 1..=last {
         c.heartbeat(N1);
         let sent = c.take_sent();
         for peer in [N2, N3] {
             let (_, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
             assert_eq!(
                 heartbeats,
-                usize::from(quiet_tick == 3),
-                "tick {quiet_tick}"
+                usize::from(quiet_tick == last),
+                "{case}, quiet tick {quiet_tick}, to {peer}"
             );
         }
+        assert_eq!(c.core(N1).role(), Role::Leader, "{case}");
     }
-    assert_lease_read_answers_at_once(&mut c);
 }
 
 /// The longer the lease is against the heartbeat interval, the more rounds a busy follower may
@@ -769,19 +776,8 @@ fn a_longer_lease_lets_busy_followers_go_more_rounds_without_heartbeats() {
         write_every_interval(&mut c, 12);
         c.take_sent();
         // Quiet now: `rounds` rounds pass before the followers count as idle.
-        for quiet_tick in 1..=rounds + 1 {
-            c.heartbeat(N1);
-            let sent = c.take_sent();
-            for peer in [N2, N3] {
-                let (_, heartbeats) = appends_and_heartbeats(&sent, N1, peer);
-                assert_eq!(
-                    heartbeats,
-                    usize::from(quiet_tick == rounds + 1),
-                    "{intervals} intervals, quiet tick {quiet_tick}, to {peer}"
-                );
-            }
-            assert_eq!(c.core(N1).role(), Role::Leader, "{intervals} intervals");
-        }
+        let case = format!("a lease of {intervals} intervals");
+        heartbeats_only_at_quiet_tick(&mut c, rounds + 1, &case);
         assert_lease_read_answers_at_once(&mut c);
         // The followers learned the last write's commit with that heartbeat.
         let commit = c.core(N1).commit_index();

@@ -8,6 +8,8 @@
 //! a CPU is left for the other threads (see [`RaftFuture::wait_timeout`]): an answer then
 //! costs the shard a store instead of a wake-up system call, and the waiter no wake-up latency
 //! (5–15 µs for a sleeping vCPU on a VM; an in-memory write is answered in about 5 µs).
+//! A poll spins the same way while its request is the only one in flight in the process (see
+//! the [`Future`] implementation of [`RaftFuture`]).
 
 use std::cell::Cell;
 use std::fmt;
@@ -16,7 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::node::clock::monotonic_now;
 
@@ -72,6 +74,25 @@ thread_local! {
 
 /// Threads in a blocking wait now (spinning or asleep), process-wide.
 static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Futures whose answer has not been taken yet, process-wide: a poll spins only while its
+/// own is the only one, so that no other request waits behind the spin to be made or taken.
+static OUTSTANDING: Outstanding = Outstanding(AtomicUsize::new(0));
+
+/// [`OUTSTANDING`]'s counter on cache lines of its own: the callers' threads change it for
+/// every request, and a neighbour read in a shard's spin would bounce with it.
+#[repr(align(128))]
+struct Outstanding(AtomicUsize);
+
+/// Polls in a row on one thread that spun and found their answer; after this many the next
+/// one yields to the executor once (answer in hand) instead of returning it, so that a task
+/// writing in a loop cannot keep the other tasks of its thread from running.
+const SPUN_POLLS_BEFORE_A_YIELD: u8 = 8;
+
+thread_local! {
+    /// This thread's polls in a row that spun and found their answer.
+    static SPUN_POLLS: Cell<u8> = const { Cell::new(0) };
+}
 
 /// Whether a blocking wait on this thread may spin first: unless its last [`MISSES_MAX`]
 /// spins in a row ended before the answer came. So a thread whose requests take longer (a
@@ -168,8 +189,33 @@ impl<T> fmt::Debug for Sender<T> {
     }
 }
 
+/// A future's share of its reply channel while the answer is not taken: counted in
+/// [`OUTSTANDING`] for as long as it lives.
+struct Pending<T>(Arc<Shared<T>>);
+
+impl<T> Pending<T> {
+    fn new(shared: Arc<Shared<T>>) -> Self {
+        OUTSTANDING.0.fetch_add(1, Ordering::Relaxed);
+        Pending(shared)
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        OUTSTANDING.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T> std::ops::Deref for Pending<T> {
+    type Target = Shared<T>;
+
+    fn deref(&self) -> &Shared<T> {
+        &self.0
+    }
+}
+
 enum State<T> {
-    Waiting(Arc<Shared<T>>),
+    Waiting(Pending<T>),
     Ready(T),
     Taken,
 }
@@ -179,10 +225,30 @@ enum State<T> {
 /// Implements [`Future`] (any executor) and has blocking [`wait`](RaftFuture::wait) and
 /// [`wait_timeout`](RaftFuture::wait_timeout) for plain threads. Resolves exactly once; polling
 /// after completion panics, as with other futures.
+///
+/// Both ways of waiting may spin briefly (at most 50 µs) before they sleep, while answers
+/// come quickly: a blocking wait while a CPU is left for the node's threads, a poll only while
+/// its request is the only one in the process awaiting an answer (see the [`Future`]
+/// implementation below for how a polling task still yields to its executor).
 #[must_use = "a request's outcome is only known by waiting for its future"]
 pub struct RaftFuture<T, E> {
     state: State<Result<T, E>>,
     on_closed: fn() -> Result<T, E>,
+    /// Whether a poll of this future spun, or may still.
+    spin: PollSpin,
+}
+
+/// Whether a poll of a future spun (see `poll`).
+#[derive(Clone, Copy)]
+enum PollSpin {
+    /// No poll has returned `Pending` yet.
+    NotYet,
+    /// A poll spun, or could not (another request in flight, no CPU left); none will again.
+    Over,
+    /// A poll did not spin because this thread's last spins missed, while its request was
+    /// the only one in flight, at this time: how long the answer takes from then decides
+    /// whether the thread spins again.
+    Timed(Instant),
 }
 
 /// A reply channel: the sender for the node, the future for the caller.
@@ -204,8 +270,9 @@ pub(crate) fn channel<T, E>(
             shared: Some(shared.clone()),
         },
         RaftFuture {
-            state: State::Waiting(shared),
+            state: State::Waiting(Pending::new(shared)),
             on_closed,
+            spin: PollSpin::NotYet,
         },
     )
 }
@@ -216,6 +283,7 @@ impl<T, E> RaftFuture<T, E> {
         RaftFuture {
             state: State::Ready(result),
             on_closed,
+            spin: PollSpin::NotYet,
         }
     }
 
@@ -227,6 +295,25 @@ impl<T, E> RaftFuture<T, E> {
             return Some(v);
         }
         slot.closed.then(on_closed)
+    }
+
+    /// Takes the outcome if it is known, without spinning or registering a waker (the
+    /// simulator's clients look after every turn; a poll there could spin on a thread that
+    /// alone can answer). `None` while pending or once taken.
+    #[cfg(feature = "sim")]
+    pub(crate) fn try_take(&mut self) -> Option<Result<T, E>> {
+        let on_closed = self.on_closed;
+        match std::mem::replace(&mut self.state, State::Taken) {
+            State::Ready(v) => Some(v),
+            State::Taken => None,
+            State::Waiting(pending) => {
+                let taken = Self::take_if_done(&mut pending.lock(), on_closed);
+                if taken.is_none() {
+                    self.state = State::Waiting(pending);
+                }
+                taken
+            }
+        }
     }
 
     /// True if the outcome is known (waiting would not block).
@@ -305,9 +392,80 @@ impl<T, E> RaftFuture<T, E> {
 // No field is ever pinned: the value moves out by `mem::replace`.
 impl<T, E> Unpin for RaftFuture<T, E> {}
 
+/// What a poll does after its spin.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterSpin {
+    /// Take the answer the spin found.
+    Take,
+    /// The spin found the answer, but this thread's polls found theirs in spins
+    /// [`SPUN_POLLS_BEFORE_A_YIELD`] times in a row: let the executor run other tasks first.
+    Yield,
+    /// The answer did not come: wait for it as without a spin.
+    Wait,
+}
+
+/// Counts this thread's polls that found their answer in a spin, and says what the poll does.
+fn after_spin(found: bool) -> AfterSpin {
+    SPUN_POLLS.with(|n| {
+        if !found {
+            n.set(0);
+            AfterSpin::Wait
+        } else if n.get() >= SPUN_POLLS_BEFORE_A_YIELD {
+            n.set(0);
+            AfterSpin::Yield
+        } else {
+            n.set(n.get() + 1);
+            AfterSpin::Take
+        }
+    })
+}
+
+impl<T, E> RaftFuture<T, E> {
+    /// A poll's spin before its first `Pending` (see `poll`): `None` if it did not spin,
+    /// else whether the answer came within the spin. Not spinning because this thread's last
+    /// spins missed starts the clock that decides, once the answer comes, whether it spins
+    /// again.
+    fn spin_in_poll(&mut self, pending: &Pending<Result<T, E>>) -> Option<bool> {
+        if !matches!(self.spin, PollSpin::NotYet) {
+            return None;
+        }
+        self.spin = PollSpin::Over;
+        if OUTSTANDING.0.load(Ordering::Relaxed) != 1 {
+            return None;
+        }
+        if !spin_first() {
+            self.spin = PollSpin::Timed(monotonic_now());
+            return None;
+        }
+        let waiting = Waiting::start();
+        if !waiting.may_spin {
+            return None;
+        }
+        let found = pending.spin_until_done(SPIN_MAX);
+        note_wait(true, found);
+        Some(found)
+    }
+
+    /// The answer was taken by a poll: if an earlier poll of this future left the clock
+    /// running instead of spinning, an answer within the spin's length re-enables spinning.
+    fn answered(&mut self) {
+        if let PollSpin::Timed(since) = self.spin {
+            note_wait(false, monotonic_now().duration_since(since) <= SPIN_MAX);
+        }
+    }
+}
+
 impl<T, E> Future for RaftFuture<T, E> {
     type Output = Result<T, E>;
 
+    /// Before its first `Pending`, a poll spins for up to 50 µs while the answer is not there,
+    /// as a blocking wait does ([`RaftFuture::wait_timeout`]), but only while this request is
+    /// the only one in the process whose answer has not been taken: then nothing else waits
+    /// behind the spin to be sent or answered, and the answer costs the shard a store rather
+    /// than waking the executor's thread. Every eighth spin in a row that finds its answer
+    /// yields once to the executor (the future wakes itself and returns `Pending`), so a task
+    /// that writes in a loop still lets its thread's other tasks run. With more requests in
+    /// flight, or on a thread whose last four spins missed, a poll never spins.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // No field is structurally pinned: `RaftFuture` is `Unpin`.
         let this = self.get_mut();
@@ -315,16 +473,40 @@ impl<T, E> Future for RaftFuture<T, E> {
         match std::mem::replace(&mut this.state, State::Taken) {
             State::Ready(v) => Poll::Ready(v),
             State::Taken => panic!("RaftFuture polled after completion"),
-            State::Waiting(shared) => {
-                let mut slot = shared.lock();
+            State::Waiting(pending) => {
+                let mut slot = pending.lock();
                 if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                    drop(slot);
+                    this.answered();
+                    return Poll::Ready(v);
+                }
+                drop(slot);
+                match this.spin_in_poll(&pending).map(after_spin) {
+                    Some(AfterSpin::Take) => {
+                        let mut slot = pending.lock();
+                        if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                            return Poll::Ready(v);
+                        }
+                    }
+                    Some(AfterSpin::Yield) => {
+                        cx.waker().wake_by_ref();
+                        this.state = State::Waiting(pending);
+                        return Poll::Pending;
+                    }
+                    Some(AfterSpin::Wait) | None => {}
+                }
+                let mut slot = pending.lock();
+                if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                    drop(slot);
+                    this.answered();
                     return Poll::Ready(v);
                 }
                 if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     slot.waker = Some(cx.waker().clone());
                 }
                 drop(slot);
-                this.state = State::Waiting(shared);
+                SPUN_POLLS.with(|n| n.set(0));
+                this.state = State::Waiting(pending);
                 Poll::Pending
             }
         }
@@ -428,6 +610,137 @@ mod tests {
         let again = std::iter::from_fn(|| (monotonic_now() < deadline).then(Waiting::start))
             .find(|w| w.may_spin);
         assert_eq!(again.is_some(), max > 0, "spinning after the waits ended");
+    }
+
+    /// A waker that unparks the thread that made it and counts its wakes.
+    struct Unpark {
+        thread: std::thread::Thread,
+        wakes: AtomicUsize,
+    }
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            self.thread.unpark();
+        }
+    }
+
+    /// Polls `fut` on this thread until it is ready (parking between polls), failing after
+    /// five seconds: a lost wake-up fails instead of hanging.
+    fn block_on<F: Future + Unpin>(mut fut: F) -> F::Output {
+        let unpark = Arc::new(Unpark {
+            thread: std::thread::current(),
+            wakes: AtomicUsize::new(0),
+        });
+        let waker = Waker::from(unpark.clone());
+        let mut cx = Context::from_waker(&waker);
+        let deadline = monotonic_now() + Duration::from_secs(5);
+        loop {
+            if let Poll::Ready(v) = Pin::new(&mut fut).poll(&mut cx) {
+                return v;
+            }
+            let now = monotonic_now();
+            assert!(now < deadline, "a future's wake-up was lost");
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+
+    /// Answers and dropped senders that come while a poll spins (or after it stopped) are
+    /// seen, and wake the task when they come after the poll returned `Pending`.
+    #[test]
+    fn answers_that_come_during_a_polls_spin_are_received() {
+        std::thread::spawn(|| {
+            for i in 0..200u32 {
+                let (tx, rx) = channel(closed);
+                // Quick, then slower than the spin, so that both paths run.
+                let delay = Duration::from_micros(if i % 2 == 0 { 1 } else { 200 });
+                let sender = std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    tx.send(Ok(i))
+                });
+                assert_eq!(block_on(rx), Ok(i));
+                sender.join().expect("sender thread");
+                let (tx, rx) = channel(closed);
+                let sender = std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    drop(tx)
+                });
+                assert_eq!(block_on(rx), Err("closed"));
+                sender.join().expect("sender thread");
+            }
+        })
+        .join()
+        .expect("polling thread");
+    }
+
+    /// A poll does not spin while another request's answer is outstanding: it returns
+    /// `Pending` at once, and no spin is counted as missed.
+    #[test]
+    fn a_poll_does_not_spin_while_another_request_is_outstanding() {
+        std::thread::spawn(|| {
+            let (_tx_a, _rx_a) = channel(closed);
+            let (tx_b, mut rx_b) = channel(closed);
+            let unpark = Arc::new(Unpark {
+                thread: std::thread::current(),
+                wakes: AtomicUsize::new(0),
+            });
+            let waker = Waker::from(unpark.clone());
+            for _ in 0..MISSES_MAX + 1 {
+                let (_tx, mut rx) = channel(closed);
+                assert!(Pin::new(&mut rx)
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending());
+            }
+            assert!(
+                spin_first(),
+                "a poll spun (and missed) with others outstanding"
+            );
+            assert!(Pin::new(&mut rx_b)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            let before = unpark.wakes.load(Ordering::SeqCst);
+            tx_b.send(Ok(3));
+            assert_eq!(
+                unpark.wakes.load(Ordering::SeqCst),
+                before + 1,
+                "the answer woke the task"
+            );
+            assert_eq!(
+                Pin::new(&mut rx_b).poll(&mut Context::from_waker(&waker)),
+                Poll::Ready(Ok(3))
+            );
+        })
+        .join()
+        .expect("polling thread");
+    }
+
+    /// Polls that find their answers in spins take them, except that each ninth in a row
+    /// yields to the executor once; a spin that misses starts the count again.
+    #[test]
+    fn every_ninth_poll_in_a_row_that_found_its_answer_in_a_spin_yields() {
+        std::thread::spawn(|| {
+            for _ in 0..3 {
+                for i in 0..SPUN_POLLS_BEFORE_A_YIELD {
+                    assert_eq!(after_spin(true), AfterSpin::Take, "spun poll {i}");
+                }
+                assert_eq!(after_spin(true), AfterSpin::Yield);
+            }
+            for _ in 0..SPUN_POLLS_BEFORE_A_YIELD {
+                after_spin(true);
+            }
+            assert_eq!(after_spin(false), AfterSpin::Wait);
+            assert_eq!(
+                after_spin(true),
+                AfterSpin::Take,
+                "a miss starts the count again"
+            );
+        })
+        .join()
+        .expect("polling thread");
     }
 
     #[test]

@@ -5,9 +5,8 @@
 //! worker's schedule and the clients, and checks.
 
 use super::*;
-use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 /// Most back-to-back turns per event (a turn that leaves work over is turned again).
 const TURNS_PER_EVENT_MAX: usize = 64;
@@ -253,11 +252,11 @@ impl World {
                 continue;
             };
             let ready = match answer {
-                Answer::Apply(fut) => poll_now(fut).map(Answered::Apply),
-                Answer::Read(fut) => poll_now(fut).map(Answered::Read),
-                Answer::Barrier(fut) => poll_now(fut).map(Answered::Barrier),
+                Answer::Apply(fut) => fut.try_take().map(Answered::Apply),
+                Answer::Read(fut) => fut.try_take().map(Answered::Read),
+                Answer::Barrier(fut) => fut.try_take().map(Answered::Barrier),
             };
-            if let Poll::Ready(result) = ready {
+            if let Some(result) = ready {
                 self.on_answer(c, n, result)?;
             }
         }
@@ -365,11 +364,6 @@ impl World {
         });
         self.installs_over_matching_suffix += u64::from(matching);
     }
-}
-
-/// Polls `future` once without a waker (the simulator polls again after every turn).
-fn poll_now<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
-    std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// A node never loses entries it acknowledged to the leader of its current term: until it

@@ -421,11 +421,11 @@ fn after_spin(found: bool) -> AfterSpin {
 }
 
 impl<T, E> RaftFuture<T, E> {
-    /// A poll's spin before its first `Pending` (see `poll`): `None` if it did not spin,
-    /// else whether the answer came within the spin. Not spinning because this thread's last
+    /// Whether a poll may spin before its first `Pending` (see `poll`); if so, the thread
+    /// counts among the waiting ones while it does. Not spinning because this thread's last
     /// spins missed starts the clock that decides, once the answer comes, whether it spins
     /// again.
-    fn spin_in_poll(&mut self, pending: &Pending<Result<T, E>>) -> Option<bool> {
+    fn may_spin_in_poll(&mut self) -> Option<Waiting> {
         if !matches!(self.spin, PollSpin::NotYet) {
             return None;
         }
@@ -438,12 +438,7 @@ impl<T, E> RaftFuture<T, E> {
             return None;
         }
         let waiting = Waiting::start();
-        if !waiting.may_spin {
-            return None;
-        }
-        let found = pending.spin_until_done(SPIN_MAX);
-        note_wait(true, found);
-        Some(found)
+        waiting.may_spin.then_some(waiting)
     }
 
     /// The answer was taken by a poll: if an earlier poll of this future left the clock
@@ -480,26 +475,20 @@ impl<T, E> Future for RaftFuture<T, E> {
                     this.answered();
                     return Poll::Ready(v);
                 }
-                drop(slot);
-                match this.spin_in_poll(&pending).map(after_spin) {
-                    Some(AfterSpin::Take) => {
-                        let mut slot = pending.lock();
-                        if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
-                            return Poll::Ready(v);
-                        }
-                    }
-                    Some(AfterSpin::Yield) => {
+                if let Some(waiting) = this.may_spin_in_poll() {
+                    drop(slot);
+                    let found = pending.spin_until_done(SPIN_MAX);
+                    note_wait(true, found);
+                    drop(waiting);
+                    if after_spin(found) == AfterSpin::Yield {
                         cx.waker().wake_by_ref();
                         this.state = State::Waiting(pending);
                         return Poll::Pending;
                     }
-                    Some(AfterSpin::Wait) | None => {}
-                }
-                let mut slot = pending.lock();
-                if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
-                    drop(slot);
-                    this.answered();
-                    return Poll::Ready(v);
+                    slot = pending.lock();
+                    if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                        return Poll::Ready(v);
+                    }
                 }
                 if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     slot.waker = Some(cx.waker().clone());

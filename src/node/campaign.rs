@@ -77,7 +77,9 @@ impl<G: Copy> CampaignSlots<G> {
         }
     }
 
-    /// Forgets every holder and everyone in line (their node's process died with its slots).
+    /// Forgets every holder and everyone in line (their node's process died with its slots;
+    /// only the simulator's nodes crash in place).
+    #[cfg(feature = "sim")]
     pub(crate) fn clear(&mut self) {
         self.held = 0;
         self.queue.clear();

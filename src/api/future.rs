@@ -30,6 +30,13 @@ struct Slot<T> {
     /// A thread is blocked in [`RaftFuture::wait_timeout`]: only then is the condition variable
     /// notified (notifying one costs a system call even when nobody waits).
     blocked: bool,
+    /// The waiter did not spin and wants to know when the answer came (`answered_at`): whether
+    /// it came within a spin's length decides whether the waiting thread spins again. Taken
+    /// when the sender closes rather than when the waiter sees it, which is a wake-up later:
+    /// measured at the waiter, a wake-up slower than the spin (tens of µs on a busy VM) kept
+    /// a thread from ever spinning again although its answers came in a few µs.
+    timed: bool,
+    answered_at: Option<Instant>,
 }
 
 struct Shared<T> {
@@ -163,6 +170,9 @@ impl<T> Sender<T> {
                 slot.value = value;
             }
             slot.closed = true;
+            if slot.timed {
+                slot.answered_at = Some(monotonic_now());
+            }
             shared.done.store(true, Ordering::Release);
             let waker = slot.waker.take();
             let blocked = slot.blocked;
@@ -261,6 +271,8 @@ pub(crate) fn channel<T, E>(
             closed: false,
             waker: None,
             blocked: false,
+            timed: false,
+            answered_at: None,
         }),
         ready: Condvar::new(),
         done: AtomicBool::new(false),
@@ -361,9 +373,10 @@ impl<T, E> RaftFuture<T, E> {
                 let mut slot = shared.lock();
                 loop {
                     if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                        let answered_at = slot.answered_at.unwrap_or_else(monotonic_now);
                         drop(slot);
                         let quick =
-                            answered_in_spin || monotonic_now().duration_since(start) <= SPIN_MAX;
+                            answered_in_spin || answered_at.duration_since(start) <= SPIN_MAX;
                         note_wait(spun, quick);
                         return Some(v);
                     }
@@ -372,6 +385,7 @@ impl<T, E> RaftFuture<T, E> {
                         note_wait(spun, false);
                         break;
                     }
+                    slot.timed = true;
                     slot.blocked = true;
                     slot = shared
                         .ready
@@ -441,11 +455,13 @@ impl<T, E> RaftFuture<T, E> {
         waiting.may_spin.then_some(waiting)
     }
 
-    /// The answer was taken by a poll: if an earlier poll of this future left the clock
-    /// running instead of spinning, an answer within the spin's length re-enables spinning.
-    fn answered(&mut self) {
+    /// The answer, which came at `answered_at` if the sender noted it, was taken by a poll: if
+    /// an earlier poll of this future left the clock running instead of spinning, an answer
+    /// within the spin's length re-enables spinning.
+    fn answered(&mut self, answered_at: Option<Instant>) {
         if let PollSpin::Timed(since) = self.spin {
-            note_wait(false, monotonic_now().duration_since(since) <= SPIN_MAX);
+            let at = answered_at.unwrap_or_else(monotonic_now);
+            note_wait(false, at.duration_since(since) <= SPIN_MAX);
         }
     }
 }
@@ -471,8 +487,9 @@ impl<T, E> Future for RaftFuture<T, E> {
             State::Waiting(pending) => {
                 let mut slot = pending.lock();
                 if let Some(v) = Self::take_if_done(&mut slot, on_closed) {
+                    let answered_at = slot.answered_at;
                     drop(slot);
-                    this.answered();
+                    this.answered(answered_at);
                     return Poll::Ready(v);
                 }
                 if let Some(waiting) = this.may_spin_in_poll() {
@@ -493,6 +510,7 @@ impl<T, E> Future for RaftFuture<T, E> {
                 if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     slot.waker = Some(cx.waker().clone());
                 }
+                slot.timed = matches!(this.spin, PollSpin::Timed(_));
                 drop(slot);
                 SPUN_POLLS.with(|n| n.set(0));
                 this.state = State::Waiting(pending);
@@ -727,6 +745,39 @@ mod tests {
                 AfterSpin::Take,
                 "a miss starts the count again"
             );
+        })
+        .join()
+        .expect("polling thread");
+    }
+
+    /// A thread that stopped spinning spins again once an answer comes within the spin's
+    /// length, measured when the answer came, not when the waiter saw it (a slow wake-up must
+    /// not keep it from spinning); an answer that came later does not re-enable it.
+    #[test]
+    fn an_answer_that_came_quickly_reenables_spinning_however_late_it_is_seen() {
+        std::thread::spawn(|| {
+            let waker = Waker::noop();
+            for (answer_after, spins_again) in [(Duration::ZERO, true), (SPIN_MAX * 4, false)] {
+                for _ in 0..MISSES_MAX {
+                    note_wait(true, false);
+                }
+                assert!(!spin_first());
+                let (tx, mut rx) = channel(closed);
+                // As a first poll does when this thread's spins missed.
+                rx.spin = PollSpin::Timed(monotonic_now());
+                assert!(Pin::new(&mut rx)
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending());
+                std::thread::sleep(answer_after);
+                tx.send(Ok(5));
+                // The waiter sees the answer long after it came.
+                std::thread::sleep(SPIN_MAX * 4);
+                assert_eq!(
+                    Pin::new(&mut rx).poll(&mut Context::from_waker(waker)),
+                    Poll::Ready(Ok(5))
+                );
+                assert_eq!(spin_first(), spins_again, "answered after {answer_after:?}");
+            }
         })
         .join()
         .expect("polling thread");

@@ -383,6 +383,7 @@ impl Shard {
         let mut busy_turns: u32 = 0;
         while !self.shared.shutdown_requested() && self.fatal.is_none() {
             signal.take();
+            super::signal::note_turn();
             let now = self.clock.now();
             let busy = self.turn(now, &waker);
             if self.shared.shutdown_requested() || self.fatal.is_some() {

@@ -473,10 +473,10 @@ impl<T, E> Future for RaftFuture<T, E> {
     /// as a blocking wait does ([`RaftFuture::wait_timeout`]), but only while this request is
     /// the only one in the process whose answer has not been taken: then nothing else waits
     /// behind the spin to be sent or answered, and the answer costs the shard a store rather
-    /// than waking the executor's thread. Every eighth spin in a row that finds its answer
-    /// yields once to the executor (the future wakes itself and returns `Pending`), so a task
-    /// that writes in a loop still lets its thread's other tasks run. With more requests in
-    /// flight, or on a thread whose last four spins missed, a poll never spins.
+    /// than waking the executor's thread. Every ninth poll in a row that finds its answer in
+    /// a spin yields once to the executor (the future wakes itself and returns `Pending`), so
+    /// a task that writes in a loop still lets its thread's other tasks run. With more
+    /// requests in flight, or on a thread whose last four spins missed, a poll never spins.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // No field is structurally pinned: `RaftFuture` is `Unpin`.
         let this = self.get_mut();

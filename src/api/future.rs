@@ -406,31 +406,14 @@ impl<T, E> RaftFuture<T, E> {
 // No field is ever pinned: the value moves out by `mem::replace`.
 impl<T, E> Unpin for RaftFuture<T, E> {}
 
-/// What a poll does after its spin.
-#[derive(Debug, PartialEq, Eq)]
-enum AfterSpin {
-    /// Take the answer the spin found.
-    Take,
-    /// The spin found the answer, but this thread's polls found theirs in spins
-    /// [`SPUN_POLLS_BEFORE_A_YIELD`] times in a row: let the executor run other tasks first.
-    Yield,
-    /// The answer did not come: wait for it as without a spin.
-    Wait,
-}
-
-/// Counts this thread's polls that found their answer in a spin, and says what the poll does.
-fn after_spin(found: bool) -> AfterSpin {
+/// Counts this thread's polls that found their answer in a spin (`found`; a miss starts the
+/// count again), and says whether this one, having found it, yields to the executor first:
+/// after [`SPUN_POLLS_BEFORE_A_YIELD`] in a row, so other tasks get to run.
+fn yields_after_spin(found: bool) -> bool {
     SPUN_POLLS.with(|n| {
-        if !found {
-            n.set(0);
-            AfterSpin::Wait
-        } else if n.get() >= SPUN_POLLS_BEFORE_A_YIELD {
-            n.set(0);
-            AfterSpin::Yield
-        } else {
-            n.set(n.get() + 1);
-            AfterSpin::Take
-        }
+        let yields = found && n.get() >= SPUN_POLLS_BEFORE_A_YIELD;
+        n.set(if found && !yields { n.get() + 1 } else { 0 });
+        yields
     })
 }
 
@@ -497,7 +480,7 @@ impl<T, E> Future for RaftFuture<T, E> {
                     let found = pending.spin_until_done(SPIN_MAX);
                     note_wait(true, found);
                     drop(waiting);
-                    if after_spin(found) == AfterSpin::Yield {
+                    if yields_after_spin(found) {
                         cx.waker().wake_by_ref();
                         this.state = State::Waiting(pending);
                         return Poll::Pending;
@@ -732,19 +715,15 @@ mod tests {
         std::thread::spawn(|| {
             for _ in 0..3 {
                 for i in 0..SPUN_POLLS_BEFORE_A_YIELD {
-                    assert_eq!(after_spin(true), AfterSpin::Take, "spun poll {i}");
+                    assert!(!yields_after_spin(true), "spun poll {i}");
                 }
-                assert_eq!(after_spin(true), AfterSpin::Yield);
+                assert!(yields_after_spin(true));
             }
             for _ in 0..SPUN_POLLS_BEFORE_A_YIELD {
-                after_spin(true);
+                yields_after_spin(true);
             }
-            assert_eq!(after_spin(false), AfterSpin::Wait);
-            assert_eq!(
-                after_spin(true),
-                AfterSpin::Take,
-                "a miss starts the count again"
-            );
+            assert!(!yields_after_spin(false));
+            assert!(!yields_after_spin(true), "a miss starts the count again");
         })
         .join()
         .expect("polling thread");

@@ -836,3 +836,115 @@ fn a_replica_moves_to_another_shard_by_starting_again_there() {
     }
     stop(groups.iter().flatten(), nodes);
 }
+
+/// Holds the shard thread in `apply` on a `hold` command until released.
+struct GateFsm {
+    inner: RecordingFsm,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Fsm for GateFsm {
+    fn apply(&mut self, entry: &ringraft_storage::Entry) -> Bytes {
+        if &entry.data[..] == b"hold" {
+            let _ = self.entered.send(());
+            let _ = self.release.recv_timeout(3 * T);
+        }
+        self.inner.apply(entry)
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, data: &mut dyn std::io::Read) -> Result<(), FsmError> {
+        self.inner.restore(data)
+    }
+}
+
+/// `add_group` registers the group on the calling thread and does not wait for the group's
+/// loop to run on its shard: with the node's only shard thread held up in another group's
+/// state machine, a group is added (and a second add of it refused) at once, and runs once
+/// the thread is free.
+#[test]
+fn adding_a_group_does_not_wait_for_its_busy_shard_thread() {
+    let network = MemNetwork::new();
+    let config = MultiRaftConfig {
+        shards: 1,
+        ..watch()
+    };
+    let node = MultiRaft::new(network.transport(NodeId(1)), config).expect("node");
+    let members = Configuration::voters_with_default_addresses([NodeId(1)]);
+    let inline = || {
+        let mut c = test_config(NodeId(1));
+        c.apply_placement = ringraft::ApplyPlacement::ShardThread;
+        c
+    };
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let gate = GateFsm {
+        inner: RecordingFsm::new(),
+        entered: entered_tx,
+        release: release_rx,
+    };
+    let stores = || {
+        (
+            InmemStore::new(),
+            InmemStore::new(),
+            InmemSnapshotStore::new(),
+        )
+    };
+    let (log, stable, snaps) = stores();
+    let first = node
+        .add_group(GroupId(1), inline(), gate, log, stable, snaps)
+        .expect("group 1");
+    resolve("bootstrap", first.bootstrap_cluster(members.clone())).expect("bootstrap");
+    wait_until("group 1 leads", || first.state() == RaftState::Leader);
+    let held = first.apply(Bytes::from_static(b"hold"), T);
+    entered_rx
+        .recv_timeout(T)
+        .expect("the shard thread enters the state machine");
+
+    let (added_tx, added_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let adder = s.spawn(|| {
+            let (log, stable, snaps) = stores();
+            let added = node.add_group(
+                GroupId(2),
+                inline(),
+                RecordingFsm::new(),
+                log,
+                stable,
+                snaps,
+            );
+            let _ = added_tx.send(());
+            added
+        });
+        let in_time = added_rx.recv_timeout(T).is_ok();
+        let (log, stable, snaps) = stores();
+        let again = node.add_group(
+            GroupId(2),
+            inline(),
+            RecordingFsm::new(),
+            log,
+            stable,
+            snaps,
+        );
+        let groups = node.stats().groups;
+        // Released before asserting, so a failure does not leave the shard thread held.
+        release_tx.send(()).expect("release");
+        assert!(in_time, "add_group waited for the busy shard thread");
+        match again {
+            Err(StartError::Transport(e)) => assert!(e.contains("already runs"), "{e}"),
+            other => panic!("a second add of group 2 was not refused: {other:?}"),
+        }
+        assert_eq!(groups, 2);
+        let second = adder.join().expect("adder").expect("group 2");
+        resolve("bootstrap", second.bootstrap_cluster(members.clone())).expect("bootstrap");
+        wait_until("group 2 leads", || second.state() == RaftState::Leader);
+        resolve("apply", second.apply(Bytes::from_static(b"x"), T)).expect("group 2 applies");
+        second.shutdown().wait().expect("shutdown");
+    });
+    resolve("held apply", held).expect("the held command applies once released");
+    first.shutdown().wait().expect("shutdown");
+}

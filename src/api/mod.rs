@@ -146,6 +146,7 @@ impl Raft {
             stable_store,
             snapshot_store,
             transport,
+            true,
         )
     }
 
@@ -169,9 +170,35 @@ impl Raft {
             stable_store,
             snapshot_store,
             transport,
+            true,
         )
     }
 
+    /// [`Raft::new_on`] for a group of a `MultiRaft`, registered with its router already:
+    /// returns without waiting for the group's loop to run on `host` (ARCHITECTURE §14,
+    /// "Starting thousands of groups").
+    pub(crate) fn new_group_on(
+        host: &ShardHost,
+        config: Config,
+        fsm: impl Fsm,
+        log_store: impl LogStore + 'static,
+        stable_store: impl StableStore + 'static,
+        snapshot_store: impl SnapshotStore + 'static,
+        link: crate::node::router::GroupLink,
+    ) -> Result<Raft, StartError> {
+        Raft::start(
+            Some(host),
+            config,
+            fsm,
+            log_store,
+            stable_store,
+            snapshot_store,
+            link,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start(
         host: Option<&ShardHost>,
         config: Config,
@@ -180,6 +207,7 @@ impl Raft {
         stable_store: impl StableStore + 'static,
         snapshot_store: impl SnapshotStore + 'static,
         transport: impl IntoTransport,
+        wait_started: bool,
     ) -> Result<Raft, StartError> {
         let (shared, snapshots) = crate::node::start::start_node(
             host,
@@ -189,6 +217,7 @@ impl Raft {
             stable_store,
             snapshot_store,
             transport,
+            wait_started,
         )?;
         Ok(Raft {
             handle: Arc::new(Handle { shared, snapshots }),

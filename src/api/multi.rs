@@ -341,12 +341,20 @@ impl MultiRaft {
                 reason: "must be the MultiRaft node's id",
             }));
         }
+        // Registered here, so a group that already runs (or a stopped node) fails the call,
+        // while the group's loop starts on its shard without this thread waiting for it: a
+        // round trip to a shard busy with thousands of groups took most of a 10 000-group
+        // start (ARCHITECTURE §14, "Starting thousands of groups").
+        self.shared
+            .register_group(group)
+            .map_err(StartError::Transport)?;
         let link = GroupLink {
             router: self.router,
             group,
             shared: self.shared.clone(),
+            registered: true,
         };
-        Raft::new_on(
+        let started = Raft::new_group_on(
             host,
             config,
             fsm,
@@ -354,7 +362,12 @@ impl MultiRaft {
             stable_store,
             snapshot_store,
             link,
-        )
+        );
+        if started.is_err() {
+            // It failed before its loop was sent to the shard (its stores, say).
+            self.shared.unregister(group);
+        }
+        started
     }
 
     /// Stops the node: its router ends and its transport closes, and with TCP the listener is

@@ -81,7 +81,12 @@ impl Core {
             }
         }
         self.log.append(entries.iter().cloned());
-        self.staged.entries.extend(entries);
+        if self.staged.entries.is_empty() {
+            // The common case (one append per persist batch): the vector itself, not a copy.
+            self.staged.entries = entries;
+        } else {
+            self.staged.entries.extend(entries);
+        }
     }
 
     pub(super) fn flush_persist(&mut self) {

@@ -116,10 +116,16 @@ impl RaftLog {
     /// Entries from `from` (inclusive) to `to` (inclusive), at most `max_count` of them and at
     /// most `max_bytes` of payload (but at least one when any is available).
     pub fn slice(&self, from: Index, to: Index, max_count: usize, max_bytes: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
         let Some(start) = self.offset(from) else {
-            return out;
+            return Vec::new();
         };
+        // Sized once: a slice grown one entry at a time reallocates about log2(n) times, and
+        // with hundreds of entries per apply batch those copies showed in profiles.
+        let wanted = usize::try_from(to.0.saturating_sub(from.0).saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(max_count)
+            .min(self.entries.len() - start);
+        let mut out = Vec::with_capacity(wanted);
         let mut bytes = 0usize;
         for entry in self.entries.iter().skip(start) {
             if entry.id.index > to || out.len() >= max_count {

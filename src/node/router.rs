@@ -56,6 +56,9 @@ const EVENTS_PER_POLL_MAX: usize = 4096;
 /// reading instead of growing without bound (ARCHITECTURE §14, "Bounded receiving").
 const QUEUED_MAX: usize = 65_536;
 
+/// Why a group cannot start on a node whose router task has stopped.
+const ROUTER_STOPPED: &str = "the node's router has stopped";
+
 /// Router ids, unique in the process (the thread-local registry's keys).
 static NEXT_ROUTER: AtomicU64 = AtomicU64::new(1);
 
@@ -171,8 +174,24 @@ impl RouterShared {
         true
     }
 
+    /// Counts `group` as running on the node; fails if it already does, or if the router has
+    /// stopped (then no group starts).
+    pub(crate) fn register_group(&self, group: GroupId) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire)
+            || self.requests.lock().unwrap_or_else(|p| p.into_inner()).gone
+        {
+            return Err(ROUTER_STOPPED.into());
+        }
+        let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        if !registered.insert(group) {
+            return Err(format!("group {} already runs on this node", group.0));
+        }
+        self.groups.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// `group` no longer runs on the node (it may start again).
-    fn unregister(&self, group: GroupId) {
+    pub(crate) fn unregister(&self, group: GroupId) {
         let removed = self
             .registered
             .lock()
@@ -786,54 +805,66 @@ pub(crate) struct GroupLink {
     pub(crate) router: u64,
     pub(crate) group: GroupId,
     pub(crate) shared: Arc<RouterShared>,
+    /// The group was registered when it was added ([`RouterShared::register_group`], on the
+    /// caller's thread); otherwise it registers as it starts.
+    pub(crate) registered: bool,
+}
+
+/// What a group the router has registered starts with on the calling thread: its inbox in
+/// the router and a transport through it (see [`GroupLink`]), or why not.
+fn connect(
+    router: u64,
+    group: GroupId,
+    shared: &Arc<RouterShared>,
+) -> Result<Box<dyn Transport>, String> {
+    let local = ROUTERS.with(|r| r.borrow().get(&router).cloned());
+    if let Some(router) = local {
+        {
+            let mut r = router.borrow_mut();
+            if r.transport.is_none() {
+                return Err(ROUTER_STOPPED.into());
+            }
+            let mailbox = Mailbox::Local {
+                events: VecDeque::new(),
+                waker: None,
+            };
+            r.inboxes.insert(group, Inbox::new(mailbox));
+        }
+        return Ok(Box::new(GroupTransport { router, group }));
+    }
+    if shared.thread.get() == Some(&std::thread::current().id()) {
+        // The router's own thread, and the router is gone from it.
+        return Err(ROUTER_STOPPED.into());
+    }
+    let me = *shared.me.get().ok_or(ROUTER_STOPPED)?;
+    let inbox = Arc::new(RemoteInbox::default());
+    if !shared.request(Request::Register(group, inbox.clone())) {
+        return Err(ROUTER_STOPPED.into());
+    }
+    Ok(Box::new(RemoteGroupTransport {
+        shared: shared.clone(),
+        inbox,
+        group,
+        me,
+    }))
 }
 
 impl IntoTransport for GroupLink {
     async fn into_transport(self) -> Result<Box<dyn Transport>, String> {
-        const STOPPED: &str = "the node's router has stopped";
-        let group = self.group;
-        let shared = self.shared;
-        let register = || {
-            let mut registered = shared.registered.lock().unwrap_or_else(|p| p.into_inner());
-            if !registered.insert(group) {
-                return Err(format!("group {} already runs on this node", group.0));
-            }
-            shared.groups.fetch_add(1, Ordering::AcqRel);
-            Ok(())
-        };
-        let local = ROUTERS.with(|r| r.borrow().get(&self.router).cloned());
-        if let Some(router) = local {
-            {
-                let mut r = router.borrow_mut();
-                if r.transport.is_none() {
-                    return Err(STOPPED.into());
-                }
-                register()?;
-                let mailbox = Mailbox::Local {
-                    events: VecDeque::new(),
-                    waker: None,
-                };
-                r.inboxes.insert(group, Inbox::new(mailbox));
-            }
-            return Ok(Box::new(GroupTransport { router, group }));
-        }
-        if shared.thread.get() == Some(&std::thread::current().id()) {
-            // The router's own thread, and the router is gone from it.
-            return Err(STOPPED.into());
-        }
-        let me = *shared.me.get().ok_or(STOPPED)?;
-        register()?;
-        let inbox = Arc::new(RemoteInbox::default());
-        if !shared.request(Request::Register(group, inbox.clone())) {
-            shared.unregister(group);
-            return Err(STOPPED.into());
-        }
-        Ok(Box::new(RemoteGroupTransport {
-            shared,
-            inbox,
+        let GroupLink {
+            router,
             group,
-            me,
-        }))
+            shared,
+            registered,
+        } = self;
+        if !registered {
+            shared.register_group(group)?;
+        }
+        let made = connect(router, group, &shared);
+        if made.is_err() {
+            shared.unregister(group);
+        }
+        made
     }
 
     fn reports_silent_peers(&self) -> bool {
@@ -1173,6 +1204,7 @@ mod tests {
                 router: id,
                 group: GroupId(1),
                 shared: shared.clone(),
+                registered: false,
             };
             let mut group = link.into_transport().await.expect("group");
             tokio::task::spawn_local(task);
@@ -1215,6 +1247,7 @@ mod tests {
                 router: id,
                 group: GroupId(1),
                 shared: shared.clone(),
+                registered: false,
             };
             let thread = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()

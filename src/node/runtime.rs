@@ -15,14 +15,19 @@ use crate::api::error::StartError;
 use crate::api::transport::IntoTransport;
 use std::sync::mpsc;
 
-/// Runs the node's shard loop as a task on `host`'s thread and waits until it runs (or
-/// failed to start).
+/// Runs the node's shard loop as a task on `host`'s thread.
+///
+/// With `wait`, returns once the node's loop runs on the host (or failed to start). Without
+/// it, returns at once: a transport that fails to start then stops the node, as a shutdown
+/// does (a `MultiRaft` group, whose start can fail only when its node is stopping;
+/// ARCHITECTURE §14, "Starting thousands of groups").
 pub(crate) fn spawn_on_host(
     host: &ShardHost,
     parts: ShardParts,
     transport: impl IntoTransport,
     guard: StopGuard,
     seat: Option<HostSeat>,
+    wait: bool,
 ) -> Result<(), StartError> {
     if transport.runs_tasks() && !host.has_io_driver() {
         // Its tasks would panic on the host thread, taking every node there down.
@@ -30,7 +35,15 @@ pub(crate) fn spawn_on_host(
             "this transport needs an I/O driver: create the ShardHost with io_driver = true".into(),
         ));
     }
-    let (started_tx, started_rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
+    // No channel when nobody waits: thousands of groups queued for a busy host at once would
+    // hold a channel each (a few hundred bytes) until their loops run.
+    let (started_tx, started_rx) = match wait {
+        true => {
+            let (tx, rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     // The parts are boxed so the task's future holds a pointer, not a second copy of the
     // shard's state beside the loop's own (a host of thousands of groups pays for every byte
     // of it, ARCHITECTURE §14).
@@ -42,7 +55,7 @@ pub(crate) fn spawn_on_host(
             let made = transport.into_transport().await;
             let transport = match made {
                 Ok(t) => t,
-                Err(e) => return fail(*parts, &started_tx, StartError::Transport(e)),
+                Err(e) => return fail(*parts, started_tx, StartError::Transport(e)),
             };
             // Other nodes' loops share this thread: yield after every turn.
             let shard = {
@@ -51,12 +64,17 @@ pub(crate) fn spawn_on_host(
                 let parts = parts;
                 Box::new(Shard::new(*parts, transport, true))
             };
-            let _ = started_tx.send(Ok(()));
-            // Not held for the node's life (its channel's memory with it).
-            drop(started_tx);
+            if let Some(started) = started_tx {
+                let _ = started.send(Ok(()));
+                // Not held for the node's life (its channel's memory with it).
+                drop(started);
+            }
             shard.run().await;
         })
     }));
+    let Some(started_rx) = started_rx else {
+        return Ok(());
+    };
     started_rx
         .recv()
         .unwrap_or_else(|_| Err(StartError::Thread("the shard host thread exited".into())))
@@ -79,12 +97,12 @@ pub(crate) fn spawn_shard(
             let yield_every_turn = transport.runs_tasks();
             let runtime = match prepare(cpu, yield_every_turn) {
                 Ok(runtime) => runtime,
-                Err(e) => return fail(parts, &started_tx, e),
+                Err(e) => return fail(parts, Some(started_tx), e),
             };
             let made = runtime.block_on(transport.into_transport());
             let transport = match made {
                 Ok(t) => t,
-                Err(e) => return fail(parts, &started_tx, StartError::Transport(e)),
+                Err(e) => return fail(parts, Some(started_tx), StartError::Transport(e)),
             };
             let shard = Box::new(Shard::new(parts, transport, yield_every_turn));
             let _ = started_tx.send(Ok(()));
@@ -128,13 +146,23 @@ pub(crate) fn prepare(cpu: Option<usize>, io: bool) -> Result<tokio::runtime::Ru
         .map_err(|e| StartError::Thread(format!("tokio runtime: {e}")))
 }
 
-/// Answers `Raft::new` with `error` and stops the apply thread the parts own.
-fn fail(parts: ShardParts, started: &mpsc::SyncSender<Result<(), StartError>>, error: StartError) {
+/// Answers `Raft::new` with `error` (if it waits) and stops the apply thread the parts own.
+fn fail(
+    parts: ShardParts,
+    started: Option<mpsc::SyncSender<Result<(), StartError>>>,
+    error: StartError,
+) {
     if let Applier::Thread { tx, thread } = parts.applier {
         drop(tx);
         let _ = thread.join();
     }
-    let _ = started.send(Err(error));
+    match started {
+        Some(started) => {
+            let _ = started.send(Err(error));
+        }
+        // A group of a `MultiRaft` whose node is stopping: it stops as if shut down.
+        None => drop(error),
+    }
 }
 
 /// Restricts the calling thread to `cpu` (Linux `sched_setaffinity`).

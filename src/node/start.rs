@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Starts a node (see [`Raft::new`](crate::Raft::new)); returns its shared state and its
-/// snapshot store.
+/// snapshot store. On a `host`, `wait_started` says whether to wait until its loop runs there
+/// (see `spawn_on_host`); elsewhere it always waits.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start_node(
     host: Option<&ShardHost>,
     config: Config,
@@ -31,6 +33,7 @@ pub(crate) fn start_node(
     stable_store: impl StableStore + 'static,
     snapshot_store: impl SnapshotStore + 'static,
     transport: impl IntoTransport,
+    wait_started: bool,
 ) -> Result<(Arc<Shared>, Arc<dyn SnapshotStore>), StartError> {
     let seed = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -87,12 +90,12 @@ pub(crate) fn start_node(
     })?;
     let guard = StopGuard(shared.clone());
     match host {
-        Some(host) => spawn_on_host(host, parts, transport, guard, None)?,
+        Some(host) => spawn_on_host(host, parts, transport, guard, None, wait_started)?,
         // In-process nodes share the default shard threads (see `default_host`); a node
         // pinned to a CPU, or with a transport that runs tasks (TCP), has a thread of its own.
-        None if cpu.is_none() && !transport.runs_tasks() => {
-            default_host(|host, seat| spawn_on_host(host, parts, transport, guard, Some(seat)))?
-        }
+        None if cpu.is_none() && !transport.runs_tasks() => default_host(|host, seat| {
+            spawn_on_host(host, parts, transport, guard, Some(seat), true)
+        })?,
         None => spawn_shard(parts, transport, guard, cpu)?,
     }
     Ok((shared, snapshots))

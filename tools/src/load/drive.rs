@@ -35,6 +35,15 @@ pub const KEY_BYTES: usize = 16;
 /// 15 digits cycling over [`KEY_SPACE`] keys, then the value `v` + 5 digits of the client + `-`
 /// + digits of `seq` (48 bytes at the default 64; longer values are padded with `x`).
 pub fn command(client: u64, seq: u64, len: usize) -> Bytes {
+    command_in_group(client, seq, len, 0, 1)
+}
+
+/// [`command`] for group `group` of `groups` (`groups` at least 1), its key in that group's
+/// share of the key space: the keys `k` with `k mod groups == group`, about
+/// `KEY_SPACE / groups` of them (at least one). A service that shards its data partitions
+/// its keys so (a key belongs to one group), and the groups' state machines together hold
+/// about [`KEY_SPACE`] keys, as one group's does. With one group this is [`command`].
+pub fn command_in_group(client: u64, seq: u64, len: usize, group: u64, groups: u64) -> Bytes {
     fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
         let start = out.len();
         out.resize(start + width, b'0');
@@ -43,7 +52,10 @@ pub fn command(client: u64, seq: u64, len: usize) -> Bytes {
             n /= 10;
         }
     }
-    let key = client.wrapping_mul(1_000_003).wrapping_add(seq) % KEY_SPACE;
+    let groups = groups.max(1);
+    let share = (KEY_SPACE / groups).max(1);
+    let key = client.wrapping_mul(1_000_003).wrapping_add(seq) % KEY_SPACE % share * groups
+        + group % groups;
     let mut b = Vec::with_capacity(len.max(KEY_BYTES + 8));
     b.push(b'k');
     digits(&mut b, key, KEY_BYTES - 1);
@@ -137,7 +149,8 @@ impl Client {
         self.seq += 1;
         let groups = groups.max(1) as u64;
         let group = (self.id % groups + (k % groups) * (self.clients % groups)) % groups;
-        Some((group as usize, command(self.id, k, self.payload_bytes)))
+        let command = command_in_group(self.id, k, self.payload_bytes, group, groups);
+        Some((group as usize, command))
     }
 
     /// Counts a write sent at `sent`: its latency if `done`, else an error.
@@ -441,10 +454,48 @@ mod tests {
 
     /// The groups client `id` of `clients` writes to over `writes` writes, among `groups`.
     fn targets(id: usize, clients: usize, groups: usize, writes: u64) -> Vec<usize> {
+        writes_of(id, clients, groups, writes)
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect()
+    }
+
+    /// The (group, command) pairs client `id` of `clients` sends over `writes` writes.
+    fn writes_of(id: usize, clients: usize, groups: usize, writes: u64) -> Vec<(usize, Bytes)> {
         let counters = Arc::new(Counters::default());
         counters.remaining.store(writes, Ordering::Relaxed);
         let mut client = Client::new(id, &load(clients, writes), &counters);
-        std::iter::from_fn(|| client.next(groups).map(|(g, _)| g)).collect()
+        std::iter::from_fn(|| client.next(groups)).collect()
+    }
+
+    fn key_of(command: &Bytes) -> u64 {
+        std::str::from_utf8(&command[1..KEY_BYTES])
+            .expect("ascii key")
+            .parse()
+            .expect("key digits")
+    }
+
+    #[test]
+    fn each_group_gets_its_own_share_of_the_key_space() {
+        // One group: the peers' commands, byte for byte.
+        for (k, (_, c)) in writes_of(3, 4, 1, 10).into_iter().enumerate() {
+            assert_eq!(c, command(3, k as u64, 16));
+        }
+        // 256 clients over 1 000 groups: a group's keys are its own (k mod 1 000 = group), and
+        // all groups' keys together stay within the one-group key space.
+        let mut keys: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); 1000];
+        for id in 0..256 {
+            for (g, c) in writes_of(id, 256, 1000, 2_000) {
+                let key = key_of(&c);
+                assert_eq!(key % 1000, g as u64, "key {key} written to group {g}");
+                keys[g].insert(key);
+            }
+        }
+        assert!(keys.iter().all(|k| !k.is_empty() && k.len() <= 100));
+        assert!(keys.iter().map(|k| k.len()).sum::<usize>() as u64 <= KEY_SPACE);
+        // More groups than keys: each group still gets a key of its own.
+        let c = command_in_group(1, 2, 64, 123_456, 200_000);
+        assert_eq!(key_of(&c), 123_456);
     }
 
     #[test]

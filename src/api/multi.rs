@@ -284,6 +284,11 @@ impl MultiRaft {
     /// `config.local_id` must be this node's id. Fails with `StartError::Transport` if the
     /// group already runs here or the node stopped. A group with no state waits for
     /// [`Raft::bootstrap_cluster`] or for a leader to add it, as any node.
+    ///
+    /// Unlike [`Raft::new`], it returns without waiting for the group's loop to run on its
+    /// shard (a shard busy with thousands of groups would make each call wait behind them):
+    /// what the returned `Raft` is asked meanwhile waits in its queue, and a group whose
+    /// node stops before its loop runs stops as if shut down.
     pub fn add_group(
         &self,
         group: GroupId,

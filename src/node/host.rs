@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Work for the host thread: builds (on the host thread) the future of one node's shard loop.
@@ -39,6 +39,50 @@ struct HostInner {
     closed: AtomicBool,
     /// The snapshot threads of the host's nodes.
     snapshots: SnapshotPool,
+    /// Loops handed over without waiting that have not started yet (see
+    /// [`ShardHost::queue_start`]), and the condition their start signals.
+    starting: Mutex<usize>,
+    started: Condvar,
+    /// The host's own thread, once it runs.
+    thread: std::sync::OnceLock<std::thread::ThreadId>,
+}
+
+/// Loops a host may have queued to start, handed over without waiting, before the next one
+/// waits for the host to start some. Each holds its node's parts (a few KiB) on the heap of
+/// the thread that added it until it starts; thousands queued at once, interleaved with the
+/// nodes' long-lived allocations, left that heap in holes (about 100 bytes more resident per
+/// replica after a 10 000-group start), and a caller adding groups faster than the host
+/// starts them would queue without bound. A few dozen keep the caller from waiting on each
+/// group's start, which is what made a start of thousands slow (ARCHITECTURE §14).
+const STARTS_QUEUED_MAX: usize = 64;
+
+/// A loop counted as queued to start on a host until this is dropped (see
+/// [`ShardHost::queue_start`]).
+pub(crate) struct QueuedStart(Arc<HostInner>);
+
+/// [`ShardHost::queue_start`].
+fn queue_start(inner: &Arc<HostInner>) -> QueuedStart {
+    let own_thread = inner.thread.get() == Some(&std::thread::current().id());
+    let mut starting = inner.starting.lock().unwrap_or_else(|p| p.into_inner());
+    while *starting >= STARTS_QUEUED_MAX && !own_thread {
+        starting = inner
+            .started
+            .wait(starting)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+    *starting += 1;
+    QueuedStart(inner.clone())
+}
+
+impl Drop for QueuedStart {
+    fn drop(&mut self) {
+        let mut starting = self.0.starting.lock().unwrap_or_else(|p| p.into_inner());
+        *starting -= 1;
+        // Once half have started: a caller waits for a batch of starts, not woken for each.
+        if *starting == STARTS_QUEUED_MAX / 2 {
+            self.0.started.notify_all();
+        }
+    }
 }
 
 /// Snapshot threads a host's nodes share at most, unless said otherwise
@@ -81,6 +125,9 @@ impl ShardHost {
             jobs: Mutex::new(VecDeque::new()),
             signal: Arc::new(Signal::default()),
             closed: AtomicBool::new(false),
+            starting: Mutex::new(0),
+            started: Condvar::new(),
+            thread: std::sync::OnceLock::new(),
             snapshots: SnapshotPool::new(snapshot_threads),
         });
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
@@ -95,6 +142,7 @@ impl ShardHost {
                         return;
                     }
                 };
+                let _ = thread_inner.thread.set(std::thread::current().id());
                 let _ = started_tx.send(Ok(()));
                 let local = tokio::task::LocalSet::new();
                 runtime.block_on(local.run_until(accept_jobs(&thread_inner)));
@@ -116,6 +164,14 @@ impl ShardHost {
     /// The snapshot threads the host's nodes share.
     pub(crate) fn snapshot_pool(&self) -> &SnapshotPool {
         &self.inner.snapshots
+    }
+
+    /// Counts one more loop queued to start on this host without its caller waiting for it,
+    /// until the returned guard is dropped (when the loop started, or failed to). Waits first
+    /// while [`STARTS_QUEUED_MAX`] are queued, until half of them have started, unless called
+    /// on the host's own thread (which would wait for itself).
+    pub(crate) fn queue_start(&self) -> QueuedStart {
+        queue_start(&self.inner)
     }
 
     /// Queues a node's shard loop on the host thread.
@@ -214,4 +270,53 @@ pub(crate) fn default_host(
     let seat = HostSeat(nodes.clone());
     // Started under the lock, so two nodes starting at once see each other's seats.
     place(host, seat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller queueing loops to start waits once `STARTS_QUEUED_MAX` are queued, until half
+    /// of them have started; on the host's own thread it never waits.
+    #[test]
+    fn queued_starts_are_bounded_and_a_waiting_caller_resumes_after_half_started() {
+        let host = ShardHost::new(None, false).expect("host");
+        let mut queued: Vec<QueuedStart> =
+            (0..STARTS_QUEUED_MAX).map(|_| host.queue_start()).collect();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let start = host.queue_start();
+                let _ = done_tx.send(());
+                drop(start);
+            });
+            let early = done_rx.recv_timeout(Duration::from_millis(200)).is_ok();
+            // One short of half started: still waiting.
+            queued.truncate(STARTS_QUEUED_MAX / 2 + 1);
+            let still_early = done_rx.recv_timeout(Duration::from_millis(100)).is_ok();
+            queued.pop();
+            let resumed = done_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+            // Whatever happened, the waiter is not left waiting when the scope ends.
+            queued.clear();
+            assert!(!early, "a caller queued a start beyond the bound");
+            assert!(!still_early, "a caller resumed before half had started");
+            assert!(resumed, "a caller did not resume once half had started");
+        });
+        // The host's own thread queues past the bound without waiting for itself.
+        let full: Vec<QueuedStart> = (0..STARTS_QUEUED_MAX).map(|_| host.queue_start()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = host.inner.clone();
+        host.submit(Box::new(move || {
+            Box::pin(async move {
+                let extra = queue_start(&inner);
+                let _ = tx.send(());
+                drop(extra);
+            })
+        }));
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the host's thread waited for itself"
+        );
+        drop(full);
+    }
 }

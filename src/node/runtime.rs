@@ -35,14 +35,15 @@ pub(crate) fn spawn_on_host(
             "this transport needs an I/O driver: create the ShardHost with io_driver = true".into(),
         ));
     }
-    // No channel when nobody waits: thousands of groups queued for a busy host at once would
-    // hold a channel each (a few hundred bytes) until their loops run.
-    let (started_tx, started_rx) = match wait {
+    // No channel when nobody waits (it would be a few hundred bytes per queued loop); the
+    // loop counts as queued instead, so that a caller adding thousands waits only while the
+    // host is that far behind.
+    let (started_tx, started_rx, queued) = match wait {
         true => {
             let (tx, rx) = mpsc::sync_channel::<Result<(), StartError>>(1);
-            (Some(tx), Some(rx))
+            (Some(tx), Some(rx), None)
         }
-        false => (None, None),
+        false => (None, None, Some(host.queue_start())),
     };
     // The parts are boxed so the task's future holds a pointer, not a second copy of the
     // shard's state beside the loop's own (a host of thousands of groups pays for every byte
@@ -64,6 +65,7 @@ pub(crate) fn spawn_on_host(
                 let parts = parts;
                 Box::new(Shard::new(*parts, transport, true))
             };
+            drop(queued);
             if let Some(started) = started_tx {
                 let _ = started.send(Ok(()));
                 // Not held for the node's life (its channel's memory with it).

@@ -174,30 +174,8 @@ impl Raft {
         )
     }
 
-    /// [`Raft::new_on`] for a group of a `MultiRaft`, registered with its router already:
-    /// returns without waiting for the group's loop to run on `host` (ARCHITECTURE §14,
-    /// "Starting thousands of groups").
-    pub(crate) fn new_group_on(
-        host: &ShardHost,
-        config: Config,
-        fsm: impl Fsm,
-        log_store: impl LogStore + 'static,
-        stable_store: impl StableStore + 'static,
-        snapshot_store: impl SnapshotStore + 'static,
-        link: crate::node::router::GroupLink,
-    ) -> Result<Raft, StartError> {
-        Raft::start(
-            Some(host),
-            config,
-            fsm,
-            log_store,
-            stable_store,
-            snapshot_store,
-            link,
-            false,
-        )
-    }
-
+    /// Starts a node; on a `host`, waits until its loop runs there only if `wait_started`
+    /// (a `MultiRaft` group does not wait, ARCHITECTURE §14, "Starting thousands of groups").
     #[allow(clippy::too_many_arguments)]
     fn start(
         host: Option<&ShardHost>,

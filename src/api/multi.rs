@@ -359,14 +359,15 @@ impl MultiRaft {
             shared: self.shared.clone(),
             registered: true,
         };
-        let started = Raft::new_group_on(
-            host,
+        let started = Raft::start(
+            Some(host),
             config,
             fsm,
             log_store,
             stable_store,
             snapshot_store,
             link,
+            false,
         );
         if started.is_err() {
             // It failed before its loop was sent to the shard (its stores, say).

@@ -64,11 +64,13 @@ pub(crate) struct QueuedStart(Arc<HostInner>);
 fn queue_start(inner: &Arc<HostInner>) -> QueuedStart {
     let own_thread = inner.thread.get() == Some(&std::thread::current().id());
     let mut starting = inner.starting.lock().unwrap_or_else(|p| p.into_inner());
-    while *starting >= STARTS_QUEUED_MAX && !own_thread {
-        starting = inner
-            .started
-            .wait(starting)
-            .unwrap_or_else(|p| p.into_inner());
+    if *starting >= STARTS_QUEUED_MAX && !own_thread {
+        while *starting > STARTS_QUEUED_MAX / 2 {
+            starting = inner
+                .started
+                .wait(starting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
     }
     *starting += 1;
     QueuedStart(inner.clone())

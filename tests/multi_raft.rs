@@ -646,18 +646,24 @@ fn shards(n: usize) -> MultiRaftConfig {
     }
 }
 
-/// Records the threads its commands were applied on.
-struct ThreadFsm {
+/// A recording state machine that first calls `hook` with every entry it applies.
+struct HookFsm<H> {
     inner: RecordingFsm,
-    threads: Arc<Mutex<BTreeSet<String>>>,
+    hook: H,
 }
 
-impl Fsm for ThreadFsm {
+impl<H: FnMut(&ringraft_storage::Entry) + Send + 'static> HookFsm<H> {
+    fn new(hook: H) -> HookFsm<H> {
+        HookFsm {
+            inner: RecordingFsm::new(),
+            hook,
+        }
+    }
+}
+
+impl<H: FnMut(&ringraft_storage::Entry) + Send + 'static> Fsm for HookFsm<H> {
     fn apply(&mut self, entry: &ringraft_storage::Entry) -> Bytes {
-        self.threads
-            .lock()
-            .unwrap()
-            .insert(format!("{:?}", std::thread::current().id()));
+        (self.hook)(entry);
         self.inner.apply(entry)
     }
 
@@ -670,6 +676,19 @@ impl Fsm for ThreadFsm {
     }
 }
 
+/// Records the threads its commands were applied on into `threads`.
+fn thread_fsm(
+    threads: &Arc<Mutex<BTreeSet<String>>>,
+) -> HookFsm<impl FnMut(&ringraft_storage::Entry) + Send + 'static> {
+    let threads = threads.clone();
+    HookFsm::new(move |_: &ringraft_storage::Entry| {
+        threads
+            .lock()
+            .unwrap()
+            .insert(format!("{:?}", std::thread::current().id()));
+    })
+}
+
 /// `MultiRaftConfig::shards`: a node's groups run on several shard threads behind its one
 /// transport (one listener, one connection per peer node and lane). Groups on every shard
 /// elect, commit and replicate through the first shard's router, and their state machines
@@ -680,12 +699,7 @@ fn groups_on_several_shard_threads_share_one_tcp_transport() {
     let (nodes, members) = tcp_nodes_with(&addresses, shards(3));
     let threads = Arc::new(Mutex::new(BTreeSet::new()));
     let groups: Vec<Vec<Raft>> = (1..=12u64)
-        .map(|g| {
-            start_group_with(&nodes, g, &members, || ThreadFsm {
-                inner: RecordingFsm::new(),
-                threads: threads.clone(),
-            })
-        })
+        .map(|g| start_group_with(&nodes, g, &members, || thread_fsm(&threads)))
         .collect();
     let c = Cluster {
         network: MemNetwork::new(),
@@ -766,10 +780,7 @@ fn a_replica_moves_to_another_shard_by_starting_again_there() {
                 shard,
                 GroupId(g),
                 config,
-                ThreadFsm {
-                    inner: RecordingFsm::new(),
-                    threads: threads.clone(),
-                },
+                thread_fsm(threads),
                 wals[node].log(GroupId(g)).expect("the group's share"),
                 InmemStore::new(),
                 InmemSnapshotStore::new(),
@@ -837,31 +848,6 @@ fn a_replica_moves_to_another_shard_by_starting_again_there() {
     stop(groups.iter().flatten(), nodes);
 }
 
-/// Holds the shard thread in `apply` on a `hold` command until released.
-struct GateFsm {
-    inner: RecordingFsm,
-    entered: std::sync::mpsc::Sender<()>,
-    release: std::sync::mpsc::Receiver<()>,
-}
-
-impl Fsm for GateFsm {
-    fn apply(&mut self, entry: &ringraft_storage::Entry) -> Bytes {
-        if &entry.data[..] == b"hold" {
-            let _ = self.entered.send(());
-            let _ = self.release.recv_timeout(3 * T);
-        }
-        self.inner.apply(entry)
-    }
-
-    fn snapshot(&mut self) -> Result<Box<dyn FsmSnapshot>, FsmError> {
-        self.inner.snapshot()
-    }
-
-    fn restore(&mut self, data: &mut dyn std::io::Read) -> Result<(), FsmError> {
-        self.inner.restore(data)
-    }
-}
-
 /// `add_group` registers the group on the calling thread and does not wait for the group's
 /// loop to run on its shard: with the node's only shard thread held up in another group's
 /// state machine, a group is added (and a second add of it refused) at once, and runs once
@@ -882,11 +868,13 @@ fn adding_a_group_does_not_wait_for_its_busy_shard_thread() {
     };
     let (entered_tx, entered_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let gate = GateFsm {
-        inner: RecordingFsm::new(),
-        entered: entered_tx,
-        release: release_rx,
-    };
+    // Holds the shard thread in `apply` on a `hold` command until released.
+    let gate = HookFsm::new(move |entry: &ringraft_storage::Entry| {
+        if &entry.data[..] == b"hold" {
+            let _ = entered_tx.send(());
+            let _ = release_rx.recv_timeout(3 * T);
+        }
+    });
     let stores = || {
         (
             InmemStore::new(),
@@ -905,31 +893,26 @@ fn adding_a_group_does_not_wait_for_its_busy_shard_thread() {
         .recv_timeout(T)
         .expect("the shard thread enters the state machine");
 
-    let (added_tx, added_rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        let adder = s.spawn(|| {
-            let (log, stable, snaps) = stores();
-            let added = node.add_group(
-                GroupId(2),
-                inline(),
-                RecordingFsm::new(),
-                log,
-                stable,
-                snaps,
-            );
-            let _ = added_tx.send(());
-            added
-        });
-        let in_time = added_rx.recv_timeout(T).is_ok();
+    let add_second = || {
         let (log, stable, snaps) = stores();
-        let again = node.add_group(
+        node.add_group(
             GroupId(2),
             inline(),
             RecordingFsm::new(),
             log,
             stable,
             snaps,
-        );
+        )
+    };
+    let (added_tx, added_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let adder = s.spawn(|| {
+            let added = add_second();
+            let _ = added_tx.send(());
+            added
+        });
+        let in_time = added_rx.recv_timeout(T).is_ok();
+        let again = add_second();
         let groups = node.stats().groups;
         // Released before asserting, so a failure does not leave the shard thread held.
         release_tx.send(()).expect("release");

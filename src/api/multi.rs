@@ -357,7 +357,6 @@ impl MultiRaft {
             router: self.router,
             group,
             shared: self.shared.clone(),
-            registered: true,
         };
         let started = Raft::start(
             Some(host),

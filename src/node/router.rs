@@ -800,14 +800,13 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
 
 /// What crosses to a shard thread when a group starts: the router's id, the group's, and
 /// what the router shares across threads. Becomes that group's [`GroupTransport`] on the
-/// router's own thread, a [`RemoteGroupTransport`] on another.
+/// router's own thread, a [`RemoteGroupTransport`] on another. The group was registered
+/// when it was added ([`RouterShared::register_group`], on the caller's thread); a start
+/// that fails unregisters it.
 pub(crate) struct GroupLink {
     pub(crate) router: u64,
     pub(crate) group: GroupId,
     pub(crate) shared: Arc<RouterShared>,
-    /// The group was registered when it was added ([`RouterShared::register_group`], on the
-    /// caller's thread); otherwise it registers as it starts.
-    pub(crate) registered: bool,
 }
 
 /// What a group the router has registered starts with on the calling thread: its inbox in
@@ -855,11 +854,7 @@ impl IntoTransport for GroupLink {
             router,
             group,
             shared,
-            registered,
         } = self;
-        if !registered {
-            shared.register_group(group)?;
-        }
         let made = connect(router, group, &shared);
         if made.is_err() {
             shared.unregister(group);
@@ -1200,11 +1195,11 @@ mod tests {
     #[test]
     fn a_node_whose_groups_fall_behind_stops_reading_until_they_catch_up() {
         on_router_thread(|taken, shared, id, task| async move {
+            shared.register_group(GroupId(1)).expect("register");
             let link = GroupLink {
                 router: id,
                 group: GroupId(1),
                 shared: shared.clone(),
-                registered: false,
             };
             let mut group = link.into_transport().await.expect("group");
             tokio::task::spawn_local(task);
@@ -1243,11 +1238,11 @@ mod tests {
             // The group's thread: it starts the group, then takes messages when told to.
             let (take_tx, take_rx) = mpsc::channel::<usize>();
             let (done_tx, done_rx) = mpsc::channel::<usize>();
+            shared.register_group(GroupId(1)).expect("register");
             let link = GroupLink {
                 router: id,
                 group: GroupId(1),
                 shared: shared.clone(),
-                registered: false,
             };
             let thread = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()

@@ -66,10 +66,9 @@ pub(crate) fn spawn_on_host(
                 Box::new(Shard::new(*parts, transport, true))
             };
             drop(queued);
+            // Dropped here, not held for the node's life (its channel's memory with it).
             if let Some(started) = started_tx {
                 let _ = started.send(Ok(()));
-                // Not held for the node's life (its channel's memory with it).
-                drop(started);
             }
             shard.run().await;
         })

@@ -387,11 +387,22 @@ impl Filesystem for Adaptor {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.with(|m| m.write(ino.0, offset, data)) {
+        // A synchronous write (the file opened with O_DSYNC or O_SYNC, or `pwritev2` with
+        // RWF_DSYNC, which the kernel passes on as O_DSYNC) is durable when it returns, as
+        // an fdatasync right after it would make it; O_SYNC includes the O_DSYNC bit.
+        let sync = flags.0 & libc::O_DSYNC != 0;
+        let written = self.with(|m| {
+            let n = m.write(ino.0, offset, data)?;
+            if sync {
+                m.fsync(ino.0)?;
+            }
+            Ok(n)
+        });
+        match written {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

@@ -5,6 +5,7 @@ use ringraft_crashfs::{CrashFs, CrashMode, OpKind, Phase, Trigger};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// Mounts a crashfs in a fresh temporary directory, or explains why this machine cannot.
@@ -82,8 +83,9 @@ fn only_synced_data_and_entries_survive_a_crash() {
     assert_eq!(read(&tmp), None);
 }
 
-#[test]
-fn o_direct_writes_are_served_and_forgotten_unless_synced() {
+/// Writes a block of 0xA5 at offset 0 of an O_DIRECT file with `durable_write`, then a block
+/// of 0x5A after it with a plain write, crashes, and checks that only the first survives.
+fn only_the_first_block_survives(durable_write: impl FnOnce(&File, &[u8])) {
     let Some((_dir, mut fs)) = mounted(CrashMode::DropUnsynced, 7) else {
         return;
     };
@@ -102,8 +104,7 @@ fn o_direct_writes_are_served_and_forgotten_unless_synced() {
     let start = block.as_ptr().align_offset(4096);
     let aligned = &mut block[start..start + 4096];
     aligned.fill(0xA5);
-    file.write_all_at(aligned, 0).expect("O_DIRECT write");
-    file.sync_data().expect("fdatasync");
+    durable_write(&file, aligned);
     aligned.fill(0x5A);
     file.write_all_at(aligned, 4096).expect("O_DIRECT write");
     let len = fs::metadata(&path).expect("stat").len();
@@ -112,8 +113,29 @@ fn o_direct_writes_are_served_and_forgotten_unless_synced() {
     fs.crash();
     fs.restart().expect("restart");
     let data = read(&path).expect("segment survives");
-    assert_eq!(data.len(), 4096);
+    assert_eq!(data.len(), 4096, "only the first write was durable");
     assert!(data.iter().all(|&b| b == 0xA5));
+}
+
+#[test]
+fn o_direct_writes_are_served_and_forgotten_unless_synced() {
+    only_the_first_block_survives(|file, block| {
+        file.write_all_at(block, 0).expect("O_DIRECT write");
+        file.sync_data().expect("fdatasync");
+    });
+}
+
+#[test]
+fn a_dsync_write_is_durable_when_it_returns() {
+    only_the_first_block_survives(|file, block| {
+        let iov = libc::iovec {
+            iov_base: block.as_ptr() as *mut libc::c_void,
+            iov_len: block.len(),
+        };
+        // SAFETY: `iov` points to `block`, alive for the call; the kernel only reads it.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_DSYNC) };
+        assert_eq!(n, 4096, "pwritev2: {}", std::io::Error::last_os_error());
+    });
 }
 
 #[test]

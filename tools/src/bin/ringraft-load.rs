@@ -20,8 +20,11 @@
 //! - `--rate R`: open loop at `R` writes/s, latency measured from each write's intended send
 //!   time (coordinated-omission corrected); runs for `--duration` or `--ops`.
 //! - `--json`: print only one line: `{"system":"ringraft","clients":..,"ops":..,
-//!   "writes_per_sec":..,"p50_us":..,"p99_us":..,"p999_us":..,"cpu_us_per_write":..}`
-//!   (CPU: the whole process, user plus system, over the measured run).
+//!   "writes_per_sec":..,"p50_us":..,"p99_us":..,"p999_us":..,"cpu_us_per_write":..,
+//!   "steal_pct":..}` (CPU: the whole process, user plus system, over the measured run;
+//!   steal: the percent of the machine's CPU time over the run that its hypervisor gave to
+//!   others, from `/proc/stat`, `null` where unknown: figures from runs with much steal are
+//!   not comparable with figures from quiet ones).
 //! - `--plot FILE`: write the latency percentile curve as an SVG.
 //! - `--dir DIR`: keep the durable cluster's files under `DIR` (default: a temporary
 //!   directory, removed at the end).
@@ -48,7 +51,7 @@ use ringraft::ApplyPlacement;
 use ringraft_tools::load::cluster::{Cluster, Engine, Mode};
 use ringraft_tools::load::drive::{self, Load};
 use ringraft_tools::load::groups;
-use ringraft_tools::load::report::{process_cpu_secs, svg_plot, Summary};
+use ringraft_tools::load::report::{json_number, svg_plot, CpuMark, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,7 +96,8 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Print only one JSON line: system, clients, ops, writes_per_sec, p50_us, p99_us, p999_us,
-    /// cpu_us_per_write (CPU: the whole process, user plus system, over the measured run).
+    /// cpu_us_per_write (CPU: the whole process, user plus system, over the measured run),
+    /// steal_pct (the machine's CPU time over the run that its hypervisor gave to others).
     #[arg(long)]
     json: bool,
     /// Write the latency percentile curve as an SVG to FILE.
@@ -269,22 +273,21 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         shards: args.shards,
     };
     let out = groups::run(&run, &args.load)?;
-    let summary = out.load.as_ref().map(|(o, cpu_secs)| {
+    let summary = out.load.as_ref().map(|(o, cpu)| {
         Summary::new(
             args.load.clients,
             &o.histogram,
             o.errors,
             o.elapsed_secs,
-            *cpu_secs,
+            cpu.process_secs,
         )
+        .with_steal(cpu.steal_pct)
     });
-    let number = |v: Option<f64>, digits: usize| {
-        v.map_or_else(|| "null".to_string(), |v| format!("{v:.digits$}"))
-    };
+    let number = json_number;
     if args.json {
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
-\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"cpu_us_per_write\":{},\
+\"writes_per_sec\":{},\"p50_us\":{},\"p99_us\":{},\"cpu_us_per_write\":{},\"steal_pct\":{},\
 \"start_s\":{:.3},\"elect_all_s\":{},\
 \"elected\":{},\"campaigns_deferred\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\
 \"threads\":{},\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\
@@ -296,6 +299,7 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             number(summary.as_ref().map(|s| s.p50_us), 1),
             number(summary.as_ref().map(|s| s.p99_us), 1),
             number(summary.as_ref().map(|s| s.cpu_us_per_write), 2),
+            number(summary.as_ref().and_then(|s| s.steal_pct), 1),
             out.start_secs,
             number(out.elect_all_secs, 3),
             out.elected,
@@ -341,12 +345,13 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         if let Some(s) = &summary {
             println!(
                 "  writes: {:.0} writes/s, latency µs p50 {:.1} p99 {:.1}, {:.1} µs of CPU \
-                 per write ({} failed)",
+                 per write ({} failed){}",
                 s.writes_per_sec(),
                 s.p50_us,
                 s.p99_us,
                 s.cpu_us_per_write,
-                s.errors
+                s.errors,
+                steal_note(s.steal_pct)
             );
         }
     }
@@ -427,16 +432,17 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
         };
         drive::run(std::slice::from_ref(&leader), &warmup)?;
     }
-    let cpu_before = process_cpu_secs();
+    let mark = CpuMark::now();
     let outcome = drive::run(std::slice::from_ref(&leader), load)?;
-    let cpu = process_cpu_secs() - cpu_before;
+    let cpu = mark.end();
     let summary = Summary::new(
         load.clients,
         &outcome.histogram,
         outcome.errors,
         outcome.elapsed_secs,
-        cpu,
-    );
+        cpu.process_secs,
+    )
+    .with_steal(cpu.steal_pct);
     let digests = cluster.digests_after_catch_up(&leader, Duration::from_secs(60))?;
     let consistent = digests.windows(2).all(|w| w[0] == w[1]);
     if let Some(path) = &args.plot {
@@ -463,8 +469,9 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
             summary.p50_us, summary.p90_us, summary.p99_us, summary.p999_us, summary.max_us
         );
         println!(
-            "  CPU: {:.2} µs per write (the whole process: nodes and clients)",
-            summary.cpu_us_per_write
+            "  CPU: {:.2} µs per write (the whole process: nodes and clients){}",
+            summary.cpu_us_per_write,
+            steal_note(summary.steal_pct)
         );
         if consistent {
             println!(
@@ -482,6 +489,16 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
         eprintln!("ringraft-load: replicas differ: {digests:?}");
     }
     Ok(consistent)
+}
+
+/// ", N % of the machine's CPU time stolen by its hypervisor" when the run saw any steal.
+fn steal_note(steal_pct: Option<f64>) -> String {
+    match steal_pct {
+        Some(p) if p >= 0.05 => {
+            format!("; {p:.1} % of the machine's CPU time went to other guests (steal)")
+        }
+        _ => String::new(),
+    }
 }
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@
 
 use super::cluster::{Cluster, Digest};
 use super::drive::{self, Load, Outcome};
-use super::report::process_cpu_secs;
+use super::report::{process_cpu_secs, CpuMark, CpuWindow};
 use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{Configuration, GroupId, NodeId, SharedWal, WalConfig};
@@ -88,7 +88,7 @@ pub struct GroupsOutcome {
     pub threads: u64,
     /// The measured writes to the active groups, if any were asked for, and the process's
     /// CPU seconds (user plus system) over them.
-    pub load: Option<(Outcome, f64)>,
+    pub load: Option<(Outcome, CpuWindow)>,
     /// The restart, if one was asked for.
     pub restart: Option<RestartOutcome>,
 }
@@ -234,9 +234,9 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
             };
             drive::run(&leaders, &warm)?;
         }
-        let cpu_before = process_cpu_secs();
+        let mark = CpuMark::now();
         let outcome = drive::run(&leaders, load)?;
-        Some((outcome, process_cpu_secs() - cpu_before))
+        Some((outcome, mark.end()))
     } else {
         None
     };

@@ -34,6 +34,9 @@ pub struct Summary {
     /// CPU time of the whole process (every node, client and thread; user plus system) per
     /// acknowledged write, in microseconds, as the peers' harnesses report it.
     pub cpu_us_per_write: f64,
+    /// The share of the machine's CPU time over the run that its hypervisor gave to others
+    /// (steal, in percent; see [`CpuWindow::steal_pct`]), if known.
+    pub steal_pct: Option<f64>,
 }
 
 impl Summary {
@@ -61,7 +64,14 @@ impl Summary {
             } else {
                 cpu_secs * 1e6 / histogram.len() as f64
             },
+            steal_pct: None,
         }
+    }
+
+    /// The summary with the run's steal share.
+    pub fn with_steal(mut self, steal_pct: Option<f64>) -> Summary {
+        self.steal_pct = steal_pct;
+        self
     }
 
     /// Acknowledged writes per second.
@@ -77,14 +87,15 @@ impl Summary {
     pub fn json(&self) -> String {
         format!(
             "{{\"system\":\"ringraft\",\"clients\":{},\"ops\":{},\"writes_per_sec\":{:.0},\
-\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"cpu_us_per_write\":{:.2}}}",
+\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"cpu_us_per_write\":{:.2},\"steal_pct\":{}}}",
             self.clients,
             self.ops,
             self.writes_per_sec(),
             self.p50_us,
             self.p99_us,
             self.p999_us,
-            self.cpu_us_per_write
+            self.cpu_us_per_write,
+            json_number(self.steal_pct, 1)
         )
     }
 }
@@ -207,6 +218,91 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `v` with `digits` decimals, or `null`.
+pub fn json_number(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "null".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// The machine's CPU time so far, in clock ticks summed over its CPUs: all of it, and the
+/// part its hypervisor ran something else instead (steal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTicks {
+    /// Every state: user, nice, system, idle, iowait, irq, softirq, steal.
+    pub total: u64,
+    /// Steal.
+    pub steal: u64,
+}
+
+/// Reads the machine's CPU ticks from the first line of `/proc/stat` (`cpu  user nice system
+/// idle iowait irq softirq steal ...`); `None` if it is not in that form. The guest columns
+/// that follow steal are already counted in user and nice.
+pub fn parse_proc_stat(text: &str) -> Option<HostTicks> {
+    let line = text.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if ticks.len() != 8 {
+        return None;
+    }
+    Some(HostTicks {
+        total: ticks.iter().sum(),
+        steal: ticks[7],
+    })
+}
+
+fn host_ticks() -> Option<HostTicks> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The start of a measured window: the process's CPU time and the machine's ticks.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMark {
+    process_secs: f64,
+    host: Option<HostTicks>,
+}
+
+/// What happened between a [`CpuMark`] and [`CpuMark::end`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuWindow {
+    /// CPU time the process used (user plus system, every thread), in seconds.
+    pub process_secs: f64,
+    /// The share of the machine's CPU time that its hypervisor gave to others, in percent: on
+    /// a shared virtual machine, how much of the run's vCPU time was not ours to use (a
+    /// polling idle vCPU counts too). `None` without `/proc/stat` or when no tick passed.
+    pub steal_pct: Option<f64>,
+}
+
+impl CpuMark {
+    /// Now.
+    pub fn now() -> CpuMark {
+        CpuMark {
+            process_secs: process_cpu_secs(),
+            host: host_ticks(),
+        }
+    }
+
+    /// The window from this mark until now.
+    pub fn end(&self) -> CpuWindow {
+        CpuWindow {
+            process_secs: process_cpu_secs() - self.process_secs,
+            steal_pct: steal_pct(self.host, host_ticks()),
+        }
+    }
+}
+
+/// The steal share between two readings of the machine's ticks, in percent.
+pub fn steal_pct(before: Option<HostTicks>, after: Option<HostTicks>) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    let total = after.total.checked_sub(before.total)?;
+    let steal = after.steal.checked_sub(before.steal)?;
+    (total > 0).then(|| 100.0 * steal as f64 / total as f64)
+}
+
 /// CPU time this process has used so far (user plus system, every thread), in seconds.
 pub fn process_cpu_secs() -> f64 {
     // SAFETY: `getrusage` fills the zeroed `rusage` it is given and reads nothing else.
@@ -237,7 +333,16 @@ mod tests {
             s.cpu_us_per_write
         );
         assert!(
-            s.json().ends_with(",\"cpu_us_per_write\":50.00}"),
+            s.json()
+                .ends_with(",\"cpu_us_per_write\":50.00,\"steal_pct\":null}"),
+            "{}",
+            s.json()
+        );
+        assert!(
+            s.clone()
+                .with_steal(Some(12.34))
+                .json()
+                .ends_with(",\"steal_pct\":12.3}"),
             "{}",
             s.json()
         );
@@ -249,6 +354,31 @@ mod tests {
         let svg = svg_plot(&h, "test <1>");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("99.9%") && svg.contains("test &lt;1&gt;"));
+    }
+
+    #[test]
+    fn steal_comes_from_the_first_line_of_proc_stat() {
+        let before = "cpu  100 5 50 800 10 1 4 30 0 0\ncpu0 50 2 25 400 5 0 2 15 0 0\n";
+        let after = "cpu  150 5 70 900 10 1 4 60 7 0\ncpu0 75 2 35 450 5 0 2 30 7 0\n";
+        let b = parse_proc_stat(before);
+        assert_eq!(
+            b,
+            Some(HostTicks {
+                total: 1000,
+                steal: 30
+            })
+        );
+        let a = parse_proc_stat(after);
+        // 200 ticks passed, 30 of them stolen.
+        let pct = steal_pct(b, a).expect("both readings");
+        assert!((pct - 15.0).abs() < 1e-9, "{pct}");
+        // No tick passed, a counter that went back, or a line of another form: unknown.
+        assert_eq!(steal_pct(b, b), None);
+        assert_eq!(steal_pct(a, b), None);
+        assert_eq!(parse_proc_stat("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(parse_proc_stat("cpu  1 2 3 4 x 6 7 8"), None);
+        assert_eq!(parse_proc_stat("cpu  1 2 3"), None);
+        assert_eq!(parse_proc_stat(""), None);
     }
 
     #[test]

@@ -201,6 +201,53 @@ fn a_leader_steps_down_without_quorum_contact() {
 }
 
 #[test]
+fn a_leader_that_did_not_run_sends_a_round_before_it_judges_its_followers() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.lease_read = true);
+    c.elect(N1);
+    c.heartbeat(N1);
+    // N1 does not run for 100 ms (its thread stalled), longer than its 50 ms lease timeout and
+    // its 95 ms lease, while its followers were there all along: its first tick sends a round
+    // instead of stepping down, and the answers keep it leading.
+    c.advance(ms(100));
+    c.tick(N1);
+    assert_eq!(c.core(N1).role(), Role::Leader);
+    // The lease is not extended by the stall: a lease read needs the new round.
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(
+        c.reply(token),
+        None,
+        "no lease from rounds sent before the stall"
+    );
+    c.deliver_all();
+    assert!(matches!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { .. }))
+    ));
+    c.heartbeat(N1);
+    assert_eq!(c.core(N1).role(), Role::Leader);
+}
+
+#[test]
+fn a_late_leader_without_followers_steps_down_one_tick_later() {
+    let mut c = Cluster::new(3);
+    c.elect(N1);
+    c.heartbeat(N1);
+    c.isolate(N1);
+    c.advance(ms(80));
+    c.tick(N1);
+    assert_eq!(
+        c.core(N1).role(),
+        Role::Leader,
+        "a late tick is excused once"
+    );
+    // The next tick is late too (nothing ran N1 for 30 ms): no second excuse.
+    c.advance(ms(30));
+    c.tick(N1);
+    assert_eq!(c.core(N1).role(), Role::Follower);
+}
+
+#[test]
 fn read_index_on_a_deposed_leader_fails() {
     let mut c = Cluster::new(3);
     c.elect(N1);
@@ -544,9 +591,12 @@ fn a_stale_term_answer_does_not_acknowledge_a_round() {
     else {
         unreachable!()
     };
-    // N1 loses its lease, steps down, and wins the next term: rounds start again at 1.
+    // N1 loses its lease, steps down, and wins the next term: rounds start again at 1. (A
+    // tick that comes late only sends a round; the one after it judges.)
     c.isolate(N1);
     c.advance(ms(60));
+    c.tick(N1);
+    c.advance(ms(10));
     c.tick(N1);
     assert_eq!(c.core(N1).role(), Role::Follower);
     c.heal();

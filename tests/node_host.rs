@@ -25,6 +25,38 @@ fn others(leader: NodeId) -> Vec<NodeId> {
     (1..=3).map(NodeId).filter(|n| *n != leader).collect()
 }
 
+/// A lease timeout (250 ms) shorter than the stall below, heartbeat and election timeouts
+/// (1 s) longer than it.
+fn stall_config(id: NodeId) -> Config {
+    let mut c = inline(id);
+    c.heartbeat_timeout = Duration::from_millis(1000);
+    c.election_timeout = Duration::from_millis(1000);
+    c.leader_lease_timeout = Duration::from_millis(250);
+    c
+}
+
+#[test]
+fn a_stall_of_the_shared_thread_does_not_depose_its_leader() {
+    let cluster = TestCluster::on_host(3, stall_config);
+    let leader = cluster.wait_leader();
+    let raft = cluster.raft(leader);
+    let term = raft.current_term();
+    // The first state machine to apply this blocks the one thread every node runs on for
+    // 500 ms: longer than the lease timeout, shorter than an election timeout. When the thread
+    // runs again, the leader's tick comes before its followers have answered anything.
+    raft.apply(Bytes::from_static(b"stall-ms:500:host"), T)
+        .wait()
+        .expect("apply the stalling command");
+    std::thread::sleep(Duration::from_millis(300));
+    for c in commands("after", 5) {
+        raft.apply(c, T)
+            .wait()
+            .expect("the same leader takes writes");
+    }
+    assert_eq!(raft.current_term(), term, "no election followed the stall");
+    assert_eq!(raft.leader(), Some(leader));
+}
+
 #[test]
 fn nodes_sharing_one_thread_replicate_and_fail_over() {
     let mut cluster = TestCluster::on_host(3, inline);

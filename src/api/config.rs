@@ -70,7 +70,10 @@ pub struct Config {
     /// A leader that cannot reach a quorum for this long steps down. Default 500 ms; at least
     /// 5 ms and at most `heartbeat_timeout`. At least `heartbeat_timeout * 4 / 10` (four
     /// heartbeat intervals) lets a busy leader skip heartbeats, for up to four rounds from seven
-    /// intervals on (see [`Config`]).
+    /// intervals on (see [`Config`]). Unlike hashicorp, a leader whose own timer runs more than
+    /// a heartbeat interval late (its thread stalled, or other nodes or groups sharing it took
+    /// that long) first sends a round and judges at its next tick, one interval later: the
+    /// answers of its followers may be waiting unread. Its lease is not extended.
     pub leader_lease_timeout: Duration,
     /// Do not restore the newest snapshot into the state machine at start (it keeps its own
     /// state durably); the snapshot still sets the indexes and configuration. Default false.

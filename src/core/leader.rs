@@ -118,6 +118,9 @@ pub(crate) struct LeaderState {
     /// When the leader last woke from quiescence: its step-down check counts from then, not
     /// from acknowledgements that predate the quiet.
     woke_at: Time,
+    /// The last tick came more than a heartbeat interval late and skipped the step-down check
+    /// (see `leader_tick`); the next tick checks whatever its lateness.
+    late_tick_excused: bool,
 }
 
 impl LeaderState {
@@ -145,6 +148,7 @@ impl LeaderState {
             lease_void: false,
             lease_rounds_from: now,
             woke_at: now,
+            late_tick_excused: false,
         }
     }
 
@@ -457,7 +461,17 @@ impl Core {
             l.sent_at(quorum_round)
         }
         .max(l.woke_at);
-        if !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
+        // A tick more than a heartbeat interval late means this node itself did not run for
+        // that long (a stalled shard thread, a paused process, a long turn of another node on
+        // its thread): its followers' answers may be waiting unread, so their silence proves
+        // nothing yet. Such a tick sends its round and leaves the step-down to the next tick,
+        // which checks whatever its lateness, so a leader whose ticks are all late still steps
+        // down, one interval later. The lease is not extended: it counts from when the
+        // acknowledged rounds were sent (`lease_valid`).
+        let late = now.nanos_since(l.next_heartbeat_at) > heartbeat;
+        let excused = late && !l.late_tick_excused;
+        l.late_tick_excused = excused;
+        if !excused && !alone_a_quorum && now.nanos_since(last_ack) > lease_timeout {
             // Leader lease step-down: we cannot show a quorum still follows us. (A leader that
             // is a quorum by itself needs no one: a slow thread must not depose it.)
             let term = self.term;

@@ -46,8 +46,33 @@ impl RecordingFsm {
     }
 }
 
+/// Commands `stall-ms:<n>:<tag>` make the first state machine in the process that applies
+/// them sleep `n` ms (a stalled thread), once per command.
+pub const STALL_PREFIX: &[u8] = b"stall-ms:";
+
+fn stall_once(data: &[u8]) {
+    static STALLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let Some(rest) = data.strip_prefix(STALL_PREFIX) else {
+        return;
+    };
+    {
+        let mut stalled = STALLED.lock().unwrap();
+        if stalled.iter().any(|d| d == data) {
+            return;
+        }
+        stalled.push(data.to_vec());
+    }
+    let ms: u64 = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("stall-ms:<n>:<tag>");
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 impl Fsm for RecordingFsm {
     fn apply(&mut self, entry: &Entry) -> Bytes {
+        stall_once(&entry.data);
         let mut applied = self.applied.lock().unwrap();
         if entry.extensions.is_empty() {
             applied.push(entry.data.clone());

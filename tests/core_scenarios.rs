@@ -212,18 +212,7 @@ fn a_leader_that_did_not_run_sends_a_round_before_it_judges_its_followers() {
     c.tick(N1);
     assert_eq!(c.core(N1).role(), Role::Leader);
     // The lease is not extended by the stall: a lease read needs the new round.
-    let token = c.token();
-    c.step(N1, Input::LeaseRead { token });
-    assert_eq!(
-        c.reply(token),
-        None,
-        "no lease from rounds sent before the stall"
-    );
-    c.deliver_all();
-    assert!(matches!(
-        c.reply(token),
-        Some(Ok(Outcome::ReadReady { .. }))
-    ));
+    assert_lease_read_needs_a_round(&mut c, "no lease from rounds sent before the stall");
     c.heartbeat(N1);
     assert_eq!(c.core(N1).role(), Role::Leader);
 }
@@ -709,18 +698,7 @@ fn a_lease_counts_only_rounds_sent_after_the_election_timeout_changed() {
     for id in [N1, N2, N3] {
         c.step(id, Input::Reconfigure(timing));
     }
-    let token = c.token();
-    c.step(N1, Input::LeaseRead { token });
-    assert_eq!(
-        c.reply(token),
-        None,
-        "a lease from a round before the reload"
-    );
-    c.deliver_all();
-    assert!(matches!(
-        c.reply(token),
-        Some(Ok(Outcome::ReadReady { .. }))
-    ));
+    assert_lease_read_needs_a_round(&mut c, "a lease from a round before the reload");
     // The next read is served from the new round's lease.
     assert_lease_read_answers_at_once(&mut c);
 }
@@ -738,6 +716,19 @@ fn write_every_interval(c: &mut Cluster, n: usize) {
 }
 
 /// A lease read at N1 is answered at once: its lease holds.
+/// A lease read at N1 is not answered until a new round is acknowledged (`why` says what
+/// lease it must not use), then is.
+fn assert_lease_read_needs_a_round(c: &mut Cluster, why: &str) {
+    let token = c.token();
+    c.step(N1, Input::LeaseRead { token });
+    assert_eq!(c.reply(token), None, "{why}");
+    c.deliver_all();
+    assert!(matches!(
+        c.reply(token),
+        Some(Ok(Outcome::ReadReady { .. }))
+    ));
+}
+
 fn assert_lease_read_answers_at_once(c: &mut Cluster) {
     let token = c.token();
     c.step(N1, Input::LeaseRead { token });

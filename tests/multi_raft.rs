@@ -931,3 +931,93 @@ fn adding_a_group_does_not_wait_for_its_busy_shard_thread() {
     resolve("held apply", held).expect("the held command applies once released");
     first.shutdown().wait().expect("shutdown");
 }
+
+/// A shard thread that does not run for longer than its leaders' lease timeout (here one
+/// state machine call blocking it for 500 ms; lease 250 ms, heartbeat and election timeouts
+/// and the node's silence timeout longer than the stall) deposes none of the leaders on it:
+/// their followers on the other nodes answered meanwhile (ARCHITECTURE §4, "Lease step-down
+/// after the leader's own stall").
+#[test]
+fn a_stalled_shard_thread_keeps_the_leaders_it_hosts() {
+    let network = MemNetwork::new();
+    let config = MultiRaftConfig {
+        ping_interval: Duration::from_millis(50),
+        silence_timeout: Duration::from_millis(2000),
+        ..MultiRaftConfig::default()
+    };
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let nodes: Vec<MultiRaft> = ids
+        .iter()
+        .map(|&id| MultiRaft::new(network.transport(id), config.clone()).expect("node"))
+        .collect();
+    let members = Configuration::voters_with_default_addresses(ids.clone());
+    let group_config = |id: NodeId| {
+        let mut c = test_config(id);
+        c.apply_placement = ringraft::ApplyPlacement::ShardThread;
+        c.heartbeat_timeout = Duration::from_millis(2000);
+        c.election_timeout = Duration::from_millis(2000);
+        c.leader_lease_timeout = Duration::from_millis(250);
+        c
+    };
+    let groups: Vec<Vec<Raft>> = (1..=6u64)
+        .map(|g| {
+            nodes
+                .iter()
+                .map(|node| {
+                    let raft = node
+                        .add_group(
+                            GroupId(g),
+                            group_config(node.id()),
+                            RecordingFsm::new(),
+                            InmemStore::new(),
+                            InmemStore::new(),
+                            InmemSnapshotStore::new(),
+                        )
+                        .expect("group");
+                    resolve("bootstrap", raft.bootstrap_cluster(members.clone()))
+                        .expect("bootstrap");
+                    raft
+                })
+                .collect()
+        })
+        .collect();
+    let leader_of = |g: &[Raft]| g.iter().position(|r| r.state() == RaftState::Leader);
+    wait_until("a leader in every group", || {
+        groups.iter().all(|g| leader_of(g).is_some())
+    });
+    let leaders: Vec<usize> = groups
+        .iter()
+        .map(|g| leader_of(g).expect("leader"))
+        .collect();
+    let stalled = leaders[0];
+    let terms: Vec<_> = groups
+        .iter()
+        .zip(&leaders)
+        .map(|(g, &l)| g[l].current_term())
+        .collect();
+    // Every group writes (none is quiescent), then group 1's leader blocks its node's shard
+    // thread: the other groups that node leads cannot tick for 500 ms.
+    for (g, &l) in groups.iter().zip(&leaders) {
+        resolve("apply", g[l].apply(Bytes::from_static(b"before"), T)).expect("apply");
+    }
+    resolve(
+        "stall",
+        groups[0][stalled].apply(Bytes::from_static(b"stall-ms:500:multi"), T),
+    )
+    .expect("apply the stalling command");
+    std::thread::sleep(Duration::from_millis(300));
+    for (g, &l) in groups.iter().zip(&leaders) {
+        resolve("apply", g[l].apply(Bytes::from_static(b"after"), T))
+            .expect("the same leaders take writes");
+    }
+    for ((g, &l), term) in groups.iter().zip(&leaders).zip(&terms) {
+        assert_eq!(g[l].current_term(), *term, "no election followed the stall");
+    }
+    let on_stalled = leaders.iter().filter(|&&l| l == stalled).count();
+    assert!(on_stalled >= 1);
+    for group in &groups {
+        for raft in group {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
+}

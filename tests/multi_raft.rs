@@ -42,13 +42,24 @@ fn start_group_with<F: Fsm>(
     members: &Configuration,
     fsm: impl Fn() -> F,
 ) -> Vec<Raft> {
+    start_group_configured(nodes, g, members, test_config, fsm)
+}
+
+/// [`start_group_with`] with each replica's configuration from `config`.
+fn start_group_configured<F: Fsm>(
+    nodes: &[MultiRaft],
+    g: u64,
+    members: &Configuration,
+    config: impl Fn(NodeId) -> ringraft::Config,
+    fsm: impl Fn() -> F,
+) -> Vec<Raft> {
     nodes
         .iter()
         .map(|node| {
             let raft = node
                 .add_group(
                     GroupId(g),
-                    test_config(node.id()),
+                    config(node.id()),
                     fsm(),
                     InmemStore::new(),
                     InmemStore::new(),
@@ -59,6 +70,16 @@ fn start_group_with<F: Fsm>(
             raft
         })
         .collect()
+}
+
+/// Nodes 1, 2 and 3 on `network`, and the configuration of all three as voters.
+fn three_nodes(network: &MemNetwork, config: &MultiRaftConfig) -> (Vec<MultiRaft>, Configuration) {
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let nodes = ids
+        .iter()
+        .map(|&id| MultiRaft::new(network.transport(id), config.clone()).expect("node"))
+        .collect();
+    (nodes, Configuration::voters_with_default_addresses(ids))
 }
 
 struct Cluster {
@@ -75,12 +96,7 @@ impl Cluster {
 
     fn start_with(groups: u64, config: MultiRaftConfig) -> Cluster {
         let network = MemNetwork::new();
-        let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-        let nodes: Vec<MultiRaft> = ids
-            .iter()
-            .map(|&id| MultiRaft::new(network.transport(id), config.clone()).expect("node"))
-            .collect();
-        let members = Configuration::voters_with_default_addresses(ids.clone());
+        let (nodes, members) = three_nodes(&network, &config);
         let mut all = Vec::new();
         for g in 1..=groups {
             all.push(start_group(&nodes, g, &members));
@@ -945,12 +961,7 @@ fn a_stalled_shard_thread_keeps_the_leaders_it_hosts() {
         silence_timeout: Duration::from_millis(2000),
         ..MultiRaftConfig::default()
     };
-    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let nodes: Vec<MultiRaft> = ids
-        .iter()
-        .map(|&id| MultiRaft::new(network.transport(id), config.clone()).expect("node"))
-        .collect();
-    let members = Configuration::voters_with_default_addresses(ids.clone());
+    let (nodes, members) = three_nodes(&network, &config);
     let group_config = |id: NodeId| {
         let mut c = test_config(id);
         c.apply_placement = ringraft::ApplyPlacement::ShardThread;
@@ -960,26 +971,7 @@ fn a_stalled_shard_thread_keeps_the_leaders_it_hosts() {
         c
     };
     let groups: Vec<Vec<Raft>> = (1..=6u64)
-        .map(|g| {
-            nodes
-                .iter()
-                .map(|node| {
-                    let raft = node
-                        .add_group(
-                            GroupId(g),
-                            group_config(node.id()),
-                            RecordingFsm::new(),
-                            InmemStore::new(),
-                            InmemStore::new(),
-                            InmemSnapshotStore::new(),
-                        )
-                        .expect("group");
-                    resolve("bootstrap", raft.bootstrap_cluster(members.clone()))
-                        .expect("bootstrap");
-                    raft
-                })
-                .collect()
-        })
+        .map(|g| start_group_configured(&nodes, g, &members, group_config, RecordingFsm::new))
         .collect();
     let leader_of = |g: &[Raft]| g.iter().position(|r| r.state() == RaftState::Leader);
     wait_until("a leader in every group", || {

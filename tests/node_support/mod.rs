@@ -48,7 +48,7 @@ impl RecordingFsm {
 
 /// Commands `stall-ms:<n>:<tag>` make the first state machine in the process that applies
 /// them sleep `n` ms (a stalled thread), once per command.
-pub const STALL_PREFIX: &[u8] = b"stall-ms:";
+const STALL_PREFIX: &[u8] = b"stall-ms:";
 
 fn stall_once(data: &[u8]) {
     static STALLED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());

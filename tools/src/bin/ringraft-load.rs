@@ -283,7 +283,6 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         )
         .with_steal(cpu.steal_pct)
     });
-    let number = json_number;
     if args.json {
         println!(
             "{{\"system\":\"ringraft\",\"groups\":{},\"active\":{},\"clients\":{},\
@@ -295,22 +294,22 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             out.groups,
             active,
             args.load.clients,
-            number(summary.as_ref().map(|s| s.writes_per_sec()), 0),
-            number(summary.as_ref().map(|s| s.p50_us), 1),
-            number(summary.as_ref().map(|s| s.p99_us), 1),
-            number(summary.as_ref().map(|s| s.cpu_us_per_write), 2),
-            number(summary.as_ref().and_then(|s| s.steal_pct), 1),
+            json_number(summary.as_ref().map(|s| s.writes_per_sec()), 0),
+            json_number(summary.as_ref().map(|s| s.p50_us), 1),
+            json_number(summary.as_ref().map(|s| s.p99_us), 1),
+            json_number(summary.as_ref().map(|s| s.cpu_us_per_write), 2),
+            json_number(summary.as_ref().and_then(|s| s.steal_pct), 1),
             out.start_secs,
-            number(out.elect_all_secs, 3),
+            json_number(out.elect_all_secs, 3),
             out.elected,
             out.campaigns_deferred,
             out.idle_cpu_pct,
             out.rss_per_replica_bytes,
             out.threads,
             durable.is_some(),
-            number(out.restart.as_ref().map(|r| r.open_secs), 3),
-            number(out.restart.as_ref().map(|r| r.start_secs), 3),
-            number(out.restart.as_ref().and_then(|r| r.elect_all_secs), 3),
+            json_number(out.restart.as_ref().map(|r| r.open_secs), 3),
+            json_number(out.restart.as_ref().map(|r| r.start_secs), 3),
+            json_number(out.restart.as_ref().and_then(|r| r.elect_all_secs), 3),
             out.restart
                 .as_ref()
                 .map_or_else(|| "null".to_string(), |r| r.campaigns_deferred.to_string()),
@@ -491,7 +490,7 @@ fn measure(args: &Args, cluster: &Cluster, description: &str) -> Result<bool, St
     Ok(consistent)
 }
 
-/// ", N % of the machine's CPU time stolen by its hypervisor" when the run saw any steal.
+/// "; N % of the machine's CPU time went to other guests (steal)" when the run saw any.
 fn steal_note(steal_pct: Option<f64>) -> String {
     match steal_pct {
         Some(p) if p >= 0.05 => {

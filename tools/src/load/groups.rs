@@ -86,8 +86,8 @@ pub struct GroupsOutcome {
     pub rss_per_replica_bytes: u64,
     /// Threads in the process once every group started.
     pub threads: u64,
-    /// The measured writes to the active groups, if any were asked for, and the process's
-    /// CPU seconds (user plus system) over them.
+    /// The measured writes to the active groups, if any were asked for, and the process's CPU
+    /// time and the machine's steal over them.
     pub load: Option<(Outcome, CpuWindow)>,
     /// The restart, if one was asked for.
     pub restart: Option<RestartOutcome>,

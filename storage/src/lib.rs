@@ -3,8 +3,8 @@
 //! ```text
 //!   ringraft core ── Entry / LogId / Configuration / record format (plain data, this crate)
 //!        │
-//!   node glue ──► LogStore ──────┬─ WalLogStore: segment WAL, group commit, one fdatasync
-//!        │        (submit, then  │    per batch; io_uring + O_DIRECT or portable pwrite;
+//!   node glue ──► LogStore ──────┬─ WalLogStore: segment WAL, group commit, one data sync
+//!        │        (submit, then  │    per batch; O_DIRECT (+ io_uring) or portable pwrite;
 //!        │         learn durable)│    one per group, or many groups' shares of a SharedWal
 //!        │                       ├─ LogCache<S>: ring of recent durable entries over any S
 //!        │                       └─ InmemStore (tests, simulator)

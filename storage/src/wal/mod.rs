@@ -6,14 +6,15 @@
 //!    record in place, index it (8 B/entry)    (final file offsets)   │ take: + commit record,
 //!    returns Ticket (visible at once)                                │ seed next stage with
 //!                                                                    │ the partial last block
-//!  durable() / wait_durable(ticket) ◄──── durable ◄─ write (io_uring O_DIRECT or pwrite),
-//!  notifier() ◄──────────────────────────────────────  then fdatasync
+//!  durable() / wait_durable(ticket) ◄──── durable ◄─ pwritev2(RWF_DSYNC), or io_uring
+//!  notifier() ◄──────────────────────────────────────  O_DIRECT writes then fdatasync
 //!                                                      rotate: take the spare ◄─ zero-filled
 //!                                                                                next segment
 //! ```
 //!
-//! **Group commit.** The writer takes everything staged, writes it with one write (or a set of
-//! concurrent io_uring writes) and one fdatasync, and completes every ticket in it together.
+//! **Group commit.** The writer takes everything staged, writes and syncs it with one
+//! `pwritev2(RWF_DSYNC)` (or, past 256 KiB, a set of concurrent io_uring writes and one
+//! fdatasync), and completes every ticket in it together.
 //! Appends that arrive during that sync form the next batch. Batches are written strictly one
 //! after another, so at most the last batch on disk can be incomplete (see [`scan()`]). A
 //! large append releases the lock every 256 KiB, so the writer may take part of it; its ticket
@@ -614,7 +615,7 @@ impl Drop for WalInner {
 }
 
 /// One WAL holding the logs of many Raft groups (the groups of a `MultiRaft` node, say): one
-/// group commit (one write and one fdatasync) makes every group's entries and hard states of
+/// group commit (one write and one data sync) makes every group's entries and hard states of
 /// that moment durable together. [`SharedWal::log`] hands out each group's [`WalLogStore`].
 ///
 /// A segment is deleted once no group has a live entry in it (each group compacts its own

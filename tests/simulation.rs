@@ -204,12 +204,13 @@ fn a_seed_that_runs_out_of_events_fails_instead_of_hanging() {
 
 #[test]
 fn quiescence_seeds_quiesce_and_stay_live() {
-    // Seed 57 is the first 3-node seed whose nodes quiesce (ARCHITECTURE §14; a lull must last
+    // Seed 10 is the first 3-node seed whose nodes quiesce (ARCHITECTURE §14; a lull must last
     // an election timeout, and most come with faults): a quiesced leader crashes or is cut
-    // off, and the cluster still finishes every check.
-    let report = run(&SimConfig::new(57));
+    // off, and the cluster still finishes every check. (Seed 57 was, until a quarter of the
+    // seeds got log stores that write on the shard's thread, which moved both seeds' timing.)
+    let report = run(&SimConfig::new(10));
     assert_eq!(report.failure, None);
-    assert!(report.quiesce, "seed 57 runs with quiescence");
+    assert!(report.quiesce, "seed 10 runs with quiescence");
     assert!(report.quiesces > 0, "{report:?}");
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn spawn_on_host(
                 // Moved out of the captured box here, so the box is freed now, not when the
                 // node stops.
                 let parts = parts;
-                Box::new(Shard::new(*parts, transport, true))
+                Box::new(Shard::new(*parts, transport, true, false))
             };
             drop(queued);
             // Dropped here, not held for the node's life (its channel's memory with it).
@@ -105,7 +105,7 @@ pub(crate) fn spawn_shard(
                 Ok(t) => t,
                 Err(e) => return fail(parts, Some(started_tx), StartError::Transport(e)),
             };
-            let shard = Box::new(Shard::new(parts, transport, yield_every_turn));
+            let shard = Box::new(Shard::new(parts, transport, yield_every_turn, true));
             let _ = started_tx.send(Ok(()));
             runtime.block_on(shard.run());
         });

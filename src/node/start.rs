@@ -236,7 +236,9 @@ pub(crate) fn sim_shard(
             adaptive: None,
         })
     })?;
-    let mut shard = Shard::new(parts, transport, false);
+    // Each simulated node is alone on its "thread"; its log store decides whether it writes
+    // there (`SimLog`).
+    let mut shard = Shard::new(parts, transport, false, true);
     shard.queue_stable_saves();
     shard.begin(now);
     Ok((shard, shared))

@@ -142,6 +142,10 @@ pub(crate) struct Disk {
     pub(crate) log_keeps_hard_state: bool,
     /// The stable store's contents (durable once a save returns).
     stable: HardState,
+    /// Whether the log store writes a released batch on the caller's thread when nothing is
+    /// on its way to disk, as the WAL of a node alone on its thread does
+    /// ([`LogStore::release_writes`]): the batch is durable when the call returns.
+    pub(crate) writes_here: bool,
 }
 
 impl Disk {
@@ -340,6 +344,20 @@ impl LogStore for SimLog {
 
     fn saved_hard_state(&self) -> Option<HardState> {
         self.visible.hard_state
+    }
+
+    fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
+        let mut disk = lock(&self.disk);
+        let idle = disk.scheduled <= disk.durable_through;
+        if !here || !disk.writes_here || !idle || disk.issued <= disk.durable_through {
+            return Ok(false);
+        }
+        let issued = disk.issued;
+        disk.complete(issued)
+            .map_err(|reason| LogError::Config { reason })?;
+        // Nothing left for the world to schedule.
+        disk.scheduled = issued;
+        Ok(true)
     }
 }
 

@@ -5,9 +5,13 @@
 //! with [`forbid_on_this_thread`]; in debug builds, every blocking operation of this crate's
 //! stores (waiting for the WAL to become durable, saving the stable file, creating, listing,
 //! opening, writing or removing file snapshots) panics on a marked thread, so tests catch a
-//! regression. [`Allow`] lifts the ban for code that knowingly blocks (ringraft's runtime has
-//! no such exception today: even a stable-store save runs on a worker). Release builds check
+//! regression. [`Allow`] lifts the ban for code that knowingly blocks: the one exception is a
+//! small batch a caller asked to write itself ([`LogStore::release_writes`] with `here`, which
+//! ringraft's runtime asks only for a follower alone on its thread while the WAL's writer is
+//! idle); even a stable-store save runs on a worker. Release builds check
 //! nothing.
+//!
+//! [`LogStore::release_writes`]: crate::LogStore::release_writes
 
 use std::cell::Cell;
 

@@ -180,4 +180,17 @@ impl<S: LogStore> LogStore for LogCache<S> {
     fn saved_hard_state(&self) -> Option<HardState> {
         self.store.saved_hard_state()
     }
+
+    fn hold_writes(&mut self) {
+        self.store.hold_writes();
+    }
+
+    fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
+        let wrote = self.store.release_writes(here)?;
+        if wrote {
+            // Durable now: the cache may serve these entries.
+            self.durable()?;
+        }
+        Ok(wrote)
+    }
 }

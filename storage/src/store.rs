@@ -100,6 +100,23 @@ pub trait LogStore: Send {
         None
     }
 
+    /// Holds back the store's own writer: operations submitted from now on are staged and
+    /// wait for [`LogStore::release_writes`], which the caller must call next. For a caller
+    /// that submits several operations at once (entries, then the hard state) and may write
+    /// them itself. The default does nothing: each operation starts on its own.
+    fn hold_writes(&mut self) {}
+
+    /// Ends [`LogStore::hold_writes`]: starts the store's writer on what was staged, or, if
+    /// `here` and the store can start at once (its writer idle, little staged), writes and
+    /// syncs it on the calling thread before it returns, saving the hand-offs to a writer
+    /// thread and back. Returns true in the second case; the operations are then durable
+    /// (or the store failed: the error is returned, and every later call fails too). The
+    /// default does nothing and returns false.
+    fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
+        let _ = here;
+        Ok(false)
+    }
+
     /// Appends and blocks until the entries are durable.
     fn append_and_wait(&mut self, entries: &[Entry]) -> Result<(), LogError> {
         let ticket = self.append(entries)?;

@@ -97,6 +97,8 @@ pub(crate) struct Shard {
     pub(crate) transport: Box<dyn Transport>,
     /// Whether the transport works in tasks on this thread's runtime (yield every turn).
     yield_every_turn: bool,
+    /// When a follower writes its persist batches itself (ARCHITECTURE §10).
+    inline_writes: persistence::InlineWrites,
     pub(crate) shared: Arc<Shared>,
     pub(crate) clock: Clock,
     /// Where the state machine runs; `None` once it stopped (shutdown, or it failed).
@@ -302,6 +304,7 @@ impl Shard {
         p: ShardParts,
         transport: Box<dyn Transport>,
         yield_every_turn: bool,
+        alone_on_thread: bool,
     ) -> Shard {
         let mut applier = p.applier;
         if let Applier::Inline { apply, .. } = &mut applier {
@@ -325,6 +328,7 @@ impl Shard {
             snapshots: p.snapshots,
             transport,
             yield_every_turn,
+            inline_writes: persistence::InlineWrites::new(alone_on_thread),
             shared: p.shared,
             clock: p.clock,
             applier: Some(applier),
@@ -595,6 +599,7 @@ impl Shard {
                     Poll::Pending => break,
                 }
             }
+            self.inline_writes.polled(handled > 0);
         }
         self.check_durable(now);
         if now >= self.core.next_timer() && self.may_campaign(now, waker) {

@@ -119,6 +119,24 @@ impl Shard {
     /// are submitted and complete asynchronously; the hard state is saved once the batch's
     /// entries are durable.
     pub(super) fn persist(&mut self, batch: PersistBatch) -> Result<(), String> {
+        self.log.hold_writes();
+        let submitted = self.submit_persist(batch);
+        // A follower alone on its thread writes a small batch itself when its WAL writer is
+        // idle: its acknowledgement waits for this write and nothing else, and the hand-offs
+        // to the writer thread and back cost more than the write on a small VM
+        // (ARCHITECTURE §10). A leader does not: its AppendEntries leave only once its turn
+        // yields to the connection tasks.
+        let here = submitted.is_ok()
+            && self.core.role() != Role::Leader
+            && self.inline_writes.may_write_here();
+        let released = self.log.release_writes(here).map_err(log_error);
+        if let Ok(true) = released {
+            self.inline_writes.wrote_here();
+        }
+        submitted.and(released.map(drop))
+    }
+
+    fn submit_persist(&mut self, batch: PersistBatch) -> Result<(), String> {
         let mut ticket = None;
         let mut stable = StableStep::Done;
         if let Some(from) = batch.truncate_from {
@@ -283,5 +301,58 @@ impl Shard {
             }
         }
         self.check_durable(now);
+    }
+}
+
+/// Batches a follower hands to its log store's writer thread, after messages were found
+/// waiting once it had written a batch itself, before it writes one itself again.
+const INLINE_BACKOFF_BATCHES: u32 = 64;
+
+/// When a follower writes a persist batch on its own thread (ARCHITECTURE §10): only when its
+/// loop is alone on the thread (a write there would stall no other node), and not while
+/// messages pile up during such writes. A follower whose leader pipelines (several clients)
+/// finds AppendEntries waiting after each write it does itself: it would then stage and
+/// write them in turn, where the writer thread writes one batch while the shard stages the
+/// next, so after such a write it leaves the next batches to the writer.
+pub(super) struct InlineWrites {
+    alone: bool,
+    /// A batch was written here, and the transport has not been polled since.
+    watching: bool,
+    /// Batches left for the writer thread before one is written here again.
+    backoff: u32,
+}
+
+impl InlineWrites {
+    pub(super) fn new(alone_on_thread: bool) -> InlineWrites {
+        InlineWrites {
+            alone: alone_on_thread,
+            watching: false,
+            backoff: 0,
+        }
+    }
+
+    /// Whether the next batch may be written here (counts one batch of a backoff).
+    pub(super) fn may_write_here(&mut self) -> bool {
+        if !self.alone {
+            return false;
+        }
+        if self.backoff > 0 {
+            self.backoff -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// A batch was written here.
+    pub(super) fn wrote_here(&mut self) {
+        self.watching = true;
+    }
+
+    /// The transport was polled after a batch was written here: `arrived` if it had
+    /// messages waiting.
+    pub(super) fn polled(&mut self, arrived: bool) {
+        if std::mem::take(&mut self.watching) && arrived {
+            self.backoff = INLINE_BACKOFF_BATCHES;
+        }
     }
 }

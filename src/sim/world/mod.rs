@@ -605,12 +605,18 @@ impl World {
         // user's own log store beside a `StableStore` (the shard's stable-store path). Drawn
         // from its own generator, so the other seeds' schedules do not move.
         let log_keeps_hard_state = !Rng::new(world.config.seed ^ 0x57AB_1E00).chance(1, 4);
+        // A quarter of the one-group seeds give their nodes a log store that writes a
+        // follower's batch on the shard's own thread when its disk is idle, as the WAL of a
+        // node alone on its thread does (ARCHITECTURE §10). Its own generator, as above.
+        let writes_here =
+            world.host_disks.is_empty() && Rng::new(world.config.seed ^ 0x1A1E_0000).chance(1, 4);
         for id in pool {
-            let disk = if ids.contains(&id) {
+            let mut disk = if ids.contains(&id) {
                 SimLog::disk_with(&state.entries, state.hard_state, log_keeps_hard_state)
             } else {
                 SimLog::empty_disk(log_keeps_hard_state)
             };
+            disk.writes_here = writes_here;
             let disk_latency = if world.rng.chance(1, 4) {
                 (2 * MS, 30 * MS)
             } else {

@@ -15,7 +15,11 @@
 //! **Group commit.** The writer takes everything staged, writes and syncs it with one
 //! `pwritev2(RWF_DSYNC)` (or, past 256 KiB, a set of concurrent io_uring writes and one
 //! fdatasync), and completes every ticket in it together.
-//! Appends that arrive during that sync form the next batch. Batches are written strictly one
+//! Appends that arrive during that sync form the next batch. A caller that holds its
+//! operations back ([`LogStore::hold_writes`]) may, on release, run those steps itself on its
+//! own thread while the writer thread waits for work, for a small batch of a WAL of one group
+//! ([`LogStore::release_writes`]): one wake-up of the writer thread and one of the caller
+//! fewer. Batches are written strictly one
 //! after another, so at most the last batch on disk can be incomplete (see [`scan()`]). A
 //! large append releases the lock every 256 KiB, so the writer may take part of it; its ticket
 //! completes with the batch that holds its last record.
@@ -223,6 +227,16 @@ impl Stage {
         self.chunks.iter().any(Chunk::has_records)
     }
 
+    /// Whether what is staged may be written on a caller's thread: at most
+    /// [`INLINE_BATCH_BYTES_MAX`], in the active segment, and no head truncation (whose
+    /// batch may delete segments when it completes).
+    fn small(&self) -> bool {
+        let bytes: usize = self.chunks.iter().map(|c| c.buf.len()).sum();
+        bytes <= INLINE_BATCH_BYTES_MAX
+            && !self.compacted
+            && !self.chunks.iter().any(|c| c.starts_segment)
+    }
+
     fn buffer(&mut self) -> AlignedBuf {
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
@@ -247,6 +261,10 @@ const READ_GAP_MAX: u64 = 4096;
 /// An append releases the lock after staging this many bytes, so that the writer can take what
 /// is staged (and keep the disk busy) while a large batch is still being encoded.
 const STAGE_BYTES_PER_LOCK: usize = 256 << 10;
+
+/// The most [`LogStore::release_writes`] writes on the caller's thread: a batch of a few
+/// blocks, written and synced with one call (see `io::write_durably`).
+const INLINE_BATCH_BYTES_MAX: usize = 16 << 10;
 
 /// One group's log in the WAL.
 struct GroupLog {
@@ -303,6 +321,8 @@ struct State {
     /// or already being woken needs none: the writer checks for staged work under the lock
     /// before it sleeps again.
     writer_waiting: bool,
+    /// The ticket of the last batch taken by a writer.
+    taken: Ticket,
     /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
     durable_waiters: usize,
 }
@@ -600,14 +620,16 @@ struct WalInner {
     shared: Arc<Shared>,
     config: WalConfig,
     info: WalInfo,
-    writer: Option<JoinHandle<()>>,
+    /// The writer: run by its thread, or by a caller that writes a batch itself.
+    writer: Arc<Mutex<writer::Writer>>,
+    writer_thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for WalInner {
     fn drop(&mut self) {
         self.shared.lock().shutdown = true;
         self.shared.work.notify_all();
-        if let Some(writer) = self.writer.take() {
+        if let Some(writer) = self.writer_thread.take() {
             // The writer drains the queue first, so a clean drop loses nothing submitted.
             let _ = writer.join();
         }
@@ -695,6 +717,7 @@ impl SharedWal {
         Ok(WalLogStore {
             inner: self.inner.clone(),
             slot,
+            held: false,
         })
     }
 
@@ -778,10 +801,17 @@ impl SharedWal {
 pub struct WalLogStore {
     inner: Arc<WalInner>,
     slot: u32,
+    /// Between [`LogStore::hold_writes`] and [`LogStore::release_writes`]: operations are
+    /// staged without waking the writer.
+    held: bool,
 }
 
 impl Drop for WalLogStore {
     fn drop(&mut self) {
+        if self.held {
+            // Released unreleased: what was staged must not wait for another group's write.
+            let _ = self.release_writes(false);
+        }
         let mut state = self.inner.shared.lock();
         let group = state.group_mut(self.slot);
         group.open = false;
@@ -1146,7 +1176,7 @@ impl LogStore for WalLogStore {
             }
         }
         state.stage.ticket = ticket;
-        let wake = state.claim_writer_wake();
+        let wake = !self.held && state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1173,7 +1203,7 @@ impl LogStore for WalLogStore {
         // log as it was before the marker, as recovery will have replayed it.
         let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_SUFFIX, last);
         state.group_mut(slot).index.truncate_suffix(last);
-        let wake = state.claim_writer_wake();
+        let wake = !self.held && state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1192,7 +1222,7 @@ impl LogStore for WalLogStore {
         let ticket = state.stage_marker(&self.inner.config, slot, KIND_TRUNCATE_PREFIX, first);
         state.group_mut(slot).index.truncate_prefix(first);
         state.stage.compacted = true;
-        let wake = state.claim_writer_wake();
+        let wake = !self.held && state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1227,7 +1257,7 @@ impl LogStore for WalLogStore {
         state.stage_record(&self.inner.config, group, KIND_HARD_STATE, id, &vote, b"");
         state.group_mut(slot).hard_state = Some(*hs);
         state.stage.ticket = ticket;
-        let wake = state.claim_writer_wake();
+        let wake = !self.held && state.claim_writer_wake();
         drop(state);
         if wake {
             self.inner.shared.work.notify_one();
@@ -1237,6 +1267,48 @@ impl LogStore for WalLogStore {
 
     fn saved_hard_state(&self) -> Option<HardState> {
         self.shared().lock().group(self.slot).hard_state
+    }
+
+    fn hold_writes(&mut self) {
+        self.held = true;
+    }
+
+    /// Writes on the calling thread only when this WAL holds one group (a shared WAL's group
+    /// commit must not be split by one group writing alone), its writer thread is waiting
+    /// for work, and what is staged is at most 16 KiB, starts no new
+    /// segment (activating the spare may wait for it to be zero-filled) and truncates no
+    /// head (its completion may delete segments).
+    fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
+        if !std::mem::take(&mut self.held) {
+            return Ok(false);
+        }
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        if !writer::has_work(&state) {
+            state.check_failed()?;
+            return Ok(false);
+        }
+        if here && state.writer_waiting && state.groups.len() == 1 && state.stage.small() {
+            drop(state);
+            if let Ok(mut writer) = self.inner.writer.try_lock() {
+                let _allow = crate::blocking::Allow::new();
+                match writer.step() {
+                    writer::Step::Wrote => return Ok(true),
+                    writer::Step::Failed => {
+                        return shared.lock().check_failed().map(|()| true);
+                    }
+                    // The writer thread took it in between.
+                    writer::Step::Idle => return Ok(false),
+                }
+            }
+            state = shared.lock();
+        }
+        let wake = state.claim_writer_wake();
+        drop(state);
+        if wake {
+            shared.work.notify_one();
+        }
+        Ok(false)
     }
 }
 

@@ -553,6 +553,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         files,
         shutdown: false,
         writer_waiting: false,
+        taken: Ticket(0),
         durable_waiters: 0,
     };
     if tail_unopened {
@@ -573,18 +574,23 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         segments: used,
         active,
         spare,
-        taken: Ticket(0),
         rewrite_checked_at: 0,
     };
+    let writer = Arc::new(Mutex::new(writer));
     let handle = std::thread::Builder::new()
         .name("ringraft-wal-writer".into())
-        .spawn(move || writer.run())
+        .spawn({
+            let writer = writer.clone();
+            let shared = shared.clone();
+            move || super::writer::run(writer, shared)
+        })
         .map_err(|e| LogError::io("start writer thread", &dir, e))?;
     Ok(WalInner {
         shared,
         config,
         info,
-        writer: Some(handle),
+        writer,
+        writer_thread: Some(handle),
     })
 }
 

@@ -608,3 +608,120 @@ fn hard_states_merge_by_term_then_vote_then_commit() {
         hs(5, Some(1), 3)
     );
 }
+
+/// Waits (up to 5 s) until the WAL's writer thread waits for work.
+fn writer_idle(store: &WalLogStore) {
+    for _ in 0..500 {
+        if store.inner.shared.lock().writer_waiting {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the writer thread never waited for work");
+}
+
+#[test]
+fn a_small_released_batch_is_durable_when_release_returns() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = WalLogStore::open(config(dir.path(), backend)).expect("open");
+        let notified = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = notified.clone();
+        store.set_durable_notifier(Arc::new(move || {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let hs = HardState {
+            term: Term(3),
+            vote: Some(crate::NodeId(2)),
+            commit: Index(1),
+        };
+        // The first write of a new WAL starts its first segment: that one is the writer's.
+        store.append_and_wait(&entries(1, 1, 3)).expect("first");
+        for round in 0..3u64 {
+            writer_idle(&store);
+            store.hold_writes();
+            let first = 2 + 2 * round;
+            store.append(&entries(first, first + 1, 3)).expect("append");
+            let ticket = store
+                .save_hard_state(&hs)
+                .expect("hard state")
+                .expect("kept");
+            assert!(store.release_writes(true).expect("release"), "{backend:?}");
+            assert!(store.durable().expect("durable") >= ticket, "{backend:?}");
+        }
+        assert!(notified.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        drop(store);
+        let store = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
+        assert_eq!(contents(&store), entries(1, 7, 3));
+        assert_eq!(store.saved_hard_state(), Some(hs));
+    }
+}
+
+#[test]
+fn a_released_batch_goes_to_the_writer_unless_asked_small_and_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    // Not asked.
+    writer_idle(&store);
+    store.hold_writes();
+    let ticket = store.append(&entries(1, 1, 1)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    store.wait_durable(ticket).expect("written by the writer");
+    // More than a caller writes.
+    writer_idle(&store);
+    store.hold_writes();
+    let ticket = store.append(&fat_entries(2, 30, 1)).expect("append");
+    assert!(!store.release_writes(true).expect("release"));
+    store.wait_durable(ticket).expect("written by the writer");
+    // Nothing staged.
+    store.hold_writes();
+    assert!(!store.release_writes(true).expect("release"));
+    // Without a hold, a release does nothing.
+    assert!(!store.release_writes(true).expect("release"));
+    drop(store);
+
+    // A WAL of two groups: one group's write must not split the group commit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut a = wal.log(GroupId(1)).expect("group 1");
+    let _b = wal.log(GroupId(2)).expect("group 2");
+    writer_idle(&a);
+    a.hold_writes();
+    let ticket = a.append(&entries(1, 1, 1)).expect("append");
+    assert!(!a.release_writes(true).expect("release"));
+    a.wait_durable(ticket).expect("written by the writer");
+}
+
+#[test]
+fn a_held_log_dropped_before_its_release_still_gets_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = SharedWal::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut log = wal.log(GroupId(1)).expect("group 1");
+    writer_idle(&log);
+    log.hold_writes();
+    let ticket = log.append(&entries(1, 3, 1)).expect("append");
+    drop(log);
+    let log = wal.log(GroupId(1)).expect("reopened handle");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(log.wait_durable(ticket).map(|()| contents(&log)));
+    });
+    let written = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the held write was never started");
+    assert_eq!(written.expect("durable"), entries(1, 3, 1));
+}
+
+#[test]
+fn a_log_cache_passes_held_writes_through_to_its_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    let mut cache = crate::LogCache::new(64, store);
+    cache.append_and_wait(&entries(1, 1, 1)).expect("first");
+    writer_idle(cache.inner());
+    cache.hold_writes();
+    let ticket = cache.append(&entries(2, 3, 1)).expect("append");
+    assert!(cache.release_writes(true).expect("release"));
+    assert!(cache.durable().expect("durable") >= ticket);
+    assert_eq!(contents(&cache), entries(1, 3, 1));
+}

@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use zerocopy::IntoBytes;
 
@@ -177,8 +177,6 @@ pub(super) struct Writer {
     pub segments: VecDeque<(u32, PathBuf)>,
     pub active: Option<Active>,
     pub spare: Spare,
-    /// The ticket of the last batch taken.
-    pub taken: Ticket,
     /// The number of segments when the writer last looked for groups to rewrite: it looks
     /// again only when that changes.
     pub rewrite_checked_at: usize,
@@ -193,39 +191,75 @@ struct RewritePlan {
     records: Vec<(Term, Loc, Arc<SegmentFile>)>,
 }
 
-impl Writer {
-    pub fn run(mut self) {
-        loop {
-            let batch = {
-                let mut state = self.shared.lock();
-                // Work is staged records, or an append whose records all went out with
-                // earlier batches (taken while it was still staging) and whose ticket is not
-                // yet covered.
-                let has_work = |state: &State, taken: Ticket| {
-                    state.stage.has_records() || state.stage.ticket > taken
-                };
-                while !has_work(&state, self.taken) && !state.shutdown {
-                    state.writer_waiting = true;
-                    state = self
-                        .shared
-                        .work
-                        .wait(state)
-                        .unwrap_or_else(|poison| poison.into_inner());
-                    state.writer_waiting = false;
-                }
-                if !has_work(&state, self.taken) {
-                    break;
-                }
-                take_batch(&mut state, &self.config)
-            };
-            self.taken = batch.ticket;
-            let result = self.write_batch(&batch);
-            let failed = result.is_err();
-            self.complete(batch, result);
-            if failed {
+/// Whether the writer has something to do: staged records, or an append whose records all
+/// went out with earlier batches (taken while it was still staging) and whose ticket is not
+/// yet covered. Never after a failure: nothing is written once a write or sync failed.
+pub(super) fn has_work(state: &State) -> bool {
+    state.failed.is_none() && (state.stage.has_records() || state.stage.ticket > state.taken)
+}
+
+/// The writer thread: waits for work and writes it, batch by batch, until the WAL shuts down
+/// (after writing everything staged) or a batch fails. Between batches it lets go of the
+/// writer, so a caller may write a batch on its own thread meanwhile ([`Writer::step`]).
+pub(super) fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
+    loop {
+        {
+            let mut state = shared.lock();
+            while !has_work(&state) && !state.shutdown && state.failed.is_none() {
+                state.writer_waiting = true;
+                state = shared
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(|poison| poison.into_inner());
+                state.writer_waiting = false;
+            }
+            if !has_work(&state) && (state.shutdown || state.failed.is_some()) {
                 break;
             }
-            self.rewrite_pinning_groups();
+        }
+        let mut writer = writer.lock().unwrap_or_else(|poison| poison.into_inner());
+        match writer.step() {
+            Step::Failed => break,
+            Step::Idle => {}
+            Step::Wrote => writer.rewrite_pinning_groups(),
+        }
+    }
+}
+
+/// What one [`Writer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Nothing was staged.
+    Idle,
+    /// A batch was written and synced.
+    Wrote,
+    /// A batch failed: the WAL refuses everything from now on.
+    Failed,
+}
+
+impl Writer {
+    /// Takes everything staged as one batch, writes and syncs it, and publishes the outcome.
+    pub(super) fn step(&mut self) -> Step {
+        let batch = {
+            let mut state = self.shared.lock();
+            if !has_work(&state) {
+                return if state.failed.is_some() {
+                    Step::Failed
+                } else {
+                    Step::Idle
+                };
+            }
+            let batch = take_batch(&mut state, &self.config);
+            state.taken = batch.ticket;
+            batch
+        };
+        let result = self.write_batch(&batch);
+        let failed = result.is_err();
+        self.complete(batch, result);
+        if failed {
+            Step::Failed
+        } else {
+            Step::Wrote
         }
     }
 

@@ -241,6 +241,28 @@ fn a_cluster_restarted_from_disk_has_every_acknowledged_write() {
 }
 
 #[test]
+fn a_single_server_restarted_from_disk_has_every_acknowledged_write() {
+    // A leader without peers writes small batches on its own thread (ARCHITECTURE §10): one
+    // write at a time, then 64 at once (which go to the WAL's writer thread after the first).
+    let mut cluster = TcpCluster::new(1);
+    let mut acknowledged = cluster.write(&commands("w", 50));
+    let leader = cluster.wait_leader();
+    let burst = commands("b", 64);
+    let futures: Vec<_> = burst
+        .iter()
+        .map(|c| cluster.raft(leader).apply(c.clone(), T))
+        .collect();
+    for future in futures {
+        future.wait().expect("apply");
+    }
+    acknowledged.extend(burst);
+    cluster.restart_all();
+    let leader = cluster.wait_leader();
+    cluster.raft(leader).barrier(T).wait().expect("barrier");
+    cluster.wait_applied_everywhere(&acknowledged);
+}
+
+#[test]
 fn a_voter_added_at_an_address_no_transport_was_configured_with_receives_and_applies_writes() {
     let mut cluster = TcpCluster::new(3);
     let mut acknowledged = cluster.write(&commands("before", 20));

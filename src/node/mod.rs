@@ -190,6 +190,11 @@ impl Submissions {
         }
     }
 
+    /// Whether no command is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
     /// Gives back the queue's room if it is empty (an idle node, ARCHITECTURE §14).
     pub(crate) fn release_if_empty(&self) {
         let mut inner = self.lock();

@@ -7,9 +7,9 @@
 //! opening, writing or removing file snapshots) panics on a marked thread, so tests catch a
 //! regression. [`Allow`] lifts the ban for code that knowingly blocks: the one exception is a
 //! small batch a caller asked to write itself ([`LogStore::release_writes`] with `here`, which
-//! ringraft's runtime asks only for a follower alone on its thread while the WAL's writer is
-//! idle); even a stable-store save runs on a worker. Release builds check
-//! nothing.
+//! ringraft's runtime asks only for a follower, or a leader without peers, alone on its
+//! thread while the WAL's writer is idle); even a stable-store save runs on a worker. Release
+//! builds check nothing.
 //!
 //! [`LogStore::release_writes`]: crate::LogStore::release_writes
 

@@ -124,16 +124,32 @@ impl Shard {
         // A follower alone on its thread writes a small batch itself when its WAL writer is
         // idle: its acknowledgement waits for this write and nothing else, and the hand-offs
         // to the writer thread and back cost more than the write on a small VM
-        // (ARCHITECTURE §10). A leader does not: its AppendEntries leave only once its turn
-        // yields to the connection tasks.
+        // (ARCHITECTURE §10). So does a leader without peers (a one-server cluster), whose
+        // commit waits for its own write alone. A leader with peers does not: its
+        // AppendEntries leave only once its turn yields to the connection tasks.
+        let leader = self.core.role() == Role::Leader;
         let here = submitted.is_ok()
-            && self.core.role() != Role::Leader
+            && (!leader || self.leads_alone())
             && self.inline_writes.may_write_here();
         let released = self.log.release_writes(here).map_err(log_error);
         if let Ok(true) = released {
-            self.inline_writes.wrote_here();
+            if leader {
+                // Requests that came during the write: the clients pipeline.
+                self.inline_writes
+                    .wrote_here_as_leader(!self.shared.queue.is_empty());
+            } else {
+                self.inline_writes.wrote_here();
+            }
         }
         submitted.and(released.map(drop))
+    }
+
+    /// Whether this node is the only server of its latest configuration.
+    fn leads_alone(&self) -> bool {
+        self.core
+            .configurations()
+            .last()
+            .is_none_or(|(_, c)| c.servers.iter().all(|s| s.id == self.shared.id))
     }
 
     fn submit_persist(&mut self, batch: PersistBatch) -> Result<(), String> {
@@ -308,12 +324,13 @@ impl Shard {
 /// waiting once it had written a batch itself, before it writes one itself again.
 const INLINE_BACKOFF_BATCHES: u32 = 64;
 
-/// When a follower writes a persist batch on its own thread (ARCHITECTURE §10): only when its
+/// When a node writes a persist batch on its own thread (ARCHITECTURE §10): only when its
 /// loop is alone on the thread (a write there would stall no other node), and not while
-/// messages pile up during such writes. A follower whose leader pipelines (several clients)
-/// finds AppendEntries waiting after each write it does itself: it would then stage and
-/// write them in turn, where the writer thread writes one batch while the shard stages the
-/// next, so after such a write it leaves the next batches to the writer.
+/// work piles up during such writes. A follower whose leader pipelines (several clients)
+/// finds AppendEntries waiting after each write it does itself, a leader without peers finds
+/// requests of other clients: it would then stage and write them in turn, where the writer
+/// thread writes one batch while the shard stages the next, so after such a write it leaves
+/// the next batches to the writer.
 pub(super) struct InlineWrites {
     alone: bool,
     /// A batch was written here, and the transport has not been polled since.
@@ -343,13 +360,24 @@ impl InlineWrites {
         true
     }
 
-    /// A batch was written here.
+    /// A follower's batch was written here: the messages that came meanwhile are seen at
+    /// the next poll of the transport (its connection tasks read them only once the turn
+    /// yields).
     pub(super) fn wrote_here(&mut self) {
         self.watching = true;
     }
 
-    /// The transport was polled after a batch was written here: `arrived` if it had
-    /// messages waiting.
+    /// A leader's batch was written here; `requests` if requests came meanwhile. (Not at its
+    /// next turn: a lone leader answers its clients in the turn of the write, so their next
+    /// requests are there by then even when they do not pipeline.)
+    pub(super) fn wrote_here_as_leader(&mut self, requests: bool) {
+        if requests {
+            self.backoff = INLINE_BACKOFF_BATCHES;
+        }
+    }
+
+    /// The transport was polled after a follower's batch was written here: `arrived` if it
+    /// had messages waiting.
     pub(super) fn polled(&mut self, arrived: bool) {
         if std::mem::take(&mut self.watching) && arrived {
             self.backoff = INLINE_BACKOFF_BATCHES;

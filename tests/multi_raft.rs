@@ -775,6 +775,53 @@ fn durable_groups_on_several_shard_threads_share_a_wal_and_recover() {
     }
 }
 
+/// Durable groups over TCP: each node's shard thread has an I/O driver, so its groups' shares
+/// of the node's `SharedWal` are written without the WAL's writer thread (submitted on the
+/// shard thread, reaped by its reaper task) where io_uring is available. Every acknowledged
+/// write survives the nodes' shutdown and comes back after a restart.
+#[test]
+fn durable_groups_over_tcp_write_without_the_wal_thread_and_recover() {
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let open = || -> Vec<SharedWal> {
+        dirs.iter()
+            .map(|d| SharedWal::open(WalConfig::new(d.path())).expect("WAL"))
+            .collect()
+    };
+    let addresses = free_addresses();
+    let (nodes, members) = tcp_nodes(&addresses);
+    let wals = open();
+    let groups: Vec<Vec<Raft>> = (1..=8)
+        .map(|g| start_durable_group(&nodes, &wals, g, Some(&members)))
+        .collect();
+    for _ in 0..5 {
+        for group in &groups {
+            apply_on_leader(group);
+        }
+    }
+    for wal in &wals {
+        let counts = wal.batch_counts();
+        if wal.info().backend == ringraft_storage::BackendKind::IoUring {
+            assert!(counts.asynchronous > 0, "{counts:?}");
+        }
+    }
+    stop(groups.iter().flatten(), nodes);
+    drop(wals);
+    let (nodes, _) = tcp_nodes(&addresses);
+    let wals = open();
+    for g in 1..=8 {
+        let group = start_durable_group(&nodes, &wals, g, None);
+        assert_eq!(apply_on_leader(&group), Bytes::from("6"), "group {g}");
+        for raft in &group {
+            raft.shutdown().wait().expect("shutdown");
+        }
+    }
+    for node in nodes {
+        assert!(node.shutdown(T), "the node stopped");
+    }
+}
+
 /// A group placed on a shard of the caller's choosing (`MultiRaft::add_group_on`), and a
 /// replica moved to another shard thread: shut down, then added again there from its share of
 /// the WAL. It recovers its log (its state machine, replayed, counts on from the same

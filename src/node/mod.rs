@@ -27,6 +27,7 @@ pub(crate) mod clock;
 pub(crate) mod events;
 pub(crate) mod host;
 pub(crate) mod metrics;
+pub(crate) mod reaper;
 pub(crate) mod reply;
 pub(crate) mod router;
 pub(crate) mod runtime;

@@ -49,6 +49,7 @@ pub(crate) fn spawn_on_host(
     // shard's state beside the loop's own (a host of thousands of groups pays for every byte
     // of it, ARCHITECTURE §14).
     let parts = Box::new(parts);
+    let io_driver = host.has_io_driver();
     host.submit(Box::new(move || {
         Box::pin(async move {
             let _guard = guard;
@@ -59,12 +60,18 @@ pub(crate) fn spawn_on_host(
                 Err(e) => return fail(*parts, started_tx, StartError::Transport(e)),
             };
             // Other nodes' loops share this thread: yield after every turn.
-            let shard = {
+            let mut shard = {
                 // Moved out of the captured box here, so the box is freed now, not when the
                 // node stops.
                 let parts = parts;
                 Box::new(Shard::new(*parts, transport, true, false))
             };
+            if io_driver {
+                // A shard thread shared by many groups (a `MultiRaft` node's) reaps its WAL's
+                // writes itself; one alone on its thread does better with the WAL's writer
+                // thread (docs/PERFORMANCE.md, session 21).
+                shard.watch_write_completions();
+            }
             drop(queued);
             // Dropped here, not held for the node's life (its channel's memory with it).
             if let Some(started) = started_tx {

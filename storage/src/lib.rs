@@ -58,10 +58,12 @@ pub use snapshot::{DiscardSnapshotStore, FileSnapshotStore, InmemSnapshotStore};
 pub use stable::FileStableStore;
 pub use store::{
     DurableNotifier, HardState, LogStore, SnapshotMeta, SnapshotSink, SnapshotStore, StableStore,
-    Ticket,
+    Ticket, WriteCompletions,
 };
 pub use types::{Entry, EntryKind, GroupId, Index, LogId, NodeId, Term};
-pub use wal::{BackendChoice, BackendKind, SharedWal, WalConfig, WalInfo, WalLogStore};
+pub use wal::{
+    BackendChoice, BackendKind, BatchCounts, SharedWal, WalConfig, WalInfo, WalLogStore,
+};
 
 /// Creates `dir` and its missing parents and makes their entries durable: the parent of every
 /// directory created is fsynced, and so are `dir` and its parent even when they already existed

@@ -185,6 +185,10 @@ impl<S: LogStore> LogStore for LogCache<S> {
         self.store.hold_writes();
     }
 
+    fn write_completions(&mut self) -> Option<std::sync::Arc<dyn crate::store::WriteCompletions>> {
+        self.store.write_completions()
+    }
+
     fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
         let wrote = self.store.release_writes(here)?;
         if wrote {

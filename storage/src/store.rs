@@ -16,6 +16,19 @@ pub struct Ticket(pub u64);
 /// durable (or the store fails). It should only wake the shard; it must not call into the store.
 pub type DurableNotifier = Arc<dyn Fn() + Send + Sync>;
 
+/// Completions of the writes a [`LogStore`] submits without blocking anyone, for the caller's
+/// event loop to watch (see [`LogStore::write_completions`]).
+pub trait WriteCompletions: Send + Sync {
+    /// A file descriptor that becomes readable (edge-triggered: watch it with epoll, as
+    /// tokio's `AsyncFd` does) when a submitted write completes. The same for every handle of
+    /// one store's writes while any of them lives.
+    fn fd(&self) -> std::os::fd::RawFd;
+
+    /// Completes what has finished (tickets become durable, notifiers run) and submits what
+    /// was staged meanwhile. Never waits for the disk; cheap when nothing has finished.
+    fn reap(&self);
+}
+
 /// The replicated log's storage.
 ///
 /// # Durability contract
@@ -115,6 +128,17 @@ pub trait LogStore: Send {
     fn release_writes(&mut self, here: bool) -> Result<bool, LogError> {
         let _ = here;
         Ok(false)
+    }
+
+    /// Asks the store to write what [`LogStore::release_writes`] releases without blocking
+    /// any thread, from now on while the returned handle (or a clone) lives: the write is
+    /// submitted on the releasing thread and completes when the handle's
+    /// [`WriteCompletions::reap`] is called after its file descriptor became readable. The
+    /// caller must watch that descriptor from its event loop; otherwise writes wait forever
+    /// (a blocking [`LogStore::wait_durable`] still completes them itself). `None` if the
+    /// store has no such mode, which is the default.
+    fn write_completions(&mut self) -> Option<Arc<dyn WriteCompletions>> {
+        None
     }
 
     /// Appends and blocks until the entries are durable.

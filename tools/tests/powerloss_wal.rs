@@ -87,9 +87,21 @@ fn powerloss_wal_child() {
     let mut next = store.last_index().0 + 1;
     let mut rng = Rng::new(next);
     let mut inflight: VecDeque<(Ticket, u64)> = VecDeque::new();
+    // Every other child holds its batches and has them written without the writer thread
+    // (submitted asynchronously where they fit, reaped here), as a `MultiRaft` node's shard
+    // thread does.
+    let completions = if rng.below(2) == 0 {
+        store.write_completions()
+    } else {
+        None
+    };
     loop {
-        let count = rng.below(24) + 1;
+        // Smaller batches when written asynchronously, so that most fit one write (256 KiB).
+        let count = rng.below(if completions.is_some() { 6 } else { 24 }) + 1;
         let batch: Vec<Entry> = (next..next + count).map(entry).collect();
+        if completions.is_some() {
+            store.hold_writes();
+        }
         store.append(&batch).expect("append");
         next += count;
         let hard_state = HardState {
@@ -106,6 +118,9 @@ fn powerloss_wal_child() {
             let floor = next - 250;
             println!("floor {floor}");
             store.truncate_prefix(Index(floor)).expect("compact");
+        }
+        if completions.is_some() {
+            store.release_writes(false).expect("release");
         }
         if rng.below(30) == 0 {
             // The churn group leaves for good and comes back as its next generation.
@@ -126,7 +141,22 @@ fn powerloss_wal_child() {
         }
         if inflight.len() >= 3 {
             let (ticket, last) = inflight.pop_front().expect("in flight");
-            store.wait_durable(ticket).expect("durable");
+            match &completions {
+                // Reaped as an event loop would; sometimes a blocking wait does it.
+                Some(completions) if rng.below(4) != 0 => {
+                    while store.durable().expect("durable") < ticket {
+                        let mut pfd = libc::pollfd {
+                            fd: completions.fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut pfd, 1, 100) };
+                        completions.reap();
+                    }
+                }
+                _ => store.wait_durable(ticket).expect("durable"),
+            }
             println!("acked {last}");
         }
     }

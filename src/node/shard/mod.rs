@@ -150,6 +150,9 @@ pub(crate) struct Shard {
     bootstrapping: Option<persistence::Bootstrapping>,
     /// Metric tallies and timings, flushed once per turn.
     metrics: ShardMetrics,
+    /// The host thread's reaper of the log store's asynchronous writes, if it writes that
+    /// way (see [`Shard::watch_write_completions`]).
+    reaper: Option<std::rc::Rc<super::reaper::Reaper>>,
 }
 
 /// An apply task held back behind a restore being opened, or that restore.
@@ -358,6 +361,16 @@ impl Shard {
             membership: membership::MembershipQueue::default(),
             bootstrapping: None,
             metrics,
+            reaper: None,
+        }
+    }
+
+    /// Lets the log store write released batches without blocking, its completions reaped by
+    /// the host thread's reaper task (see [`super::reaper`]). Call from a `LocalSet` on a
+    /// runtime with an I/O driver: a shard host's.
+    pub(crate) fn watch_write_completions(&mut self) {
+        if let Some(completions) = self.log.write_completions() {
+            self.reaper = super::reaper::reaper(completions);
         }
     }
 

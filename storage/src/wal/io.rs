@@ -276,6 +276,155 @@ fn write_durably(file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
     sync_data(file)
 }
 
+/// A ring for one durable write at a time that does not block the thread that submits it:
+/// a `Write` with `RWF_DSYNC` (the write and the sync of its range in one operation, as
+/// [`write_durably`]), whose completion is signalled on an eventfd an event loop watches
+/// ([`AsyncRing::fd`]). The WAL uses it when a caller's event loop reaps its completions (see
+/// `LogStore::write_completions`), so that neither a writer thread nor the caller's thread
+/// waits for the disk.
+///
+/// It keeps what the kernel reads from (`keep`) until the write completed, and its drop
+/// waits for an outstanding write: the kernel never reads freed memory.
+pub(super) struct AsyncRing {
+    ring: IoUring,
+    event: std::os::fd::OwnedFd,
+    inflight: Option<std::sync::Arc<super::Chunk>>,
+}
+
+impl AsyncRing {
+    /// A ring of a few entries whose completions post to a new non-blocking eventfd.
+    pub fn new() -> io::Result<AsyncRing> {
+        use std::os::fd::FromRawFd;
+        let ring = IoUring::new(4)?;
+        // SAFETY: eventfd takes no pointers; the result is checked before it is owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let event = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd(fd)?;
+        Ok(AsyncRing {
+            ring,
+            event,
+            inflight: None,
+        })
+    }
+
+    /// The eventfd that becomes readable when a write completes.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.event.as_raw_fd()
+    }
+
+    /// Whether a write is outstanding.
+    pub fn busy(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    /// Submits one durable write of `chunk`'s padded buffer at its file offset in `file`.
+    /// On error nothing is outstanding (the caller writes the chunk another way).
+    pub fn submit(&mut self, file: &File, chunk: std::sync::Arc<super::Chunk>) -> io::Result<()> {
+        debug_assert!(self.inflight.is_none(), "one write at a time");
+        let buf = chunk.buf.padded_bytes();
+        let flags = if crate::mutation::enabled(crate::mutation::Mutation::SkipWalFdatasync) {
+            0
+        } else {
+            libc::RWF_DSYNC
+        };
+        let entry = opcode::Write::new(types::Fd(file.as_raw_fd()), buf.as_ptr(), buf.len() as u32)
+            .offset(chunk.file_offset)
+            .rw_flags(flags)
+            .build()
+            .user_data(1);
+        // SAFETY: the buffer belongs to `chunk`, which `self.inflight` keeps alive until the
+        // completion is reaped (`complete`, or the drop, which waits for it).
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            return Err(io::Error::other("io_uring submission queue full"));
+        }
+        self.inflight = Some(chunk);
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Whether the kernel took the entry is not known: wait for it either way
+                    // (a refused entry stays queued and goes with this wait).
+                    let _ = self.wait();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The outcome of the outstanding write if it has completed: bytes written, or the error.
+    /// Clears the eventfd first, so a completion after this call signals it again.
+    pub fn poll(&mut self) -> Option<io::Result<usize>> {
+        self.inflight.as_ref()?;
+        let mut count = [0u8; 8];
+        // SAFETY: reads 8 bytes into `count`; a non-blocking eventfd with nothing to read fails
+        // with EAGAIN, which is ignored.
+        let _ = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&self.event),
+                count.as_mut_ptr().cast(),
+                8,
+            )
+        };
+        let result = self.ring.completion().next()?.result();
+        self.inflight = None;
+        Some(cqe_result(result))
+    }
+
+    /// Waits for the outstanding write (if any) and returns its outcome.
+    pub fn wait(&mut self) -> Option<io::Result<usize>> {
+        let mut failures = 0;
+        loop {
+            if let Some(done) = self.poll() {
+                return Some(done);
+            }
+            self.inflight.as_ref()?;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failures += 1;
+                    if failures >= ENTER_RETRIES_MAX {
+                        eprintln!(
+                            "ringraft WAL: io_uring keeps failing ({e}) with a write of a \
+                             buffer in flight; aborting rather than freeing memory the kernel \
+                             may still use"
+                        );
+                        std::process::abort();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AsyncRing {
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
+}
+
+/// Finishes a durable write of `buf` at `offset` of which the first `written` bytes went out
+/// with `RWF_DSYNC`: the rest with [`write_durably`] (a short write is rare: a signal, a
+/// device limit).
+pub(super) fn finish_durably(
+    file: &File,
+    offset: u64,
+    buf: &[u8],
+    written: usize,
+) -> io::Result<()> {
+    if written >= buf.len() {
+        return Ok(());
+    }
+    write_durably(file, offset + written as u64, &buf[written..])
+}
+
 /// fdatasync(2), unless the power-loss tests' mutation removed it.
 fn sync_data(file: &File) -> io::Result<()> {
     if crate::mutation::enabled(crate::mutation::Mutation::SkipWalFdatasync) {

@@ -160,6 +160,21 @@ pub struct WalInfo {
     pub torn_bytes_discarded: u64,
 }
 
+/// How a WAL's group commits were written since it was opened ([`SharedWal::batch_counts`],
+/// [`WalLogStore::batch_counts`]): each is one write and one data sync (or, past 256 KiB, a
+/// set of concurrent writes and one sync).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// By the WAL's writer thread.
+    pub writer_thread: u64,
+    /// On a caller's thread that released them and waited ([`LogStore::release_writes`] with
+    /// `here`).
+    pub caller_thread: u64,
+    /// Submitted without blocking and reaped by a caller's event loop
+    /// ([`LogStore::write_completions`]).
+    pub asynchronous: u64,
+}
+
 /// A segment file open for reading.
 #[derive(Debug)]
 struct SegmentFile {
@@ -237,6 +252,17 @@ impl Stage {
             && !self.chunks.iter().any(|c| c.starts_segment)
     }
 
+    /// Whether what is staged may be submitted as one asynchronous write: one chunk of at
+    /// most [`ASYNC_BATCH_BYTES_MAX`] in the active segment, and no head truncation (whose
+    /// completion may delete segments, not for an event loop's thread).
+    fn fits_async(&self) -> bool {
+        let bytes: usize = self.chunks.iter().map(|c| c.buf.len()).sum();
+        bytes <= ASYNC_BATCH_BYTES_MAX
+            && self.chunks.len() <= 1
+            && !self.compacted
+            && !self.chunks.iter().any(|c| c.starts_segment)
+    }
+
     fn buffer(&mut self) -> AlignedBuf {
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
@@ -265,6 +291,10 @@ const STAGE_BYTES_PER_LOCK: usize = 256 << 10;
 /// The most [`LogStore::release_writes`] writes on the caller's thread: a batch of a few
 /// blocks, written and synced with one call (see `io::write_durably`).
 const INLINE_BATCH_BYTES_MAX: usize = 16 << 10;
+
+/// The most one asynchronous write carries (see [`Stage::fits_async`]); larger batches go to
+/// the writer thread, which splits them into concurrent writes.
+const ASYNC_BATCH_BYTES_MAX: usize = 256 << 10;
 
 /// One group's log in the WAL.
 struct GroupLog {
@@ -325,6 +355,14 @@ struct State {
     taken: Ticket,
     /// Threads blocked on `done` in `wait_durable`; the writer signals `done` only if any.
     durable_waiters: usize,
+    /// Live handles of [`WalCompletions`]: while any lives, batches that qualify
+    /// ([`Stage::fits_async`]) are submitted without blocking (see `Writer::submit_async`).
+    reapers: usize,
+    /// A batch was submitted that way and has not been reaped yet: nothing else is written
+    /// until it is (batches go to disk one after another).
+    async_inflight: bool,
+    /// Batches completed, by how they were written (the writer thread's are the rest).
+    batches: BatchCounts,
 }
 
 impl State {
@@ -592,20 +630,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// Waits, from the held lock, until `ticket` is durable or the store has failed.
-    fn wait_for(&self, mut state: MutexGuard<'_, State>, ticket: Ticket) -> Result<(), LogError> {
-        loop {
-            state.check_failed()?;
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            state.durable_waiters += 1;
-            state = self
-                .done
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.durable_waiters -= 1;
-        }
+    /// Waits on `done` once, from the held lock (see [`WalInner::wait_for`]).
+    fn wait_once<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.durable_waiters += 1;
+        state = self
+            .done
+            .wait(state)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.durable_waiters -= 1;
+        state
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -623,6 +656,43 @@ struct WalInner {
     /// The writer: run by its thread, or by a caller that writes a batch itself.
     writer: Arc<Mutex<writer::Writer>>,
     writer_thread: Option<JoinHandle<()>>,
+}
+
+impl WalInner {
+    fn batch_counts(&self) -> BatchCounts {
+        let state = self.shared.lock();
+        let mut counts = state.batches;
+        counts.writer_thread = counts
+            .writer_thread
+            .saturating_sub(counts.caller_thread + counts.asynchronous);
+        counts
+    }
+
+    /// Waits, from the held lock, until `ticket` is durable or the store has failed. An
+    /// asynchronous batch in flight is reaped here (waiting for it): the event loop that
+    /// would reap it may be this very thread.
+    fn wait_for<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        ticket: Ticket,
+    ) -> Result<(), LogError> {
+        loop {
+            state.check_failed()?;
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if state.async_inflight {
+                drop(state);
+                self.writer
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .reap(true);
+                state = self.shared.lock();
+                continue;
+            }
+            state = self.shared.wait_once(state);
+        }
+    }
 }
 
 impl Drop for WalInner {
@@ -755,7 +825,7 @@ impl SharedWal {
         if !log.has_state() {
             // Nothing to remove, but an earlier removal of it may not be durable yet.
             let ticket = log.last_ticket;
-            return shared.wait_for(state, ticket);
+            return self.inner.wait_for(state, ticket);
         }
         // The record first, as for the truncation markers: if it starts a segment, that
         // segment's checkpoints still show the group as recovery replays it up to the record.
@@ -768,7 +838,7 @@ impl SharedWal {
         if state.claim_writer_wake() {
             shared.work.notify_one();
         }
-        shared.wait_for(state, ticket)
+        self.inner.wait_for(state, ticket)
     }
 
     /// The groups the WAL holds anything of (recovered or written since), in order.
@@ -785,6 +855,11 @@ impl SharedWal {
     /// What opening found and chose.
     pub fn info(&self) -> &WalInfo {
         &self.inner.info
+    }
+
+    /// How its group commits were written since it was opened.
+    pub fn batch_counts(&self) -> BatchCounts {
+        self.inner.batch_counts()
     }
 
     /// The configuration the WAL was opened with.
@@ -938,6 +1013,12 @@ impl WalLogStore {
     /// What opening the WAL found and chose.
     pub fn info(&self) -> &WalInfo {
         &self.inner.info
+    }
+
+    /// How the WAL's group commits were written since it was opened (of every group, for a
+    /// share of a [`SharedWal`]).
+    pub fn batch_counts(&self) -> BatchCounts {
+        self.inner.batch_counts()
     }
 
     /// The configuration the WAL was opened with.
@@ -1238,8 +1319,7 @@ impl LogStore for WalLogStore {
 
     fn wait_durable(&self, ticket: Ticket) -> Result<(), LogError> {
         crate::blocking::check("WalLogStore::wait_durable");
-        let shared = self.shared();
-        shared.wait_for(shared.lock(), ticket)
+        self.inner.wait_for(self.shared().lock(), ticket)
     }
 
     fn set_durable_notifier(&mut self, notifier: DurableNotifier) {
@@ -1293,12 +1373,24 @@ impl LogStore for WalLogStore {
             if let Ok(mut writer) = self.inner.writer.try_lock() {
                 let _allow = crate::blocking::Allow::new();
                 match writer.step() {
-                    writer::Step::Wrote => return Ok(true),
+                    writer::Step::Wrote => {
+                        shared.lock().batches.caller_thread += 1;
+                        return Ok(true);
+                    }
                     writer::Step::Failed => {
                         return shared.lock().check_failed().map(|()| true);
                     }
                     // The writer thread took it in between.
                     writer::Step::Idle => return Ok(false),
+                }
+            }
+            state = shared.lock();
+        }
+        if state.reapers > 0 && state.writer_waiting && state.stage.fits_async() {
+            drop(state);
+            if let Ok(mut writer) = self.inner.writer.try_lock() {
+                if writer.submit_async() {
+                    return Ok(false);
                 }
             }
             state = shared.lock();
@@ -1309,6 +1401,66 @@ impl LogStore for WalLogStore {
             shared.work.notify_one();
         }
         Ok(false)
+    }
+
+    /// Submits released batches of at most 256 KiB in the active segment as one io_uring
+    /// write with `RWF_DSYNC` (io_uring backend only), reaped by the caller's event loop.
+    /// Larger batches, rotations and head truncations still go to the writer thread; so does
+    /// everything if the ring cannot be set up (then `None`). One ring per WAL, shared by the
+    /// handles of all its groups.
+    fn write_completions(&mut self) -> Option<Arc<dyn crate::store::WriteCompletions>> {
+        let mut writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let fd = writer.async_fd()?;
+        drop(writer);
+        self.shared().lock().reapers += 1;
+        Some(Arc::new(WalCompletions {
+            inner: self.inner.clone(),
+            fd,
+        }))
+    }
+}
+
+/// A [`WalLogStore`]'s [`WriteCompletions`](crate::store::WriteCompletions): while one lives,
+/// the WAL submits small released batches without blocking and this reaps them.
+struct WalCompletions {
+    inner: Arc<WalInner>,
+    fd: std::os::fd::RawFd,
+}
+
+impl crate::store::WriteCompletions for WalCompletions {
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
+    fn reap(&self) {
+        // Held by someone else: another thread reaping (it completes the write), or the
+        // writer thread, which runs only while nothing asynchronous is in flight.
+        if let Ok(mut writer) = self.inner.writer.try_lock() {
+            writer.reap(false);
+        }
+    }
+}
+
+impl Drop for WalCompletions {
+    fn drop(&mut self) {
+        let inflight = {
+            let mut state = self.inner.shared.lock();
+            state.reapers -= 1;
+            state.async_inflight
+        };
+        if inflight {
+            // Nobody may be left to reap it: wait for it here, then hand on what is staged.
+            let _allow = crate::blocking::Allow::new();
+            self.inner
+                .writer
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .reap(true);
+        }
     }
 }
 

@@ -555,6 +555,9 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         writer_waiting: false,
         taken: Ticket(0),
         durable_waiters: 0,
+        reapers: 0,
+        async_inflight: false,
+        batches: Default::default(),
     };
     if tail_unopened {
         // The last segment's first batch was torn (and zeroed above): its checkpoints went
@@ -575,6 +578,8 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         active,
         spare,
         rewrite_checked_at: 0,
+        async_ring: None,
+        async_batch: None,
     };
     let writer = Arc::new(Mutex::new(writer));
     let handle = std::thread::Builder::new()

@@ -650,6 +650,7 @@ fn a_small_released_batch_is_durable_when_release_returns() {
             assert!(store.durable().expect("durable") >= ticket, "{backend:?}");
         }
         assert!(notified.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+        assert_eq!(store.batch_counts().caller_thread, 3, "{backend:?}");
         drop(store);
         let store = WalLogStore::open(config(dir.path(), backend)).expect("reopen");
         assert_eq!(contents(&store), entries(1, 7, 3));
@@ -724,4 +725,161 @@ fn a_log_cache_passes_held_writes_through_to_its_wal() {
     assert!(cache.release_writes(true).expect("release"));
     assert!(cache.durable().expect("durable") >= ticket);
     assert_eq!(contents(&cache), entries(1, 3, 1));
+}
+
+/// Waits (up to 5 s) until the completions' descriptor is readable.
+fn completion_signalled(completions: &dyn crate::store::WriteCompletions) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: completions.fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 5000) == 1 }
+}
+
+/// A WAL on io_uring whose first segment is started (that batch is the writer thread's), or
+/// `None` where io_uring is unavailable.
+fn uring_store(dir: &Path) -> Option<WalLogStore> {
+    if !uring_available() {
+        eprintln!("io_uring unavailable: skipped");
+        return None;
+    }
+    let mut store = WalLogStore::open(config(dir, BackendChoice::IoUring)).expect("open");
+    store.append_and_wait(&entries(1, 1, 3)).expect("first");
+    Some(store)
+}
+
+/// With a completions handle, a released batch is submitted without blocking: not durable
+/// until the caller reaps it after the descriptor signals, then durable, notified, and on
+/// disk after a reopen. A batch released while one is in flight waits for it and goes next.
+#[test]
+fn released_batches_are_written_asynchronously_and_reaped_by_the_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut store) = uring_store(dir.path()) else {
+        return;
+    };
+    let notified = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = notified.clone();
+    store.set_durable_notifier(Arc::new(move || {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let completions = store.write_completions().expect("io_uring WAL reaps");
+    let hs = HardState {
+        term: Term(3),
+        vote: Some(crate::NodeId(2)),
+        commit: Index(1),
+    };
+    for round in 0..3u64 {
+        writer_idle(&store);
+        let before = notified.load(std::sync::atomic::Ordering::SeqCst);
+        store.hold_writes();
+        let first = 2 + 2 * round;
+        store.append(&entries(first, first, 3)).expect("append");
+        let ticket = store.save_hard_state(&hs).expect("hs").expect("kept");
+        assert!(!store.release_writes(false).expect("release"));
+        assert!(
+            store.inner.shared.lock().async_inflight,
+            "submitted asynchronously"
+        );
+        // Released while the first is in flight: staged behind it.
+        store.hold_writes();
+        let second = store
+            .append(&entries(first + 1, first + 1, 3))
+            .expect("append");
+        assert!(!store.release_writes(false).expect("release"));
+        let mut reaped = 0;
+        while store.durable().expect("durable") < second {
+            assert!(completion_signalled(completions.as_ref()), "no completion");
+            completions.reap();
+            reaped += 1;
+            assert!(reaped <= 4, "reaped too often for two batches");
+        }
+        assert!(store.durable().expect("durable") >= ticket);
+        assert!(notified.load(std::sync::atomic::Ordering::SeqCst) > before);
+    }
+    let counts = store.batch_counts();
+    assert_eq!(counts.asynchronous, 6, "{counts:?}");
+    assert_eq!(counts.caller_thread, 0, "{counts:?}");
+    drop(completions);
+    drop(store);
+    let store = WalLogStore::open(config(dir.path(), BackendChoice::IoUring)).expect("reopen");
+    assert_eq!(contents(&store), entries(1, 7, 3));
+    assert_eq!(store.saved_hard_state(), Some(hs));
+}
+
+/// A blocking wait for a batch in flight reaps it itself (its thread may be the one whose
+/// event loop would), and dropping the last completions handle completes what is in flight
+/// and hands later batches back to the writer thread.
+#[test]
+fn a_wait_or_the_handle_dropped_completes_an_asynchronous_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut store) = uring_store(dir.path()) else {
+        return;
+    };
+    let completions = store.write_completions().expect("io_uring WAL reaps");
+    writer_idle(&store);
+    store.hold_writes();
+    let ticket = store.append(&entries(2, 2, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    store.wait_durable(ticket).expect("reaped by the wait");
+    assert!(!store.inner.shared.lock().async_inflight);
+
+    writer_idle(&store);
+    store.hold_writes();
+    let ticket = store.append(&entries(3, 3, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    assert!(store.inner.shared.lock().async_inflight);
+    drop(completions);
+    assert!(
+        store.durable().expect("durable") >= ticket,
+        "the drop completed it"
+    );
+
+    writer_idle(&store);
+    store.hold_writes();
+    let ticket = store.append(&entries(4, 4, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    assert!(
+        !store.inner.shared.lock().async_inflight,
+        "no reaper: the writer's"
+    );
+    store.wait_durable(ticket).expect("written by the writer");
+    drop(store);
+    assert_eq!(reopened(dir.path()), entries(1, 4, 3));
+}
+
+/// The store's handle dropped first, with one batch in flight and one staged behind it: the
+/// completions handle, dropped last, completes the first and hands the second to the writer
+/// thread, which writes it before the WAL closes.
+#[test]
+fn a_wal_shut_down_with_an_asynchronous_batch_in_flight_writes_it_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut store) = uring_store(dir.path()) else {
+        return;
+    };
+    let completions = store.write_completions().expect("io_uring WAL reaps");
+    writer_idle(&store);
+    store.hold_writes();
+    store.append(&entries(2, 2, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    store.hold_writes();
+    store.append(&entries(3, 5, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    drop(store);
+    drop(completions);
+    assert_eq!(reopened(dir.path()), entries(1, 5, 3));
+}
+
+/// The entries of the io_uring WAL in `dir`, reopened.
+fn reopened(dir: &Path) -> Vec<Entry> {
+    contents(&WalLogStore::open(config(dir, BackendChoice::IoUring)).expect("reopen"))
+}
+
+/// The portable backend has no asynchronous writes.
+#[test]
+fn a_portable_wal_offers_no_write_completions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    assert!(store.write_completions().is_none());
 }

@@ -4,7 +4,7 @@ use super::format::{
     segment_file_name, COMMIT_RECORD_SIZE, KIND_COMMIT, KIND_REWRITE_BEGIN, KIND_REWRITE_END,
 };
 use super::index::{Loc, LogIndex};
-use super::io::{AlignedBuf, Backend, BLOCK_SIZE};
+use super::io::{finish_durably, AlignedBuf, AsyncRing, Backend, BLOCK_SIZE};
 use super::{Chunk, GroupLog, SegmentFile, Shared, State, WalConfig, FREE_BUFFERS_MAX};
 use crate::error::LogError;
 use crate::record::{self, encoded_len};
@@ -159,7 +159,7 @@ const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
 /// What the writer took from the stage: chunks to write in order, then the ticket they make
 /// durable.
-struct Batch {
+pub(super) struct Batch {
     chunks: Vec<Arc<Chunk>>,
     ticket: Ticket,
     /// Segments before this one are dead once the batch is durable.
@@ -180,6 +180,11 @@ pub(super) struct Writer {
     /// The number of segments when the writer last looked for groups to rewrite: it looks
     /// again only when that changes.
     pub rewrite_checked_at: usize,
+    /// The ring of asynchronous writes, made when a caller first asks for
+    /// [`WalCompletions`](super::WalCompletions) (io_uring backend only).
+    pub async_ring: Option<AsyncRing>,
+    /// The batch submitted on it and not reaped yet.
+    pub async_batch: Option<Batch>,
 }
 
 /// A group's whole log, to be written again at the end of the WAL.
@@ -195,7 +200,9 @@ struct RewritePlan {
 /// went out with earlier batches (taken while it was still staging) and whose ticket is not
 /// yet covered. Never after a failure: nothing is written once a write or sync failed.
 pub(super) fn has_work(state: &State) -> bool {
-    state.failed.is_none() && (state.stage.has_records() || state.stage.ticket > state.taken)
+    state.failed.is_none()
+        && !state.async_inflight
+        && (state.stage.has_records() || state.stage.ticket > state.taken)
 }
 
 /// The writer thread: waits for work and writes it, batch by batch, until the WAL shuts down
@@ -212,6 +219,16 @@ pub(super) fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
                     .wait(state)
                     .unwrap_or_else(|poison| poison.into_inner());
                 state.writer_waiting = false;
+            }
+            if state.async_inflight {
+                // Shutting down (nobody reaps any more) with an asynchronous batch in flight:
+                // wait for it, then write what is staged behind it.
+                drop(state);
+                writer
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .reap(true);
+                continue;
             }
             if !has_work(&state) && (state.shutdown || state.failed.is_some()) {
                 break;
@@ -263,6 +280,108 @@ impl Writer {
         }
     }
 
+    /// The eventfd of the asynchronous ring, made now if there is none yet; `None` with the
+    /// portable backend (its files are not O_DIRECT: an io_uring write of them would be
+    /// handed to a kernel worker thread) or if the ring cannot be made.
+    pub(super) fn async_fd(&mut self) -> Option<std::os::fd::RawFd> {
+        if !matches!(self.backend.kind(), super::BackendKind::IoUring) {
+            return None;
+        }
+        if self.async_ring.is_none() {
+            self.async_ring = AsyncRing::new().ok();
+        }
+        self.async_ring.as_ref().map(AsyncRing::fd)
+    }
+
+    /// Takes what is staged as one batch and submits it as one asynchronous durable write, if
+    /// a caller reaps such writes, none is in flight and the batch qualifies
+    /// ([`super::Stage::fits_async`]). Returns whether it took a batch (one with no records
+    /// completes at once; one the ring refuses is written here, blocking).
+    pub(super) fn submit_async(&mut self) -> bool {
+        let batch = {
+            let mut state = self.shared.lock();
+            if state.reapers == 0
+                || self.async_ring.as_ref().is_none_or(AsyncRing::busy)
+                || !has_work(&state)
+                || !state.stage.fits_async()
+            {
+                return false;
+            }
+            let batch = take_batch(&mut state, &self.config);
+            state.taken = batch.ticket;
+            state.async_inflight = true;
+            batch
+        };
+        let Some(chunk) = batch.chunks.first().cloned() else {
+            self.complete(batch, Ok(()));
+            self.shared.lock().batches.asynchronous += 1;
+            return true;
+        };
+        let (Some(ring), Some(active)) = (
+            self.async_ring.as_mut(),
+            self.active.as_ref().filter(|a| a.id == chunk.segment),
+        ) else {
+            // Not the active segment (cannot happen: `fits_async` excludes rotations):
+            // the writer's own path reports it.
+            let result = self.write_batch(&batch);
+            self.complete(batch, result);
+            self.shared.lock().batches.caller_thread += 1;
+            return true;
+        };
+        if ring.submit(&active.file, chunk).is_ok() {
+            self.async_batch = Some(batch);
+        } else {
+            let _allow = crate::blocking::Allow::new();
+            let result = self.write_batch(&batch);
+            self.complete(batch, result);
+            self.shared.lock().batches.caller_thread += 1;
+        }
+        true
+    }
+
+    /// Completes the asynchronous batch in flight if its write has finished (with `wait`,
+    /// once it has), then starts what was staged meanwhile: asynchronously if it qualifies,
+    /// else on the writer thread. Returns whether a batch completed.
+    pub(super) fn reap(&mut self, wait: bool) -> bool {
+        let Some(ring) = self.async_ring.as_mut() else {
+            return false;
+        };
+        let done = if wait { ring.wait() } else { ring.poll() };
+        let (Some(done), Some(batch)) = (done, self.async_batch.take()) else {
+            return false;
+        };
+        let result = match (&batch.chunks[..], self.active.as_ref()) {
+            ([chunk], Some(active)) => {
+                let buf = chunk.buf.padded_bytes();
+                let outcome = match done {
+                    Ok(written) => finish_durably(&active.file, chunk.file_offset, buf, written),
+                    // The kernel refused the flag or the operation: nothing was written, so
+                    // the writer's own path may write it, and does from now on.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                        self.async_ring = None;
+                        let _allow = crate::blocking::Allow::new();
+                        finish_durably(&active.file, chunk.file_offset, buf, 0)
+                    }
+                    Err(e) => Err(e),
+                };
+                outcome.map_err(|e| LogError::io("write and fdatasync", &active.path, e))
+            }
+            _ => Err(LogError::Config {
+                reason: "an asynchronous batch is not one chunk of the active segment".into(),
+            }),
+        };
+        self.complete(batch, result);
+        self.shared.lock().batches.asynchronous += 1;
+        if !self.submit_async() {
+            let mut state = self.shared.lock();
+            if has_work(&state) && state.claim_writer_wake() {
+                drop(state);
+                self.shared.work.notify_one();
+            }
+        }
+        true
+    }
+
     /// Writes each chunk of the batch and syncs it, activating new segments on the way.
     fn write_batch(&mut self, batch: &Batch) -> Result<(), LogError> {
         for chunk in &batch.chunks {
@@ -312,6 +431,9 @@ impl Writer {
         let mut doomed = Vec::new();
         let failed = result.is_err();
         let mut state = self.shared.lock();
+        state.async_inflight = false;
+        // All of them here; the callers that wrote one another way count it there too.
+        state.batches.writer_thread += 1;
         match result {
             Ok(()) => {
                 // Written: reads of these records go to the file from now on. (After a

@@ -656,6 +656,8 @@ struct WalInner {
     /// The writer: run by its thread, or by a caller that writes a batch itself.
     writer: Arc<Mutex<writer::Writer>>,
     writer_thread: Option<JoinHandle<()>>,
+    /// The asynchronous ring's eventfd, once asked for (`None`: no such ring).
+    async_fd: std::sync::OnceLock<Option<std::os::fd::RawFd>>,
 }
 
 impl WalInner {
@@ -1409,13 +1411,14 @@ impl LogStore for WalLogStore {
     /// everything if the ring cannot be set up (then `None`). One ring per WAL, shared by the
     /// handles of all its groups.
     fn write_completions(&mut self) -> Option<Arc<dyn crate::store::WriteCompletions>> {
-        let mut writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let fd = writer.async_fd()?;
-        drop(writer);
+        // The writer's lock only the first time: a batch may be being written under it.
+        let fd = (*self.inner.async_fd.get_or_init(|| {
+            self.inner
+                .writer
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .async_fd()
+        }))?;
         self.shared().lock().reapers += 1;
         Some(Arc::new(WalCompletions {
             inner: self.inner.clone(),
@@ -1447,13 +1450,13 @@ impl crate::store::WriteCompletions for WalCompletions {
 
 impl Drop for WalCompletions {
     fn drop(&mut self) {
-        let inflight = {
+        let orphaned = {
             let mut state = self.inner.shared.lock();
             state.reapers -= 1;
-            state.async_inflight
+            state.reapers == 0 && state.async_inflight
         };
-        if inflight {
-            // Nobody may be left to reap it: wait for it here, then hand on what is staged.
+        if orphaned {
+            // Nobody is left to reap it: wait for it here, then hand on what is staged.
             let _allow = crate::blocking::Allow::new();
             self.inner
                 .writer

@@ -580,6 +580,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         rewrite_checked_at: 0,
         async_ring: None,
         async_batch: None,
+        async_refused: false,
     };
     let writer = Arc::new(Mutex::new(writer));
     let handle = std::thread::Builder::new()
@@ -596,6 +597,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         info,
         writer,
         writer_thread: Some(handle),
+        async_fd: std::sync::OnceLock::new(),
     })
 }
 

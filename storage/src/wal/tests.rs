@@ -818,32 +818,21 @@ fn a_wait_or_the_handle_dropped_completes_an_asynchronous_batch() {
         return;
     };
     let completions = store.write_completions().expect("io_uring WAL reaps");
-    writer_idle(&store);
-    store.hold_writes();
-    let ticket = store.append(&entries(2, 2, 3)).expect("append");
-    assert!(!store.release_writes(false).expect("release"));
+    let (ticket, submitted) = release(&mut store, 2, 2, true);
+    assert!(submitted);
     store.wait_durable(ticket).expect("reaped by the wait");
     assert!(!store.inner.shared.lock().async_inflight);
 
-    writer_idle(&store);
-    store.hold_writes();
-    let ticket = store.append(&entries(3, 3, 3)).expect("append");
-    assert!(!store.release_writes(false).expect("release"));
-    assert!(store.inner.shared.lock().async_inflight);
+    let (ticket, submitted) = release(&mut store, 3, 3, true);
+    assert!(submitted);
     drop(completions);
     assert!(
         store.durable().expect("durable") >= ticket,
         "the drop completed it"
     );
 
-    writer_idle(&store);
-    store.hold_writes();
-    let ticket = store.append(&entries(4, 4, 3)).expect("append");
-    assert!(!store.release_writes(false).expect("release"));
-    assert!(
-        !store.inner.shared.lock().async_inflight,
-        "no reaper: the writer's"
-    );
+    let (ticket, submitted) = release(&mut store, 4, 4, true);
+    assert!(!submitted, "no reaper: the writer's");
     store.wait_durable(ticket).expect("written by the writer");
     drop(store);
     assert_eq!(reopened(dir.path()), entries(1, 4, 3));
@@ -859,16 +848,24 @@ fn a_wal_shut_down_with_an_asynchronous_batch_in_flight_writes_it_all() {
         return;
     };
     let completions = store.write_completions().expect("io_uring WAL reaps");
-    writer_idle(&store);
-    store.hold_writes();
-    store.append(&entries(2, 2, 3)).expect("append");
-    assert!(!store.release_writes(false).expect("release"));
-    store.hold_writes();
-    store.append(&entries(3, 5, 3)).expect("append");
-    assert!(!store.release_writes(false).expect("release"));
+    assert!(release(&mut store, 2, 2, true).1);
+    release(&mut store, 3, 5, false);
     drop(store);
     drop(completions);
     assert_eq!(reopened(dir.path()), entries(1, 5, 3));
+}
+
+/// Holds, appends entries `from..=to` and releases them (not asking to write here), once the
+/// writer thread waits for work if `idle`; returns the append's ticket and whether the
+/// batch went out asynchronously.
+fn release(store: &mut WalLogStore, from: u64, to: u64, idle: bool) -> (Ticket, bool) {
+    if idle {
+        writer_idle(store);
+    }
+    store.hold_writes();
+    let ticket = store.append(&entries(from, to, 3)).expect("append");
+    assert!(!store.release_writes(false).expect("release"));
+    (ticket, store.inner.shared.lock().async_inflight)
 }
 
 /// The entries of the io_uring WAL in `dir`, reopened.

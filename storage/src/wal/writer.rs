@@ -185,6 +185,9 @@ pub(super) struct Writer {
     pub async_ring: Option<AsyncRing>,
     /// The batch submitted on it and not reaped yet.
     pub async_batch: Option<Batch>,
+    /// The kernel refused an asynchronous write's flags: none are submitted any more (the
+    /// ring stays, so its descriptor stays valid for whoever watches it).
+    pub async_refused: bool,
 }
 
 /// A group's whole log, to be written again at the end of the WAL.
@@ -301,6 +304,7 @@ impl Writer {
         let batch = {
             let mut state = self.shared.lock();
             if state.reapers == 0
+                || self.async_refused
                 || self.async_ring.as_ref().is_none_or(AsyncRing::busy)
                 || !has_work(&state)
                 || !state.stage.fits_async()
@@ -358,7 +362,7 @@ impl Writer {
                     // The kernel refused the flag or the operation: nothing was written, so
                     // the writer's own path may write it, and does from now on.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                        self.async_ring = None;
+                        self.async_refused = true;
                         let _allow = crate::blocking::Allow::new();
                         finish_durably(&active.file, chunk.file_offset, buf, 0)
                     }

@@ -5,13 +5,16 @@
 //! with [`forbid_on_this_thread`]; in debug builds, every blocking operation of this crate's
 //! stores (waiting for the WAL to become durable, saving the stable file, creating, listing,
 //! opening, writing or removing file snapshots) panics on a marked thread, so tests catch a
-//! regression. [`Allow`] lifts the ban for code that knowingly blocks: the one exception is a
-//! small batch a caller asked to write itself ([`LogStore::release_writes`] with `here`, which
-//! ringraft's runtime asks only for a follower, or a leader without peers, alone on its
-//! thread while the WAL's writer is idle); even a stable-store save runs on a worker. Release
-//! builds check nothing.
+//! regression. [`Allow`] lifts the ban for code that knowingly blocks: a small batch a caller
+//! asked to write itself ([`LogStore::release_writes`] with `here`, which ringraft's runtime
+//! asks only for a follower, or a leader without peers, alone on its thread while the WAL's
+//! writer is idle), and two rare paths of asynchronous writes
+//! ([`LogStore::write_completions`]): a batch the ring refused, written at once, and the last
+//! completions handle dropped with a write in flight, which waits for it. Even a stable-store
+//! save runs on a worker. Release builds check nothing.
 //!
 //! [`LogStore::release_writes`]: crate::LogStore::release_writes
+//! [`LogStore::write_completions`]: crate::LogStore::write_completions
 
 use std::cell::Cell;
 

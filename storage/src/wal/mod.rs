@@ -19,7 +19,10 @@
 //! operations back ([`LogStore::hold_writes`]) may, on release, run those steps itself on its
 //! own thread while the writer thread waits for work, for a small batch of a WAL of one group
 //! ([`LogStore::release_writes`]): one wake-up of the writer thread and one of the caller
-//! fewer. Batches are written strictly one
+//! fewer. A caller with an event loop may instead have released batches of up to 256 KiB
+//! submitted as one asynchronous io_uring write with `RWF_DSYNC` and reap the completion
+//! itself ([`LogStore::write_completions`]): the writer thread then keeps only rotations,
+//! compactions and larger batches. Batches are written strictly one
 //! after another, so at most the last batch on disk can be incomplete (see [`scan()`]). A
 //! large append releases the lock every 256 KiB, so the writer may take part of it; its ticket
 //! completes with the batch that holds its last record.

@@ -778,9 +778,15 @@ fn durable_groups_on_several_shard_threads_share_a_wal_and_recover() {
 /// Durable groups over TCP: each node's shard thread has an I/O driver, so its groups' shares
 /// of the node's `SharedWal` are written without the WAL's writer thread (submitted on the
 /// shard thread, reaped by its reaper task) where io_uring is available. Every acknowledged
-/// write survives the nodes' shutdown and comes back after a restart.
+/// write survives the nodes' shutdown and comes back after a restart. Also with two shard
+/// threads per node sharing its WAL: each thread reaps (whichever gets the writer's lock).
 #[test]
 fn durable_groups_over_tcp_write_without_the_wal_thread_and_recover() {
+    durable_groups_over_tcp_recover(watch());
+    durable_groups_over_tcp_recover(shards(2));
+}
+
+fn durable_groups_over_tcp_recover(config: MultiRaftConfig) {
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
@@ -790,7 +796,7 @@ fn durable_groups_over_tcp_write_without_the_wal_thread_and_recover() {
             .collect()
     };
     let addresses = free_addresses();
-    let (nodes, members) = tcp_nodes(&addresses);
+    let (nodes, members) = tcp_nodes_with(&addresses, config.clone());
     let wals = open();
     let groups: Vec<Vec<Raft>> = (1..=8)
         .map(|g| start_durable_group(&nodes, &wals, g, Some(&members)))
@@ -808,7 +814,7 @@ fn durable_groups_over_tcp_write_without_the_wal_thread_and_recover() {
     }
     stop(groups.iter().flatten(), nodes);
     drop(wals);
-    let (nodes, _) = tcp_nodes(&addresses);
+    let (nodes, _) = tcp_nodes_with(&addresses, config);
     let wals = open();
     for g in 1..=8 {
         let group = start_durable_group(&nodes, &wals, g, None);

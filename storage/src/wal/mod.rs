@@ -630,6 +630,8 @@ struct Shared {
     work: Condvar,
     /// Signalled when `durable` advances or the store fails.
     done: Condvar,
+    /// A reaper found the writer's lock taken (see `writer::reap_pending`).
+    reap_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -688,10 +690,7 @@ impl WalInner {
             }
             if state.async_inflight {
                 drop(state);
-                self.writer
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .reap(true);
+                writer::with_writer(&self.writer, &self.shared, |w| w.reap(true));
                 state = self.shared.lock();
                 continue;
             }
@@ -1375,28 +1374,30 @@ impl LogStore for WalLogStore {
         }
         if here && state.writer_waiting && state.groups.len() == 1 && state.stage.small() {
             drop(state);
-            if let Ok(mut writer) = self.inner.writer.try_lock() {
+            let step = writer::try_with_writer(&self.inner.writer, shared, |writer| {
                 let _allow = crate::blocking::Allow::new();
-                match writer.step() {
-                    writer::Step::Wrote => {
-                        shared.lock().batches.caller_thread += 1;
-                        return Ok(true);
-                    }
-                    writer::Step::Failed => {
-                        return shared.lock().check_failed().map(|()| true);
-                    }
-                    // The writer thread took it in between.
-                    writer::Step::Idle => return Ok(false),
+                writer.step()
+            });
+            match step {
+                Some(writer::Step::Wrote) => {
+                    shared.lock().batches.caller_thread += 1;
+                    return Ok(true);
                 }
+                Some(writer::Step::Failed) => {
+                    return shared.lock().check_failed().map(|()| true);
+                }
+                // The writer thread took it in between.
+                Some(writer::Step::Idle) => return Ok(false),
+                None => {}
             }
             state = shared.lock();
         }
         if state.reapers > 0 && state.writer_waiting && state.stage.fits_async() {
             drop(state);
-            if let Ok(mut writer) = self.inner.writer.try_lock() {
-                if writer.submit_async() {
-                    return Ok(false);
-                }
+            let submitted =
+                writer::try_with_writer(&self.inner.writer, shared, |w| w.submit_async());
+            if submitted == Some(true) {
+                return Ok(false);
             }
             state = shared.lock();
         }
@@ -1415,13 +1416,10 @@ impl LogStore for WalLogStore {
     /// handles of all its groups.
     fn write_completions(&mut self) -> Option<Arc<dyn crate::store::WriteCompletions>> {
         // The writer's lock only the first time: a batch may be being written under it.
-        let fd = (*self.inner.async_fd.get_or_init(|| {
-            self.inner
-                .writer
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .async_fd()
-        }))?;
+        let inner = &self.inner;
+        let fd = (*inner
+            .async_fd
+            .get_or_init(|| writer::with_writer(&inner.writer, &inner.shared, |w| w.async_fd())))?;
         self.shared().lock().reapers += 1;
         Some(Arc::new(WalCompletions {
             inner: self.inner.clone(),
@@ -1443,11 +1441,12 @@ impl crate::store::WriteCompletions for WalCompletions {
     }
 
     fn reap(&self) {
-        // Held by someone else: another thread reaping (it completes the write), or the
-        // writer thread, which runs only while nothing asynchronous is in flight.
-        if let Ok(mut writer) = self.inner.writer.try_lock() {
-            writer.reap(false);
-        }
+        // Never waits for the lock: whoever holds it reaps for us when it lets go.
+        let shared = &self.inner.shared;
+        shared
+            .reap_wanted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        writer::reap_pending(&self.inner.writer, shared);
     }
 }
 
@@ -1461,11 +1460,7 @@ impl Drop for WalCompletions {
         if orphaned {
             // Nobody is left to reap it: wait for it here, then hand on what is staged.
             let _allow = crate::blocking::Allow::new();
-            self.inner
-                .writer
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .reap(true);
+            writer::with_writer(&self.inner.writer, &self.inner.shared, |w| w.reap(true));
         }
     }
 }

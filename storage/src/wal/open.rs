@@ -569,6 +569,7 @@ pub(super) fn open(config: WalConfig) -> Result<WalInner, LogError> {
         state: Mutex::new(state),
         work: Condvar::new(),
         done: Condvar::new(),
+        reap_wanted: std::sync::atomic::AtomicBool::new(false),
     });
     let writer = Writer {
         shared: shared.clone(),

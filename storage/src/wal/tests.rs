@@ -814,12 +814,9 @@ fn released_batches_are_written_asynchronously_and_reaped_by_the_caller() {
 #[test]
 fn a_wait_or_the_handle_dropped_completes_an_asynchronous_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut store) = uring_store(dir.path()) else {
+    let Some((mut store, completions, ticket)) = one_submitted(dir.path()) else {
         return;
     };
-    let completions = store.write_completions().expect("io_uring WAL reaps");
-    let (ticket, submitted) = release(&mut store, 2, 2, true);
-    assert!(submitted);
     store.wait_durable(ticket).expect("reaped by the wait");
     assert!(!store.inner.shared.lock().async_inflight);
 
@@ -868,6 +865,18 @@ fn release(store: &mut WalLogStore, from: u64, to: u64, idle: bool) -> (Ticket, 
     (ticket, store.inner.shared.lock().async_inflight)
 }
 
+/// An io_uring WAL in `dir` with a completions handle and entry 2 submitted asynchronously
+/// (its ticket), or `None` where io_uring is unavailable.
+fn one_submitted(
+    dir: &Path,
+) -> Option<(WalLogStore, Arc<dyn crate::store::WriteCompletions>, Ticket)> {
+    let mut store = uring_store(dir)?;
+    let completions = store.write_completions().expect("io_uring WAL reaps");
+    let (ticket, submitted) = release(&mut store, 2, 2, true);
+    assert!(submitted);
+    Some((store, completions, ticket))
+}
+
 /// The entries of the io_uring WAL in `dir`, reopened.
 fn reopened(dir: &Path) -> Vec<Entry> {
     contents(&WalLogStore::open(config(dir, BackendChoice::IoUring)).expect("reopen"))
@@ -879,4 +888,30 @@ fn a_portable_wal_offers_no_write_completions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
     assert!(store.write_completions().is_none());
+}
+
+/// A reaper woken by a completion while another user of the WAL holds the writer's lock (a
+/// group submitting on another shard thread, say) does not wait for the lock and does not
+/// lose the completion: the holder reaps it as it lets go. Without that hand-over nothing
+/// would signal again and the batch would never complete.
+#[test]
+fn a_completion_whose_reaper_finds_the_lock_taken_is_reaped_by_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((store, completions, ticket)) = one_submitted(dir.path()) else {
+        return;
+    };
+    assert!(completion_signalled(completions.as_ref()), "no completion");
+    let inner = store.inner.clone();
+    writer::with_writer(&inner.writer, &inner.shared, |_| {
+        completions.reap();
+        assert!(
+            store.inner.shared.lock().async_inflight,
+            "reaped under a lock held elsewhere"
+        );
+    });
+    assert!(
+        store.durable().expect("durable") >= ticket,
+        "the completion was lost"
+    );
+    assert_eq!(store.batch_counts().asynchronous, 1);
 }

@@ -15,8 +15,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use zerocopy::IntoBytes;
 
@@ -208,6 +209,51 @@ pub(super) fn has_work(state: &State) -> bool {
         && (state.stage.has_records() || state.stage.ticket > state.taken)
 }
 
+/// Locks the writer, runs `f` and lets go; then reaps for a reaper that found the lock taken
+/// meanwhile (see [`reap_pending`]). Every user of the writer's lock goes through this or
+/// [`try_with_writer`].
+pub(super) fn with_writer<R>(
+    writer: &Mutex<Writer>,
+    shared: &Shared,
+    f: impl FnOnce(&mut Writer) -> R,
+) -> R {
+    let result = f(&mut writer.lock().unwrap_or_else(|poison| poison.into_inner()));
+    reap_pending(writer, shared);
+    result
+}
+
+/// [`with_writer`] if the lock is free now; `None` (and `f` not run) if it is taken.
+pub(super) fn try_with_writer<R>(
+    writer: &Mutex<Writer>,
+    shared: &Shared,
+    f: impl FnOnce(&mut Writer) -> R,
+) -> Option<R> {
+    let result = match writer.try_lock() {
+        Ok(mut guard) => f(&mut guard),
+        Err(TryLockError::Poisoned(poison)) => f(&mut poison.into_inner()),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    reap_pending(writer, shared);
+    Some(result)
+}
+
+/// Reaps the asynchronous ring if a reaper asked to (`Shared::reap_wanted`) and the writer's
+/// lock is free. A reaper woken by a completion sets the flag, then tries the lock; whoever
+/// held it checks the flag after letting go, so the completion is reaped by one of them: a
+/// reaper that just gave up would otherwise leave it unreaped, with no later signal to wake
+/// anyone (the WAL writes nothing else until it is reaped).
+pub(super) fn reap_pending(writer: &Mutex<Writer>, shared: &Shared) {
+    while shared.reap_wanted.load(Ordering::SeqCst) {
+        let mut guard = match writer.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poison)) => poison.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        shared.reap_wanted.store(false, Ordering::SeqCst);
+        guard.reap(false);
+    }
+}
+
 /// The writer thread: waits for work and writes it, batch by batch, until the WAL shuts down
 /// (after writing everything staged) or a batch fails. Between batches it lets go of the
 /// writer, so a caller may write a batch on its own thread meanwhile ([`Writer::step`]).
@@ -227,21 +273,22 @@ pub(super) fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
                 // Shutting down (nobody reaps any more) with an asynchronous batch in flight:
                 // wait for it, then write what is staged behind it.
                 drop(state);
-                writer
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .reap(true);
+                with_writer(&writer, &shared, |writer| writer.reap(true));
                 continue;
             }
             if !has_work(&state) && (state.shutdown || state.failed.is_some()) {
                 break;
             }
         }
-        let mut writer = writer.lock().unwrap_or_else(|poison| poison.into_inner());
-        match writer.step() {
-            Step::Failed => break,
-            Step::Idle => {}
-            Step::Wrote => writer.rewrite_pinning_groups(),
+        let step = with_writer(&writer, &shared, |writer| {
+            let step = writer.step();
+            if step == Step::Wrote {
+                writer.rewrite_pinning_groups();
+            }
+            step
+        });
+        if step == Step::Failed {
+            break;
         }
     }
 }

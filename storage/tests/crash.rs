@@ -70,6 +70,11 @@ fn crash_child() {
         return;
     };
     let mut store = WalLogStore::open(config(Path::new(&dir), backend_from_env())).expect("open");
+    // Asynchronous writes reaped here, as a `MultiRaft` host does (io_uring only).
+    let completions = match std::env::var(CHILD_BACKEND).as_deref() {
+        Ok("async") => store.write_completions(),
+        _ => None,
+    };
     let mut next = verify(&store) + 1;
     let mut inflight: VecDeque<(Ticket, u64)> = VecDeque::new();
     let mut rng = next.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -79,6 +84,9 @@ fn crash_child() {
         rng ^= rng << 17;
         let count = rng % 40 + 1;
         let batch: Vec<Entry> = (next..next + count).map(entry).collect();
+        if completions.is_some() {
+            store.hold_writes();
+        }
         store.append(&batch).expect("append");
         next += count;
         let hard_state = HardState {
@@ -91,9 +99,27 @@ fn crash_child() {
             .expect("save hard state")
             .expect("the WAL keeps the hard state");
         inflight.push_back((ticket, next - 1));
+        if let Some(completions) = &completions {
+            store.release_writes(false).expect("release");
+            completions.reap();
+        }
         if inflight.len() >= 4 {
             let (ticket, last) = inflight.pop_front().expect("inflight");
-            store.wait_durable(ticket).expect("durable");
+            match &completions {
+                Some(completions) => {
+                    while store.durable().expect("durable") < ticket {
+                        let mut pfd = libc::pollfd {
+                            fd: completions.fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut pfd, 1, 100) };
+                        completions.reap();
+                    }
+                }
+                None => store.wait_durable(ticket).expect("durable"),
+            }
             println!("acked {last}");
         }
     }
@@ -104,7 +130,7 @@ fn crash_rounds(rounds: u64) {
     let exe = std::env::current_exe().expect("current exe");
     let mut acked_max = 0;
     for round in 0..rounds {
-        let backend = if round % 2 == 0 { "auto" } else { "portable" };
+        let backend = ["auto", "portable", "async"][(round % 3) as usize];
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())

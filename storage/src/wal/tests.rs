@@ -915,3 +915,36 @@ fn a_completion_whose_reaper_finds_the_lock_taken_is_reaped_by_the_holder() {
     );
     assert_eq!(store.batch_counts().asynchronous, 1);
 }
+
+/// A reap that comes before the write has completed (a second reaper on another thread, a
+/// spurious wake-up) finds nothing to do and leaves the batch in flight for the reap that
+/// follows its completion.
+#[test]
+fn an_early_reap_leaves_the_batch_in_flight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut store) = uring_store(dir.path()) else {
+        return;
+    };
+    let completions = store.write_completions().expect("io_uring WAL reaps");
+    for i in 2..22 {
+        let (ticket, submitted) = release(&mut store, i, i, true);
+        assert!(submitted);
+        // At once: the write and its sync take far longer than this call.
+        completions.reap();
+        for _ in 0..4 {
+            if store.durable().expect("durable") >= ticket {
+                break;
+            }
+            assert!(completion_signalled(completions.as_ref()), "no completion");
+            completions.reap();
+        }
+        assert!(
+            store.durable().expect("durable") >= ticket,
+            "batch {i} lost"
+        );
+    }
+    assert_eq!(store.batch_counts().asynchronous, 20);
+    drop(completions);
+    drop(store);
+    assert_eq!(reopened(dir.path()), entries(1, 21, 3));
+}

@@ -398,7 +398,16 @@ impl Writer {
             return false;
         };
         let done = if wait { ring.wait() } else { ring.poll() };
-        let (Some(done), Some(batch)) = (done, self.async_batch.take()) else {
+        // The batch only once its write is done: taken before, it would be lost (and the
+        // WAL would wait for it forever).
+        let Some(done) = done else {
+            if wait {
+                self.lost_async_batch();
+            }
+            return false;
+        };
+        let Some(batch) = self.async_batch.take() else {
+            self.lost_async_batch();
             return false;
         };
         let result = match (&batch.chunks[..], self.active.as_ref()) {
@@ -431,6 +440,30 @@ impl Writer {
             }
         }
         true
+    }
+
+    /// Fails the WAL if it counts an asynchronous batch in flight that neither the ring nor
+    /// the writer holds: a bug, reported to every group as a failed store rather than left
+    /// for the writer thread and waiters to wait on (or spin over) forever.
+    fn lost_async_batch(&mut self) {
+        let mut state = self.shared.lock();
+        if !state.async_inflight || self.async_ring.as_ref().is_some_and(AsyncRing::busy) {
+            return;
+        }
+        state.async_inflight = false;
+        state.failed.get_or_insert(LogError::Config {
+            reason: "the WAL lost track of an asynchronous write".into(),
+        });
+        let notifiers: Vec<DurableNotifier> = state
+            .groups
+            .iter()
+            .filter_map(|g| g.notifier.clone())
+            .collect();
+        drop(state);
+        for notify in notifiers {
+            notify();
+        }
+        self.shared.done.notify_all();
     }
 
     /// Writes each chunk of the batch and syncs it, activating new segments on the way.

@@ -27,6 +27,21 @@ pub trait WriteCompletions: Send + Sync {
     /// Completes what has finished (tickets become durable, notifiers run) and submits what
     /// was staged meanwhile. Never waits for the disk; cheap when nothing has finished.
     fn reap(&self);
+
+    /// Waits until [`WriteCompletions::fd`] is readable or `timeout` has passed, then
+    /// [`reap`](WriteCompletions::reap)s: for a caller without an event loop (a tool, a
+    /// test). Blocks: not for a shard thread.
+    fn wait_and_reap(&self, timeout: std::time::Duration) {
+        let mut watched = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd; the result only says whether to hurry.
+        unsafe { libc::poll(&mut watched, 1, millis) };
+        self.reap();
+    }
 }
 
 /// The replicated log's storage.

@@ -108,14 +108,7 @@ fn crash_child() {
             match &completions {
                 Some(completions) => {
                     while store.durable().expect("durable") < ticket {
-                        let mut pfd = libc::pollfd {
-                            fd: completions.fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        };
-                        // SAFETY: one valid pollfd.
-                        unsafe { libc::poll(&mut pfd, 1, 100) };
-                        completions.reap();
+                        completions.wait_and_reap(std::time::Duration::from_millis(100));
                     }
                 }
                 None => store.wait_durable(ticket).expect("durable"),

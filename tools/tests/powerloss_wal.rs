@@ -145,14 +145,7 @@ fn powerloss_wal_child() {
                 // Reaped as an event loop would; sometimes a blocking wait does it.
                 Some(completions) if rng.below(4) != 0 => {
                     while store.durable().expect("durable") < ticket {
-                        let mut pfd = libc::pollfd {
-                            fd: completions.fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        };
-                        // SAFETY: one valid pollfd.
-                        unsafe { libc::poll(&mut pfd, 1, 100) };
-                        completions.reap();
+                        completions.wait_and_reap(std::time::Duration::from_millis(100));
                     }
                 }
                 _ => store.wait_durable(ticket).expect("durable"),

@@ -109,6 +109,11 @@ pub struct WalConfig {
     /// The group whose log [`WalLogStore::open`] opens. Default 0. A [`SharedWal`] holds the
     /// logs of many groups and ignores it.
     pub group: GroupId,
+    /// Whether the WAL offers asynchronous writes ([`LogStore::write_completions`], io_uring
+    /// backend only), which ringraft's `MultiRaft` hosts use. Default true; false keeps every
+    /// batch on the writer thread (or a caller's thread), for a kernel or file system whose
+    /// io_uring writes with `RWF_DSYNC` misbehave.
+    pub asynchronous_writes: bool,
 }
 
 impl WalConfig {
@@ -122,6 +127,7 @@ impl WalConfig {
             cluster_id: 0,
             rewrite_after_segments: 8,
             group: GroupId(0),
+            asynchronous_writes: true,
         }
     }
 
@@ -1415,6 +1421,9 @@ impl LogStore for WalLogStore {
     /// everything if the ring cannot be set up (then `None`). One ring per WAL, shared by the
     /// handles of all its groups.
     fn write_completions(&mut self) -> Option<Arc<dyn crate::store::WriteCompletions>> {
+        if !self.inner.config.asynchronous_writes {
+            return None;
+        }
         // The writer's lock only the first time: a batch may be being written under it.
         let inner = &self.inner;
         let fd = (*inner

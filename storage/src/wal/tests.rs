@@ -882,11 +882,19 @@ fn reopened(dir: &Path) -> Vec<Entry> {
     contents(&WalLogStore::open(config(dir, BackendChoice::IoUring)).expect("reopen"))
 }
 
-/// The portable backend has no asynchronous writes.
+/// The portable backend has no asynchronous writes, nor a WAL configured without them.
 #[test]
 fn a_portable_wal_offers_no_write_completions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = WalLogStore::open(config(dir.path(), BackendChoice::Portable)).expect("open");
+    assert!(store.write_completions().is_none());
+    drop(store);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let off = WalConfig {
+        asynchronous_writes: false,
+        ..config(dir.path(), BackendChoice::Auto)
+    };
+    let mut store = WalLogStore::open(off).expect("open");
     assert!(store.write_completions().is_none());
 }
 

@@ -283,7 +283,7 @@ fn write_durably(file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
 /// `LogStore::write_completions`), so that neither a writer thread nor the caller's thread
 /// waits for the disk.
 ///
-/// It keeps what the kernel reads from (`keep`) until the write completed, and its drop
+/// It keeps what the kernel reads from (`inflight`) until the write completed, and its drop
 /// waits for an outstanding write: the kernel never reads freed memory.
 pub(super) struct AsyncRing {
     ring: IoUring,

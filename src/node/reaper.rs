@@ -1,4 +1,4 @@
-//! The shard thread reaps its WAL's asynchronous writes (ARCHITECTURE §5, "Writes without a
+//! The shard thread reaps its WAL's asynchronous writes (ARCHITECTURE §5, "Writes without the
 //! writer thread").
 //!
 //! A log store may submit a released persist batch without blocking anyone and signal its

@@ -252,21 +252,24 @@ impl Stage {
     }
 
     /// Whether what is staged may be written on a caller's thread: at most
-    /// [`INLINE_BATCH_BYTES_MAX`], in the active segment, and no head truncation (whose
-    /// batch may delete segments when it completes).
+    /// [`INLINE_BATCH_BYTES_MAX`] (see [`Stage::one_write`]).
     fn small(&self) -> bool {
-        let bytes: usize = self.chunks.iter().map(|c| c.buf.len()).sum();
-        bytes <= INLINE_BATCH_BYTES_MAX
-            && !self.compacted
-            && !self.chunks.iter().any(|c| c.starts_segment)
+        self.one_write(INLINE_BATCH_BYTES_MAX)
     }
 
-    /// Whether what is staged may be submitted as one asynchronous write: one chunk of at
-    /// most [`ASYNC_BATCH_BYTES_MAX`] in the active segment, and no head truncation (whose
-    /// completion may delete segments, not for an event loop's thread).
+    /// Whether what is staged may be submitted as one asynchronous write: at most
+    /// [`ASYNC_BATCH_BYTES_MAX`] (see [`Stage::one_write`]).
     fn fits_async(&self) -> bool {
+        self.one_write(ASYNC_BATCH_BYTES_MAX)
+    }
+
+    /// Whether what is staged is one write of at most `max` bytes that the writer thread
+    /// need not do: one chunk in the active segment (activating the spare may wait for it to
+    /// be zero-filled), and no head truncation (its batch may delete segments when it
+    /// completes).
+    fn one_write(&self, max: usize) -> bool {
         let bytes: usize = self.chunks.iter().map(|c| c.buf.len()).sum();
-        bytes <= ASYNC_BATCH_BYTES_MAX
+        bytes <= max
             && self.chunks.len() <= 1
             && !self.compacted
             && !self.chunks.iter().any(|c| c.starts_segment)

@@ -446,24 +446,24 @@ impl Writer {
     /// the writer holds: a bug, reported to every group as a failed store rather than left
     /// for the writer thread and waiters to wait on (or spin over) forever.
     fn lost_async_batch(&mut self) {
-        let mut state = self.shared.lock();
-        if !state.async_inflight || self.async_ring.as_ref().is_some_and(AsyncRing::busy) {
-            return;
-        }
-        state.async_inflight = false;
-        state.failed.get_or_insert(LogError::Config {
+        let ticket = {
+            let state = self.shared.lock();
+            if !state.async_inflight || self.async_ring.as_ref().is_some_and(AsyncRing::busy) {
+                return;
+            }
+            state.taken
+        };
+        // Completed as a failed batch of nothing: every group hears of the failure.
+        let lost = Batch {
+            chunks: Vec::new(),
+            ticket,
+            dead_before: None,
+            touched: Vec::new(),
+        };
+        let failure = LogError::Config {
             reason: "the WAL lost track of an asynchronous write".into(),
-        });
-        let notifiers: Vec<DurableNotifier> = state
-            .groups
-            .iter()
-            .filter_map(|g| g.notifier.clone())
-            .collect();
-        drop(state);
-        for notify in notifiers {
-            notify();
-        }
-        self.shared.done.notify_all();
+        };
+        self.complete(lost, Err(failure));
     }
 
     /// Writes each chunk of the batch and syncs it, activating new segments on the way.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Power-loss tests on crashfs (tools/crashfs): the WAL, the stable file, the file snapshot store
-# and ringraft-kv clusters of 3 and 5 nodes, with the power failing at chosen operations; plus
+# Power-loss tests on crashfs (tools/crashfs): the WAL, the stable file, the file snapshot store,
+# ringraft-kv clusters of 3 and 5 nodes and `MultiRaft` groups sharing a WAL per node, with the
+# power failing at chosen operations; plus
 # the mutations (a WAL without fdatasync, a snapshot store without its directory sync) that
 # these tests must catch. docs/POWERLOSS.md describes the failure model.
 #
@@ -29,6 +30,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test -p ringraft-crashfs 2>&1 | tee -a "$log" || status=1
 cargo test -p ringraft-tools --test powerloss_wal --test powerloss_stores --test powerloss_kv \
+    --test powerloss_groups \
     -- --ignored --nocapture --test-threads=1 --skip _child 2>&1 | tee -a "$log" || status=1
 
 sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }

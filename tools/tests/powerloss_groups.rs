@@ -2,34 +2,40 @@
 //! /dev/fuse).
 //!
 //! A child process (this binary, `powerloss_groups_child`) runs three `MultiRaft` nodes over
-//! TCP on loopback, each with one `SharedWal` for its eight durable groups, all on one crashfs:
-//! the shard threads submit the WAL's group commits as asynchronous io_uring writes and reap
-//! them (ARCHITECTURE §5, "Writes without the writer thread"), as every `MultiRaft` over TCP
-//! does. The child starts the groups (bootstrapping them the first time), writes to each group
-//! through its leader from a client thread per group, and prints each write once `apply`
-//! returned it applied.
+//! TCP on loopback, each with one `SharedWal` for its eight durable groups and a file snapshot
+//! store per group, all on one crashfs: the shard threads submit the WAL's group commits as
+//! asynchronous io_uring writes and reap them (ARCHITECTURE §5, "Writes without the writer
+//! thread"), as every `MultiRaft` over TCP does. The groups snapshot every 64 entries and keep
+//! 32 behind, so within every round logs are compacted on the shared WAL, snapshots written
+//! and retired, and segments reclaimed. The child starts the groups (bootstrapping them the
+//! first time), writes to each group through its leader from a client thread per group, and
+//! prints each write once `apply` returned it applied.
 //!
 //! The power fails under all three nodes at once: at a WAL write or sync (after a random number
-//! of them, so it falls during bootstrap, elections or writes), or as a spare segment is
-//! renamed into place. The child is killed and the file system comes back with only what was
-//! synced (all of it dropped, or a random prefix with a torn write). The parent then reopens
-//! every node's WAL: each write any child reported applied must be in the logs of at least two
-//! of the three nodes (a majority: what commit promised), and most batches must have been
-//! written asynchronously (the children print their WALs' counts). The next round's child
-//! recovers the groups from those WALs and writes on, so recovery after each power loss is
-//! exercised too; the test fails if the children started the cluster in fewer than half of the
-//! rounds.
+//! of them, so it falls during bootstrap, elections or writes), as a spare segment or a
+//! snapshot is renamed into place, or as a reclaimed segment is deleted. The child is killed
+//! and the file system comes back with only what was synced (all of it dropped, or a random
+//! prefix with a torn write). The parent then reopens every node's WAL and snapshot stores:
+//! each write any child reported applied must be held by at least two of the three nodes (a
+//! majority: what commit promised), in its group's log or in the group's newest snapshot. Over
+//! the run, replicas must have held snapshots and, with the io_uring backend, most batches must
+//! have been written asynchronously (the children print their WALs' counts). The next round's
+//! child recovers the groups from those stores and writes on, so recovery after each power
+//! loss is exercised too; the test fails if the children started the cluster in fewer than
+//! half of the rounds.
 
 mod powerloss_support;
 
-use powerloss_support::{
-    child_round_within, mode_for, mount, rounds, under, Aim, CrashPoints, Rng,
-};
-use ringraft::{MultiRaft, MultiRaftConfig, RaftState};
+use powerloss_support::{child_round, mode_for, mount, rounds, under, Aim, CrashPoints, Rng};
+use ringraft::{Config, MultiRaft, MultiRaftConfig, Raft, RaftState};
 use ringraft_crashfs::{OpKind, Phase};
-use ringraft_storage::{Configuration, GroupId, Index, LogStore, NodeId, SharedWal, WalConfig};
-use ringraft_tools::load::cluster::{free_addresses, Cluster};
-use std::collections::BTreeSet;
+use ringraft_storage::{
+    BackendKind, Configuration, FileSnapshotStore, GroupId, Index, InmemStore, LogStore, NodeId,
+    SharedWal, SnapshotStore, WalConfig,
+};
+use ringraft_tools::load::cluster::{free_addresses, Cluster, Digest, KvFsm};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,19 +51,21 @@ const GROUPS: u64 = 8;
 const NODES: u64 = 3;
 
 /// Where the power fails: the three nodes' WAL segments (`/wal/`), at a write or a sync,
-/// after skipping up to that many of them: the start (WALs opened, groups bootstrapped,
-/// leaders elected) takes a few dozen, a second of writes about a thousand. Or at the rename
+/// after skipping up to that many of them (the start, with WALs opened, groups bootstrapped
+/// and leaders elected, takes a few dozen; a second of writes about a thousand); at the rename
 /// that puts a spare segment in place (1 MiB segments and 512-byte commands, so segments fill
-/// and spares are made within a few rounds). A round whose trigger is not reached within three
-/// seconds loses its power then (`now:`). The logs are never compacted (no snapshots), and
-/// recovering a group reads its records one by one, which through FUSE costs tens of µs each:
-/// the cluster's start grows by about 30 ms a round. So the rounds crash early enough to keep
-/// their writes short, and the wait for the trigger grows by 50 ms a round.
-const AIMS: [Aim; 4] = [
+/// within a few rounds); at a snapshot's rename into place; or as a segment every group has
+/// compacted past is deleted. A round whose trigger is not reached within three seconds loses
+/// its power then (`now:`).
+const AIMS: [Aim; 6] = [
     Aim::new(OpKind::Fsync, Phase::Before, "/wal/", 500),
     Aim::new(OpKind::Write, Phase::After, "/wal/", 500),
     Aim::new(OpKind::Fsync, Phase::After, "/wal/", 500),
     Aim::new(OpKind::Rename, Phase::After, "/wal/", 4),
+    // A snapshot just renamed into place, its directory not yet synced.
+    Aim::new(OpKind::Rename, Phase::After, "/snapshots/", 40),
+    // A segment whose every group's entries are compacted (or were rewritten) being deleted.
+    Aim::new(OpKind::Remove, Phase::Before, ".seg", 2),
 ];
 
 fn wal_config(dir: &Path, node: u64) -> WalConfig {
@@ -68,10 +76,56 @@ fn wal_config(dir: &Path, node: u64) -> WalConfig {
     }
 }
 
-/// The command of write `k` of round `round` to group `group`: unique over the whole test,
-/// 512 bytes, so that segments fill within a round.
+/// The command of write `k` of round `round` to group `group`: 512 bytes, so that segments
+/// fill within a round. Its first 16 bytes (the load's state machine's key) are unique over the
+/// whole test, so a snapshot holds every applied write as its own key and value.
 fn command(group: u64, round: u64, k: u64) -> String {
-    format!("g{group} r{round} k{k} {:x<512}", "")[..512].to_string()
+    format!("{group:02}{round:04}{k:010} {:x<512}", "")[..512].to_string()
+}
+
+/// Bytes of a command the state machine keys it by (`KvFsm`).
+const KEY_BYTES: usize = 16;
+
+/// Where node `node` keeps group `group`'s snapshots.
+fn snapshot_dir(dir: &Path, node: u64, group: u64) -> std::path::PathBuf {
+    dir.join(format!("node-{node}"))
+        .join("snapshots")
+        .join(format!("g{group}"))
+}
+
+/// Group `group`'s replica on `host`: its share of the node's WAL (which keeps its hard state
+/// too) and a file snapshot store, snapshotting every 64 entries and keeping 32 behind, so
+/// that logs are compacted, segments reclaimed and snapshots written within every round.
+fn start_replica(
+    host: &MultiRaft,
+    wal: &SharedWal,
+    dir: &Path,
+    group: u64,
+) -> Result<Raft, String> {
+    let id = host.id();
+    let election = Cluster::election_timeout();
+    let mut config = Config::new(id);
+    config.heartbeat_timeout = election;
+    config.election_timeout = election;
+    config.leader_lease_timeout = election;
+    config.snapshot_threshold = 64;
+    config.trailing_logs = 32;
+    config.snapshot_interval = Duration::from_millis(100);
+    let fsm = KvFsm::new(Arc::new(Mutex::new(Digest::default())));
+    let log = wal
+        .log(GroupId(group))
+        .map_err(|e| format!("group {group}: {e}"))?;
+    let snapshots = FileSnapshotStore::new(snapshot_dir(dir, id.0, group), 2)
+        .map_err(|e| format!("group {group}'s snapshot store: {e}"))?;
+    host.add_group(
+        GroupId(group),
+        config,
+        fsm,
+        log,
+        InmemStore::new(),
+        snapshots,
+    )
+    .map_err(|e| format!("group {group}: {e}"))
 }
 
 /// The child: starts the cluster from the WALs under its directory, then writes to every
@@ -117,14 +171,14 @@ fn powerloss_groups_child() {
         let replicas = hosts
             .iter()
             .zip(&wals)
-            .map(|(host, wal)| Cluster::start_replica(host, Some(wal), GroupId(g)))
+            .map(|(host, wal)| start_replica(host, wal, dir, g))
             .collect::<Result<Vec<_>, _>>()
             .expect("start a group");
-        for (raft, _) in &replicas {
+        for raft in &replicas {
             // Refused once the replica has state (an earlier round bootstrapped it): fine.
             let _ = raft.bootstrap_cluster(configuration.clone()).wait();
         }
-        clusters.push(Cluster::of_replicas(replicas));
+        clusters.push(replicas);
     }
     println!("started");
     // How the nodes' WALs wrote their batches, now and then: the parent checks that most were
@@ -146,10 +200,9 @@ fn powerloss_groups_child() {
             std::thread::spawn(move || {
                 for k in 1.. {
                     let leader = cluster
-                        .nodes
                         .iter()
-                        .find(|(r, _)| r.state() == RaftState::Leader)
-                        .map(|(r, _)| r.clone());
+                        .find(|r| r.state() == RaftState::Leader)
+                        .cloned();
                     let Some(leader) = leader else {
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
@@ -172,44 +225,112 @@ fn powerloss_groups_child() {
 /// What the children reported applied: (group, command).
 type Acked = BTreeSet<(u64, String)>;
 
-/// Reopens every node's WAL: each acknowledged write must be in a majority of the nodes' logs
-/// of its group.
-fn check(dir: &Path, acked: &Acked) -> Result<(), String> {
-    let mut logs: Vec<Vec<BTreeSet<Vec<u8>>>> = Vec::new();
+/// What one node holds of one group: its log's commands, and its newest snapshot's keys and
+/// values (the entries before the log's first index are only there).
+#[derive(Default)]
+struct Held {
+    log: BTreeSet<Vec<u8>>,
+    snapshot: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Held {
+    fn holds(&self, cmd: &[u8]) -> bool {
+        let (key, value) = cmd.split_at(KEY_BYTES);
+        self.log.contains(cmd) || self.snapshot.get(key).is_some_and(|v| v == value)
+    }
+}
+
+/// The keys and values of a snapshot of the load's state machine (`KvFsm`): four words
+/// (digest and pair count), then each pair's key and value lengths and bytes.
+fn snapshot_pairs(mut data: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if data.len() < n {
+            return Err("a truncated snapshot".into());
+        }
+        let (head, tail) = data.split_at(n);
+        *data = tail;
+        Ok(head)
+    }
+    fn word(data: &mut &[u8]) -> Result<usize, String> {
+        let bytes: [u8; 8] = take(data, 8)?.try_into().map_err(|_| "a word")?;
+        usize::try_from(u64::from_le_bytes(bytes)).map_err(|e| e.to_string())
+    }
+    let mut pairs = 0;
+    for _ in 0..4 {
+        pairs = word(&mut data)?;
+    }
+    let mut map = BTreeMap::new();
+    for _ in 0..pairs {
+        let (k, v) = (word(&mut data)?, word(&mut data)?);
+        let key = take(&mut data, k)?.to_vec();
+        map.insert(key, take(&mut data, v)?.to_vec());
+    }
+    Ok(map)
+}
+
+/// What node `node` holds of group `group`, from its WAL and its snapshot store.
+fn held(dir: &Path, wal: &SharedWal, node: u64, group: u64) -> Result<Held, String> {
+    let at = |e: &dyn std::fmt::Display| format!("node {node}, group {group}: {e}");
+    let log = wal.log(GroupId(group)).map_err(|e| at(&e))?;
+    let (first, last) = (log.first_index(), log.last_index());
+    let entries = if last < first {
+        Vec::new()
+    } else {
+        log.entries(first, Index(last.0 + 1), usize::MAX)
+            .map_err(|e| at(&e))?
+    };
+    let mut held = Held {
+        log: entries.iter().map(|e| e.data.to_vec()).collect(),
+        snapshot: BTreeMap::new(),
+    };
+    let dir = snapshot_dir(dir, node, group);
+    if dir.exists() {
+        let store = FileSnapshotStore::new(&dir, 2).map_err(|e| at(&e))?;
+        let newest = store
+            .list()
+            .map_err(|e| at(&e))?
+            .into_iter()
+            .max_by_key(|m| m.last.index);
+        if let Some(meta) = newest {
+            let (_, mut reader) = store.open(&meta.id).map_err(|e| at(&e))?;
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data).map_err(|e| at(&e))?;
+            held.snapshot = snapshot_pairs(&data).map_err(|e| at(&e))?;
+        }
+    }
+    Ok(held)
+}
+
+/// Reopens every node's WAL and snapshot stores: each acknowledged write must be held by a
+/// majority of the nodes, in the log of its group or in its newest snapshot.
+fn check(dir: &Path, acked: &Acked) -> Result<usize, String> {
+    let mut nodes: Vec<Vec<Held>> = Vec::new();
     for node in 1..=NODES {
         let wal = SharedWal::open(wal_config(dir, node))
             .map_err(|e| format!("reopen node {node}'s WAL: {e}"))?;
-        let mut groups = Vec::new();
-        for g in 1..=GROUPS {
-            let log = wal
-                .log(GroupId(g))
-                .map_err(|e| format!("node {node}, group {g}: {e}"))?;
-            let (first, last) = (log.first_index(), log.last_index());
-            let entries = if last < first {
-                Vec::new()
-            } else {
-                log.entries(first, Index(last.0 + 1), usize::MAX)
-                    .map_err(|e| {
-                        format!("node {node}, group {g}: read {first:?}..={last:?}: {e}")
-                    })?
-            };
-            groups.push(entries.iter().map(|e| e.data.to_vec()).collect());
-        }
-        logs.push(groups);
+        let groups = (1..=GROUPS)
+            .map(|g| held(dir, &wal, node, g))
+            .collect::<Result<Vec<_>, _>>()?;
+        nodes.push(groups);
     }
+    let with_snapshots = nodes
+        .iter()
+        .flatten()
+        .filter(|held| !held.snapshot.is_empty())
+        .count();
     for (g, cmd) in acked {
-        let holders = logs
+        let holders = nodes
             .iter()
-            .filter(|groups| groups[*g as usize - 1].contains(cmd.as_bytes()))
+            .filter(|groups| groups[*g as usize - 1].holds(cmd.as_bytes()))
             .count();
         if holders * 2 <= NODES as usize {
             return Err(format!(
-                "group {g}: the applied write {:?} is in {holders} of {NODES} nodes' logs",
-                cmd.trim_end_matches('x').trim_end()
+                "group {g}: the applied write {:?} is held by {holders} of {NODES} nodes",
+                &cmd[..KEY_BYTES]
             ));
         }
     }
-    Ok(())
+    Ok(with_snapshots)
 }
 
 /// Runs `rounds` power losses; returns the crash points reached and the writes acknowledged.
@@ -235,6 +356,8 @@ fn power_loss_rounds(
     let mut points = CrashPoints::default();
     let acked = Arc::new(Mutex::new(Acked::new()));
     let mut started_rounds = 0;
+    // The most replicas found holding a snapshot after a round.
+    let mut most_snapshots = 0;
     // Batches the children's WALs wrote, and how many of them asynchronously.
     let mut batches_written = (0, 0);
     for round in 0..rounds {
@@ -246,9 +369,7 @@ fn power_loss_rounds(
         let batches = Arc::new(Mutex::new((0, 0)));
         let said_batches = batches.clone();
         let round_text = round.to_string();
-        // Each start reads every group's whole log again (see `AIMS`): the wait grows with it.
-        let wait = Duration::from_secs(3) + Duration::from_millis(50) * round as u32;
-        let report = child_round_within(
+        let report = child_round(
             &mut fs,
             trigger,
             "powerloss_groups_child",
@@ -282,7 +403,6 @@ fn power_loss_rounds(
                     heard.lock().expect("acked").insert((g, command(g, r, k)));
                 }
             },
-            wait,
         );
         points.record(&report.label);
         if *started.lock().expect("started") {
@@ -292,7 +412,9 @@ fn power_loss_rounds(
         batches_written.0 += all;
         batches_written.1 += asynchronous;
         let acked = acked.lock().expect("acked");
-        check(&root, &acked).map_err(|e| format!("round {round}, crash {report:?}: {e}"))?;
+        let with_snapshots =
+            check(&root, &acked).map_err(|e| format!("round {round}, crash {report:?}: {e}"))?;
+        most_snapshots = most_snapshots.max(with_snapshots);
     }
     let acked = acked.lock().expect("acked").len();
     if acked == 0 {
@@ -304,8 +426,18 @@ fn power_loss_rounds(
             "the children started the cluster in only {started_rounds} of {rounds} rounds"
         ));
     }
+    if most_snapshots == 0 {
+        return Err("no replica ever held a snapshot: nothing was compacted".into());
+    }
     let (all, asynchronous) = batches_written;
-    if asynchronous * 2 < all {
+    // Asynchronous writes need the io_uring backend; a kernel without io_uring runs the
+    // portable one (and the writer thread), as users there get.
+    let probe = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let backend = SharedWal::open(WalConfig::new(probe.path()))
+        .map_err(|e| format!("a WAL on the machine's file system: {e}"))?
+        .info()
+        .backend;
+    if backend == BackendKind::IoUring && asynchronous * 2 < all {
         return Err(format!(
             "only {asynchronous} of the {all} batches the WALs wrote were asynchronous: the \
              path under test was hardly taken"
@@ -314,7 +446,8 @@ fn power_loss_rounds(
     println!(
         "powerloss: groups: {acked} applied writes checked, the cluster started in \
          {started_rounds} of {rounds} rounds, {asynchronous} of {all} batches written \
-         asynchronously"
+         asynchronously, up to {most_snapshots} of {} replicas held a snapshot",
+        NODES * GROUPS
     );
     Ok((points, acked))
 }

@@ -157,20 +157,6 @@ pub fn child_round(
     mutation: Option<&str>,
     on_line: impl FnMut(&str) + Send + 'static,
 ) -> ringraft_crashfs::CrashReport {
-    let wait = std::time::Duration::from_secs(3);
-    child_round_within(fs, trigger, child_test, env, mutation, on_line, wait)
-}
-
-/// [`child_round`], waiting up to `wait` for the trigger.
-pub fn child_round_within(
-    fs: &mut CrashFs,
-    trigger: ringraft_crashfs::Trigger,
-    child_test: &str,
-    env: &[(&str, &std::ffi::OsStr)],
-    mutation: Option<&str>,
-    on_line: impl FnMut(&str) + Send + 'static,
-    wait: std::time::Duration,
-) -> ringraft_crashfs::CrashReport {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     fs.arm(trigger);
@@ -198,7 +184,7 @@ pub fn child_round_within(
             on_line(&line);
         }
     });
-    let report = match fs.wait_crashed(wait) {
+    let report = match fs.wait_crashed(std::time::Duration::from_secs(3)) {
         Some(report) => report,
         None => fs.crash(),
     };

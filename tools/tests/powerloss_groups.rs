@@ -27,15 +27,14 @@
 mod powerloss_support;
 
 use powerloss_support::{child_round, mode_for, mount, rounds, under, Aim, CrashPoints, Rng};
-use ringraft::{Config, MultiRaft, MultiRaftConfig, Raft, RaftState};
+use ringraft::{Config, Fsm, MultiRaft, MultiRaftConfig, Raft, RaftState};
 use ringraft_crashfs::{OpKind, Phase};
 use ringraft_storage::{
     BackendKind, Configuration, FileSnapshotStore, GroupId, Index, InmemStore, LogStore, NodeId,
     SharedWal, SnapshotStore, WalConfig,
 };
 use ringraft_tools::load::cluster::{free_addresses, Cluster, Digest, KvFsm};
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -225,47 +224,18 @@ fn powerloss_groups_child() {
 /// What the children reported applied: (group, command).
 type Acked = BTreeSet<(u64, String)>;
 
-/// What one node holds of one group: its log's commands, and its newest snapshot's keys and
-/// values (the entries before the log's first index are only there).
-#[derive(Default)]
+/// What one node holds of one group: its log's commands, and the state machine restored from
+/// its newest snapshot (the entries before the log's first index are only there).
 struct Held {
     log: BTreeSet<Vec<u8>>,
-    snapshot: BTreeMap<Vec<u8>, Vec<u8>>,
+    snapshot: KvFsm,
 }
 
 impl Held {
     fn holds(&self, cmd: &[u8]) -> bool {
         let (key, value) = cmd.split_at(KEY_BYTES);
-        self.log.contains(cmd) || self.snapshot.get(key).is_some_and(|v| v == value)
+        self.log.contains(cmd) || self.snapshot.value(key) == Some(value)
     }
-}
-
-/// The keys and values of a snapshot of the load's state machine (`KvFsm`): four words
-/// (digest and pair count), then each pair's key and value lengths and bytes.
-fn snapshot_pairs(mut data: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
-    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if data.len() < n {
-            return Err("a truncated snapshot".into());
-        }
-        let (head, tail) = data.split_at(n);
-        *data = tail;
-        Ok(head)
-    }
-    fn word(data: &mut &[u8]) -> Result<usize, String> {
-        let bytes: [u8; 8] = take(data, 8)?.try_into().map_err(|_| "a word")?;
-        usize::try_from(u64::from_le_bytes(bytes)).map_err(|e| e.to_string())
-    }
-    let mut pairs = 0;
-    for _ in 0..4 {
-        pairs = word(&mut data)?;
-    }
-    let mut map = BTreeMap::new();
-    for _ in 0..pairs {
-        let (k, v) = (word(&mut data)?, word(&mut data)?);
-        let key = take(&mut data, k)?.to_vec();
-        map.insert(key, take(&mut data, v)?.to_vec());
-    }
-    Ok(map)
 }
 
 /// What node `node` holds of group `group`, from its WAL and its snapshot store.
@@ -281,7 +251,7 @@ fn held(dir: &Path, wal: &SharedWal, node: u64, group: u64) -> Result<Held, Stri
     };
     let mut held = Held {
         log: entries.iter().map(|e| e.data.to_vec()).collect(),
-        snapshot: BTreeMap::new(),
+        snapshot: KvFsm::new(Arc::new(Mutex::new(Digest::default()))),
     };
     let dir = snapshot_dir(dir, node, group);
     if dir.exists() {
@@ -293,9 +263,7 @@ fn held(dir: &Path, wal: &SharedWal, node: u64, group: u64) -> Result<Held, Stri
             .max_by_key(|m| m.last.index);
         if let Some(meta) = newest {
             let (_, mut reader) = store.open(&meta.id).map_err(|e| at(&e))?;
-            let mut data = Vec::new();
-            reader.read_to_end(&mut data).map_err(|e| at(&e))?;
-            held.snapshot = snapshot_pairs(&data).map_err(|e| at(&e))?;
+            held.snapshot.restore(&mut reader).map_err(|e| at(&e))?;
         }
     }
     Ok(held)

@@ -83,6 +83,21 @@ impl KvFsm {
             map: KvMap::default(),
         }
     }
+
+    /// The value a command set for `key` (its first 16 bytes), if any.
+    pub fn value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(|v| &v[..])
+    }
+
+    /// How many keys are set.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 impl Fsm for KvFsm {
@@ -450,6 +465,13 @@ mod tests {
         let mut restored = KvFsm::new(digest.clone());
         restored.restore(&mut &bytes[..]).expect("restore");
         assert_eq!(restored.map, fsm.map);
+        // Each key holds the rest of the last command that set it.
+        let last = command(50 % 3, 50, 64);
+        let (key, value) = last.split_at(KEY_BYTES);
+        assert_eq!(restored.value(key), Some(value));
+        assert_eq!(restored.value(b"no such key 0000"), None);
+        assert_eq!(restored.len(), fsm.map.len());
+        assert!(!restored.is_empty() && KvFsm::new(Arc::default()).is_empty());
         assert_eq!(
             *digest.lock().expect("digest"),
             *fsm.digest.lock().expect("digest")

@@ -34,6 +34,7 @@ use ringraft_storage::{
     SharedWal, SnapshotStore, WalConfig,
 };
 use ringraft_tools::load::cluster::{free_addresses, Cluster, Digest, KvFsm};
+use ringraft_tools::load::drive::KEY_BYTES;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -76,14 +77,11 @@ fn wal_config(dir: &Path, node: u64) -> WalConfig {
 }
 
 /// The command of write `k` of round `round` to group `group`: 512 bytes, so that segments
-/// fill within a round. Its first 16 bytes (the load's state machine's key) are unique over the
-/// whole test, so a snapshot holds every applied write as its own key and value.
+/// fill within a round. Its first [`KEY_BYTES`] (the load's state machine's key) are unique
+/// over the whole test, so a snapshot holds every applied write as its own key and value.
 fn command(group: u64, round: u64, k: u64) -> String {
     format!("{group:02}{round:04}{k:010} {:x<512}", "")[..512].to_string()
 }
-
-/// Bytes of a command the state machine keys it by (`KvFsm`).
-const KEY_BYTES: usize = 16;
 
 /// Where node `node` keeps group `group`'s snapshots.
 fn snapshot_dir(dir: &Path, node: u64, group: u64) -> std::path::PathBuf {
@@ -127,8 +125,8 @@ fn start_replica(
     .map_err(|e| format!("group {group}: {e}"))
 }
 
-/// The child: starts the cluster from the WALs under its directory, then writes to every
-/// group, printing `acked G R K` for each write `apply` returned applied.
+/// The child: starts the cluster from the WALs and snapshot stores under its directory, then
+/// writes to every group, printing `acked G R K` for each write `apply` returned applied.
 #[test]
 #[ignore = "the child process of the power-loss tests"]
 fn powerloss_groups_child() {

@@ -292,11 +292,25 @@ pub fn bulk(s: &str) -> Reply {
 /// Retries `args` on `node` until it is not a certain failure (`-ERR`, `-NOTLEADER`, a
 /// refused connection): for set-up steps during elections.
 pub fn call_until_done(cluster: &Cluster, node: usize, args: &[&str]) -> Reply {
+    call_until(cluster, node, args, false)
+}
+
+/// [`call_until_done`] for a command that may run twice with the same effect (`SET`, `GET`):
+/// an `UNKNOWN` outcome (leadership lost while it was pending, as an election on a loaded
+/// machine does) is retried too, where a counter's `INCR` must report it.
+pub fn call_idempotent_until_done(cluster: &Cluster, node: usize, args: &[&str]) -> Reply {
+    call_until(cluster, node, args, true)
+}
+
+fn call_until(cluster: &Cluster, node: usize, args: &[&str], idempotent: bool) -> Reply {
     for _ in 0..200 {
         if let Ok(mut c) = Client::connect(cluster.nodes[node - 1].client.as_str(), REQUEST_TIMEOUT)
         {
             match c.call(args) {
-                Ok(Reply::Error(e)) if e.starts_with("ERR") || e.starts_with("NOTLEADER") => {}
+                Ok(Reply::Error(e))
+                    if e.starts_with("ERR")
+                        || e.starts_with("NOTLEADER")
+                        || idempotent && e.starts_with("UNKNOWN") => {}
                 Ok(r) => return r,
                 Err(_) => {}
             }

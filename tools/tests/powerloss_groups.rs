@@ -6,8 +6,8 @@
 //! store per group, all on one crashfs: the shard threads submit the WAL's group commits as
 //! asynchronous io_uring writes and reap them (ARCHITECTURE §5, "Writes without the writer
 //! thread"), as every `MultiRaft` over TCP does. The groups snapshot every 64 entries and keep
-//! 32 behind, so within every round logs are compacted on the shared WAL, snapshots written
-//! and retired, and segments reclaimed. The child starts the groups (bootstrapping them the
+//! 32 behind, so within every round logs are compacted on the shared WAL and snapshots
+//! written and retired, and every few rounds a filled segment is reclaimed. The child starts the groups (bootstrapping them the
 //! first time), writes to each group through its leader from a client thread per group, and
 //! prints each write once `apply` returned it applied.
 //!
@@ -77,7 +77,7 @@ fn wal_config(dir: &Path, node: u64) -> WalConfig {
 }
 
 /// The command of write `k` of round `round` to group `group`: 512 bytes, so that segments
-/// fill within a round. Its first [`KEY_BYTES`] (the load's state machine's key) are unique
+/// fill within a few rounds. Its first [`KEY_BYTES`] (the load's state machine's key) are unique
 /// over the whole test, so a snapshot holds every applied write as its own key and value.
 fn command(group: u64, round: u64, k: u64) -> String {
     format!("{group:02}{round:04}{k:010} {:x<512}", "")[..512].to_string()
@@ -92,7 +92,8 @@ fn snapshot_dir(dir: &Path, node: u64, group: u64) -> std::path::PathBuf {
 
 /// Group `group`'s replica on `host`: its share of the node's WAL (which keeps its hard state
 /// too) and a file snapshot store, snapshotting every 64 entries and keeping 32 behind, so
-/// that logs are compacted, segments reclaimed and snapshots written within every round.
+/// that logs are compacted and snapshots written within every round (and filled segments
+/// reclaimed every few).
 fn start_replica(
     host: &MultiRaft,
     wal: &SharedWal,

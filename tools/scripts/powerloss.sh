@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Power-loss tests on crashfs (tools/crashfs): the WAL, the stable file, the file snapshot store,
-# ringraft-kv clusters of 3 and 5 nodes and `MultiRaft` groups sharing a WAL per node, with the
-# power failing at chosen operations; plus the mutations (a WAL without fdatasync, a snapshot
+# ringraft-kv clusters of 3 and 5 nodes and `MultiRaft` groups sharing a WAL per node (all nodes
+# in one process, or each in its own losing power alone), with the power failing at chosen
+# operations; plus the mutations (a WAL without fdatasync, a snapshot
 # store without its directory sync) that these tests must catch. docs/POWERLOSS.md describes
 # the failure model.
 #

@@ -145,10 +145,76 @@ pub fn under(fs: &CrashFs, name: &str) -> PathBuf {
     fs.mountpoint().join(name)
 }
 
-/// One round with a child process: arms `trigger`, starts this test binary's ignored test
-/// `child_test` with `env` (and `RINGRAFT_STORAGE_MUTATION` = `mutation`), hands each line it
-/// prints to `on_line`, waits up to three seconds for the trigger (then crashes on command),
-/// kills the child and restarts the file system. Returns the crash.
+/// A child process: this test binary's ignored test `child_test`, started with `env` (and
+/// `RINGRAFT_STORAGE_MUTATION` = `mutation`), each line it prints handed to `on_line` by a
+/// reader thread.
+pub struct Child {
+    process: std::process::Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Child {
+    pub fn spawn(
+        child_test: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        mutation: Option<&str>,
+        on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Child {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().expect("current exe");
+        let mut command = Command::new(exe);
+        command
+            .args([
+                "--exact",
+                child_test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RINGRAFT_STORAGE_MUTATION", mutation.unwrap_or(""))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut process = command.spawn().expect("spawn child");
+        let stdout = process.stdout.take().expect("stdout");
+        let mut on_line = on_line;
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                on_line(&line);
+            }
+        });
+        Child {
+            process,
+            reader: Some(reader),
+        }
+    }
+
+    /// SIGKILLs the child and waits until it and its reader are gone.
+    pub fn kill(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("reader");
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One round with a child process: arms `trigger`, starts the child (see [`Child::spawn`]),
+/// waits up to three seconds for the trigger (then crashes on command), kills the child and
+/// restarts the file system. Returns the crash.
 pub fn child_round(
     fs: &mut CrashFs,
     trigger: ringraft_crashfs::Trigger,
@@ -157,40 +223,13 @@ pub fn child_round(
     mutation: Option<&str>,
     on_line: impl FnMut(&str) + Send + 'static,
 ) -> ringraft_crashfs::CrashReport {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     fs.arm(trigger);
-    let exe = std::env::current_exe().expect("current exe");
-    let mut command = Command::new(exe);
-    command
-        .args([
-            "--exact",
-            child_test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RINGRAFT_STORAGE_MUTATION", mutation.unwrap_or(""))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("spawn child");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut on_line = on_line;
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            on_line(&line);
-        }
-    });
+    let child = Child::spawn(child_test, env, mutation, on_line);
     let report = match fs.wait_crashed(std::time::Duration::from_secs(3)) {
         Some(report) => report,
         None => fs.crash(),
     };
-    child.kill().expect("SIGKILL");
-    child.wait().expect("wait");
-    reader.join().expect("reader");
+    child.kill();
     fs.disarm();
     fs.restart().expect("restart crashfs");
     report

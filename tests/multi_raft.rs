@@ -1066,3 +1066,87 @@ fn a_stalled_shard_thread_keeps_the_leaders_it_hosts() {
         }
     }
 }
+
+/// Members named by addresses the TCP transport cannot dial (host names: it takes socket
+/// addresses), every peer's socket address given to the transport at its start instead. The
+/// nodes' liveness watch must still cover every group: once the groups quiesce, the node
+/// leading the most of them stops for three seconds (one state machine call blocks its shard
+/// thread, which runs its router: no pings, nothing read, its connections open and silent),
+/// and every group it led elects a leader on the other two nodes meanwhile.
+#[test]
+fn a_silent_leader_node_is_replaced_when_members_are_named_by_host_names() {
+    use ringraft::TcpTransportConfig;
+    use ringraft_net::handshake::ClusterId;
+    use ringraft_net::tcp::TcpConfig;
+    use ringraft_storage::Server;
+    let addresses = free_addresses();
+    let nodes: Vec<MultiRaft> = (0..3)
+        .map(|i| {
+            let mut tcp = TcpConfig::new(NodeId(i as u64 + 1), ClusterId(7), addresses[i]);
+            for (j, address) in addresses.iter().enumerate() {
+                if j != i {
+                    tcp.peers.insert(NodeId(j as u64 + 1), *address);
+                }
+            }
+            tcp.backoff_initial = Duration::from_millis(5);
+            tcp.backoff_max = Duration::from_millis(100);
+            MultiRaft::new(TcpTransportConfig::new(tcp), watch()).expect("node")
+        })
+        .collect();
+    let members = Configuration::new(
+        (1..=3)
+            .map(|n| Server::voter(NodeId(n), format!("node-{n}.ringraft.test:7000")))
+            .collect(),
+    );
+    let group_config = |id: NodeId| {
+        let mut c = test_config(id);
+        c.apply_placement = ringraft::ApplyPlacement::ShardThread;
+        c
+    };
+    let groups: Vec<Vec<Raft>> = (1..=12u64)
+        .map(|g| start_group_configured(&nodes, g, &members, group_config, RecordingFsm::new))
+        .collect();
+    let c = Cluster {
+        network: MemNetwork::new(),
+        nodes,
+        groups,
+    };
+    let leaders = c.wait_leaders(&[1, 2, 3]);
+    c.write_everywhere(&leaders, 1);
+    // Quiesced: every follower has heard nothing for five heartbeat timeouts.
+    wait_until("the groups quiesce", || {
+        c.groups.iter().flatten().all(|r| {
+            r.state() == RaftState::Leader
+                || r.last_contact().is_some_and(|d| d > Duration::from_secs(1))
+        })
+    });
+    let stalled = (1..=3)
+        .max_by_key(|&n| leaders.iter().filter(|&&l| l == n).count())
+        .expect("a node");
+    let rest: Vec<usize> = (1..=3).filter(|&n| n != stalled).collect();
+    let first = leaders.iter().position(|&l| l == stalled).expect("a group");
+    assert!(leaders.iter().filter(|&&l| l == stalled).count() >= 4);
+    let applied = c.groups[first][stalled - 1].applied_index();
+    let stall = c.groups[first][stalled - 1].apply(Bytes::from_static(b"stall-ms:3000:tcp"), T);
+    let new_leaders = c.wait_leaders(&rest);
+    assert_eq!(
+        c.groups[first][stalled - 1].applied_index(),
+        applied,
+        "the groups elected leaders among the others only after the stall ended"
+    );
+    for &n in &rest {
+        assert!(
+            c.nodes[n - 1].stats().peers_silent >= 1,
+            "node {n} never reported the silent node"
+        );
+    }
+    let _ = resolve("stall", stall);
+    // Every group takes writes from its new leader (group `first` has applied the stalling
+    // command too).
+    for (g, &n) in new_leaders.iter().enumerate() {
+        let applied = resolve("apply", c.groups[g][n - 1].apply(Bytes::from("after"), T));
+        let expected = if g == first { "3" } else { "2" };
+        assert_eq!(applied.expect("apply").response, Bytes::from(expected));
+    }
+    c.shutdown();
+}

@@ -372,6 +372,7 @@ impl Places<GroupId> for BTreeMap<GroupId, Inbox> {
 struct Peer {
     /// Groups that have this peer as a member (they called `set_peer`).
     groups: BTreeSet<GroupId>,
+    /// The last address the node transport took for the peer (empty: none yet).
     address: String,
     /// When anything last arrived from the peer (or the watch began).
     heard: Instant,
@@ -598,10 +599,8 @@ impl Router {
                 }
             }
             Request::SetPeer(group, peer, address) => {
-                // An address the node transport refuses leaves the group off the peer's list,
-                // as it does a group on this thread; but that group's call failed, so its
-                // shard tries the address again at its next configuration change, while this
-                // one's returned `Ok` and will not: say so.
+                // An address the node transport refuses still puts the group on the peer's
+                // list (see `set_peer`); this group's call returned `Ok`, so say so here.
                 if let Err(e) = self.set_peer(group, peer, &address) {
                     tracing::warn!(
                         node = self.me.0,
@@ -626,7 +625,11 @@ impl Router {
         }
     }
 
-    /// `group` (on any shard thread) reaches `peer` at `address`.
+    /// `group` (on any shard thread) has `peer` as a member, reached at `address`. The group
+    /// joins the peer's list even when the node transport refuses the address (a host name,
+    /// for TCP): the transport may know the peer from its own configuration, and the liveness
+    /// watch must cover the group either way, since a quiesced follower learns that its
+    /// leader's node went silent from nothing else. The refusal is returned.
     fn set_peer(
         &mut self,
         group: GroupId,
@@ -637,19 +640,24 @@ impl Router {
             return Ok(());
         };
         let known = self.peers.get(&peer).map(|p| p.address.as_str());
-        if known != Some(address) {
-            transport.set_peer(peer, address)?;
-        }
+        let result = if known == Some(address) {
+            Ok(())
+        } else {
+            transport.set_peer(peer, address)
+        };
         let now = super::clock::monotonic_now();
         let p = self.peers.entry(peer).or_insert_with(|| Peer {
             groups: BTreeSet::new(),
-            address: address.to_string(),
+            // The address the transport took; none yet.
+            address: String::new(),
             heard: now,
             silent: false,
         });
-        p.address = address.to_string();
+        if result.is_ok() {
+            p.address = address.to_string();
+        }
         p.groups.insert(group);
-        Ok(())
+        result
     }
 
     /// `group` no longer has `peer` as a member.

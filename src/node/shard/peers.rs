@@ -136,12 +136,16 @@ impl Shard {
                 continue;
             }
             // An address the transport cannot dial (a host name for TCP, say) leaves the
-            // transport as it was configured: it may still know the peer by other means.
-            if self.transport.set_peer(*peer, address).is_ok() {
-                match self.transport_peers.iter_mut().find(|(p, _)| p == peer) {
-                    Some(known) => known.1 = address.clone(),
-                    None => self.transport_peers.push((*peer, address.clone())),
-                }
+            // transport as it was configured: it may still know the peer by other means. The
+            // peer is recorded all the same (trying the same address again would not help), so
+            // the transport hears when it leaves the configuration: a node's router keeps every
+            // member's groups on its list, whose silence it reports to them.
+            if let Err(e) = self.transport.set_peer(*peer, address) {
+                tracing::debug!(node = me.0, peer = peer.0, error = %e, "peer address not taken");
+            }
+            match self.transport_peers.iter_mut().find(|(p, _)| p == peer) {
+                Some(known) => known.1 = address.clone(),
+                None => self.transport_peers.push((*peer, address.clone())),
             }
         }
         let mut gone = Vec::new();

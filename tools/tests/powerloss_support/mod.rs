@@ -160,7 +160,20 @@ impl Child {
         mutation: Option<&str>,
         on_line: impl FnMut(&str) + Send + 'static,
     ) -> Child {
+        Child::spawn_in(None, child_test, env, mutation, on_line)
+    }
+
+    /// [`Child::spawn`], in the network namespace `netns` (a file under /run/netns) if given.
+    pub fn spawn_in(
+        netns: Option<&Path>,
+        child_test: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        mutation: Option<&str>,
+        on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Child {
         use std::io::{BufRead, BufReader};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let exe = std::env::current_exe().expect("current exe");
         let mut command = Command::new(exe);
@@ -178,7 +191,21 @@ impl Child {
         for (key, value) in env {
             command.env(key, value);
         }
+        let namespace = netns.map(|path| std::fs::File::open(path).expect("the namespace"));
+        if let Some(fd) = namespace.as_ref().map(AsRawFd::as_raw_fd) {
+            // SAFETY: between fork and exec only async-signal-safe calls: setns on a
+            // descriptor the parent keeps open until the child is spawned.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut process = command.spawn().expect("spawn child");
+        drop(namespace);
         let stdout = process.stdout.take().expect("stdout");
         let mut on_line = on_line;
         let reader = std::thread::spawn(move || {

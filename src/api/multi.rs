@@ -39,6 +39,9 @@ pub struct MultiRaftConfig {
     /// A peer node from which nothing arrived for this long is reported silent to the groups
     /// it is a member of; their quiesced followers then campaign. Default 1 s (the default
     /// election timeout of one group). Keep it at or below the groups' election timeout.
+    /// Every member named in a group's configuration is watched, including one whose address
+    /// there the transport cannot dial (a host name over TCP, the peer's socket address given
+    /// to the transport at its start): the node pings it all the same.
     pub silence_timeout: Duration,
     /// How many of the node's groups may campaign, or lead without having settled yet, at
     /// once. A group whose election timer fires waits for a slot before it asks for votes;

@@ -132,9 +132,10 @@ pub(crate) struct Shard {
     transport_closed: bool,
     /// Where this node is in its host's campaign pacing (ARCHITECTURE §14, "Herds").
     campaign: CampaignSlot,
-    /// The peers (and addresses) this shard gave the transport from configurations.
-    /// A few entries: a vector (a map's node would hold room for eleven, per group).
-    transport_peers: Vec<(NodeId, String)>,
+    /// The peers this shard gave the transport from configurations, each with a hash of the
+    /// address it gave ([`peers::address_hash`]). A few entries, sized exactly: this is per
+    /// group, and a node may run thousands (a map's node would hold room for eleven).
+    transport_peers: Box<[(NodeId, u64)]>,
     /// The configurations in force changed in a way no effect shows (start, bootstrap).
     transport_peers_dirty: bool,
     /// The latest configuration's index while it is not committed: once the commit index
@@ -353,7 +354,7 @@ impl Shard {
             next_heartbeat_check: Time(0),
             transport_closed: false,
             campaign: CampaignSlot::None,
-            transport_peers: Vec::new(),
+            transport_peers: Box::default(),
             transport_peers_dirty: true,
             transport_peers_recheck_at: None,
             fatal: None,

@@ -130,34 +130,41 @@ impl Shard {
                 wanted.insert(server.id, server.address);
             }
         }
+        let mut given = Vec::with_capacity(wanted.len());
         for (peer, address) in &wanted {
-            let known = self.transport_peers.iter_mut().find(|(p, _)| p == peer);
-            if known.as_ref().is_some_and(|(_, a)| a == address) {
-                continue;
-            }
+            let hash = address_hash(address);
+            let known = self
+                .transport_peers
+                .iter()
+                .any(|&(p, h)| p == *peer && h == hash);
             // An address the transport cannot dial (a host name for TCP, say) leaves the
             // transport as it was configured: it may still know the peer by other means. The
             // peer is recorded all the same (trying the same address again would not help), so
             // the transport hears when it leaves the configuration: a node's router keeps every
             // member's groups on its list, whose silence it reports to them.
-            if let Err(e) = self.transport.set_peer(*peer, address) {
-                tracing::debug!(node = me.0, peer = peer.0, error = %e, "peer address not taken");
+            if !known {
+                if let Err(e) = self.transport.set_peer(*peer, address) {
+                    tracing::debug!(node = me.0, peer = peer.0, error = %e, "address not taken");
+                }
             }
-            match self.transport_peers.iter_mut().find(|(p, _)| p == peer) {
-                Some(known) => known.1 = address.clone(),
-                None => self.transport_peers.push((*peer, address.clone())),
+            given.push((*peer, hash));
+        }
+        for &(peer, _) in self.transport_peers.iter() {
+            if !wanted.contains_key(&peer) {
+                self.transport.remove_peer(peer);
             }
         }
-        let mut gone = Vec::new();
-        self.transport_peers.retain(|(peer, _)| {
-            let keep = wanted.contains_key(peer);
-            if !keep {
-                gone.push(*peer);
-            }
-            keep
-        });
-        for peer in gone {
-            self.transport.remove_peer(peer);
-        }
+        self.transport_peers = given.into_boxed_slice();
     }
+}
+
+/// A hash of a peer's address, to tell when a configuration changed it: the shard keeps this,
+/// not the address (kept once per group, and a node may run thousands of groups). Two
+/// different addresses of one peer with the same 64-bit hash would leave the transport with
+/// the old one; the addresses come from the cluster's own configurations.
+fn address_hash(address: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    address.hash(&mut hasher);
+    hasher.finish()
 }

@@ -192,17 +192,22 @@ impl Child {
             command.env(key, value);
         }
         let namespace = netns.map(|path| std::fs::File::open(path).expect("the namespace"));
-        if let Some(fd) = namespace.as_ref().map(AsRawFd::as_raw_fd) {
-            // SAFETY: between fork and exec only async-signal-safe calls: setns on a
-            // descriptor the parent keeps open until the child is spawned.
-            unsafe {
-                command.pre_exec(move || {
+        let fd = namespace.as_ref().map(AsRawFd::as_raw_fd);
+        // SAFETY: between fork and exec only async-signal-safe calls: prctl, and setns on a
+        // descriptor the parent keeps open until the child is spawned.
+        unsafe {
+            command.pre_exec(move || {
+                // The child dies with the test, even one killed before its guards ran.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = fd {
                     if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let mut process = command.spawn().expect("spawn child");
         drop(namespace);

@@ -1118,6 +1118,81 @@ mod tests {
         }
     }
 
+    /// A node transport that refuses every peer address (as TCP refuses a host name) and
+    /// hears nothing.
+    struct Refusing;
+
+    impl Transport for Refusing {
+        fn local_id(&self) -> NodeId {
+            NodeId(1)
+        }
+
+        fn send(&mut self, _group: GroupId, _message: Message) -> Result<(), SendError> {
+            Ok(())
+        }
+
+        fn set_peer(&mut self, peer: NodeId, address: &str) -> Result<(), SetPeerError> {
+            Err(SetPeerError::NotDialable {
+                peer,
+                address: address.to_string(),
+            })
+        }
+
+        fn poll_recv(&mut self, _cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+            Poll::Pending
+        }
+    }
+
+    /// A group whose member's address the node transport refuses still has that member
+    /// watched: the refusal is returned, and the member's silence reaches the group (a
+    /// quiesced follower learns of its leader's failure from nothing else).
+    #[test]
+    fn a_member_whose_address_the_transport_refuses_is_still_watched() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let shared = Arc::new(RouterShared::default());
+        let watch = Watch {
+            ping_interval: Duration::from_millis(10),
+            silence_timeout: Duration::from_millis(50),
+        };
+        local.block_on(&runtime, async {
+            let (id, task) = start(Box::new(Refusing), watch, 1, shared.clone());
+            shared.register_group(GroupId(1)).expect("register");
+            let link = GroupLink {
+                router: id,
+                group: GroupId(1),
+                shared: shared.clone(),
+            };
+            let mut group = link.into_transport().await.expect("group");
+            tokio::task::spawn_local(task);
+            assert_eq!(
+                group.set_peer(NodeId(2), "n2"),
+                Err(SetPeerError::NotDialable {
+                    peer: NodeId(2),
+                    address: "n2".to_string()
+                })
+            );
+            let silent = poll_fn(|cx| loop {
+                match group.poll_recv(cx) {
+                    Poll::Ready(Some(TransportEvent::PeerDisconnected {
+                        peer: NodeId(2),
+                        error: PeerError::Silent { .. },
+                    })) => return Poll::Ready(true),
+                    Poll::Ready(Some(_)) => continue,
+                    Poll::Ready(None) => return Poll::Ready(false),
+                    Poll::Pending => return Poll::Pending,
+                }
+            });
+            let heard = tokio::time::timeout(Duration::from_secs(5), silent).await;
+            assert_eq!(heard, Ok(true), "the member's silence never reached the group");
+            shared.close();
+            turns(10).await;
+        });
+    }
+
     fn event() -> TransportEvent {
         let message = Message {
             from: NodeId(2),

@@ -1187,7 +1187,11 @@ mod tests {
                 }
             });
             let heard = tokio::time::timeout(Duration::from_secs(5), silent).await;
-            assert_eq!(heard, Ok(true), "the member's silence never reached the group");
+            assert_eq!(
+                heard,
+                Ok(true),
+                "the member's silence never reached the group"
+            );
             shared.close();
             turns(10).await;
         });

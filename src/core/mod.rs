@@ -356,6 +356,11 @@ impl Core {
         &self.log
     }
 
+    /// The settings the core runs with (as started, with the timing of any reload since).
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
     /// Every configuration the core tracks, oldest first, with the index of its entry: the
     /// base (from the snapshot or the oldest retained entry) and every configuration entry in
     /// the log after it.

@@ -105,7 +105,6 @@ pub(crate) fn start_node(
 /// placement, a snapshot worker and a thread.
 struct Prepared {
     core: Core,
-    core_config: CoreConfig,
     config: Config,
     log: Box<dyn LogStore>,
     stable: Box<dyn StableStore>,
@@ -127,7 +126,6 @@ impl Prepared {
         Ok(ShardParts {
             applier: place(self.apply)?,
             core: self.core,
-            core_config: self.core_config,
             config: self.config,
             log: self.log,
             stable: self.stable,
@@ -166,7 +164,7 @@ fn prepare(
         .snapshot
         .as_ref()
         .map_or(state.log_prev, |s| s.last.max(state.log_prev));
-    let core = Core::new(core_config.clone(), state, now).map_err(StartError::Core)?;
+    let core = Core::new(core_config, state, now).map_err(StartError::Core)?;
     let shared = Shared::new(
         config.local_id,
         config.submission_queue_capacity,
@@ -182,7 +180,6 @@ fn prepare(
     let apply = ApplyLoop::new(fsm, applied, shared.clone(), events_tx.clone());
     Ok(Prepared {
         core,
-        core_config,
         config,
         log,
         stable,

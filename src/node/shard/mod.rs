@@ -36,7 +36,7 @@ use crate::api::observer::Observation;
 use crate::api::outcome::RaftState;
 use crate::api::watch::LeaderObservation;
 use crate::core::{
-    BootstrapError, Core, CoreConfig, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
+    BootstrapError, Core, Effect, Event, Input, Outcome, PersistBatch, RecoveredState,
     RequestError, Role, Time, Token,
 };
 use bytes::Bytes;
@@ -87,7 +87,6 @@ enum CampaignSlot {
 /// Everything the shard thread owns.
 pub(crate) struct Shard {
     pub(crate) core: Core,
-    pub(crate) core_config: CoreConfig,
     pub(crate) config: Config,
     pub(crate) log: Box<dyn LogStore>,
     /// The stable store, behind its worker (used only when the log store keeps no hard
@@ -165,7 +164,6 @@ enum Held {
 /// What the shard needs to start.
 pub(crate) struct ShardParts {
     pub(crate) core: Core,
-    pub(crate) core_config: CoreConfig,
     pub(crate) config: Config,
     pub(crate) log: Box<dyn LogStore>,
     pub(crate) stable: Box<dyn StableStore>,
@@ -325,7 +323,6 @@ impl Shard {
         let snapshot_io = p.snapshot_io;
         Shard {
             core: p.core,
-            core_config: p.core_config,
             config: p.config,
             log: p.log,
             stable: stable_io::StableIo::new(p.stable),
@@ -485,7 +482,7 @@ impl Shard {
             }
             Poll::Pending => {
                 // Thousands of groups may wait at once: the guard is long.
-                let recheck = 4 * self.core_config.election_timeout.as_nanos() as u64;
+                let recheck = 4 * self.core.config().election_timeout.as_nanos() as u64;
                 self.campaign = CampaignSlot::Waiting {
                     recheck_at: now.plus_nanos(recheck),
                 };
@@ -499,7 +496,7 @@ impl Shard {
     /// one if the node no longer needs it (it heard from a leader).
     fn settle_campaign_slot(&mut self, now: Time) {
         #[cfg(feature = "sim")]
-        if self.core_config.mutation == Some(crate::core::Mutation::GlueKeepsCampaignSlot)
+        if self.core.config().mutation == Some(crate::core::Mutation::GlueKeepsCampaignSlot)
             && matches!(self.campaign, CampaignSlot::Held { .. })
         {
             return;
@@ -508,7 +505,7 @@ impl Shard {
             CampaignSlot::None => false,
             CampaignSlot::Waiting { .. } => !self.core.campaign_due(now),
             CampaignSlot::Held { since } => {
-                let expires = 2 * self.core_config.election_timeout.as_nanos() as u64;
+                let expires = 2 * self.core.config().election_timeout.as_nanos() as u64;
                 now >= since.plus_nanos(expires)
                     || match self.core.role() {
                         Role::Follower => true,

@@ -84,7 +84,7 @@ impl Shard {
             Err(e) => return self.bootstrap_failed(e.to_string(), reply),
         };
         self.hard_state = state.hard_state;
-        match Core::new(self.core_config.clone(), state, now) {
+        match Core::new(self.core.config().clone(), state, now) {
             Ok(core) => {
                 self.core = core;
                 self.configuration_dirty = true;
@@ -169,7 +169,7 @@ impl Shard {
             }
             ticket = Some(self.log.append(&batch.entries).map_err(log_error)?);
             #[cfg(feature = "sim")]
-            if self.core_config.mutation == Some(crate::core::Mutation::GlueApplyBeforeCommit) {
+            if self.core.config().mutation == Some(crate::core::Mutation::GlueApplyBeforeCommit) {
                 // The glue mutation: the state machine gets entries as they are written.
                 self.send_to_apply(ApplyTask::Entries(batch.entries.clone()));
             }
@@ -252,7 +252,7 @@ impl Shard {
         }
         #[cfg(feature = "sim")]
         let durable =
-            if self.core_config.mutation == Some(crate::core::Mutation::GlueAckBeforeDurable) {
+            if self.core.config().mutation == Some(crate::core::Mutation::GlueAckBeforeDurable) {
                 // The glue mutation: whatever was submitted counts as durable.
                 self.pending_persist
                     .back()

@@ -97,7 +97,7 @@ impl Shard {
             Command::Reload { reloadable, reply } => {
                 let reloaded = self.config.reloaded(&reloadable).and_then(|merged| {
                     let core = merged
-                        .core_config(self.core_config.seed)
+                        .core_config(self.core.config().seed)
                         .map_err(crate::api::error::ReloadConfigError::Invalid)?;
                     Ok((merged, core))
                 });
@@ -111,12 +111,9 @@ impl Shard {
                             trailing_logs: core.trailing_logs,
                         }),
                     );
-                    // Only the timing changes: the rest of the core's settings (its seed, and
-                    // in the simulator its mutation) stay as the node started.
-                    self.core_config.election_timeout = core.election_timeout;
-                    self.core_config.heartbeat_interval = core.heartbeat_interval;
-                    self.core_config.leader_lease_timeout = core.leader_lease_timeout;
-                    self.core_config.trailing_logs = core.trailing_logs;
+                    // Only the timing changes (the core keeps it in its own settings): the
+                    // rest of the core's settings (its seed, and in the simulator its mutation)
+                    // stay as the node started.
                     let interval_changed =
                         merged.snapshot_interval != self.config.snapshot_interval;
                     *self
@@ -173,7 +170,7 @@ impl Shard {
     /// The glue mutation `GlueReplyBeforeApply`: reads and barriers are answered as soon as
     /// the core says so, without waiting for the state machine. `None` once answered.
     fn reply_before_apply(&mut self, reply: Reply, outcome: Outcome) -> Option<(Reply, Outcome)> {
-        if self.core_config.mutation != Some(crate::core::Mutation::GlueReplyBeforeApply) {
+        if self.core.config().mutation != Some(crate::core::Mutation::GlueReplyBeforeApply) {
             return Some((reply, outcome));
         }
         match (reply, outcome) {

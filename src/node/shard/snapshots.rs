@@ -10,7 +10,7 @@ impl Shard {
         // hashicorp checks every [interval, 2 × interval).
         let interval = self.config.snapshot_interval.as_nanos() as u64;
         let jitter =
-            (now.0 ^ self.core_config.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) % interval.max(1);
+            (now.0 ^ self.core.config().seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) % interval.max(1);
         self.next_snapshot_check = now.plus_nanos(interval + jitter);
     }
 

@@ -1148,25 +1148,12 @@ mod tests {
     /// quiesced follower learns of its leader's failure from nothing else).
     #[test]
     fn a_member_whose_address_the_transport_refuses_is_still_watched() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        let shared = Arc::new(RouterShared::default());
         let watch = Watch {
             ping_interval: Duration::from_millis(10),
             silence_timeout: Duration::from_millis(50),
         };
-        local.block_on(&runtime, async {
-            let (id, task) = start(Box::new(Refusing), watch, 1, shared.clone());
-            shared.register_group(GroupId(1)).expect("register");
-            let link = GroupLink {
-                router: id,
-                group: GroupId(1),
-                shared: shared.clone(),
-            };
-            let mut group = link.into_transport().await.expect("group");
+        on_router_thread_with(Box::new(Refusing), watch, |shared, id, task| async move {
+            let mut group = group_1(&shared, id).await;
             tokio::task::spawn_local(task);
             assert_eq!(
                 group.set_peer(NodeId(2), "n2"),
@@ -1244,8 +1231,27 @@ mod tests {
         }
     }
 
-    /// Runs `test` on a router's thread: a router over an endless flood of messages for group
-    /// 1 (`taken` counts those it took), its id and its task, not yet spawned.
+    /// Runs `test` on a router's thread: a router over `transport` watching its peers with
+    /// `watch`, its id and its task, not yet spawned.
+    fn on_router_thread_with<F, Fut>(transport: Box<dyn Transport>, watch: Watch, test: F)
+    where
+        F: FnOnce(Arc<RouterShared>, u64, std::pin::Pin<Box<dyn Future<Output = ()>>>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let shared = Arc::new(RouterShared::default());
+        local.block_on(&runtime, async {
+            let (id, task) = start(transport, watch, 1, shared.clone());
+            test(shared, id, Box::pin(task)).await
+        });
+    }
+
+    /// [`on_router_thread_with`] a router over an endless flood of messages for group 1
+    /// (`taken` counts those it took), whose watch never reports a peer silent.
     fn on_router_thread<F, Fut>(test: F)
     where
         F: FnOnce(
@@ -1256,24 +1262,28 @@ mod tests {
         ) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
         let taken = Rc::new(Cell::new(0));
-        let shared = Arc::new(RouterShared::default());
+        let flood = Box::new(Flood {
+            taken: taken.clone(),
+        });
         let watch = Watch {
             ping_interval: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(120),
         };
-        let flood = Box::new(Flood {
-            taken: taken.clone(),
+        on_router_thread_with(flood, watch, |shared, id, task| {
+            test(taken, shared, id, task)
         });
-        local.block_on(&runtime, async {
-            let (id, task) = start(flood, watch, 1, shared.clone());
-            test(taken, shared, id, Box::pin(task)).await
-        });
+    }
+
+    /// Group 1 registered with router `id`, and its transport on this (the router's) thread.
+    async fn group_1(shared: &Arc<RouterShared>, id: u64) -> Box<dyn Transport> {
+        shared.register_group(GroupId(1)).expect("register");
+        let link = GroupLink {
+            router: id,
+            group: GroupId(1),
+            shared: shared.clone(),
+        };
+        link.into_transport().await.expect("group")
     }
 
     /// A node whose groups fall behind stops taking messages from its transport at the bound
@@ -1282,13 +1292,7 @@ mod tests {
     #[test]
     fn a_node_whose_groups_fall_behind_stops_reading_until_they_catch_up() {
         on_router_thread(|taken, shared, id, task| async move {
-            shared.register_group(GroupId(1)).expect("register");
-            let link = GroupLink {
-                router: id,
-                group: GroupId(1),
-                shared: shared.clone(),
-            };
-            let mut group = link.into_transport().await.expect("group");
+            let mut group = group_1(&shared, id).await;
             tokio::task::spawn_local(task);
             let queued = || shared.queued.load(Ordering::Acquire);
             turns(100).await;

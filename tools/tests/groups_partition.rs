@@ -31,8 +31,8 @@ mod powerloss_support;
 mod support;
 
 use groups_support::{
-    check, check_held_by, Heard, BUSY_GROUPS, CHILD_ADDRESSES, CHILD_DIR, CHILD_NODE, CHILD_NUMBER,
-    GROUPS, NODES,
+    check, check_held_by, every_group_applies, Heard, BUSY_GROUPS, CHILD_ADDRESSES, CHILD_DIR,
+    CHILD_NODE, CHILD_NUMBER, GROUPS, NODES,
 };
 use powerloss_support::Child;
 use std::collections::BTreeMap;
@@ -49,38 +49,6 @@ const RAFT_PORT: u16 = 7100;
 #[ignore = "the child process of the partition test"]
 fn groups_partition_child() {
     groups_support::child();
-}
-
-/// Waits up to `limit` until every group has applied writes reported by one of `children`
-/// since `before` (what `Heard::per_child_group` held then).
-fn every_group_applies(
-    heard: &Mutex<Heard>,
-    before: &BTreeMap<(u64, u64), u64>,
-    children: &[u64],
-    limit: Duration,
-) -> Result<(), Vec<u64>> {
-    let step = Duration::from_millis(50);
-    let mut waited = Duration::ZERO;
-    loop {
-        let stalled: Vec<u64> = {
-            let heard = heard.lock().expect("heard");
-            (1..=GROUPS)
-                .filter(|&g| {
-                    children
-                        .iter()
-                        .all(|&c| heard.per_child_group.get(&(c, g)) == before.get(&(c, g)))
-                })
-                .collect()
-        };
-        if stalled.is_empty() {
-            return Ok(());
-        }
-        if waited >= limit {
-            return Err(stalled);
-        }
-        std::thread::sleep(step);
-        waited += step;
-    }
 }
 
 fn partitions(rounds: u64) -> Result<(), String> {
@@ -126,7 +94,7 @@ fn partitions(rounds: u64) -> Result<(), String> {
         .collect();
     let all: Vec<u64> = (1..=NODES).collect();
     let per_child_group = || heard.lock().expect("heard").per_child_group.clone();
-    every_group_applies(&heard, &BTreeMap::new(), &all, Duration::from_secs(30))
+    every_group_applies(&heard, &BTreeMap::new(), |_| true, Duration::from_secs(30))
         .map_err(|g| format!("groups {g:?} applied no write within 30 s of the start"))?;
     // Before any cut, a follower that has heard nothing from its leader for a second follows
     // a quiesced leader: both idle groups must have been seen so, or the rounds would not cut
@@ -155,7 +123,8 @@ fn partitions(rounds: u64) -> Result<(), String> {
             &[cut as usize],
             &majority.iter().map(|&n| n as usize).collect::<Vec<_>>(),
         );
-        let during = every_group_applies(&heard, &before, &majority, Duration::from_secs(10));
+        let on_majority = |child: u64| majority.contains(&child);
+        let during = every_group_applies(&heard, &before, on_majority, Duration::from_secs(10));
         // Held a while longer: the cut-off node's leaders step down, its groups go silent.
         std::thread::sleep(Duration::from_millis(500));
         applied_before_heal = heard.lock().expect("heard").acked.clone();
@@ -167,7 +136,7 @@ fn partitions(rounds: u64) -> Result<(), String> {
                  10 s of node {cut}'s cut"
             )
         })?;
-        every_group_applies(&heard, &before, &all, Duration::from_secs(10)).map_err(|g| {
+        every_group_applies(&heard, &before, |_| true, Duration::from_secs(10)).map_err(|g| {
             format!("round {round}: groups {g:?} applied no write within 10 s of the heal")
         })?;
         println!("groups_partition: round {round}: node {cut} cut off and healed");

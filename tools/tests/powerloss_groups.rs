@@ -40,8 +40,8 @@ mod groups_support;
 mod powerloss_support;
 
 use groups_support::{
-    addresses, check, check_run, Heard, CHILD_ADDRESSES, CHILD_DIR, CHILD_NODE, CHILD_NUMBER,
-    GROUPS, NODES,
+    addresses, check, check_run, every_group_applies, Heard, CHILD_ADDRESSES, CHILD_DIR,
+    CHILD_NODE, CHILD_NUMBER, NODES,
 };
 use powerloss_support::{
     child_round, mode_for, mount, rounds, under, Aim, Child, CrashPoints, Rng,
@@ -178,12 +178,6 @@ fn node_power_loss_rounds(
         )
     };
     let mut children: Vec<Option<Child>> = (1..=NODES).map(|node| Some(spawn(node))).collect();
-    let per_group = || {
-        let heard = heard.lock().expect("heard");
-        (1..=GROUPS)
-            .map(|g| heard.per_group.get(&g).copied().unwrap_or(0))
-            .collect::<Vec<_>>()
-    };
     let mut rng = Rng::new(seed);
     let mut points = CrashPoints::default();
     let mut most_snapshots = 0;
@@ -240,17 +234,9 @@ fn node_power_loss_rounds(
         // Until every group applies writes again (at most ten seconds): the groups the victim
         // led, quiescent or not, must elect a leader on a node that is up (or on the victim,
         // back).
-        let before = per_group();
-        for _ in 0..200 {
-            if per_group()
-                .iter()
-                .zip(&before)
-                .all(|(now, then)| now > then)
-            {
-                went_on += 1;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let before = heard.lock().expect("heard").per_child_group.clone();
+        if every_group_applies(&heard, &before, |_| true, Duration::from_secs(10)).is_ok() {
+            went_on += 1;
         }
     }
     drop(children);

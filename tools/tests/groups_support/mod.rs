@@ -310,8 +310,6 @@ pub fn check_held_by(roots: &[PathBuf], acked: &Acked, need: usize) -> Result<us
 pub struct Heard {
     /// The writes they reported applied.
     pub acked: Acked,
-    /// How many of them each group applied.
-    pub per_group: BTreeMap<u64, u64>,
     /// The groups a child saw quiesced (`quiet G`).
     pub quiet: BTreeSet<u64>,
     /// How many of them each child had applied in each group, by (child, group).
@@ -346,7 +344,6 @@ impl Heard {
             } else if let Some((_, rest)) = line.rsplit_once("acked ") {
                 if let [g, c, k] = fields(rest)[..] {
                     if heard.acked.insert((g, command(g, c, k))) {
-                        *heard.per_group.entry(g).or_default() += 1;
                         *heard.per_child_group.entry((c, g)).or_default() += 1;
                     }
                 }
@@ -361,6 +358,39 @@ impl Heard {
             .fold((0, 0), |(a, b), (all, asynchronous)| {
                 (a + all, b + asynchronous)
             })
+    }
+}
+
+/// Waits up to `limit` until every group has applied writes reported by a child that
+/// `counts` since `before` (what [`Heard::per_child_group`] held then); else returns the
+/// groups that did not.
+pub fn every_group_applies(
+    heard: &Mutex<Heard>,
+    before: &BTreeMap<(u64, u64), u64>,
+    counts: impl Fn(u64) -> bool,
+    limit: Duration,
+) -> Result<(), Vec<u64>> {
+    let step = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    loop {
+        let stalled: Vec<u64> = {
+            let heard = heard.lock().expect("heard");
+            (1..=GROUPS)
+                .filter(|&g| {
+                    !heard.per_child_group.iter().any(|(&(c, group), &n)| {
+                        group == g && counts(c) && before.get(&(c, g)).is_none_or(|&b| n > b)
+                    })
+                })
+                .collect()
+        };
+        if stalled.is_empty() {
+            return Ok(());
+        }
+        if waited >= limit {
+            return Err(stalled);
+        }
+        std::thread::sleep(step);
+        waited += step;
     }
 }
 

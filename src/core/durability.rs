@@ -72,13 +72,7 @@ impl Core {
     /// Appends entries (already validated) to the log and the persist batch.
     pub(super) fn stage_append(&mut self, entries: Vec<Entry>) {
         for entry in &entries {
-            if entry.kind == EntryKind::Configuration {
-                // Validated at the gateway (the AppendEntries handler, or our own proposal).
-                if let Ok(c) = Configuration::decode(&entry.data) {
-                    self.configs.push((entry.id.index, c));
-                    self.configs_changed();
-                }
-            }
+            self.note_configuration(entry);
         }
         self.log.append(entries.iter().cloned());
         if self.staged.entries.is_empty() {
@@ -86,6 +80,26 @@ impl Core {
             self.staged.entries = entries;
         } else {
             self.staged.entries.extend(entries);
+        }
+    }
+
+    /// Appends one entry to the log and to the staged persist batch (a leader's own entries,
+    /// one at a time as it builds them).
+    pub(super) fn stage_entry(&mut self, entry: Entry) {
+        self.note_configuration(&entry);
+        self.log.append([entry.clone()]);
+        self.staged.entries.push(entry);
+    }
+
+    /// A configuration entry takes effect as soon as it is in the log (Raft's rule for
+    /// membership changes).
+    fn note_configuration(&mut self, entry: &Entry) {
+        if entry.kind == EntryKind::Configuration {
+            // Validated at the gateway (the AppendEntries handler, or our own proposal).
+            if let Ok(c) = Configuration::decode(&entry.data) {
+                self.configs.push((entry.id.index, c));
+                self.configs_changed();
+            }
         }
     }
 

@@ -240,40 +240,39 @@ impl Core {
     }
 
     pub(super) fn append_as_leader(&mut self, items: Vec<(EntryKind, Bytes)>) -> (LogId, Index) {
-        let items = items
-            .into_iter()
-            .map(|(kind, data)| (kind, data, Bytes::new()))
-            .collect();
-        self.append_as_leader_with_extensions(items)
+        self.append_as_leader_with_extensions(
+            items
+                .into_iter()
+                .map(|(kind, data)| (kind, data, Bytes::new())),
+        )
     }
 
     /// Appends entries of this term (kind, data, extensions); returns the first id and the
-    /// last index.
+    /// last index. `items` must not be empty.
+    ///
+    /// Each entry goes straight into the log and the staged persist batch: a proposal costs
+    /// no vector of its own on the shard thread (ARCHITECTURE §10).
     pub(super) fn append_as_leader_with_extensions(
         &mut self,
-        items: Vec<(EntryKind, Bytes, Bytes)>,
+        items: impl IntoIterator<Item = (EntryKind, Bytes, Bytes)>,
     ) -> (LogId, Index) {
         let term = self.term;
-        let mut index = self.log.last_index();
-        let entries: Vec<Entry> = items
-            .into_iter()
-            .map(|(kind, data, extensions)| {
-                index = index.next();
-                Entry {
-                    id: LogId::new(term, index),
-                    kind,
-                    data,
-                    extensions,
-                }
-            })
-            .collect();
-        let first = entries[0].id;
-        let last = index;
-        self.stage_append(entries);
+        let before = self.log.last_index();
+        let mut index = before;
+        for (kind, data, extensions) in items {
+            index = index.next();
+            self.stage_entry(Entry {
+                id: LogId::new(term, index),
+                kind,
+                data,
+                extensions,
+            });
+        }
+        debug_assert!(index > before, "a leader appends at least one entry");
         if let Some(l) = self.leader_state_mut() {
             l.replication_needed = true;
         }
-        (first, last)
+        (LogId::new(term, before.next()), index)
     }
 
     /// Refuses a write while a transfer runs or a restore is staged, or after this leader
@@ -315,11 +314,11 @@ impl Core {
             return;
         }
         let mut extensions = extensions.into_iter();
-        let entries = commands
-            .into_iter()
-            .map(|c| (EntryKind::Command, c, extensions.next().unwrap_or_default()))
-            .collect();
-        let (first, last) = self.append_as_leader_with_extensions(entries);
+        let (first, last) = self.append_as_leader_with_extensions(
+            commands
+                .into_iter()
+                .map(|c| (EntryKind::Command, c, extensions.next().unwrap_or_default())),
+        );
         if let Some(l) = self.leader_state_mut() {
             l.pending_commits
                 .push_back(PendingCommit { token, first, last });

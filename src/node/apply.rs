@@ -7,6 +7,7 @@
 //! FSM's response directly.
 
 use super::metrics::NodeMetrics;
+use super::reply::Responses;
 use super::{Reply, Shared};
 use crate::api::fsm::{Fsm, FsmSnapshot};
 use bytes::Bytes;
@@ -74,7 +75,7 @@ pub(crate) enum ShardEvent {
 struct PendingAwait {
     first: Index,
     last: Index,
-    responses: Vec<Bytes>,
+    responses: Responses,
     reply: Reply,
 }
 
@@ -192,7 +193,7 @@ impl ApplyLoop {
                 let pending = PendingAwait {
                     first,
                     last,
-                    responses: Vec::new(),
+                    responses: Responses::None,
                     reply,
                 };
                 if last <= self.last_applied.index {
@@ -205,7 +206,7 @@ impl ApplyLoop {
             }
             ApplyTask::WaitApplied { index, reply } => {
                 if index <= self.last_applied.index {
-                    reply.applied(index, index, Vec::new());
+                    reply.applied(index, index, Responses::None);
                 } else {
                     self.reads.push((index, reply));
                 }
@@ -348,7 +349,7 @@ impl ApplyLoop {
                 .partition(|(i, _)| *i <= applied);
             self.reads = waiting;
             for (index, reply) in ready {
-                reply.applied(index, index, Vec::new());
+                reply.applied(index, index, Responses::None);
             }
         }
     }

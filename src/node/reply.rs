@@ -22,6 +22,51 @@ pub(crate) enum Reply {
     Restore(Sender<Result<Index, RestoreError>>),
 }
 
+/// A request's state-machine responses, in entry order. The common case, one `apply`, holds
+/// its one response without a vector of its own.
+#[derive(Debug, Default)]
+pub(crate) enum Responses {
+    /// None yet (or none: a barrier, a read).
+    #[default]
+    None,
+    /// Exactly one.
+    One(Bytes),
+    /// Two or more.
+    Many(Vec<Bytes>),
+}
+
+impl Responses {
+    /// Adds the next entry's response.
+    pub(crate) fn push(&mut self, response: Bytes) {
+        *self = match std::mem::take(self) {
+            Responses::None => Responses::One(response),
+            Responses::One(first) => Responses::Many(vec![first, response]),
+            Responses::Many(mut all) => {
+                all.push(response);
+                Responses::Many(all)
+            }
+        };
+    }
+
+    /// The last response (empty if there is none).
+    fn last(self) -> Bytes {
+        match self {
+            Responses::None => Bytes::new(),
+            Responses::One(only) => only,
+            Responses::Many(mut all) => all.pop().unwrap_or_default(),
+        }
+    }
+
+    /// Every response, in order.
+    fn into_vec(self) -> Vec<Bytes> {
+        match self {
+            Responses::None => Vec::new(),
+            Responses::One(only) => vec![only],
+            Responses::Many(all) => all,
+        }
+    }
+}
+
 /// What to do with a reply once the core answered it.
 pub(crate) enum Next {
     /// Answered.
@@ -94,16 +139,16 @@ impl Reply {
 
     /// The state machine applied `first..=last` (`responses` are its answers to the commands
     /// among them, in order), or, for a read, the read point `last`.
-    pub(crate) fn applied(self, first: Index, last: Index, responses: Vec<Bytes>) {
+    pub(crate) fn applied(self, first: Index, last: Index, responses: Responses) {
         match self {
             Reply::Apply(tx) => tx.send(Ok(Applied {
                 index: last,
-                response: responses.into_iter().next_back().unwrap_or_default(),
+                response: responses.last(),
             })),
             Reply::ApplyBatch(tx) => tx.send(Ok(AppliedBatch {
                 first,
                 last,
-                responses,
+                responses: responses.into_vec(),
             })),
             Reply::Barrier(tx) => tx.send(Ok(last)),
             Reply::Restore(tx) => tx.send(Ok(last)),

@@ -26,7 +26,7 @@ pub(crate) use stable_io::StableKey;
 use super::apply::{ApplyLoop, ApplyTask, ShardEvent};
 use super::clock::Clock;
 use super::metrics::ShardMetrics;
-use super::reply::Next;
+use super::reply::{Next, Responses};
 use super::{Command, Reply, Shared};
 use crate::api::config::Config;
 use crate::api::error::{BootstrapClusterError, RestoreError, TakeSnapshotError};

@@ -175,11 +175,11 @@ impl Shard {
         }
         match (reply, outcome) {
             (reply @ Reply::Read(_), Outcome::ReadReady { index }) => {
-                reply.applied(index, index, Vec::new());
+                reply.applied(index, index, Responses::None);
                 None
             }
             (reply @ Reply::Barrier(_), Outcome::Committed { last, .. }) => {
-                reply.applied(last, last, Vec::new());
+                reply.applied(last, last, Responses::None);
                 None
             }
             (reply, outcome) => Some((reply, outcome)),

@@ -146,15 +146,14 @@ impl Core {
         self.log.mark_persisted(seq);
         // Release, in order, every held message whose writes are now durable (a heartbeat
         // answer, which waits only for the term, may overtake an append answer).
-        let mut still_held = VecDeque::with_capacity(self.held.len());
-        for (needed, message) in std::mem::take(&mut self.held) {
-            if needed <= seq {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 > seq {
+                i += 1;
+            } else if let Some((_, message)) = self.held.remove(i) {
                 self.emit(Effect::Send(message));
-            } else {
-                still_held.push_back((needed, message));
             }
         }
-        self.held = still_held;
         if matches!(self.role, RoleState::Leader(_)) {
             self.maybe_commit();
         }

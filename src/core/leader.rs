@@ -13,7 +13,7 @@
 
 #[cfg(feature = "sim")]
 use super::config::Mutation;
-use super::progress::{quorum_value, Progress, ReplicationState};
+use super::progress::{quorum_value_of, Progress, ReplicationState};
 use super::types::{InvalidInput, Outcome, RequestError, Time, Token};
 use super::{Core, CoreConfig, RoleState};
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use ringraft_net::message::{
 };
 use ringraft_storage::{Entry, EntryKind, Index, LogId, NodeId};
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 
 /// Heartbeats of a busy leader (ARCHITECTURE §4): the heartbeat timer's round skips a busy
 /// follower, one that is streaming entries (`Replicate`) and was sent AppendEntries and
@@ -428,21 +429,14 @@ impl Core {
             return 0;
         };
         let me = self.id();
-        let mut rounds: Vec<u64> = self
-            .voters()
-            .iter()
-            .map(|&v| {
-                if v == me {
-                    l.round
-                } else {
-                    l.progress.get(&v).map_or(0, |p| p.acked_round)
-                }
-            })
-            .collect();
-        if rounds.is_empty() {
-            return 0;
-        }
-        quorum_value(&mut rounds, self.quorum())
+        let rounds = self.voters().iter().map(|&v| {
+            if v == me {
+                l.round
+            } else {
+                l.progress.get(&v).map_or(0, |p| p.acked_round)
+            }
+        });
+        quorum_value_of(rounds, self.quorum()).unwrap_or(0)
     }
 
     pub(super) fn leader_tick(&mut self) {
@@ -510,9 +504,18 @@ impl Core {
         // with their next AppendEntries, if any goes out.
         let to_all = broadcast || !l.verifications.is_empty();
         if replicate {
-            let peers: Vec<NodeId> = l.progress.keys().copied().collect();
-            for peer in peers {
+            // Peer by peer in id order, without collecting them first.
+            let mut next = l.progress.keys().next().copied();
+            while let Some(peer) = next {
                 self.send_appends(peer);
+                next = match &self.role {
+                    RoleState::Leader(l) => l
+                        .progress
+                        .range((Bound::Excluded(peer), Bound::Unbounded))
+                        .next()
+                        .map(|(&p, _)| p),
+                    _ => None,
+                };
             }
             // A single-voter leader commits as soon as its own write is durable.
             self.maybe_commit();
@@ -555,7 +558,7 @@ impl Core {
         let commit = self.commit;
         let me = self.id();
         let term = self.term;
-        let Some(l) = self.leader_state_mut() else {
+        let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         let previous = l.round;
@@ -563,7 +566,6 @@ impl Core {
         let round = l.round;
         l.round_since_active.get_or_insert(round);
         l.round_sent_at.push_back((round, now));
-        let mut messages = Vec::with_capacity(l.progress.len());
         for (&peer, p) in &l.progress {
             if busy_rounds > 0 && p.is_busy(previous, busy_rounds) {
                 continue;
@@ -574,18 +576,17 @@ impl Core {
             if mutation == Some(Mutation::FollowerCommitWithoutMin) {
                 leader_commit = commit;
             }
-            messages.push(ringraft_net::message::Message {
-                from: me,
-                to: peer,
-                term,
-                body: Body::Heartbeat {
-                    leader_commit,
-                    round,
-                },
-            });
-        }
-        for m in messages {
-            self.emit(super::Effect::Send(m));
+            // `emit`, on the field: `l` borrows the role.
+            self.effects
+                .push(super::Effect::Send(ringraft_net::message::Message {
+                    from: me,
+                    to: peer,
+                    term,
+                    body: Body::Heartbeat {
+                        leader_commit,
+                        round,
+                    },
+                }));
         }
         // Rounds a quorum has moved past are no longer needed.
         self.prune_rounds();
@@ -806,20 +807,16 @@ impl Core {
             members = self.latest_configuration().1.members().collect();
             counted = &members;
         }
-        let mut matches: Vec<Index> = counted
-            .iter()
-            .map(|&v| {
-                if v == me {
-                    durable
-                } else {
-                    l.progress.get(&v).map_or(Index(0), |p| p.match_index)
-                }
-            })
-            .collect();
-        if matches.is_empty() {
+        let matches = counted.iter().map(|&v| {
+            if v == me {
+                durable
+            } else {
+                l.progress.get(&v).map_or(Index(0), |p| p.match_index)
+            }
+        });
+        let Some(candidate) = quorum_value_of(matches, self.quorum()) else {
             return;
-        }
-        let candidate = quorum_value(&mut matches, self.quorum());
+        };
         if candidate <= self.commit {
             return;
         }
@@ -841,10 +838,9 @@ impl Core {
     fn on_leader_commit(&mut self, previous: Index) {
         let commit = self.commit;
         let term = self.term;
-        let Some(l) = self.leader_state_mut() else {
+        let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let mut replies = Vec::new();
         while l.pending_commits.front().is_some_and(|p| p.last <= commit) {
             if let Some(p) = l.pending_commits.pop_front() {
                 let outcome = Outcome::Committed {
@@ -852,7 +848,11 @@ impl Core {
                     first: p.first.index,
                     last: p.last,
                 };
-                replies.push((p.token, Ok(outcome)));
+                // `emit`, on the field: `l` borrows the role.
+                self.effects.push(super::Effect::Reply {
+                    token: p.token,
+                    result: Ok(outcome),
+                });
             }
         }
         let reads = if commit >= l.first_index_of_term {
@@ -860,9 +860,6 @@ impl Core {
         } else {
             Vec::new()
         };
-        for (token, result) in replies {
-            self.reply(token, result);
-        }
         for token in reads {
             self.await_quorum_round(token, Outcome::ReadReady { index: commit });
         }

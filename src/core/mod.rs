@@ -54,7 +54,7 @@ pub use config::Mutation;
 pub use config::{ConfigError, CoreConfig};
 pub use errors::{BootstrapError, CoreError};
 pub use log::RaftLog;
-pub use progress::{majority, quorum_value, Progress, ReplicationState};
+pub use progress::{majority, quorum_value, quorum_value_of, Progress, ReplicationState};
 pub use rng::Rng;
 pub use types::{
     Effect, Event, HardState, Input, InvalidInput, MembershipChange, Outcome, PersistBatch,

@@ -268,6 +268,36 @@ pub fn quorum_value<T: Ord + Copy>(values: &mut [T], quorum: usize) -> T {
     values[quorum - 1]
 }
 
+/// [`quorum_value`] of the values `values` yields (one per voter), or `None` if it yields
+/// none. Up to 16 voters need no heap allocation: a leader computes this several times per
+/// write, and with thousands of groups a write is rarely batched with others.
+pub fn quorum_value_of<T: Ord + Copy + Default>(
+    values: impl IntoIterator<Item = T>,
+    quorum: usize,
+) -> Option<T> {
+    let mut held = [T::default(); 16];
+    let mut len = 0;
+    let mut spilled: Vec<T> = Vec::new();
+    for value in values {
+        if len < held.len() {
+            held[len] = value;
+            len += 1;
+        } else {
+            if spilled.is_empty() {
+                spilled.extend_from_slice(&held);
+            }
+            spilled.push(value);
+        }
+    }
+    if !spilled.is_empty() {
+        return Some(quorum_value(&mut spilled, quorum));
+    }
+    if len == 0 {
+        return None;
+    }
+    Some(quorum_value(&mut held[..len], quorum))
+}
+
 /// A majority of `voters`.
 pub fn majority(voters: usize) -> usize {
     voters / 2 + 1
@@ -284,6 +314,17 @@ mod tests {
         assert_eq!(majority(4), 3);
         assert_eq!(majority(5), 3);
         assert_eq!(quorum_value(&mut [5, 1, 3], 2), 3);
+        assert_eq!(quorum_value_of([5, 1, 3], 2), Some(3));
+        assert_eq!(quorum_value_of(Vec::<u64>::new(), 1), None);
+        // More voters than the stack buffer holds spill to a vector with the same answer.
+        let many: Vec<u64> = (0..40).map(|i| (i * 17) % 41).collect();
+        let mut sorted = many.clone();
+        assert_eq!(
+            quorum_value_of(many, 21),
+            Some(quorum_value(&mut sorted, 21))
+        );
+        assert_eq!(quorum_value_of(0..40u64, 40), Some(0));
+        assert_eq!(quorum_value_of(0..40u64, 1), Some(39));
         assert_eq!(quorum_value(&mut [5, 1, 3, 9, 2], 3), 3);
         assert_eq!(quorum_value(&mut [7], 1), 7);
     }

@@ -52,7 +52,7 @@ impl FsmSnapshot for CounterSnapshot {
 fn run(groups: u64, shards: usize) -> Result<(), Box<dyn Error>> {
     let network = MemNetwork::new();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
-    // One MultiRaft per node: pings between nodes every 100 ms, a node silent for 1 s is
+    // One MultiRaft per node: pings between nodes every 250 ms, a node silent for 1 s is
     // reported to its groups (the defaults, matching `Config`'s default timeouts); group g
     // runs on shard thread g mod `shards` of its node, every shard behind the node's one
     // transport.

@@ -33,8 +33,13 @@ pub struct MultiRaftConfig {
     /// 1 000 busy durable groups about a quarter of their throughput (docs/PERFORMANCE.md,
     /// session 13).
     pub shards: usize,
-    /// How often the node pings each peer node. Default 100 ms (the default heartbeat
-    /// interval of one group).
+    /// How often the node pings each peer node. Default 250 ms, a quarter of the default
+    /// `silence_timeout`. A silence is reported when it reaches the timeout, not at the next
+    /// ping, so a longer interval does not delay failure detection; it leaves less room for a
+    /// ping delayed on a busy connection before a healthy peer looks silent, and each ping
+    /// wakes both nodes (idle groups' CPU is mostly these wake-ups: a tenth of the timeout
+    /// cost about twice the idle CPU of a quarter, docs/PERFORMANCE.md, session 24). Must be
+    /// below `silence_timeout`.
     pub ping_interval: Duration,
     /// A peer node from which nothing arrived for this long is reported silent to the groups
     /// it is a member of; their quiesced followers then campaign. Default 1 s (the default
@@ -64,7 +69,7 @@ impl Default for MultiRaftConfig {
     fn default() -> MultiRaftConfig {
         MultiRaftConfig {
             cpu: None,
-            ping_interval: Duration::from_millis(100),
+            ping_interval: Duration::from_millis(250),
             silence_timeout: Duration::from_millis(1000),
             campaign_slots: 256,
             snapshot_threads: crate::node::host::DEFAULT_SNAPSHOT_THREADS,

@@ -17,7 +17,9 @@
 //!
 //! Peer nodes are watched, not groups: every `ping_interval` the router sends each peer node
 //! one `NodePing`, and a peer from which nothing arrived for `silence_timeout` is reported to
-//! every group that has it as a member, as `PeerDisconnected { error: Silent }`. That report
+//! every group that has it as a member, as `PeerDisconnected { error: Silent }`, as soon as
+//! that timeout passes (the router's timer wakes it for the earliest one, not only for its
+//! pings). That report
 //! is what lets idle groups quiesce: a quiesced follower wakes on it when its leader's node
 //! goes silent. A lost connection is passed on the same way, and so is a peer's
 //! `GroupStopped` (the group was shut down on that node), to that group alone.
@@ -511,10 +513,15 @@ impl Router {
         }
     }
 
-    /// Pings every peer node and reports the ones silent for `watch.silence_timeout`.
-    fn watch(&mut self, watch: Watch, now: Instant) {
+    /// Pings every peer node if `ping`, and reports the ones silent for
+    /// `watch.silence_timeout`. Returns when the next peer falls silent unless it is heard
+    /// from before (`None`: no peer left to watch): the router wakes then, so a silence is
+    /// reported when it reaches the timeout, not at the next ping (which may be up to a
+    /// ping interval later).
+    fn watch(&mut self, watch: Watch, now: Instant, ping: bool) -> Option<Instant> {
         let me = self.me;
         let mut silent = Vec::new();
+        let mut next_silence: Option<Instant> = None;
         let paused = self.shared.paused.load(Ordering::Acquire);
         if let Some(transport) = self.transport.as_mut() {
             for (&peer, p) in &mut self.peers {
@@ -523,19 +530,28 @@ impl Router {
                     // can be told silent.
                     p.heard = now;
                 }
-                let ping = Message {
-                    from: me,
-                    to: peer,
-                    term: Term(0),
-                    body: Body::NodePing,
-                };
-                // Best effort: a full queue or a missing connection is what the watch is for.
-                let _ = transport.send(GroupId(0), ping);
-                self.shared.pings_sent.fetch_add(1, Ordering::Relaxed);
+                if ping {
+                    let ping = Message {
+                        from: me,
+                        to: peer,
+                        term: Term(0),
+                        body: Body::NodePing,
+                    };
+                    // Best effort: a full queue or a missing connection is what the watch is
+                    // for.
+                    let _ = transport.send(GroupId(0), ping);
+                    self.shared.pings_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                if p.silent {
+                    continue;
+                }
                 let quiet = now.saturating_duration_since(p.heard);
-                if !p.silent && quiet >= watch.silence_timeout {
+                if quiet >= watch.silence_timeout {
                     p.silent = true;
                     silent.push((peer, quiet));
+                } else {
+                    let at = p.heard + watch.silence_timeout;
+                    next_silence = Some(next_silence.map_or(at, |n| n.min(at)));
                 }
             }
         }
@@ -550,6 +566,7 @@ impl Router {
             };
             self.deliver_to_groups_of(peer, &event);
         }
+        next_silence
     }
 
     /// Stops: drops the node transport and tells every group.
@@ -737,7 +754,11 @@ pub(crate) fn start(
 }
 
 async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
-    let tick = tokio::time::sleep(watch.ping_interval);
+    // The watch's timer: the next ping, or a peer's silence timeout if that comes first (a
+    // peer heard from meanwhile moves its timeout later; one that falls silent moves
+    // nothing earlier than the armed time, which is never after the next ping).
+    let mut next_ping = tokio::time::Instant::now() + watch.ping_interval;
+    let tick = tokio::time::sleep_until(next_ping);
     tokio::pin!(tick);
     poll_fn(|cx| {
         let mut r = router.borrow_mut();
@@ -787,9 +808,17 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
             taken += 1;
         }
         while tick.as_mut().poll(cx).is_ready() {
-            r.watch(watch, now);
-            tick.as_mut()
-                .reset(tokio::time::Instant::now() + watch.ping_interval);
+            let woke = tokio::time::Instant::now();
+            let ping = woke >= next_ping;
+            if ping {
+                next_ping = woke + watch.ping_interval;
+            }
+            let now = super::clock::monotonic_now();
+            let next = match r.watch(watch, now, ping) {
+                Some(silence) => next_ping.min(tokio::time::Instant::from_std(silence)),
+                None => next_ping,
+            };
+            tick.as_mut().reset(next);
         }
         Poll::Pending
     })
@@ -1162,22 +1191,54 @@ mod tests {
                     address: "n2".to_string()
                 })
             );
-            let silent = poll_fn(|cx| loop {
-                match group.poll_recv(cx) {
-                    Poll::Ready(Some(TransportEvent::PeerDisconnected {
-                        peer: NodeId(2),
-                        error: PeerError::Silent { .. },
-                    })) => return Poll::Ready(true),
-                    Poll::Ready(Some(_)) => continue,
-                    Poll::Ready(None) => return Poll::Ready(false),
-                    Poll::Pending => return Poll::Pending,
-                }
-            });
-            let heard = tokio::time::timeout(Duration::from_secs(5), silent).await;
+            let heard = tokio::time::timeout(Duration::from_secs(5), silence(&mut group)).await;
             assert_eq!(
                 heard,
                 Ok(true),
                 "the member's silence never reached the group"
+            );
+            shared.close();
+            turns(10).await;
+        });
+    }
+
+    /// Resolves to true once `group` hears that node 2 fell silent (false if its transport
+    /// ended first).
+    async fn silence(group: &mut Box<dyn Transport>) -> bool {
+        poll_fn(|cx| loop {
+            match group.poll_recv(cx) {
+                Poll::Ready(Some(TransportEvent::PeerDisconnected {
+                    peer: NodeId(2),
+                    error: PeerError::Silent { .. },
+                })) => return Poll::Ready(true),
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) => return Poll::Ready(false),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// A silence is reported when it reaches the timeout, not at the router's next ping:
+    /// with pings every 1.9 s and a timeout of 2 s, a member silent from the start is reported
+    /// at 2 s (the router wakes for the timeout), not at the second ping, 3.8 s.
+    #[test]
+    fn a_silence_is_reported_at_its_timeout_not_at_the_next_ping() {
+        let watch = Watch {
+            ping_interval: Duration::from_millis(1900),
+            silence_timeout: Duration::from_secs(2),
+        };
+        on_router_thread_with(Box::new(Refusing), watch, |shared, id, task| async move {
+            let mut group = group_1(&shared, id).await;
+            tokio::task::spawn_local(task);
+            let _ = group.set_peer(NodeId(2), "n2");
+            let watched = tokio::time::Instant::now();
+            let heard = tokio::time::timeout(Duration::from_secs(5), silence(&mut group)).await;
+            assert_eq!(heard, Ok(true), "the silence was never reported");
+            let after = watched.elapsed();
+            assert!(
+                after >= Duration::from_millis(1900) && after < Duration::from_millis(3200),
+                "reported silent after {after:?}: the timeout is 2 s, the second ping 3.8 s"
             );
             shared.close();
             turns(10).await;

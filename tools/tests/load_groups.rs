@@ -162,3 +162,41 @@ fn groups_spread_over_several_shard_threads_per_node_elect_and_take_writes() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `--failover`: the node leading the most groups is cut off with its connections open (its
+/// messages lost), and every group it led elects a leader among the others, found only by
+/// the other nodes' watch of its silence (the groups were quiesced: no election timer ran).
+#[test]
+fn a_frozen_node_s_groups_elect_other_leaders() {
+    let json = &json_of(&[
+        "--inmem",
+        "--groups",
+        "12",
+        "--active",
+        "0",
+        "--idle-secs",
+        "0.5",
+        "--failover",
+        "--json",
+    ]);
+    assert_eq!(field(json, "elected"), "12");
+    let led: usize = field(json, "failover_led").parse().expect("failover_led");
+    // Twelve groups over three nodes: the one leading the most leads at least four.
+    assert!(led >= 4, "{json}");
+    assert_eq!(field(json, "failover_moved"), led.to_string(), "{json}");
+    let secs: f64 = field(json, "failover_s").parse().expect("failover_s");
+    // At least the silence timeout (the election timeout, 300 ms) must pass first.
+    assert!((0.25..120.0).contains(&secs), "{json}");
+}
+
+/// `--failover` cuts a node off the in-memory network: durable groups are refused.
+#[test]
+fn a_failover_needs_in_memory_groups() {
+    let out = Command::new(LOAD)
+        .args(["--groups", "2", "--failover"])
+        .output()
+        .expect("running ringraft-load");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--inmem"), "{err}");
+}

@@ -4,7 +4,7 @@
 //! ringraft-load [--inmem] [--nodes N] [--clients C] [--duration SECS | --ops N] [--warmup N]
 //!               [--rate R] [--payload-bytes B] [--dir DIR] [--json] [--plot FILE]
 //!               [--shared-thread] [--apply-inline | --apply-thread] [--client-threads]
-//!               [--groups N [--active M] [--idle-secs SECS] [--restart]]
+//!               [--groups N [--active M] [--idle-secs SECS] [--restart | --failover]]
 //! ```
 //!
 //! With no arguments: a 3-node cluster in this process, talking TCP on loopback, each node
@@ -44,7 +44,10 @@
 //!   `--restart` (durable) then stops every node, starts them again from their WALs and
 //!   checks every group's committed state.
 //!   `--campaign-slots K` sets how many groups per node may campaign at once, `--shards S`
-//!   how many shard threads each node runs its groups on.
+//!   how many shard threads each node runs its groups on, `--ping-ms MS` how often each node
+//!   pings its peers. `--failover` (in memory) then cuts off the node leading the most
+//!   groups, its connections left open (a frozen node), and reports how long until every
+//!   group it led has a leader among the others (`failover_s`).
 
 use clap::Parser;
 use ringraft::ApplyPlacement;
@@ -146,6 +149,16 @@ struct Cli {
     /// (MultiRaftConfig::shards) [default: the library's].
     #[arg(long, value_name = "S", requires = "groups", value_parser = at_least_one)]
     shards: Option<u64>,
+    /// With --groups: how often each node pings its peers, in milliseconds
+    /// (MultiRaftConfig::ping_interval) [default: a quarter of the silence timeout, as the
+    /// library's default]
+    #[arg(long, value_name = "MS", requires = "groups", value_parser = at_least_one)]
+    ping_ms: Option<u64>,
+    /// With in-memory --groups: after the writes, cut off the node that leads the most groups
+    /// (its messages lost, no connection broken: a frozen node) and report how long until every
+    /// group it led has a leader among the others.
+    #[arg(long, requires = "groups", requires = "inmem")]
+    failover: bool,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -187,6 +200,10 @@ struct Args {
     campaign_slots: Option<usize>,
     /// `--shards`.
     shards: Option<usize>,
+    /// `--ping-ms`.
+    ping_interval: Option<Duration>,
+    /// `--failover`.
+    failover: bool,
 }
 
 impl Cli {
@@ -242,6 +259,8 @@ impl Cli {
                 .shards
                 .map(|s| usize::try_from(s).map_err(|e| format!("--shards {s}: {e}")))
                 .transpose()?,
+            ping_interval: self.ping_ms.map(Duration::from_millis),
+            failover: self.failover,
         })
     }
 }
@@ -271,6 +290,8 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
         restart: args.restart,
         campaign_slots: args.campaign_slots,
         shards: args.shards,
+        ping_interval: args.ping_interval,
+        failover: args.failover,
     };
     let out = groups::run(&run, &args.load)?;
     let summary = out.load.as_ref().map(|(o, cpu)| {
@@ -290,7 +311,8 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
 \"start_s\":{:.3},\"elect_all_s\":{},\
 \"elected\":{},\"campaigns_deferred\":{},\"idle_cpu_pct\":{:.1},\"rss_per_replica_bytes\":{},\
 \"threads\":{},\"durable\":{},\"restart_open_s\":{},\"restart_start_s\":{},\
-\"restart_elect_all_s\":{},\"restart_campaigns_deferred\":{},\"restart_recovered\":{}}}",
+\"restart_elect_all_s\":{},\"restart_campaigns_deferred\":{},\"restart_recovered\":{},\
+\"failover_led\":{},\"failover_moved\":{},\"failover_s\":{}}}",
             out.groups,
             active,
             args.load.clients,
@@ -316,6 +338,9 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             out.restart
                 .as_ref()
                 .map_or_else(|| "null".to_string(), |r| r.recovered.to_string()),
+            json_number(out.failover.as_ref().map(|f| f.led as f64), 0),
+            json_number(out.failover.as_ref().map(|f| f.moved as f64), 0),
+            json_number(out.failover.as_ref().and_then(|f| f.secs), 3),
         );
     } else {
         let place = match &durable {
@@ -367,6 +392,20 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
             );
         }
     }
+    if let Some(f) = &out.failover {
+        if !args.json {
+            println!(
+                "  failover: node {} (leading {} groups) cut off; {}",
+                f.node,
+                f.led,
+                f.secs.map_or_else(
+                    || format!("only {} of them had another leader within 120 s", f.moved),
+                    |s| format!("every one of them had another leader after {s:.2} s"),
+                )
+            );
+        }
+    }
+    let failed_over = out.failover.as_ref().is_none_or(|f| f.secs.is_some());
     let restarted = out
         .restart
         .as_ref()
@@ -374,7 +413,10 @@ fn run_groups(args: &Args, groups: usize, active: usize, idle: Duration) -> Resu
     if args.restart && out.restart.is_none() {
         return Err("--restart: no restart was made (not every group had a leader)".into());
     }
-    Ok(out.elected == out.groups && summary.is_none_or(|s| s.errors == 0) && restarted)
+    Ok(out.elected == out.groups
+        && summary.is_none_or(|s| s.errors == 0)
+        && restarted
+        && failed_over)
 }
 
 fn run(args: &Args) -> Result<bool, String> {

@@ -1,6 +1,7 @@
 //! Many Raft groups in one process (`ringraft-load --groups N --active M`): how long until
 //! every group has a leader, what idle groups cost (CPU, resident memory, threads), the
-//! writes of the active ones, and, durable, how long a restart of the whole process takes.
+//! writes of the active ones, and, durable, how long a restart of the whole process takes,
+//! or, in memory, how long the groups a frozen node led take to elect others.
 //!
 //! Each of the `nodes` nodes is a [`MultiRaft`]: one shard thread and one transport endpoint
 //! for every group's replica on it, peer nodes pinged for liveness, idle groups quiesced
@@ -48,6 +49,33 @@ pub struct GroupsRun {
     pub campaign_slots: Option<usize>,
     /// `MultiRaftConfig::shards` of every node (`None`: the library's default).
     pub shards: Option<usize>,
+    /// `MultiRaftConfig::ping_interval` of every node (`None`: [`default_ping_interval`]).
+    pub ping_interval: Option<Duration>,
+    /// In memory only: after the writes, cut off the node that leads the most groups (its
+    /// messages lost, its connections open: a frozen node) and time how long until every group
+    /// it led has a leader among the others.
+    pub failover: bool,
+}
+
+/// The load's ping interval unless told otherwise: a quarter of the silence timeout (the
+/// groups' election timeout), as the library's default is. A silence is reported when it
+/// reaches the timeout whatever the ping interval (ARCHITECTURE §14); more frequent pings
+/// only wake every node more often.
+pub fn default_ping_interval() -> Duration {
+    Cluster::election_timeout() / 4
+}
+
+/// What cutting off one node found (`--failover`).
+pub struct FailoverOutcome {
+    /// The node cut off: the one that led the most groups.
+    pub node: u64,
+    /// Groups it led when it was cut off.
+    pub led: usize,
+    /// Of those, the groups that had a leader among the other nodes within the limit.
+    pub moved: usize,
+    /// Seconds from the cut until the last of them had one (`None`: not all within the
+    /// limit).
+    pub secs: Option<f64>,
 }
 
 /// What a restart of every node found.
@@ -91,6 +119,8 @@ pub struct GroupsOutcome {
     pub load: Option<(Outcome, CpuWindow)>,
     /// The restart, if one was asked for.
     pub restart: Option<RestartOutcome>,
+    /// The failover, if one was asked for.
+    pub failover: Option<FailoverOutcome>,
 }
 
 /// The nodes of a run: hosts, and their WALs when durable.
@@ -110,7 +140,7 @@ impl Nodes {
         let election = Cluster::election_timeout();
         let defaults = MultiRaftConfig::default();
         let watch = MultiRaftConfig {
-            ping_interval: election / 10,
+            ping_interval: run.ping_interval.unwrap_or_else(default_ping_interval),
             silence_timeout: election,
             campaign_slots: run.campaign_slots.unwrap_or(defaults.campaign_slots),
             shards: run.shards.unwrap_or(defaults.shards),
@@ -240,6 +270,18 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
     } else {
         None
     };
+    let failover = if run.failover && elected == run.groups {
+        if run.durable.is_some() {
+            return Err(
+                "--failover runs in memory only (it cuts a node off the in-memory \
+                        network)"
+                    .into(),
+            );
+        }
+        Some(failover(&network, &clusters, run.elect_limit))
+    } else {
+        None
+    };
     let restart = if run.restart && run.durable.is_some() && elected == run.groups {
         Some(restart(run, &network, &addresses, nodes, clusters)?)
     } else {
@@ -259,7 +301,60 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
         threads,
         load: load_outcome,
         restart,
+        failover,
     })
+}
+
+/// Cuts off the node that leads the most groups (every message to or from it lost, as when a
+/// node freezes or a switch fails: no connection breaks, so only the other nodes' watch of
+/// its silence tells its groups), waits until every group it led has a leader among the
+/// others, and heals the network.
+fn failover(network: &MemNetwork, clusters: &[Cluster], limit: Duration) -> FailoverOutcome {
+    let nodes = clusters.first().map_or(0, |c| c.nodes.len());
+    let leader_of = |c: &Cluster| {
+        c.nodes
+            .iter()
+            .position(|(r, _)| r.state() == RaftState::Leader)
+    };
+    let mut led = vec![Vec::new(); nodes];
+    for (g, cluster) in clusters.iter().enumerate() {
+        if let Some(i) = leader_of(cluster) {
+            led[i].push(g);
+        }
+    }
+    let victim = (0..nodes).max_by_key(|&i| led[i].len()).unwrap_or(0);
+    let ids: Vec<NodeId> = (1..=nodes as u64).map(NodeId).collect();
+    let others: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != ids[victim])
+        .collect();
+    let cut = super::drive::now();
+    network.partition(&[&ids[victim..=victim], &others]);
+    let mut waiting = led[victim].clone();
+    let secs = loop {
+        waiting.retain(|&g| {
+            !clusters[g]
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(i, (r, _))| i != victim && r.state() == RaftState::Leader)
+        });
+        if waiting.is_empty() {
+            break Some(cut.elapsed().as_secs_f64());
+        }
+        if cut.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    network.heal();
+    FailoverOutcome {
+        node: victim as u64 + 1,
+        led: led[victim].len(),
+        moved: led[victim].len() - waiting.len(),
+        secs,
+    }
 }
 
 /// What a group must hold after a restart: every entry committed before it, and for groups

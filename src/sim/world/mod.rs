@@ -214,11 +214,13 @@ enum Ev {
         node: usize,
         boot: u64,
     },
-    /// The node's host pings its peers and reports the silent ones (quiescence seeds, the
-    /// router's liveness watch, ARCHITECTURE §14).
+    /// The node's host pings its peers (if `ping`; otherwise it woke for a peer's silence
+    /// timeout alone) and reports the silent ones (quiescence seeds, the router's liveness
+    /// watch, ARCHITECTURE §14).
     Ping {
         node: usize,
         boot: u64,
+        ping: bool,
     },
     /// A client's request arriving at a node.
     Request {
@@ -301,6 +303,10 @@ struct SimNode {
     /// silent since (the host's liveness watch).
     heard: BTreeMap<usize, Time>,
     silent: BTreeSet<usize>,
+    /// Quiescence seeds: when the host pings next, and when it wakes for a peer's silence
+    /// timeout before that (the router's timer: the earlier of the two).
+    next_ping: Time,
+    silence_check: Option<Time>,
     /// Whether the core was quiesced after the last turn (a change is counted and hashed).
     quiesced: bool,
     /// Since when the node is down (crashed and not restarted).
@@ -643,6 +649,8 @@ impl World {
                 term_seen: ringraft_storage::Term(0),
                 heard: BTreeMap::new(),
                 silent: BTreeSet::new(),
+                next_ping: Time(0),
+                silence_check: None,
                 quiesced: false,
                 down_since: None,
             });
@@ -961,7 +969,7 @@ impl World {
                 }
                 Ok(())
             }
-            Ev::Ping { node, boot } => self.ping(node, boot),
+            Ev::Ping { node, boot, ping } => self.ping(node, boot, ping),
             Ev::Crash { node, boot } => {
                 if !self.healed && self.nodes[node].boot == boot {
                     self.crash(node)?;
@@ -1062,8 +1070,18 @@ impl World {
             let heard = (0..self.nodes.len()).map(|p| (p, now)).collect();
             self.nodes[n].heard = heard;
             self.nodes[n].silent.clear();
+            self.nodes[n].silence_check = None;
             let boot = self.nodes[n].boot;
-            self.schedule(now.plus_nanos(PING_INTERVAL), Ev::Ping { node: n, boot });
+            let at = now.plus_nanos(PING_INTERVAL);
+            self.nodes[n].next_ping = at;
+            self.schedule(
+                at,
+                Ev::Ping {
+                    node: n,
+                    boot,
+                    ping: true,
+                },
+            );
         }
         let node = &mut self.nodes[n];
         node.snapshot_work_scheduled = false;
@@ -1151,13 +1169,21 @@ impl World {
 }
 
 impl World {
-    /// Node `n`'s host pings every peer and reports those silent for an election timeout
-    /// (quiescence seeds; the router's watch, ARCHITECTURE §14).
-    fn ping(&mut self, n: usize, boot: u64) -> Result<(), String> {
+    /// Node `n`'s host pings every peer (if `ping`) and reports those silent for an election
+    /// timeout, then wakes at its next ping or at the earliest peer's silence timeout before
+    /// it, as the router does (quiescence seeds; the router's watch, ARCHITECTURE §14).
+    fn ping(&mut self, n: usize, boot: u64, ping: bool) -> Result<(), String> {
         if self.nodes[n].boot != boot || !self.nodes[n].is_up() {
             return Ok(());
         }
-        self.hash(&[21, self.now.0, n as u64]);
+        if !ping {
+            if self.nodes[n].silence_check != Some(self.now) {
+                // Superseded by an earlier wake.
+                return Ok(());
+            }
+            self.nodes[n].silence_check = None;
+        }
+        self.hash(&[21 + u64::from(!ping), self.now.0, n as u64]);
         let me = self.nodes[n].id;
         let silence = self.config_template.election_timeout.as_nanos() as u64;
         self.check_quiesced_leader_alive(n, silence)?;
@@ -1167,12 +1193,14 @@ impl World {
                 continue;
             }
             let peer = self.nodes[p].id;
-            self.send(Message {
-                from: me,
-                to: peer,
-                term: ringraft_storage::Term(0),
-                body: ringraft_net::message::Body::NodePing,
-            });
+            if ping {
+                self.send(Message {
+                    from: me,
+                    to: peer,
+                    term: ringraft_storage::Term(0),
+                    body: ringraft_net::message::Body::NodePing,
+                });
+            }
             let heard = self.nodes[n].heard.get(&p).copied().unwrap_or(self.now);
             let quiet = self.now.nanos_since(heard);
             if quiet >= silence && self.nodes[n].silent.insert(p) {
@@ -1185,8 +1213,43 @@ impl World {
                 reported = true;
             }
         }
-        let at = self.now.plus_nanos(PING_INTERVAL);
-        self.schedule(at, Ev::Ping { node: n, boot });
+        if ping {
+            let at = self.now.plus_nanos(PING_INTERVAL);
+            self.nodes[n].next_ping = at;
+            self.schedule(
+                at,
+                Ev::Ping {
+                    node: n,
+                    boot,
+                    ping: true,
+                },
+            );
+        }
+        let node = &self.nodes[n];
+        let first_silence = (0..self.nodes.len())
+            .filter(|p| *p != n && !node.silent.contains(p))
+            .map(|p| {
+                node.heard
+                    .get(&p)
+                    .copied()
+                    .unwrap_or(self.now)
+                    .plus_nanos(silence)
+            })
+            .min();
+        if let Some(at) = first_silence {
+            let node = &mut self.nodes[n];
+            if at < node.next_ping && node.silence_check.is_none_or(|c| at < c) {
+                node.silence_check = Some(at);
+                self.schedule(
+                    at,
+                    Ev::Ping {
+                        node: n,
+                        boot,
+                        ping: false,
+                    },
+                );
+            }
+        }
         if reported {
             self.turn(n)?;
         }

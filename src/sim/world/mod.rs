@@ -1072,16 +1072,7 @@ impl World {
             self.nodes[n].silent.clear();
             self.nodes[n].silence_check = None;
             let boot = self.nodes[n].boot;
-            let at = now.plus_nanos(PING_INTERVAL);
-            self.nodes[n].next_ping = at;
-            self.schedule(
-                at,
-                Ev::Ping {
-                    node: n,
-                    boot,
-                    ping: true,
-                },
-            );
+            self.schedule_ping(n, boot);
         }
         let node = &mut self.nodes[n];
         node.snapshot_work_scheduled = false;
@@ -1169,6 +1160,20 @@ impl World {
 }
 
 impl World {
+    /// Node `n`'s host pings its peers again a ping interval from now.
+    fn schedule_ping(&mut self, n: usize, boot: u64) {
+        let at = self.now.plus_nanos(PING_INTERVAL);
+        self.nodes[n].next_ping = at;
+        self.schedule(
+            at,
+            Ev::Ping {
+                node: n,
+                boot,
+                ping: true,
+            },
+        );
+    }
+
     /// Node `n`'s host pings every peer (if `ping`) and reports those silent for an election
     /// timeout, then wakes at its next ping or at the earliest peer's silence timeout before
     /// it, as the router does (quiescence seeds; the router's watch, ARCHITECTURE §14).
@@ -1214,16 +1219,7 @@ impl World {
             }
         }
         if ping {
-            let at = self.now.plus_nanos(PING_INTERVAL);
-            self.nodes[n].next_ping = at;
-            self.schedule(
-                at,
-                Ev::Ping {
-                    node: n,
-                    boot,
-                    ping: true,
-                },
-            );
+            self.schedule_ping(n, boot);
         }
         let node = &self.nodes[n];
         let first_silence = (0..self.nodes.len())

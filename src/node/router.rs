@@ -754,9 +754,10 @@ pub(crate) fn start(
 }
 
 async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
-    // The watch's timer: the next ping, or a peer's silence timeout if that comes first (a
-    // peer heard from meanwhile moves its timeout later; one that falls silent moves
-    // nothing earlier than the armed time, which is never after the next ping).
+    // The watch's timer: the next ping, or a peer's silence timeout if that comes first. A
+    // peer heard from meanwhile moves its timeout later; a peer added, or heard again after a
+    // silence, gets one a whole silence timeout away: after the armed time, which is never
+    // after the next ping (`ping_interval` is below `silence_timeout`).
     let mut next_ping = tokio::time::Instant::now() + watch.ping_interval;
     let tick = tokio::time::sleep_until(next_ping);
     tokio::pin!(tick);

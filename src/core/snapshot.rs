@@ -261,13 +261,13 @@ impl Core {
             self.answer_snapshot(from, last, expected, false, stage, m.round);
             return;
         }
-        self.receiving = Some(Receiving {
+        self.receiving = Some(Box::new(Receiving {
             meta: m.meta.clone(),
             stage,
             next_offset: m.offset,
             leader: from,
             round: m.round,
-        });
+        }));
         self.emit(Effect::WriteSnapshotChunk {
             meta: m.meta,
             offset: m.offset,

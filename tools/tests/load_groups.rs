@@ -189,7 +189,8 @@ fn a_frozen_node_s_groups_elect_other_leaders() {
     assert!((0.25..120.0).contains(&secs), "{json}");
 }
 
-/// `--failover` cuts a node off the in-memory network: durable groups are refused.
+/// `--failover` cuts a node off the in-memory network: durable groups are refused, and so
+/// are fewer than three nodes.
 #[test]
 fn a_failover_needs_in_memory_groups() {
     let out = Command::new(LOAD)
@@ -199,4 +200,12 @@ fn a_failover_needs_in_memory_groups() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--inmem"), "{err}");
+    // And at least three nodes: cutting one of two leaves the other no majority.
+    let out = Command::new(LOAD)
+        .args(["--inmem", "--nodes", "2", "--groups", "2", "--failover"])
+        .output()
+        .expect("running ringraft-load");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 3 nodes"), "{err}");
 }

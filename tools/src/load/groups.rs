@@ -223,6 +223,17 @@ impl Nodes {
 /// idle window, runs `load` spread over the leaders of the first `run.active` groups (none if
 /// 0), and restarts every node if asked.
 pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
+    if run.failover && run.durable.is_some() {
+        return Err(
+            "--failover runs in memory only (it cuts a node off the in-memory network)".into(),
+        );
+    }
+    if run.failover && run.nodes < 3 {
+        return Err(format!(
+            "--failover needs at least 3 nodes (with {}, the others hold no majority)",
+            run.nodes
+        ));
+    }
     let network = MemNetwork::new();
     let addresses = match run.durable {
         Some(_) => super::cluster::free_addresses(run.nodes as usize)?,
@@ -271,13 +282,6 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
         None
     };
     let failover = if run.failover && elected == run.groups {
-        if run.durable.is_some() {
-            return Err(
-                "--failover runs in memory only (it cuts a node off the in-memory \
-                        network)"
-                    .into(),
-            );
-        }
         Some(failover(&network, &clusters, run.elect_limit))
     } else {
         None

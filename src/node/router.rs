@@ -814,8 +814,7 @@ async fn run(id: u64, router: Rc<RefCell<Router>>, watch: Watch) {
             if ping {
                 next_ping = woke + watch.ping_interval;
             }
-            let now = super::clock::monotonic_now();
-            let next = match r.watch(watch, now, ping) {
+            let next = match r.watch(watch, woke.into_std(), ping) {
                 Some(silence) => next_ping.min(tokio::time::Instant::from_std(silence)),
                 None => next_ping,
             };

@@ -107,6 +107,9 @@ struct Counters {
     stop: AtomicBool,
     /// Ops mode: writes not yet started.
     remaining: AtomicU64,
+    /// Closed loop: when the last client to stop stopped, in nanoseconds after the run
+    /// started (0 until one has).
+    last_finish_ns: AtomicU64,
 }
 
 /// One closed-loop client's side of the count: the commands it sends and the latencies it
@@ -121,10 +124,12 @@ struct Client {
     ops_mode: bool,
     counters: Arc<Counters>,
     histogram: Histogram<u64>,
+    /// When the run started: a client's stop is counted from it.
+    started: Instant,
 }
 
 impl Client {
-    fn new(id: usize, load: &Load, counters: &Arc<Counters>) -> Client {
+    fn new(id: usize, load: &Load, counters: &Arc<Counters>, started: Instant) -> Client {
         Client {
             id: id as u64,
             seq: 0,
@@ -133,6 +138,7 @@ impl Client {
             ops_mode: load.ops.is_some(),
             counters: counters.clone(),
             histogram: new_histogram(),
+            started,
         }
     }
 
@@ -164,14 +170,28 @@ impl Client {
         }
     }
 
-    /// The client stopped; its latencies.
+    /// The client stopped (after its last write's answer); its latencies.
     fn finish(self) -> Histogram<u64> {
+        let ns = now().duration_since(self.started).as_nanos() as u64;
+        self.counters
+            .last_finish_ns
+            .fetch_max(ns.max(1), Ordering::Relaxed);
         self.counters.active.fetch_add(1, Ordering::Relaxed);
         self.histogram
     }
 }
 
 impl Counters {
+    /// How long a closed-loop run lasted: until its last client stopped. The run's end is
+    /// noticed by a poll up to 100 ms late, which would count as time without writes (about
+    /// 4 % of a one-second run on average); `fallback` if no client has stopped.
+    fn closed_loop_lasted(&self, fallback: Duration) -> Duration {
+        match self.last_finish_ns.load(Ordering::Relaxed) {
+            0 => fallback,
+            ns => Duration::from_nanos(ns),
+        }
+    }
+
     /// Whether a closed-loop run of `load` is over after `elapsed`.
     fn closed_loop_over(&self, load: &Load, elapsed: Duration) -> bool {
         if load.ops.is_some() {
@@ -267,7 +287,7 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
             let clients: Vec<_> = (0..load.clients)
                 .map(|id| {
                     let leaders = leaders.clone();
-                    let mut client = Client::new(id, load, &counters);
+                    let mut client = Client::new(id, load, &counters, started);
                     tokio::spawn(async move {
                         while let Some((g, cmd)) = client.next(leaders.len()) {
                             let t = now();
@@ -296,7 +316,9 @@ fn closed_loop(leaders: &[Raft], load: &Load) -> Result<Outcome, String> {
     Ok(Outcome {
         histogram,
         errors: counters.errors.load(Ordering::Relaxed),
-        elapsed_secs: now().duration_since(started).as_secs_f64(),
+        elapsed_secs: counters
+            .closed_loop_lasted(now().duration_since(started))
+            .as_secs_f64(),
     })
 }
 
@@ -317,7 +339,7 @@ fn closed_loop_threads(
     let clients = (0..load.clients)
         .map(|id| {
             let leaders = leaders.clone();
-            let mut client = Client::new(id, load, counters);
+            let mut client = Client::new(id, load, counters, started);
             std::thread::Builder::new()
                 .name("ringraft-load-client".into())
                 .spawn(move || {
@@ -464,7 +486,7 @@ mod tests {
     fn writes_of(id: usize, clients: usize, groups: usize, writes: u64) -> Vec<(usize, Bytes)> {
         let counters = Arc::new(Counters::default());
         counters.remaining.store(writes, Ordering::Relaxed);
-        let mut client = Client::new(id, &load(clients, writes), &counters);
+        let mut client = Client::new(id, &load(clients, writes), &counters, now());
         std::iter::from_fn(|| client.next(groups)).collect()
     }
 
@@ -496,6 +518,32 @@ mod tests {
         // More groups than keys: each group still gets a key of its own.
         let c = command_in_group(1, 2, 64, 123_456, 200_000);
         assert_eq!(key_of(&c), 123_456);
+    }
+
+    /// A closed-loop run lasts until its last client stopped, not until the progress poll
+    /// noticed.
+    #[test]
+    fn a_closed_loop_run_lasts_until_its_last_client_stopped() {
+        let counters = Arc::new(Counters::default());
+        let poll = Duration::from_secs(60);
+        assert_eq!(
+            counters.closed_loop_lasted(poll),
+            poll,
+            "no client stopped yet"
+        );
+        let started = now()
+            .checked_sub(Duration::from_secs(2))
+            .expect("the clock is past 2 s");
+        let early = Client::new(0, &load(2, 1), &counters, started);
+        let late = Client::new(1, &load(2, 1), &counters, started);
+        early.finish();
+        std::thread::sleep(Duration::from_millis(20));
+        late.finish();
+        let lasted = counters.closed_loop_lasted(poll);
+        assert!(
+            lasted >= Duration::from_millis(2020) && lasted < poll,
+            "lasted {lasted:?}"
+        );
     }
 
     #[test]

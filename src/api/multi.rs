@@ -50,8 +50,9 @@ pub struct MultiRaftConfig {
     pub silence_timeout: Duration,
     /// How many of the node's groups may campaign, or lead without having settled yet, at
     /// once. A group whose election timer fires waits for a slot before it asks for votes;
-    /// it keeps it until it follows again, until the leader it became quiesces, or for two
-    /// election timeouts, whichever is first. This paces herds of elections (every group
+    /// it keeps it until it follows again, until the leader it became has settled (it
+    /// committed an entry of its term, so a quorum follows it), or for two election
+    /// timeouts, whichever is first. This paces herds of elections (every group
     /// after a restart, every group a failed node led), whose heartbeats would otherwise be
     /// more than the nodes can answer in time, so that groups keep stepping down and never
     /// settle (ARCHITECTURE §14, "Herds"). Leadership transfers do not wait. Default 256;
@@ -89,6 +90,9 @@ pub struct MultiRaftStats {
     pub peers_silent: u64,
     /// Campaigns that waited for a slot (see [`MultiRaftConfig::campaign_slots`]).
     pub campaigns_deferred: u64,
+    /// Campaign slots held now: by groups campaigning, or leading before they committed an
+    /// entry of their term. Above zero only while elections are under way.
+    pub campaign_slots_held: usize,
 }
 
 /// One node hosting many Raft groups: its shard threads run the groups' loops, one transport
@@ -410,6 +414,7 @@ impl MultiRaft {
             pings_sent: self.shared.pings_sent.load(Ordering::Relaxed),
             peers_silent: self.shared.silences.load(Ordering::Relaxed),
             campaigns_deferred: self.shared.campaigns_deferred.load(Ordering::Relaxed),
+            campaign_slots_held: self.shared.campaign_slots_held.load(Ordering::Relaxed),
         }
     }
 }

@@ -77,6 +77,11 @@ impl<G: Copy> CampaignSlots<G> {
         }
     }
 
+    /// Slots held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     /// Forgets every holder and everyone in line (their node's process died with its slots;
     /// only the simulator's nodes crash in place).
     #[cfg(feature = "sim")]

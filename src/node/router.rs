@@ -83,6 +83,8 @@ pub(crate) struct RouterShared {
     pub(crate) silences: AtomicU64,
     /// Campaigns that waited for a slot.
     pub(crate) campaigns_deferred: AtomicU64,
+    /// Campaign slots held now.
+    pub(crate) campaign_slots_held: AtomicUsize,
     /// The router task's waker, so that closing the node wakes it at once.
     pub(crate) task_waker: Mutex<Option<Waker>>,
     /// Set (and `stopped_cv` notified) once the router task has stopped and its node
@@ -388,7 +390,8 @@ pub(crate) struct Router {
     inboxes: BTreeMap<GroupId, Inbox>,
     peers: BTreeMap<NodeId, Peer>,
     /// The node's campaign slots: a group's shard gives its slot back when its campaign ends,
-    /// when the leader it became quiesces, or two election timeouts after the grant,
+    /// when the leader it became commits an entry of its term, or two election timeouts
+    /// after the grant,
     /// whichever comes first, so a slot is never held for long and every waiting group gets
     /// one.
     campaigns: CampaignSlots<GroupId>,
@@ -405,7 +408,10 @@ impl Router {
             return Poll::Ready(());
         };
         match self.campaigns.poll(group, &mut inbox.slot) {
-            Asked::Granted => return Poll::Ready(()),
+            Asked::Granted => {
+                self.count_held_slots();
+                return Poll::Ready(());
+            }
             Asked::Waiting => {}
             Asked::Queued => {
                 self.shared
@@ -431,7 +437,15 @@ impl Router {
                     inbox.granted();
                 }
             }
+            self.count_held_slots();
         }
+    }
+
+    /// Publishes how many campaign slots are held (`MultiRaftStats::campaign_slots_held`).
+    fn count_held_slots(&self) {
+        self.shared
+            .campaign_slots_held
+            .store(self.campaigns.held(), Ordering::Relaxed);
     }
 
     /// Hands `event` to `group`'s inbox (dropped if this node does not run the group).

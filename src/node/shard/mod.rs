@@ -77,8 +77,8 @@ enum CampaignSlot {
     Waiting {
         recheck_at: Time,
     },
-    /// Granted at `since`; given back when the campaign ends, when the leader it made
-    /// quiesces, or two election timeouts after `since`.
+    /// Granted at `since`; given back when the campaign ends, when the leader it made has
+    /// settled (it committed an entry of its term), or two election timeouts after `since`.
     Held {
         since: Time,
     },
@@ -492,8 +492,8 @@ impl Shard {
     }
 
     /// After a turn: gives back a campaign slot whose campaign is over (the node follows, or
-    /// leads and quiesced, or held it for two election timeouts), and leaves the queue for
-    /// one if the node no longer needs it (it heard from a leader).
+    /// leads and committed an entry of its term, or held it for two election timeouts), and
+    /// leaves the queue for one if the node no longer needs it (it heard from a leader).
     fn settle_campaign_slot(&mut self, now: Time) {
         #[cfg(feature = "sim")]
         if self.core.config().mutation == Some(crate::core::Mutation::GlueKeepsCampaignSlot)
@@ -510,7 +510,13 @@ impl Shard {
                     || match self.core.role() {
                         Role::Follower => true,
                         Role::PreCandidate | Role::Candidate => false,
-                        Role::Leader => self.core.is_quiesced(),
+                        // Settled: a quorum holds the entry that opened its term, so a
+                        // quorum follows it. It heartbeats on until it quiesces, but no
+                        // longer campaigns (ARCHITECTURE §14, "Herds").
+                        Role::Leader => {
+                            self.core.log().term_at(self.core.commit_index())
+                                == Some(self.core.term())
+                        }
                     }
             }
         };

@@ -79,7 +79,7 @@ impl Default for MultiRaftConfig {
     }
 }
 
-/// Counters of a [`MultiRaft`] node's liveness watch.
+/// What a [`MultiRaft`] node runs and what its liveness watch and campaign slots did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MultiRaftStats {
     /// Groups running on the node now.

@@ -391,9 +391,8 @@ pub(crate) struct Router {
     peers: BTreeMap<NodeId, Peer>,
     /// The node's campaign slots: a group's shard gives its slot back when its campaign ends,
     /// when the leader it became commits an entry of its term, or two election timeouts
-    /// after the grant,
-    /// whichever comes first, so a slot is never held for long and every waiting group gets
-    /// one.
+    /// after the grant, whichever comes first, so a slot is never held for long and every
+    /// waiting group gets one.
     campaigns: CampaignSlots<GroupId>,
     shared: Arc<RouterShared>,
 }

@@ -170,8 +170,18 @@ fn groups_spread_over_several_shard_threads_per_node_elect_and_take_writes() {
 /// the other nodes' watch of its silence (the groups were quiesced: no election timer ran).
 #[test]
 fn a_frozen_node_s_groups_elect_other_leaders() {
-    let json = &json_of(&[
-        "--inmem",
+    frozen_node_s_groups_elect_other_leaders(true);
+}
+
+/// The same over TCP with every node's groups in one WAL: the frozen node's transport drops
+/// what it sends and receives, its connections stay open.
+#[test]
+fn a_frozen_durable_node_s_groups_elect_other_leaders() {
+    frozen_node_s_groups_elect_other_leaders(false);
+}
+
+fn frozen_node_s_groups_elect_other_leaders(inmem: bool) {
+    let mut args = vec![
         "--groups",
         "12",
         "--active",
@@ -180,7 +190,12 @@ fn a_frozen_node_s_groups_elect_other_leaders() {
         "0.5",
         "--failover",
         "--json",
-    ]);
+    ];
+    if inmem {
+        args.push("--inmem");
+    }
+    let json = &json_of(&args);
+    assert_eq!(field(json, "durable"), (!inmem).to_string(), "{json}");
     assert_eq!(field(json, "elected"), "12");
     let led: usize = field(json, "failover_led").parse().expect("failover_led");
     // Twelve groups over three nodes: the one leading the most leads at least four.
@@ -191,18 +206,9 @@ fn a_frozen_node_s_groups_elect_other_leaders() {
     assert!((0.25..120.0).contains(&secs), "{json}");
 }
 
-/// `--failover` cuts a node off the in-memory network: durable groups are refused, and so
-/// are fewer than three nodes.
+/// `--failover` needs three nodes or more: cutting one of two leaves the other no majority.
 #[test]
-fn a_failover_needs_in_memory_groups() {
-    let out = Command::new(LOAD)
-        .args(["--groups", "2", "--failover"])
-        .output()
-        .expect("running ringraft-load");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--inmem"), "{err}");
-    // And at least three nodes: cutting one of two leaves the other no majority.
+fn a_failover_needs_three_nodes() {
     let out = Command::new(LOAD)
         .args(["--inmem", "--nodes", "2", "--groups", "2", "--failover"])
         .output()

@@ -45,9 +45,10 @@
 //!   checks every group's committed state.
 //!   `--campaign-slots K` sets how many groups per node may campaign at once, `--shards S`
 //!   how many shard threads each node runs its groups on, `--ping-ms MS` how often each node
-//!   pings its peers. `--failover` (in memory) then cuts off the node leading the most
-//!   groups, its connections left open (a frozen node), and reports how long until every
-//!   group it led has a leader among the others (`failover_s`).
+//!   pings its peers. `--failover` then cuts off the node leading the most groups, its
+//!   connections left open (a frozen node: in memory a partition, over TCP a transport that
+//!   drops what it sends and receives), and reports how long until every group it led has a
+//!   leader among the others (`failover_s`).
 
 use clap::Parser;
 use ringraft::ApplyPlacement;
@@ -154,10 +155,11 @@ struct Cli {
     /// library's default]
     #[arg(long, value_name = "MS", requires = "groups", value_parser = at_least_one)]
     ping_ms: Option<u64>,
-    /// With in-memory --groups: after the writes, cut off the node that leads the most groups
-    /// (its messages lost, no connection broken: a frozen node) and report how long until every
-    /// group it led has a leader among the others.
-    #[arg(long, requires = "groups", requires = "inmem")]
+    /// With --groups: after the writes, cut off the node that leads the most groups (its
+    /// messages lost, no connection broken: a frozen node; over TCP its transport drops what
+    /// it sends and receives) and report how long until every group it led has a leader among
+    /// the others.
+    #[arg(long, requires = "groups")]
     failover: bool,
 }
 

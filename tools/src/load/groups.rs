@@ -1,7 +1,7 @@
 //! Many Raft groups in one process (`ringraft-load --groups N --active M`): how long until
 //! every group has a leader, what idle groups cost (CPU, resident memory, threads), the
-//! writes of the active ones, and, durable, how long a restart of the whole process takes,
-//! or, in memory, how long the groups a frozen node led take to elect others.
+//! writes of the active ones, how long the groups a frozen node led take to elect others,
+//! and, durable, how long a restart of the whole process takes.
 //!
 //! Each of the `nodes` nodes is a [`MultiRaft`]: one shard thread and one transport endpoint
 //! for every group's replica on it, peer nodes pinged for liveness, idle groups quiesced
@@ -12,11 +12,14 @@
 
 use super::cluster::{Cluster, Digest};
 use super::drive::{self, Load, Outcome};
+use super::freeze::Freezable;
 use super::report::{process_cpu_secs, CpuMark, CpuWindow};
 use ringraft::{MultiRaft, MultiRaftConfig, Raft, RaftState};
 use ringraft_net::memory::MemNetwork;
 use ringraft_storage::{Configuration, GroupId, NodeId, SharedWal, WalConfig};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Groups bootstrapped at a time when a run starts (see `Nodes::start_groups`), as an
@@ -51,9 +54,9 @@ pub struct GroupsRun {
     pub shards: Option<usize>,
     /// `MultiRaftConfig::ping_interval` of every node (`None`: [`default_ping_interval`]).
     pub ping_interval: Option<Duration>,
-    /// In memory only: after the writes, cut off the node that leads the most groups (its
-    /// messages lost, its connections open: a frozen node) and time how long until every group
-    /// it led has a leader among the others.
+    /// After the writes, cut off the node that leads the most groups (its messages lost, its
+    /// connections open: a frozen node) and time how long until every group it led has a
+    /// leader among the others.
     pub failover: bool,
 }
 
@@ -126,6 +129,8 @@ pub struct GroupsOutcome {
 /// The nodes of a run: hosts, and their WALs when durable.
 struct Nodes {
     hosts: Vec<MultiRaft>,
+    /// Durable: each node's switch that freezes its TCP transport (see [`Freezable`]).
+    freezes: Vec<Arc<AtomicBool>>,
     wals: Option<Vec<SharedWal>>,
     /// Seconds it took to open the WALs (recovering every group's log).
     wal_open_secs: f64,
@@ -147,10 +152,15 @@ impl Nodes {
             ..defaults
         };
         let mut hosts = Vec::new();
+        let mut freezes = Vec::new();
         for id in (1..=run.nodes).map(NodeId) {
             let host = match &run.durable {
                 None => MultiRaft::new(network.transport(id), watch.clone()),
-                Some(_) => MultiRaft::new(Cluster::tcp_transport(id, addresses), watch.clone()),
+                Some(_) => {
+                    let (tcp, freeze) = Freezable::new(Cluster::tcp_transport(id, addresses));
+                    freezes.push(freeze);
+                    MultiRaft::new(tcp, watch.clone())
+                }
             };
             hosts.push(host.map_err(|e| format!("starting node {}: {e}", id.0))?);
         }
@@ -169,6 +179,7 @@ impl Nodes {
         };
         Ok(Nodes {
             hosts,
+            freezes,
             wals,
             wal_open_secs: opened.elapsed().as_secs_f64(),
         })
@@ -223,11 +234,6 @@ impl Nodes {
 /// idle window, runs `load` spread over the leaders of the first `run.active` groups (none if
 /// 0), and restarts every node if asked.
 pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
-    if run.failover && run.durable.is_some() {
-        return Err(
-            "--failover runs in memory only (it cuts a node off the in-memory network)".into(),
-        );
-    }
     if run.failover && run.nodes < 3 {
         return Err(format!(
             "--failover needs at least 3 nodes (with {}, the others hold no majority)",
@@ -282,7 +288,12 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
         None
     };
     let failover = if run.failover && elected == run.groups {
-        Some(failover(&network, &clusters, run.elect_limit))
+        Some(failover(
+            &network,
+            &nodes.freezes,
+            &clusters,
+            run.elect_limit,
+        ))
     } else {
         None
     };
@@ -312,8 +323,14 @@ pub fn run(run: &GroupsRun, load: &Load) -> Result<GroupsOutcome, String> {
 /// Cuts off the node that leads the most groups (every message to or from it lost, as when a
 /// node freezes or a switch fails: no connection breaks, so only the other nodes' watch of
 /// its silence tells its groups), waits until every group it led has a leader among the
-/// others, and heals the network.
-fn failover(network: &MemNetwork, clusters: &[Cluster], limit: Duration) -> FailoverOutcome {
+/// others, and heals the network. In memory the network is partitioned; durable, the node's
+/// TCP transport is frozen (`freezes`, one per node).
+fn failover(
+    network: &MemNetwork,
+    freezes: &[Arc<AtomicBool>],
+    clusters: &[Cluster],
+    limit: Duration,
+) -> FailoverOutcome {
     let nodes = clusters.first().map_or(0, |c| c.nodes.len());
     let leader_of = |c: &Cluster| {
         c.nodes
@@ -334,7 +351,10 @@ fn failover(network: &MemNetwork, clusters: &[Cluster], limit: Duration) -> Fail
         .filter(|id| *id != ids[victim])
         .collect();
     let cut = super::drive::now();
-    network.partition(&[&ids[victim..=victim], &others]);
+    match freezes.get(victim) {
+        Some(freeze) => freeze.store(true, Ordering::Relaxed),
+        None => network.partition(&[&ids[victim..=victim], &others]),
+    }
     let mut waiting = led[victim].clone();
     let secs = loop {
         waiting.retain(|&g| {
@@ -352,7 +372,10 @@ fn failover(network: &MemNetwork, clusters: &[Cluster], limit: Duration) -> Fail
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    network.heal();
+    match freezes.get(victim) {
+        Some(freeze) => freeze.store(false, Ordering::Relaxed),
+        None => network.heal(),
+    }
     FailoverOutcome {
         node: victim as u64 + 1,
         led: led[victim].len(),

@@ -10,5 +10,6 @@
 
 pub mod cluster;
 pub mod drive;
+pub mod freeze;
 pub mod groups;
 pub mod report;

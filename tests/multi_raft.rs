@@ -267,12 +267,8 @@ fn herd_waits_for_campaign_slots(config: MultiRaftConfig) {
         ..config
     };
     let c = Cluster::start_with(12, one_slot);
-    let alone = |a: NodeId, b: NodeId, c: NodeId| [vec![a], vec![b], vec![c]];
-    let cut = |parts: [Vec<NodeId>; 3]| {
-        let parts: Vec<&[NodeId]> = parts.iter().map(|p| p.as_slice()).collect();
-        c.network.partition(&parts);
-    };
-    cut(alone(NodeId(1), NodeId(2), NodeId(3)));
+    let alone = |[a, b, n]: [NodeId; 3]| c.network.partition(&[&[a], &[b], &[n]]);
+    alone([NodeId(1), NodeId(2), NodeId(3)]);
     let deferred =
         |c: &Cluster| -> u64 { c.nodes.iter().map(|n| n.stats().campaigns_deferred).sum() };
     // A node's first campaign keeps its slot while no vote can reach it; its other groups
@@ -286,7 +282,7 @@ fn herd_waits_for_campaign_slots(config: MultiRaftConfig) {
     let gone = leaders[0];
     let rest: Vec<usize> = (1..=3).filter(|&n| n != gone).collect();
     let rest_ids: Vec<NodeId> = rest.iter().map(|&n| NodeId(n as u64)).collect();
-    cut(alone(NodeId(gone as u64), rest_ids[0], rest_ids[1]));
+    alone([NodeId(gone as u64), rest_ids[0], rest_ids[1]]);
     wait_until("the second herd waiting for slots", || {
         deferred(&c) > at_start
     });

@@ -347,6 +347,15 @@ impl Core {
         self.commit
     }
 
+    /// True if this node leads and has committed its term's first entry: a quorum follows it
+    /// (a `MultiRaft` node then gives its campaign slot back, ARCHITECTURE §14).
+    pub fn leads_with_own_term_committed(&self) -> bool {
+        match &self.role {
+            RoleState::Leader(l) => l.committed_own_term(self.commit),
+            _ => false,
+        }
+    }
+
     /// The highest index the state machine reported applied.
     pub fn applied_index(&self) -> Index {
         self.applied

@@ -513,10 +513,7 @@ impl Shard {
                         // Settled: a quorum holds the entry that opened its term, so a
                         // quorum follows it. It heartbeats on until it quiesces, but no
                         // longer campaigns (ARCHITECTURE §14, "Herds").
-                        Role::Leader => {
-                            self.core.log().term_at(self.core.commit_index())
-                                == Some(self.core.term())
-                        }
+                        Role::Leader => self.core.leads_with_own_term_committed(),
                     }
             }
         };

@@ -106,6 +106,9 @@ pub struct Core {
     /// snapshot: this node may accept, apply and stream those entries.
     restores: BTreeMap<LogId, SnapshotMeta>,
     staged: PersistBatch,
+    /// How many entries the last persist batch had: room for as many is reserved when a
+    /// leader stages its next batch's first entry (`stage_entry`).
+    staged_hint: u32,
     hard_state_dirty: bool,
     commit_recorded: Index,
     last_issued_seq: u64,
@@ -209,6 +212,7 @@ impl Core {
             receiving: None,
             restores,
             staged: PersistBatch::default(),
+            staged_hint: 0,
             hard_state_dirty: false,
             last_issued_seq: 0,
             persisted_seq: 0,

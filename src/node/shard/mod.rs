@@ -17,6 +17,7 @@ mod requests;
 pub(crate) mod snapshot_io;
 mod snapshots;
 mod stable_io;
+mod waiters;
 
 use requests::Waiter;
 pub(crate) use snapshot_io::SnapshotIo;
@@ -106,7 +107,7 @@ pub(crate) struct Shard {
     /// For the stable-store worker's answers.
     events_tx: crate::node::events::EventSender,
     next_token: u64,
-    waiters: BTreeMap<Token, Waiter>,
+    waiters: waiters::Waiters<Waiter>,
     pending_persist: VecDeque<persistence::PendingPersist>,
     commands: VecDeque<Command>,
     /// Where snapshot-store operations run (never on this thread).
@@ -336,7 +337,7 @@ impl Shard {
             events_rx: p.events_rx,
             events_tx: p.events_tx,
             next_token: 0,
-            waiters: BTreeMap::new(),
+            waiters: waiters::Waiters::default(),
             pending_persist: VecDeque::new(),
             commands: VecDeque::new(),
             snapshot_io,

@@ -90,7 +90,7 @@ impl Shard {
                 self.configuration_dirty = true;
                 self.transport_peers_dirty = true;
                 // Requests the empty core was holding cannot be answered by the new one.
-                for (_, waiter) in std::mem::take(&mut self.waiters) {
+                for (_, waiter) in self.waiters.take_all() {
                     waiter.fail(RequestError::NotLeader { leader: None });
                 }
                 // A membership change the old core held was just answered: the next may go.

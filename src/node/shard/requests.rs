@@ -135,7 +135,7 @@ impl Shard {
     }
 
     pub(super) fn reply(&mut self, token: Token, result: Result<Outcome, RequestError>) {
-        let Some(waiter) = self.waiters.remove(&token) else {
+        let Some(waiter) = self.waiters.remove(token) else {
             return;
         };
         let (reply, result) = match waiter {

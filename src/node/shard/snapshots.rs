@@ -173,7 +173,7 @@ impl Shard {
     /// Hands the caller's snapshot to the snapshot I/O worker, which copies it into the staging
     /// area (reading user data of unknown speed must not block the shard) and reports back.
     pub(super) fn stage_restore(&mut self, now: Time, token: Token, meta: SnapshotMeta) {
-        let data = match self.waiters.get_mut(&token) {
+        let data = match self.waiters.get_mut(token) {
             Some(Waiter::Restore { data, .. }) => data.take(),
             _ => None,
         };
@@ -215,7 +215,7 @@ impl Shard {
     /// Abandons a restore before its entry exists: the core forgets it, the caller gets `e`.
     fn fail_restore(&mut self, now: Time, token: Token, e: RestoreError) {
         tracing::warn!(node = self.shared.id.0, error = %e, "user restore failed");
-        if let Some(Waiter::Restore { reply, .. }) = self.waiters.remove(&token) {
+        if let Some(Waiter::Restore { reply, .. }) = self.waiters.remove(token) {
             reply.restore_failed(e);
         }
         self.core.step(now, Input::RestoreStageFailed { token });

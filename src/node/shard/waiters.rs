@@ -17,11 +17,16 @@ use std::collections::{BTreeMap, VecDeque};
 /// How many tokens the deque spans at most; older waiters move to the stragglers.
 const WINDOW: u64 = 4096;
 
-/// Values by token; see the module docs.
-pub(super) struct Waiters<W> {
+/// Values by token; see the module docs. Holds no memory while empty, and takes one word in
+/// its shard: a `MultiRaft` host keeps tens of thousands of shards, most of them idle.
+pub(super) struct Waiters<W>(Option<Box<Held<W>>>);
+
+/// What a non-empty [`Waiters`] holds.
+struct Held<W> {
     /// The token of `slots[0]`.
     base: u64,
-    /// `slots[i]` is the waiter of token `base + i`, if it has one. Never starts with `None`.
+    /// `slots[i]` is the waiter of token `base + i`, if it has one. Never starts with `None`,
+    /// so it is empty exactly when none of its slots holds a waiter.
     slots: VecDeque<Option<W>>,
     /// Waiters whose tokens are below `base`.
     stragglers: BTreeMap<Token, W>,
@@ -29,17 +34,74 @@ pub(super) struct Waiters<W> {
 
 impl<W> Default for Waiters<W> {
     fn default() -> Self {
-        Waiters {
-            base: 0,
-            slots: VecDeque::new(),
-            stragglers: BTreeMap::new(),
-        }
+        Waiters(None)
     }
 }
 
 impl<W> Waiters<W> {
     /// Holds `waiter` for `token`, replacing (and returning) one held for it already.
     pub(super) fn insert(&mut self, token: Token, waiter: W) -> Option<W> {
+        let held = self.0.get_or_insert_with(|| {
+            Box::new(Held {
+                base: token.0,
+                slots: VecDeque::new(),
+                stragglers: BTreeMap::new(),
+            })
+        });
+        held.insert(token, waiter)
+    }
+
+    /// Takes the waiter of `token`.
+    pub(super) fn remove(&mut self, token: Token) -> Option<W> {
+        let held = self.0.as_mut()?;
+        let taken = held.remove(token);
+        if held.slots.is_empty() && held.stragglers.is_empty() {
+            self.0 = None;
+        }
+        taken
+    }
+
+    /// The waiter of `token`, to change in place.
+    pub(super) fn get_mut(&mut self, token: Token) -> Option<&mut W> {
+        self.0.as_mut()?.get_mut(token)
+    }
+
+    /// How many waiters are held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |h| {
+            h.stragglers.len() + h.slots.iter().filter(|s| s.is_some()).count()
+        })
+    }
+
+    /// Takes every waiter, in token order.
+    pub(super) fn take_all(&mut self) -> Vec<(Token, W)> {
+        let Some(held) = self.0.take() else {
+            return Vec::new();
+        };
+        let Held {
+            base,
+            slots,
+            stragglers,
+        } = *held;
+        let mut all: Vec<(Token, W)> = stragglers.into_iter().collect();
+        all.extend(
+            slots
+                .into_iter()
+                .zip(base..)
+                .filter_map(|(slot, token)| slot.map(|w| (Token(token), w))),
+        );
+        all
+    }
+
+    /// Drops every waiter.
+    pub(super) fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl<W> Held<W> {
+    fn insert(&mut self, token: Token, waiter: W) -> Option<W> {
         // `base` never decreases, so every straggler's token stays below it.
         if self.slots.is_empty() {
             self.base = self.base.max(token.0);
@@ -65,8 +127,7 @@ impl<W> Waiters<W> {
         }
     }
 
-    /// Takes the waiter of `token`.
-    pub(super) fn remove(&mut self, token: Token) -> Option<W> {
+    fn remove(&mut self, token: Token) -> Option<W> {
         if token.0 < self.base {
             return self.stragglers.remove(&token);
         }
@@ -78,38 +139,12 @@ impl<W> Waiters<W> {
         taken
     }
 
-    /// The waiter of `token`, to change in place.
-    pub(super) fn get_mut(&mut self, token: Token) -> Option<&mut W> {
+    fn get_mut(&mut self, token: Token) -> Option<&mut W> {
         if token.0 < self.base {
             return self.stragglers.get_mut(&token);
         }
         let at = usize::try_from(token.0 - self.base).ok()?;
         self.slots.get_mut(at)?.as_mut()
-    }
-
-    /// How many waiters are held.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.stragglers.len() + self.slots.iter().filter(|s| s.is_some()).count()
-    }
-
-    /// Takes every waiter, in token order.
-    pub(super) fn take_all(&mut self) -> Vec<(Token, W)> {
-        let mut all: Vec<(Token, W)> = std::mem::take(&mut self.stragglers).into_iter().collect();
-        let base = self.base;
-        all.extend(
-            std::mem::take(&mut self.slots)
-                .into_iter()
-                .zip(base..)
-                .filter_map(|(slot, token)| slot.map(|w| (Token(token), w))),
-        );
-        all
-    }
-
-    /// Drops every waiter.
-    pub(super) fn clear(&mut self) {
-        self.stragglers.clear();
-        self.slots = VecDeque::new();
     }
 
     /// Moves the first `n` slots' waiters to the stragglers.
@@ -126,15 +161,11 @@ impl<W> Waiters<W> {
         self.pop_answered();
     }
 
-    /// Pops answered slots off the front; gives the buffer back once none is left, so an idle
-    /// group (one of thousands on a host) holds no memory for its waiters.
+    /// Pops answered slots off the front.
     fn pop_answered(&mut self) {
         while let Some(None) = self.slots.front() {
             self.slots.pop_front();
             self.base += 1;
-        }
-        if self.slots.is_empty() && self.slots.capacity() > 0 {
-            self.slots = VecDeque::new();
         }
     }
 }
@@ -178,11 +209,15 @@ mod tests {
         w.insert(Token(104), 'b');
         assert_eq!(w.remove(Token(102)), None);
         assert_eq!(w.remove(Token(100)), Some('a'));
-        assert_eq!(w.base, 104, "the front gap is popped");
+        assert_eq!(
+            w.0.as_ref().map(|h| h.base),
+            Some(104),
+            "the front gap is popped"
+        );
         assert_eq!(w.remove(Token(104)), Some('b'));
-        assert_eq!(w.slots.capacity(), 0, "an empty deque holds no buffer");
+        assert!(w.0.is_none(), "empty, it holds no memory");
         w.insert(Token(200), 'c');
-        assert_eq!(w.base, 200);
+        assert_eq!(w.0.as_ref().map(|h| h.base), Some(200));
         assert_eq!(w.get_mut(Token(200)), Some(&mut 'c'));
     }
 
@@ -193,12 +228,14 @@ mod tests {
         for t in 2..=3 * WINDOW {
             w.insert(Token(t), t);
             assert_eq!(w.remove(Token(t)), Some(t));
-            assert!(w.slots.len() as u64 <= WINDOW, "token {t}");
+            let held = w.0.as_ref().expect("token 1 is held");
+            assert!(held.slots.len() as u64 <= WINDOW, "token {t}");
         }
-        assert_eq!(w.stragglers.len(), 1);
+        assert_eq!(w.0.as_ref().map(|h| h.stragglers.len()), Some(1));
         assert_eq!(w.get_mut(Token(1)), Some(&mut 1));
         assert_eq!(w.remove(Token(1)), Some(1));
         assert_eq!(w.len(), 0);
+        assert!(w.0.is_none());
     }
 
     #[test]
@@ -233,7 +270,7 @@ mod tests {
         let mut model = BTreeMap::new();
         let mut next = 1u64;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..200_000 {
+        for step in 0..100_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -261,8 +298,14 @@ mod tests {
                     assert_eq!(w.get_mut(Token(token)).copied(), model.get(&token).copied());
                 }
             }
-            assert!(w.slots.len() as u64 <= WINDOW);
-            assert!(!matches!(w.slots.front(), Some(None)));
+            assert_eq!(w.0.is_none(), model.is_empty());
+            if let Some(held) = &w.0 {
+                assert!(held.slots.len() as u64 <= WINDOW);
+                assert!(!matches!(held.slots.front(), Some(None)));
+                if step % 1000 == 0 {
+                    assert!(held.stragglers.keys().all(|t| t.0 < held.base));
+                }
+            }
         }
         assert_eq!(w.len(), model.len());
         let all: Vec<(u64, u64)> = w.take_all().into_iter().map(|(t, v)| (t.0, v)).collect();

@@ -9,7 +9,7 @@
 //!
 //! Why not a `BTreeMap` alone, as before: with 256 writes in flight on one leader, its inserts
 //! at the end and removals at the front were 5.8 % of the in-memory cluster's shard thread
-//! (docs/PERFORMANCE.md, session 27).
+//! (docs/PERFORMANCE.md, session 26).
 
 use crate::core::Token;
 use std::collections::{BTreeMap, VecDeque};

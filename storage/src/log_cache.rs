@@ -145,6 +145,14 @@ impl<S: LogStore> LogStore for LogCache<S> {
         Ok(ticket)
     }
 
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<Ticket, LogError> {
+        let ticket = self.store.append(&entries)?;
+        if !entries.is_empty() {
+            self.ring().pending.push_back((ticket, entries));
+        }
+        Ok(ticket)
+    }
+
     fn truncate_suffix(&mut self, last: Index) -> Result<Ticket, LogError> {
         let ticket = self.store.truncate_suffix(last)?;
         self.ring().clear();

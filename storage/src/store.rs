@@ -93,6 +93,14 @@ pub trait LogStore: Send {
     /// An empty slice submits nothing and returns the latest ticket.
     fn append(&mut self, entries: &[Entry]) -> Result<Ticket, LogError>;
 
+    /// [`LogStore::append`] of entries the caller gives away: a store that keeps entries in
+    /// memory ([`crate::InmemStore`], [`crate::LogCache`]) moves them in rather than cloning
+    /// each one. The node's shard calls this with every persist batch. The default appends
+    /// a borrow of them, so a store that encodes entries (the WAL) need not implement it.
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<Ticket, LogError> {
+        self.append(&entries)
+    }
+
     /// Removes every entry after `last` (conflict resolution on a follower, Raft §5.3).
     /// `last` must be at least `first_index() - 1`; at or beyond `last_index()` it is a no-op.
     fn truncate_suffix(&mut self, last: Index) -> Result<Ticket, LogError>;

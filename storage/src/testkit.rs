@@ -36,6 +36,18 @@ pub(crate) fn log_store_conformance(store: &mut dyn LogStore) {
         matches!(err, crate::LogError::NotContiguous { .. }),
         "{err}"
     );
+    let err = store
+        .append_owned(entries(2, 3, 1))
+        .expect_err("gap, entries given away");
+    assert!(
+        matches!(err, crate::LogError::NotContiguous { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        store.last_index(),
+        Index(0),
+        "a refused append adds nothing"
+    );
 
     store.append_and_wait(&entries(1, 10, 1)).expect("append");
     assert_eq!(
@@ -64,7 +76,9 @@ pub(crate) fn log_store_conformance(store: &mut dyn LogStore) {
 
     // Asynchronous path: tickets increase and become durable in order.
     let t1 = store.append(&entries(11, 12, 2)).expect("append");
-    let t2 = store.append(&entries(13, 13, 2)).expect("append");
+    let t2 = store
+        .append_owned(entries(13, 13, 2))
+        .expect("append owned");
     assert!(t2 > t1);
     assert_eq!(
         store.entry(Index(13)).expect("visible before durable"),

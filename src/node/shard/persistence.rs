@@ -152,7 +152,7 @@ impl Shard {
             .is_none_or(|(_, c)| c.servers.iter().all(|s| s.id == self.shared.id))
     }
 
-    fn submit_persist(&mut self, batch: PersistBatch) -> Result<(), String> {
+    fn submit_persist(&mut self, mut batch: PersistBatch) -> Result<(), String> {
         let mut ticket = None;
         let mut stable = StableStep::Done;
         if let Some(from) = batch.truncate_from {
@@ -167,11 +167,16 @@ impl Shard {
             {
                 self.configuration_dirty = true;
             }
-            ticket = Some(self.log.append(&batch.entries).map_err(log_error)?);
             #[cfg(feature = "sim")]
-            if self.core.config().mutation == Some(crate::core::Mutation::GlueApplyBeforeCommit) {
+            let early = (self.core.config().mutation
+                == Some(crate::core::Mutation::GlueApplyBeforeCommit))
+            .then(|| batch.entries.clone());
+            let entries = std::mem::take(&mut batch.entries);
+            ticket = Some(self.log.append_owned(entries).map_err(log_error)?);
+            #[cfg(feature = "sim")]
+            if let Some(entries) = early {
                 // The glue mutation: the state machine gets entries as they are written.
-                self.send_to_apply(ApplyTask::Entries(batch.entries.clone()));
+                self.send_to_apply(ApplyTask::Entries(entries));
             }
         }
         // Term, vote and the commit index go into the log store when it keeps them (the WAL

@@ -138,11 +138,7 @@ impl<S: LogStore> LogStore for LogCache<S> {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<Ticket, LogError> {
-        let ticket = self.store.append(entries)?;
-        if !entries.is_empty() {
-            self.ring().pending.push_back((ticket, entries.to_vec()));
-        }
-        Ok(ticket)
+        self.append_owned(entries.to_vec())
     }
 
     fn append_owned(&mut self, entries: Vec<Entry>) -> Result<Ticket, LogError> {
